@@ -1,0 +1,500 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* uring/: the io_uring engine: loop, ops, timers, fibers, buffer rings. */
+#ifndef RINGPROT_URING_H
+#define RINGPROT_URING_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <time.h>
+
+/* IORING_OP_*, IORING_CQE_F_* for op results (from liburing's copy). */
+#include <linux/time_types.h>
+#include <liburing/io_uring.h>
+
+#include <ringprot/common.h>
+
+struct ur_loop;
+struct ur_fiber;
+struct ur_bufring;
+struct ur_signal;
+struct ur_op;
+struct ur_timer;
+
+/*
+ * ---------------------------------------------------------------------
+ * Loop: one per thread, one ring each.
+ * ---------------------------------------------------------------------
+ */
+
+/* Ring setup modes, best first. UR_MODE_AUTO probes them in this order. */
+enum ur_mode {
+	UR_MODE_AUTO = 0,
+	UR_MODE_DEFER, /* SINGLE_ISSUER | DEFER_TASKRUN */
+	UR_MODE_COOP,  /* COOP_TASKRUN | TASKRUN_FLAG */
+	UR_MODE_PLAIN, /* no setup flags */
+};
+
+struct ur_loop_opts {
+	enum ur_mode mode;       /* AUTO, or force one (-EINVAL if refused) */
+	unsigned sq_entries;     /* 0: 256 */
+	unsigned cq_entries;     /* 0 or below 4 * sq_entries: 4 * sq */
+	size_t stack_size;       /* fiber stack size, 0: 64 KiB */
+	unsigned stack_pool_max; /* stacks kept for reuse, 0: 1024 */
+	unsigned direct_files;   /* sparse registered file table, 0: none */
+};
+
+/*
+ * Create a loop and bind it to the calling thread (the first loop made on a
+ * thread becomes that thread's loop, see ur_loop_current()).
+ * Returns 0, -ENOSYS or -EPERM when io_uring is unavailable (callers may
+ * fall back), -EINVAL if a forced mode is refused, -ENOMEM.
+ */
+RINGPROT_API int ur_loop_new(const struct ur_loop_opts *opts,
+			     struct ur_loop **loop_out) RINGPROT_MUST_CHECK;
+
+/*
+ * Cancel everything still in flight, reap those completions, free the
+ * stacks and the ring. Fibers still alive are abandoned (their stacks are
+ * freed without unwinding): check ur_loop_live() first. Accepts NULL and
+ * clears the pointer.
+ */
+RINGPROT_API void ur_loop_free(struct ur_loop **loopp);
+
+/* The calling thread's loop, or NULL if none was made on this thread. */
+RINGPROT_API struct ur_loop *ur_loop_current(void);
+
+/*
+ * The calling thread's loop, made with default options if there is none.
+ * Returns 0 or -errno as ur_loop_new().
+ */
+RINGPROT_API int ur_loop_get(struct ur_loop **loop_out) RINGPROT_MUST_CHECK;
+
+/* Bind an existing loop to the calling thread (NULL unbinds). */
+RINGPROT_API void ur_loop_bind(struct ur_loop *loop);
+
+/*
+ * One loop turn: submit queued SQEs and wait (one io_uring_enter) for at
+ * least one completion or until timeout_ns passes (-1: no limit, 0: do not
+ * wait), then dispatch every reaped completion and run every runnable
+ * fiber. Returns the number of completions dispatched, or -errno.
+ * Must not be called from a fiber.
+ */
+RINGPROT_API int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns);
+
+/*
+ * Run turns until ur_loop_stop() or until nothing is alive (no fiber, no
+ * op in flight, no armed timer). Returns 0 or -errno. Not from a fiber.
+ */
+RINGPROT_API int ur_loop_run(struct ur_loop *loop);
+
+/* Make ur_loop_run() return after the current turn. Any thread-safe
+ * caller on the loop's own thread; from other threads use ur_loop_post(). */
+RINGPROT_API void ur_loop_stop(struct ur_loop *loop);
+
+/* The mode the ring was set up with (never UR_MODE_AUTO) and its name. */
+RINGPROT_API enum ur_mode ur_loop_mode(const struct ur_loop *loop);
+RINGPROT_API const char *ur_mode_name(enum ur_mode mode);
+
+/* Is this opcode (IORING_OP_*) supported by the running kernel? */
+RINGPROT_API bool ur_loop_has_op(const struct ur_loop *loop, int opcode);
+
+/* What is still alive in the loop. */
+struct ur_loop_stats {
+	uint64_t ops_inflight;   /* SQEs given to the kernel, CQE not reaped */
+	uint64_t fibers_live;    /* spawned and not yet freed */
+	uint64_t timers_armed;   /* user timers (ur_timer) armed */
+	uint64_t submits;        /* io_uring_enter calls that submitted */
+	uint64_t enters;         /* io_uring_enter calls in all */
+	uint64_t cqes;           /* completions dispatched */
+	uint64_t sq_full;        /* times the SQ was full and flushed */
+	uint64_t cq_overflow;    /* times the kernel held overflowed CQEs */
+	uint64_t stacks_mapped;  /* fiber stacks mapped (pooled or in use) */
+};
+RINGPROT_API void ur_loop_stats(const struct ur_loop *loop,
+				struct ur_loop_stats *out);
+
+/*
+ * Calls fn once for each live fiber and armed timer, naming the file and
+ * line that created it, so a teardown can say what leaked.
+ */
+typedef void ur_live_fn(const char *what, const char *file, int line,
+			void *arg);
+RINGPROT_API void ur_loop_foreach_live(const struct ur_loop *loop,
+				       ur_live_fn *fn, void *arg);
+
+/*
+ * Post fn(arg) to run on loop's thread at its next turn. Thread-safe: the
+ * wakeup is an IORING_OP_MSG_RING from the caller's own loop when it has
+ * one, else an eventfd write. Returns 0 or -ENOMEM.
+ */
+typedef void ur_post_fn(void *arg);
+RINGPROT_API int ur_loop_post(struct ur_loop *loop, ur_post_fn *fn,
+			      void *arg) RINGPROT_MUST_CHECK;
+
+/*
+ * ---------------------------------------------------------------------
+ * Descriptors. A direct descriptor (slot in the ring's registered file
+ * table) is passed to every op as UR_FIXED(slot); ops then set
+ * IOSQE_FIXED_FILE. Plain fds are passed as they are.
+ * ---------------------------------------------------------------------
+ */
+#define UR_FIXED_BIT    0x40000000
+#define UR_FIXED(slot)  ((int)((unsigned)(slot) | UR_FIXED_BIT))
+#define UR_IS_FIXED(fd) ((fd) >= 0 && ((fd)&UR_FIXED_BIT) != 0)
+#define UR_SLOT(fd)     ((unsigned)(fd) & ~(unsigned)UR_FIXED_BIT)
+
+/*
+ * Install fd into loop's registered file table (the loop must have been
+ * made with opts.direct_files > 0) and return UR_FIXED(slot), or -ENFILE
+ * when the table is full, -EINVAL without a table. The caller may close
+ * fd afterwards: the ring holds its own reference.
+ */
+RINGPROT_API int ur_fd_to_direct(struct ur_loop *loop,
+				 int fd) RINGPROT_MUST_CHECK;
+
+/*
+ * ---------------------------------------------------------------------
+ * Ops. Every op has two faces:
+ *  - ur_<op>(...): a blocking call (UR_MAY_YIELD). In a fiber it parks the
+ *    fiber until the completion; outside any fiber it drives the thread's
+ *    loop (ur_loop_get()) until its own completion arrives. Returns the
+ *    CQE result: >= 0 on success, -errno on failure, -ECANCELED if the
+ *    calling fiber was cancelled before the op completed.
+ *  - ur_<op>_start(loop, op, ...): submit and return at once; op->fn runs
+ *    on the loop's thread when the CQE arrives (op->res, op->cqe_flags).
+ *    Returns 0, or -EBUSY if op is still in flight.
+ * A buffer given to an op belongs to the kernel until the op's final CQE,
+ * cancelled ones included. op must stay valid until then too.
+ * ---------------------------------------------------------------------
+ */
+typedef void ur_op_fn(struct ur_op *op);
+
+struct ur_op {
+	ur_op_fn *fn;       /* completion callback */
+	void *data;         /* free for the caller */
+	int32_t res;        /* CQE result of the last completion */
+	uint32_t cqe_flags; /* its flags (IORING_CQE_F_MORE, _F_BUFFER...) */
+	/* private */
+	struct ur_loop *ur__loop;
+	struct ur_fiber *ur__waiter;
+	uint8_t ur__state;
+	uint8_t ur__opcode;
+	uint16_t ur__pad;
+	uint32_t ur__pad2;
+};
+
+/* Prepare caller storage for an op with callback fn and data. */
+RINGPROT_API void ur_op_init(struct ur_op *op, ur_op_fn *fn, void *data);
+
+/* Is op submitted and its final CQE not yet reaped? */
+RINGPROT_API bool ur_op_is_busy(const struct ur_op *op);
+
+/*
+ * Ask the kernel to cancel op (IORING_OP_ASYNC_CANCEL). The op still
+ * completes through its callback (-ECANCELED, or its result if it won the
+ * race). Returns 0, or -ENOENT if op is not in flight.
+ */
+RINGPROT_API int ur_op_cancel(struct ur_op *op) RINGPROT_MUST_CHECK;
+
+/* Cancel every op in flight on fd (IORING_ASYNC_CANCEL_FD|ALL). Blocking:
+ * returns the number cancelled or -errno. */
+RINGPROT_API int ur_cancel_fd(int fd) UR_MAY_YIELD;
+
+/* Blocking faces. */
+RINGPROT_API ssize_t ur_recv(int fd, void *buf, size_t len,
+			     int flags) UR_MAY_YIELD;
+RINGPROT_API ssize_t ur_send(int fd, const void *buf, size_t len,
+			     int flags) UR_MAY_YIELD;
+RINGPROT_API ssize_t ur_sendmsg(int fd, const struct msghdr *msg,
+				int flags) UR_MAY_YIELD;
+RINGPROT_API ssize_t ur_writev(int fd, const struct iovec *iov, int iovcnt,
+			       int64_t off) UR_MAY_YIELD;
+RINGPROT_API ssize_t ur_read(int fd, void *buf, size_t len,
+			     int64_t off) UR_MAY_YIELD;
+RINGPROT_API ssize_t ur_write(int fd, const void *buf, size_t len,
+			      int64_t off) UR_MAY_YIELD;
+RINGPROT_API int ur_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
+			   int flags) UR_MAY_YIELD;
+RINGPROT_API int ur_connect(int fd, const struct sockaddr *addr,
+			    socklen_t addrlen) UR_MAY_YIELD;
+RINGPROT_API int ur_close(int fd) UR_MAY_YIELD;
+RINGPROT_API int ur_openat(int dfd, const char *path, int flags,
+			   mode_t mode) UR_MAY_YIELD;
+RINGPROT_API int ur_fsync(int fd, unsigned fsync_flags) UR_MAY_YIELD;
+RINGPROT_API int ur_renameat(int olddfd, const char *oldpath, int newdfd,
+			     const char *newpath, unsigned flags) UR_MAY_YIELD;
+RINGPROT_API int ur_unlinkat(int dfd, const char *path,
+			     int flags) UR_MAY_YIELD;
+/* Returns the revents mask (POLLIN...) or -errno. */
+RINGPROT_API int ur_poll(int fd, unsigned poll_mask) UR_MAY_YIELD;
+RINGPROT_API int ur_nop(void) UR_MAY_YIELD;
+
+/*
+ * Wait for op (already started with fn == NULL, or any op on this loop)
+ * to complete, blocking as the ur_<op>() calls do. Returns op->res.
+ */
+RINGPROT_API int ur_op_wait(struct ur_op *op) UR_MAY_YIELD;
+
+/* Callback faces: op->fn/op->data set by ur_op_init() beforehand. */
+RINGPROT_API int ur_recv_start(struct ur_loop *loop, struct ur_op *op, int fd,
+			       void *buf, size_t len,
+			       int flags) RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_send_start(struct ur_loop *loop, struct ur_op *op, int fd,
+			       const void *buf, size_t len,
+			       int flags) RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_sendmsg_start(struct ur_loop *loop, struct ur_op *op,
+				  int fd, const struct msghdr *msg,
+				  int flags) RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_writev_start(struct ur_loop *loop, struct ur_op *op,
+				 int fd, const struct iovec *iov, int iovcnt,
+				 int64_t off) RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_read_start(struct ur_loop *loop, struct ur_op *op, int fd,
+			       void *buf, size_t len,
+			       int64_t off) RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_write_start(struct ur_loop *loop, struct ur_op *op,
+				int fd, const void *buf, size_t len,
+				int64_t off) RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_accept_start(struct ur_loop *loop, struct ur_op *op,
+				 int fd, struct sockaddr *addr,
+				 socklen_t *addrlen,
+				 int flags) RINGPROT_MUST_CHECK;
+/*
+ * Multishot accept: op->fn runs once per accepted connection (op->res is
+ * the new fd, or with direct != 0 the new direct slot, wrap it with
+ * UR_FIXED()). While IORING_CQE_F_MORE is set in op->cqe_flags the op
+ * stays armed; when it is clear (an error such as -ENFILE) re-arm it.
+ */
+RINGPROT_API int ur_accept_multishot_start(struct ur_loop *loop,
+					   struct ur_op *op, int fd,
+					   bool direct) RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_connect_start(struct ur_loop *loop, struct ur_op *op,
+				  int fd, const struct sockaddr *addr,
+				  socklen_t addrlen) RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_close_start(struct ur_loop *loop, struct ur_op *op,
+				int fd) RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_poll_start(struct ur_loop *loop, struct ur_op *op, int fd,
+			       unsigned poll_mask) RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_nop_start(struct ur_loop *loop,
+			      struct ur_op *op) RINGPROT_MUST_CHECK;
+/* Relative (IORING_OP_TIMEOUT) one-shot timeout as an op: res -ETIME. */
+RINGPROT_API int ur_timeout_start(struct ur_loop *loop, struct ur_op *op,
+				  uint64_t delay_ns) RINGPROT_MUST_CHECK;
+
+/*
+ * ---------------------------------------------------------------------
+ * Timers: absolute deadlines on IORING_OP_TIMEOUT + IORING_TIMEOUT_ABS.
+ * Caller storage; the kernel side lives in a loop-owned slot, so a timer
+ * may be stopped and its storage freed at once, whatever is in flight.
+ * fn runs on the loop's thread (from the loop turn, not on a fiber).
+ * ---------------------------------------------------------------------
+ */
+typedef void ur_timer_fn(struct ur_timer *t, void *arg);
+
+struct ur_timer {
+	/* private */
+	struct ur_loop *ur__loop;
+	void *ur__slot;
+	ur_timer_fn *ur__fn;
+	void *ur__arg;
+	uint64_t ur__deadline_ns;
+	int ur__clock;
+	const char *ur__file;
+	int ur__line;
+	void *ur__link[2];
+};
+
+/* Nanoseconds on clock (CLOCK_MONOTONIC, CLOCK_REALTIME, CLOCK_BOOTTIME). */
+RINGPROT_API uint64_t ur_now_ns(clockid_t clock);
+
+RINGPROT_API void ur_timer_init(struct ur_timer *t, struct ur_loop *loop);
+
+/*
+ * Arm t to call fn(t, arg) once at deadline_ns on clock. Re-arming an
+ * armed timer moves it. The callback never runs early: a completion that
+ * arrives before the deadline (a clock step, a lost update race) re-arms.
+ * Returns 0, -EINVAL for an unsupported clock.
+ */
+#define ur_timer_start_abs(t, clock, deadline_ns, fn, arg)                    \
+	ur__timer_start_abs(t, clock, deadline_ns, fn, arg, __FILE__, __LINE__)
+RINGPROT_API int ur__timer_start_abs(struct ur_timer *t, clockid_t clock,
+				     uint64_t deadline_ns, ur_timer_fn *fn,
+				     void *arg, const char *file,
+				     int line) RINGPROT_MUST_CHECK;
+
+/* Arm t delay_ns from now on CLOCK_MONOTONIC. */
+#define ur_timer_start(t, delay_ns, fn, arg)                                  \
+	ur__timer_start_abs(t, CLOCK_MONOTONIC,                               \
+			    ur_now_ns(CLOCK_MONOTONIC) + (delay_ns), fn, arg, \
+			    __FILE__, __LINE__)
+
+/*
+ * Move an armed timer's deadline with IORING_TIMEOUT_UPDATE (one SQE).
+ * Returns 0, or -ENOENT if t is not armed (it has fired or was stopped).
+ */
+RINGPROT_API int ur_timer_update(struct ur_timer *t,
+				 uint64_t deadline_ns) RINGPROT_MUST_CHECK;
+
+/*
+ * Disarm t (IORING_OP_TIMEOUT_REMOVE). fn will not run after this returns,
+ * even if the kernel already fired. Returns 0, or -ENOENT if not armed.
+ */
+RINGPROT_API int ur_timer_stop(struct ur_timer *t);
+
+RINGPROT_API bool ur_timer_is_armed(const struct ur_timer *t);
+RINGPROT_API uint64_t ur_timer_deadline(const struct ur_timer *t);
+
+/*
+ * Lazy deadline: an idle timeout that costs no SQE when it is pushed later
+ * (the common case, once per read). One timeout stays armed at the
+ * earliest deadline ever set; when it fires early it re-arms itself at the
+ * current deadline. Only moving the deadline earlier costs an update SQE.
+ */
+struct ur_deadline {
+	struct ur_timer ur__timer;
+	uint64_t ur__want_ns; /* 0: none */
+	ur_timer_fn *ur__fn;
+	void *ur__arg;
+};
+RINGPROT_API void ur_deadline_init(struct ur_deadline *d, struct ur_loop *loop,
+				   ur_timer_fn *fn, void *arg);
+/* Set the deadline (CLOCK_MONOTONIC ns), 0 clears it. Returns 0 or -errno. */
+RINGPROT_API int ur_deadline_set(struct ur_deadline *d,
+				 uint64_t deadline_ns) RINGPROT_MUST_CHECK;
+RINGPROT_API void ur_deadline_fini(struct ur_deadline *d);
+
+/*
+ * Sleep until deadline_ns on clock. Blocking (parks the fiber, or drives
+ * the loop). Returns 0, or -ECANCELED if the fiber was cancelled.
+ */
+RINGPROT_API int ur_sleep_until(clockid_t clock,
+				uint64_t deadline_ns) UR_MAY_YIELD;
+
+/*
+ * ---------------------------------------------------------------------
+ * Fibers: stackful coroutines scheduled by the loop of the thread they
+ * were spawned on. Stacks are lazily committed, guarded and pooled.
+ * ---------------------------------------------------------------------
+ */
+typedef int ur_fiber_fn(void *arg);
+
+struct ur_fiber_opts {
+	size_t stack_size; /* 0: the loop's default */
+	const char *name;  /* for ur_loop_foreach_live(); borrowed */
+};
+
+/*
+ * Create a fiber running fn(arg) on loop (NULL: the thread's loop); it
+ * first runs at the loop's next turn. The fiber starts with its creator's
+ * floating-point modes.
+ * The fiber is joinable: free it with ur_fiber_join(), or call
+ * ur_fiber_detach() to have it freed when it returns.
+ * Returns 0, -EINVAL (fn NULL, no loop), -ENOMEM (no memory or no stack
+ * could be mapped).
+ */
+#define ur_fiber_spawn(loop, fn, arg, opts, f_out)                            \
+	ur__fiber_spawn(loop, fn, arg, opts, f_out, __FILE__, __LINE__)
+RINGPROT_API int ur__fiber_spawn(struct ur_loop *loop, ur_fiber_fn *fn,
+				 void *arg, const struct ur_fiber_opts *opts,
+				 struct ur_fiber **f_out, const char *file,
+				 int line) RINGPROT_MUST_CHECK;
+
+/*
+ * Wait for f to return, store its return value in *ret_out (may be NULL)
+ * and free it. From a fiber this parks; outside any fiber it drives the
+ * loop. Returns 0; -EINVAL if f is detached, joins itself, already has a
+ * joiner or is detached while being joined; -ECANCELED if the joining
+ * fiber is cancelled (f then stays joinable).
+ */
+RINGPROT_API int ur_fiber_join(struct ur_fiber *f, int *ret_out) UR_MAY_YIELD;
+
+/* Free f when it returns (now, if it already has). */
+RINGPROT_API void ur_fiber_detach(struct ur_fiber *f);
+
+/*
+ * Cancel f: the op it is parked on is cancelled and the blocking call
+ * returns -ECANCELED (or the op's own result if it completed first, so no
+ * data is lost); every later blocking call in f returns -ECANCELED at
+ * once. A parked (ur_fiber_park) fiber is woken with -ECANCELED.
+ * Returns 0, or -ESRCH if f has already returned.
+ */
+RINGPROT_API int ur_fiber_cancel(struct ur_fiber *f);
+
+/* The running fiber, or NULL outside any fiber. */
+RINGPROT_API struct ur_fiber *ur_fiber_self(void);
+RINGPROT_API bool ur_fiber_is_cancelled(const struct ur_fiber *f);
+
+/*
+ * Park the running fiber until ur_fiber_wake(). Returns 0, -ECANCELED, or
+ * -EINVAL outside any fiber.
+ */
+RINGPROT_API int ur_fiber_park(void) UR_MAY_YIELD;
+/*
+ * End an ur_fiber_park() of f (no-op if f is not parked there; a fiber
+ * blocked in an op is left alone). Loop thread only.
+ */
+RINGPROT_API void ur_fiber_wake(struct ur_fiber *f);
+/*
+ * Let other runnable fibers run; returns at the next turn. Outside a
+ * fiber it runs one loop turn that does not wait.
+ */
+RINGPROT_API int ur_fiber_yield(void) UR_MAY_YIELD;
+
+/*
+ * ---------------------------------------------------------------------
+ * Provided buffer rings (IORING_REGISTER_PBUF_RING): recv takes a buffer
+ * only when bytes arrive, so an idle connection holds none.
+ * ---------------------------------------------------------------------
+ */
+
+/* nbufs is rounded up to a power of two (max 32768). */
+RINGPROT_API int ur_bufring_new(struct ur_loop *loop, unsigned nbufs,
+				size_t buf_size,
+				struct ur_bufring **br_out) RINGPROT_MUST_CHECK;
+/* Unregister and free. Every buffer must be back (-EBUSY otherwise). */
+RINGPROT_API int ur_bufring_free(struct ur_bufring **brp);
+RINGPROT_API void *ur_bufring_buf(const struct ur_bufring *br, unsigned bid);
+RINGPROT_API size_t ur_bufring_buf_size(const struct ur_bufring *br);
+RINGPROT_API unsigned ur_bufring_available(const struct ur_bufring *br);
+/* Give buffer bid back to the kernel; wakes a fiber waiting on ENOBUFS. */
+RINGPROT_API void ur_bufring_put(struct ur_bufring *br, unsigned bid);
+
+/*
+ * Blocking recv into a provided buffer. Returns the byte count (0 at EOF)
+ * with *bid_out set when > 0 (give it back with ur_bufring_put()), or
+ * -errno. -ENOBUFS is flow control: in a fiber the call waits until a
+ * buffer comes back and retries; outside a fiber it is returned.
+ */
+RINGPROT_API ssize_t ur_recv_pbuf(int fd, struct ur_bufring *br,
+				  unsigned *bid_out, int flags) UR_MAY_YIELD;
+
+/* Callback faces: the buffer id is op->cqe_flags >> IORING_CQE_BUFFER_SHIFT
+ * when op->cqe_flags & IORING_CQE_F_BUFFER. */
+RINGPROT_API int ur_recv_pbuf_start(struct ur_loop *loop, struct ur_op *op,
+				    int fd, struct ur_bufring *br,
+				    int flags) RINGPROT_MUST_CHECK;
+/* Multishot: op->fn runs per CQE while IORING_CQE_F_MORE is set. Refuses
+ * (-ENOBUFS) to arm on an empty ring, which would fail at once. */
+RINGPROT_API int ur_recv_multishot_start(struct ur_loop *loop,
+					 struct ur_op *op, int fd,
+					 struct ur_bufring *br,
+					 int flags) RINGPROT_MUST_CHECK;
+
+/*
+ * ---------------------------------------------------------------------
+ * Signals through a signalfd read on the ring. The signals in set are
+ * blocked in the calling thread (other threads must block them too).
+ * ---------------------------------------------------------------------
+ */
+typedef void ur_signal_fn(struct ur_signal *sig, int signo, void *arg);
+RINGPROT_API int ur_signal_start(struct ur_loop *loop, const sigset_t *set,
+				 ur_signal_fn *fn, void *arg,
+				 struct ur_signal **sig_out) RINGPROT_MUST_CHECK;
+/* Stop watching, close the signalfd, restore the thread's signal mask. */
+RINGPROT_API void ur_signal_stop(struct ur_signal **sigp);
+
+#endif /* RINGPROT_URING_H */

@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* test/t-helpers: loop setup per ring mode, socket pairs, leak checks. */
+#include "t-helpers.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum ur_mode t_mode = UR_MODE_AUTO;
+
+int t_loop_setup(void **state)
+{
+	struct t_loop *tl = calloc(1, sizeof(*tl));
+	struct ur_loop_opts o = {.mode = t_mode};
+	int ret;
+
+	if (tl == NULL)
+		return -1;
+	ret = ur_loop_new(&o, &tl->loop);
+	if (ret < 0) {
+		fprintf(stderr, "ur_loop_new(%s): %s\n", ur_mode_name(t_mode),
+			strerror(-ret));
+		free(tl);
+		return -1;
+	}
+	*state = tl;
+	return 0;
+}
+
+static void report_live(const char *what, const char *file, int line,
+			void *arg)
+{
+	int *n = arg;
+
+	fprintf(stderr, "still live at teardown: %s created at %s:%d\n", what,
+		file, line);
+	(*n)++;
+}
+
+int t_loop_teardown(void **state)
+{
+	struct t_loop *tl = *state;
+	struct ur_loop_stats st;
+	int live = 0;
+
+	/* Let fire-and-forget completions (cancels, removes) drain. */
+	for (int i = 0; i < 100; i++) {
+		ur_loop_stats(tl->loop, &st);
+		if (st.ops_inflight == 0)
+			break;
+		if (ur_loop_run_once(tl->loop, 10 * 1000 * 1000) < 0)
+			break;
+	}
+	ur_loop_stats(tl->loop, &st);
+	ur_loop_foreach_live(tl->loop, report_live, &live);
+	if (st.ops_inflight != 0) {
+		fprintf(stderr, "still live at teardown: %llu ops in flight\n",
+			(unsigned long long)st.ops_inflight);
+		live++;
+	}
+	ur_loop_free(&tl->loop);
+	free(tl);
+	*state = NULL;
+	return live == 0 ? 0 : -1;
+}
+
+uint64_t t_now_ms(void)
+{
+	return ur_now_ns(CLOCK_MONOTONIC) / 1000000;
+}
+
+int t_loop_run_until(struct ur_loop *loop, const int *flag, int timeout_ms)
+{
+	uint64_t end = t_now_ms() + (uint64_t)timeout_ms;
+
+	while (*flag == 0 && t_now_ms() < end) {
+		if (ur_loop_run_once(loop, 10 * 1000 * 1000) < 0)
+			break;
+	}
+	return *flag;
+}
+
+void t_socketpair(int sv[2])
+{
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+			 0);
+}
+
+void t_tcp_pair(int sv[2])
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof(a);
+	int one = 1;
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(lfd >= 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	sv[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(sv[0] >= 0);
+	assert_int_equal(connect(sv[0], (struct sockaddr *)&a, sizeof(a)), 0);
+	sv[1] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(sv[1] >= 0);
+	(void)setsockopt(sv[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	(void)setsockopt(sv[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	close(lfd);
+}
+
+void t_require_ring_op(int opcode)
+{
+	struct ur_loop *loop;
+	int ret = ur_loop_new(NULL, &loop);
+
+	if (ret < 0) {
+		fprintf(stderr, "io_uring unavailable (%s): skipped\n",
+			strerror(-ret));
+		exit(77);
+	}
+	if (!ur_loop_has_op(loop, opcode)) {
+		fprintf(stderr, "opcode %d unsupported: skipped\n", opcode);
+		ur_loop_free(&loop);
+		exit(77);
+	}
+	ur_loop_free(&loop);
+	ur_loop_bind(NULL);
+}
+
+int t_run_groups(const char *name, const struct CMUnitTest *tests, size_t n)
+{
+	static const enum ur_mode modes[] = {UR_MODE_DEFER, UR_MODE_COOP,
+					     UR_MODE_PLAIN};
+	int failed = 0;
+	int ran = 0;
+
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		struct ur_loop_opts o = {.mode = modes[i]};
+		struct ur_loop *probe;
+		char group[128];
+
+		if (ur_loop_new(&o, &probe) < 0) {
+			fprintf(stderr, "%s: mode %s refused by the kernel\n",
+				name, ur_mode_name(modes[i]));
+			continue;
+		}
+		ur_loop_free(&probe);
+		ur_loop_bind(NULL);
+		t_mode = modes[i];
+		snprintf(group, sizeof(group), "%s[%s]", name,
+			 ur_mode_name(modes[i]));
+		failed += _cmocka_run_group_tests(group, tests, n, NULL, NULL);
+		ran++;
+	}
+	if (ran == 0) {
+		fprintf(stderr, "%s: no ring mode available: skipped\n", name);
+		exit(77);
+	}
+	return failed;
+}

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* test/t-helpers: shared setup for the cmocka unit tests. */
+#ifndef RINGPROT_T_HELPERS_H
+#define RINGPROT_T_HELPERS_H
+
+/* cmocka needs these first, in this order. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ringprot/uring.h>
+
+/* The ring mode the current group runs under (see t_run_groups()). */
+extern enum ur_mode t_mode;
+
+struct t_loop {
+	struct ur_loop *loop;
+};
+
+/*
+ * cmocka setup/teardown: a fresh loop in t_mode, bound to the thread.
+ * The teardown fails the test if an op, timer or fiber is still live and
+ * names the file and line that created it.
+ */
+int t_loop_setup(void **state);
+int t_loop_teardown(void **state);
+
+/* Run turns until *flag becomes non-zero or timeout_ms passes; returns
+ * the flag's final value. */
+int t_loop_run_until(struct ur_loop *loop, const int *flag, int timeout_ms);
+
+/* AF_UNIX stream socketpair, fails the test on error. */
+void t_socketpair(int sv[2]);
+/* Connected TCP pair over 127.0.0.1 (ephemeral port). */
+void t_tcp_pair(int sv[2]);
+
+/* Exit 77 (meson: skipped) if io_uring or this opcode is unavailable. */
+void t_require_ring_op(int opcode);
+
+/*
+ * Run the group once per ring mode the kernel accepts (DEFER, COOP,
+ * PLAIN), setting t_mode for each. Returns the summed failure count.
+ */
+int t_run_groups(const char *name, const struct CMUnitTest *tests,
+		 size_t n);
+
+/* Milliseconds on CLOCK_MONOTONIC. */
+uint64_t t_now_ms(void);
+
+#endif /* RINGPROT_T_HELPERS_H */

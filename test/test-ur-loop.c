@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* test/ur-loop: ring modes, SQ-full and CQ-overflow paths, posts, teardown. */
+#include "t-helpers.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void count_cb(struct ur_op *op)
+{
+	int *n = op->data;
+
+	assert_int_equal(op->res, 0);
+	(*n)++;
+}
+
+static void test_ur_loop_mode_is_reported(void **state)
+{
+	struct t_loop *tl = *state;
+
+	assert_int_equal(ur_loop_mode(tl->loop), t_mode);
+	assert_string_not_equal(ur_mode_name(ur_loop_mode(tl->loop)), "?");
+	assert_true(ur_loop_has_op(tl->loop, IORING_OP_NOP));
+	assert_ptr_equal(ur_loop_current(), tl->loop);
+}
+
+/* 8-entry SQ: 1,000 ops queued in one go are flushed, never dropped. */
+static void test_ur_loop_sq_full_never_drops(void **state)
+{
+	struct ur_loop_opts o = {.mode = t_mode, .sq_entries = 8,
+				 .cq_entries = 32};
+	struct ur_loop *loop;
+	struct ur_loop_stats st;
+	struct ur_op *ops = calloc(1000, sizeof(*ops));
+	int done = 0;
+
+	(void)state;
+	assert_non_null(ops);
+	assert_int_equal(ur_loop_new(&o, &loop), 0);
+	for (int i = 0; i < 1000; i++) {
+		ur_op_init(&ops[i], count_cb, &done);
+		assert_int_equal(ur_nop_start(loop, &ops[i]), 0);
+	}
+	while (done < 1000)
+		assert_true(ur_loop_run_once(loop, 1000000000) >= 0);
+	ur_loop_stats(loop, &st);
+	assert_true(st.sq_full > 0);
+	assert_int_equal(st.ops_inflight, 0);
+	ur_loop_free(&loop);
+	free(ops);
+}
+
+/*
+ * CQ of 64 with 2,000 completions queued before any reaping: the kernel
+ * keeps the overflow (FEAT_NODROP) and the loop drains it (liburing's peek
+ * flushes the kernel's overflow list); every completion is dispatched
+ * exactly once.
+ */
+static void test_ur_loop_cq_overflow_loses_nothing(void **state)
+{
+	struct ur_loop_opts o = {.mode = t_mode, .sq_entries = 16,
+				 .cq_entries = 64};
+	struct ur_loop *loop;
+	struct ur_op *ops = calloc(2000, sizeof(*ops));
+	struct ur_loop_stats st;
+	int done = 0;
+
+	(void)state;
+	assert_non_null(ops);
+	assert_int_equal(ur_loop_new(&o, &loop), 0);
+	for (int i = 0; i < 2000; i++) {
+		ur_op_init(&ops[i], count_cb, &done);
+		assert_int_equal(ur_nop_start(loop, &ops[i]), 0);
+	}
+	while (done < 2000)
+		assert_true(ur_loop_run_once(loop, 1000000000) >= 0);
+	assert_int_equal(done, 2000);
+	for (int i = 0; i < 2000; i++)
+		assert_false(ur_op_is_busy(&ops[i]));
+	ur_loop_stats(loop, &st);
+	assert_int_equal(st.cqes, 2000);
+	assert_true(st.sq_full > 0);
+	ur_loop_free(&loop);
+	free(ops);
+}
+
+/* A blocking call outside any fiber drives the thread's loop. */
+static void test_ur_loop_blocking_outside_fiber(void **state)
+{
+	int p[2];
+	char buf[8] = {0};
+
+	(void)state;
+	assert_null(ur_fiber_self());
+	assert_int_equal(ur_nop(), 0);
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(ur_write(p[1], "hello", 5, -1), 5);
+	assert_int_equal(ur_read(p[0], buf, sizeof(buf), -1), 5);
+	assert_memory_equal(buf, "hello", 5);
+	close(p[0]);
+	close(p[1]);
+}
+
+struct post_arg {
+	struct ur_loop *loop;
+	int ran;
+	pthread_t ran_on;
+};
+
+static void post_fn(void *arg)
+{
+	struct post_arg *pa = arg;
+
+	pa->ran_on = pthread_self();
+	pa->ran++;
+}
+
+static void *poster(void *arg)
+{
+	struct post_arg *pa = arg;
+
+	usleep(20000); /* let the loop block in io_uring_enter first */
+	assert_int_equal(ur_loop_post(pa->loop, post_fn, pa), 0);
+	return NULL;
+}
+
+/* A thread with its own loop posts with MSG_RING. */
+static void *poster_with_loop(void *arg)
+{
+	struct post_arg *pa = arg;
+	struct ur_loop *mine;
+
+	assert_int_equal(ur_loop_new(NULL, &mine), 0);
+	usleep(20000);
+	assert_int_equal(ur_loop_post(pa->loop, post_fn, pa), 0);
+	ur_loop_free(&mine);
+	return NULL;
+}
+
+static void check_post(struct t_loop *tl, void *(*thread_fn)(void *))
+{
+	struct post_arg pa = {.loop = tl->loop};
+	pthread_t th;
+	uint64_t end = t_now_ms() + 5000;
+
+	assert_int_equal(pthread_create(&th, NULL, thread_fn, &pa), 0);
+	while (pa.ran == 0 && t_now_ms() < end)
+		assert_true(ur_loop_run_once(tl->loop, 100000000) >= 0);
+	pthread_join(th, NULL);
+	assert_int_equal(pa.ran, 1);
+	assert_true(pthread_equal(pa.ran_on, pthread_self()));
+}
+
+static void test_ur_loop_post_wakes_blocked_loop(void **state)
+{
+	check_post(*state, poster);
+}
+
+static void test_ur_loop_post_by_msg_ring(void **state)
+{
+	check_post(*state, poster_with_loop);
+}
+
+static void live_fn(const char *what, const char *file, int line, void *arg)
+{
+	int *n = arg;
+
+	assert_string_equal(what, "timer");
+	assert_non_null(strstr(file, "test-ur-loop.c"));
+	assert_true(line > 0);
+	(*n)++;
+}
+
+static void never(struct ur_timer *t, void *arg)
+{
+	(void)t;
+	(void)arg;
+	fail_msg("timer fired after stop");
+}
+
+/* Teardown can name what is still live, by file and line. */
+static void test_ur_loop_reports_live_timer(void **state)
+{
+	struct t_loop *tl = *state;
+	struct ur_timer t;
+	struct ur_loop_stats st;
+	int n = 0;
+
+	ur_timer_init(&t, tl->loop);
+	assert_int_equal(ur_timer_start(&t, 60ULL * 1000000000, never, NULL),
+			 0);
+	ur_loop_foreach_live(tl->loop, live_fn, &n);
+	assert_int_equal(n, 1);
+	ur_loop_stats(tl->loop, &st);
+	assert_int_equal(st.timers_armed, 1);
+	assert_int_equal(ur_timer_stop(&t), 0);
+	n = 0;
+	ur_loop_foreach_live(tl->loop, live_fn, &n);
+	assert_int_equal(n, 0);
+}
+
+/* ur_loop_run returns once nothing is alive. */
+static void test_ur_loop_run_until_idle(void **state)
+{
+	struct t_loop *tl = *state;
+	struct ur_op ops[4];
+	int done = 0;
+
+	for (int i = 0; i < 4; i++) {
+		ur_op_init(&ops[i], count_cb, &done);
+		assert_int_equal(ur_nop_start(tl->loop, &ops[i]), 0);
+	}
+	assert_int_equal(ur_loop_run(tl->loop), 0);
+	assert_int_equal(done, 4);
+}
+
+/* Freeing a loop with work in flight cancels and reaps it. */
+static void test_ur_loop_free_with_inflight(void **state)
+{
+	struct ur_loop_opts o = {.mode = t_mode};
+	struct ur_loop *loop;
+	struct ur_op op;
+	int sv[2];
+	char buf[4];
+	int done = 0;
+
+	(void)state;
+	t_socketpair(sv);
+	assert_int_equal(ur_loop_new(&o, &loop), 0);
+	ur_op_init(&op, count_cb, &done);
+	assert_int_equal(ur_recv_start(loop, &op, sv[0], buf, sizeof(buf), 0),
+			 0);
+	assert_true(ur_loop_run_once(loop, 0) >= 0);
+	ur_loop_free(&loop);
+	assert_null(loop);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_ur_loop_mode_is_reported,
+						t_loop_setup, t_loop_teardown),
+		cmocka_unit_test(test_ur_loop_sq_full_never_drops),
+		cmocka_unit_test(test_ur_loop_cq_overflow_loses_nothing),
+		cmocka_unit_test_setup_teardown(
+			test_ur_loop_blocking_outside_fiber, t_loop_setup,
+			t_loop_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_ur_loop_post_wakes_blocked_loop, t_loop_setup,
+			t_loop_teardown),
+		cmocka_unit_test_setup_teardown(test_ur_loop_post_by_msg_ring,
+						t_loop_setup, t_loop_teardown),
+		cmocka_unit_test_setup_teardown(test_ur_loop_reports_live_timer,
+						t_loop_setup, t_loop_teardown),
+		cmocka_unit_test_setup_teardown(test_ur_loop_run_until_idle,
+						t_loop_setup, t_loop_teardown),
+		cmocka_unit_test(test_ur_loop_free_with_inflight),
+	};
+
+	t_require_ring_op(IORING_OP_NOP);
+	return t_run_groups("ur-loop", tests, sizeof(tests) / sizeof(tests[0]));
+}

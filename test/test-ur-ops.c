@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* test/ur-ops: each op's blocking and callback faces, cancel, direct fds. */
+#include "t-helpers.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void test_ur_ops_send_recv(void **state)
+{
+	int sv[2];
+	char buf[16];
+
+	(void)state;
+	t_socketpair(sv);
+	assert_int_equal(ur_send(sv[0], "ping", 4, 0), 4);
+	assert_int_equal(ur_recv(sv[1], buf, sizeof(buf), 0), 4);
+	assert_memory_equal(buf, "ping", 4);
+	close(sv[0]);
+	assert_int_equal(ur_recv(sv[1], buf, sizeof(buf), 0), 0); /* EOF */
+	assert_int_equal(ur_close(sv[1]), 0);
+	assert_int_equal(ur_close(sv[1]), -EBADF);
+}
+
+static void test_ur_ops_sendmsg_writev(void **state)
+{
+	int sv[2];
+	char buf[32];
+	struct iovec iov[3] = {
+		{.iov_base = "one ", .iov_len = 4},
+		{.iov_base = "two ", .iov_len = 4},
+		{.iov_base = "three", .iov_len = 5},
+	};
+	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 3};
+
+	(void)state;
+	t_socketpair(sv);
+	assert_int_equal(ur_sendmsg(sv[0], &msg, 0), 13);
+	assert_int_equal(ur_writev(sv[0], iov, 2, -1), 8);
+	assert_int_equal(ur_recv(sv[1], buf, 21, MSG_WAITALL), 21);
+	assert_memory_equal(buf, "one two threeone two ", 21);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static void test_ur_ops_files(void **state)
+{
+	char dir[] = "/tmp/ur-ops-XXXXXX";
+	char a[64], b[64], buf[16];
+	struct stat st;
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(a, sizeof(a), "%s/a", dir);
+	snprintf(b, sizeof(b), "%s/b", dir);
+	fd = ur_openat(AT_FDCWD, a, O_CREAT | O_RDWR | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ur_write(fd, "data", 4, 0), 4);
+	assert_int_equal(ur_fsync(fd, 0), 0);
+	assert_int_equal(ur_read(fd, buf, sizeof(buf), 0), 4);
+	assert_memory_equal(buf, "data", 4);
+	assert_int_equal(ur_close(fd), 0);
+	assert_int_equal(ur_renameat(AT_FDCWD, a, AT_FDCWD, b, 0), 0);
+	assert_int_equal(stat(a, &st), -1);
+	assert_int_equal(stat(b, &st), 0);
+	assert_int_equal(ur_openat(AT_FDCWD, a, O_RDONLY, 0), -ENOENT);
+	assert_int_equal(ur_unlinkat(AT_FDCWD, b, 0), 0);
+	assert_int_equal(ur_unlinkat(AT_FDCWD, dir, AT_REMOVEDIR), 0);
+}
+
+static void test_ur_ops_poll(void **state)
+{
+	int sv[2];
+
+	(void)state;
+	t_socketpair(sv);
+	assert_true(ur_poll(sv[0], POLLOUT) & POLLOUT);
+	assert_int_equal(write(sv[1], "x", 1), 1);
+	assert_true(ur_poll(sv[0], POLLIN) & POLLIN);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static void test_ur_ops_accept_connect(void **state)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof(a);
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+	struct ur_op op;
+	int lfd, cfd, sfd;
+	char buf[4];
+
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 8), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Accept in flight (callback face) while the blocking connect runs. */
+	ur_op_init(&op, NULL, NULL);
+	assert_int_equal(ur_accept_start(loop, &op, lfd, NULL, NULL, 0), 0);
+	assert_int_equal(ur_connect(cfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	sfd = ur_op_wait(&op);
+	assert_true(sfd >= 0);
+	assert_int_equal(ur_send(cfd, "abc", 3, 0), 3);
+	assert_int_equal(ur_recv(sfd, buf, 3, MSG_WAITALL), 3);
+	assert_int_equal(ur_close(sfd), 0);
+	assert_int_equal(ur_close(cfd), 0);
+	assert_int_equal(ur_close(lfd), 0);
+}
+
+static void acc_cb(struct ur_op *op)
+{
+	int *n = op->data;
+
+	if (op->res >= 0) {
+		close(op->res);
+		(*n)++;
+	}
+}
+
+/* Multishot accept: one SQE, many connections. */
+static void test_ur_ops_multishot_accept(void **state)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof(a);
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+	struct ur_op op;
+	int lfd, n = 0;
+	int cfd[5];
+
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 8), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	ur_op_init(&op, acc_cb, &n);
+	assert_int_equal(ur_accept_multishot_start(loop, &op, lfd, false), 0);
+	for (int i = 0; i < 5; i++) {
+		cfd[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_int_equal(connect(cfd[i], (struct sockaddr *)&a,
+					 sizeof(a)),
+				 0);
+	}
+	for (uint64_t end = t_now_ms() + 3000; n < 5 && t_now_ms() < end;)
+		assert_true(ur_loop_run_once(loop, 10000000) >= 0);
+	assert_int_equal(n, 5);
+	assert_true(ur_op_is_busy(&op)); /* still armed */
+	assert_int_equal(ur_op_cancel(&op), 0);
+	while (ur_op_is_busy(&op))
+		assert_true(ur_loop_run_once(loop, -1) >= 0);
+	for (int i = 0; i < 5; i++)
+		close(cfd[i]);
+	close(lfd);
+}
+
+static void res_cb(struct ur_op *op)
+{
+	int *done = op->data;
+
+	*done = 1;
+}
+
+/* Cancelling an in-flight recv: -ECANCELED, and no byte is lost. */
+static void test_ur_ops_cancel_inflight_recv(void **state)
+{
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+	struct ur_op op;
+	int sv[2], done = 0;
+	char buf[8];
+
+	t_socketpair(sv);
+	ur_op_init(&op, res_cb, &done);
+	assert_int_equal(ur_recv_start(loop, &op, sv[0], buf, sizeof(buf), 0),
+			 0);
+	assert_int_equal(ur_recv_start(loop, &op, sv[0], buf, 1, 0), -EBUSY);
+	assert_true(ur_loop_run_once(loop, 0) >= 0);
+	assert_true(ur_op_is_busy(&op));
+	assert_int_equal(ur_op_cancel(&op), 0);
+	assert_int_equal(t_loop_run_until(loop, &done, 2000), 1);
+	assert_int_equal(op.res, -ECANCELED);
+	assert_int_equal(ur_op_cancel(&op), -ENOENT);
+	assert_int_equal(write(sv[1], "after", 5), 5);
+	assert_int_equal(ur_recv(sv[0], buf, sizeof(buf), 0), 5);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static void test_ur_ops_cancel_fd(void **state)
+{
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+	struct ur_op op[3];
+	int sv[2], done = 0;
+	char buf[3][4];
+
+	t_socketpair(sv);
+	for (int i = 0; i < 3; i++) {
+		ur_op_init(&op[i], res_cb, &done);
+		assert_int_equal(ur_recv_start(loop, &op[i], sv[0], buf[i], 4,
+					       0),
+				 0);
+	}
+	assert_true(ur_loop_run_once(loop, 0) >= 0);
+	assert_int_equal(ur_cancel_fd(sv[0]), 3);
+	for (int i = 0; i < 3; i++) {
+		assert_false(ur_op_is_busy(&op[i]));
+		assert_int_equal(op[i].res, -ECANCELED);
+	}
+	assert_int_equal(ur_cancel_fd(sv[0]), 0);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static void test_ur_ops_timeout_op(void **state)
+{
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+	struct ur_op op;
+	uint64_t t0 = t_now_ms();
+
+	ur_op_init(&op, NULL, NULL);
+	assert_int_equal(ur_timeout_start(loop, &op, 20 * 1000000ULL), 0);
+	assert_int_equal(ur_op_wait(&op), -ETIME);
+	assert_true(t_now_ms() - t0 >= 19);
+}
+
+/* Direct descriptors: used through UR_FIXED(slot), closed by the ring. */
+static void test_ur_ops_direct_descriptors(void **state)
+{
+	struct ur_loop_opts o = {.mode = t_mode, .direct_files = 16};
+	struct ur_loop *loop;
+	int sv[2], d0, d1;
+	char buf[8];
+
+	(void)state;
+	assert_int_equal(ur_loop_new(&o, &loop), 0);
+	ur_loop_bind(loop);
+	t_socketpair(sv);
+	d0 = ur_fd_to_direct(loop, sv[0]);
+	d1 = ur_fd_to_direct(loop, sv[1]);
+	assert_true(d0 >= 0 && UR_IS_FIXED(d0));
+	assert_true(d1 >= 0 && UR_IS_FIXED(d1));
+	assert_int_not_equal(d0, d1);
+	close(sv[0]); /* the ring keeps its own reference */
+	close(sv[1]);
+	assert_int_equal(ur_send(d0, "direct", 6, 0), 6);
+	assert_int_equal(ur_recv(d1, buf, sizeof(buf), 0), 6);
+	assert_memory_equal(buf, "direct", 6);
+	assert_int_equal(ur_close(d0), 0);
+	assert_int_equal(ur_recv(d1, buf, sizeof(buf), 0), 0);
+	assert_int_equal(ur_close(d1), 0);
+	ur_loop_free(&loop);
+}
+
+static void test_ur_ops_direct_needs_table(void **state)
+{
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+
+	assert_int_equal(ur_fd_to_direct(loop, 0), -EINVAL);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_ur_ops_send_recv),
+		T(test_ur_ops_sendmsg_writev),
+		T(test_ur_ops_files),
+		T(test_ur_ops_poll),
+		T(test_ur_ops_accept_connect),
+		T(test_ur_ops_multishot_accept),
+		T(test_ur_ops_cancel_inflight_recv),
+		T(test_ur_ops_cancel_fd),
+		T(test_ur_ops_timeout_op),
+		cmocka_unit_test(test_ur_ops_direct_descriptors),
+		T(test_ur_ops_direct_needs_table),
+	};
+#undef T
+
+	t_require_ring_op(IORING_OP_RECV);
+	return t_run_groups("ur-ops", tests, sizeof(tests) / sizeof(tests[0]));
+}

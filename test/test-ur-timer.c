@@ -1,0 +1,320 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* test/ur-timer: absolute timers, update/remove races, lazy deadlines. */
+#include "t-helpers.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MS 1000000ULL
+
+struct order {
+	int seq[16];
+	int n;
+	uint64_t at_ns[16];
+	clockid_t clock;
+};
+
+struct otimer {
+	struct ur_timer t;
+	struct order *o;
+	int id;
+};
+
+static void order_fn(struct ur_timer *t, void *arg)
+{
+	struct otimer *ot = arg;
+
+	(void)t;
+	ot->o->at_ns[ot->o->n] = ur_now_ns(ot->o->clock);
+	ot->o->seq[ot->o->n++] = ot->id;
+}
+
+static void run_order(struct ur_loop *loop, clockid_t clock)
+{
+	/* Armed out of order; they must fire by deadline. */
+	static const int delay_ms[] = {50, 10, 40, 20, 30, 0};
+	struct otimer ts[6];
+	struct order o = {.clock = clock};
+	uint64_t base = ur_now_ns(clock);
+
+	for (int i = 0; i < 6; i++) {
+		ts[i].o = &o;
+		ts[i].id = delay_ms[i];
+		ur_timer_init(&ts[i].t, loop);
+		assert_int_equal(ur_timer_start_abs(&ts[i].t, clock,
+						    base + delay_ms[i] * MS,
+						    order_fn, &ts[i]),
+				 0);
+	}
+	for (uint64_t end = t_now_ms() + 3000; o.n < 6 && t_now_ms() < end;)
+		assert_true(ur_loop_run_once(loop, 100 * MS) >= 0);
+	assert_int_equal(o.n, 6);
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(o.seq[i], i * 10);
+		/* never early */
+		assert_true(o.at_ns[i] >= base + (uint64_t)o.seq[i] * MS);
+	}
+}
+
+static void test_ur_timer_abs_order_monotonic(void **state)
+{
+	run_order(((struct t_loop *)*state)->loop, CLOCK_MONOTONIC);
+}
+
+static void test_ur_timer_abs_order_realtime(void **state)
+{
+	run_order(((struct t_loop *)*state)->loop, CLOCK_REALTIME);
+}
+
+static void count_fn(struct ur_timer *t, void *arg)
+{
+	int *n = arg;
+
+	(void)t;
+	(*n)++;
+}
+
+static void test_ur_timer_bad_clock(void **state)
+{
+	struct ur_timer t;
+	int n = 0;
+
+	ur_timer_init(&t, ((struct t_loop *)*state)->loop);
+	assert_int_equal(ur_timer_start_abs(&t, CLOCK_PROCESS_CPUTIME_ID, 1,
+					    count_fn, &n),
+			 -EINVAL);
+	assert_false(ur_timer_is_armed(&t));
+	assert_int_equal(ur_timer_stop(&t), -ENOENT);
+	assert_int_equal(ur_timer_update(&t, 5), -ENOENT);
+}
+
+static void test_ur_timer_update_later_and_earlier(void **state)
+{
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+	struct ur_timer t;
+	int n = 0;
+	uint64_t t0 = ur_now_ns(CLOCK_MONOTONIC);
+
+	ur_timer_init(&t, loop);
+	assert_int_equal(ur_timer_start(&t, 20 * MS, count_fn, &n), 0);
+	assert_int_equal(ur_timer_update(&t, t0 + 120 * MS), 0);
+	t_loop_run_until(loop, &n, 2000);
+	assert_int_equal(n, 1);
+	assert_true(ur_now_ns(CLOCK_MONOTONIC) >= t0 + 120 * MS);
+
+	n = 0;
+	t0 = ur_now_ns(CLOCK_MONOTONIC);
+	assert_int_equal(ur_timer_start(&t, 10 * 1000 * MS, count_fn, &n), 0);
+	assert_int_equal(ur_timer_update(&t, t0 + 30 * MS), 0);
+	t_loop_run_until(loop, &n, 2000);
+	assert_int_equal(n, 1);
+	assert_true(ur_now_ns(CLOCK_MONOTONIC) < t0 + 5000 * MS);
+}
+
+/*
+ * The update races the firing: the kernel has already fired (its -ETIME
+ * CQE waits in the CQ) when the update is submitted. The timer must still
+ * honour the new, later deadline.
+ */
+static void test_ur_timer_update_races_fire(void **state)
+{
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+	struct ur_timer t;
+	int n = 0;
+	uint64_t t0 = ur_now_ns(CLOCK_MONOTONIC);
+	struct timespec nap = {.tv_nsec = 5 * MS};
+
+	ur_timer_init(&t, loop);
+	assert_int_equal(ur_timer_start(&t, 1 * MS, count_fn, &n), 0);
+	assert_true(ur_loop_run_once(loop, 0) >= 0); /* submitted */
+	nanosleep(&nap, NULL);                         /* fired in kernel */
+	assert_int_equal(ur_timer_update(&t, t0 + 80 * MS), 0);
+	t_loop_run_until(loop, &n, 2000);
+	assert_int_equal(n, 1);
+	assert_true(ur_now_ns(CLOCK_MONOTONIC) >= t0 + 80 * MS);
+}
+
+/* Remove racing the firing: after stop, the callback never runs. */
+static void test_ur_timer_stop_races_fire(void **state)
+{
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+	struct timespec nap = {.tv_nsec = 3 * MS};
+	struct ur_loop_stats st;
+
+	for (int i = 0; i < 20; i++) {
+		struct ur_timer *t = malloc(sizeof(*t));
+		int n = 0;
+
+		ur_timer_init(t, loop);
+		/* 2-4 ms: the 3 ms nap leaves it fired in the kernel (CQE
+		 * not reaped), about to fire, or not yet due. */
+		assert_int_equal(ur_timer_start(t, (2 + (uint64_t)(i % 3)) * MS,
+						count_fn, &n),
+				 0);
+		if (i % 2)
+			assert_true(ur_loop_run_once(loop, 0) >= 0);
+		nanosleep(&nap, NULL);
+		assert_int_equal(ur_timer_stop(t), 0);
+		free(t); /* storage may go at once (ASan checks) */
+		for (int k = 0; k < 5; k++)
+			assert_true(ur_loop_run_once(loop, MS) >= 0);
+		assert_int_equal(n, 0);
+	}
+	ur_loop_stats(loop, &st);
+	assert_int_equal(st.timers_armed, 0);
+}
+
+struct pair {
+	struct ur_timer a, b;
+	int a_fired, b_fired;
+};
+
+static void stop_other(struct ur_timer *t, void *arg)
+{
+	struct pair *p = arg;
+
+	(void)t;
+	p->a_fired++;
+	assert_int_equal(ur_timer_stop(&p->b), 0);
+}
+
+static void b_fn(struct ur_timer *t, void *arg)
+{
+	struct pair *p = arg;
+
+	(void)t;
+	p->b_fired++;
+}
+
+/* Both due in the same turn: a stops b from its callback; b stays quiet. */
+static void test_ur_timer_stop_from_other_callback(void **state)
+{
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+	struct pair p = {.a_fired = 0};
+	uint64_t at = ur_now_ns(CLOCK_MONOTONIC) + 10 * MS;
+	struct timespec nap = {.tv_nsec = 30 * MS};
+
+	ur_timer_init(&p.a, loop);
+	ur_timer_init(&p.b, loop);
+	assert_int_equal(ur_timer_start_abs(&p.a, CLOCK_MONOTONIC, at,
+					    stop_other, &p),
+			 0);
+	assert_int_equal(ur_timer_start_abs(&p.b, CLOCK_MONOTONIC, at + 1,
+					    b_fn, &p),
+			 0);
+	assert_true(ur_loop_run_once(loop, 0) >= 0);
+	nanosleep(&nap, NULL); /* both CQEs are in the CQ now */
+	for (int k = 0; k < 5; k++)
+		assert_true(ur_loop_run_once(loop, MS) >= 0);
+	assert_int_equal(p.a_fired, 1);
+	assert_int_equal(p.b_fired, 0);
+}
+
+struct rearm {
+	struct ur_timer t;
+	int n;
+};
+
+static void rearm_fn(struct ur_timer *t, void *arg)
+{
+	struct rearm *r = arg;
+
+	if (++r->n < 3)
+		assert_int_equal(ur_timer_start(t, 5 * MS, rearm_fn, r), 0);
+}
+
+static void test_ur_timer_rearm_from_callback(void **state)
+{
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+	struct rearm r = {.n = 0};
+	int three = 0;
+
+	ur_timer_init(&r.t, loop);
+	assert_int_equal(ur_timer_start(&r.t, 5 * MS, rearm_fn, &r), 0);
+	for (uint64_t end = t_now_ms() + 2000; r.n < 3 && t_now_ms() < end;)
+		assert_true(ur_loop_run_once(loop, 10 * MS) >= 0);
+	three = r.n;
+	assert_int_equal(three, 3);
+	assert_false(ur_timer_is_armed(&r.t));
+}
+
+/*
+ * Lazy deadline: pushing it later 1,000 times costs no SQE; it fires once,
+ * at the last deadline.
+ */
+static void test_ur_timer_lazy_deadline(void **state)
+{
+	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
+	struct ur_deadline d;
+	struct ur_loop_stats st0, st1;
+	int n = 0;
+	uint64_t t0 = ur_now_ns(CLOCK_MONOTONIC);
+
+	ur_deadline_init(&d, loop, count_fn, &n);
+	assert_int_equal(ur_deadline_set(&d, t0 + 30 * MS), 0);
+	assert_true(ur_loop_run_once(loop, 0) >= 0);
+	ur_loop_stats(loop, &st0);
+	for (int i = 1; i <= 1000; i++)
+		assert_int_equal(ur_deadline_set(&d, t0 + 30 * MS + i * 50000ULL),
+				 0);
+	ur_loop_stats(loop, &st1);
+	assert_int_equal(st1.submits, st0.submits);
+	t_loop_run_until(loop, &n, 2000);
+	assert_int_equal(n, 1);
+	assert_true(ur_now_ns(CLOCK_MONOTONIC) >= t0 + 80 * MS);
+
+	/* Earlier than the armed timer: an update, and it fires early. */
+	n = 0;
+	t0 = ur_now_ns(CLOCK_MONOTONIC);
+	assert_int_equal(ur_deadline_set(&d, t0 + 10000 * MS), 0);
+	assert_int_equal(ur_deadline_set(&d, t0 + 20 * MS), 0);
+	t_loop_run_until(loop, &n, 2000);
+	assert_int_equal(n, 1);
+	assert_true(ur_now_ns(CLOCK_MONOTONIC) < t0 + 5000 * MS);
+
+	/* Cleared: nothing fires. */
+	n = 0;
+	assert_int_equal(ur_deadline_set(&d, ur_now_ns(CLOCK_MONOTONIC) +
+						     10 * MS),
+			 0);
+	assert_int_equal(ur_deadline_set(&d, 0), 0);
+	for (int k = 0; k < 5; k++)
+		assert_true(ur_loop_run_once(loop, 10 * MS) >= 0);
+	assert_int_equal(n, 0);
+	ur_deadline_fini(&d);
+}
+
+static void test_ur_timer_sleep_outside_fiber(void **state)
+{
+	uint64_t t0 = ur_now_ns(CLOCK_MONOTONIC);
+
+	(void)state;
+	assert_int_equal(ur_sleep_until(CLOCK_MONOTONIC, t0 + 15 * MS), 0);
+	assert_true(ur_now_ns(CLOCK_MONOTONIC) >= t0 + 15 * MS);
+	/* A deadline in the past returns at once. */
+	assert_int_equal(ur_sleep_until(CLOCK_REALTIME, 1), 0);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_ur_timer_abs_order_monotonic),
+		T(test_ur_timer_abs_order_realtime),
+		T(test_ur_timer_bad_clock),
+		T(test_ur_timer_update_later_and_earlier),
+		T(test_ur_timer_update_races_fire),
+		T(test_ur_timer_stop_races_fire),
+		T(test_ur_timer_stop_from_other_callback),
+		T(test_ur_timer_rearm_from_callback),
+		T(test_ur_timer_lazy_deadline),
+		T(test_ur_timer_sleep_outside_fiber),
+	};
+#undef T
+
+	t_require_ring_op(IORING_OP_TIMEOUT);
+	return t_run_groups("ur-timer", tests,
+			    sizeof(tests) / sizeof(tests[0]));
+}

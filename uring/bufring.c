@@ -1,0 +1,521 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* uring/bufring: provided buffer rings, so an idle recv holds no buffer. */
+#include "internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define BUFRING_MAX  32768U
+#define BUF_ALIGN    64U
+#define BGID_SLOTS   (sizeof(((struct ur_loop *)0)->bgid_used) * 8)
+
+/* A fiber waiting in ur_recv_pbuf() for a buffer to come back. */
+struct pbuf_waiter {
+	struct ur_list link;
+	struct ur_fiber *f;
+	bool woken; /* by ur_bufring_put(), which also unlinked us */
+};
+
+struct ur_bufring {
+	struct ur_loop *loop;
+	struct io_uring_buf_ring *ring; /* nbufs entries, page aligned */
+	size_t ring_len;
+	unsigned char *bufs; /* nbufs * stride, one mapping */
+	size_t bufs_len;
+	size_t buf_size; /* what the kernel may fill */
+	size_t stride;   /* buf_size rounded up to BUF_ALIGN */
+	unsigned nbufs;
+	unsigned mask;
+	unsigned avail;     /* entries the kernel may still take */
+	unsigned callers;   /* ur_recv_pbuf() calls in progress */
+	uint64_t puts;      /* bumped by every put: ENOBUFS retry check */
+	uint64_t *out;      /* bit per bid: handed to the app, not put back */
+	uint16_t bgid;
+	struct ur_list waiters; /* struct pbuf_waiter, FIFO */
+	struct ur_bufring *next; /* this thread's rings (tls_rings) */
+};
+
+/*
+ * The rings made on this thread, for ur__bufring_cqe(): a CQE names only
+ * the buffer id, the op names the group. A loop runs on the thread that
+ * made it, so the list needs no lock. Usually one or two entries.
+ */
+static __thread struct ur_bufring *tls_rings;
+
+/*
+ * Set once the loop's dispatch has called ur__bufring_cqe() on this
+ * thread: from then on every buffer handed out is seen here, and a put of
+ * a buffer we did not see go out is a double put.
+ */
+static __thread bool tls_dispatch_accounts;
+
+/*
+ * To be called by the loop's dispatch for every CQE of an op armed with a
+ * buffer group (op->ur__pad holds the group id, never 0), before the op's
+ * callback or waiter runs: the buffer it carries, if any, leaves the
+ * kernel's ring. Declared here until uring/internal.h carries it.
+ */
+void ur__bufring_cqe(struct ur_loop *loop, struct ur_op *op);
+
+static struct ur_bufring *ring_by_bgid(const struct ur_loop *loop,
+				       unsigned bgid)
+{
+	struct ur_bufring *br;
+
+	for (br = tls_rings; br != NULL; br = br->next)
+		if (br->loop == loop && br->bgid == bgid)
+			return br;
+	return NULL;
+}
+
+static bool bit_test(const uint64_t *map, unsigned i)
+{
+	return (map[i / 64] >> (i % 64)) & 1;
+}
+
+static void bit_flip(uint64_t *map, unsigned i)
+{
+	map[i / 64] ^= 1ULL << (i % 64);
+}
+
+/*
+ * The group id is cleared with the op's final CQE, which also tells
+ * ur_recv_pbuf() whether dispatch got here before it.
+ */
+static void account_cqe(struct ur_loop *loop, struct ur_op *op)
+{
+	struct ur_bufring *br = ring_by_bgid(loop, op->ur__pad);
+	unsigned bid;
+
+	if (!(op->cqe_flags & IORING_CQE_F_MORE))
+		op->ur__pad = 0;
+	if (br == NULL || !(op->cqe_flags & IORING_CQE_F_BUFFER))
+		return;
+	bid = op->cqe_flags >> IORING_CQE_BUFFER_SHIFT;
+	ur_assert(bid < br->nbufs && !bit_test(br->out, bid));
+	ur_assert(br->avail > 0);
+	bit_flip(br->out, bid);
+	br->avail--;
+}
+
+void ur__bufring_cqe(struct ur_loop *loop, struct ur_op *op)
+{
+	tls_dispatch_accounts = true;
+	account_cqe(loop, op);
+}
+
+/* Group 0 is never handed out: op->ur__pad == 0 means "no group". */
+static int bgid_alloc(struct ur_loop *loop)
+{
+	for (unsigned i = 1; i < BGID_SLOTS; i++) {
+		if (!bit_test(loop->bgid_used, i)) {
+			bit_flip(loop->bgid_used, i);
+			return (int)i;
+		}
+	}
+	return -ENOSPC;
+}
+
+static void bgid_release(struct ur_loop *loop, unsigned bgid)
+{
+	ur_assert(bit_test(loop->bgid_used, bgid));
+	bit_flip(loop->bgid_used, bgid);
+}
+
+static size_t round_up(size_t n, size_t to)
+{
+	return (n + to - 1) / to * to;
+}
+
+static unsigned round_pow2(unsigned n)
+{
+	unsigned p = 1;
+
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+static void *map_anon(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* Queue bid at the ring's tail; the caller publishes with advance. */
+static void ring_add(struct ur_bufring *br, unsigned bid, int offset)
+{
+	io_uring_buf_ring_add(br->ring, br->bufs + (size_t)bid * br->stride,
+			      (unsigned)br->buf_size, (unsigned short)bid,
+			      (int)br->mask, offset);
+}
+
+static int bufring_map(struct ur_bufring *br)
+{
+	long page = sysconf(_SC_PAGESIZE);
+
+	br->ring_len = round_up(br->nbufs * sizeof(struct io_uring_buf),
+				page > 0 ? (size_t)page : 4096);
+	br->ring = map_anon(br->ring_len);
+	if (br->ring == NULL)
+		return -ENOMEM;
+	/* Pages of buffers are committed only when the kernel fills them. */
+	br->bufs_len = (size_t)br->nbufs * br->stride;
+	br->bufs = map_anon(br->bufs_len);
+	if (br->bufs == NULL) {
+		munmap(br->ring, br->ring_len);
+		return -ENOMEM;
+	}
+	br->out = calloc((br->nbufs + 63) / 64, sizeof(*br->out));
+	if (br->out == NULL) {
+		munmap(br->bufs, br->bufs_len);
+		munmap(br->ring, br->ring_len);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void bufring_unmap(struct ur_bufring *br)
+{
+	free(br->out);
+	munmap(br->bufs, br->bufs_len);
+	munmap(br->ring, br->ring_len);
+}
+
+int ur_bufring_new(struct ur_loop *loop, unsigned nbufs, size_t buf_size,
+		   struct ur_bufring **br_out)
+{
+	struct io_uring_buf_reg reg;
+	struct ur_bufring *br;
+	int ret;
+
+	if (loop == NULL || nbufs == 0 || nbufs > BUFRING_MAX ||
+	    buf_size == 0 || buf_size > UINT32_MAX)
+		return -EINVAL;
+	if (!pthread_equal(loop->thread, pthread_self()))
+		return -EINVAL; /* see tls_rings */
+	br = calloc(1, sizeof(*br));
+	if (br == NULL)
+		return -ENOMEM;
+	br->loop = loop;
+	br->nbufs = round_pow2(nbufs);
+	br->mask = br->nbufs - 1;
+	br->buf_size = buf_size;
+	br->stride = round_up(buf_size, BUF_ALIGN);
+	ur_list_init(&br->waiters);
+	ret = bufring_map(br);
+	if (ret < 0)
+		goto out_free;
+	ret = bgid_alloc(loop);
+	if (ret < 0)
+		goto out_unmap;
+	br->bgid = (uint16_t)ret;
+
+	io_uring_buf_ring_init(br->ring);
+	for (unsigned i = 0; i < br->nbufs; i++)
+		ring_add(br, i, (int)i);
+	io_uring_buf_ring_advance(br->ring, (int)br->nbufs);
+	br->avail = br->nbufs;
+
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)br->ring;
+	reg.ring_entries = br->nbufs;
+	reg.bgid = br->bgid;
+	ret = io_uring_register_buf_ring(&loop->ring, &reg, 0);
+	if (ret < 0)
+		goto out_bgid;
+	br->next = tls_rings;
+	tls_rings = br;
+	*br_out = br;
+	return 0;
+
+out_bgid:
+	bgid_release(loop, br->bgid);
+out_unmap:
+	bufring_unmap(br);
+out_free:
+	free(br);
+	return ret;
+}
+
+int ur_bufring_free(struct ur_bufring **brp)
+{
+	struct ur_bufring *br = *brp;
+	struct ur_bufring **pp;
+	int ret;
+
+	if (br == NULL)
+		return 0;
+	if (br->avail != br->nbufs || br->callers > 0 ||
+	    !ur_list_empty(&br->waiters))
+		return -EBUSY;
+	/*
+	 * Ops still armed on the group but holding no buffer (callback
+	 * faces) fail with -ENOBUFS once it is gone; the kernel looks the
+	 * group up by id each time it selects, so freeing the memory after
+	 * the unregister is safe.
+	 */
+	ret = io_uring_unregister_buf_ring(&br->loop->ring, br->bgid);
+	if (ret < 0)
+		return ret;
+	for (pp = &tls_rings; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == br) {
+			*pp = br->next;
+			break;
+		}
+	}
+	bgid_release(br->loop, br->bgid);
+	bufring_unmap(br);
+	free(br);
+	*brp = NULL;
+	return 0;
+}
+
+void *ur_bufring_buf(const struct ur_bufring *br, unsigned bid)
+{
+	ur_assert(bid < br->nbufs);
+	return br->bufs + (size_t)bid * br->stride;
+}
+
+size_t ur_bufring_buf_size(const struct ur_bufring *br)
+{
+	return br->buf_size;
+}
+
+unsigned ur_bufring_available(const struct ur_bufring *br)
+{
+	return br->avail;
+}
+
+static void wake_one(struct ur_bufring *br)
+{
+	struct ur_list *n = ur_list_pop(&br->waiters);
+	struct pbuf_waiter *w;
+
+	if (n == NULL)
+		return;
+	w = ur_container_of(n, struct pbuf_waiter, link);
+	w->woken = true;
+	ur_fiber_wake(w->f);
+}
+
+void ur_bufring_put(struct ur_bufring *br, unsigned bid)
+{
+	ur_assert(bid < br->nbufs);
+	if (bit_test(br->out, bid)) {
+		bit_flip(br->out, bid);
+		br->avail++;
+	} else {
+		/*
+		 * Its CQE went past us (a callback-face op while dispatch
+		 * does not call ur__bufring_cqe()), so it was never taken
+		 * off the count. Once dispatch accounts, this is a double
+		 * put, which would hand one buffer to two recvs at once.
+		 */
+		ur_assert(!tls_dispatch_accounts);
+	}
+	ring_add(br, bid, 0);
+	io_uring_buf_ring_advance(br->ring, 1);
+	br->puts++;
+	wake_one(br);
+}
+
+static void arm_pbuf(struct ur_loop *loop, struct ur_op *op,
+		     struct io_uring_sqe *sqe, int fd,
+		     const struct ur_bufring *br)
+{
+	if (UR_IS_FIXED(fd)) {
+		sqe->fd = (int)UR_SLOT(fd);
+		sqe->flags |= IOSQE_FIXED_FILE;
+	}
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = br->bgid;
+	ur__op_arm(loop, op, sqe);
+	op->ur__pad = br->bgid;
+}
+
+/* opcode: IORING_OP_RECV, or IORING_OP_READ for a non-socket. */
+static int pbuf_start(struct ur_loop *loop, struct ur_op *op, int fd,
+		      struct ur_bufring *br, int opcode, int flags,
+		      bool poll_first)
+{
+	struct io_uring_sqe *sqe;
+
+	if (loop != br->loop)
+		return -EINVAL;
+	if (op->ur__state == UR_OP_INFLIGHT)
+		return -EBUSY;
+	sqe = ur__sqe_get(loop);
+	if (opcode == IORING_OP_READ) {
+		io_uring_prep_read(sqe, fd, NULL, (unsigned)br->buf_size,
+				   (uint64_t)-1);
+	} else {
+		io_uring_prep_recv(sqe, fd, NULL, br->buf_size, flags);
+		/* No data yet is the usual case on a retry after ENOBUFS:
+		 * wait for data before taking a buffer. */
+		if (poll_first)
+			sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+	}
+	arm_pbuf(loop, op, sqe, fd, br);
+	return 0;
+}
+
+int ur_recv_pbuf_start(struct ur_loop *loop, struct ur_op *op, int fd,
+		       struct ur_bufring *br, int flags)
+{
+	return pbuf_start(loop, op, fd, br, IORING_OP_RECV, flags, false);
+}
+
+int ur_recv_multishot_start(struct ur_loop *loop, struct ur_op *op, int fd,
+			    struct ur_bufring *br, int flags)
+{
+	struct io_uring_sqe *sqe;
+
+	if (loop != br->loop)
+		return -EINVAL;
+	if (op->ur__state == UR_OP_INFLIGHT)
+		return -EBUSY;
+	/* The kernel fails a multishot recv at once on an empty ring,
+	 * data or not (unlike a one-shot one with POLL_FIRST). */
+	if (br->avail == 0)
+		return -ENOBUFS;
+	sqe = ur__sqe_get(loop);
+	io_uring_prep_recv_multishot(sqe, fd, NULL, 0, flags);
+	arm_pbuf(loop, op, sqe, fd, br);
+	return 0;
+}
+
+/* Park the calling fiber until ur_bufring_put() picks it: 0, -ECANCELED. */
+static int wait_for_put(struct ur_bufring *br)
+{
+	struct pbuf_waiter w = {.f = ur_fiber_self()};
+	int ret = 0;
+
+	ur_list_add_tail(&br->waiters, &w.link);
+	while (!w.woken) {
+		ret = ur_fiber_park();
+		if (ret < 0)
+			break;
+	}
+	if (!w.woken)
+		ur_list_del(&w.link);
+	return ret;
+}
+
+/* The final CQE of op is in: account its buffer if dispatch did not. */
+static void pbuf_reaped(struct ur_bufring *br, struct ur_op *op)
+{
+	if (op->ur__pad != 0)
+		account_cqe(br->loop, op);
+}
+
+/*
+ * One attempt: start, wait, account. Returns the CQE result; a buffer
+ * that came with a result we do not hand out (EOF, an error) goes back.
+ */
+static ssize_t pbuf_once(struct ur_bufring *br, int fd, int *opcode,
+			 int flags, bool poll_first, unsigned *bid_out)
+{
+	struct ur_op op;
+	int ret;
+
+	ur_op_init(&op, NULL, NULL);
+	ret = pbuf_start(br->loop, &op, fd, br, *opcode, flags, poll_first);
+	if (ret < 0)
+		return ret;
+	ret = ur_op_wait(&op);
+	pbuf_reaped(br, &op);
+	if (op.cqe_flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = op.cqe_flags >> IORING_CQE_BUFFER_SHIFT;
+
+		if (ret > 0) {
+			*bid_out = bid;
+			return ret;
+		}
+		ur_bufring_put(br, bid);
+	}
+	ur_assert(ret <= 0); /* data always comes in a buffer */
+	/* Not a socket (a pipe, a tty): read() is recv() without flags. */
+	if (ret == -ENOTSOCK && *opcode == IORING_OP_RECV && flags == 0) {
+		*opcode = IORING_OP_READ;
+		return pbuf_once(br, fd, opcode, flags, poll_first, bid_out);
+	}
+	return ret;
+}
+
+/*
+ * -ENOBUFS is flow control. An attempt that took no buffer because none
+ * was there says nothing about data, so the next one waits for data first
+ * (POLL_FIRST, or a poll before a read): an idle connection then sits in
+ * the kernel holding nothing. Only a connection with data waits here for
+ * a put, so a woken waiter always has a use for the buffer.
+ */
+static ssize_t recv_pbuf(struct ur_bufring *br, int fd, unsigned *bid_out,
+			 int flags)
+{
+	struct ur_fiber *self = ur__fiber_current(br->loop);
+	int opcode = IORING_OP_RECV;
+	bool ready = false; /* data (or EOF) is known to be waiting */
+	ssize_t ret;
+
+	for (;;) {
+		uint64_t puts = br->puts;
+		bool pf = self != NULL && (ready || br->avail == 0);
+
+		ret = pbuf_once(br, fd, &opcode, flags, pf, bid_out);
+		if (ret != -ENOBUFS || self == NULL)
+			break;
+		if (ur__fiber_cancelled(self)) {
+			ret = -ECANCELED;
+			break;
+		}
+		if (opcode == IORING_OP_RECV ? !pf : !ready) {
+			ready = true;
+			if (opcode == IORING_OP_READ) {
+				ret = ur_poll(fd, POLLIN);
+				if (ret < 0)
+					break;
+			}
+			continue;
+		}
+		ready = true;
+		if (br->puts != puts)
+			continue;
+		if (wait_for_put(br) < 0) {
+			ret = -ECANCELED;
+			break;
+		}
+	}
+	/*
+	 * We may have been woken for a buffer we did not take (EOF, an
+	 * error, a cancel): hand the wakeup on, or it would sit unused.
+	 */
+	if (br->avail > 0 && !ur_list_empty(&br->waiters))
+		wake_one(br);
+	return ret;
+}
+
+ssize_t ur_recv_pbuf(int fd, struct ur_bufring *br, unsigned *bid_out,
+		     int flags)
+{
+	struct ur_loop *loop;
+	ssize_t ret;
+	int err = 0;
+
+	loop = ur__loop_for_call(&err);
+	if (loop == NULL)
+		return err;
+	if (loop != br->loop)
+		return -EINVAL;
+	if (ur__fiber_cancelled(ur__fiber_current(loop)))
+		return -ECANCELED;
+	br->callers++;
+	ret = recv_pbuf(br, fd, bid_out, flags);
+	br->callers--;
+	return ret;
+}
