@@ -1,0 +1,602 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* prot/fill: the refill algorithm (spec 2.3) over ring reads. */
+#include "internal.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Buffers. Sockets receive into a provided-buffer ring shared by every
+ * stream of the thread's loop: a stream takes a buffer only when bytes
+ * arrive and gives it back when the application has consumed it and asks
+ * for more, so a stream waiting for input holds no read buffer. Buffers
+ * are 16 KiB, four Cyrus reads' worth; the application still sees at most
+ * PROT_BUFSIZE bytes per refill (one "window"): prot_read returns <= 4096,
+ * each window is logged as one telemetry record, restarts the read
+ * timeout, runs due wait events and resets the ungetc allowance, exactly
+ * as if Cyrus had read it with its own read(2). Only the syscall count
+ * changes. When the ring is empty (-ENOBUFS) the read falls back to the
+ * stream's own 4096-byte buffer: flow control, never an error.
+ *
+ * Pipes, files and ttys are read with ring reads at the current file
+ * position into the stream's own PROT_BUFSIZE buffer (so lseek and
+ * prot_rewind keep their meaning). Callback streams call the callback.
+ */
+#define PBUF_SIZE  16384
+#define PBUF_COUNT 256
+
+/* The thread's shared ring: one per loop, freed with its last user. */
+static __thread struct {
+	struct ur_loop *loop;
+	struct ur_bufring *br;
+	unsigned refs;
+	struct ur_loop *failed; /* ur_bufring_new refused on this loop */
+} pbufs;
+
+static struct ur_bufring *pbuf_ref(struct prot__stream *ps)
+{
+	struct ur_loop *loop;
+
+	if (ps->br != NULL)
+		return ps->br;
+	if (ur_loop_get(&loop) < 0 || loop == pbufs.failed)
+		return NULL;
+	if (pbufs.loop != loop) {
+		/* A stream of an earlier loop still lives: don't share. */
+		if (pbufs.refs > 0)
+			return NULL;
+		pbufs.loop = NULL;
+		if (ur_bufring_new(loop, PBUF_COUNT, PBUF_SIZE, &pbufs.br) <
+		    0) {
+			pbufs.failed = loop;
+			return NULL;
+		}
+		pbufs.loop = loop;
+		pbufs.failed = NULL;
+	}
+	pbufs.refs++;
+	ps->br = pbufs.br;
+	ps->br_loop = loop;
+	return ps->br;
+}
+
+static void pbuf_unref(struct prot__stream *ps)
+{
+	if (ps->br == NULL)
+		return;
+	ps->br = NULL;
+	ps->br_loop = NULL;
+	if (--pbufs.refs == 0) {
+		(void)ur_bufring_free(&pbufs.br);
+		pbufs.loop = NULL;
+	}
+}
+
+static int rbuf_get(struct prot__stream *ps)
+{
+	if (ps->rbuf == NULL) {
+		ps->rbuf = malloc(PROT_BUFSIZE);
+		if (ps->rbuf == NULL)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The application's view of the buffer, restored after a failed refill. */
+struct window {
+	unsigned char *buf, *ptr;
+	unsigned cnt;
+	int can_unget;
+};
+
+static void window_save(const struct protstream *s, struct window *w)
+{
+	w->buf = s->buf;
+	w->ptr = s->ptr;
+	w->cnt = s->cnt;
+	w->can_unget = s->can_unget;
+}
+
+static void window_restore(struct protstream *s, const struct window *w)
+{
+	s->buf = w->buf;
+	s->ptr = w->ptr;
+	s->cnt = w->cnt;
+	s->can_unget = w->can_unget;
+}
+
+/*
+ * Give back the held region. A window in a provided buffer moves to hist
+ * first (its unread bytes, then its last consumed ones, PROT__HIST in
+ * all), so *w stays valid for push-back whatever the wait brings; only a
+ * window with more unread bytes than that (prot_fill called directly)
+ * keeps its buffer, as keep_bid, until the next refill that succeeds.
+ */
+static void src_release(struct prot__stream *ps, struct window *w)
+{
+	int wb = ps->bid >= 0 ? ps->bid : ps->keep_bid;
+
+	if (ps->kind == PROT__K_MAP)
+		return;
+	ps->bid = -1;
+	ps->keep_bid = -1;
+	if (wb >= 0 && w != NULL && w->cnt > PROT__HIST) {
+		ps->keep_bid = wb;
+	} else if (wb >= 0) {
+		if (w != NULL) {
+			size_t c = w->cnt;
+			size_t k = w->can_unget > 0 ? (size_t)w->can_unget : 0;
+
+			if (k > PROT__HIST - c)
+				k = PROT__HIST - c;
+			memcpy(ps->hist, w->ptr - k, k + c);
+			w->buf = ps->hist;
+			w->ptr = ps->hist + k;
+			w->can_unget = (int)k;
+		}
+		ur_bufring_put(ps->br, (unsigned)wb);
+	}
+	ps->src = NULL;
+	ps->src_len = 0;
+	ps->src_off = 0;
+}
+
+/* A refill succeeded: the old window's kept buffer can go. */
+static void keep_release(struct prot__stream *ps)
+{
+	if (ps->keep_bid >= 0) {
+		ur_bufring_put(ps->br, (unsigned)ps->keep_bid);
+		ps->keep_bid = -1;
+	}
+}
+
+void prot__fill_discard(struct protstream *s)
+{
+	struct prot__stream *ps = prot__of(s);
+
+	if (ps->kind == PROT__K_MAP)
+		s->ptr += s->cnt;
+	else
+		s->buf = s->ptr = NULL;
+	src_release(ps, NULL);
+	ps->dec.len = 0;
+	ps->dec_off = 0;
+	s->cnt = 0;
+	s->can_unget = 0;
+}
+
+void prot__fill_fini(struct protstream *s)
+{
+	struct prot__stream *ps = prot__of(s);
+
+	if (ur_op_is_busy(&ps->rop)) {
+		/* Only a fiber cancelled mid-read can get here. */
+		prot__cancel(&ps->rop);
+		(void)ur_op_wait(&ps->rop);
+	}
+	prot__fill_discard(s);
+	pbuf_unref(ps);
+	free(ps->rbuf);
+	ps->rbuf = NULL;
+}
+
+static bool layers_pending(const struct prot__stream *ps)
+{
+	for (const struct prot__layer *l = ps->rlayers; l != NULL; l = l->next)
+		if (l->ops->pending != NULL && l->ops->pending(l))
+			return true;
+	return false;
+}
+
+bool prot__input_ready(const struct protstream *s)
+{
+	const struct prot__stream *ps = prot__cof(s);
+
+	if (s->write)
+		return false;
+	if (s->cnt > 0 || s->eof || s->error != NULL)
+		return true;
+	/* A map or callback read never waits on the ring. */
+	if (ps->kind == PROT__K_MAP || ps->kind == PROT__K_CB)
+		return true;
+	return ps->src_off < ps->src_len || ps->dec_off < ps->dec.len ||
+	       layers_pending(ps);
+}
+
+/*
+ * Run in through the read layers (TLS -> SASL -> INFLATE); plaintext
+ * lands in dec. in_len 0 asks each layer for what it holds.
+ */
+static int decode(struct prot__stream *ps, const unsigned char *in,
+		  size_t in_len)
+{
+	struct buf tmp[2] = {{0}, {0}};
+	const unsigned char *p = in;
+	size_t n = in_len;
+	int ret = 0, i = 0;
+
+	if (ps->dec_off == ps->dec.len) {
+		ps->dec.len = 0;
+		ps->dec_off = 0;
+	}
+	for (struct prot__layer *l = ps->rlayers; l != NULL; l = l->next) {
+		struct buf *out = l->next == NULL ? &ps->dec : &tmp[i];
+
+		if (l->next != NULL)
+			out->len = 0;
+		ret = l->ops->decode(l, p, n, out);
+		if (ret < 0)
+			break;
+		p = (const unsigned char *)out->s;
+		n = out->len;
+		i ^= 1;
+	}
+	prot__buf_release(&tmp[0]);
+	prot__buf_release(&tmp[1]);
+	return ret;
+}
+
+static size_t dec_window(const struct prot__stream *ps)
+{
+	const struct prot__layer *l = ps->rlayers;
+
+	while (l != NULL && l->next != NULL)
+		l = l->next;
+	return l != NULL && l->window > 0 ? l->window : PROT_BUFSIZE;
+}
+
+static void expose(struct protstream *s, const unsigned char *p, size_t n)
+{
+	s->buf = (unsigned char *)(uintptr_t)p;
+	s->ptr = s->buf;
+	s->cnt = (unsigned)n;
+	prot__log(s, '<', p, n);
+}
+
+/* The one-shot read callback and the flush-on-read partner (spec 2.12). */
+static void before_blocking(struct protstream *s)
+{
+	prot_readcallback_t *proc = s->readcallback_proc;
+
+	if (proc != NULL) {
+		s->readcallback_proc = NULL;
+		proc(s, s->readcallback_rock);
+	}
+	if (s->flushonread != NULL && prot__has_output(s->flushonread))
+		(void)prot_flush_internal(s->flushonread, !s->dontblock);
+}
+
+static bool needs_probe(const struct protstream *s)
+{
+	return s->readcallback_proc != NULL ||
+	       (s->flushonread != NULL && prot__has_output(s->flushonread));
+}
+
+/* Start one read into a provided buffer (sockets) or rbuf. */
+static int read_start(struct prot__stream *ps, int flags, bool no_pbuf)
+{
+	struct protstream *s = &ps->pub;
+	struct ur_bufring *br = NULL;
+	struct ur_loop *loop;
+	int ret;
+
+	ret = ur_loop_get(&loop);
+	if (ret < 0)
+		return ret;
+	ur_op_init(&ps->rop, NULL, NULL);
+	if (ps->kind == PROT__K_SOCKET && !no_pbuf)
+		br = pbuf_ref(ps);
+	if (br != NULL)
+		return ur_recv_pbuf_start(loop, &ps->rop, s->fd, br, flags);
+	ret = rbuf_get(ps);
+	if (ret < 0)
+		return ret;
+	if (ps->kind == PROT__K_SOCKET)
+		return ur_recv_start(loop, &ps->rop, s->fd, ps->rbuf,
+				     PROT_BUFSIZE, flags);
+	return ur_read_start(loop, &ps->rop, s->fd, ps->rbuf, PROT_BUFSIZE, -1);
+}
+
+/* Take the completed read's bytes as the held region. */
+static void read_take(struct prot__stream *ps, int res)
+{
+	uint32_t cf = ps->rop.cqe_flags;
+
+	if (cf & IORING_CQE_F_BUFFER) {
+		unsigned bid = cf >> IORING_CQE_BUFFER_SHIFT;
+
+		if (res <= 0) {
+			ur_bufring_put(ps->br, bid);
+			return;
+		}
+		ps->bid = (int)bid;
+		ps->src = ur_bufring_buf(ps->br, bid);
+	} else {
+		ps->src = ps->rbuf;
+	}
+	ps->src_len = res > 0 ? (size_t)res : 0;
+	ps->src_off = 0;
+}
+
+/* Cancel the read after a failed wait; its bytes count if it won. */
+static int read_abort(struct prot__stream *ps, int why)
+{
+	int res;
+
+	if (ur_op_is_busy(&ps->rop))
+		prot__cancel(&ps->rop);
+	res = ur_op_wait(&ps->rop);
+	if (res > 0)
+		return res;
+	read_take(ps, res); /* returns a buffer it may have taken */
+	return why;
+}
+
+/* Wait for readiness of an fd the application made O_NONBLOCK. */
+static int poll_in(struct prot__stream *ps, bool timed)
+{
+	struct ur_loop *loop;
+	int ret = ur_loop_get(&loop);
+
+	if (ret < 0)
+		return ret;
+	ur_op_init(&ps->rop, NULL, NULL);
+	ret = ur_poll_start(loop, &ps->rop, ps->pub.fd, POLLIN);
+	if (ret < 0)
+		return ret;
+	if (timed) {
+		ret = prot__wait_input(&ps->pub, &ps->rop);
+		if (ret < 0)
+			return read_abort(ps, ret) > 0 ? 0 : ret;
+	}
+	ret = ur_op_wait(&ps->rop);
+	return ret < 0 ? ret : 0;
+}
+
+/*
+ * One raw read: > 0 with the region held, 0 at end of file, -EAGAIN when
+ * a non-blocking read finds nothing, -ETIMEDOUT, or another -errno.
+ * EINTR never ends a session: the read is simply issued again.
+ */
+static int raw_read(struct prot__stream *ps, int flags, bool timed,
+		    bool started, bool *idle)
+{
+	struct protstream *s = &ps->pub;
+	bool no_pbuf = false;
+	uint64_t t0 = ur_now_ns(CLOCK_MONOTONIC);
+	int ret;
+
+	for (;; started = false) {
+		if (!started) {
+			ret = read_start(ps, flags, no_pbuf);
+			if (ret < 0)
+				break;
+		}
+		if (timed) {
+			ret = prot__wait_input(s, &ps->rop);
+			if (ret < 0) {
+				*idle = ret == -ETIMEDOUT;
+				ret = read_abort(ps, ret);
+				if (ret < 0)
+					break;
+				*idle = false;
+			}
+		}
+		ret = ur_op_wait(&ps->rop);
+		if (ret == -ENOBUFS && !no_pbuf && ps->kind == PROT__K_SOCKET) {
+			no_pbuf = true; /* ring empty: use our own buffer */
+			continue;
+		}
+		if (ret == -EINTR)
+			continue;
+		if (ret == -EAGAIN && !s->dontblock &&
+		    !(flags & MSG_DONTWAIT)) {
+			/* Blocking stream over an O_NONBLOCK fd. */
+			ret = poll_in(ps, timed);
+			if (ret < 0) {
+				*idle = ret == -ETIMEDOUT;
+				break;
+			}
+			continue;
+		}
+		read_take(ps, ret);
+		break;
+	}
+	ps->nettime_ns += ur_now_ns(CLOCK_MONOTONIC) - t0;
+	return ret;
+}
+
+/* Readiness without consuming, for files and pipes (no recv flags). */
+static bool file_ready(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+	return poll(&pfd, 1, 0) > 0;
+}
+
+/* Steps 4, 5 and 7 of spec 2.3 for an fd stream. */
+static int read_fd(struct prot__stream *ps, bool *idle)
+{
+	struct protstream *s = &ps->pub;
+	bool sock = ps->kind == PROT__K_SOCKET;
+	bool ready = false, started = false;
+	int flags = s->dontblock && sock ? MSG_DONTWAIT : 0;
+	int ret;
+
+	if (needs_probe(s)) {
+		if (sock) {
+			/*
+			 * The probe is the read itself, given one loop turn:
+			 * input already there completes it (and then nothing
+			 * is flushed: pipelining); otherwise it stays armed
+			 * while the callback and the flush run.
+			 */
+			ret = read_start(ps, flags, false);
+			if (ret < 0)
+				return ret;
+			started = true;
+			ret = ur_fiber_yield();
+			if (ret < 0 && read_abort(ps, ret) <= 0)
+				return ret; /* cancelled fiber, op reaped */
+			ready = !ur_op_is_busy(&ps->rop);
+		} else {
+			ready = file_ready(s->fd);
+		}
+		if (!ready)
+			before_blocking(s);
+	}
+	return raw_read(ps, flags,
+			!ready && (s->read_timeout > 0 || s->dontblock),
+			started, idle);
+}
+
+static int read_cb(struct prot__stream *ps)
+{
+	struct protstream *s = &ps->pub;
+	ssize_t n;
+	int ret;
+
+	/* No fd to probe: Cyrus's probe fails, which counts as "not ready". */
+	if (needs_probe(s))
+		before_blocking(s);
+	ret = rbuf_get(ps);
+	if (ret < 0)
+		return ret;
+	do {
+		errno = 0;
+		n = s->fillcallback_proc(ps->rbuf, PROT_BUFSIZE,
+					 s->fillcallback_rock);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno > 0 ? -errno : -EIO;
+	if (n > PROT_BUFSIZE)
+		n = PROT_BUFSIZE;
+	ps->src = ps->rbuf;
+	ps->src_len = (size_t)n;
+	ps->src_off = 0;
+	return (int)n;
+}
+
+/* Turn a raw read's outcome into Cyrus's stream state. */
+static int read_outcome(struct protstream *s, int ret, bool idle)
+{
+	if (ret > 0)
+		return 0;
+	if (ret == 0) {
+		s->eof = 1;
+		return EOF;
+	}
+	if (ret == -EAGAIN && s->dontblock) {
+		errno = EAGAIN; /* would block: neither EOF nor an error */
+		return EOF;
+	}
+	if (idle)
+		return prot__fail(s, ret, "idle for too long");
+	return prot__fail(s, ret, NULL);
+}
+
+/*
+ * Expose the next window of plaintext, reading if there is none. On EOF
+ * the caller restores *w, the window as the application left it.
+ */
+static int next_window(struct protstream *s, struct window *w)
+{
+	struct prot__stream *ps = prot__of(s);
+	bool fresh = false, idle = false;
+	size_t n;
+	int ret;
+
+	for (;;) {
+		/* Step 2: plaintext a layer already produced. */
+		if (ps->dec_off < ps->dec.len) {
+			n = ps->dec.len - ps->dec_off;
+			if (n > dec_window(ps))
+				n = dec_window(ps);
+			expose(s, (unsigned char *)ps->dec.s + ps->dec_off, n);
+			ps->dec_off += n;
+			return 0;
+		}
+		if (ps->rlayers != NULL && layers_pending(ps)) {
+			ret = decode(ps, NULL, 0);
+			if (ret < 0)
+				return prot__fail(s, ret, NULL);
+			if (ps->dec.len > 0)
+				continue;
+		}
+		/*
+		 * Raw bytes left in a large buffer: what Cyrus's next read
+		 * would have returned at once. Due events run first (spec
+		 * 5.5 #52) and the read window restarts, as for a read.
+		 */
+		if (ps->src_off < ps->src_len) {
+			if (!fresh) {
+				if (s->waitevent != NULL &&
+				    (s->read_timeout > 0 || s->dontblock)) {
+					ret = prot__wait_input(s, NULL);
+					if (ret < 0)
+						return prot__fail(s, ret, NULL);
+				}
+				prot__touch_timeout(s);
+			}
+			fresh = false;
+			n = ps->src_len - ps->src_off;
+			if (n > PROT_BUFSIZE)
+				n = PROT_BUFSIZE;
+			ps->src_off += n;
+			if (ps->rlayers == NULL) {
+				expose(s, ps->src + ps->src_off - n, n);
+				return 0;
+			}
+			ret = decode(ps, ps->src + ps->src_off - n, n);
+			if (ret < 0)
+				return prot__fail(s, ret, NULL);
+			continue;
+		}
+		src_release(ps, w);
+		if (ps->kind == PROT__K_CB)
+			ret = read_cb(ps);
+		else if (ps->kind == PROT__K_NOFD)
+			ret = -EBADF;
+		else
+			ret = read_fd(ps, &idle);
+		if (read_outcome(s, ret, idle) == EOF)
+			return EOF;
+		keep_release(ps);
+		prot__touch_timeout(s);
+		fresh = true;
+	}
+}
+
+/*
+ * Spec 2.3. A refill that fails (EOF, error, would block) leaves the
+ * window untouched, as Cyrus does: bytes consumed before it can still be
+ * pushed back (from a provided buffer: the last PROT__HIST of them).
+ */
+int prot_fill(struct protstream *s)
+{
+	struct prot__stream *ps = prot__of(s);
+	struct window w;
+
+	errno = 0;
+	if (s->write)
+		return prot__fatal(s, "prot_fill on a write stream");
+	if (ps->kind == PROT__K_MAP) {
+		s->eof = 1;
+		return EOF;
+	}
+	if (s->eof || s->error != NULL)
+		return EOF;
+	window_save(s, &w);
+	s->cnt = 0;
+	if (next_window(s, &w) == EOF) {
+		window_restore(s, &w);
+		return EOF;
+	}
+	s->cnt--;
+	s->can_unget = 1;
+	s->bytes_in++;
+	return *s->ptr++;
+}

@@ -1,0 +1,538 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* prot/flush: the flush engine, gathered sends and the output queue. */
+#include "internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Blocking flushes send the queue, the buffer and (for a large prot_write)
+ * the caller's own bytes in one gathered sendmsg/writev, continued after
+ * short sends. Non-blocking streams never park: what they flush is copied
+ * to an in-memory queue of blocks, bounded by q_limit, which one
+ * background send op drains. The op and its iovecs live in a separate
+ * record so that prot_free never waits: if the kernel still owns queued
+ * blocks, the record takes them and frees them when the cancel completes.
+ */
+#define QBLOCK_SIZE 65536
+#define SND_IOV	    64
+
+struct prot__sender {
+	struct ur_op op;
+	struct prot__stream *ps;      /* NULL once orphaned by prot_free */
+	struct prot__qblock *orphans; /* blocks the kernel may still read */
+	struct ur_fiber *waiter;      /* a forced flush waiting for op */
+	bool busy;
+	bool polling; /* op is a POLLOUT wait (O_NONBLOCK fd), not a send */
+	struct iovec iov[SND_IOV];
+	struct msghdr msg;
+};
+
+bool prot__has_output(const struct protstream *s)
+{
+	const struct prot__stream *ps = prot__cof(s);
+
+	return s->write && (s->ptr != s->buf || ps->q_bytes > 0);
+}
+
+size_t prot_queued(const struct protstream *s)
+{
+	return s->write ? prot__cof(s)->q_bytes : 0;
+}
+
+int prot_setqueuelimit(struct protstream *s, size_t bytes)
+{
+	if (!s->write || bytes < PROT_BUFSIZE) {
+		errno = EINVAL;
+		return EOF;
+	}
+	prot__of(s)->q_limit = bytes;
+	return 0;
+}
+
+static void qblocks_free(struct prot__qblock *b)
+{
+	while (b != NULL) {
+		struct prot__qblock *next = b->next;
+
+		free(b);
+		b = next;
+	}
+}
+
+/*
+ * Drop the queue. While the send op is in flight the kernel may still
+ * read its blocks: cancel it instead, and sender_done() clears the queue
+ * once the op has completed (the stream has an error by then).
+ */
+static void queue_clear(struct prot__stream *ps)
+{
+	if (ps->snd != NULL && ps->snd->busy) {
+		prot__cancel(&ps->snd->op);
+		return;
+	}
+	qblocks_free(ps->q_head);
+	ps->q_head = NULL;
+	ps->q_tail = NULL;
+	ps->q_bytes = 0;
+}
+
+/* Copy n bytes to the queue's tail. */
+static int queue_append(struct prot__stream *ps, const void *p, size_t n)
+{
+	struct prot__qblock *b = ps->q_tail;
+	size_t k;
+
+	while (n > 0) {
+		if (b == NULL || b->len == b->cap) {
+			size_t cap = n > QBLOCK_SIZE ? n : QBLOCK_SIZE;
+
+			b = malloc(sizeof(*b) + cap);
+			if (b == NULL)
+				return -ENOMEM;
+			b->next = NULL;
+			b->off = 0;
+			b->len = 0;
+			b->cap = cap;
+			if (ps->q_tail != NULL)
+				ps->q_tail->next = b;
+			else
+				ps->q_head = b;
+			ps->q_tail = b;
+		}
+		k = b->cap - b->len < n ? b->cap - b->len : n;
+		memcpy(b->data + b->len, p, k);
+		b->len += k;
+		ps->q_bytes += k;
+		p = (const unsigned char *)p + k;
+		n -= k;
+	}
+	return 0;
+}
+
+/* n bytes of the queue reached the kernel: free the finished blocks. */
+static void queue_consume(struct prot__stream *ps, size_t n)
+{
+	while (n > 0 && ps->q_head != NULL) {
+		struct prot__qblock *b = ps->q_head;
+		size_t k = b->len - b->off < n ? b->len - b->off : n;
+
+		b->off += k;
+		ps->q_bytes -= k;
+		n -= k;
+		if (b->off < b->len)
+			break;
+		ps->q_head = b->next;
+		if (ps->q_head == NULL)
+			ps->q_tail = NULL;
+		free(b);
+	}
+}
+
+static int queue_iov(const struct prot__stream *ps, struct iovec *iov, int max)
+{
+	int n = 0;
+
+	for (struct prot__qblock *b = ps->q_head; b != NULL && n < max;
+	     b = b->next) {
+		if (b->off == b->len)
+			continue;
+		iov[n].iov_base = b->data + b->off;
+		iov[n].iov_len = b->len - b->off;
+		n++;
+	}
+	return n;
+}
+
+static struct prot__sender *sender_get(struct prot__stream *ps)
+{
+	if (ps->snd == NULL) {
+		ps->snd = calloc(1, sizeof(*ps->snd));
+		if (ps->snd != NULL)
+			ps->snd->ps = ps;
+	}
+	return ps->snd;
+}
+
+static int send_start(struct prot__stream *ps, struct ur_loop *loop,
+		      struct ur_op *op, struct iovec *iov, int iovcnt,
+		      struct msghdr *msg)
+{
+	if (ps->kind == PROT__K_SOCKET) {
+		memset(msg, 0, sizeof(*msg));
+		msg->msg_iov = iov;
+		msg->msg_iovlen = (size_t)iovcnt;
+		return ur_sendmsg_start(loop, op, ps->pub.fd, msg,
+					MSG_NOSIGNAL);
+	}
+	return ur_writev_start(loop, op, ps->pub.fd, iov, iovcnt, -1);
+}
+
+static void sender_done(struct ur_op *op);
+
+/* Start the background send of the queue head (if idle and non-empty). */
+static void sender_kick(struct prot__stream *ps)
+{
+	struct prot__sender *snd = ps->snd;
+	struct ur_loop *loop;
+	int n, ret;
+
+	if (snd == NULL || snd->busy || ps->q_bytes == 0 ||
+	    ps->pub.error != NULL)
+		return;
+	ret = ur_loop_get(&loop);
+	if (ret < 0)
+		goto fail;
+	n = queue_iov(ps, snd->iov, SND_IOV);
+	ur_op_init(&snd->op, sender_done, snd);
+	snd->polling = false;
+	ret = send_start(ps, loop, &snd->op, snd->iov, n, &snd->msg);
+	if (ret < 0)
+		goto fail;
+	snd->busy = true;
+	return;
+fail:
+	(void)prot__fail(&ps->pub, ret, NULL);
+	queue_clear(ps);
+}
+
+/* Wait for POLLOUT on an fd the application made O_NONBLOCK. */
+static void sender_poll(struct prot__stream *ps)
+{
+	struct prot__sender *snd = ps->snd;
+	struct ur_loop *loop;
+	int ret = ur_loop_get(&loop);
+
+	if (ret == 0) {
+		ur_op_init(&snd->op, sender_done, snd);
+		ret = ur_poll_start(loop, &snd->op, ps->pub.fd, POLLOUT);
+	}
+	if (ret < 0) {
+		(void)prot__fail(&ps->pub, ret, NULL);
+		queue_clear(ps);
+		return;
+	}
+	snd->polling = true;
+	snd->busy = true;
+}
+
+static void sender_done(struct ur_op *op)
+{
+	struct prot__sender *snd = op->data;
+	struct prot__stream *ps = snd->ps;
+	int res = op->res;
+
+	snd->busy = false;
+	if (ps == NULL) {
+		/* The stream is gone; the kernel has let go of the blocks. */
+		qblocks_free(snd->orphans);
+		free(snd);
+		return;
+	}
+	if (snd->polling)
+		res = res < 0 && res != -EINTR ? res : 0;
+	if (res == -EAGAIN && ps->pub.error == NULL) {
+		sender_poll(ps);
+		return;
+	}
+	if (res < 0 && res != -EINTR && res != -ECANCELED)
+		(void)prot__fail(&ps->pub, res, NULL);
+	else if (res > 0)
+		queue_consume(ps, (size_t)res);
+	if (ps->pub.error != NULL)
+		queue_clear(ps);
+	if (snd->waiter != NULL) {
+		/* A forced flush takes over: it gathers queue and buffer. */
+		ur_fiber_wake(snd->waiter);
+		return;
+	}
+	sender_kick(ps);
+}
+
+/* Let the background send finish (a forced flush, spec 2.7.2 step 5). */
+static int sender_wait(struct prot__stream *ps)
+{
+	struct prot__sender *snd = ps->snd;
+	struct ur_loop *loop;
+	int ret = 0;
+
+	if (snd == NULL)
+		return 0;
+	while (snd->busy) {
+		if (ur_fiber_self() != NULL) {
+			snd->waiter = ur_fiber_self();
+			ret = ur_fiber_park();
+			snd->waiter = NULL;
+			if (ret < 0)
+				return ret;
+			continue;
+		}
+		ret = ur_loop_get(&loop);
+		if (ret == 0)
+			ret = ur_loop_run_once(loop, -1);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* Blocking gathered send of the queue plus up to two more pieces. */
+static int send_all(struct prot__stream *ps, const void *p1, size_t n1,
+		    const void *p2, size_t n2)
+{
+	struct prot__sender *snd = sender_get(ps);
+	struct iovec *iov;
+	int n, ret;
+
+	if (snd == NULL)
+		return -ENOMEM;
+	iov = snd->iov;
+	for (;;) {
+		size_t q = ps->q_bytes;
+		ssize_t w;
+
+		n = queue_iov(ps, iov, SND_IOV - 2);
+		if (n < SND_IOV - 2 || q == 0) {
+			if (n1 > 0) {
+				iov[n].iov_base = (void *)(uintptr_t)p1;
+				iov[n++].iov_len = n1;
+			}
+			if (n2 > 0) {
+				iov[n].iov_base = (void *)(uintptr_t)p2;
+				iov[n++].iov_len = n2;
+			}
+		}
+		if (n == 0)
+			return 0;
+		if (ps->kind == PROT__K_SOCKET) {
+			memset(&snd->msg, 0, sizeof(snd->msg));
+			snd->msg.msg_iov = iov;
+			snd->msg.msg_iovlen = (size_t)n;
+			w = ur_sendmsg(ps->pub.fd, &snd->msg,
+				       MSG_NOSIGNAL | MSG_WAITALL);
+		} else {
+			w = ur_writev(ps->pub.fd, iov, n, -1);
+		}
+		if (w == -EINTR)
+			continue;
+		if (w == -EAGAIN) {
+			ret = ur_poll(ps->pub.fd, POLLOUT);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
+		if (w < 0)
+			return (int)w;
+		if (w == 0)
+			return -EIO;
+		/* Account queue first, then p1, then p2. */
+		if ((size_t)w <= q) {
+			queue_consume(ps, (size_t)w);
+			continue;
+		}
+		queue_consume(ps, q);
+		w -= (ssize_t)q;
+		if ((size_t)w >= n1) {
+			w -= (ssize_t)n1;
+			n1 = 0;
+			p2 = (const unsigned char *)p2 + w;
+			n2 -= (size_t)w;
+		} else {
+			p1 = (const unsigned char *)p1 + w;
+			n1 -= (size_t)w;
+		}
+	}
+}
+
+/* Telemetry of one flush: one record per maxplain chunk, as Cyrus. */
+static void log_out(struct protstream *s, const unsigned char *p, size_t n,
+		    const unsigned char *x, size_t xn)
+{
+	size_t chunk = s->maxplain > 0 ? (size_t)s->maxplain : PROT_BUFSIZE;
+
+	if (s->logfd == PROT_NO_FD)
+		return;
+	if (n > 0)
+		prot__log(s, '>', p, n);
+	for (size_t off = 0; off < xn; off += chunk)
+		prot__log(s, '>', x + off, xn - off < chunk ? xn - off : chunk);
+}
+
+/* Run one plaintext chunk through the write layers into ps->enc. */
+static int encode(struct prot__stream *ps, const unsigned char *p, size_t n)
+{
+	struct buf tmp[2] = {{0}, {0}};
+	int ret = 0, i = 0;
+
+	ps->enc.len = 0;
+	for (struct prot__layer *l = ps->wlayers; l != NULL; l = l->next) {
+		struct buf *out = l->next == NULL ? &ps->enc : &tmp[i];
+
+		out->len = 0;
+		ret = l->ops->encode(l, p, n, out);
+		if (ret < 0)
+			break;
+		p = (const unsigned char *)out->s;
+		n = out->len;
+		i ^= 1;
+	}
+	prot__buf_release(&tmp[0]);
+	prot__buf_release(&tmp[1]);
+	return ret;
+}
+
+static void buf_reset(struct protstream *s)
+{
+	s->ptr = s->buf;
+	s->cnt = (unsigned)s->maxplain;
+}
+
+static int flush_fail(struct protstream *s, int err, const char *text)
+{
+	buf_reset(s);
+	queue_clear(prot__of(s));
+	return prot__fail(s, err, text);
+}
+
+/*
+ * The flush engine. x/xn: whole maxplain chunks of a large prot_write to
+ * send after the buffer without copying (only without write layers).
+ */
+static int flush_out(struct protstream *s, int force, const unsigned char *x,
+		     size_t xn)
+{
+	struct prot__stream *ps = prot__of(s);
+	const unsigned char *p = s->buf;
+	size_t n = (size_t)(s->ptr - s->buf);
+	uint64_t t0;
+	int ret;
+
+	if (s->eof || s->error != NULL) {
+		s->ptr = s->buf;
+		s->cnt = 1; /* as Cyrus: the next putc flushes and fails */
+		return EOF;
+	}
+	if (ps->kind == PROT__K_BUF) {
+		if (prot__buf_append(s->writetobuf, p, n) < 0 ||
+		    prot__buf_append(s->writetobuf, x, xn) < 0)
+			return flush_fail(s, -ENOMEM, NULL);
+		buf_reset(s);
+		return 0;
+	}
+	if (ps->kind == PROT__K_NOFD)
+		return flush_fail(s, -EBADF, NULL);
+	if (n == 0 && xn == 0 && ps->q_bytes == 0)
+		return 0;
+	log_out(s, p, n, x, xn);
+	if (n > 0 && ps->wlayers != NULL) {
+		ret = encode(ps, p, n);
+		if (ret < 0)
+			return flush_fail(s, ret, NULL);
+		p = (const unsigned char *)ps->enc.s;
+		n = ps->enc.len;
+	}
+	if (!force && s->dontblock) {
+		if (ps->q_bytes + n + xn > ps->q_limit)
+			return flush_fail(s, -ENOBUFS, "output queue full");
+		if (sender_get(ps) == NULL || queue_append(ps, p, n) < 0 ||
+		    queue_append(ps, x, xn) < 0)
+			return flush_fail(s, -ENOMEM, NULL);
+		buf_reset(s);
+		sender_kick(ps);
+		return s->error != NULL ? EOF : 0;
+	}
+	t0 = ur_now_ns(CLOCK_MONOTONIC);
+	ret = sender_wait(ps);
+	/* The background send may have failed meanwhile: its error stands. */
+	if (ret == 0 && s->error == NULL)
+		ret = send_all(ps, p, n, x, xn);
+	ps->nettime_ns += ur_now_ns(CLOCK_MONOTONIC) - t0;
+	if (ret < 0 || s->error != NULL)
+		return flush_fail(s, ret < 0 ? ret : -EIO, NULL);
+	buf_reset(s);
+	return 0;
+}
+
+int prot_flush_internal(struct protstream *s, int force)
+{
+	if (!s->write)
+		return prot__fatal(s, "prot_flush_internal on a read stream");
+	return flush_out(s, force, NULL, 0);
+}
+
+int prot_flush(struct protstream *s)
+{
+	if (!s->write)
+		return prot__drain(s);
+	return flush_out(s, 1, NULL, 0);
+}
+
+int prot__write_big(struct protstream *s, const unsigned char *p, size_t len)
+{
+	struct prot__stream *ps = prot__of(s);
+	size_t k = s->cnt, whole = 0;
+
+	memcpy(s->ptr, p, k);
+	s->ptr += k;
+	s->cnt = 0;
+	p += k;
+	len -= k;
+	if (ps->wlayers == NULL && s->maxplain > 0)
+		whole = len - len % (size_t)s->maxplain;
+	if (flush_out(s, 0, p, whole) == EOF)
+		return EOF;
+	p += whole;
+	len -= whole;
+	while (len >= s->cnt) {
+		k = s->cnt;
+		memcpy(s->ptr, p, k);
+		s->ptr += k;
+		s->cnt = 0;
+		p += k;
+		len -= k;
+		if (flush_out(s, 0, NULL, 0) == EOF)
+			return EOF;
+	}
+	memcpy(s->ptr, p, len);
+	s->ptr += len;
+	s->cnt -= (unsigned)len;
+	return 0;
+}
+
+/*
+ * prot_flush on a read stream (spec 2.7.5): read in non-blocking mode
+ * until nothing is left, then throw it all away. The ring's MSG_DONTWAIT
+ * reads do what Cyrus's fcntl(O_NONBLOCK) did, without touching the fd's
+ * flags (which the write stream on the same socket shares).
+ */
+int prot__drain(struct protstream *s)
+{
+	int dontblock = s->dontblock;
+
+	s->dontblock = 1;
+	while (prot_fill(s) != EOF)
+		;
+	s->dontblock = dontblock;
+	prot__fill_discard(s);
+	return 0;
+}
+
+void prot__flush_fini(struct protstream *s)
+{
+	struct prot__stream *ps = prot__of(s);
+	struct prot__sender *snd = ps->snd;
+
+	ps->snd = NULL;
+	if (snd != NULL && snd->busy) {
+		/* Hand the blocks the kernel may read to the op's record. */
+		snd->ps = NULL;
+		snd->orphans = ps->q_head;
+		ps->q_head = NULL;
+		prot__cancel(&snd->op);
+	} else {
+		free(snd);
+	}
+	queue_clear(ps);
+}

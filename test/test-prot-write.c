@@ -1,0 +1,599 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* test/prot-write: the write side of the protstream, spec 5.2 and 5.7. */
+#include "t-helpers.h" /* stdarg, stddef, setjmp, cmocka: in that order */
+
+#include <ringprot/prot.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A reader thread collecting everything until EOF (or a byte count). */
+struct sink {
+	pthread_t th;
+	int fd;
+	size_t want; /* stop after this many bytes (0: until EOF) */
+	int delay_ms;
+	char *got;
+	size_t len, cap;
+};
+
+static void *sink_main(void *arg)
+{
+	struct sink *k = arg;
+
+	if (k->delay_ms > 0)
+		usleep((useconds_t)k->delay_ms * 1000);
+	for (;;) {
+		ssize_t r;
+
+		if (k->len == k->cap) {
+			k->cap = k->cap ? 2 * k->cap : 65536;
+			k->got = realloc(k->got, k->cap);
+			if (k->got == NULL)
+				return NULL;
+		}
+		r = read(k->fd, k->got + k->len, k->cap - k->len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		k->len += (size_t)r;
+		if (k->want > 0 && k->len >= k->want)
+			break;
+	}
+	return NULL;
+}
+
+static void sink_start(struct sink *k, int fd, size_t want, int delay_ms)
+{
+	memset(k, 0, sizeof(*k));
+	k->fd = fd;
+	k->want = want;
+	k->delay_ms = delay_ms;
+	assert_int_equal(pthread_create(&k->th, NULL, sink_main, k), 0);
+}
+
+static void sink_join(struct sink *k)
+{
+	assert_int_equal(pthread_join(k->th, NULL), 0);
+}
+
+/* W(x): what a stream over a socketpair delivers after x and a flush. */
+struct wpair {
+	int sv[2];
+	struct protstream *s;
+};
+
+static void wpair_open(struct wpair *w)
+{
+	t_socketpair(w->sv);
+	w->s = prot_new(w->sv[0], 1);
+	assert_non_null(w->s);
+}
+
+static size_t wpair_take(struct wpair *w, char *out, size_t cap)
+{
+	size_t n = 0;
+	ssize_t r;
+
+	assert_int_equal(prot_flush(w->s), 0);
+	while ((r = recv(w->sv[1], out + n, cap - n, MSG_DONTWAIT)) > 0)
+		n += (size_t)r;
+	return n;
+}
+
+static void wpair_close(struct wpair *w)
+{
+	prot_free(w->s);
+	close(w->sv[0]);
+	close(w->sv[1]);
+}
+
+/* 5.2 #24, #25, #26 */
+static void test_prot_write_printf(void **state)
+{
+	static const char want[] =
+		"s -1 4000000000 -5 6 -7 8 9 ff Z %  3.14|ab |";
+	struct wpair w;
+	char got[256];
+
+	(void)state;
+	wpair_open(&w);
+	assert_int_equal(
+		prot_printf(
+			w.s,
+			"%s %d %u %ld %lu %lld %llu %zu %x %c %% %5.2f|%-3s|",
+			"s", -1, 4000000000u, -5L, 6UL, -7LL, 8ULL, (size_t)9,
+			255, 'Z', 3.14159, "ab"),
+		0);
+	assert_int_equal(wpair_take(&w, got, sizeof(got)), sizeof(want) - 1);
+	assert_memory_equal(got, want, sizeof(want) - 1);
+
+	assert_int_equal(prot_printf(w.s, "a%cb", 0), 0);
+	assert_int_equal(wpair_take(&w, got, sizeof(got)), 3);
+	assert_memory_equal(got, "a\0b", 3);
+
+	assert_int_equal(prot_printf(w.s, "%s", ""), 0);
+	assert_int_equal(wpair_take(&w, got, sizeof(got)), 0);
+	assert_int_equal(prot_puts(w.s, "hello"), 0);
+	assert_int_equal(wpair_take(&w, got, sizeof(got)), 5);
+	assert_memory_equal(got, "hello", 5);
+	assert_int_equal(prot_putc('x', w.s), 0);
+	assert_int_equal(wpair_take(&w, got, sizeof(got)), 1);
+	assert_int_equal(got[0], 'x');
+	assert_int_equal(prot_write(w.s, "zzz", 0), 0);
+	assert_int_equal(wpair_take(&w, got, sizeof(got)), 0);
+	wpair_close(&w);
+}
+
+/* printf results longer than the free space, and longer than a buffer. */
+static void test_prot_write_printf_long(void **state)
+{
+	static char big[10000], got[20000];
+	struct wpair w;
+	struct sink k;
+
+	(void)state;
+	memset(big, 'q', sizeof(big) - 1);
+	wpair_open(&w);
+	sink_start(&k, w.sv[1], 4000 + sizeof(big) - 1 + 2, 0);
+	assert_int_equal(prot_printf(w.s, "%4000d", 7), 0);
+	assert_int_equal(prot_printf(w.s, "%s\r\n", big), 0);
+	assert_int_equal(prot_flush(w.s), 0);
+	sink_join(&k);
+	assert_int_equal(k.len, 4000 + sizeof(big) - 1 + 2);
+	snprintf(got, sizeof(got), "%4000d%s\r\n", 7, big);
+	assert_memory_equal(k.got, got, k.len);
+	assert_int_equal(prot_bytes_out(w.s), k.len);
+	free(k.got);
+	wpair_close(&w);
+}
+
+/* 5.2 #27: the 4096th byte triggers a 4096-byte write. */
+static void test_prot_write_autoflush(void **state)
+{
+	char path[] = "/tmp/prot-write-XXXXXX";
+	static char data[4096];
+	struct protstream *s;
+	struct stat st;
+	int fd = mkstemp(path);
+
+	(void)state;
+	assert_true(fd >= 0);
+	unlink(path);
+	memset(data, 'd', sizeof(data));
+	s = prot_new(fd, 1);
+	assert_int_equal(prot_write(s, data, 4095), 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	assert_int_equal(s->cnt, 1);
+	assert_int_equal(prot_write(s, data, 1), 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, 4096);
+	assert_int_equal(s->cnt, 4096);
+	prot_free(s);
+	close(fd);
+}
+
+/* 5.2 #28 and 5.1 #23's writebuf half. */
+static void test_prot_write_writebuf(void **state)
+{
+	struct buf b = {0};
+	struct protstream *s = prot_writebuf(&b);
+
+	(void)state;
+	assert_true(s->isclient);
+	for (int i = 0; i < 5000; i++)
+		assert_int_equal(prot_putc('.', s), 0);
+	assert_int_equal(b.len, 4096);
+	assert_int_equal(prot_flush(s), 0);
+	assert_int_equal(b.len, 5000);
+	for (size_t i = 0; i < b.len; i++)
+		assert_int_equal(b.s[i], '.');
+	/* A large write lands whole, in order. */
+	b.len = 0;
+	{
+		static char data[20000];
+
+		for (size_t i = 0; i < sizeof(data); i++)
+			data[i] = (char)i;
+		assert_int_equal(prot_write(s, data, sizeof(data)), 0);
+		assert_int_equal(prot_flush(s), 0);
+		assert_int_equal(b.len, sizeof(data));
+		assert_memory_equal(b.s, data, sizeof(data));
+	}
+	prot_free(s);
+	free(b.s);
+}
+
+/* 5.2 #30: a write error is sticky. */
+static void test_prot_write_error_sticky(void **state)
+{
+	struct wpair w;
+
+	(void)state;
+	wpair_open(&w);
+	close(w.sv[1]);
+	w.sv[1] = -1;
+	assert_int_equal(prot_puts(w.s, "x"), 0);
+	assert_int_equal(prot_flush(w.s), EOF);
+	assert_string_equal(prot_error(w.s), "Broken pipe");
+	assert_int_equal(prot_printf(w.s, "%d", 1), EOF);
+	assert_int_equal(prot_write(w.s, "abc", 3), EOF);
+	assert_int_equal(prot_putc('a', w.s), EOF);
+	assert_int_equal(prot_flush(w.s), EOF);
+	prot_free(w.s);
+	close(w.sv[0]);
+}
+
+/*
+ * A large blocking write goes out in few sends and whole, and telemetry
+ * still shows one record per 4096-byte chunk, as Cyrus writes them.
+ */
+static void test_prot_write_big_gather(void **state)
+{
+	enum {
+		N = 1 << 20
+	};
+	char path[] = "/tmp/prot-wlog-XXXXXX";
+	char *data = malloc(N + 100), *log;
+	struct protstream *s;
+	struct sink k;
+	struct stat st;
+	int sv[2], lfd = mkstemp(path);
+	size_t records = 0;
+
+	(void)state;
+	assert_true(lfd >= 0);
+	unlink(path);
+	for (size_t i = 0; i < N + 100; i++)
+		data[i] = (char)(i % 251);
+	t_socketpair(sv);
+	s = prot_new(sv[0], 1);
+	prot_setlog(s, lfd);
+	sink_start(&k, sv[1], N + 100, 0);
+	assert_int_equal(prot_write(s, data, 100), 0);
+	assert_int_equal(prot_write(s, data + 100, N), 0);
+	assert_int_equal(prot_flush(s), 0);
+	sink_join(&k);
+	assert_int_equal(k.len, N + 100);
+	assert_memory_equal(k.got, data, N + 100);
+	assert_int_equal(prot_bytes_out(s), N + 100);
+	/* Each record is ">T>" + up to 4096 bytes. */
+	assert_int_equal(fstat(lfd, &st), 0);
+	log = malloc((size_t)st.st_size);
+	assert_int_equal(pread(lfd, log, (size_t)st.st_size, 0), st.st_size);
+	for (size_t off = 0, data_off = 0; off < (size_t)st.st_size;) {
+		char *end;
+		size_t n;
+
+		assert_int_equal(log[off], '>');
+		(void)strtol(log + off + 1, &end, 10);
+		assert_int_equal(*end, '>');
+		off = (size_t)(end - log) + 1;
+		n = N + 100 - data_off < 4096 ? N + 100 - data_off : 4096;
+		assert_memory_equal(log + off, data + data_off, n);
+		off += n;
+		data_off += n;
+		records++;
+	}
+	assert_int_equal(records, (N + 100 + 4095) / 4096);
+	free(log);
+	free(k.got);
+	free(data);
+	prot_free(s);
+	close(sv[0]);
+	close(sv[1]);
+	close(lfd);
+}
+
+static void small_sndbuf(int fd)
+{
+	int v = 4096;
+
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)),
+			 0);
+}
+
+/*
+ * 5.7 #65: a non-blocking stream with no reader takes 1 MiB at once and
+ * queues it; a forced flush with a reader delivers every byte in order.
+ */
+static void test_prot_write_nonblocking_queue(void **state)
+{
+	enum {
+		N = 1 << 20
+	};
+	char *data = malloc(N);
+	struct protstream *s;
+	struct sink k;
+	uint64_t t0;
+	int sv[2];
+
+	(void)state;
+	for (size_t i = 0; i < N; i++)
+		data[i] = (char)(i * 13 + (i >> 12));
+	t_socketpair(sv);
+	small_sndbuf(sv[0]);
+	s = prot_new(sv[0], 1);
+	prot_NONBLOCK(s);
+	t0 = t_now_ms();
+	assert_int_equal(prot_write(s, data, N), 0);
+	assert_true(t_now_ms() - t0 < 200);
+	assert_true(prot_queued(s) > 0);
+	assert_null(prot_error(s));
+	sink_start(&k, sv[1], N, 0);
+	assert_int_equal(prot_flush(s), 0);
+	assert_int_equal(prot_queued(s), 0);
+	sink_join(&k);
+	assert_int_equal(k.len, N);
+	assert_memory_equal(k.got, data, N);
+	assert_false(prot_IS_BLOCKING(s) != 0);
+	free(k.got);
+	prot_free(s);
+	close(sv[0]);
+	close(sv[1]);
+	free(data);
+}
+
+/* Past the bound: "output queue full", EOF, and what went out is a prefix. */
+static void test_prot_write_queue_bound(void **state)
+{
+	enum {
+		N = 1 << 20
+	};
+	char *data = malloc(N);
+	struct protstream *s;
+	struct sink k;
+	int sv[2], ret = 0;
+	size_t sent = 0;
+
+	(void)state;
+	for (size_t i = 0; i < N; i++)
+		data[i] = (char)(i % 253);
+	t_socketpair(sv);
+	small_sndbuf(sv[0]);
+	s = prot_new(sv[0], 1);
+	assert_int_equal(prot_setqueuelimit(s, 100), EOF);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(prot_setqueuelimit(s, 65536), 0);
+	prot_NONBLOCK(s);
+	for (sent = 0; sent < N && ret == 0; sent += 1000)
+		ret = prot_write(s, data + sent, 1000);
+	assert_int_equal(ret, EOF);
+	assert_string_equal(prot_error(s), "output queue full");
+	assert_int_equal(prot_write(s, "x", 1), EOF);
+	assert_int_equal(prot_flush(s), EOF);
+	prot_free(s);
+	shutdown(sv[0], SHUT_WR);
+	sink_start(&k, sv[1], 0, 0);
+	sink_join(&k);
+	assert_true(k.len < sent);
+	assert_memory_equal(k.got, data, k.len);
+	free(k.got);
+	close(sv[0]);
+	close(sv[1]);
+	free(data);
+}
+
+/*
+ * In a fiber, a non-blocking write never parks: another fiber that only
+ * yields does not get to run during the call.
+ */
+struct nb_fib {
+	int fd;
+	int ticks;
+	bool stop;
+	int ticks_during;
+	int ret;
+};
+
+static int ticker(void *arg)
+{
+	struct nb_fib *nf = arg;
+
+	while (!nf->stop) {
+		nf->ticks++;
+		if (ur_fiber_yield() < 0)
+			break;
+	}
+	return 0;
+}
+
+static int nb_writer(void *arg)
+{
+	struct nb_fib *nf = arg;
+	static char data[256 * 1024];
+	struct protstream *s = prot_new(nf->fd, 1);
+	int before;
+
+	memset(data, 'n', sizeof(data));
+	prot_NONBLOCK(s);
+	(void)ur_fiber_yield();
+	before = nf->ticks;
+	nf->ret = prot_write(s, data, sizeof(data));
+	nf->ret |= prot_flush_internal(s, 0);
+	nf->ticks_during = nf->ticks - before;
+	nf->ret |= prot_flush(s); /* forced: parks until all is sent */
+	nf->stop = true;
+	prot_free(s);
+	return 0;
+}
+
+static void test_prot_write_nonblocking_never_parks(void **state)
+{
+	struct t_loop *tl = *state;
+	struct nb_fib nf = {0};
+	struct ur_fiber *a, *b;
+	struct sink k;
+	int sv[2];
+
+	t_socketpair(sv);
+	small_sndbuf(sv[0]);
+	nf.fd = sv[0];
+	sink_start(&k, sv[1], 256 * 1024, 50);
+	assert_int_equal(ur_fiber_spawn(tl->loop, ticker, &nf, NULL, &a), 0);
+	assert_int_equal(ur_fiber_spawn(tl->loop, nb_writer, &nf, NULL, &b), 0);
+	assert_int_equal(ur_fiber_join(b, NULL), 0);
+	assert_int_equal(ur_fiber_join(a, NULL), 0);
+	sink_join(&k);
+	assert_int_equal(nf.ret, 0);
+	assert_int_equal(nf.ticks_during, 0);
+	assert_int_equal(k.len, 256 * 1024);
+	free(k.got);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* prot_free with queued output in flight neither waits nor leaks. */
+static void test_prot_write_free_with_queue(void **state)
+{
+	static char data[200000];
+	struct protstream *s;
+	int sv[2];
+
+	(void)state;
+	t_socketpair(sv);
+	small_sndbuf(sv[0]);
+	s = prot_new(sv[0], 1);
+	prot_NONBLOCK(s);
+	assert_int_equal(prot_write(s, data, sizeof(data)), 0);
+	assert_true(prot_queued(s) > 0);
+	prot_free(s); /* the teardown checks the cancelled op was reaped */
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/*
+ * A fiber cancelled in a forced flush that waits for the background send
+ * (no reader): the flush fails, and the queued blocks the kernel may
+ * still read stay alive until the cancelled op has been reaped (ASan).
+ */
+struct cancel_w {
+	int fd;
+	int flush_ret;
+	char err[64];
+};
+
+static int cancel_writer(void *arg)
+{
+	struct cancel_w *cw = arg;
+	static char data[300000];
+	struct protstream *s = prot_new(cw->fd, 1);
+
+	prot_NONBLOCK(s);
+	(void)prot_write(s, data, sizeof(data));
+	cw->flush_ret = prot_flush(s);
+	snprintf(cw->err, sizeof(cw->err), "%s",
+		 prot_error(s) ? prot_error(s) : "(none)");
+	prot_free(s);
+	return 0;
+}
+
+static void test_prot_write_fiber_cancel(void **state)
+{
+	struct t_loop *tl = *state;
+	struct cancel_w cw = {0};
+	struct ur_fiber *f;
+	int sv[2];
+
+	t_socketpair(sv);
+	small_sndbuf(sv[0]);
+	cw.fd = sv[0];
+	assert_int_equal(ur_fiber_spawn(tl->loop, cancel_writer, &cw, NULL, &f),
+			 0);
+	for (int i = 0; i < 5; i++)
+		assert_true(ur_loop_run_once(tl->loop, 1000 * 1000) >= 0);
+	assert_int_equal(ur_fiber_cancel(f), 0);
+	assert_int_equal(ur_fiber_join(f, NULL), 0);
+	assert_int_equal(cw.flush_ret, EOF);
+	assert_string_equal(cw.err, "Operation canceled");
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* The layers are not in this build: an honest failure. */
+static void test_prot_write_layers_unsupported(void **state)
+{
+	struct wpair w;
+
+	(void)state;
+	wpair_open(&w);
+	assert_int_equal(prot_setcompress(w.s), EOF);
+	assert_null(prot_error(w.s)); /* still usable, uncompressed */
+	assert_null(w.s->zstrm);
+	assert_int_equal(prot_puts(w.s, "ok"), 0);
+	assert_int_equal(prot_flush(w.s), 0);
+	assert_int_equal(prot_settls(w.s, NULL), EOF);
+	assert_string_equal(prot_error(w.s), "TLS not supported in this build");
+	assert_int_equal(prot_puts(w.s, "secret"), EOF);
+	wpair_close(&w);
+
+	wpair_open(&w);
+	assert_int_equal(prot_setsasl(w.s, NULL), EOF);
+	assert_non_null(prot_error(w.s));
+	assert_int_equal(prot_flush(w.s), EOF);
+	prot_unsetsasl(w.s);
+	assert_int_equal(w.s->maxplain, 4096);
+	assert_int_equal(prot_data_boundary(w.s), 0);
+	wpair_close(&w);
+}
+
+/* A pipe write stream and a peer that closed it: EPIPE, no signal death. */
+static void test_prot_write_pipe(void **state)
+{
+	struct protstream *s;
+	char got[16];
+	int p[2];
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	s = prot_new(p[1], 1);
+	assert_int_equal(prot_printf(s, "%s", "piped"), 0);
+	assert_int_equal(prot_flush(s), 0);
+	assert_int_equal(read(p[0], got, sizeof(got)), 5);
+	assert_memory_equal(got, "piped", 5);
+	close(p[0]);
+	assert_int_equal(prot_puts(s, "x"), 0);
+	assert_int_equal(prot_flush(s), EOF);
+	assert_string_equal(prot_error(s), "Broken pipe");
+	prot_free(s);
+	close(p[1]);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
+		T(test_prot_write_printf),
+		T(test_prot_write_printf_long),
+		T(test_prot_write_autoflush),
+		T(test_prot_write_writebuf),
+		T(test_prot_write_error_sticky),
+		T(test_prot_write_big_gather),
+		T(test_prot_write_nonblocking_queue),
+		T(test_prot_write_queue_bound),
+		T(test_prot_write_nonblocking_never_parks),
+		T(test_prot_write_free_with_queue),
+		T(test_prot_write_fiber_cancel),
+		T(test_prot_write_layers_unsupported),
+		T(test_prot_write_pipe),
+#undef T
+	};
+
+	/* Pipes to a closed reader raise SIGPIPE for plain writes. */
+	signal(SIGPIPE, SIG_IGN);
+	t_require_ring_op(IORING_OP_SENDMSG);
+	return t_run_groups("prot-write", tests,
+			    sizeof(tests) / sizeof(tests[0]));
+}
