@@ -1,0 +1,464 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* bench/bench-prot: our protstream against Cyrus 3.6's, same calls, one run. */
+#include <ringprot/prot.h>
+#include <ringprot/uring.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/*
+ * Usage: bench-prot [scale]   (scale 1 by default; 0.1 for a quick run)
+ * Files are made in $TMPDIR (default /tmp); the table names the kernel.
+ *
+ * Each case runs the same code on both implementations: a macro expands
+ * one body twice, once with prot_* and once with Cyrus's functions (from
+ * Debian's libcyrus.so.0, called through dlsym pointers, as a Cyrus
+ * daemon calls them through the PLT). Runs alternate ours/Cyrus, three
+ * each; the table shows the median time per operation and the ratio
+ * ours/Cyrus (below 1: we are faster). Both sides must compute the same
+ * checksum, or the row says so. Nothing here asserts on speed.
+ */
+
+/* Cyrus 3.6's struct protstream is opaque here: we only pass it around. */
+struct cy_protstream;
+
+static struct cy_protstream *(*cy_new)(int fd, int write);
+static int (*cy_free)(struct cy_protstream *s);
+static int (*cy_getc)(struct cy_protstream *s);
+static char *(*cy_fgets)(char *buf, unsigned size, struct cy_protstream *s);
+static int (*cy_write)(struct cy_protstream *s, const char *p, unsigned n);
+static int (*cy_printf)(struct cy_protstream *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int (*cy_printastring)(struct cy_protstream *s, const char *p);
+static int (*cy_flush)(struct cy_protstream *s);
+
+/* libcyrus calls fatal(), which the program must provide. */
+__attribute__((visibility("default"))) void fatal(const char *s, int code);
+__attribute__((visibility("default"))) void fatal(const char *s, int code)
+{
+	fprintf(stderr, "fatal(%d): %s\n", code, s);
+	fflush(stderr);
+	_exit(code);
+}
+
+static void cy_load(void)
+{
+	static const struct {
+		const char *name;
+		void *slot;
+	} syms[] = {
+		{"prot_new", &cy_new},
+		{"prot_free", &cy_free},
+		{"prot_getc", &cy_getc},
+		{"prot_fgets", &cy_fgets},
+		{"prot_write", &cy_write},
+		{"prot_printf", &cy_printf},
+		{"prot_printastring", &cy_printastring},
+		{"prot_flush", &cy_flush},
+	};
+	void *lib;
+
+#if defined(__SANITIZE_ADDRESS__)
+	/*
+	 * ASan refuses RTLD_DEEPBIND (google/sanitizers#611), and without
+	 * it libcyrus's own calls would bind to our prot_* exports.
+	 */
+	fprintf(stderr,
+		"bench-prot: Cyrus cannot be loaded under ASan: skipped\n");
+	exit(77);
+#endif
+
+	/* See test/test-prot-diff.c: min first and global, both DEEPBIND. */
+	if (dlopen("libcyrus_min.so.0",
+		   RTLD_NOW | RTLD_GLOBAL | RTLD_DEEPBIND) == NULL ||
+	    (lib = dlopen("libcyrus.so.0",
+			  RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)) == NULL) {
+		fprintf(stderr, "bench-prot: cannot load Cyrus (%s): skipped\n",
+			dlerror());
+		exit(77);
+	}
+	for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
+		void *p = dlsym(lib, syms[i].name);
+
+		if (p == NULL) {
+			fprintf(stderr, "bench-prot: no %s: skipped\n",
+				syms[i].name);
+			exit(77);
+		}
+		memcpy(syms[i].slot, &p, sizeof(p));
+	}
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "bench-prot: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------ */
+/* Inputs.                                                             */
+
+static size_t getc_bytes, line_count, printf_count, astring_count, rr_count;
+static int data_fd = -1;  /* getc_bytes of text, in a file in $TMPDIR */
+static int mem_fd = -1;	  /* the same in a memfd */
+static int lines_fd = -1; /* line_count lines of 80 bytes, in $TMPDIR */
+static int null_fd = -1;
+
+/*
+ * An unlinked file in $TMPDIR (default /tmp), or a memfd. They differ
+ * for io_uring: shmem reads cannot be tried without blocking, so the
+ * kernel hands each one to an io-wq thread.
+ */
+static int make_file(size_t len, bool lines, bool mem)
+{
+	const char *dir = getenv("TMPDIR");
+	int fd;
+	char block[8000];
+
+	if (dir == NULL || *dir == '\0')
+		dir = "/tmp";
+	fd = mem ? memfd_create("bench-prot", MFD_CLOEXEC)
+		 : open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		die(mem ? "memfd_create" : "O_TMPFILE in $TMPDIR");
+	for (size_t i = 0; i < sizeof(block); i++)
+		block[i] = (char)('a' + i % 26);
+	if (lines) {
+		for (size_t i = 79; i < sizeof(block); i += 80)
+			block[i] = '\n';
+	}
+	for (size_t done = 0; done < len;) {
+		size_t n =
+			len - done < sizeof(block) ? len - done : sizeof(block);
+		ssize_t r = write(fd, block, n);
+
+		if (r <= 0)
+			die("write");
+		done += (size_t)r;
+	}
+	return fd;
+}
+
+static void rewind_fd(int fd)
+{
+	if (lseek(fd, 0, SEEK_SET) != 0)
+		die("lseek");
+}
+
+/* A child writes getc_bytes of text into a pipe; returns the read end. */
+static int pipe_feeder(pid_t *pid_out)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		die("pipe2");
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		char block[65536];
+
+		close(p[0]);
+		for (size_t i = 0; i < sizeof(block); i++)
+			block[i] = (char)('a' + i % 26);
+		for (size_t done = 0; done < getc_bytes;) {
+			size_t n = getc_bytes - done < sizeof(block)
+					   ? getc_bytes - done
+					   : sizeof(block);
+			ssize_t r = write(p[1], block, n);
+
+			if (r <= 0)
+				_exit(1);
+			done += (size_t)r;
+		}
+		_exit(0);
+	}
+	close(p[1]);
+	*pid_out = pid;
+	return p[0];
+}
+
+/* ------------------------------------------------------------------ */
+/* The cases, each expanded for both implementations.                  */
+
+/*
+ * Each function runs one case once and returns a checksum of what it
+ * saw, for the cross-check. SFX names the copy, T is the stream type.
+ */
+#define CASES(SFX, T, NEW, FREE, GETC, FGETS, WRITE, PRINTF, ASTRING, FLUSH)   \
+	static uint64_t getc_fd_##SFX(int fd)                                  \
+	{                                                                      \
+		T *s;                                                          \
+		uint64_t sum = 0;                                              \
+		int c;                                                         \
+                                                                               \
+		rewind_fd(fd);                                                 \
+		s = NEW(fd, 0);                                                \
+		while ((c = GETC(s)) != EOF)                                   \
+			sum += (unsigned)c;                                    \
+		FREE(s);                                                       \
+		return sum;                                                    \
+	}                                                                      \
+                                                                               \
+	static uint64_t getc_file_##SFX(void)                                  \
+	{                                                                      \
+		return getc_fd_##SFX(data_fd);                                 \
+	}                                                                      \
+                                                                               \
+	static uint64_t getc_memfd_##SFX(void)                                 \
+	{                                                                      \
+		return getc_fd_##SFX(mem_fd);                                  \
+	}                                                                      \
+                                                                               \
+	static uint64_t getc_pipe_##SFX(void)                                  \
+	{                                                                      \
+		pid_t pid;                                                     \
+		int fd = pipe_feeder(&pid);                                    \
+		T *s = NEW(fd, 0);                                             \
+		uint64_t sum = 0;                                              \
+		int c;                                                         \
+                                                                               \
+		while ((c = GETC(s)) != EOF)                                   \
+			sum += (unsigned)c;                                    \
+		FREE(s);                                                       \
+		close(fd);                                                     \
+		waitpid(pid, NULL, 0);                                         \
+		return sum;                                                    \
+	}                                                                      \
+                                                                               \
+	static uint64_t fgets_##SFX(void)                                      \
+	{                                                                      \
+		char line[1024];                                               \
+		uint64_t sum = 0;                                              \
+		T *s;                                                          \
+                                                                               \
+		rewind_fd(lines_fd);                                           \
+		s = NEW(lines_fd, 0);                                          \
+		while (FGETS(line, sizeof(line), s) != NULL)                   \
+			sum += (unsigned char)line[78];                        \
+		FREE(s);                                                       \
+		return sum;                                                    \
+	}                                                                      \
+                                                                               \
+	static uint64_t printf_##SFX(void)                                     \
+	{                                                                      \
+		T *s = NEW(null_fd, 1);                                        \
+		uint64_t bad = 0;                                              \
+                                                                               \
+		for (size_t i = 0; i < printf_count; i++)                      \
+			bad += PRINTF(s, "* %u EXISTS\r\n", (unsigned)i) != 0; \
+		bad += FLUSH(s) != 0;                                          \
+		FREE(s);                                                       \
+		return bad;                                                    \
+	}                                                                      \
+                                                                               \
+	static uint64_t astring_##SFX(void)                                    \
+	{                                                                      \
+		T *s = NEW(null_fd, 1);                                        \
+		uint64_t bad = 0;                                              \
+                                                                               \
+		for (size_t i = 0; i < astring_count; i++) {                   \
+			const char *a = astrings[i % N_ASTRINGS];              \
+                                                                               \
+			bad += ASTRING(s, a) < 0;                              \
+			bad += WRITE(s, " ", 1) != 0;                          \
+		}                                                              \
+		bad += FLUSH(s) != 0;                                          \
+		FREE(s);                                                       \
+		return bad;                                                    \
+	}                                                                      \
+                                                                               \
+	static void *rr_server_##SFX(void *arg)                                \
+	{                                                                      \
+		int fd = *(int *)arg;                                          \
+		T *in = NEW(fd, 0), *out = NEW(fd, 1);                         \
+		char line[1024];                                               \
+		struct ur_loop *loop;                                          \
+                                                                               \
+		while (FGETS(line, sizeof(line), in) != NULL) {                \
+			char *sp = strchr(line, ' ');                          \
+                                                                               \
+			if (sp != NULL)                                        \
+				*sp = '\0';                                    \
+			PRINTF(out, "%s OK NOOP completed\r\n", line);         \
+			FLUSH(out);                                            \
+		}                                                              \
+		FREE(in);                                                      \
+		FREE(out);                                                     \
+		loop = ur_loop_current();                                      \
+		ur_loop_free(&loop);                                           \
+		return NULL;                                                   \
+	}                                                                      \
+                                                                               \
+	static uint64_t rr_##SFX(void)                                         \
+	{                                                                      \
+		return rr_run(rr_server_##SFX);                                \
+	}
+
+/* Atoms, quoted strings, literals and NIL, as a LIST response has. */
+static const char *const astrings[] = {
+	"INBOX",       "Sent Items",  "Archive.2024",
+	NULL,	       "caf\xc3\xa9", "a\"b",
+	"Drafts",      "x",	      "",
+	"Junk E-mail", "NIL",	      "Trash",
+};
+#define N_ASTRINGS (sizeof(astrings) / sizeof(astrings[0]))
+
+/*
+ * Request/response over a socketpair: the server thread runs the
+ * implementation under test; this thread is the client, with plain
+ * syscalls. Returns the bytes the client received.
+ */
+static uint64_t rr_run(void *(*server)(void *))
+{
+	int sv[2];
+	pthread_t th;
+	uint64_t got = 0;
+	char req[64], resp[256];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		die("socketpair");
+	if (pthread_create(&th, NULL, server, &sv[1]) != 0)
+		die("pthread_create");
+	for (size_t i = 0; i < rr_count; i++) {
+		int n = snprintf(req, sizeof(req), "a%zu NOOP\r\n", i);
+		size_t have = 0;
+
+		if (write(sv[0], req, (size_t)n) != n)
+			die("write");
+		while (have < 2 || memcmp(resp + have - 2, "\r\n", 2) != 0) {
+			ssize_t r =
+				read(sv[0], resp + have, sizeof(resp) - have);
+
+			if (r <= 0)
+				die("read");
+			have += (size_t)r;
+		}
+		got += have;
+	}
+	shutdown(sv[0], SHUT_WR);
+	pthread_join(th, NULL);
+	close(sv[0]);
+	close(sv[1]);
+	return got;
+}
+
+CASES(ours, struct protstream, prot_new, prot_free, prot_getc, prot_fgets,
+      prot_write, prot_printf, prot_printastring, prot_flush)
+CASES(cy, struct cy_protstream, cy_new, cy_free, cy_getc, cy_fgets, cy_write,
+      cy_printf, cy_printastring, cy_flush)
+
+/* ------------------------------------------------------------------ */
+/* Driver.                                                             */
+
+struct bcase {
+	const char *name;
+	const char *unit;
+	size_t *ops;
+	uint64_t (*ours)(void);
+	uint64_t (*cy)(void);
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void run_case(const struct bcase *bc)
+{
+	uint64_t t_o[3], t_c[3], sum_o = 0, sum_c = 0;
+	double ns_o, ns_c;
+
+	for (int r = 0; r < 3; r++) {
+		uint64_t t0 = now_ns();
+
+		sum_o = bc->ours();
+		t_o[r] = now_ns() - t0;
+		t0 = now_ns();
+		sum_c = bc->cy();
+		t_c[r] = now_ns() - t0;
+	}
+	qsort(t_o, 3, sizeof(t_o[0]), cmp_u64);
+	qsort(t_c, 3, sizeof(t_c[0]), cmp_u64);
+	ns_o = (double)t_o[1] / (double)*bc->ops;
+	ns_c = (double)t_c[1] / (double)*bc->ops;
+	printf("%-16s %-6s %10zu %12.2f %12.2f %8.3f  %s\n", bc->name, bc->unit,
+	       *bc->ops, ns_o, ns_c, ns_o / ns_c,
+	       sum_o == sum_c ? "same" : "RESULTS DIFFER");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct bcase cases[] = {
+		{"getc-file", "byte", &getc_bytes, getc_file_ours,
+		 getc_file_cy},
+		{"getc-memfd", "byte", &getc_bytes, getc_memfd_ours,
+		 getc_memfd_cy},
+		{"getc-pipe", "byte", &getc_bytes, getc_pipe_ours,
+		 getc_pipe_cy},
+		{"fgets-80", "line", &line_count, fgets_ours, fgets_cy},
+		{"printf-exists", "call", &printf_count, printf_ours,
+		 printf_cy},
+		{"printastring", "call", &astring_count, astring_ours,
+		 astring_cy},
+		{"rr-socketpair", "trip", &rr_count, rr_ours, rr_cy},
+	};
+	double scale = argc > 1 ? strtod(argv[1], NULL) : 1.0;
+	struct utsname u;
+
+	if (scale <= 0)
+		scale = 1.0;
+	signal(SIGPIPE, SIG_IGN);
+	cy_load();
+	getc_bytes = (size_t)(64.0 * 1024 * 1024 * scale);
+	line_count = (size_t)(800000 * scale);
+	printf_count = (size_t)(4000000 * scale);
+	astring_count = (size_t)(2000000 * scale);
+	rr_count = (size_t)(50000 * scale);
+	data_fd = make_file(getc_bytes, false, false);
+	mem_fd = make_file(getc_bytes, false, true);
+	lines_fd = make_file(line_count * 80, true, false);
+	null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (null_fd < 0)
+		die("/dev/null");
+
+	uname(&u);
+	printf("bench-prot: ours vs Cyrus %s (libcyrus.so.0), %s %s, "
+	       "%ld CPUs, scale %g, median of 3\n",
+	       "3.6", u.sysname, u.release, sysconf(_SC_NPROCESSORS_ONLN),
+	       scale);
+	printf("%-16s %-6s %10s %12s %12s %8s  %s\n", "case", "op", "ops",
+	       "ours ns/op", "Cyrus ns/op", "ratio", "check");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		run_case(&cases[i]);
+	close(data_fd);
+	close(mem_fd);
+	close(lines_fd);
+	close(null_fd);
+	return 0;
+}
