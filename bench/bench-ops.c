@@ -289,16 +289,16 @@ static int cmp_double(const void *a, const void *b)
 static double measure(const struct bench_case *c, struct bench_env *env,
 		      unsigned long n)
 {
-	unsigned long warm = BENCH_BATCH * 32, per_run;
-	double runs[BENCH_RUNS];
+	unsigned long warm = BENCH_BATCH * 32ul, per_run = n;
+	double runs[BENCH_RUNS], fit;
 	int64_t t = c->fn(env, warm);
 
 	if (t < 0)
 		return (double)t;
-	per_run = (unsigned long)((double)BENCH_RUN_NS / ((double)t / warm));
-	per_run = per_run / BENCH_BATCH * BENCH_BATCH;
-	if (per_run > n)
-		per_run = n;
+	/* Ops that fit in BENCH_RUN_NS; compared as double: no overflow. */
+	fit = t > 0 ? BENCH_RUN_NS * (double)warm / (double)t : (double)n;
+	if (fit < (double)n)
+		per_run = (unsigned long)fit / BENCH_BATCH * BENCH_BATCH;
 	if (per_run < BENCH_BATCH)
 		per_run = BENCH_BATCH;
 	for (int r = 0; r < BENCH_RUNS; r++) {
@@ -396,8 +396,8 @@ int main(int argc, char **argv)
 	for (int m = 0; m < BENCH_NMODES; m++)
 		refused[m] = run_mode(bench_modes[m], n, ns[m]);
 
-	printf("bench-ops: ns per op, median of %d runs of up to %lu ops "
-	       "(about %.0f ms each);\n"
+	printf("bench-ops: ns per op, median of %d runs; a run is %lu ops or "
+	       "about %.0f ms, whichever is less\n"
 	       "ratio: to the raw liburing peer of the same kind and mode\n",
 	       BENCH_RUNS, n, BENCH_RUN_NS / 1e6);
 	printf("%-34s", "case");

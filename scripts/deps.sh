@@ -21,7 +21,7 @@ die() {
 }
 
 command -v dpkg-query >/dev/null 2>&1 ||
-	die "dpkg-query not found: this script supports Debian 12 (bookworm) and derivatives"
+	die "no dpkg-query: this script is for Debian 12 (bookworm)"
 
 # Print the arguments that are not installed ("ii"), one per line.
 not_installed() {

@@ -7,7 +7,8 @@ Usage: test_echo.py PATH-TO-ringprot-echo
 Starts the server on an ephemeral port, checks a round trip, 200
 concurrent clients with random payloads of up to 256 KiB, a half-closing
 client, a client that disconnects at once, then SIGTERM and a clean exit
-within 5 s. Exits 0 on success, 1 on failure with the reason.
+within 5 s; then a server short of fds, whose accept must recover.
+Exits 0 on success, 1 on failure with the reason.
 """
 
 import asyncio
@@ -15,6 +16,7 @@ import os
 import queue
 import random
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -43,11 +45,16 @@ def check(cond, msg):
 class Server:
     """The echo binary as a child process; stdout read by a thread."""
 
-    def __init__(self, exe, extra=()):
+    def __init__(self, exe, extra=(), nofile=None):
+        def limit_fds():
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
         self.lines = queue.Queue()
         self.proc = subprocess.Popen(
             [exe, "-l", f"{HOST}:0", *extra],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+            preexec_fn=limit_fds if nofile else None)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -72,6 +79,32 @@ class Server:
         port = int(m.group(1))
         check(0 < port < 65536, f"bad port in {line!r}")
         return port
+
+    def terminate(self):
+        """SIGTERM; check exit code 0 within EXIT_TIMEOUT. Returns the
+        lines printed after "listening on"."""
+        check(self.proc.poll() is None, "server exited early")
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"no exit within {EXIT_TIMEOUT}s of SIGTERM")
+        check(code == 0, f"exit code {code} after SIGTERM, want 0")
+        self.reader.join(timeout=EXIT_TIMEOUT)
+        rest = []
+        while (line := self.next_line(0)) is not None:
+            rest.append(line)
+        return rest
+
+    def summary(self):
+        """SIGTERM, then (connections, bytes, errors) from the last line."""
+        rest = self.terminate()
+        last = rest[-1] if rest else ""
+        print(f"server said: {last}")
+        m = re.search(r"(\d+) connections, (\d+) bytes echoed, "
+                      r"(\d+) errors", last)
+        check(m is not None, f"no summary line at exit: {rest!r}")
+        return tuple(int(g) for g in m.groups())
 
     def stop(self):
         """Kill the process by pid if it still runs (finally clause)."""
@@ -162,6 +195,44 @@ def bad_listen_address(exe):
           f"-l error does not name the address: {r.stderr!r}")
 
 
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def accept_survives_emfile(exe, idle_fds):
+    """With few fds, accept fails (EMFILE) and the multishot ends: the
+    server must re-arm it and serve every queued client once fds free.
+    The limit must be set before start: the kernel reads RLIMIT_NOFILE
+    when the accept is armed, not per connection."""
+    spare, clients = 8, 48
+    nofile = idle_fds + spare
+    srv = Server(exe, nofile=nofile)
+    try:
+        port = srv.wait_port()
+        socks = [socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT)
+                 for _ in range(clients)]
+        for i, s in enumerate(socks):
+            msg = f"client {i}\n".encode()
+            s.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                b = s.recv(64)
+                check(b, f"EMFILE: client {i} got EOF")
+                got += b
+            check(got == msg, f"EMFILE: client {i} got {got!r}")
+            s.close()
+        got_conns, _, errors = srv.summary()
+        check(got_conns == clients,
+              f"EMFILE: server counted {got_conns} connections, "
+              f"we made {clients}")
+        check(errors > 0, "EMFILE: the fd limit was never hit; the test "
+              "did not exercise the re-arm")
+        print(f"ok: {clients} clients through RLIMIT_NOFILE={nofile} "
+              f"({errors} accept errors, each re-armed)")
+    finally:
+        srv.stop()
+
+
 def run(exe):
     seed = int(os.environ.get("ECHO_TEST_SEED", time.time_ns() % 2**32))
     print(f"random seed {seed} (set ECHO_TEST_SEED to repeat)")
@@ -169,12 +240,15 @@ def run(exe):
 
     bad_listen_address(exe)
 
+    idle_fds = 0
     with tempfile.TemporaryDirectory() as tmp:
         pidfile = os.path.join(tmp, "echo.pid")
         srv = Server(exe, ["-p", pidfile])
         try:
             port = srv.wait_port()
-            print(f"server pid {srv.proc.pid} on port {port}")
+            idle_fds = open_fds(srv.proc.pid)
+            print(f"server pid {srv.proc.pid} on port {port}, "
+                  f"{idle_fds} fds open")
             with open(pidfile) as f:
                 check(f.read().strip() == str(srv.proc.pid),
                       "pidfile does not hold the server's pid")
@@ -206,31 +280,18 @@ def run(exe):
             conns, nbytes = conns + 1, nbytes + 13
             print("ok: server still answers")
 
-            check(srv.proc.poll() is None, "server exited early")
-            srv.proc.send_signal(signal.SIGTERM)
-            try:
-                code = srv.proc.wait(timeout=EXIT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                raise Failure(f"no exit within {EXIT_TIMEOUT}s of SIGTERM")
-            check(code == 0, f"exit code {code} after SIGTERM, want 0")
-            srv.reader.join(timeout=EXIT_TIMEOUT)
-            rest = []
-            while (line := srv.next_line(0)) is not None:
-                rest.append(line)
-            summary = rest[-1] if rest else ""
-            print(f"server said: {summary}")
-            m = re.search(r"(\d+) connections, (\d+) bytes echoed, "
-                          r"(\d+) errors", summary)
-            check(m is not None, f"no summary line at exit: {rest!r}")
-            check(int(m.group(1)) == conns,
-                  f"server counted {m.group(1)} connections, we made {conns}")
-            check(int(m.group(2)) == nbytes,
-                  f"server echoed {m.group(2)} bytes, we sent {nbytes}")
-            check(int(m.group(3)) == 0, f"server saw {m.group(3)} errors")
+            got_conns, got_bytes, errors = srv.summary()
+            check(got_conns == conns,
+                  f"server counted {got_conns} connections, we made {conns}")
+            check(got_bytes == nbytes,
+                  f"server echoed {got_bytes} bytes, we sent {nbytes}")
+            check(errors == 0, f"server saw {errors} errors")
             check(not os.path.exists(pidfile), "pidfile left behind")
             print("ok: SIGTERM, clean exit")
         finally:
             srv.stop()
+
+    accept_survives_emfile(exe, idle_fds)
 
 
 def main():
