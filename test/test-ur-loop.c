@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void count_cb(struct ur_op *op)
@@ -85,6 +86,41 @@ static void test_ur_loop_cq_overflow_loses_nothing(void **state)
 	assert_true(st.sq_full > 0);
 	ur_loop_free(&loop);
 	free(ops);
+}
+
+/*
+ * One turn reaps a large burst of completions that arrive as task work
+ * (timers fired while the loop slept): with DEFER_TASKRUN the kernel runs
+ * only about 20 of those per enter, and the loop must keep asking.
+ */
+static void fired_cb(struct ur_timer *t, void *arg)
+{
+	int *n = arg;
+
+	(void)t;
+	(*n)++;
+}
+
+static void test_ur_loop_one_turn_reaps_burst(void **state)
+{
+	struct t_loop *tl = *state;
+	struct ur_timer *ts = calloc(1000, sizeof(*ts));
+	uint64_t at = ur_now_ns(CLOCK_MONOTONIC) + 2000000;
+	struct timespec nap = {.tv_nsec = 20000000};
+	int done = 0;
+
+	assert_non_null(ts);
+	for (int i = 0; i < 1000; i++) {
+		ur_timer_init(&ts[i], tl->loop);
+		assert_int_equal(ur_timer_start_abs(&ts[i], CLOCK_MONOTONIC, at,
+						    fired_cb, &done),
+				 0);
+	}
+	assert_true(ur_loop_run_once(tl->loop, 0) >= 0); /* submitted */
+	nanosleep(&nap, NULL);                             /* all fired */
+	assert_true(ur_loop_run_once(tl->loop, 0) >= 0);
+	assert_int_equal(done, 1000);
+	free(ts);
 }
 
 /* A blocking call outside any fiber drives the thread's loop. */
@@ -247,6 +283,9 @@ int main(void)
 						t_loop_setup, t_loop_teardown),
 		cmocka_unit_test(test_ur_loop_sq_full_never_drops),
 		cmocka_unit_test(test_ur_loop_cq_overflow_loses_nothing),
+		cmocka_unit_test_setup_teardown(
+			test_ur_loop_one_turn_reaps_burst, t_loop_setup,
+			t_loop_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_ur_loop_blocking_outside_fiber, t_loop_setup,
 			t_loop_teardown),

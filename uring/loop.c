@@ -359,6 +359,30 @@ static unsigned reap(struct ur_loop *loop)
 	return total;
 }
 
+/*
+ * With DEFER_TASKRUN the kernel runs at most about 20 deferred task-work
+ * items per enter (IO_LOCAL_TW_DEFAULT_MAX, 6.13+), so a busy turn may
+ * leave completions behind. While a reap comes back that full, ask for
+ * more events (bounded, so fibers still get to run).
+ */
+#define UR_DEFER_TW_BATCH 20
+
+static unsigned reap_all(struct ur_loop *loop)
+{
+	unsigned total = reap(loop);
+	unsigned got = total;
+
+	for (int i = 0; i < 64 && loop->mode == UR_MODE_DEFER &&
+			got >= UR_DEFER_TW_BATCH;
+	     i++) {
+		(void)io_uring_get_events(&loop->ring);
+		loop->st.enters++;
+		got = reap(loop);
+		total += got;
+	}
+	return total;
+}
+
 static bool has_runnable(const struct ur_loop *loop)
 {
 	return !ur_list_empty(&loop->runq) || loop->held_n > 0;
@@ -408,7 +432,7 @@ int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns)
 	ur__fibers_run(loop);
 	ret = enter(loop, n > 0 ? 0 : timeout_ns);
 	if (ret == 0) {
-		n += reap(loop);
+		n += reap_all(loop);
 		n += dispatch_held(loop);
 		ur__fibers_run(loop);
 	}
