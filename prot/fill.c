@@ -211,7 +211,7 @@ bool prot__input_ready(const struct protstream *s)
  * lands in dec. in_len 0 asks each layer for what it holds.
  */
 static int decode(struct prot__stream *ps, const unsigned char *in,
-		  size_t in_len)
+		  size_t in_len, const char **why)
 {
 	struct buf tmp[2] = {{0}, {0}};
 	const unsigned char *p = in;
@@ -228,8 +228,14 @@ static int decode(struct prot__stream *ps, const unsigned char *in,
 		if (l->next != NULL)
 			out->len = 0;
 		ret = l->ops->decode(l, p, n, out);
-		if (ret < 0)
+		if (ret < 0) {
+			*why = l->errtext;
 			break;
+		}
+		if (ret == PROT__LAYER_END) {
+			ps->layer_end = true;
+			ret = 0;
+		}
 		p = (const unsigned char *)out->s;
 		n = out->len;
 		i ^= 1;
@@ -480,12 +486,23 @@ static int read_cb(struct prot__stream *ps)
 	return (int)n;
 }
 
-/* Turn a raw read's outcome into Cyrus's stream state. */
+/*
+ * Turn a raw read's outcome into Cyrus's stream state. At the end of the
+ * raw input each read layer says whether it ended cleanly (L3: a TLS
+ * record cut short is an error, not an EOF).
+ */
 static int read_outcome(struct protstream *s, int ret, bool idle)
 {
 	if (ret > 0)
 		return 0;
 	if (ret == 0) {
+		for (struct prot__layer *l = prot__of(s)->rlayers; l != NULL;
+		     l = l->next) {
+			int err = l->ops->eof != NULL ? l->ops->eof(l) : 0;
+
+			if (err < 0)
+				return prot__fail(s, err, l->errtext);
+		}
 		s->eof = 1;
 		return EOF;
 	}
@@ -498,6 +515,83 @@ static int read_outcome(struct protstream *s, int ret, bool idle)
 	return prot__fail(s, ret, NULL);
 }
 
+/* Decode through the read layers; a failure takes the layer's text. */
+static int decode_or_fail(struct protstream *s, const unsigned char *in,
+			  size_t in_len)
+{
+	const char *why = NULL;
+	int ret = decode(prot__of(s), in, in_len, &why);
+
+	return ret < 0 ? prot__fail(s, ret, why) : 0;
+}
+
+/*
+ * Step 2 of spec 2.3: plaintext a layer produced or can produce without
+ * new input (no wait, no events, no timeout restart). Returns 1 with a
+ * window exposed, 0 if there is none, EOF on a decoding error or after a
+ * layer's clean end.
+ */
+static int layer_window(struct protstream *s)
+{
+	struct prot__stream *ps = prot__of(s);
+	size_t n;
+
+	for (;;) {
+		if (ps->dec_off < ps->dec.len) {
+			n = ps->dec.len - ps->dec_off;
+			if (n > dec_window(ps))
+				n = dec_window(ps);
+			expose(s, (unsigned char *)ps->dec.s + ps->dec_off, n);
+			ps->dec_off += n;
+			return 1;
+		}
+		if (ps->layer_end) {
+			s->eof = 1; /* a clean end, as a raw read of 0 */
+			return EOF;
+		}
+		if (ps->rlayers == NULL || !layers_pending(ps))
+			return 0;
+		if (decode_or_fail(s, NULL, 0) == EOF)
+			return EOF;
+		if (ps->dec.len == 0)
+			return 0;
+	}
+}
+
+/*
+ * One raw window (at most PROT_BUFSIZE bytes) of the held region:
+ * exposed as it is, or fed to the read layers. Bytes left in a large
+ * buffer are what Cyrus's next read would have returned at once, so
+ * unless they were just read (fresh), due events run first (spec 5.5
+ * #52) and the read window restarts, as for a read. Returns 1 with a
+ * window exposed, 0 after feeding the layers, EOF on failure.
+ */
+static int raw_window(struct protstream *s, bool fresh)
+{
+	struct prot__stream *ps = prot__of(s);
+	const unsigned char *p = ps->src + ps->src_off;
+	size_t n = ps->src_len - ps->src_off;
+	int ret;
+
+	if (!fresh) {
+		if (s->waitevent != NULL &&
+		    (s->read_timeout > 0 || s->dontblock)) {
+			ret = prot__wait_input(s, NULL);
+			if (ret < 0)
+				return prot__fail(s, ret, NULL);
+		}
+		prot__touch_timeout(s);
+	}
+	if (n > PROT_BUFSIZE)
+		n = PROT_BUFSIZE;
+	ps->src_off += n;
+	if (ps->rlayers == NULL) {
+		expose(s, p, n);
+		return 1;
+	}
+	return decode_or_fail(s, p, n);
+}
+
 /*
  * Expose the next window of plaintext, reading if there is none. On EOF
  * the caller restores *w, the window as the application left it.
@@ -506,53 +600,17 @@ static int next_window(struct protstream *s, struct window *w)
 {
 	struct prot__stream *ps = prot__of(s);
 	bool fresh = false, idle = false;
-	size_t n;
 	int ret;
 
 	for (;;) {
-		/* Step 2: plaintext a layer already produced. */
-		if (ps->dec_off < ps->dec.len) {
-			n = ps->dec.len - ps->dec_off;
-			if (n > dec_window(ps))
-				n = dec_window(ps);
-			expose(s, (unsigned char *)ps->dec.s + ps->dec_off, n);
-			ps->dec_off += n;
-			return 0;
-		}
-		if (ps->rlayers != NULL && layers_pending(ps)) {
-			ret = decode(ps, NULL, 0);
-			if (ret < 0)
-				return prot__fail(s, ret, NULL);
-			if (ps->dec.len > 0)
-				continue;
-		}
-		/*
-		 * Raw bytes left in a large buffer: what Cyrus's next read
-		 * would have returned at once. Due events run first (spec
-		 * 5.5 #52) and the read window restarts, as for a read.
-		 */
+		ret = layer_window(s);
+		if (ret != 0)
+			return ret == EOF ? EOF : 0;
 		if (ps->src_off < ps->src_len) {
-			if (!fresh) {
-				if (s->waitevent != NULL &&
-				    (s->read_timeout > 0 || s->dontblock)) {
-					ret = prot__wait_input(s, NULL);
-					if (ret < 0)
-						return prot__fail(s, ret, NULL);
-				}
-				prot__touch_timeout(s);
-			}
+			ret = raw_window(s, fresh);
+			if (ret != 0)
+				return ret == EOF ? EOF : 0;
 			fresh = false;
-			n = ps->src_len - ps->src_off;
-			if (n > PROT_BUFSIZE)
-				n = PROT_BUFSIZE;
-			ps->src_off += n;
-			if (ps->rlayers == NULL) {
-				expose(s, ps->src + ps->src_off - n, n);
-				return 0;
-			}
-			ret = decode(ps, ps->src + ps->src_off - n, n);
-			if (ret < 0)
-				return prot__fail(s, ret, NULL);
 			continue;
 		}
 		src_release(ps, w);

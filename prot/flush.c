@@ -278,72 +278,82 @@ static int sender_wait(struct prot__stream *ps)
 	return 0;
 }
 
-/* Blocking gathered send of the queue plus up to two more pieces. */
+/* The caller's own bytes, sent after the queue without a copy. */
+struct piece {
+	const unsigned char *p;
+	size_t n;
+};
+
+/* Gather the queue's blocks, then the pieces, into iov. */
+static int gather(const struct prot__stream *ps, struct iovec *iov,
+		  const struct piece *pc)
+{
+	int n = queue_iov(ps, iov, SND_IOV - 2);
+
+	if (n == SND_IOV - 2 && ps->q_bytes > 0)
+		return n; /* more blocks than fit: the pieces go next time */
+	for (int i = 0; i < 2; i++) {
+		if (pc[i].n > 0) {
+			iov[n].iov_base = (void *)(uintptr_t)pc[i].p;
+			iov[n++].iov_len = pc[i].n;
+		}
+	}
+	return n;
+}
+
+/* w bytes went out: the queue first, then the pieces in order. */
+static void sent(struct prot__stream *ps, struct piece *pc, size_t w)
+{
+	size_t k = w < ps->q_bytes ? w : ps->q_bytes;
+
+	queue_consume(ps, k);
+	w -= k;
+	for (int i = 0; i < 2 && w > 0; i++) {
+		k = w < pc[i].n ? w : pc[i].n;
+		pc[i].p += k;
+		pc[i].n -= k;
+		w -= k;
+	}
+}
+
+/*
+ * Blocking gathered send of the queue plus two more pieces, continued
+ * after short sends. MSG_WAITALL lets the kernel continue them itself.
+ */
 static int send_all(struct prot__stream *ps, const void *p1, size_t n1,
 		    const void *p2, size_t n2)
 {
 	struct prot__sender *snd = sender_get(ps);
-	struct iovec *iov;
-	int n, ret;
+	struct piece pc[2] = {{p1, n1}, {p2, n2}};
+	ssize_t w;
+	int n;
 
 	if (snd == NULL)
 		return -ENOMEM;
-	iov = snd->iov;
-	for (;;) {
-		size_t q = ps->q_bytes;
-		ssize_t w;
-
-		n = queue_iov(ps, iov, SND_IOV - 2);
-		if (n < SND_IOV - 2 || q == 0) {
-			if (n1 > 0) {
-				iov[n].iov_base = (void *)(uintptr_t)p1;
-				iov[n++].iov_len = n1;
-			}
-			if (n2 > 0) {
-				iov[n].iov_base = (void *)(uintptr_t)p2;
-				iov[n++].iov_len = n2;
-			}
-		}
-		if (n == 0)
-			return 0;
+	while ((n = gather(ps, snd->iov, pc)) > 0) {
 		if (ps->kind == PROT__K_SOCKET) {
 			memset(&snd->msg, 0, sizeof(snd->msg));
-			snd->msg.msg_iov = iov;
+			snd->msg.msg_iov = snd->iov;
 			snd->msg.msg_iovlen = (size_t)n;
 			w = ur_sendmsg(ps->pub.fd, &snd->msg,
 				       MSG_NOSIGNAL | MSG_WAITALL);
 		} else {
-			w = ur_writev(ps->pub.fd, iov, n, -1);
+			w = ur_writev(ps->pub.fd, snd->iov, n, -1);
+		}
+		if (w == -EAGAIN) { /* the application made the fd O_NONBLOCK */
+			int r = ur_poll(ps->pub.fd, POLLOUT);
+
+			if (r < 0)
+				return r;
+			continue;
 		}
 		if (w == -EINTR)
 			continue;
-		if (w == -EAGAIN) {
-			ret = ur_poll(ps->pub.fd, POLLOUT);
-			if (ret < 0)
-				return ret;
-			continue;
-		}
-		if (w < 0)
-			return (int)w;
-		if (w == 0)
-			return -EIO;
-		/* Account queue first, then p1, then p2. */
-		if ((size_t)w <= q) {
-			queue_consume(ps, (size_t)w);
-			continue;
-		}
-		queue_consume(ps, q);
-		w -= (ssize_t)q;
-		if ((size_t)w >= n1) {
-			w -= (ssize_t)n1;
-			n1 = 0;
-			p2 = (const unsigned char *)p2 + w;
-			n2 -= (size_t)w;
-		} else {
-			p1 = (const unsigned char *)p1 + w;
-			n1 -= (size_t)w;
-		}
+		if (w <= 0)
+			return w < 0 ? (int)w : -EIO;
+		sent(ps, pc, (size_t)w);
 	}
+	return 0;
 }
 
 /* Telemetry of one flush: one record per maxplain chunk, as Cyrus. */
@@ -361,7 +371,8 @@ static void log_out(struct protstream *s, const unsigned char *p, size_t n,
 }
 
 /* Run one plaintext chunk through the write layers into ps->enc. */
-static int encode(struct prot__stream *ps, const unsigned char *p, size_t n)
+static int encode(struct prot__stream *ps, const unsigned char *p, size_t n,
+		  const char **why)
 {
 	struct buf tmp[2] = {{0}, {0}};
 	int ret = 0, i = 0;
@@ -372,8 +383,10 @@ static int encode(struct prot__stream *ps, const unsigned char *p, size_t n)
 
 		out->len = 0;
 		ret = l->ops->encode(l, p, n, out);
-		if (ret < 0)
+		if (ret < 0) {
+			*why = l->errtext;
 			break;
+		}
 		p = (const unsigned char *)out->s;
 		n = out->len;
 		i ^= 1;
@@ -394,6 +407,25 @@ static int flush_fail(struct protstream *s, int err, const char *text)
 	buf_reset(s);
 	queue_clear(prot__of(s));
 	return prot__fail(s, err, text);
+}
+
+/*
+ * Non-blocking flush: copy to the queue, within its bound, and let the
+ * background send take it; never parks. Wire order is queue order.
+ */
+static int queue_out(struct protstream *s, const unsigned char *p, size_t n,
+		     const unsigned char *x, size_t xn)
+{
+	struct prot__stream *ps = prot__of(s);
+
+	if (ps->q_bytes + n + xn > ps->q_limit)
+		return flush_fail(s, -ENOBUFS, "output queue full");
+	if (sender_get(ps) == NULL || queue_append(ps, p, n) < 0 ||
+	    queue_append(ps, x, xn) < 0)
+		return flush_fail(s, -ENOMEM, NULL);
+	buf_reset(s);
+	sender_kick(ps);
+	return s->error != NULL ? EOF : 0;
 }
 
 /*
@@ -427,22 +459,16 @@ static int flush_out(struct protstream *s, int force, const unsigned char *x,
 		return 0;
 	log_out(s, p, n, x, xn);
 	if (n > 0 && ps->wlayers != NULL) {
-		ret = encode(ps, p, n);
+		const char *why = NULL;
+
+		ret = encode(ps, p, n, &why);
 		if (ret < 0)
-			return flush_fail(s, ret, NULL);
+			return flush_fail(s, ret, why);
 		p = (const unsigned char *)ps->enc.s;
 		n = ps->enc.len;
 	}
-	if (!force && s->dontblock) {
-		if (ps->q_bytes + n + xn > ps->q_limit)
-			return flush_fail(s, -ENOBUFS, "output queue full");
-		if (sender_get(ps) == NULL || queue_append(ps, p, n) < 0 ||
-		    queue_append(ps, x, xn) < 0)
-			return flush_fail(s, -ENOMEM, NULL);
-		buf_reset(s);
-		sender_kick(ps);
-		return s->error != NULL ? EOF : 0;
-	}
+	if (!force && s->dontblock)
+		return queue_out(s, p, n, x, xn);
 	t0 = ur_now_ns(CLOCK_MONOTONIC);
 	ret = sender_wait(ps);
 	/* The background send may have failed meanwhile: its error stands. */

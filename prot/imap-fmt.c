@@ -9,7 +9,7 @@
 #include <string.h>
 
 /*
- * The rules are Cyrus's (spec §2.9), including its quirks:
+ * The rules are Cyrus's (spec 2.9), including its quirks:
  *
  * - A quoted string holds at most MAXQSTRING - 1 = 1023 bytes and never
  *   uses backslash escapes: any byte that would need one (", \) sends the
@@ -140,8 +140,9 @@ int prot_printliteral(struct protstream *out, const char *s, size_t size)
 		hdr[len++] = digits[--nd];
 	if (out->isclient)
 		hdr[len++] = '+';
-	memcpy(hdr + len, "}\r\n", 3);
-	len += 3;
+	hdr[len++] = '}';
+	hdr[len++] = '\r';
+	hdr[len++] = '\n';
 	if (prot_write(out, hdr, (unsigned)len) == EOF)
 		return EOF;
 	if (size == 0)

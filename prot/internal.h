@@ -39,17 +39,31 @@ enum prot__kind {
  * Layer seam. A stream carries a chain of layers per direction, applied
  * in Cyrus order: read = TLS -> SASL decode -> INFLATE (rlayers is the
  * TLS end), write = DEFLATE -> SASL encode -> TLS (wlayers is the DEFLATE
- * end). fill.c and flush.c call through this table; the layer files (next
- * session) fill it. All return 0 or -errno and append their output to out.
+ * end). fill.c and flush.c call through this table; the layer files fill
+ * it. decode/encode append their output to out and return 0 or -errno,
+ * setting l->errtext for the stream's error text (NULL: strerror).
+ * decode may also return PROT__LAYER_END: the layer's stream ended
+ * cleanly (TLS close_notify) and what it appended is its last plaintext;
+ * once that is consumed the stream reads nothing more and reports EOF.
  */
+#define PROT__LAYER_END 1
+
 struct prot__layer;
 struct prot__layer_ops {
 	const char *name;
+	/* Chain position, read order: 0 TLS, 1 SASL, 2 DEFLATE. */
+	int rank;
 	/* Wire-side bytes in (in_len 0: produce what is pending). */
 	int (*decode)(struct prot__layer *l, const unsigned char *in,
 		      size_t in_len, struct buf *out);
 	/* Can decode() produce output with no new input? */
 	bool (*pending)(const struct prot__layer *l);
+	/*
+	 * The raw source ended (a read returned 0). 0: a clean end; -errno
+	 * with errtext set: the layer was cut short (TLS: a partial record).
+	 * NULL: always clean.
+	 */
+	int (*eof)(struct prot__layer *l);
 	/* One plaintext chunk of at most the stream's maxplain bytes. */
 	int (*encode)(struct prot__layer *l, const unsigned char *in,
 		      size_t in_len, struct buf *out);
@@ -60,6 +74,9 @@ struct prot__layer {
 	struct prot__layer *next;
 	void *state;
 	size_t window; /* last read layer: bytes per exposed window (0: 4096) */
+	/* Set by a failing op; owned by the layer, valid until destroy;
+	 * NULL: strerror of the returned errno. */
+	const char *errtext;
 };
 
 /* Push-back kept across a wait on a socket stream (see hist below). */
@@ -132,6 +149,7 @@ struct prot__stream {
 
 	/* Layers. */
 	struct prot__layer *rlayers, *wlayers;
+	bool layer_end; /* a read layer returned PROT__LAYER_END */
 
 	/* printf scratch. */
 	char *fmt;
@@ -223,6 +241,22 @@ bool prot__has_output(const struct protstream *s);
 int prot__drain(struct protstream *s) UR_MAY_YIELD;
 /* Cancel and reap the background send, free the queue. */
 void prot__flush_fini(struct protstream *s) UR_MAY_YIELD;
+
+/*
+ * layer.c: the mechanics layer-tls.c, layer-sasl.c and layer-zlib.c
+ * share. prot__layer_push puts l into s's chain at its rank (write
+ * stream: pending output is flushed in the old mode first; read stream:
+ * unread input is re-fed into l, or with discard dropped and its length
+ * returned through *discarded_out). Returns 0 or -errno; on failure l is
+ * not linked (the caller destroys it).
+ */
+int prot__layer_push(struct protstream *s, struct prot__layer *l, bool discard,
+		     size_t *discarded_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+/* The layer of s whose ops->name is name, or NULL. */
+struct prot__layer *prot__layer_find(const struct protstream *s,
+				     const char *name);
+/* Unlink and destroy the layer of s named name (if any). */
+void prot__layer_remove(struct protstream *s, const char *name);
 
 /*
  * waitevent.c: the wait contract between fill.c and the wait events.

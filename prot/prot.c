@@ -266,45 +266,6 @@ int prot_setisclient(struct protstream *s, int val)
 	return 0;
 }
 
-/*
- * The layers are not in this build yet (next session: prot/layer*.c).
- * TLS and SASL failing quietly would let a caller that ignores the result
- * (Cyrus's prot_settls always succeeds) send plaintext it believes is
- * protected, so those two also kill the stream. Compression failing is
- * harmless: Cyrus callers answer NO and carry on uncompressed.
- */
-int prot_settls(struct protstream *s, struct ssl_st *tlsconn)
-{
-	(void)tlsconn;
-	return prot__fail(s, -ENOTSUP, "TLS not supported in this build");
-}
-
-int prot_setsasl(struct protstream *s, struct sasl_conn *conn)
-{
-	(void)conn;
-	return prot__fail(s, -ENOTSUP,
-			  "SASL security layer not supported in this build");
-}
-
-void prot_unsetsasl(struct protstream *s)
-{
-	s->conn = NULL;
-	s->saslssf = 0;
-	s->maxplain = PROT_BUFSIZE;
-}
-
-int prot_setcompress(struct protstream *s)
-{
-	(void)s;
-	errno = ENOTSUP;
-	return EOF;
-}
-
-void prot_unsetcompress(struct protstream *s)
-{
-	s->zstrm = NULL;
-}
-
 int prot_data_boundary(struct protstream *s)
 {
 	(void)s;

@@ -378,8 +378,10 @@ static bool sel_any_ready(struct sel *sl)
 /*
  * Wait until a member or the extra fd is ready, or the caller's timeout
  * passes. A timeout that has passed (or {0, 0}) still lets the polls go
- * out for one turn, as select(2) polls once. Returns 0 or -errno (the
- * fiber was cancelled, the loop failed).
+ * out for one turn, as select(2) polls once. Every iteration sleeps or
+ * gives the loop a turn, so events that keep coming due cannot starve
+ * the polls or the timeout. Returns 0 or -errno (the fiber was
+ * cancelled, the loop failed).
  */
 static int sel_wait(struct sel *sl, struct timeval *tv)
 {
@@ -391,14 +393,11 @@ static int sel_wait(struct sel *sl, struct timeval *tv)
 		int ret;
 
 		sl->woken = false;
-		if (sel_run_events(sl))
-			continue; /* callbacks may have waited: look again */
+		(void)sel_run_events(sl);
 		if (sel_any_ready(sl))
 			return 0;
 		now = ur_now_ns(CLOCK_MONOTONIC);
 		wake = sel_wake_at(sl, now, &member, &due);
-		if (due && sel_run_events(sl))
-			continue;
 		if (!sl->waited) {
 			overwrite_timeout(tv, now, member, sl->until_ns);
 			ret = sel_submit(sl);
@@ -410,6 +409,8 @@ static int sel_wait(struct sel *sl, struct timeval *tv)
 				return 0;
 			turned = true;
 			ret = sel_turn(sl);
+		} else if (due && sel_run_events(sl)) {
+			ret = sel_turn(sl); /* came due meanwhile: ran it */
 		} else {
 			ret = sel_arm_and_sleep(sl, wake);
 		}

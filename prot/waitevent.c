@@ -512,7 +512,10 @@ static void recv_done(struct ur_op *op)
  * The wait proper. Order per iteration: the due events (before every
  * wait, including the first, as Cyrus runs them), then the outcome
  * checks, then the timers, then sleep. Input wins over a deadline that
- * passed at the same time: its bytes are never thrown away.
+ * passed at the same time: its bytes are never thrown away. Every
+ * iteration either sleeps or gives the loop a turn, so events that keep
+ * coming due (a slow callback on a millisecond event) cannot starve the
+ * read or the deadline.
  */
 static int wait_loop(struct protstream *s, struct wstate *w, struct waiter *wt,
 		     struct ur_op *recv_op)
@@ -526,10 +529,10 @@ static int wait_loop(struct protstream *s, struct wstate *w, struct waiter *wt,
 		if (!first && !ur_op_is_busy(recv_op))
 			return 0;
 		first = false;
-		if (events && run_pass(s, w))
-			continue; /* callbacks may have waited: look again */
+		if (events)
+			(void)run_pass(s, w);
 		if (!ur_op_is_busy(recv_op))
-			return 0;
+			return 0; /* completed while callbacks waited */
 		if (s->dontblock || deadline_passed(s)) {
 			/* A read of ready input completes within one turn. */
 			ret = one_turn(w, wt);
@@ -546,8 +549,9 @@ static int wait_loop(struct protstream *s, struct wstate *w, struct waiter *wt,
 				return ret;
 		}
 		if (events && arm_all(s))
-			continue; /* a mark moved by hand is due already */
-		ret = sleep_until_woken(w, wt);
+			ret = one_turn(w, wt); /* due already: run it next */
+		else
+			ret = sleep_until_woken(w, wt);
 		if (ret < 0)
 			return ret;
 	}

@@ -375,6 +375,56 @@ static void test_prot_regress_layer_seam(void **state)
 	close(sv[1]);
 }
 
+/*
+ * An fd the application made O_NONBLOCK (Cyrus's TLS setup does, spec
+ * 6.10): io_uring then answers EAGAIN instead of waiting; blocking
+ * streams must still wait for input and push every byte out.
+ */
+struct late_io {
+	pthread_t th;
+	int fd;
+	size_t got;
+};
+
+static void *late_main(void *arg)
+{
+	struct late_io *li = arg;
+	char buf[65536];
+	ssize_t r;
+
+	usleep(200 * 1000);
+	write_all(li->fd, "L", 1);
+	while ((r = read(li->fd, buf, sizeof(buf))) > 0)
+		li->got += (size_t)r;
+	return NULL;
+}
+
+static void test_prot_regress_app_nonblock_fd(void **state)
+{
+	static char data[1 << 20];
+	struct late_io li = {0};
+	struct protstream *in, *out;
+	int sv[2];
+
+	(void)state;
+	t_socketpair(sv);
+	assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+	in = prot_new(sv[0], 0);
+	out = prot_new(sv[0], 1);
+	li.fd = sv[1];
+	assert_int_equal(pthread_create(&li.th, NULL, late_main, &li), 0);
+	assert_int_equal(prot_getc(in), 'L');
+	assert_int_equal(prot_write(out, data, sizeof(data)), 0);
+	assert_int_equal(prot_flush(out), 0);
+	shutdown(sv[0], SHUT_WR);
+	assert_int_equal(pthread_join(li.th, NULL), 0);
+	assert_int_equal(li.got, sizeof(data));
+	prot_free(in);
+	prot_free(out);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 /* A read stream with no fd, and a write stream with no fd: EBADF. */
 static void test_prot_regress_no_fd(void **state)
 {
@@ -449,6 +499,7 @@ int main(void)
 		T(test_prot_regress_idle_holds_no_buffer),
 		T(test_prot_regress_fill_keeps_unread),
 		T(test_prot_regress_layer_seam),
+		T(test_prot_regress_app_nonblock_fd),
 		T(test_prot_regress_no_fd),
 		T(test_prot_regress_fiber_cancel),
 #undef T

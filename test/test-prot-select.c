@@ -84,8 +84,7 @@ static void test_prot_select_groups(void **state)
 	struct protstream *a = prot_readmap(text, 1);
 	struct protstream *b = prot_readmap(text + 1, 1);
 	struct protstream *c = prot_readmap(text + 2, 1);
-	struct protstream *s[5];
-	struct protgroup *g, *cp, *small;
+	struct protgroup *g, *cp;
 
 	(void)state;
 	g = protgroup_new(0);
@@ -114,7 +113,20 @@ static void test_prot_select_groups(void **state)
 	protgroup_insert(cp, b); /* independent of the original */
 	assert_null(protgroup_getelement(g, 2));
 	protgroup_free(cp);
+	protgroup_free(g);
+	prot_free(a);
+	prot_free(b);
+	prot_free(c);
+}
 
+/* Spec 5.6 #56 continued: growth, reset, and NULL everywhere. */
+static void test_prot_select_groups_grow_reset(void **state)
+{
+	static const char text[] = "abc";
+	struct protstream *s[5];
+	struct protgroup *small;
+
+	(void)state;
 	small = protgroup_new(1);
 	assert_non_null(small);
 	for (int i = 0; i < 5; i++) {
@@ -126,26 +138,21 @@ static void test_prot_select_groups(void **state)
 		assert_ptr_equal(protgroup_getelement(small, (size_t)i), s[i]);
 	protgroup_reset(small);
 	assert_null(protgroup_getelement(small, 0));
-	protgroup_insert(small, a); /* usable after a reset */
-	assert_ptr_equal(protgroup_getelement(small, 0), a);
+	protgroup_insert(small, s[1]); /* usable after a reset */
+	assert_ptr_equal(protgroup_getelement(small, 0), s[1]);
+	protgroup_insert(small, NULL);
+	assert_null(protgroup_getelement(small, 1));
 
-	/* NULL is accepted everywhere. */
 	protgroup_reset(NULL);
 	protgroup_free(NULL);
-	protgroup_insert(NULL, a);
-	protgroup_delete(NULL, a);
+	protgroup_insert(NULL, s[0]);
+	protgroup_delete(NULL, s[0]);
 	assert_null(protgroup_getelement(NULL, 0));
 	assert_null(protgroup_copy(NULL));
-	protgroup_insert(g, NULL);
-	assert_null(protgroup_getelement(g, 2));
 
 	protgroup_free(small);
-	protgroup_free(g);
 	for (int i = 0; i < 5; i++)
 		prot_free(s[i]);
-	prot_free(a);
-	prot_free(b);
-	prot_free(c);
 }
 
 /*
@@ -372,6 +379,44 @@ static void test_prot_select_due_event_then_timeout(void **state)
 	assert_int_equal(ev_calls, 1);
 	assert_null(out);
 	assert_null(s->waitevent);
+	protgroup_free(g);
+	prot_free(s);
+	close_pair(sv);
+}
+
+/* A slow event that is always due again does not starve the wait. */
+static struct prot_waitevent *slow_cb(struct protstream *s,
+				      struct prot_waitevent *ev, void *rock)
+{
+	int *calls = rock;
+
+	(void)s;
+	(*calls)++;
+	usleep(2000);
+	return ev; /* its past mark is clamped to the next millisecond */
+}
+
+static void test_prot_select_slow_event_no_livelock(void **state)
+{
+	struct protgroup *g, *out = NULL;
+	struct timeval tv = {0, 300000};
+	struct protstream *s;
+	struct later l;
+	int calls = 0;
+	int sv[2];
+	uint64_t t0;
+
+	s = pair_stream(sv);
+	assert_non_null(prot_addwaitevent_ms(s, real_ms(), slow_cb, &calls));
+	g = group_of(s);
+	t0 = t_now_ms();
+	assert_int_equal(prot_select(g, -1, &out, NULL, &tv), 0);
+	assert_in_range(t_now_ms() - t0, 250, 2000);
+	assert_true(calls > 1);
+	write_later(loop_of(state), &l, sv[1], "w", 200);
+	assert_int_equal(prot_select(g, -1, &out, NULL, NULL), 1);
+	assert_ptr_equal(protgroup_getelement(out, 0), s);
+	protgroup_free(out);
 	protgroup_free(g);
 	prot_free(s);
 	close_pair(sv);
@@ -773,6 +818,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_prot_select_groups),
+		T(test_prot_select_groups_grow_reset),
 		T(test_prot_select_buffered_and_extra),
 		T(test_prot_select_only_extra),
 		T(test_prot_select_only_member),
@@ -782,6 +828,7 @@ int main(void)
 		T(test_prot_select_due_event_then_timeout),
 		T(test_prot_select_caller_timeout_first),
 		T(test_prot_select_zero_timeout_polls),
+		T(test_prot_select_slow_event_no_livelock),
 		T(test_prot_select_sees_layer_input),
 		T(test_prot_select_sees_held_bytes),
 		T(test_prot_select_eof_ready),

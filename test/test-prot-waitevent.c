@@ -390,6 +390,45 @@ static void test_prot_waitevent_past_mark_ms_clamped(void **state)
 	close_pair(sv);
 }
 
+/*
+ * A slow callback (2 ms) on a millisecond event that keeps a past mark is
+ * due again every time it returns: the wait must still see its input and
+ * its deadline (no livelock).
+ */
+static struct prot_waitevent *slow_cb(struct protstream *s,
+				      struct prot_waitevent *ev, void *rock)
+{
+	int *calls = rock;
+
+	(void)s;
+	(*calls)++;
+	usleep(2000);
+	return ev;
+}
+
+static void test_prot_waitevent_slow_event_no_livelock(void **state)
+{
+	struct protstream *s;
+	struct peer_act a;
+	int calls = 0;
+	uint64_t t0;
+	int sv[2];
+
+	s = pair_stream(sv);
+	assert_int_equal(prot_settimeout(s, 1), 0);
+	assert_non_null(prot_addwaitevent_ms(s, real_ms(), slow_cb, &calls));
+	a = peer_write(sv[1], "x");
+	peer_act_start(loop_of(state), &a, 200);
+	assert_int_equal(prot_getc(s), 'x');
+	assert_true(calls > 1);
+	t0 = t_now_ms();
+	assert_int_equal(prot_getc(s), EOF);
+	assert_in_range(t_now_ms() - t0, 900, 3000);
+	assert_string_equal(prot_error(s), "idle for too long");
+	prot_free(s);
+	close_pair(sv);
+}
+
 static int rcb_calls;
 
 static void read_cb(struct protstream *s, void *rock)
@@ -1084,6 +1123,7 @@ int main(void)
 		T(test_prot_waitevent_runs_before_readable_input),
 		T(test_prot_waitevent_past_mark_clamped),
 		T(test_prot_waitevent_past_mark_ms_clamped),
+		T(test_prot_waitevent_slow_event_no_livelock),
 		T(test_prot_waitevent_flushonread),
 		T(test_prot_waitevent_equal_marks_list_order),
 		T(test_prot_waitevent_rearm_ms),

@@ -6,11 +6,14 @@
 /*
  * Source compatible with Cyrus IMAP's lib/prot.h: the same functions,
  * macros, callback types and the public struct fields callers touch (see
- * docs/../cyrus-prot-spec.md sections 0-2). The Cyrus conventions hold
- * here: int results are 0 or EOF, the reason is in prot_error(), "would
- * block" is EOF with errno == EAGAIN. Every call that may wait parks the
- * calling fiber, or outside any fiber drives the thread's ur_loop.
- * Streams belong to the thread (loop) that uses them.
+ * the Cyrus prot spec, sections 0-2). The Cyrus conventions hold here:
+ * int results are 0 or EOF, the reason is in prot_error(), "would block"
+ * is EOF with errno == EAGAIN. Every call that may wait (UR_MAY_YIELD)
+ * parks the calling fiber, or outside any fiber drives the thread's
+ * ur_loop; so call them from a fiber or from plain code, never from a
+ * ur_op or ur_timer completion callback. Streams belong to the thread
+ * (loop) that uses them. The read/write stream mismatches Cyrus asserts
+ * on go through the prot_setfatal() hook, then fail with EOF.
  *
  * Deliberate differences from Cyrus 3.x (each pinned by a test):
  *  - bytes_out counts every byte written (Cyrus undercounts prot_write).
@@ -34,13 +37,39 @@
  *    character") instead of ending the process.
  *  - Non-blocking write streams queue in memory, bounded (see
  *    prot_setqueuelimit), instead of a temporary spill file, and never
- *    change O_NONBLOCK on the fd.
- *  - Until the layers land (next session), prot_settls and prot_setsasl
- *    fail the stream with "TLS not supported in this build" / "SASL
- *    security layer not supported in this build" (so no plaintext leaves
- *    a stream the caller believes is protected), and prot_setcompress
- *    returns EOF with errno ENOTSUP, leaving the stream usable.
+ *    change O_NONBLOCK on the fd (no fd flags change at all: the ring
+ *    needs none). A queued write reaches the kernel at the loop's next
+ *    turn (the next time any blocking call runs, in a plain program).
+ *  - Read streams over sockets receive up to 16 KiB per syscall into the
+ *    loop's shared provided buffers; the application still sees at most
+ *    PROT_BUFSIZE bytes per refill (prot_read, telemetry records, ungetc
+ *    allowance and timeout restarts all follow 4096-byte windows).
+ *  - prot_free also frees the stream's remaining wait events (Cyrus
+ *    leaks them) and prot_rewind frees the old error text.
+ *  - Layer switches never serve bytes across the switch as the wrong
+ *    kind: input already buffered when prot_setcompress/prot_setsasl is
+ *    called is re-fed into the new layer (Cyrus serves it as plaintext,
+ *    spec 5.7 #68, or decodes from the buffer start); prot_settls
+ *    discards buffered plaintext (STARTTLS injection, CVE-2011-0411).
+ *  - prot_settls takes an SSL whose handshake is complete and moves it to
+ *    memory BIOs (ciphertext goes through the ring); renegotiation is
+ *    refused; SSL errors give "TLS error: <reason>".
+ *  - Layers push in protocol order only (TLS, then SASL, then DEFLATE);
+ *    out of order: EOF, errno EINVAL.
+ *  - Without the library (OpenSSL, libsasl2, zlib) in the build, the
+ *    setters fail: prot_settls and prot_setsasl with the stream error
+ *    "... not supported in this build" (no plaintext leaves a stream the
+ *    caller believes is protected), prot_setcompress with EOF, errno
+ *    ENOTSUP, the stream still usable.
  *  - prot_select runs its members' due wait events (Cyrus never does).
+ *  - prot_select always sets *extra_read_flag (Cyrus leaves it stale when
+ *    a member is ready at once); the extra fd then gets a zero-timeout
+ *    probe and counts in the result if readable.
+ *  - prot_select reports every member past its read deadline (Cyrus: only
+ *    the one with the earliest deadline); a NULL group is an empty group;
+ *    no FD_SETSIZE limit.
+ *  - A wait-event callback that returns NULL without removing its event
+ *    has it removed (Cyrus keeps the node on the list).
  */
 
 #include <stdarg.h>
@@ -184,7 +213,7 @@ RINGPROT_API int prot_free(struct protstream *s) UR_MAY_YIELD;
 /* Configuration: all return 0 unless stated. */
 RINGPROT_API int prot_setlog(struct protstream *s, int fd);
 RINGPROT_API int prot_setisclient(struct protstream *s, int val);
-/* Layers: not in this build yet; EOF (see the list at the top). */
+/* Layers (prot/layer*.c); see the difference list at the top. */
 RINGPROT_API int prot_settls(struct protstream *s, struct ssl_st *tlsconn);
 RINGPROT_API int prot_setsasl(struct protstream *s, struct sasl_conn *conn);
 RINGPROT_API void prot_unsetsasl(struct protstream *s);
@@ -207,6 +236,7 @@ RINGPROT_API int prot_setreadcallback(struct protstream *s,
  * nothing and returns the current head (may be NULL), as Cyrus does.
  * prot_removewaitevent unlinks and frees ev (unknown handles are ignored);
  * it is safe inside any callback, for any event of the stream.
+ * Callbacks must not free their own stream nor read from it.
  */
 RINGPROT_API struct prot_waitevent *
 prot_addwaitevent(struct protstream *s, time_t mark,
@@ -277,6 +307,11 @@ RINGPROT_API int prot_printastring(struct protstream *out,
  * is readable, a member's deadline passes, or timeout (NULL: none)
  * expires. Returns ready members (+1 for the extra fd), 0 on timeout,
  * -1 with errno on failure; *out is a new group of ready members or NULL.
+ * *extra_read_flag is always set. Members' due wait events run inside the
+ * call (on the calling fiber) and the wait goes on; a member is reported
+ * at its read deadline. A caller timeval is overwritten with the member
+ * deadline in whole seconds (rounded up) when that comes first, as Cyrus
+ * does. With no member, no extra fd and no timeout: -1/EINVAL.
  */
 RINGPROT_API int prot_select(struct protgroup *readstreams, int extra_read_fd,
 			     struct protgroup **out, int *extra_read_flag,
