@@ -11,17 +11,18 @@ cd "$root" || exit 1
 
 # testlog.json files this run produced, and failures outside them.
 logs=()
+extra_passed=0
 extra_failed=0
 
 # Print the closing lines from every testlog.json in logs[] and exit.
 finish() {
-	python3 - "$extra_failed" "${logs[@]}" <<'EOF'
+	python3 - "$extra_passed" "$extra_failed" "${logs[@]}" <<'EOF'
 import json
 import sys
 
 PASS = {"OK", "EXPECTEDFAIL"}
-passed, failed, skipped = 0, int(sys.argv[1]), 0
-for path in sys.argv[2:]:
+passed, failed, skipped = int(sys.argv[1]), int(sys.argv[2]), 0
+for path in sys.argv[3:]:
     p = f = s = 0
     with open(path) as log:
         for line in log:
@@ -85,6 +86,20 @@ bash "$root/scripts/deps.sh" || build_failed "installing dependencies failed"
 setup build || build_failed "meson setup build failed"
 meson compile -C build || build_failed "build failed"
 run_tests build
+
+# STYLE.md: warnings are errors with clang too. A compile-only build,
+# counted as one test.
+if command -v clang >/dev/null 2>&1; then
+	if CC=clang setup build-clang -Dbench=true &&
+		meson compile -C build-clang; then
+		echo "test.sh: clang build (warnings as errors) passed"
+		extra_passed=$((extra_passed + 1))
+	else
+		echo "test.sh: the clang build failed" >&2
+		echo "failed: clang-build"
+		extra_failed=$((extra_failed + 1))
+	fi
+fi
 
 if [ "${RINGPROT_NO_ASAN:-0}" != 1 ]; then
 	# Unit tests only; benchmarks are not built. Sanitizers slow things.

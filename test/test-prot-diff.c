@@ -937,7 +937,7 @@ static void printf_rows(struct wpair *w, const char *big)
 	PF("%-3s|%-3s|%3s|%-5d|%05d|%+d|% d", "a", "abcd", "b", 42, -42, 7, 7);
 	PF("%.*s|%.*s|%.*s", 3, "abcdef", 0, "x", -1, "abc");
 	PF("%*d|%-*d|%10.4s|", 6, 1, 6, 2, "abcdefgh");
-	PF("%hhu|%hd|%td", 300, 70000, (ptrdiff_t)-3);
+	PF("%hhu|%hd|%td", (unsigned char)200, (short)-7000, (ptrdiff_t)-3);
 	PF("%s", null_str);
 	PF("%s", big);
 	PF("[%s][%s]", big, big);
