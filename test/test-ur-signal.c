@@ -201,8 +201,7 @@ static void test_ur_signal_bad_args(void **state)
 	sigemptyset(&set);
 	assert_int_equal(ur_signal_start(loop, NULL, sig_fn, &s, &sig),
 			 -EINVAL);
-	assert_int_equal(ur_signal_start(loop, &set, NULL, &s, &sig),
-			 -EINVAL);
+	assert_int_equal(ur_signal_start(loop, &set, NULL, &s, &sig), -EINVAL);
 	assert_null(sig);
 }
 

@@ -8,9 +8,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define BUFRING_MAX  32768U
-#define BUF_ALIGN    64U
-#define BGID_SLOTS   (sizeof(((struct ur_loop *)0)->bgid_used) * 8)
+#define BUFRING_MAX 32768U
+#define BUF_ALIGN   64U
+#define BGID_SLOTS  (sizeof(((struct ur_loop *)0)->bgid_used) * 8)
 
 /* A fiber waiting in ur_recv_pbuf() for a buffer to come back. */
 struct pbuf_waiter {
@@ -26,15 +26,15 @@ struct ur_bufring {
 	unsigned char *bufs; /* nbufs * stride, one mapping */
 	size_t bufs_len;
 	size_t buf_size; /* what the kernel may fill */
-	size_t stride;   /* buf_size rounded up to BUF_ALIGN */
+	size_t stride;	 /* buf_size rounded up to BUF_ALIGN */
 	unsigned nbufs;
 	unsigned mask;
-	unsigned avail;     /* entries the kernel may still take */
-	unsigned callers;   /* ur_recv_pbuf() calls in progress */
-	uint64_t puts;      /* bumped by every put: ENOBUFS retry check */
-	uint64_t *out;      /* bit per bid: handed to the app, not put back */
+	unsigned avail;	  /* entries the kernel may still take */
+	unsigned callers; /* ur_recv_pbuf() calls in progress */
+	uint64_t puts;	  /* bumped by every put: ENOBUFS retry check */
+	uint64_t *out;	  /* bit per bid: handed to the app, not put back */
 	uint16_t bgid;
-	struct ur_list waiters; /* struct pbuf_waiter, FIFO */
+	struct ur_list waiters;	 /* struct pbuf_waiter, FIFO */
 	struct ur_bufring *next; /* this thread's rings (tls_rings) */
 };
 
@@ -44,21 +44,6 @@ struct ur_bufring {
  * made it, so the list needs no lock. Usually one or two entries.
  */
 static __thread struct ur_bufring *tls_rings;
-
-/*
- * Set once the loop's dispatch has called ur__bufring_cqe() on this
- * thread: from then on every buffer handed out is seen here, and a put of
- * a buffer we did not see go out is a double put.
- */
-static __thread bool tls_dispatch_accounts;
-
-/*
- * To be called by the loop's dispatch for every CQE of an op armed with a
- * buffer group (op->ur__pad holds the group id, never 0), before the op's
- * callback or waiter runs: the buffer it carries, if any, leaves the
- * kernel's ring. Declared here until uring/internal.h carries it.
- */
-void ur__bufring_cqe(struct ur_loop *loop, struct ur_op *op);
 
 static struct ur_bufring *ring_by_bgid(const struct ur_loop *loop,
 				       unsigned bgid)
@@ -82,16 +67,17 @@ static void bit_flip(uint64_t *map, unsigned i)
 }
 
 /*
- * The group id is cleared with the op's final CQE, which also tells
- * ur_recv_pbuf() whether dispatch got here before it.
+ * Called by the loop's dispatch for every CQE of an op armed with a buffer
+ * group, before the op's callback or waiter: the buffer it carries leaves
+ * the kernel's ring. The group id is cleared with the op's final CQE.
  */
-static void account_cqe(struct ur_loop *loop, struct ur_op *op)
+void ur__bufring_cqe(struct ur_loop *loop, struct ur_op *op)
 {
-	struct ur_bufring *br = ring_by_bgid(loop, op->ur__pad);
+	struct ur_bufring *br = ring_by_bgid(loop, op->ur__bgid);
 	unsigned bid;
 
 	if (!(op->cqe_flags & IORING_CQE_F_MORE))
-		op->ur__pad = 0;
+		op->ur__bgid = 0;
 	if (br == NULL || !(op->cqe_flags & IORING_CQE_F_BUFFER))
 		return;
 	bid = op->cqe_flags >> IORING_CQE_BUFFER_SHIFT;
@@ -101,13 +87,7 @@ static void account_cqe(struct ur_loop *loop, struct ur_op *op)
 	br->avail--;
 }
 
-void ur__bufring_cqe(struct ur_loop *loop, struct ur_op *op)
-{
-	tls_dispatch_accounts = true;
-	account_cqe(loop, op);
-}
-
-/* Group 0 is never handed out: op->ur__pad == 0 means "no group". */
+/* Group 0 is never handed out: op->ur__bgid == 0 means "no group". */
 static int bgid_alloc(struct ur_loop *loop)
 {
 	for (unsigned i = 1; i < BGID_SLOTS; i++) {
@@ -306,19 +286,10 @@ static void wake_one(struct ur_bufring *br)
 
 void ur_bufring_put(struct ur_bufring *br, unsigned bid)
 {
-	ur_assert(bid < br->nbufs);
-	if (bit_test(br->out, bid)) {
-		bit_flip(br->out, bid);
-		br->avail++;
-	} else {
-		/*
-		 * Its CQE went past us (a callback-face op while dispatch
-		 * does not call ur__bufring_cqe()), so it was never taken
-		 * off the count. Once dispatch accounts, this is a double
-		 * put, which would hand one buffer to two recvs at once.
-		 */
-		ur_assert(!tls_dispatch_accounts);
-	}
+	/* A double put would hand one buffer to two recvs at once. */
+	ur_assert(bid < br->nbufs && bit_test(br->out, bid));
+	bit_flip(br->out, bid);
+	br->avail++;
 	ring_add(br, bid, 0);
 	io_uring_buf_ring_advance(br->ring, 1);
 	br->puts++;
@@ -336,7 +307,7 @@ static void arm_pbuf(struct ur_loop *loop, struct ur_op *op,
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = br->bgid;
 	ur__op_arm(loop, op, sqe);
-	op->ur__pad = br->bgid;
+	op->ur__bgid = br->bgid;
 }
 
 /* opcode: IORING_OP_RECV, or IORING_OP_READ for a non-socket. */
@@ -407,19 +378,12 @@ static int wait_for_put(struct ur_bufring *br)
 	return ret;
 }
 
-/* The final CQE of op is in: account its buffer if dispatch did not. */
-static void pbuf_reaped(struct ur_bufring *br, struct ur_op *op)
-{
-	if (op->ur__pad != 0)
-		account_cqe(br->loop, op);
-}
-
 /*
  * One attempt: start, wait, account. Returns the CQE result; a buffer
  * that came with a result we do not hand out (EOF, an error) goes back.
  */
-static ssize_t pbuf_once(struct ur_bufring *br, int fd, int *opcode,
-			 int flags, bool poll_first, unsigned *bid_out)
+static ssize_t pbuf_once(struct ur_bufring *br, int fd, int *opcode, int flags,
+			 bool poll_first, unsigned *bid_out)
 {
 	struct ur_op op;
 	int ret;
@@ -429,7 +393,6 @@ static ssize_t pbuf_once(struct ur_bufring *br, int fd, int *opcode,
 	if (ret < 0)
 		return ret;
 	ret = ur_op_wait(&op);
-	pbuf_reaped(br, &op);
 	if (op.cqe_flags & IORING_CQE_F_BUFFER) {
 		unsigned bid = op.cqe_flags >> IORING_CQE_BUFFER_SHIFT;
 

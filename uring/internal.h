@@ -160,6 +160,13 @@ int ur__fiber_park_on(struct ur_loop *loop, struct ur_op *op);
 void ur__fiber_make_runnable(struct ur_fiber *f);
 bool ur__fiber_cancelled(const struct ur_fiber *f);
 
+/*
+ * bufring.c: the CQE of an op armed with a buffer group (op->ur__bgid,
+ * never 0) accounts the buffer it carries; dispatch calls it before the
+ * op's callback or waiter.
+ */
+void ur__bufring_cqe(struct ur_loop *loop, struct ur_op *op);
+
 /* timer.c: a timer slot's CQE. */
 void ur__timer_slot_cqe(struct ur_loop *loop, struct ur_op *op);
 void ur__timers_fini(struct ur_loop *loop);

@@ -292,6 +292,8 @@ void ur__cqe_dispatch(struct ur_loop *loop, uint64_t user_data, int32_t res,
 		op->ur__state = UR_OP_DONE;
 		loop->st.ops_inflight--;
 	}
+	if (op->ur__bgid != 0)
+		ur__bufring_cqe(loop, op); /* a provided buffer leaves the ring */
 	if (op->fn != NULL) {
 		op->fn(op); /* may free op: do not touch it afterwards */
 	} else if (op->ur__waiter != NULL) {

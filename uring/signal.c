@@ -16,8 +16,8 @@ struct ur_signal {
 	void *arg;
 	struct ur_op op;
 	struct signalfd_siginfo si; /* the kernel's until op's CQE */
-	bool in_fn;        /* fn is running */
-	bool stop_in_fn;   /* fn called ur_signal_stop(): finish after it */
+	bool in_fn;		    /* fn is running */
+	bool stop_in_fn; /* fn called ur_signal_stop(): finish after it */
 };
 
 static void sig_cqe(struct ur_op *op);
@@ -66,8 +66,8 @@ static void sig_cqe(struct ur_op *op)
 	sig_arm(sig);
 }
 
-int ur_signal_start(struct ur_loop *loop, const sigset_t *set,
-		    ur_signal_fn *fn, void *arg, struct ur_signal **sig_out)
+int ur_signal_start(struct ur_loop *loop, const sigset_t *set, ur_signal_fn *fn,
+		    void *arg, struct ur_signal **sig_out)
 {
 	struct ur_signal *sig;
 	sigset_t old;

@@ -184,8 +184,8 @@ struct ur_op {
 	struct ur_fiber *ur__waiter;
 	uint8_t ur__state;
 	uint8_t ur__opcode;
-	uint16_t ur__pad;
-	uint32_t ur__pad2;
+	uint16_t ur__bgid; /* buffer group of a provided-buffer op, 0: none */
+	uint32_t ur__pad;
 };
 
 /* Prepare caller storage for an op with callback fn and data. */
@@ -451,11 +451,17 @@ RINGPROT_API int ur_fiber_yield(void) UR_MAY_YIELD;
  * ---------------------------------------------------------------------
  */
 
-/* nbufs is rounded up to a power of two (max 32768). */
+/*
+ * nbufs is rounded up to a power of two (max 32768). Create, use and free
+ * a bufring on its loop's thread, and free it before the loop. Returns 0,
+ * -EINVAL (off the loop's thread, bad sizes), -ENOSPC (no group id left),
+ * -ENOMEM.
+ */
 RINGPROT_API int ur_bufring_new(struct ur_loop *loop, unsigned nbufs,
 				size_t buf_size,
 				struct ur_bufring **br_out) RINGPROT_MUST_CHECK;
-/* Unregister and free. Every buffer must be back (-EBUSY otherwise). */
+/* Unregister and free. Every buffer must be back and no fiber waiting for
+ * one (-EBUSY otherwise). */
 RINGPROT_API int ur_bufring_free(struct ur_bufring **brp);
 RINGPROT_API void *ur_bufring_buf(const struct ur_bufring *br, unsigned bid);
 RINGPROT_API size_t ur_bufring_buf_size(const struct ur_bufring *br);
@@ -467,7 +473,9 @@ RINGPROT_API void ur_bufring_put(struct ur_bufring *br, unsigned bid);
  * Blocking recv into a provided buffer. Returns the byte count (0 at EOF)
  * with *bid_out set when > 0 (give it back with ur_bufring_put()), or
  * -errno. -ENOBUFS is flow control: in a fiber the call waits until a
- * buffer comes back and retries; outside a fiber it is returned.
+ * buffer comes back and retries; outside a fiber it is returned. A
+ * non-socket fd with flags 0 is read with IORING_OP_READ instead (pipes).
+ * -EINVAL if the calling thread's loop is not br's.
  */
 RINGPROT_API ssize_t ur_recv_pbuf(int fd, struct ur_bufring *br,
 				  unsigned *bid_out, int flags) UR_MAY_YIELD;
@@ -488,13 +496,18 @@ RINGPROT_API int ur_recv_multishot_start(struct ur_loop *loop,
  * ---------------------------------------------------------------------
  * Signals through a signalfd read on the ring. The signals in set are
  * blocked in the calling thread (other threads must block them too).
+ * Start on the loop's thread (-EINVAL otherwise).
  * ---------------------------------------------------------------------
  */
 typedef void ur_signal_fn(struct ur_signal *sig, int signo, void *arg);
 RINGPROT_API int ur_signal_start(struct ur_loop *loop, const sigset_t *set,
 				 ur_signal_fn *fn, void *arg,
 				 struct ur_signal **sig_out) RINGPROT_MUST_CHECK;
-/* Stop watching, close the signalfd, restore the thread's signal mask. */
+/*
+ * Stop watching (the callback may call it), close the signalfd and unblock
+ * the signals start blocked. A signal read meanwhile is raised again, not
+ * lost. Call it before ur_loop_free().
+ */
 RINGPROT_API void ur_signal_stop(struct ur_signal **sigp);
 
 #endif /* RINGPROT_URING_H */
