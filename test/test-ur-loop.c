@@ -3,6 +3,12 @@
 #include "t-helpers.h"
 
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +127,50 @@ static void test_ur_loop_one_turn_reaps_burst(void **state)
 	assert_true(ur_loop_run_once(tl->loop, 0) >= 0);
 	assert_int_equal(done, 1000);
 	free(ts);
+}
+
+/*
+ * Where io_uring is refused (seccomp in containers, io_uring_disabled),
+ * ur_loop_new() says so with the kernel's errno, so callers can fall back.
+ * A child installs a filter failing io_uring_setup with err.
+ */
+static int loop_new_under_filter(int err)
+{
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K,
+			 SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]),
+				  .filter = code};
+	int status;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ur_loop *loop = NULL;
+		int ret;
+
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+		    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+			_exit(100);
+		ur_loop_bind(NULL);
+		ret = ur_loop_new(NULL, &loop);
+		_exit(ret < 0 ? -ret : 0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+static void test_ur_loop_unavailable_gives_errno(void **state)
+{
+	(void)state;
+	assert_int_equal(loop_new_under_filter(ENOSYS), ENOSYS);
+	assert_int_equal(loop_new_under_filter(EPERM), EPERM);
 }
 
 /* A blocking call outside any fiber drives the thread's loop. */
@@ -299,6 +349,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ur_loop_run_until_idle,
 						t_loop_setup, t_loop_teardown),
 		cmocka_unit_test(test_ur_loop_free_with_inflight),
+		cmocka_unit_test(test_ur_loop_unavailable_gives_errno),
 	};
 
 	t_require_ring_op(IORING_OP_NOP);
