@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -21,8 +23,14 @@
 #include <unistd.h>
 
 /*
- * Usage: bench-prot [scale]   (scale 1 by default; 0.1 for a quick run)
- * Files are made in $TMPDIR (default /tmp); the table names the kernel.
+ * Usage: bench-prot [scale [case...]]   (scale 1 by default; 0.1 for a
+ * quick run; cases by name, all by default). Files are made in $TMPDIR
+ * (default /tmp); the table names the kernel. For instruction counts,
+ * run one case under callgrind with --toggle-collect=<case>_ours (or _cy,
+ * e.g. fgets_ours): three runs of each side are counted. BENCH_PROT_ONLY=
+ * ours (or cy) runs one side only (for strace -c); BENCH_PROT_STATS=1
+ * prints the rr server's CPU time and our ring's enters per round trip;
+ * BENCH_PROT_RR_CPUS=c,s places the rr client and server (rr_place()).
  *
  * Each case runs the same code on both implementations: a macro expands
  * one body twice, once with prot_* and once with Cyrus's functions (from
@@ -45,6 +53,8 @@ static int (*cy_printf)(struct cy_protstream *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static int (*cy_printastring)(struct cy_protstream *s, const char *p);
 static int (*cy_flush)(struct cy_protstream *s);
+static int (*cy_setflushonread)(struct cy_protstream *s,
+				struct cy_protstream *flushs);
 
 /* libcyrus calls fatal(), which the program must provide. */
 __attribute__((visibility("default"))) void fatal(const char *s, int code);
@@ -69,6 +79,7 @@ static void cy_load(void)
 		{"prot_printf", &cy_printf},
 		{"prot_printastring", &cy_printastring},
 		{"prot_flush", &cy_flush},
+		{"prot_setflushonread", &cy_setflushonread},
 	};
 	void *lib;
 
@@ -204,11 +215,17 @@ static int pipe_feeder(pid_t *pid_out)
 /* ------------------------------------------------------------------ */
 /* The cases, each expanded for both implementations.                  */
 
+struct rr_arg {
+	int fd;
+	bool onread; /* flush-on-read instead of a flush per response */
+};
+
 /*
  * Each function runs one case once and returns a checksum of what it
  * saw, for the cross-check. SFX names the copy, T is the stream type.
  */
-#define CASES(SFX, T, NEW, FREE, GETC, FGETS, WRITE, PRINTF, ASTRING, FLUSH)   \
+#define CASES(SFX, T, NEW, FREE, GETC, FGETS, WRITE, PRINTF, ASTRING, FLUSH,   \
+	      FLUSHONREAD)                                                     \
 	static uint64_t getc_fd_##SFX(int fd)                                  \
 	{                                                                      \
 		T *s;                                                          \
@@ -293,29 +310,38 @@ static int pipe_feeder(pid_t *pid_out)
                                                                                \
 	static void *rr_server_##SFX(void *arg)                                \
 	{                                                                      \
-		int fd = *(int *)arg;                                          \
-		T *in = NEW(fd, 0), *out = NEW(fd, 1);                         \
+		const struct rr_arg *ra = arg;                                 \
+		T *in = NEW(ra->fd, 0), *out = NEW(ra->fd, 1);                 \
 		char line[1024];                                               \
 		struct ur_loop *loop;                                          \
                                                                                \
+		if (ra->onread)                                                \
+			FLUSHONREAD(in, out);                                  \
 		while (FGETS(line, sizeof(line), in) != NULL) {                \
 			char *sp = strchr(line, ' ');                          \
                                                                                \
 			if (sp != NULL)                                        \
 				*sp = '\0';                                    \
 			PRINTF(out, "%s OK NOOP completed\r\n", line);         \
-			FLUSH(out);                                            \
+			if (!ra->onread)                                       \
+				FLUSH(out);                                    \
 		}                                                              \
 		FREE(in);                                                      \
 		FREE(out);                                                     \
 		loop = ur_loop_current();                                      \
+		rr_stats(#SFX, loop);                                          \
 		ur_loop_free(&loop);                                           \
 		return NULL;                                                   \
 	}                                                                      \
                                                                                \
 	static uint64_t rr_##SFX(void)                                         \
 	{                                                                      \
-		return rr_run(rr_server_##SFX);                                \
+		return rr_run(rr_server_##SFX, false);                         \
+	}                                                                      \
+                                                                               \
+	static uint64_t rr_onread_##SFX(void)                                  \
+	{                                                                      \
+		return rr_run(rr_server_##SFX, true);                          \
 	}
 
 /* Atoms, quoted strings, literals and NIL, as a LIST response has. */
@@ -328,21 +354,78 @@ static const char *const astrings[] = {
 #define N_ASTRINGS (sizeof(astrings) / sizeof(astrings[0]))
 
 /*
+ * With BENCH_PROT_STATS set: the server thread's CPU time per round trip
+ * (user + system, less disturbed by other load than the wall clock), and
+ * for ours the ring's enters per round trip.
+ */
+static void rr_stats(const char *side, struct ur_loop *loop)
+{
+	struct ur_loop_stats st;
+	struct rusage ru;
+	double cpu;
+
+	if (getenv("BENCH_PROT_STATS") == NULL ||
+	    getrusage(RUSAGE_THREAD, &ru) < 0)
+		return;
+	cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e9 +
+	      (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e3;
+	fprintf(stderr, "rr %-4s: server cpu %.0f ns/trip", side,
+		cpu / (double)rr_count);
+	if (loop != NULL) {
+		ur_loop_stats(loop, &st);
+		fprintf(stderr, ", %.3f enters, %.3f submitting, %.3f cqes",
+			(double)st.enters / (double)rr_count,
+			(double)st.submits / (double)rr_count,
+			(double)st.cqes / (double)rr_count);
+	}
+	fprintf(stderr, "\n");
+}
+
+/*
+ * BENCH_PROT_RR_CPUS=c,s pins the client (this thread) to CPU c and the
+ * server to CPU s (uring notes 8: placement sets the round-trip floor on
+ * small VMs; c == s is the same-CPU case). Unset: the scheduler decides.
+ */
+static void rr_place(pthread_t server)
+{
+	const char *env = getenv("BENCH_PROT_RR_CPUS");
+	int c, sc;
+	cpu_set_t set;
+
+	if (env == NULL || sscanf(env, "%d,%d", &c, &sc) != 2)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(c, &set);
+	if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+		die("pthread_setaffinity_np");
+	CPU_ZERO(&set);
+	CPU_SET(sc, &set);
+	if (pthread_setaffinity_np(server, sizeof(set), &set) != 0)
+		die("pthread_setaffinity_np");
+}
+
+/*
  * Request/response over a socketpair: the server thread runs the
  * implementation under test; this thread is the client, with plain
- * syscalls. Returns the bytes the client received.
+ * syscalls. The server flushes each response itself, or with onread
+ * leaves it to flush-on-read (prot_setflushonread(in, out), as Cyrus's
+ * imapd and lmtpd do). Returns the bytes the client received.
  */
-static uint64_t rr_run(void *(*server)(void *))
+static uint64_t rr_run(void *(*server)(void *), bool onread)
 {
 	int sv[2];
 	pthread_t th;
 	uint64_t got = 0;
 	char req[64], resp[256];
+	struct rr_arg ra;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		die("socketpair");
-	if (pthread_create(&th, NULL, server, &sv[1]) != 0)
+	ra.fd = sv[1];
+	ra.onread = onread;
+	if (pthread_create(&th, NULL, server, &ra) != 0)
 		die("pthread_create");
+	rr_place(th);
 	for (size_t i = 0; i < rr_count; i++) {
 		int n = snprintf(req, sizeof(req), "a%zu NOOP\r\n", i);
 		size_t have = 0;
@@ -367,9 +450,10 @@ static uint64_t rr_run(void *(*server)(void *))
 }
 
 CASES(ours, struct protstream, prot_new, prot_free, prot_getc, prot_fgets,
-      prot_write, prot_printf, prot_printastring, prot_flush)
+      prot_write, prot_printf, prot_printastring, prot_flush,
+      prot_setflushonread)
 CASES(cy, struct cy_protstream, cy_new, cy_free, cy_getc, cy_fgets, cy_write,
-      cy_printf, cy_printastring, cy_flush)
+      cy_printf, cy_printastring, cy_flush, cy_setflushonread)
 
 /* ------------------------------------------------------------------ */
 /* Driver.                                                             */
@@ -391,16 +475,21 @@ static int cmp_u64(const void *a, const void *b)
 
 static void run_case(const struct bcase *bc)
 {
-	uint64_t t_o[3], t_c[3], sum_o = 0, sum_c = 0;
+	const char *only = getenv("BENCH_PROT_ONLY"); /* "ours" or "cy" */
+	bool run_o = only == NULL || strcmp(only, "cy") != 0;
+	bool run_c = only == NULL || strcmp(only, "ours") != 0;
+	uint64_t t_o[3] = {0}, t_c[3] = {0}, sum_o = 0, sum_c = 0;
 	double ns_o, ns_c;
 
 	for (int r = 0; r < 3; r++) {
 		uint64_t t0 = now_ns();
 
-		sum_o = bc->ours();
+		if (run_o)
+			sum_o = bc->ours();
 		t_o[r] = now_ns() - t0;
 		t0 = now_ns();
-		sum_c = bc->cy();
+		if (run_c)
+			sum_c = bc->cy();
 		t_c[r] = now_ns() - t0;
 	}
 	qsort(t_o, 3, sizeof(t_o[0]), cmp_u64);
@@ -427,6 +516,8 @@ int main(int argc, char **argv)
 		{"printastring", "call", &astring_count, astring_ours,
 		 astring_cy},
 		{"rr-socketpair", "trip", &rr_count, rr_ours, rr_cy},
+		{"rr-flushonread", "trip", &rr_count, rr_onread_ours,
+		 rr_onread_cy},
 	};
 	double scale = argc > 1 ? strtod(argv[1], NULL) : 1.0;
 	struct utsname u;
@@ -454,8 +545,22 @@ int main(int argc, char **argv)
 	       scale);
 	printf("%-16s %-6s %10s %12s %12s %8s  %s\n", "case", "op", "ops",
 	       "ours ns/op", "Cyrus ns/op", "ratio", "check");
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		run_case(&cases[i]);
+	/* Ours twice: ring only (the default), then prot_setdirectio(1). */
+	for (int direct = 0; direct <= 1; direct++) {
+		prot_setdirectio(direct);
+		printf("-- ours with prot_setdirectio(%d)%s\n", direct,
+		       direct ? ": speculative send(2), read(2) of memfds"
+			      : ": every read and write through the ring");
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			bool want = argc <= 2;
+
+			for (int a = 2; a < argc; a++)
+				want = want ||
+				       strcmp(argv[a], cases[i].name) == 0;
+			if (want)
+				run_case(&cases[i]);
+		}
+	}
 	close(data_fd);
 	close(mem_fd);
 	close(lines_fd);

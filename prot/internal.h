@@ -25,6 +25,9 @@
  *   layer*.c    TLS / SASL / DEFLATE                  (next session)
  */
 
+/* prot_setdirectio(): speculative syscalls on (fill.c, flush.c). */
+extern bool prot__directio;
+
 /* How a stream reaches its bytes. */
 enum prot__kind {
 	PROT__K_SOCKET, /* fd is a socket (or a direct descriptor): recv/send */
@@ -116,6 +119,8 @@ struct prot__stream {
 	struct ur_loop *br_loop;
 	int bid;      /* provided buffer held, -1: none */
 	int keep_bid; /* buffer kept for a window after a failed refill */
+	/* fill.c: 0 not checked yet, 1 ring reads, 2 read(2) (memfile()). */
+	uint8_t file_read;
 	unsigned char *rbuf; /* own PROT_BUFSIZE buffer, lazily */
 	struct ur_op rop;    /* the read op (never on a fiber stack) */
 	struct buf dec;	     /* layer output not yet exposed */
@@ -136,6 +141,7 @@ struct prot__stream {
 	 */
 	uint64_t deadline_ns;
 	uint64_t nettime_ns; /* prot_nettime() */
+	bool nettime_on;     /* prot_nettime() was called: keep time */
 
 	/* Wait-event state: owned, allocated and freed by waitevent.c. */
 	void *wait;
@@ -197,6 +203,22 @@ void prot__log(struct protstream *s, char dir, const void *p, size_t n);
 
 /* Restart the read window: timeout_mark and deadline_ns = now + timeout. */
 void prot__touch_timeout(struct protstream *s);
+
+/*
+ * Around a raw read or write, for prot_nettime(). Clock reads cost about
+ * 25 ns each here, so a stream nobody has asked about takes none: start
+ * returns 0 and end then adds nothing.
+ */
+static inline uint64_t prot__net_start(const struct prot__stream *ps)
+{
+	return ps->nettime_on ? ur_now_ns(CLOCK_MONOTONIC) : 0;
+}
+
+static inline void prot__net_end(struct prot__stream *ps, uint64_t t0)
+{
+	if (t0 != 0)
+		ps->nettime_ns += ur_now_ns(CLOCK_MONOTONIC) - t0;
+}
 
 /* Append n bytes to b (buf.c). Returns 0 or -ENOMEM. */
 int prot__buf_append(struct buf *b, const void *p,

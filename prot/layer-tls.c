@@ -59,6 +59,7 @@ struct tls_state {
 	bool owned;	 /* made by pl_tls_accept/connect: freed with us */
 	bool read_end;	 /* close_notify received */
 	bool sent_close; /* close_notify sent */
+	bool failed;	 /* a TLS error: the session must not be resumed */
 	uint64_t discarded;
 	struct buf held; /* plaintext decoded at handshake end */
 	char err[256];
@@ -152,6 +153,7 @@ static int tls_err(struct tls_state *t, int sslerr, const char *what)
 	    ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED)
 		detail = X509_verify_cert_error_string(
 			SSL_get_verify_result(t->ssl));
+	t->failed = true;
 	snprintf(t->err, sizeof(t->err), "%s: %s%s%s%s", what,
 		 reason != NULL ? reason : "protocol error",
 		 *detail != '\0' ? " (" : "", detail,
@@ -301,10 +303,20 @@ static void tls_destroy(struct prot__layer *l)
 	free(l);
 	if (--t->layers > 0)
 		return;
-	if (t->ssl == NULL)
+	if (t->ssl == NULL) {
 		state_free(t);
-	else if (t->owned)
+	} else if (t->owned) {
+		/*
+		 * OpenSSL forgets the session of an SSL freed before a
+		 * shutdown. A connection that simply ended (most IMAP
+		 * clients close without close_notify) keeps it resumable,
+		 * as Cyrus's TLS_FAST_SHUTDOWN does; one that failed not.
+		 */
+		if (!t->failed)
+			SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN |
+							 SSL_RECEIVED_SHUTDOWN);
 		SSL_free(t->ssl); /* ex_free() frees t */
+	}
 }
 
 static const struct prot__layer_ops tls_read_ops = {
@@ -395,6 +407,12 @@ static int attach(struct protstream *s, struct tls_state *t)
 	size_t dropped = 0;
 	int ret;
 
+	if (!s->write && t->rbio != NULL && BIO_ctrl_pending(t->rbio) > 0) {
+		/* Records the caller's BIO held, or the last flight's. */
+		ret = drain_ssl(t, &t->held);
+		if (ret < 0)
+			return ret;
+	}
 	ret = layer_new(t, s->write, &l);
 	if (ret < 0)
 		return ret;
@@ -691,20 +709,16 @@ static int client_opts(SSL *ssl, const struct pl_tls_client_opts *o)
 }
 
 /*
- * The handshake is done: records that came with the last flight (a TLS
- * 1.3 ticket, the first command of an eager client) are decoded now, so
- * that readiness (prot_select) is exact from the start; then both
- * streams get their layer, the read side dropping buffered plaintext.
+ * The handshake is done: both streams get their layer, the read side
+ * dropping buffered plaintext; attach() decodes the records that came
+ * with the last flight (a TLS 1.3 ticket, the first command of an eager
+ * client) at once, so that readiness (prot_select) is exact.
  */
 static int finish(struct protstream *in, struct protstream *out,
 		  struct tls_state *t)
 {
-	int ret = 0;
+	int ret;
 
-	if (BIO_ctrl_pending(t->rbio) > 0)
-		ret = drain_ssl(t, &t->held);
-	if (ret < 0)
-		return ret;
 	ret = attach(in, t);
 	if (ret == 0)
 		ret = attach(out, t);

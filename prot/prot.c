@@ -10,6 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The real functions behind prot.h's inline fast paths are defined here. */
+#undef prot_getc
+#undef prot_putc
+
 /* EX_SOFTWARE, as Cyrus passes to fatal() for ungetc misuse. */
 #define PROT_EX_SOFTWARE 70
 
@@ -309,6 +313,8 @@ int prot_setreadcallback(struct protstream *s, prot_readcallback_t *proc,
 
 uint64_t prot_nettime(const struct protstream *s)
 {
+	/* Streams are never const objects: the const is the API's. */
+	((struct prot__stream *)s)->nettime_on = true;
 	return prot__cof(s)->nettime_ns;
 }
 
@@ -438,19 +444,47 @@ int prot_readbuf(struct protstream *s, struct buf *buf, unsigned size)
 	return n;
 }
 
+/*
+ * Spec 2.5: the bytes prot_getc would return one at a time, up to size - 1
+ * bytes or a '\n' (kept) or EOF, but taken from the window a run at a
+ * time: memchr finds the end, one memcpy copies, and the counters move as
+ * if each byte had gone through getc (can_unget and bytes_in per byte).
+ * Only an empty window goes through prot_fill (or prot_getc's write-stream
+ * check), exactly where the byte loop would have refilled.
+ */
 char *prot_fgets(char *buf, unsigned size, struct protstream *s)
 {
 	char *p = buf;
+	unsigned left, n;
+	const unsigned char *nl;
 	int c;
 
 	if (size < 2 || s->eof)
 		return NULL;
-	while (--size > 0) {
-		c = prot_getc(s);
-		if (c == EOF)
-			break;
-		*p++ = (char)c;
-		if (c == '\n')
+	left = size - 1;
+	while (left > 0) {
+		if (s->cnt == 0 || s->write) {
+			c = prot_getc(s);
+			if (c == EOF)
+				break;
+			*p++ = (char)c;
+			left--;
+			if (c == '\n')
+				break;
+			continue;
+		}
+		n = left < s->cnt ? left : s->cnt;
+		nl = memchr(s->ptr, '\n', n);
+		if (nl != NULL)
+			n = (unsigned)(nl - s->ptr) + 1;
+		memcpy(p, s->ptr, n);
+		p += n;
+		left -= n;
+		s->ptr += n;
+		s->cnt -= n;
+		s->can_unget += (int)n;
+		s->bytes_in += n;
+		if (nl != NULL)
 			break;
 	}
 	if (p == buf)
@@ -512,9 +546,125 @@ int prot_puts(struct protstream *s, const char *str)
 }
 
 /*
+ * printf fast path (spec 6.20). The conversions Cyrus daemons use most
+ * (spec 2.8: %s, %.*s, %c, %d, %i, %u, %x with no, l, ll or z length, and
+ * %%) are formatted here, straight into the free space, without
+ * vsnprintf's per-call stream setup (most of a short prot_printf's
+ * cost). Anything else (a flag, a width, a NULL string, another
+ * conversion) or a result that would not fit below room returns -1, and
+ * the caller runs vsnprintf: the same bytes either way.
+ */
+static int fmt_int(char *out, size_t room, char c, int len, va_list *ap)
+{
+	char num[24], *q = num + sizeof(num);
+	unsigned long long u;
+	bool neg = false;
+	size_t n;
+
+	if (c == 'd' || c == 'i') {
+		long long v = len == 'L'   ? va_arg(*ap, long long)
+			      : len == 'l' ? va_arg(*ap, long)
+			      : len == 'z' ? va_arg(*ap, ssize_t)
+					   : va_arg(*ap, int);
+
+		neg = v < 0;
+		u = neg ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+	} else {
+		u = len == 'L'	 ? va_arg(*ap, unsigned long long)
+		    : len == 'l' ? va_arg(*ap, unsigned long)
+		    : len == 'z' ? va_arg(*ap, size_t)
+				 : va_arg(*ap, unsigned);
+	}
+	/* Constant divisors: the compiler multiplies instead of dividing. */
+	if (c == 'x') {
+		do {
+			*--q = "0123456789abcdef"[u & 15];
+			u >>= 4;
+		} while (u != 0);
+	} else {
+		do {
+			*--q = (char)('0' + u % 10);
+			u /= 10;
+		} while (u != 0);
+	}
+	if (neg)
+		*--q = '-';
+	n = (size_t)(num + sizeof(num) - q);
+	if (n >= room)
+		return -1;
+	memcpy(out, q, n);
+	return (int)n;
+}
+
+static int fmt_fast(char *out, size_t room, const char *fmt, va_list *ap)
+{
+	size_t n = 0, k;
+	const char *str;
+	int prec, len;
+	char c, ch;
+
+	for (;;) {
+		str = strchrnul(fmt, '%');
+		k = (size_t)(str - fmt);
+		if (k >= room - n)
+			return -1;
+		memcpy(out + n, fmt, k);
+		n += k;
+		if (*str == '\0')
+			return (int)n;
+		fmt = str + 1;
+		prec = -2; /* none; -1: negative, as if none (C11 7.21.6.1) */
+		if (fmt[0] == '.' && fmt[1] == '*') {
+			prec = va_arg(*ap, int);
+			prec = prec < 0 ? -1 : prec;
+			fmt += 2;
+		}
+		len = 0;
+		if (*fmt == 'l') {
+			len = *++fmt == 'l' ? 'L' : 'l';
+			fmt += len == 'L';
+		} else if (*fmt == 'z') {
+			len = 'z';
+			fmt++;
+		}
+		c = *fmt++;
+		if (prec != -2 && c != 's')
+			return -1; /* %.*d and the like */
+		if (c == 's' && len == 0) {
+			str = va_arg(*ap, const char *);
+			if (str == NULL)
+				return -1; /* glibc's "(null)" rules */
+			k = prec >= 0 ? strnlen(str, (size_t)prec)
+				      : strlen(str);
+		} else if (c == 'c' && len == 0) {
+			ch = (char)va_arg(*ap, int);
+			str = &ch;
+			k = 1;
+		} else if (c == '%' && len == 0) {
+			str = "%";
+			k = 1;
+		} else if (c == 'd' || c == 'i' || c == 'u' || c == 'x') {
+			int r = fmt_int(out + n, room - n, c, len, ap);
+
+			if (r < 0)
+				return -1;
+			n += (size_t)r;
+			continue;
+		} else {
+			return -1;
+		}
+		if (k >= room - n)
+			return -1;
+		memcpy(out + n, str, k);
+		n += k;
+	}
+}
+
+/*
  * Full C-library printf semantics (spec 2.8), embedded NULs included.
- * Short results are formatted straight into the free space; the rest go
- * through a per-stream scratch buffer and prot_write's path.
+ * Short results are formatted straight into the free space (by fmt_fast,
+ * else vsnprintf); the rest go through a per-stream scratch buffer and
+ * prot_write's path.
  */
 int prot_vprintf(struct protstream *s, const char *fmt, va_list args)
 {
@@ -527,8 +677,13 @@ int prot_vprintf(struct protstream *s, const char *fmt, va_list args)
 	if (s->error != NULL || s->eof)
 		return EOF;
 	va_copy(ap, args);
-	n = vsnprintf((char *)s->ptr, s->cnt, fmt, ap);
+	n = fmt_fast((char *)s->ptr, s->cnt, fmt, &ap);
 	va_end(ap);
+	if (n < 0) {
+		va_copy(ap, args);
+		n = vsnprintf((char *)s->ptr, s->cnt, fmt, ap);
+		va_end(ap);
+	}
 	if (n < 0)
 		return prot__fail(s, -EINVAL, NULL);
 	if ((unsigned)n < s->cnt) {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -208,6 +209,46 @@ static void test_prot_read_ungetc_misuse(void **state)
 	assert_ptr_equal(prot_setfatal(NULL), record_fatal);
 }
 
+/*
+ * prot.h's inline getc/putc fast paths and the exported functions agree:
+ * a program may take their addresses or declare them itself.
+ */
+int prot_getc(struct protstream *s);
+int prot_putc(int c, struct protstream *s);
+
+static void test_prot_read_inline_and_real(void **state)
+{
+	int (*getc_fn)(struct protstream *) = prot_getc;
+	int (*putc_fn)(int, struct protstream *) = &prot_putc;
+	struct protstream *s = prot_readmap("ab", 2);
+	struct buf out = {0};
+	unsigned i;
+
+	(void)state;
+	assert_int_equal(prot_getc(s), 'a');
+	assert_int_equal(getc_fn(s), 'b');
+	assert_int_equal(s->can_unget, 2);
+	assert_int_equal(prot_bytes_in(s), 2);
+	assert_int_equal((prot_getc)(s), EOF);
+	assert_int_equal(prot_getc(s), EOF);
+	prot_free(s);
+
+	s = prot_writebuf(&out);
+	for (i = 0; i < PROT_BUFSIZE; i++)
+		assert_int_equal(i % 2 ? prot_putc('x', s) : putc_fn('y', s),
+				 0);
+	/* The last free byte flushed, whichever path took it. */
+	assert_int_equal(out.len, PROT_BUFSIZE);
+	assert_int_equal(s->cnt, PROT_BUFSIZE);
+	assert_int_equal(prot_bytes_out(s), PROT_BUFSIZE);
+	assert_int_equal(prot_getc(s), EOF); /* wrong direction */
+	assert_non_null(prot_error(s));
+	assert_int_equal(prot_putc('z', s), EOF); /* the error sticks */
+	assert_int_equal(putc_fn('z', s), EOF);
+	prot_free(s);
+	free(out.s);
+}
+
 /* 5.3 #35, #36, #37 */
 static void test_prot_read_fgets(void **state)
 {
@@ -397,6 +438,66 @@ static void test_prot_read_rewind(void **state)
 	assert_int_equal(prot_rewind(s), EOF);
 	assert_string_equal(prot_error(s), "Bad file descriptor");
 	prot_free(s);
+}
+
+static struct prot_waitevent *count_event(struct protstream *s,
+					  struct prot_waitevent *ev, void *rock)
+{
+	(*(int *)rock)++;
+	prot_removewaitevent(s, ev);
+	return NULL;
+}
+
+/*
+ * A regular file in memory (memfd): through the ring by default, with
+ * read(2) under prot_setdirectio(1); either way the same 4096-byte windows
+ * at the file position, EOF, rewind, and due wait events run before a
+ * refill of a stream with a timeout.
+ */
+static void check_memfd(void **state)
+{
+	int fd = memfd_create("prot-read", MFD_CLOEXEC);
+	char big[5000], got[5000];
+	struct protstream *s;
+	int ran = 0;
+
+	(void)state;
+	assert_true(fd >= 0);
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)('a' + i % 26);
+	write_all(fd, big, sizeof(big));
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	s = prot_new(fd, 0);
+	assert_int_equal(prot_settimeout(s, 30), 0);
+	assert_non_null(
+		prot_addwaitevent(s, time(NULL) - 1, count_event, &ran));
+	assert_int_equal(prot_getc(s), 'a');
+	assert_int_equal(ran, 1);
+	got[0] = 'a';
+	assert_int_equal(lseek(fd, 0, SEEK_CUR), PROT_BUFSIZE);
+	assert_int_equal(prot_read(s, got + 1, sizeof(got)), PROT_BUFSIZE - 1);
+	assert_int_equal(prot_read(s, got + PROT_BUFSIZE, sizeof(got)),
+			 sizeof(big) - PROT_BUFSIZE);
+	assert_memory_equal(got, big, sizeof(big));
+	assert_int_equal(prot_getc(s), EOF);
+	assert_true(prot_IS_EOF(s));
+	assert_int_equal(prot_rewind(s), 0);
+	assert_int_equal(prot_getc(s), 'a');
+	assert_int_equal(prot_bytes_in(s), 1);
+	prot_free(s);
+	close(fd);
+}
+
+static void test_prot_read_memfd(void **state)
+{
+	check_memfd(state);
+}
+
+static void test_prot_read_memfd_directio(void **state)
+{
+	prot_setdirectio(1);
+	check_memfd(state);
+	prot_setdirectio(0);
 }
 
 /*
@@ -935,12 +1036,15 @@ int main(void)
 		T(test_prot_read_map_getc_eof),
 		T(test_prot_read_map_ungetc_all),
 		T(test_prot_read_ungetc_misuse),
+		T(test_prot_read_inline_and_real),
 		T(test_prot_read_fgets),
 		T(test_prot_read_lookahead),
 		T(test_prot_read_pipe_windows),
 		T(test_prot_read_callback),
 		T(test_prot_read_peer_close),
 		T(test_prot_read_rewind),
+		T(test_prot_read_memfd),
+		T(test_prot_read_memfd_directio),
 		T(test_prot_read_split_everywhere),
 		T(test_prot_read_socket_bulk),
 		T(test_prot_read_timeout_idle),

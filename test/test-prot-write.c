@@ -7,6 +7,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <wchar.h>
+#include <stdint.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -160,6 +163,69 @@ static void test_prot_write_printf_long(void **state)
 	wpair_close(&w);
 }
 
+/*
+ * prot_printf's own fast formatter and vsnprintf give the same bytes:
+ * every conversion it takes, the ones it leaves to vsnprintf, and results
+ * that end just below, at and past the free space.
+ */
+#define CHECK_PRINTF(...)                                             \
+	do {                                                          \
+		char want_[6000];                                     \
+		int n_ = snprintf(want_, sizeof(want_), __VA_ARGS__); \
+                                                                      \
+		b.len = 0;                                            \
+		assert_int_equal(prot_printf(s, __VA_ARGS__), 0);     \
+		assert_int_equal(prot_flush(s), 0);                   \
+		assert_int_equal(b.len, (size_t)n_);                  \
+		assert_memory_equal(b.s, want_, (size_t)n_);          \
+	} while (0)
+
+static void test_prot_write_printf_fast(void **state)
+{
+	static char big[5000];
+	const char *volatile null = NULL;
+	struct buf b = {0};
+	struct protstream *s = prot_writebuf(&b);
+	char pre[PROT_BUFSIZE];
+
+	(void)state;
+	memset(big, 'b', sizeof(big) - 1);
+	CHECK_PRINTF("%d|%d|%i|%d", INT_MIN, INT_MAX, -1, 0);
+	CHECK_PRINTF("%u|%u|%x|%x", UINT_MAX, 0u, 0u, 0xdeadbeefu);
+	CHECK_PRINTF("%ld|%ld|%lu|%lx", LONG_MIN, LONG_MAX, ULONG_MAX, 255UL);
+	CHECK_PRINTF("%lld|%llu|%llx|%lli", LLONG_MIN, ULLONG_MAX, 1ULL, -7LL);
+	CHECK_PRINTF("%zu|%zd|%zx|%zi", SIZE_MAX, (ssize_t)-5, (size_t)16,
+		     (ssize_t)3);
+	CHECK_PRINTF("%s|%s|%.*s|%.*s", "abc", "", 2, "abcdef", -1, "neg");
+	CHECK_PRINTF("%.*s|%.*s|", 10, "ab", 0, "xyz");
+	CHECK_PRINTF("%c%c%c|%%|100%% %s", 'A', 0, 0xe9, "x");
+	CHECK_PRINTF("* %u EXISTS\r\n", 12345u);
+	CHECK_PRINTF("%s", big);
+	/* Left to vsnprintf. */
+	CHECK_PRINTF("%s|%.*s|%.*s", null, 3, null, 6, null);
+	CHECK_PRINTF("%5d|%-3s|%02X|%+d|%#x|%hd|%hhu|%.3d|%5.2f|%p", 7, "ab",
+		     10, 3, 255, (short)-2, (unsigned char)200, 5, 3.14159,
+		     (void *)&b);
+	CHECK_PRINTF("%lc|%ls|%jd|%td", (wint_t)'w', L"wide", (intmax_t)-9,
+		     (ptrdiff_t)4);
+	/* Results that end around the free space. */
+	memset(pre, 'p', sizeof(pre));
+	for (unsigned k = PROT_BUFSIZE - 12; k < PROT_BUFSIZE; k++) {
+		char want[PROT_BUFSIZE + 32];
+		int n = snprintf(want, sizeof(want), "%.*s%s %d\r\n", (int)k,
+				 pre, "abc", 12345);
+
+		b.len = 0;
+		assert_int_equal(prot_write(s, pre, k), 0);
+		assert_int_equal(prot_printf(s, "%s %d\r\n", "abc", 12345), 0);
+		assert_int_equal(prot_flush(s), 0);
+		assert_int_equal(b.len, (size_t)n);
+		assert_memory_equal(b.s, want, (size_t)n);
+	}
+	prot_free(s);
+	free(b.s);
+}
+
 /* 5.2 #27: the 4096th byte triggers a 4096-byte write. */
 static void test_prot_write_autoflush(void **state)
 {
@@ -296,6 +362,20 @@ static void test_prot_write_big_gather(void **state)
 	close(sv[0]);
 	close(sv[1]);
 	close(lfd);
+}
+
+/*
+ * prot_setdirectio(1): a flush first tries a non-blocking send(2); the
+ * bytes, their order, the counters and the telemetry stay the same, and
+ * what the socket cannot take goes through the ring (1 MiB against a
+ * reader that drains slowly).
+ */
+static void test_prot_write_directio(void **state)
+{
+	prot_setdirectio(1);
+	test_prot_write_big_gather(state);
+	test_prot_write_printf(state);
+	prot_setdirectio(0);
 }
 
 static void small_sndbuf(int fd)
@@ -551,10 +631,12 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
 		T(test_prot_write_printf),
 		T(test_prot_write_printf_long),
+		T(test_prot_write_printf_fast),
 		T(test_prot_write_autoflush),
 		T(test_prot_write_writebuf),
 		T(test_prot_write_error_sticky),
 		T(test_prot_write_big_gather),
+		T(test_prot_write_directio),
 		T(test_prot_write_nonblocking_queue),
 		T(test_prot_write_queue_bound),
 		T(test_prot_write_nonblocking_never_parks),

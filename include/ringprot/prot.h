@@ -197,7 +197,9 @@ struct prot_waitevent {
  * Lifecycle. Allocation failure returns NULL (Cyrus exits instead).
  * prot_new: a stream over fd (not owned: never closed by us). Sockets
  * are read through the loop's provided-buffer ring; pipes and files with
- * ring reads at the current file position.
+ * ring reads at the current file position, except regular files in
+ * memory (tmpfs, memfd: read(2), which never waits there, where the ring
+ * would hand every read to a worker thread).
  * prot_readmap: zero copy over base..base+len, which must outlive it.
  * prot_free: frees the stream, its buffers, queued output and remaining
  * wait events; cancels and waits for its in-flight ops (may yield). Does
@@ -289,6 +291,42 @@ RINGPROT_API int prot_vprintf(struct protstream *s, const char *fmt,
 RINGPROT_API int prot_printf(struct protstream *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3))) UR_MAY_YIELD;
 
+/*
+ * Inline fast paths of prot_getc and prot_putc: a byte taken from or put
+ * into the current buffer costs no call. Everything else (refill, flush,
+ * errors, wrong direction) goes to the real functions, which stay
+ * exported: &prot_getc, (prot_getc)(s) and a program's own declaration
+ * keep working. Same results and counters either way. Define
+ * PROT_NO_INLINE before including this header to always call.
+ */
+static inline int prot__getc_inline(struct protstream *s)
+{
+	if (s->cnt > 0 && !s->write) {
+		s->cnt--;
+		s->can_unget++;
+		s->bytes_in++;
+		return *s->ptr++;
+	}
+	return (prot_getc)(s);
+}
+
+static inline int prot__putc_inline(int c, struct protstream *s)
+{
+	/* The last free byte needs prot_putc: it flushes. */
+	if (s->cnt > 1 && s->write && s->error == NULL && !s->eof) {
+		*s->ptr++ = (unsigned char)c;
+		s->cnt--;
+		s->bytes_out++;
+		return 0;
+	}
+	return (prot_putc)(c, s);
+}
+
+#ifndef PROT_NO_INLINE
+#define prot_getc(s)	prot__getc_inline(s)
+#define prot_putc(c, s) prot__putc_inline(c, s)
+#endif
+
 /* IMAP string output (prot/imap-fmt.c); spec section 2.9. */
 RINGPROT_API int prot_printliteral(struct protstream *out, const char *s,
 				   size_t size) UR_MAY_YIELD;
@@ -366,13 +404,29 @@ RINGPROT_API int prot_rearmwaitevent(struct protstream *s,
 #define PROT_QUEUE_LIMIT_DEFAULT ((size_t)16 << 20)
 RINGPROT_API int prot_setqueuelimit(struct protstream *s, size_t bytes);
 
+/*
+ * ringprot extension. Off by default: every protstream read and write is
+ * an io_uring submission. On, the stream tries the plain syscall first
+ * where the kernel completes it at once (Seastar's speculative syscalls,
+ * uring notes pitfall 29): a blocking flush on a socket starts with one
+ * non-blocking send(2)/sendmsg(2), and a read stream over a tmpfs/memfd
+ * file reads with read(2) (io_uring hands every read of such a file to an
+ * io-wq thread). What would wait still goes through the ring, and no
+ * semantics change: prot_flush returns only once every byte is written.
+ * Process-wide; set it at start-up (a stream decides its read path at its
+ * first read). Measured in bench-prot, which runs both settings.
+ */
+RINGPROT_API void prot_setdirectio(int on);
+
 /* Bytes accepted by a write stream but not yet handed to the kernel. */
 RINGPROT_API size_t prot_queued(const struct protstream *s);
 
 /*
  * Network time (spec 2.23, Cyrus's cmdtime_netstart/netend): nanoseconds
- * this stream spent waiting in raw reads and writes, on CLOCK_MONOTONIC.
- * Callers subtract two readings to time a command.
+ * this stream spent waiting in raw reads and writes, on CLOCK_MONOTONIC,
+ * counted from the first prot_nettime() call on the stream (a stream
+ * nobody times reads no clocks). Callers subtract two readings to time a
+ * command.
  */
 RINGPROT_API uint64_t prot_nettime(const struct protstream *s);
 
