@@ -685,9 +685,13 @@ static int hs_check(struct protstream *in, struct protstream *out)
 		return -EALREADY;
 	if (prot__of(in)->rlayers != NULL || prot__of(out)->wlayers != NULL)
 		return -EINVAL;
-	if (prot__of(in)->kind > PROT__K_FILE ||
-	    prot__of(out)->kind > PROT__K_FILE)
-		return -EINVAL;
+	/* Handshake bytes go straight to the fds: sockets, pipes only. */
+	for (int i = 0; i < 2; i++) {
+		enum prot__kind k = prot__of(i == 0 ? in : out)->kind;
+
+		if (k != PROT__K_SOCKET && k != PROT__K_FILE)
+			return -EINVAL;
+	}
 	return 0;
 }
 

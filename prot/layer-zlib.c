@@ -54,8 +54,6 @@ struct zl {
 	char err[128];
 };
 
-static const struct prot__layer_ops deflate_ops;
-
 static int zl_fail(struct prot__layer *l, const char *what, int zret,
 		   int err)
 {

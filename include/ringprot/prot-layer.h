@@ -125,11 +125,17 @@ RINGPROT_API int pl_zlib_stats(const struct protstream *s,
  * point at the SSL, which the streams own: it is freed with the last of
  * the two (prot_free). Use it for SSL_get0_alpn_selected, peer
  * certificates and the like while the streams live.
- * On failure returns -ETIMEDOUT (deadline), -ECONNRESET (peer closed or
- * reset), -EPROTO (handshake failure, version or cipher mismatch, bad or
- * missing certificate, ...), -ENOMEM, -ECANCELED (fiber cancelled), or
- * the ring's -errno; both streams then carry the error (prot_error) and
- * refuse further I/O: the connection must be closed. *errstr_out (may be
+ * Refused before anything is sent or read, streams untouched: -EINVAL
+ * (in is not a read stream, out not a write stream, a memory stream, or
+ * SASL/DEFLATE already on), -EALREADY (TLS already on), -EIO (a stream
+ * already has an error).
+ * A handshake that fails returns -ETIMEDOUT (deadline), -ECONNRESET (peer
+ * closed or reset), -EPROTO (handshake failure, version or cipher
+ * mismatch, bad or missing certificate, ...), -ENOMEM, -ECANCELED (fiber
+ * cancelled), or the ring's -errno; both streams then carry the error
+ * (prot_error) and refuse further I/O: the connection must be closed.
+ * Records OpenSSL writes while reading (a KeyUpdate answer, an alert)
+ * leave with the next flush of out. *errstr_out (may be
  * NULL) is set to a text for the log, e.g. "TLS handshake failed:
  * certificate verify failed", owned by in (valid until prot_free(in)),
  * or NULL on success.
