@@ -157,8 +157,9 @@ static struct result run_case(int (*a)(struct end *), int (*b)(struct end *),
 	ea.fd = sv[0];
 	eb.fd = sv[1];
 	t0 = clock_ns(CLOCK_MONOTONIC);
-	if (pthread_create(&ta, NULL, end_main, &ea) != 0 ||
-	    pthread_create(&tb, NULL, end_main, &eb) != 0)
+	if (pthread_create(&ta, NULL, end_main, &ea) != 0)
+		die("pthread_create");
+	if (pthread_create(&tb, NULL, end_main, &eb) != 0)
 		die("pthread_create");
 	pthread_join(ta, NULL);
 	pthread_join(tb, NULL);
