@@ -422,11 +422,11 @@ static int encode(struct prot__stream *ps, const unsigned char *p, size_t n,
 	struct buf tmp[2] = {{0}, {0}};
 	int ret = 0, i = 0;
 
-	ps->enc.len = 0;
 	for (struct prot__layer *l = ps->wlayers; l != NULL; l = l->next) {
 		struct buf *out = l->next == NULL ? &ps->enc : &tmp[i];
 
-		out->len = 0;
+		if (l->next != NULL)
+			out->len = 0;
 		ret = l->ops->encode(l, p, n, out);
 		if (ret < 0) {
 			*why = l->errtext;
@@ -503,14 +503,21 @@ static int flush_out(struct protstream *s, int force, const unsigned char *x,
 	if (n == 0 && xn == 0 && ps->q_bytes == 0)
 		return 0;
 	log_out(s, p, n, x, xn);
-	if (n > 0 && ps->wlayers != NULL) {
+	if ((n > 0 || xn > 0) && ps->wlayers != NULL) {
+		size_t chunk = (size_t)s->maxplain;
 		const char *why = NULL;
 
-		ret = encode(ps, p, n, &why);
+		ps->enc.len = 0;
+		ret = n > 0 ? encode(ps, p, n, &why) : 0;
+		for (size_t off = 0; ret == 0 && off < xn; off += chunk)
+			ret = encode(ps, x + off, xn - off < chunk ? xn - off : chunk,
+				     &why);
 		if (ret < 0)
 			return flush_fail(s, ret, why);
 		p = (const unsigned char *)ps->enc.s;
 		n = ps->enc.len;
+		x = NULL;
+		xn = 0;
 	}
 	if (!force && s->dontblock)
 		return queue_out(s, p, n, x, xn);
@@ -550,8 +557,10 @@ int prot__write_big(struct protstream *s, const unsigned char *p, size_t len)
 	s->cnt = 0;
 	p += k;
 	len -= k;
-	if (ps->wlayers == NULL && s->maxplain > 0)
+	if (s->maxplain > 0)
 		whole = len - len % (size_t)s->maxplain;
+	if (ps->wlayers != NULL && whole > ((size_t)s->maxplain << 6))
+		whole = (size_t)s->maxplain << 6;
 	if (flush_out(s, 0, p, whole) == EOF)
 		return EOF;
 	p += whole;
