@@ -300,10 +300,7 @@ static void arm_pbuf(struct ur_loop *loop, struct ur_op *op,
 		     struct io_uring_sqe *sqe, int fd,
 		     const struct ur_bufring *br)
 {
-	if (UR_IS_FIXED(fd)) {
-		sqe->fd = (int)UR_SLOT(fd);
-		sqe->flags |= IOSQE_FIXED_FILE;
-	}
+	ur__sqe_set_fd(sqe, fd);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = br->bgid;
 	ur__op_arm(loop, op, sqe);

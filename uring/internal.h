@@ -107,6 +107,15 @@ struct io_uring_sqe *ur__sqe_get(struct ur_loop *loop);
 /* Submit until the SQ is empty, holding completions on -EBUSY. */
 void ur__sq_flush(struct ur_loop *loop);
 
+/* Direct descriptors travel as UR_FIXED(slot): point sqe at the slot. */
+static inline void ur__sqe_set_fd(struct io_uring_sqe *sqe, int fd)
+{
+	if (UR_IS_FIXED(fd)) {
+		sqe->fd = (int)UR_SLOT(fd);
+		sqe->flags |= IOSQE_FIXED_FILE;
+	}
+}
+
 /* Bind op to sqe: user_data, state INFLIGHT, counters. */
 void ur__op_arm(struct ur_loop *loop, struct ur_op *op,
 		struct io_uring_sqe *sqe);

@@ -76,15 +76,6 @@ struct __kernel_timespec *ur__ts_scratch(struct ur_loop *loop, uint64_t ns)
 	return ts_scratch(loop, ns);
 }
 
-/* Direct descriptors travel as UR_FIXED(slot). */
-static void set_fd(struct io_uring_sqe *sqe, int fd)
-{
-	if (UR_IS_FIXED(fd)) {
-		sqe->fd = (int)UR_SLOT(fd);
-		sqe->flags |= IOSQE_FIXED_FILE;
-	}
-}
-
 static struct io_uring_sqe *begin_start(struct ur_loop *loop,
 					struct ur_op *op)
 {
@@ -131,7 +122,7 @@ int ur_recv_start(struct ur_loop *loop, struct ur_op *op, int fd, void *buf,
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_recv(sqe, fd, buf, len, flags);
-	set_fd(sqe, fd);
+	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;
 }
@@ -141,7 +132,7 @@ int ur_send_start(struct ur_loop *loop, struct ur_op *op, int fd,
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_send(sqe, fd, buf, len, flags);
-	set_fd(sqe, fd);
+	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;
 }
@@ -151,7 +142,7 @@ int ur_sendmsg_start(struct ur_loop *loop, struct ur_op *op, int fd,
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags);
-	set_fd(sqe, fd);
+	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;
 }
@@ -161,7 +152,7 @@ int ur_writev_start(struct ur_loop *loop, struct ur_op *op, int fd,
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, (uint64_t)off);
-	set_fd(sqe, fd);
+	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;
 }
@@ -171,7 +162,7 @@ int ur_read_start(struct ur_loop *loop, struct ur_op *op, int fd, void *buf,
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_read(sqe, fd, buf, (unsigned)len, (uint64_t)off);
-	set_fd(sqe, fd);
+	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;
 }
@@ -181,7 +172,7 @@ int ur_write_start(struct ur_loop *loop, struct ur_op *op, int fd,
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_write(sqe, fd, buf, (unsigned)len, (uint64_t)off);
-	set_fd(sqe, fd);
+	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;
 }
@@ -191,7 +182,7 @@ int ur_accept_start(struct ur_loop *loop, struct ur_op *op, int fd,
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
-	set_fd(sqe, fd);
+	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;
 }
@@ -206,7 +197,7 @@ int ur_accept_multishot_start(struct ur_loop *loop, struct ur_op *op, int fd,
 	else
 		io_uring_prep_multishot_accept(sqe, fd, NULL, NULL,
 					       SOCK_CLOEXEC);
-	set_fd(sqe, fd);
+	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;
 }
@@ -216,7 +207,7 @@ int ur_connect_start(struct ur_loop *loop, struct ur_op *op, int fd,
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_connect(sqe, fd, addr, addrlen);
-	set_fd(sqe, fd);
+	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;
 }
@@ -237,7 +228,7 @@ int ur_poll_start(struct ur_loop *loop, struct ur_op *op, int fd,
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_poll_add(sqe, fd, poll_mask);
-	set_fd(sqe, fd);
+	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;
 }
@@ -273,7 +264,7 @@ static int fsync_start(struct ur_loop *loop, struct ur_op *op, int fd,
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_fsync(sqe, fd, fsync_flags);
-	set_fd(sqe, fd);
+	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;
 }
@@ -397,21 +388,16 @@ int ur_nop(void)
 	UR_BLOCK(ur_nop_start(loop, &op));
 }
 
+static int cancel_fd_blocking(int fd)
+{
+	UR_BLOCK(cancel_fd_start(loop, &op, fd));
+}
+
 int ur_cancel_fd(int fd)
 {
-	int ret;
-	struct ur_op op;
-	int err = 0;
-	struct ur_loop *loop = begin_blocking(&err);
+	int ret = cancel_fd_blocking(fd);
 
-	if (loop == NULL)
-		return err;
-	ur_op_init(&op, NULL, NULL);
-	ret = cancel_fd_start(loop, &op, fd);
-	if (ret < 0)
-		return ret;
-	ret = ur_op_wait(&op);
-	return ret == -ENOENT ? 0 : ret;
+	return ret == -ENOENT ? 0 : ret; /* nothing in flight: none cancelled */
 }
 
 int ur_fd_to_direct(struct ur_loop *loop, int fd)
