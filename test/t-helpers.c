@@ -33,8 +33,7 @@ int t_loop_setup(void **state)
 	return 0;
 }
 
-static void report_live(const char *what, const char *file, int line,
-			void *arg)
+static void report_live(const char *what, const char *file, int line, void *arg)
 {
 	int *n = arg;
 

@@ -43,8 +43,7 @@ void t_require_ring_op(int opcode);
  * Run the group once per ring mode the kernel accepts (DEFER, COOP,
  * PLAIN), setting t_mode for each. Returns the summed failure count.
  */
-int t_run_groups(const char *name, const struct CMUnitTest *tests,
-		 size_t n);
+int t_run_groups(const char *name, const struct CMUnitTest *tests, size_t n);
 
 /* Milliseconds on CLOCK_MONOTONIC. */
 uint64_t t_now_ms(void);

@@ -37,8 +37,8 @@ static void test_ur_loop_mode_is_reported(void **state)
 /* 8-entry SQ: 1,000 ops queued in one go are flushed, never dropped. */
 static void test_ur_loop_sq_full_never_drops(void **state)
 {
-	struct ur_loop_opts o = {.mode = t_mode, .sq_entries = 8,
-				 .cq_entries = 32};
+	struct ur_loop_opts o = {
+		.mode = t_mode, .sq_entries = 8, .cq_entries = 32};
 	struct ur_loop *loop;
 	struct ur_loop_stats st;
 	struct ur_op *ops = calloc(1000, sizeof(*ops));
@@ -68,8 +68,8 @@ static void test_ur_loop_sq_full_never_drops(void **state)
  */
 static void test_ur_loop_cq_overflow_loses_nothing(void **state)
 {
-	struct ur_loop_opts o = {.mode = t_mode, .sq_entries = 16,
-				 .cq_entries = 64};
+	struct ur_loop_opts o = {
+		.mode = t_mode, .sq_entries = 16, .cq_entries = 64};
 	struct ur_loop *loop;
 	struct ur_op *ops = calloc(2000, sizeof(*ops));
 	struct ur_loop_stats st;
@@ -123,7 +123,7 @@ static void test_ur_loop_one_turn_reaps_burst(void **state)
 				 0);
 	}
 	assert_true(ur_loop_run_once(tl->loop, 0) >= 0); /* submitted */
-	nanosleep(&nap, NULL);                             /* all fired */
+	nanosleep(&nap, NULL);				 /* all fired */
 	assert_true(ur_loop_run_once(tl->loop, 0) >= 0);
 	assert_int_equal(done, 1000);
 	free(ts);
@@ -141,7 +141,8 @@ static int loop_new_under_filter(int err)
 			 offsetof(struct seccomp_data, nr)),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
 		BPF_STMT(BPF_RET | BPF_K,
-			 SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
+			 SECCOMP_RET_ERRNO |
+				 ((unsigned)err & SECCOMP_RET_DATA)),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
 	struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]),

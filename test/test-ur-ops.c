@@ -146,9 +146,8 @@ static void test_ur_ops_multishot_accept(void **state)
 	assert_int_equal(ur_accept_multishot_start(loop, &op, lfd, false), 0);
 	for (int i = 0; i < 5; i++) {
 		cfd[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		assert_int_equal(connect(cfd[i], (struct sockaddr *)&a,
-					 sizeof(a)),
-				 0);
+		assert_int_equal(
+			connect(cfd[i], (struct sockaddr *)&a, sizeof(a)), 0);
 	}
 	for (uint64_t end = t_now_ms() + 3000; n < 5 && t_now_ms() < end;)
 		assert_true(ur_loop_run_once(loop, 10000000) >= 0);
@@ -204,9 +203,8 @@ static void test_ur_ops_cancel_fd(void **state)
 	t_socketpair(sv);
 	for (int i = 0; i < 3; i++) {
 		ur_op_init(&op[i], res_cb, &done);
-		assert_int_equal(ur_recv_start(loop, &op[i], sv[0], buf[i], 4,
-					       0),
-				 0);
+		assert_int_equal(
+			ur_recv_start(loop, &op[i], sv[0], buf[i], 4, 0), 0);
 	}
 	assert_true(ur_loop_run_once(loop, 0) >= 0);
 	assert_int_equal(ur_cancel_fd(sv[0]), 3);

@@ -129,7 +129,7 @@ static void test_ur_timer_update_races_fire(void **state)
 	ur_timer_init(&t, loop);
 	assert_int_equal(ur_timer_start(&t, 1 * MS, count_fn, &n), 0);
 	assert_true(ur_loop_run_once(loop, 0) >= 0); /* submitted */
-	nanosleep(&nap, NULL);                         /* fired in kernel */
+	nanosleep(&nap, NULL);			     /* fired in kernel */
 	assert_int_equal(ur_timer_update(&t, t0 + 80 * MS), 0);
 	t_loop_run_until(loop, &n, 2000);
 	assert_int_equal(n, 1);
@@ -198,12 +198,11 @@ static void test_ur_timer_stop_from_other_callback(void **state)
 
 	ur_timer_init(&p.a, loop);
 	ur_timer_init(&p.b, loop);
-	assert_int_equal(ur_timer_start_abs(&p.a, CLOCK_MONOTONIC, at,
-					    stop_other, &p),
-			 0);
-	assert_int_equal(ur_timer_start_abs(&p.b, CLOCK_MONOTONIC, at + 1,
-					    b_fn, &p),
-			 0);
+	assert_int_equal(
+		ur_timer_start_abs(&p.a, CLOCK_MONOTONIC, at, stop_other, &p),
+		0);
+	assert_int_equal(
+		ur_timer_start_abs(&p.b, CLOCK_MONOTONIC, at + 1, b_fn, &p), 0);
 	assert_true(ur_loop_run_once(loop, 0) >= 0);
 	nanosleep(&nap, NULL); /* both CQEs are in the CQ now */
 	for (int k = 0; k < 5; k++)
@@ -257,8 +256,8 @@ static void test_ur_timer_lazy_deadline(void **state)
 	assert_true(ur_loop_run_once(loop, 0) >= 0);
 	ur_loop_stats(loop, &st0);
 	for (int i = 1; i <= 1000; i++)
-		assert_int_equal(ur_deadline_set(&d, t0 + 30 * MS + i * 50000ULL),
-				 0);
+		assert_int_equal(
+			ur_deadline_set(&d, t0 + 30 * MS + i * 50000ULL), 0);
 	ur_loop_stats(loop, &st1);
 	assert_int_equal(st1.submits, st0.submits);
 	t_loop_run_until(loop, &n, 2000);
@@ -276,9 +275,8 @@ static void test_ur_timer_lazy_deadline(void **state)
 
 	/* Cleared: nothing fires. */
 	n = 0;
-	assert_int_equal(ur_deadline_set(&d, ur_now_ns(CLOCK_MONOTONIC) +
-						     10 * MS),
-			 0);
+	assert_int_equal(
+		ur_deadline_set(&d, ur_now_ns(CLOCK_MONOTONIC) + 10 * MS), 0);
 	assert_int_equal(ur_deadline_set(&d, 0), 0);
 	for (int k = 0; k < 5; k++)
 		assert_true(ur_loop_run_once(loop, 10 * MS) >= 0);

@@ -22,15 +22,14 @@
 		if (__builtin_expect(!(expr), 0))                             \
 			ur__assert_fail(#expr, __FILE__, __LINE__, __func__); \
 	} while (0)
-__attribute__((noreturn)) void ur__assert_fail(const char *expr,
-					       const char *file, int line,
-					       const char *func);
+__attribute__((noreturn)) void
+ur__assert_fail(const char *expr, const char *file, int line, const char *func);
 
 /* struct ur_op ur__state values. */
 enum {
 	UR_OP_IDLE = 0,
 	UR_OP_INFLIGHT, /* SQE handed out, final CQE not reaped */
-	UR_OP_DONE,     /* final CQE reaped (until the op is reused) */
+	UR_OP_DONE,	/* final CQE reaped (until the op is reused) */
 };
 
 /* A completion copied out of the CQ (overflow drain, see loop.c). */
@@ -68,15 +67,15 @@ struct ur_loop {
 	/* Fibers (fiber.c). */
 	struct ur__ctx sched_ctx; /* unused placeholder for non-nested runs */
 	struct ur_fiber *current; /* running fiber, NULL in the scheduler */
-	struct ur_list runq;      /* runnable fibers, FIFO */
-	struct ur_list fibers;    /* every live fiber (foreach_live) */
+	struct ur_list runq;	  /* runnable fibers, FIFO */
+	struct ur_list fibers;	  /* every live fiber (foreach_live) */
 	struct ur__stack_pool stacks;
 	size_t stack_size;
 
 	/* Timers (timer.c). */
-	struct ur_list timers;   /* armed user timers (foreach_live) */
-	void *tslot_free;        /* free kernel-side timer slots */
-	struct ur_list tslots;   /* slots in use */
+	struct ur_list timers; /* armed user timers (foreach_live) */
+	void *tslot_free;      /* free kernel-side timer slots */
+	struct ur_list tslots; /* slots in use */
 	uint64_t timers_armed;
 
 	/* Cross-thread posts (loop.c). */
@@ -147,8 +146,7 @@ void ur__submit_cancel(struct ur_loop *loop, struct ur_op *target);
 /*
  * fiber.c provides these to loop.c.
  */
-int ur__fibers_init(struct ur_loop *loop, size_t stack_size,
-		    unsigned pool_max);
+int ur__fibers_init(struct ur_loop *loop, size_t stack_size, unsigned pool_max);
 void ur__fibers_fini(struct ur_loop *loop);
 /* Run every fiber runnable now (not those made runnable meanwhile).
  * Returns how many ran. Called from the scheduler context. */

@@ -10,7 +10,7 @@ struct ur_list {
 	struct ur_list *next, *prev;
 };
 
-#define ur_container_of(ptr, type, member)                                    \
+#define ur_container_of(ptr, type, member) \
 	((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 static inline void ur_list_init(struct ur_list *l)
@@ -55,10 +55,10 @@ static inline struct ur_list *ur_list_pop(struct ur_list *head)
 	return n;
 }
 
-#define ur_list_for_each(pos, head)                                           \
+#define ur_list_for_each(pos, head) \
 	for ((pos) = (head)->next; (pos) != (head); (pos) = (pos)->next)
-#define ur_list_for_each_safe(pos, tmp, head)                                 \
-	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);      \
+#define ur_list_for_each_safe(pos, tmp, head)                            \
+	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); \
 	     (pos) = (tmp), (tmp) = (pos)->next)
 
 #endif /* RINGPROT_UR_LIST_H */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* uring/loop: ring setup, the loop turn, CQE dispatch and cross-thread posts. */
+/* uring/loop: ring setup, the loop turn, CQE dispatch and cross-thread posts.
+ */
 #include "internal.h"
 
 #include <errno.h>
@@ -155,7 +156,8 @@ int ur_loop_new(const struct ur_loop_opts *opts, struct ur_loop **loop_out)
 	if (ret < 0)
 		goto out_free;
 	loop->thread = pthread_self();
-	(void)io_uring_register_ring_fd(&loop->ring); /* optional: cheaper enter */
+	(void)io_uring_register_ring_fd(
+		&loop->ring); /* optional: cheaper enter */
 	loop->probe = io_uring_get_probe_ring(&loop->ring);
 	if (o.direct_files > 0) {
 		ret = io_uring_register_files_sparse(&loop->ring,
@@ -293,7 +295,8 @@ void ur__cqe_dispatch(struct ur_loop *loop, uint64_t user_data, int32_t res,
 		loop->st.ops_inflight--;
 	}
 	if (op->ur__bgid != 0)
-		ur__bufring_cqe(loop, op); /* a provided buffer leaves the ring */
+		ur__bufring_cqe(loop,
+				op); /* a provided buffer leaves the ring */
 	if (op->fn != NULL) {
 		op->fn(op); /* may free op: do not touch it afterwards */
 	} else if (op->ur__waiter != NULL) {
@@ -374,8 +377,8 @@ static unsigned reap_all(struct ur_loop *loop)
 	unsigned total = reap(loop);
 	unsigned got = total;
 
-	for (int i = 0; i < 64 && loop->mode == UR_MODE_DEFER &&
-			got >= UR_DEFER_TW_BATCH;
+	for (int i = 0;
+	     i < 64 && loop->mode == UR_MODE_DEFER && got >= UR_DEFER_TW_BATCH;
 	     i++) {
 		(void)io_uring_get_events(&loop->ring);
 		loop->st.enters++;
@@ -486,14 +489,12 @@ void ur_loop_stats(const struct ur_loop *loop, struct ur_loop_stats *out)
 	out->timers_armed = loop->timers_armed;
 }
 
-void ur_loop_foreach_live(const struct ur_loop *loop, ur_live_fn *fn,
-			  void *arg)
+void ur_loop_foreach_live(const struct ur_loop *loop, ur_live_fn *fn, void *arg)
 {
 	const struct ur_list *pos;
 
 	ur__fibers_foreach_live(loop, fn, arg);
-	ur_list_for_each(pos, &loop->timers)
-	{
+	ur_list_for_each(pos, &loop->timers) {
 		const struct ur_timer *t =
 			ur_container_of(pos, struct ur_timer, ur__link);
 

@@ -58,8 +58,7 @@ int ur_op_wait(struct ur_op *op)
  * Scratch timespecs for SQEs that need one only until submission
  * (FEAT_SUBMIT_STABLE): valid until the next io_uring_enter.
  */
-static struct __kernel_timespec *ts_scratch(struct ur_loop *loop,
-					    uint64_t ns)
+static struct __kernel_timespec *ts_scratch(struct ur_loop *loop, uint64_t ns)
 {
 	struct __kernel_timespec *ts;
 
@@ -76,8 +75,7 @@ struct __kernel_timespec *ur__ts_scratch(struct ur_loop *loop, uint64_t ns)
 	return ts_scratch(loop, ns);
 }
 
-static struct io_uring_sqe *begin_start(struct ur_loop *loop,
-					struct ur_op *op)
+static struct io_uring_sqe *begin_start(struct ur_loop *loop, struct ur_op *op)
 {
 	if (op->ur__state == UR_OP_INFLIGHT)
 		return NULL;
@@ -98,24 +96,24 @@ static struct ur_loop *begin_blocking(int *err)
 }
 
 /* A blocking face: start the op with a NULL callback, then wait for it. */
-#define UR_BLOCK(start_call)                                                  \
-	do {                                                                  \
-		struct ur_op op;                                              \
-		int err_ = 0;                                                 \
-		struct ur_loop *loop = begin_blocking(&err_);                 \
-		if (loop == NULL)                                             \
-			return err_;                                          \
-		ur_op_init(&op, NULL, NULL);                                  \
-		err_ = (start_call);                                          \
-		if (err_ < 0)                                                 \
-			return err_;                                          \
-		return ur_op_wait(&op);                                       \
+#define UR_BLOCK(start_call)                                  \
+	do {                                                  \
+		struct ur_op op;                              \
+		int err_ = 0;                                 \
+		struct ur_loop *loop = begin_blocking(&err_); \
+		if (loop == NULL)                             \
+			return err_;                          \
+		ur_op_init(&op, NULL, NULL);                  \
+		err_ = (start_call);                          \
+		if (err_ < 0)                                 \
+			return err_;                          \
+		return ur_op_wait(&op);                       \
 	} while (0)
 
-#define UR_START(loop, op, sqe)                                               \
-	struct io_uring_sqe *sqe = begin_start(loop, op);                     \
-	if (sqe == NULL)                                                      \
-		return -EBUSY
+#define UR_START(loop, op, sqe)                           \
+	struct io_uring_sqe *sqe = begin_start(loop, op); \
+	if (sqe == NULL)                                  \
+	return -EBUSY
 
 int ur_recv_start(struct ur_loop *loop, struct ur_op *op, int fd, void *buf,
 		  size_t len, int flags)
@@ -241,8 +239,7 @@ int ur_nop_start(struct ur_loop *loop, struct ur_op *op)
 	return 0;
 }
 
-int ur_timeout_start(struct ur_loop *loop, struct ur_op *op,
-		     uint64_t delay_ns)
+int ur_timeout_start(struct ur_loop *loop, struct ur_op *op, uint64_t delay_ns)
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_timeout(sqe, ts_scratch(loop, delay_ns), 0, 0);
@@ -302,8 +299,7 @@ static int cancel_fd_start(struct ur_loop *loop, struct ur_op *op, int fd)
 	return 0;
 }
 
-static int files_update_start(struct ur_loop *loop, struct ur_op *op,
-			      int *fds)
+static int files_update_start(struct ur_loop *loop, struct ur_op *op, int *fds)
 {
 	UR_START(loop, op, sqe);
 	io_uring_prep_files_update(sqe, fds, 1, (int)IORING_FILE_INDEX_ALLOC);

@@ -7,21 +7,21 @@
 #include <stddef.h>
 
 struct ur__stack {
-	void *lo;        /* lowest usable byte (just above the guard) */
-	size_t size;     /* usable bytes */
-	void *map;       /* the whole mapping, guard included */
+	void *lo;    /* lowest usable byte (just above the guard) */
+	size_t size; /* usable bytes */
+	void *map;   /* the whole mapping, guard included */
 	size_t map_len;
-	unsigned vg_id;  /* Valgrind stack id */
+	unsigned vg_id;		/* Valgrind stack id */
 	struct ur__stack *next; /* pool link */
 };
 
 struct ur__stack_pool {
-	size_t stack_size;     /* usable size, page multiple */
-	unsigned max_cached;   /* stacks kept for reuse */
+	size_t stack_size;   /* usable size, page multiple */
+	unsigned max_cached; /* stacks kept for reuse */
 	unsigned cached;
 	struct ur__stack *free;
-	unsigned long mapped;  /* stacks mapped, in use or cached */
-	bool guard_madvise;    /* MADV_GUARD_INSTALL worked (no extra VMA) */
+	unsigned long mapped; /* stacks mapped, in use or cached */
+	bool guard_madvise;   /* MADV_GUARD_INSTALL worked (no extra VMA) */
 };
 
 /* stack_size is rounded up to pages; 0 means 64 KiB. */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* uring/timer: absolute-deadline timers on IORING_OP_TIMEOUT, lazy deadlines. */
+/* uring/timer: absolute-deadline timers on IORING_OP_TIMEOUT, lazy deadlines.
+ */
 #include "internal.h"
 
 #include <errno.h>
@@ -179,11 +180,10 @@ int ur_timer_update(struct ur_timer *t, uint64_t deadline_ns)
 	if (s->armed_ns == deadline_ns || s->op.ur__state != UR_OP_INFLIGHT)
 		return 0;
 	sqe = ur__sqe_get(t->ur__loop);
-	io_uring_prep_timeout_update(sqe,
-				     ur__ts_scratch(t->ur__loop, deadline_ns),
-				     (uint64_t)(uintptr_t)&s->op,
-				     IORING_TIMEOUT_ABS |
-					     clock_flags(t->ur__clock));
+	io_uring_prep_timeout_update(
+		sqe, ur__ts_scratch(t->ur__loop, deadline_ns),
+		(uint64_t)(uintptr_t)&s->op,
+		IORING_TIMEOUT_ABS | clock_flags(t->ur__clock));
 	io_uring_sqe_set_data64(sqe, UR_UD_IGNORE);
 	s->armed_ns = deadline_ns;
 	return 0;
@@ -220,8 +220,7 @@ void ur__timers_fini(struct ur_loop *loop)
 	struct tslot *s;
 
 	/* Slots still in use had their CQEs dropped by ur_loop_free. */
-	ur_list_for_each_safe(pos, tmp, &loop->tslots)
-	{
+	ur_list_for_each_safe(pos, tmp, &loop->tslots) {
 		s = ur_container_of(pos, struct tslot, link);
 		if (s->owner != NULL)
 			s->owner->ur__slot = NULL;

@@ -40,12 +40,12 @@ enum ur_mode {
 };
 
 struct ur_loop_opts {
-	enum ur_mode mode;       /* AUTO, or force one (-EINVAL if refused) */
-	unsigned sq_entries;     /* 0: 256 */
-	unsigned cq_entries;     /* 0 or below 4 * sq_entries: 4 * sq */
-	size_t stack_size;       /* fiber stack size, 0: 64 KiB */
+	enum ur_mode mode;	 /* AUTO, or force one (-EINVAL if refused) */
+	unsigned sq_entries;	 /* 0: 256 */
+	unsigned cq_entries;	 /* 0 or below 4 * sq_entries: 4 * sq */
+	size_t stack_size;	 /* fiber stack size, 0: 64 KiB */
 	unsigned stack_pool_max; /* stacks kept for reuse, 0: 1024 */
-	unsigned direct_files;   /* sparse registered file table, 0: none */
+	unsigned direct_files;	 /* sparse registered file table, 0: none */
 };
 
 /*
@@ -105,15 +105,15 @@ RINGPROT_API bool ur_loop_has_op(const struct ur_loop *loop, int opcode);
 
 /* What is still alive in the loop. */
 struct ur_loop_stats {
-	uint64_t ops_inflight;   /* SQEs given to the kernel, CQE not reaped */
-	uint64_t fibers_live;    /* spawned and not yet freed */
-	uint64_t timers_armed;   /* user timers (ur_timer) armed */
-	uint64_t submits;        /* io_uring_enter calls that submitted */
-	uint64_t enters;         /* io_uring_enter calls in all */
-	uint64_t cqes;           /* completions dispatched */
-	uint64_t sq_full;        /* times the SQ was full and flushed */
-	uint64_t cq_overflow;    /* times the kernel held overflowed CQEs */
-	uint64_t stacks_mapped;  /* fiber stacks mapped (pooled or in use) */
+	uint64_t ops_inflight;	/* SQEs given to the kernel, CQE not reaped */
+	uint64_t fibers_live;	/* spawned and not yet freed */
+	uint64_t timers_armed;	/* user timers (ur_timer) armed */
+	uint64_t submits;	/* io_uring_enter calls that submitted */
+	uint64_t enters;	/* io_uring_enter calls in all */
+	uint64_t cqes;		/* completions dispatched */
+	uint64_t sq_full;	/* times the SQ was full and flushed */
+	uint64_t cq_overflow;	/* times the kernel held overflowed CQEs */
+	uint64_t stacks_mapped; /* fiber stacks mapped (pooled or in use) */
 };
 RINGPROT_API void ur_loop_stats(const struct ur_loop *loop,
 				struct ur_loop_stats *out);
@@ -143,10 +143,10 @@ RINGPROT_API int ur_loop_post(struct ur_loop *loop, ur_post_fn *fn,
  * IOSQE_FIXED_FILE. Plain fds are passed as they are.
  * ---------------------------------------------------------------------
  */
-#define UR_FIXED_BIT    0x40000000
-#define UR_FIXED(slot)  ((int)((unsigned)(slot) | UR_FIXED_BIT))
+#define UR_FIXED_BIT	0x40000000
+#define UR_FIXED(slot)	((int)((unsigned)(slot) | UR_FIXED_BIT))
 #define UR_IS_FIXED(fd) ((fd) >= 0 && ((fd)&UR_FIXED_BIT) != 0)
-#define UR_SLOT(fd)     ((unsigned)(fd) & ~(unsigned)UR_FIXED_BIT)
+#define UR_SLOT(fd)	((unsigned)(fd) & ~(unsigned)UR_FIXED_BIT)
 
 /*
  * Install fd into loop's registered file table (the loop must have been
@@ -175,9 +175,9 @@ RINGPROT_API int ur_fd_to_direct(struct ur_loop *loop,
 typedef void ur_op_fn(struct ur_op *op);
 
 struct ur_op {
-	ur_op_fn *fn;       /* completion callback */
-	void *data;         /* free for the caller */
-	int32_t res;        /* CQE result of the last completion */
+	ur_op_fn *fn;	    /* completion callback */
+	void *data;	    /* free for the caller */
+	int32_t res;	    /* CQE result of the last completion */
 	uint32_t cqe_flags; /* its flags (IORING_CQE_F_MORE, _F_BUFFER...) */
 	/* private */
 	struct ur_loop *ur__loop;
@@ -228,8 +228,7 @@ RINGPROT_API int ur_openat(int dfd, const char *path, int flags,
 RINGPROT_API int ur_fsync(int fd, unsigned fsync_flags) UR_MAY_YIELD;
 RINGPROT_API int ur_renameat(int olddfd, const char *oldpath, int newdfd,
 			     const char *newpath, unsigned flags) UR_MAY_YIELD;
-RINGPROT_API int ur_unlinkat(int dfd, const char *path,
-			     int flags) UR_MAY_YIELD;
+RINGPROT_API int ur_unlinkat(int dfd, const char *path, int flags) UR_MAY_YIELD;
 /* Returns the revents mask (POLLIN...) or -errno. */
 RINGPROT_API int ur_poll(int fd, unsigned poll_mask) UR_MAY_YIELD;
 RINGPROT_API int ur_nop(void) UR_MAY_YIELD;
@@ -250,18 +249,17 @@ RINGPROT_API int ur_send_start(struct ur_loop *loop, struct ur_op *op, int fd,
 RINGPROT_API int ur_sendmsg_start(struct ur_loop *loop, struct ur_op *op,
 				  int fd, const struct msghdr *msg,
 				  int flags) RINGPROT_MUST_CHECK;
-RINGPROT_API int ur_writev_start(struct ur_loop *loop, struct ur_op *op,
-				 int fd, const struct iovec *iov, int iovcnt,
+RINGPROT_API int ur_writev_start(struct ur_loop *loop, struct ur_op *op, int fd,
+				 const struct iovec *iov, int iovcnt,
 				 int64_t off) RINGPROT_MUST_CHECK;
 RINGPROT_API int ur_read_start(struct ur_loop *loop, struct ur_op *op, int fd,
 			       void *buf, size_t len,
 			       int64_t off) RINGPROT_MUST_CHECK;
-RINGPROT_API int ur_write_start(struct ur_loop *loop, struct ur_op *op,
-				int fd, const void *buf, size_t len,
+RINGPROT_API int ur_write_start(struct ur_loop *loop, struct ur_op *op, int fd,
+				const void *buf, size_t len,
 				int64_t off) RINGPROT_MUST_CHECK;
-RINGPROT_API int ur_accept_start(struct ur_loop *loop, struct ur_op *op,
-				 int fd, struct sockaddr *addr,
-				 socklen_t *addrlen,
+RINGPROT_API int ur_accept_start(struct ur_loop *loop, struct ur_op *op, int fd,
+				 struct sockaddr *addr, socklen_t *addrlen,
 				 int flags) RINGPROT_MUST_CHECK;
 /*
  * Multishot accept: op->fn runs once per accepted connection (op->res is
@@ -319,7 +317,7 @@ RINGPROT_API void ur_timer_init(struct ur_timer *t, struct ur_loop *loop);
  * arrives before the deadline (a clock step, a lost update race) re-arms.
  * Returns 0, -EINVAL for an unsupported clock.
  */
-#define ur_timer_start_abs(t, clock, deadline_ns, fn, arg)                    \
+#define ur_timer_start_abs(t, clock, deadline_ns, fn, arg) \
 	ur__timer_start_abs(t, clock, deadline_ns, fn, arg, __FILE__, __LINE__)
 RINGPROT_API int ur__timer_start_abs(struct ur_timer *t, clockid_t clock,
 				     uint64_t deadline_ns, ur_timer_fn *fn,
@@ -396,7 +394,7 @@ struct ur_fiber_opts {
  * Returns 0, -EINVAL (fn NULL, no loop), -ENOMEM (no memory or no stack
  * could be mapped).
  */
-#define ur_fiber_spawn(loop, fn, arg, opts, f_out)                            \
+#define ur_fiber_spawn(loop, fn, arg, opts, f_out) \
 	ur__fiber_spawn(loop, fn, arg, opts, f_out, __FILE__, __LINE__)
 RINGPROT_API int ur__fiber_spawn(struct ur_loop *loop, ur_fiber_fn *fn,
 				 void *arg, const struct ur_fiber_opts *opts,
@@ -487,9 +485,8 @@ RINGPROT_API int ur_recv_pbuf_start(struct ur_loop *loop, struct ur_op *op,
 				    int flags) RINGPROT_MUST_CHECK;
 /* Multishot: op->fn runs per CQE while IORING_CQE_F_MORE is set. Refuses
  * (-ENOBUFS) to arm on an empty ring, which would fail at once. */
-RINGPROT_API int ur_recv_multishot_start(struct ur_loop *loop,
-					 struct ur_op *op, int fd,
-					 struct ur_bufring *br,
+RINGPROT_API int ur_recv_multishot_start(struct ur_loop *loop, struct ur_op *op,
+					 int fd, struct ur_bufring *br,
 					 int flags) RINGPROT_MUST_CHECK;
 
 /*
@@ -500,9 +497,9 @@ RINGPROT_API int ur_recv_multishot_start(struct ur_loop *loop,
  * ---------------------------------------------------------------------
  */
 typedef void ur_signal_fn(struct ur_signal *sig, int signo, void *arg);
-RINGPROT_API int ur_signal_start(struct ur_loop *loop, const sigset_t *set,
-				 ur_signal_fn *fn, void *arg,
-				 struct ur_signal **sig_out) RINGPROT_MUST_CHECK;
+RINGPROT_API int
+ur_signal_start(struct ur_loop *loop, const sigset_t *set, ur_signal_fn *fn,
+		void *arg, struct ur_signal **sig_out) RINGPROT_MUST_CHECK;
 /*
  * Stop watching (the callback may call it), close the signalfd and unblock
  * the signals start blocked. A signal read meanwhile is raised again, not
