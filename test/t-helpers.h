@@ -41,7 +41,8 @@ void t_require_ring_op(int opcode);
 
 /*
  * Run the group once per ring mode the kernel accepts (DEFER, COOP,
- * PLAIN), setting t_mode for each. Returns the summed failure count.
+ * PLAIN), setting t_mode for each, or only the one RINGPROT_TEST_MODE
+ * names. Returns the summed failure count.
  */
 int t_run_groups(const char *name, const struct CMUnitTest *tests, size_t n);
 
