@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,8 @@
 #define QBLOCK_SIZE 65536
 #define SND_IOV	    64
 
+#define WRITE_TIMED_OUT "write timed out"
+
 struct prot__sender {
 	struct ur_op op;
 	struct prot__stream *ps;      /* NULL once orphaned by prot_free */
@@ -29,6 +32,16 @@ struct prot__sender {
 	bool polling; /* op is a POLLOUT wait (O_NONBLOCK fd), not a send */
 	struct iovec iov[SND_IOV];
 	struct msghdr msg;
+
+	/*
+	 * Write timeout: a blocking send's own op (so the deadline can cancel
+	 * it) and one lazy deadline for both ops. Armed only while an op
+	 * waits for the peer; pushing it later costs no SQE.
+	 */
+	struct ur_op bop;
+	struct ur_deadline wdl;
+	bool wdl_on;	/* wdl initialised */
+	bool timed_out; /* the deadline cancelled op or bop */
 };
 
 bool prot__has_output(const struct protstream *s)
@@ -48,6 +61,25 @@ bool prot__directio;
 void prot_setdirectio(int on)
 {
 	prot__directio = on != 0;
+}
+
+int prot_setwritetimeout_ms(struct protstream *s, unsigned ms)
+{
+	if (!s->write) {
+		errno = EINVAL;
+		return EOF;
+	}
+	prot__of(s)->wtimeout_ms = ms;
+	return 0;
+}
+
+int prot_setwritetimeout(struct protstream *s, int seconds)
+{
+	if (seconds < 0 || seconds > INT_MAX / 1000) {
+		errno = EINVAL;
+		return EOF;
+	}
+	return prot_setwritetimeout_ms(s, (unsigned)seconds * 1000U);
 }
 
 int prot_setqueuelimit(struct protstream *s, size_t bytes)
@@ -180,6 +212,49 @@ static int send_start(struct prot__stream *ps, struct ur_loop *loop,
 
 static void sender_done(struct ur_op *op);
 
+/* The write deadline passed: cancel whichever send still waits. */
+static void wdl_fired(struct ur_timer *t, void *arg)
+{
+	struct prot__sender *snd = arg;
+
+	(void)t;
+	if (ur_op_is_busy(&snd->bop)) {
+		snd->timed_out = true;
+		prot__cancel(&snd->bop);
+	}
+	if (snd->busy) {
+		snd->timed_out = true;
+		prot__cancel(&snd->op);
+	}
+}
+
+/* An op that waits for the peer starts now: (re)start the window. */
+static int wdl_arm(struct prot__stream *ps, struct ur_loop *loop)
+{
+	struct prot__sender *snd = ps->snd;
+
+	if (ps->wtimeout_ms == 0)
+		return 0;
+	if (!snd->wdl_on) {
+		ur_deadline_init(&snd->wdl, loop, wdl_fired, snd);
+		snd->wdl_on = true;
+	}
+	snd->timed_out = false;
+	return ur_deadline_set(&snd->wdl,
+			       ur_now_ns(CLOCK_MONOTONIC) +
+				       (uint64_t)ps->wtimeout_ms * 1000000ULL);
+}
+
+/* Nothing waits for the peer any more. */
+static void wdl_clear(struct prot__sender *snd)
+{
+	if (snd->wdl_on) {
+		int ret = ur_deadline_set(&snd->wdl, 0);
+
+		(void)ret; /* clearing takes no SQE: it cannot fail */
+	}
+}
+
 /* Start the background send of the queue head (if idle and non-empty). */
 static void sender_kick(struct prot__stream *ps)
 {
@@ -187,9 +262,12 @@ static void sender_kick(struct prot__stream *ps)
 	struct ur_loop *loop;
 	int n, ret;
 
-	if (snd == NULL || snd->busy || ps->q_bytes == 0 ||
-	    ps->pub.error != NULL)
+	if (snd == NULL || snd->busy)
 		return;
+	if (ps->q_bytes == 0 || ps->pub.error != NULL) {
+		wdl_clear(snd);
+		return;
+	}
 	ret = ur_loop_get(&loop);
 	if (ret < 0)
 		goto fail;
@@ -200,6 +278,9 @@ static void sender_kick(struct prot__stream *ps)
 	if (ret < 0)
 		goto fail;
 	snd->busy = true;
+	ret = wdl_arm(ps, loop);
+	if (ret < 0)
+		goto fail;
 	return;
 fail:
 	(void)prot__fail(&ps->pub, ret, NULL);
@@ -217,13 +298,15 @@ static void sender_poll(struct prot__stream *ps)
 		ur_op_init(&snd->op, sender_done, snd);
 		ret = ur_poll_start(loop, &snd->op, ps->pub.fd, POLLOUT);
 	}
+	if (ret == 0) {
+		snd->polling = true;
+		snd->busy = true;
+		ret = wdl_arm(ps, loop);
+	}
 	if (ret < 0) {
 		(void)prot__fail(&ps->pub, ret, NULL);
 		queue_clear(ps);
-		return;
 	}
-	snd->polling = true;
-	snd->busy = true;
 }
 
 static void sender_done(struct ur_op *op)
@@ -239,6 +322,8 @@ static void sender_done(struct ur_op *op)
 		free(snd);
 		return;
 	}
+	if (res == -ECANCELED && snd->timed_out)
+		(void)prot__fail(&ps->pub, -ETIMEDOUT, WRITE_TIMED_OUT);
 	if (snd->polling)
 		res = res < 0 && res != -EINTR ? res : 0;
 	if (res == -EAGAIN && ps->pub.error == NULL) {
@@ -341,8 +426,7 @@ static void send_now(struct prot__stream *ps, struct piece *pc)
 
 	/* A cancelled fiber's ring send fails at once: keep that contract. */
 	if (!prot__directio || ps->kind != PROT__K_SOCKET ||
-	    UR_IS_FIXED(ps->pub.fd) ||
-	    (f != NULL && ur_fiber_is_cancelled(f)))
+	    UR_IS_FIXED(ps->pub.fd) || (f != NULL && ur_fiber_is_cancelled(f)))
 		return;
 	n = gather(ps, snd->iov, pc);
 	if (n == 0)
@@ -361,6 +445,44 @@ static void send_now(struct prot__stream *ps, struct piece *pc)
 }
 
 /*
+ * One blocking send (or, op_poll, POLLOUT wait) of snd->iov[0..n) under
+ * the write timeout: the op is the sender's own, so the deadline can
+ * cancel it, and without MSG_WAITALL, so that every byte the peer takes
+ * restarts the window.
+ */
+static ssize_t timed_send(struct prot__stream *ps, int n, bool op_poll)
+{
+	struct prot__sender *snd = ps->snd;
+	struct ur_loop *loop;
+	int fd = ps->pub.fd;
+	int ret = ur_loop_get(&loop);
+
+	if (ret < 0)
+		return ret;
+	ur_op_init(&snd->bop, NULL, NULL);
+	if (op_poll)
+		ret = ur_poll_start(loop, &snd->bop, fd, POLLOUT);
+	else if (ps->kind == PROT__K_SOCKET)
+		ret = ur_sendmsg_start(loop, &snd->bop, fd, &snd->msg,
+				       MSG_NOSIGNAL);
+	else
+		ret = ur_writev_start(loop, &snd->bop, fd, snd->iov, n, -1);
+	if (ret < 0)
+		return ret;
+	ret = wdl_arm(ps, loop);
+	if (ret < 0) {
+		prot__cancel(&snd->bop);
+		(void)ur_op_wait(&snd->bop);
+		return ret;
+	}
+	ret = ur_op_wait(&snd->bop);
+	wdl_clear(snd);
+	if (ret == -ECANCELED && snd->timed_out)
+		return -ETIMEDOUT;
+	return ret;
+}
+
+/*
  * Blocking gathered send of the queue plus two more pieces, continued
  * after short sends. MSG_WAITALL lets the kernel continue them itself.
  */
@@ -369,6 +491,7 @@ static int send_all(struct prot__stream *ps, const void *p1, size_t n1,
 {
 	struct prot__sender *snd = sender_get(ps);
 	struct piece pc[2] = {{p1, n1}, {p2, n2}};
+	bool timed = ps->wtimeout_ms > 0;
 	ssize_t w;
 	int n;
 
@@ -380,13 +503,17 @@ static int send_all(struct prot__stream *ps, const void *p1, size_t n1,
 			memset(&snd->msg, 0, sizeof(snd->msg));
 			snd->msg.msg_iov = snd->iov;
 			snd->msg.msg_iovlen = (size_t)n;
+		}
+		if (timed)
+			w = timed_send(ps, n, false);
+		else if (ps->kind == PROT__K_SOCKET)
 			w = ur_sendmsg(ps->pub.fd, &snd->msg,
 				       MSG_NOSIGNAL | MSG_WAITALL);
-		} else {
+		else
 			w = ur_writev(ps->pub.fd, snd->iov, n, -1);
-		}
 		if (w == -EAGAIN) { /* the application made the fd O_NONBLOCK */
-			int r = ur_poll(ps->pub.fd, POLLOUT);
+			int r = timed ? (int)timed_send(ps, 0, true)
+				      : ur_poll(ps->pub.fd, POLLOUT);
 
 			if (r < 0)
 				return r;
@@ -510,8 +637,8 @@ static int flush_out(struct protstream *s, int force, const unsigned char *x,
 		ps->enc.len = 0;
 		ret = n > 0 ? encode(ps, p, n, &why) : 0;
 		for (size_t off = 0; ret == 0 && off < xn; off += chunk)
-			ret = encode(ps, x + off, xn - off < chunk ? xn - off : chunk,
-				     &why);
+			ret = encode(ps, x + off,
+				     xn - off < chunk ? xn - off : chunk, &why);
 		if (ret < 0)
 			return flush_fail(s, ret, why);
 		p = (const unsigned char *)ps->enc.s;
@@ -528,7 +655,8 @@ static int flush_out(struct protstream *s, int force, const unsigned char *x,
 		ret = send_all(ps, p, n, x, xn);
 	prot__net_end(ps, t0);
 	if (ret < 0 || s->error != NULL)
-		return flush_fail(s, ret < 0 ? ret : -EIO, NULL);
+		return flush_fail(s, ret < 0 ? ret : -EIO,
+				  ret == -ETIMEDOUT ? WRITE_TIMED_OUT : NULL);
 	buf_reset(s);
 	return 0;
 }
@@ -605,6 +733,8 @@ void prot__flush_fini(struct protstream *s)
 	struct prot__sender *snd = ps->snd;
 
 	ps->snd = NULL;
+	if (snd != NULL && snd->wdl_on)
+		ur_deadline_fini(&snd->wdl);
 	if (snd != NULL && snd->busy) {
 		/* Hand the blocks the kernel may read to the op's record. */
 		snd->ps = NULL;

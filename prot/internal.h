@@ -150,6 +150,7 @@ struct prot__stream {
 	struct prot__qblock *q_head, *q_tail;
 	size_t q_bytes; /* unsent bytes in the queue */
 	size_t q_limit;
+	unsigned wtimeout_ms; /* write timeout (flush.c), 0: none */
 	struct prot__sender *snd; /* send op and its iovecs, lazily */
 	struct buf enc;		  /* encoded output scratch (layers) */
 

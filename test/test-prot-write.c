@@ -26,6 +26,8 @@ struct sink {
 	int fd;
 	size_t want; /* stop after this many bytes (0: until EOF) */
 	int delay_ms;
+	size_t chunk; /* read at most this much at a time (0: any) */
+	int pause_ms; /* sleep after each read */
 	char *got;
 	size_t len, cap;
 };
@@ -45,12 +47,17 @@ static void *sink_main(void *arg)
 			if (k->got == NULL)
 				return NULL;
 		}
-		r = read(k->fd, k->got + k->len, k->cap - k->len);
+		r = read(k->fd, k->got + k->len,
+			 k->chunk > 0 && k->chunk < k->cap - k->len
+				 ? k->chunk
+				 : k->cap - k->len);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			break;
 		k->len += (size_t)r;
+		if (k->pause_ms > 0)
+			usleep((useconds_t)k->pause_ms * 1000);
 		if (k->want > 0 && k->len >= k->want)
 			break;
 	}
@@ -63,6 +70,18 @@ static void sink_start(struct sink *k, int fd, size_t want, int delay_ms)
 	k->fd = fd;
 	k->want = want;
 	k->delay_ms = delay_ms;
+	assert_int_equal(pthread_create(&k->th, NULL, sink_main, k), 0);
+}
+
+/* A slow reader: chunk bytes at a time, pause_ms between reads. */
+static void sink_start_slow(struct sink *k, int fd, size_t want, size_t chunk,
+			    int pause_ms)
+{
+	memset(k, 0, sizeof(*k));
+	k->fd = fd;
+	k->want = want;
+	k->chunk = chunk;
+	k->pause_ms = pause_ms;
 	assert_int_equal(pthread_create(&k->th, NULL, sink_main, k), 0);
 }
 
@@ -625,6 +644,132 @@ static void test_prot_write_pipe(void **state)
 	close(p[1]);
 }
 
+/*
+ * Spec 6.8, write timeout: a peer that stops reading. The blocking flush
+ * gives up after the window ("write timed out", ETIMEDOUT) instead of
+ * hanging for ever, and the error is sticky.
+ */
+static void test_prot_write_timeout_stalled_peer(void **state)
+{
+	static char data[1 << 20];
+	struct protstream *s;
+	uint64_t t0, took;
+	int sv[2];
+
+	(void)state;
+	t_socketpair(sv);
+	small_sndbuf(sv[0]);
+	s = prot_new(sv[0], 1);
+	assert_int_equal(prot_setwritetimeout_ms(s, 300), 0);
+	t0 = t_now_ms();
+	assert_int_equal(prot_write(s, data, sizeof(data)), EOF);
+	took = t_now_ms() - t0;
+	assert_int_equal(errno, ETIMEDOUT);
+	assert_string_equal(prot_error(s), "write timed out");
+	assert_in_range(took, 250, 10000);
+	assert_int_equal(prot_write(s, "x", 1), EOF); /* sticky */
+	assert_int_equal(prot_flush(s), EOF);
+	assert_string_equal(prot_error(s), "write timed out");
+	prot_free(s);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* A slow reader that keeps taking bytes never times out. */
+static void test_prot_write_timeout_slow_reader(void **state)
+{
+	enum {
+		N = 256 * 1024
+	};
+	static char data[N];
+	struct protstream *s;
+	struct sink k;
+	int sv[2];
+
+	(void)state;
+	for (size_t i = 0; i < N; i++)
+		data[i] = (char)('a' + i % 23);
+	t_socketpair(sv);
+	small_sndbuf(sv[0]);
+	s = prot_new(sv[0], 1);
+	assert_int_equal(prot_setwritetimeout_ms(s, 400), 0);
+	/* About 1.6 s in all, far longer than the window. */
+	sink_start_slow(&k, sv[1], N, 8192, 50);
+	assert_int_equal(prot_write(s, data, N), 0);
+	assert_int_equal(prot_flush(s), 0);
+	assert_null(prot_error(s));
+	sink_join(&k);
+	assert_int_equal(k.len, N);
+	assert_memory_equal(k.got, data, N);
+	free(k.got);
+	prot_free(s);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* The background send of a non-blocking stream's queue times out too. */
+static void test_prot_write_timeout_nonblocking(void **state)
+{
+	static char data[1 << 20];
+	struct t_loop *tl = *state;
+	struct protstream *s;
+	int sv[2];
+
+	t_socketpair(sv);
+	small_sndbuf(sv[0]);
+	s = prot_new(sv[0], 1);
+	prot_NONBLOCK(s);
+	assert_int_equal(prot_setwritetimeout_ms(s, 200), 0);
+	/* Queued at once (a forced prot_flush would block, and time out). */
+	assert_int_equal(prot_write(s, data, sizeof(data)), 0);
+	assert_true(prot_queued(s) > 0);
+	for (uint64_t end = t_now_ms() + 10000;
+	     prot_error(s) == NULL && t_now_ms() < end;)
+		assert_true(ur_loop_run_once(tl->loop, 50 * 1000 * 1000) >= 0);
+	assert_string_equal(prot_error(s), "write timed out");
+	assert_int_equal(prot_queued(s), 0);
+	assert_int_equal(prot_write(s, "x", 1), EOF);
+	assert_int_equal(prot_flush(s), EOF);
+	prot_free(s);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* A pipe nobody drains: the writev path has the same window. */
+static void test_prot_write_timeout_pipe(void **state)
+{
+	static char data[1 << 20];
+	struct protstream *s;
+	int p[2];
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	s = prot_new(p[1], 1);
+	assert_int_equal(prot_setwritetimeout(s, 1), 0);
+	assert_int_equal(prot_write(s, data, sizeof(data)), EOF);
+	assert_string_equal(prot_error(s), "write timed out");
+	prot_free(s);
+	close(p[0]);
+	close(p[1]);
+}
+
+/* Misuse: a read stream has no write timeout; negative is refused. */
+static void test_prot_write_timeout_args(void **state)
+{
+	struct protstream *r = prot_new(0, 0);
+	struct protstream *w = prot_new(1, 1);
+
+	(void)state;
+	errno = 0;
+	assert_int_equal(prot_setwritetimeout(r, 5), EOF);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(prot_setwritetimeout(w, -1), EOF);
+	assert_int_equal(prot_setwritetimeout(w, 0), 0);
+	assert_int_equal(prot_setwritetimeout_ms(w, 1500), 0);
+	prot_free(r);
+	prot_free(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -643,6 +788,11 @@ int main(void)
 		T(test_prot_write_free_with_queue),
 		T(test_prot_write_fiber_cancel),
 		T(test_prot_write_pipe),
+		T(test_prot_write_timeout_stalled_peer),
+		T(test_prot_write_timeout_slow_reader),
+		T(test_prot_write_timeout_nonblocking),
+		T(test_prot_write_timeout_pipe),
+		T(test_prot_write_timeout_args),
 #undef T
 	};
 

@@ -405,6 +405,19 @@ RINGPROT_API int prot_rearmwaitevent(struct protstream *s,
 RINGPROT_API int prot_setqueuelimit(struct protstream *s, size_t bytes);
 
 /*
+ * ringprot extension (spec 6.8): a write timeout. Cyrus's flush blocks for
+ * ever on a peer that stops reading. With a timeout set, every send that
+ * waits for the peer (a blocking flush, or the background send of a
+ * non-blocking stream's queue) fails when the peer takes no byte for that
+ * long: the stream's error becomes "write timed out" (errno ETIMEDOUT),
+ * the pending output is dropped and the flush returns EOF. A slow peer
+ * that keeps taking bytes never times out. 0 (the default) turns it off.
+ * Returns 0, or EOF (errno EINVAL) on a read stream.
+ */
+RINGPROT_API int prot_setwritetimeout(struct protstream *s, int seconds);
+RINGPROT_API int prot_setwritetimeout_ms(struct protstream *s, unsigned ms);
+
+/*
  * ringprot extension. Off by default: every protstream read and write is
  * an io_uring submission. On, the stream tries the plain syscall first
  * where the kernel completes it at once (Seastar's speculative syscalls,
