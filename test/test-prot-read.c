@@ -657,7 +657,7 @@ static void test_prot_read_timeout_from_refill(void **state)
 	usleep(1300 * 1000);
 	t0 = t_now_ms();
 	assert_int_equal(prot_getc(s), EOF);
-	assert_true(t_now_ms() - t0 < 300);
+	assert_true(t_now_ms() - t0 < 800); /* vs a new 1 s window */
 	assert_string_equal(prot_error(s), "idle for too long");
 	prot_free(s);
 

@@ -1010,8 +1010,12 @@ static void test_prot_waitevent_fiber_cancelled(void **state)
 /*
  * 10,000 streams over 5,000 socketpairs (10,000 fds), one fiber each,
  * each with a wait event about 1 s out. Every event fires on its own
- * stream's fiber, sends one byte to the partner, and every read returns
- * the partner's byte.
+ * stream's fiber and sends one byte from the partner's end of the pair,
+ * so that byte reaches the stream itself: a stream's read can only
+ * complete after its own event ran. (Were the byte sent to the partner,
+ * the partner's read could complete before its own event fired, and a
+ * read that completes ends the wait, in Cyrus too: input found ready
+ * beats an event that came due meanwhile.)
  */
 #define MANY 10000
 
@@ -1034,7 +1038,7 @@ static struct prot_waitevent *many_cb(struct protstream *s,
 
 	c->calls++;
 	m->fired++;
-	if (send(s->fd, &b, 1, MSG_DONTWAIT) != 1)
+	if (send(m->fd[c->id ^ 1], &b, 1, MSG_DONTWAIT) != 1)
 		c->calls += 1000; /* shows up as a wrong count */
 	prot_removewaitevent(s, ev);
 	return NULL;
