@@ -922,6 +922,36 @@ static void test_ur_bufring_direct_descriptors(void **state)
 	ur_loop_free(&loop);
 }
 
+/*
+ * A ring that outlives its loop (an owner leaked it): the loop's free
+ * detaches it, a new loop never sees it, and freeing it later only
+ * releases its memory.
+ */
+static void test_ur_bufring_outlives_loop(void **state)
+{
+	struct ur_loop_opts o = {.mode = t_mode};
+	struct ur_loop *loop, *again;
+	struct ur_bufring *br, *fresh;
+
+	(void)state;
+	assert_int_equal(ur_loop_new(&o, &loop), 0);
+	assert_int_equal(ur_bufring_new(loop, 4, 64, &br), 0);
+	assert_ptr_equal(ur_bufring_loop(br), loop);
+	ur_loop_free(&loop);
+	assert_null(ur_bufring_loop(br));
+	assert_int_equal(ur_loop_new(&o, &again), 0);
+	assert_int_equal(
+		ur_recv_pbuf_start(again, &(struct ur_op){0}, 0, br, 0),
+		-EINVAL);
+	assert_int_equal(ur_bufring_new(again, 4, 64, &fresh), 0);
+	assert_ptr_equal(ur_bufring_loop(fresh), again);
+	assert_int_equal(ur_bufring_free(&fresh), 0);
+	assert_int_equal(ur_bufring_free(&br), 0);
+	assert_null(br);
+	ur_loop_free(&again);
+	ur_loop_bind(NULL);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
@@ -940,6 +970,7 @@ int main(void)
 		T(test_ur_bufring_idle_does_not_take_wakeup),
 		T(test_ur_bufring_put_during_attempt),
 		cmocka_unit_test(test_ur_bufring_direct_descriptors),
+		cmocka_unit_test(test_ur_bufring_outlives_loop),
 	};
 #undef T
 

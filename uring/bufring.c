@@ -223,10 +223,45 @@ out_free:
 	return ret;
 }
 
+/* Take br off this thread's list (ur__bufring_cqe's lookup). */
+static void rings_unlink(struct ur_bufring *br)
+{
+	for (struct ur_bufring **pp = &tls_rings; *pp != NULL;
+	     pp = &(*pp)->next) {
+		if (*pp == br) {
+			*pp = br->next;
+			return;
+		}
+	}
+}
+
+/*
+ * The loop is being freed with rings still made on it (their owner
+ * leaked them past the loop): detach them, so that a later loop at the
+ * same address never finds them, and ur_bufring_free() only frees the
+ * memory (the ring fd and its registrations are gone).
+ */
+void ur__bufrings_fini(struct ur_loop *loop)
+{
+	struct ur_bufring *br = tls_rings, *next;
+
+	for (; br != NULL; br = next) {
+		next = br->next;
+		if (br->loop == loop) {
+			rings_unlink(br);
+			br->loop = NULL;
+		}
+	}
+}
+
+struct ur_loop *ur_bufring_loop(const struct ur_bufring *br)
+{
+	return br->loop;
+}
+
 int ur_bufring_free(struct ur_bufring **brp)
 {
 	struct ur_bufring *br = *brp;
-	struct ur_bufring **pp;
 	int ret;
 
 	if (br == NULL)
@@ -234,6 +269,12 @@ int ur_bufring_free(struct ur_bufring **brp)
 	if (br->avail != br->nbufs || br->callers > 0 ||
 	    !ur_list_empty(&br->waiters))
 		return -EBUSY;
+	if (br->loop == NULL) { /* detached by ur_loop_free() */
+		bufring_unmap(br);
+		free(br);
+		*brp = NULL;
+		return 0;
+	}
 	/*
 	 * Ops still armed on the group but holding no buffer (callback
 	 * faces) fail with -ENOBUFS once it is gone; the kernel looks the
@@ -243,12 +284,7 @@ int ur_bufring_free(struct ur_bufring **brp)
 	ret = io_uring_unregister_buf_ring(&br->loop->ring, br->bgid);
 	if (ret < 0)
 		return ret;
-	for (pp = &tls_rings; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == br) {
-			*pp = br->next;
-			break;
-		}
-	}
+	rings_unlink(br);
 	bgid_release(br->loop, br->bgid);
 	bufring_unmap(br);
 	free(br);

@@ -173,6 +173,8 @@ bool ur__fiber_cancelled(const struct ur_fiber *f);
  * op's callback or waiter.
  */
 void ur__bufring_cqe(struct ur_loop *loop, struct ur_op *op);
+/* ur_loop_free(): detach the rings still made on loop. */
+void ur__bufrings_fini(struct ur_loop *loop);
 
 /* timer.c: a timer slot's CQE. */
 void ur__timer_slot_cqe(struct ur_loop *loop, struct ur_op *op);

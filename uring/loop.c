@@ -617,6 +617,7 @@ void ur_loop_free(struct ur_loop **loopp)
 	}
 	ur__fibers_fini(loop);
 	ur__timers_fini(loop);
+	ur__bufrings_fini(loop);
 	io_uring_queue_exit(&loop->ring);
 	if (loop->probe != NULL)
 		io_uring_free_probe(loop->probe);

@@ -461,6 +461,11 @@ RINGPROT_API int ur_bufring_new(struct ur_loop *loop, unsigned nbufs,
 /* Unregister and free. Every buffer must be back and no fiber waiting for
  * one (-EBUSY otherwise). */
 RINGPROT_API int ur_bufring_free(struct ur_bufring **brp);
+/*
+ * The loop br was made on, or NULL once that loop has been freed (br is
+ * then detached: ur_bufring_free() only releases its memory).
+ */
+RINGPROT_API struct ur_loop *ur_bufring_loop(const struct ur_bufring *br);
 RINGPROT_API void *ur_bufring_buf(const struct ur_bufring *br, unsigned bid);
 RINGPROT_API size_t ur_bufring_buf_size(const struct ur_bufring *br);
 RINGPROT_API unsigned ur_bufring_available(const struct ur_bufring *br);
