@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* test/prot-diff: the same calls on Cyrus 3.6's libcyrus.so.0 and on ours. */
 #include "t-helpers.h" /* stdarg, stddef, setjmp, cmocka: in that order */
+#include "t-cyrus.h"
 
 #include <ringprot/prot.h>
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -53,9 +53,10 @@
  * every read script instead of stopping at the first.
  *
  * Why one file of about 2,400 lines (STYLE: say so past 1,500): the
- * loader, the Cyrus struct layout and the comparison harness are shared
- * by every case, and only this file may hold them (tests are one binary
- * per unit); splitting it would duplicate them.
+ * Cyrus struct layout and the comparison harness are shared by every
+ * case, and only this file uses them (tests are one binary per unit);
+ * splitting it would duplicate them. The loader is test/t-cyrus.c,
+ * shared with bench/bench-prot.c.
  */
 
 /*
@@ -113,123 +114,6 @@ struct cy_protstream {
 	void *waitevent;
 	void *userdata;
 };
-
-typedef ssize_t cy_fill_fn(unsigned char *buf, size_t len, void *rock);
-
-static struct cy_protstream *(*cy_new)(int fd, int write);
-static struct cy_protstream *(*cy_writebuf)(struct cy_buf *b);
-static struct cy_protstream *(*cy_readmap)(const char *base, uint32_t len);
-static struct cy_protstream *(*cy_readcb)(cy_fill_fn *proc, void *rock);
-static int (*cy_free)(struct cy_protstream *s);
-static int (*cy_setlog)(struct cy_protstream *s, int fd);
-static int (*cy_setisclient)(struct cy_protstream *s, int val);
-static const char *(*cy_error)(struct cy_protstream *s);
-static int (*cy_flush)(struct cy_protstream *s);
-static int (*cy_write)(struct cy_protstream *s, const char *p, unsigned n);
-static int (*cy_putc)(int c, struct cy_protstream *s);
-static int (*cy_puts)(struct cy_protstream *s, const char *str);
-static int (*cy_printf)(struct cy_protstream *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static int (*cy_printliteral)(struct cy_protstream *s, const char *p, size_t n);
-static int (*cy_printstring)(struct cy_protstream *s, const char *p);
-static int (*cy_printmap)(struct cy_protstream *s, const char *p, size_t n);
-static int (*cy_printamap)(struct cy_protstream *s, const char *p, size_t n);
-static int (*cy_printastring)(struct cy_protstream *s, const char *p);
-static int (*cy_getc)(struct cy_protstream *s);
-static int (*cy_ungetc)(int c, struct cy_protstream *s);
-static int (*cy_fill)(struct cy_protstream *s);
-static char *(*cy_fgets)(char *buf, unsigned size, struct cy_protstream *s);
-static int (*cy_read)(struct cy_protstream *s, char *buf, unsigned size);
-static int (*cy_readbuf)(struct cy_protstream *s, struct cy_buf *b,
-			 unsigned size);
-static size_t (*cy_lookahead)(struct cy_protstream *s, const char *str,
-			      size_t len, int *sep);
-static void (*cy_buf_free)(struct cy_buf *b);
-
-/* libcyrus calls fatal(), which the program must provide. */
-__attribute__((visibility("default"))) void fatal(const char *s, int code);
-__attribute__((visibility("default"))) void fatal(const char *s, int code)
-{
-	fprintf(stderr, "fatal(%d): %s\n", code, s);
-	fflush(stderr);
-	_exit(code);
-}
-
-static void cy_load(void)
-{
-	static const struct {
-		const char *name;
-		void *slot;
-	} syms[] = {
-		{"prot_new", &cy_new},
-		{"prot_writebuf", &cy_writebuf},
-		{"prot_readmap", &cy_readmap},
-		{"prot_readcb", &cy_readcb},
-		{"prot_free", &cy_free},
-		{"prot_setlog", &cy_setlog},
-		{"prot_setisclient", &cy_setisclient},
-		{"prot_error", &cy_error},
-		{"prot_flush", &cy_flush},
-		{"prot_write", &cy_write},
-		{"prot_putc", &cy_putc},
-		{"prot_puts", &cy_puts},
-		{"prot_printf", &cy_printf},
-		{"prot_printliteral", &cy_printliteral},
-		{"prot_printstring", &cy_printstring},
-		{"prot_printmap", &cy_printmap},
-		{"prot_printamap", &cy_printamap},
-		{"prot_printastring", &cy_printastring},
-		{"prot_getc", &cy_getc},
-		{"prot_ungetc", &cy_ungetc},
-		{"prot_fill", &cy_fill},
-		{"prot_fgets", &cy_fgets},
-		{"prot_read", &cy_read},
-		{"prot_readbuf", &cy_readbuf},
-		{"prot_lookahead", &cy_lookahead},
-	};
-	void *lib, *min, *p;
-
-#if defined(__SANITIZE_ADDRESS__)
-	/*
-	 * ASan refuses RTLD_DEEPBIND (google/sanitizers#611), and without
-	 * it libcyrus's own calls would bind to our prot_* exports.
-	 */
-	fprintf(stderr,
-		"prot-diff: Cyrus cannot be loaded under ASan: skipped\n");
-	exit(77);
-#endif
-
-	/*
-	 * libcyrus.so.0 uses libcyrus_min.so.0 without naming it as NEEDED,
-	 * so that one must be global first. DEEPBIND makes both bind their
-	 * own symbols before ours: this binary exports prot_* too.
-	 */
-	if ((min = dlopen("libcyrus_min.so.0",
-			  RTLD_NOW | RTLD_GLOBAL | RTLD_DEEPBIND)) == NULL ||
-	    (lib = dlopen("libcyrus.so.0",
-			  RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)) == NULL) {
-		fprintf(stderr, "prot-diff: cannot load Cyrus (%s): skipped\n",
-			dlerror());
-		exit(77);
-	}
-	p = dlsym(min, "buf_free");
-	if (p == NULL) {
-		fprintf(stderr,
-			"prot-diff: no buf_free in libcyrus_min: skipped\n");
-		exit(77);
-	}
-	memcpy(&cy_buf_free, &p, sizeof(p));
-	for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
-		p = dlsym(lib, syms[i].name);
-		if (p == NULL) {
-			fprintf(stderr,
-				"prot-diff: no %s in libcyrus: skipped\n",
-				syms[i].name);
-			exit(77);
-		}
-		memcpy(syms[i].slot, &p, sizeof(p));
-	}
-}
 
 /* ------------------------------------------------------------------ */
 /* Small helpers: PRNG, hex dumps, memfd contents.                     */
@@ -2507,7 +2391,7 @@ int main(void)
 	const char *seed = getenv("RINGPROT_DIFF_SEED");
 
 	signal(SIGPIPE, SIG_IGN);
-	cy_load();
+	t_cyrus_load("prot-diff");
 	keep_going = getenv("RINGPROT_DIFF_KEEP_GOING") != NULL;
 	if (seed != NULL)
 		rng_state = strtoull(seed, NULL, 0) | 1;

@@ -77,6 +77,36 @@ static struct protgroup *group_of(struct protstream *s)
 	return g;
 }
 
+/*
+ * The usual case: one member stream on a socketpair (sv[0]), in a group
+ * of its own, and a pipe for the extra fd when asked (else p is -1).
+ */
+struct sel {
+	int sv[2], p[2];
+	struct protstream *s;
+	struct protgroup *g;
+};
+
+static void sel_open(struct sel *x, bool with_pipe)
+{
+	x->s = pair_stream(x->sv);
+	x->p[0] = x->p[1] = -1;
+	if (with_pipe)
+		assert_int_equal(pipe2(x->p, O_CLOEXEC), 0);
+	x->g = group_of(x->s);
+}
+
+static void sel_close(struct sel *x)
+{
+	protgroup_free(x->g);
+	prot_free(x->s);
+	close_pair(x->sv);
+	if (x->p[0] >= 0) {
+		close(x->p[0]);
+		close(x->p[1]);
+	}
+}
+
 /* Spec 5.6 #56, with protgroup_copy fixed (spec 6 item 15). */
 static void test_prot_select_groups(void **state)
 {
@@ -162,120 +192,92 @@ static void test_prot_select_groups_grow_reset(void **state)
  */
 static void test_prot_select_buffered_and_extra(void **state)
 {
-	struct protgroup *g, *out = NULL;
-	struct protstream *s;
-	int sv[2], p[2];
+	struct protgroup *out = NULL;
+	struct sel x;
 	int flag = 42;
 	uint64_t t0;
 
 	(void)state;
-	s = pair_stream(sv);
-	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-	assert_int_equal(write(sv[1], "ab", 2), 2);
-	assert_int_equal(prot_getc(s), 'a'); /* 'b' stays buffered */
-	assert_int_equal(write(p[1], "e", 1), 1);
-	g = group_of(s);
+	sel_open(&x, true);
+	assert_int_equal(write(x.sv[1], "ab", 2), 2);
+	assert_int_equal(prot_getc(x.s), 'a'); /* 'b' stays buffered */
+	assert_int_equal(write(x.p[1], "e", 1), 1);
 	t0 = t_now_ms();
-	assert_int_equal(prot_select(g, p[0], &out, &flag, NULL), 2);
+	assert_int_equal(prot_select(x.g, x.p[0], &out, &flag, NULL), 2);
 	assert_true(t_now_ms() - t0 < 1500);
 	assert_int_equal(flag, 1);
 	assert_non_null(out);
-	assert_ptr_equal(protgroup_getelement(out, 0), s);
+	assert_ptr_equal(protgroup_getelement(out, 0), x.s);
 	assert_null(protgroup_getelement(out, 1));
 	protgroup_free(out);
 
 	/* Extra fd not readable: the flag reads 0 (Cyrus: stale 42). */
 	flag = 42;
 	out = NULL;
-	assert_int_equal(read(p[0], &flag, 1), 1);
+	assert_int_equal(read(x.p[0], &flag, 1), 1);
 	flag = 42;
-	assert_int_equal(prot_select(g, p[0], &out, &flag, NULL), 1);
+	assert_int_equal(prot_select(x.g, x.p[0], &out, &flag, NULL), 1);
 	assert_int_equal(flag, 0);
-	assert_ptr_equal(protgroup_getelement(out, 0), s);
+	assert_ptr_equal(protgroup_getelement(out, 0), x.s);
 	protgroup_free(out);
-	assert_int_equal(prot_getc(s), 'b');
+	assert_int_equal(prot_getc(x.s), 'b');
 
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
-	close(p[0]);
-	close(p[1]);
+	sel_close(&x);
 }
 
 /* Spec 5.6 #58: only the extra fd is readable. */
 static void test_prot_select_only_extra(void **state)
 {
-	struct protgroup *g, *out = (struct protgroup *)&out;
-	struct protstream *s;
+	struct protgroup *out = (struct protgroup *)&out;
+	struct sel x;
 	struct later l;
-	int sv[2], p[2];
 	int flag = 42;
 
-	s = pair_stream(sv);
-	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-	g = group_of(s);
-	write_later(loop_of(state), &l, p[1], "e", 100);
-	assert_int_equal(prot_select(g, p[0], &out, &flag, NULL), 1);
+	sel_open(&x, true);
+	write_later(loop_of(state), &l, x.p[1], "e", 100);
+	assert_int_equal(prot_select(x.g, x.p[0], &out, &flag, NULL), 1);
 	assert_null(out);
 	assert_int_equal(flag, 1);
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
-	close(p[0]);
-	close(p[1]);
+	sel_close(&x);
 }
 
 /* Spec 5.6 #59: only the member's fd is readable. */
 static void test_prot_select_only_member(void **state)
 {
-	struct protgroup *g, *out = NULL;
-	struct protstream *s;
+	struct protgroup *out = NULL;
+	struct sel x;
 	struct later l;
-	int sv[2], p[2];
 	int flag = 42;
 
-	s = pair_stream(sv);
-	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-	g = group_of(s);
-	write_later(loop_of(state), &l, sv[1], "m", 100);
-	assert_int_equal(prot_select(g, p[0], &out, &flag, NULL), 1);
+	sel_open(&x, true);
+	write_later(loop_of(state), &l, x.sv[1], "m", 100);
+	assert_int_equal(prot_select(x.g, x.p[0], &out, &flag, NULL), 1);
 	assert_int_equal(flag, 0);
 	assert_non_null(out);
-	assert_ptr_equal(protgroup_getelement(out, 0), s);
-	assert_int_equal(prot_getc(s), 'm');
+	assert_ptr_equal(protgroup_getelement(out, 0), x.s);
+	assert_int_equal(prot_getc(x.s), 'm');
 	protgroup_free(out);
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
-	close(p[0]);
-	close(p[1]);
+	sel_close(&x);
 }
 
 /* Spec 5.6 #60: nothing ready, caller timeout {1, 0}. */
 static void test_prot_select_timeout(void **state)
 {
-	struct protgroup *g, *out = (struct protgroup *)&out;
+	struct protgroup *out = (struct protgroup *)&out;
 	struct timeval tv = {1, 0};
-	struct protstream *s;
-	int sv[2], p[2];
+	struct sel x;
 	int flag = 42;
 	uint64_t t0;
 
 	(void)state;
-	s = pair_stream(sv);
-	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-	g = group_of(s);
+	sel_open(&x, true);
 	t0 = t_now_ms();
-	assert_int_equal(prot_select(g, p[0], &out, &flag, &tv), 0);
+	assert_int_equal(prot_select(x.g, x.p[0], &out, &flag, &tv), 0);
 	assert_in_range(t_now_ms() - t0, 900, 3000);
 	assert_null(out);
 	assert_int_equal(flag, 0);
 	assert_int_equal(tv.tv_sec, 1); /* no member deadline: untouched */
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
-	close(p[0]);
-	close(p[1]);
+	sel_close(&x);
 }
 
 /*
@@ -285,30 +287,26 @@ static void test_prot_select_timeout(void **state)
  */
 static void test_prot_select_read_deadline(void **state)
 {
-	struct protgroup *g, *out = NULL;
+	struct protgroup *out = NULL;
 	struct timeval tv = {10, 0};
-	struct protstream *s;
-	int sv[2];
+	struct sel x;
 	int flag = 42;
 	uint64_t t0;
 
 	(void)state;
-	s = pair_stream(sv);
-	assert_int_equal(prot_settimeout(s, 1), 0);
-	g = group_of(s);
+	sel_open(&x, false);
+	assert_int_equal(prot_settimeout(x.s, 1), 0);
 	t0 = t_now_ms();
-	assert_int_equal(prot_select(g, -1, &out, &flag, &tv), 1);
+	assert_int_equal(prot_select(x.g, -1, &out, &flag, &tv), 1);
 	assert_in_range(t_now_ms() - t0, 900, 3000);
 	assert_int_equal(tv.tv_sec, 1);
 	assert_int_equal(tv.tv_usec, 0);
 	assert_int_equal(flag, 0);
-	assert_ptr_equal(protgroup_getelement(out, 0), s);
-	assert_int_equal(prot_getc(s), EOF);
-	assert_string_equal(prot_error(s), "idle for too long");
+	assert_ptr_equal(protgroup_getelement(out, 0), x.s);
+	assert_int_equal(prot_getc(x.s), EOF);
+	assert_string_equal(prot_error(x.s), "idle for too long");
 	protgroup_free(out);
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
+	sel_close(&x);
 }
 
 /*
@@ -332,56 +330,48 @@ static struct prot_waitevent *ev_remove(struct protstream *s,
 
 static void test_prot_select_runs_events(void **state)
 {
-	struct protgroup *g, *out = NULL;
-	struct protstream *s;
+	struct protgroup *out = NULL;
+	struct sel x;
 	struct later l;
 	uint64_t mark, at = 0, t0;
-	int sv[2];
 	int flag = 42;
 
-	s = pair_stream(sv);
-	assert_int_equal(prot_settimeout(s, 100), 0);
+	sel_open(&x, false);
+	assert_int_equal(prot_settimeout(x.s, 100), 0);
 	ev_calls = 0;
 	mark = real_ms() + 1000;
-	assert_non_null(prot_addwaitevent_ms(s, mark, ev_remove, &at));
-	g = group_of(s);
-	write_later(loop_of(state), &l, sv[1], "d", 2000);
+	assert_non_null(prot_addwaitevent_ms(x.s, mark, ev_remove, &at));
+	write_later(loop_of(state), &l, x.sv[1], "d", 2000);
 	t0 = t_now_ms();
-	assert_int_equal(prot_select(g, -1, &out, &flag, NULL), 1);
+	assert_int_equal(prot_select(x.g, -1, &out, &flag, NULL), 1);
 	assert_in_range(t_now_ms() - t0, 1900, 4000);
 	assert_int_equal(ev_calls, 1);
 	assert_true(at >= mark && at < mark + 1000); /* before the input */
-	assert_ptr_equal(protgroup_getelement(out, 0), s);
-	assert_int_equal(prot_getc(s), 'd');
+	assert_ptr_equal(protgroup_getelement(out, 0), x.s);
+	assert_int_equal(prot_getc(x.s), 'd');
 	protgroup_free(out);
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
+	sel_close(&x);
 }
 
 /* An event already due runs at once; the caller's timeout still ends it. */
 static void test_prot_select_due_event_then_timeout(void **state)
 {
-	struct protgroup *g, *out = (struct protgroup *)&out;
+	struct protgroup *out = (struct protgroup *)&out;
 	struct timeval tv = {0, 300000};
-	struct protstream *s;
+	struct sel x;
 	uint64_t at = 0, t0;
-	int sv[2];
 
 	(void)state;
-	s = pair_stream(sv);
+	sel_open(&x, false);
 	ev_calls = 0;
-	assert_non_null(prot_addwaitevent(s, time(NULL) - 5, ev_remove, &at));
-	g = group_of(s);
+	assert_non_null(prot_addwaitevent(x.s, time(NULL) - 5, ev_remove, &at));
 	t0 = t_now_ms();
-	assert_int_equal(prot_select(g, -1, &out, NULL, &tv), 0);
+	assert_int_equal(prot_select(x.g, -1, &out, NULL, &tv), 0);
 	assert_in_range(t_now_ms() - t0, 250, 2000);
 	assert_int_equal(ev_calls, 1);
 	assert_null(out);
-	assert_null(s->waitevent);
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
+	assert_null(x.s->waitevent);
+	sel_close(&x);
 }
 
 /* A slow event that is always due again does not starve the wait. */
@@ -398,28 +388,24 @@ static struct prot_waitevent *slow_cb(struct protstream *s,
 
 static void test_prot_select_slow_event_no_livelock(void **state)
 {
-	struct protgroup *g, *out = NULL;
+	struct protgroup *out = NULL;
 	struct timeval tv = {0, 300000};
-	struct protstream *s;
+	struct sel x;
 	struct later l;
 	int calls = 0;
-	int sv[2];
 	uint64_t t0;
 
-	s = pair_stream(sv);
-	assert_non_null(prot_addwaitevent_ms(s, real_ms(), slow_cb, &calls));
-	g = group_of(s);
+	sel_open(&x, false);
+	assert_non_null(prot_addwaitevent_ms(x.s, real_ms(), slow_cb, &calls));
 	t0 = t_now_ms();
-	assert_int_equal(prot_select(g, -1, &out, NULL, &tv), 0);
+	assert_int_equal(prot_select(x.g, -1, &out, NULL, &tv), 0);
 	assert_in_range(t_now_ms() - t0, 250, 2000);
 	assert_true(calls > 1);
-	write_later(loop_of(state), &l, sv[1], "w", 200);
-	assert_int_equal(prot_select(g, -1, &out, NULL, NULL), 1);
-	assert_ptr_equal(protgroup_getelement(out, 0), s);
+	write_later(loop_of(state), &l, x.sv[1], "w", 200);
+	assert_int_equal(prot_select(x.g, -1, &out, NULL, NULL), 1);
+	assert_ptr_equal(protgroup_getelement(out, 0), x.s);
 	protgroup_free(out);
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
+	sel_close(&x);
 }
 
 /*
@@ -428,27 +414,23 @@ static void test_prot_select_slow_event_no_livelock(void **state)
  */
 static void test_prot_select_caller_timeout_first(void **state)
 {
-	struct protgroup *g, *out = (struct protgroup *)&out;
+	struct protgroup *out = (struct protgroup *)&out;
 	struct timeval tv = {0, 300000};
-	struct protstream *s;
-	int sv[2];
+	struct sel x;
 	int flag = 42;
 	uint64_t t0;
 
 	(void)state;
-	s = pair_stream(sv);
-	assert_int_equal(prot_settimeout(s, 2), 0);
-	g = group_of(s);
+	sel_open(&x, false);
+	assert_int_equal(prot_settimeout(x.s, 2), 0);
 	t0 = t_now_ms();
-	assert_int_equal(prot_select(g, -1, &out, &flag, &tv), 0);
+	assert_int_equal(prot_select(x.g, -1, &out, &flag, &tv), 0);
 	assert_in_range(t_now_ms() - t0, 250, 1900);
 	assert_null(out);
 	assert_int_equal(flag, 0);
 	assert_int_equal(tv.tv_sec, 0);
 	assert_int_equal(tv.tv_usec, 300000);
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
+	sel_close(&x);
 }
 
 /*
@@ -458,34 +440,27 @@ static void test_prot_select_caller_timeout_first(void **state)
  */
 static void test_prot_select_zero_timeout_polls(void **state)
 {
-	struct protgroup *g, *out = NULL;
+	struct protgroup *out = NULL;
 	struct timeval tv = {0, 0};
-	struct protstream *s;
-	int sv[2], p[2];
+	struct sel x;
 	int flag = 42;
 	uint64_t t0;
 
 	(void)state;
-	s = pair_stream(sv);
-	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-	g = group_of(s);
+	sel_open(&x, true);
 	t0 = t_now_ms();
-	assert_int_equal(prot_select(g, p[0], &out, &flag, &tv), 0);
+	assert_int_equal(prot_select(x.g, x.p[0], &out, &flag, &tv), 0);
 	assert_true(t_now_ms() - t0 < 1500);
 	assert_int_equal(flag, 0);
 	assert_null(out);
-	assert_int_equal(write(sv[1], "q", 1), 1);
-	assert_int_equal(write(p[1], "e", 1), 1);
-	assert_int_equal(prot_select(g, p[0], &out, &flag, &tv), 2);
+	assert_int_equal(write(x.sv[1], "q", 1), 1);
+	assert_int_equal(write(x.p[1], "e", 1), 1);
+	assert_int_equal(prot_select(x.g, x.p[0], &out, &flag, &tv), 2);
 	assert_int_equal(flag, 1);
-	assert_ptr_equal(protgroup_getelement(out, 0), s);
-	assert_int_equal(prot_getc(s), 'q');
+	assert_ptr_equal(protgroup_getelement(out, 0), x.s);
+	assert_int_equal(prot_getc(x.s), 'q');
 	protgroup_free(out);
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
-	close(p[0]);
-	close(p[1]);
+	sel_close(&x);
 }
 
 /*
@@ -536,32 +511,28 @@ static void test_prot_select_sees_layer_input(void **state)
  */
 static void test_prot_select_sees_held_bytes(void **state)
 {
-	struct protgroup *g, *out = NULL;
+	struct protgroup *out = NULL;
 	struct timeval tv = {2, 0};
-	struct protstream *s;
+	struct sel x;
 	static char data[6000];
 	char buf[PROT_BUFSIZE];
-	int sv[2];
 	uint64_t t0;
 
 	(void)state;
-	s = pair_stream(sv);
+	sel_open(&x, false);
 	memset(data, 'h', sizeof(data));
-	assert_int_equal(write(sv[1], data, sizeof(data)),
+	assert_int_equal(write(x.sv[1], data, sizeof(data)),
 			 (ssize_t)sizeof(data));
-	assert_int_equal(prot_read(s, buf, sizeof(buf)), PROT_BUFSIZE);
-	assert_int_equal(s->cnt, 0);
-	g = group_of(s);
+	assert_int_equal(prot_read(x.s, buf, sizeof(buf)), PROT_BUFSIZE);
+	assert_int_equal(x.s->cnt, 0);
 	t0 = t_now_ms();
-	assert_int_equal(prot_select(g, -1, &out, NULL, &tv), 1);
+	assert_int_equal(prot_select(x.g, -1, &out, NULL, &tv), 1);
 	assert_true(t_now_ms() - t0 < 1500);
-	assert_ptr_equal(protgroup_getelement(out, 0), s);
-	assert_int_equal(prot_read(s, buf, sizeof(buf)),
+	assert_ptr_equal(protgroup_getelement(out, 0), x.s);
+	assert_int_equal(prot_read(x.s, buf, sizeof(buf)),
 			 (int)sizeof(data) - PROT_BUFSIZE);
 	protgroup_free(out);
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
+	sel_close(&x);
 }
 
 /* Peer close and a stream already at EOF both count as ready. */
@@ -654,23 +625,20 @@ static void test_prot_select_null_group(void **state)
 /* A bad extra fd fails as select(2) does. */
 static void test_prot_select_bad_extra_fd(void **state)
 {
-	struct protgroup *g, *out = NULL;
-	struct protstream *s;
-	int sv[2], p[2];
+	struct protgroup *out = NULL;
+	struct sel x;
+	int p[2];
 	int flag = 42;
 
 	(void)state;
-	s = pair_stream(sv);
-	g = group_of(s);
+	sel_open(&x, false);
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	close(p[0]);
 	close(p[1]);
 	errno = 0;
-	assert_int_equal(prot_select(g, p[0], &out, &flag, NULL), -1);
+	assert_int_equal(prot_select(x.g, p[0], &out, &flag, NULL), -1);
 	assert_int_equal(errno, EBADF);
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
+	sel_close(&x);
 }
 
 /* No FD_SETSIZE limit: a member on an fd above 1024. */
@@ -755,13 +723,12 @@ static void test_prot_select_fiber_cancelled(void **state)
 {
 	struct fiber_sel fs = {.flag = 42};
 	struct ur_loop_stats st;
-	struct protstream *s;
 	struct ur_fiber *f;
-	int sv[2];
+	struct sel x;
 	int flag = 0;
 
-	s = pair_stream(sv);
-	fs.g = group_of(s);
+	sel_open(&x, false);
+	fs.g = x.g;
 	assert_int_equal(
 		ur_fiber_spawn(loop_of(state), select_fiber, &fs, NULL, &f), 0);
 	(void)t_loop_run_until(loop_of(state), &flag, 100);
@@ -772,9 +739,7 @@ static void test_prot_select_fiber_cancelled(void **state)
 	ur_loop_stats(loop_of(state), &st);
 	assert_int_equal(st.ops_inflight, 0);
 	assert_int_equal(st.timers_armed, 0);
-	protgroup_free(fs.g);
-	prot_free(s);
-	close_pair(sv);
+	sel_close(&x);
 }
 
 /* Spec 6 item 7: a signal does not end prot_select with EINTR. */
@@ -790,26 +755,22 @@ static void test_prot_select_signal_no_eintr(void **state)
 {
 	struct sigaction sa = {.sa_handler = on_alarm}, old;
 	struct itimerval it = {.it_value = {0, 100000}};
-	struct protgroup *g, *out = NULL;
-	struct protstream *s;
+	struct protgroup *out = NULL;
+	struct sel x;
 	struct later l;
-	int sv[2];
 
-	s = pair_stream(sv);
-	g = group_of(s);
+	sel_open(&x, false);
 	sigemptyset(&sa.sa_mask);
 	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
 	alarms = 0;
 	assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
-	write_later(loop_of(state), &l, sv[1], "s", 400);
-	assert_int_equal(prot_select(g, -1, &out, NULL, NULL), 1);
+	write_later(loop_of(state), &l, x.sv[1], "s", 400);
+	assert_int_equal(prot_select(x.g, -1, &out, NULL, NULL), 1);
 	assert_int_equal(sigaction(SIGALRM, &old, NULL), 0);
 	assert_int_equal(alarms, 1);
-	assert_ptr_equal(protgroup_getelement(out, 0), s);
+	assert_ptr_equal(protgroup_getelement(out, 0), x.s);
 	protgroup_free(out);
-	protgroup_free(g);
-	prot_free(s);
-	close_pair(sv);
+	sel_close(&x);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)

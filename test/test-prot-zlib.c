@@ -43,9 +43,11 @@ static void fill_random(unsigned char *p, size_t n)
 /* Text-like bytes that compress (about 3:1 or better). */
 static void fill_text(unsigned char *p, size_t n)
 {
-	static const char *const words[] = {
-		"FETCH ", "BODY[] ", "* 12 ", "EXISTS\r\n", "Subject: ",
-		"hello ", "world ", "ringprot ", "deflate ", "0123456789 "};
+	static const char *const words[] = {"FETCH ",	 "BODY[] ",
+					    "* 12 ",	 "EXISTS\r\n",
+					    "Subject: ", "hello ",
+					    "world ",	 "ringprot ",
+					    "deflate ",	 "0123456789 "};
 
 	for (size_t i = 0; i < n;) {
 		const char *w = words[rnd8() % 10];
@@ -103,15 +105,33 @@ static size_t raw_deflate(z_stream *z, const void *in, size_t n,
 	return cap - z->avail_out;
 }
 
+/* A pair for round trips: out on sv[0] writes to in on sv[1]. */
+static void zpair_open(int sv[2], struct protstream **in_out,
+		       struct protstream **out_out)
+{
+	t_socketpair(sv);
+	*out_out = prot_new(sv[0], 1);
+	*in_out = prot_new(sv[1], 0);
+}
+
+static void zpair_close(int sv[2], struct protstream *in,
+			struct protstream *out)
+{
+	prot_free(in);
+	prot_free(out);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 /*
  * Spec 5.7 #66: output before prot_setcompress leaves in plaintext, the
  * rest is raw DEFLATE, and every flush ends with the sync marker.
  */
 static void test_prot_zlib_wire_format(void **state)
 {
-	static const char *const lines[] = {
-		"hello hello hello hello\r\n", "* 1 EXISTS\r\n",
-		"a001 OK done\r\n"};
+	static const char *const lines[] = {"hello hello hello hello\r\n",
+					    "* 1 EXISTS\r\n",
+					    "a001 OK done\r\n"};
 	unsigned char wire[4096], plain[4096];
 	struct protstream *out;
 	z_stream z = {0};
@@ -170,9 +190,7 @@ static void test_prot_zlib_round_trip_windows(void **state)
 	int sv[2], n, first = 0;
 
 	(void)state;
-	t_socketpair(sv);
-	out = prot_new(sv[0], 1);
-	in = prot_new(sv[1], 0);
+	zpair_open(sv, &in, &out);
 	assert_int_equal(prot_setcompress(out), 0);
 	assert_int_equal(prot_setcompress(in), 0);
 	memset(big, 'A', sizeof(big));
@@ -191,10 +209,7 @@ static void test_prot_zlib_round_trip_windows(void **state)
 	assert_int_equal(total, sizeof(big));
 	assert_true(prot_IS_EOF(in));
 	assert_string_equal(prot_error(in), PROT_EOF_STRING);
-	prot_free(in);
-	prot_free(out);
-	close(sv[0]);
-	close(sv[1]);
+	zpair_close(sv, in, out);
 }
 
 /*
@@ -216,9 +231,9 @@ static void test_prot_zlib_refeeds_buffered_input(void **state)
 	(void)state;
 	t_socketpair(sv);
 	in = prot_new(sv[0], 0);
-	assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, -15, 9,
-				      Z_DEFAULT_STRATEGY),
-			 Z_OK);
+	assert_int_equal(
+		deflateInit2(&z, 6, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY),
+		Z_OK);
 	memcpy(wire, cmd, sizeof(cmd) - 1);
 	n = sizeof(cmd) - 1;
 	n += raw_deflate(&z, after, sizeof(after) - 1, wire + n,
@@ -254,9 +269,7 @@ static void test_prot_zlib_select_sees_inflate(void **state)
 	int sv[2], n;
 
 	(void)state;
-	t_socketpair(sv);
-	out = prot_new(sv[0], 1);
-	in = prot_new(sv[1], 0);
+	zpair_open(sv, &in, &out);
 	assert_int_equal(prot_setcompress(out), 0);
 	assert_int_equal(prot_setcompress(in), 0);
 	memset(big, 'z', sizeof(big));
@@ -279,10 +292,7 @@ static void test_prot_zlib_select_sees_inflate(void **state)
 	}
 	assert_int_equal(total, sizeof(big));
 	protgroup_free(g);
-	prot_free(in);
-	prot_free(out);
-	close(sv[0]);
-	close(sv[1]);
+	zpair_close(sv, in, out);
 }
 
 /* Fiber bodies: a writer of a buffer in odd pieces and a reader. */
@@ -297,8 +307,8 @@ struct xfer {
 
 static int writer_fiber(void *arg)
 {
-	static const unsigned sizes[] = {1, 7, 4095, 4096, 4097, 13, 65536,
-					 333, 9000, 2};
+	static const unsigned sizes[] = {1,  7,	    4095, 4096, 4097,
+					 13, 65536, 333,  9000, 2};
 	struct xfer *x = arg;
 	size_t off = 0;
 	int i = 0;
@@ -370,15 +380,16 @@ static void test_prot_zlib_incompressible(void **state)
 	struct protstream *in, *out;
 	int sv[2];
 
-	t_socketpair(sv);
 	fill_random(data, half);
 	fill_text(data + half, half);
-	out = prot_new(sv[0], 1);
-	in = prot_new(sv[1], 0);
+	zpair_open(sv, &in, &out);
 	assert_int_equal(pl_zlib_start(out, 9), 0);
 	assert_int_equal(pl_zlib_start(in, 0), 0);
-	w = (struct xfer){.s = out, .data = data, .len = 2 * half,
-			  .flush_every = 3, .fd_to_close = sv[0]};
+	w = (struct xfer){.s = out,
+			  .data = data,
+			  .len = 2 * half,
+			  .flush_every = 3,
+			  .fd_to_close = sv[0]};
 	r = (struct xfer){.s = in, .data = back, .len = 2 * half};
 	run_pair(tl->loop, writer_fiber, &w, reader_fiber, &r);
 	assert_int_equal(r.got, 2 * half);
@@ -393,10 +404,7 @@ static void test_prot_zlib_incompressible(void **state)
 	assert_int_equal(pl_zlib_stats(in, &rst), 0);
 	assert_int_equal(rst.plain, 2 * half);
 	assert_int_equal(rst.wire, st.wire);
-	prot_free(in);
-	prot_free(out);
-	close(sv[0]);
-	close(sv[1]);
+	zpair_close(sv, in, out);
 	free(data);
 	free(back);
 }
@@ -426,7 +434,7 @@ static void test_prot_zlib_levels(void **state)
 		close(sv[0]);
 		close(sv[1]);
 	}
-	assert_true(wire[0] > 32768);  /* stored */
+	assert_true(wire[0] > 32768); /* stored */
 	assert_true(wire[1] < 32768 / 2);
 	assert_true(wire[2] <= wire[1]);
 
@@ -463,8 +471,8 @@ static void test_prot_zlib_levels(void **state)
 /* Garbage and a premature final block: clear error text and EOF. */
 static void test_prot_zlib_corrupt_input(void **state)
 {
-	static const unsigned char junk[] = {0xff, 0xff, 0xff, 0xff, 0x12,
-					     0x34, 0x56, 0x78};
+	static const unsigned char junk[] = {0xff, 0xff, 0xff, 0xff,
+					     0x12, 0x34, 0x56, 0x78};
 	unsigned char wire[256];
 	struct protstream *in;
 	z_stream z = {0};
@@ -489,9 +497,9 @@ static void test_prot_zlib_corrupt_input(void **state)
 	t_socketpair(sv);
 	in = prot_new(sv[0], 0);
 	assert_int_equal(prot_setcompress(in), 0);
-	assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, -15, 9,
-				      Z_DEFAULT_STRATEGY),
-			 Z_OK);
+	assert_int_equal(
+		deflateInit2(&z, 6, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY),
+		Z_OK);
 	z.next_in = (Bytef *)"last\n";
 	z.avail_in = 5;
 	z.next_out = wire;
@@ -538,9 +546,9 @@ static void test_prot_zlib_one_byte_reads(void **state)
 
 	(void)state;
 	fill_text(text, sizeof(text));
-	assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, -15, 8,
-				      Z_DEFAULT_STRATEGY),
-			 Z_OK);
+	assert_int_equal(
+		deflateInit2(&z, 9, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY),
+		Z_OK);
 	t.n = raw_deflate(&z, text, 7777, wire, sizeof(wire));
 	t.n += raw_deflate(&z, text + 7777, sizeof(text) - 7777, wire + t.n,
 			   sizeof(wire) - t.n);
@@ -576,9 +584,9 @@ static void test_prot_zlib_activate_reply_then_switch(void **state)
 	t_socketpair(sv);
 	in = prot_new(sv[0], 0);
 	out = prot_new(sv[0], 1);
-	assert_int_equal(deflateInit2(&zc, 6, Z_DEFLATED, -15, 9,
-				      Z_DEFAULT_STRATEGY),
-			 Z_OK);
+	assert_int_equal(
+		deflateInit2(&zc, 6, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY),
+		Z_OK);
 	assert_int_equal(inflateInit2(&zs, -15), Z_OK);
 	memcpy(wire, cmd, sizeof(cmd) - 1);
 	n = sizeof(cmd) - 1;
@@ -605,10 +613,7 @@ static void test_prot_zlib_activate_reply_then_switch(void **state)
 	assert_memory_equal(plain, "b OK\r\n", 6);
 	deflateEnd(&zc);
 	inflateEnd(&zs);
-	prot_free(in);
-	prot_free(out);
-	close(sv[0]);
-	close(sv[1]);
+	zpair_close(sv, in, out);
 }
 
 /* Raw bytes of a socket until EOF, read on the ring from a fiber. */
@@ -652,9 +657,8 @@ static void test_prot_zlib_nonblocking_order(void **state)
 	t_socketpair(sv);
 	d.buf = malloc(d.cap);
 	d.fd = sv[1];
-	assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz,
-				    sizeof(sz)),
-			 0);
+	assert_int_equal(
+		setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)), 0);
 	fill_text(text, sizeof(text));
 	out = prot_new(sv[0], 1);
 	prot_NONBLOCK(out);
@@ -662,9 +666,8 @@ static void test_prot_zlib_nonblocking_order(void **state)
 	assert_int_equal(prot_write(out, (char *)text, 50000), 0);
 	assert_int_equal(prot_setcompress(out), 0); /* queued, in order */
 	assert_true(prot_queued(out) > 0);
-	assert_int_equal(prot_write(out, (char *)text + 50000,
-				    sizeof(text) - 50000),
-			 0);
+	assert_int_equal(
+		prot_write(out, (char *)text + 50000, sizeof(text) - 50000), 0);
 	run_pair(tl->loop, flush_fiber, out, drain_fiber, &d);
 	assert_true(d.n > 50005);
 	assert_memory_equal(d.buf, "pre\r\n", 5);
@@ -762,17 +765,15 @@ static void test_prot_zlib_python_interop(void **state)
 	t_socketpair(sv);
 	assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
 	assert_int_equal(posix_spawn_file_actions_adddup2(&fa, sv[1], 3), 0);
-	assert_int_equal(posix_spawnp(&pid, "python3", &fa, NULL, argv,
-				      environ),
-			 0);
+	assert_int_equal(
+		posix_spawnp(&pid, "python3", &fa, NULL, argv, environ), 0);
 	posix_spawn_file_actions_destroy(&fa);
 	close(sv[1]);
 	e.in = prot_new(sv[0], 0);
 	e.out = prot_new(sv[0], 1);
 	assert_int_equal(pl_zlib_start(e.in, -1), 0);
 	assert_int_equal(pl_zlib_start(e.out, -1), 0);
-	assert_int_equal(ur_fiber_spawn(tl->loop, echo_fiber, &e, NULL, &f),
-			 0);
+	assert_int_equal(ur_fiber_spawn(tl->loop, echo_fiber, &e, NULL, &f), 0);
 	assert_int_equal(ur_fiber_join(f, &ret), 0);
 	assert_int_equal(ret, 0);
 	shutdown(sv[0], SHUT_WR);
