@@ -82,6 +82,11 @@ uint64_t t_now_ms(void)
 	return ur_now_ns(CLOCK_MONOTONIC) / 1000000;
 }
 
+uint64_t t_realtime_ms(void)
+{
+	return ur_now_ns(CLOCK_REALTIME) / 1000000;
+}
+
 int t_loop_run_until(struct ur_loop *loop, const int *flag, int timeout_ms)
 {
 	uint64_t end = t_now_ms() + (uint64_t)timeout_ms;

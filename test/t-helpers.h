@@ -46,7 +46,14 @@ void t_require_ring_op(int opcode);
  */
 int t_run_groups(const char *name, const struct CMUnitTest *tests, size_t n);
 
-/* Milliseconds on CLOCK_MONOTONIC. */
+/* Milliseconds on CLOCK_MONOTONIC, and on CLOCK_REALTIME (wall clock). */
 uint64_t t_now_ms(void);
+uint64_t t_realtime_ms(void);
+
+/* The loop of a test set up by t_loop_setup(). */
+static inline struct ur_loop *t_loop_of(void **state)
+{
+	return ((struct t_loop *)*state)->loop;
+}
 
 #endif /* RINGPROT_T_HELPERS_H */

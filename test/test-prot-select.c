@@ -16,16 +16,6 @@
 
 #define MS 1000000ULL
 
-static struct ur_loop *loop_of(void **state)
-{
-	return ((struct t_loop *)*state)->loop;
-}
-
-static uint64_t real_ms(void)
-{
-	return ur_now_ns(CLOCK_REALTIME) / MS;
-}
-
 /* Bytes written to fd at a given time, from the loop turn. */
 struct later {
 	struct ur_timer t;
@@ -234,7 +224,7 @@ static void test_prot_select_only_extra(void **state)
 	int flag = 42;
 
 	sel_open(&x, true);
-	write_later(loop_of(state), &l, x.p[1], "e", 100);
+	write_later(t_loop_of(state), &l, x.p[1], "e", 100);
 	assert_int_equal(prot_select(x.g, x.p[0], &out, &flag, NULL), 1);
 	assert_null(out);
 	assert_int_equal(flag, 1);
@@ -250,7 +240,7 @@ static void test_prot_select_only_member(void **state)
 	int flag = 42;
 
 	sel_open(&x, true);
-	write_later(loop_of(state), &l, x.sv[1], "m", 100);
+	write_later(t_loop_of(state), &l, x.sv[1], "m", 100);
 	assert_int_equal(prot_select(x.g, x.p[0], &out, &flag, NULL), 1);
 	assert_int_equal(flag, 0);
 	assert_non_null(out);
@@ -322,7 +312,7 @@ static struct prot_waitevent *ev_remove(struct protstream *s,
 {
 	uint64_t *at = rock;
 
-	*at = real_ms();
+	*at = t_realtime_ms();
 	ev_calls++;
 	prot_removewaitevent(s, ev);
 	return NULL;
@@ -339,9 +329,9 @@ static void test_prot_select_runs_events(void **state)
 	sel_open(&x, false);
 	assert_int_equal(prot_settimeout(x.s, 100), 0);
 	ev_calls = 0;
-	mark = real_ms() + 1000;
+	mark = t_realtime_ms() + 1000;
 	assert_non_null(prot_addwaitevent_ms(x.s, mark, ev_remove, &at));
-	write_later(loop_of(state), &l, x.sv[1], "d", 2000);
+	write_later(t_loop_of(state), &l, x.sv[1], "d", 2000);
 	t0 = t_now_ms();
 	assert_int_equal(prot_select(x.g, -1, &out, &flag, NULL), 1);
 	assert_in_range(t_now_ms() - t0, 1900, 4000);
@@ -396,12 +386,13 @@ static void test_prot_select_slow_event_no_livelock(void **state)
 	uint64_t t0;
 
 	sel_open(&x, false);
-	assert_non_null(prot_addwaitevent_ms(x.s, real_ms(), slow_cb, &calls));
+	assert_non_null(
+		prot_addwaitevent_ms(x.s, t_realtime_ms(), slow_cb, &calls));
 	t0 = t_now_ms();
 	assert_int_equal(prot_select(x.g, -1, &out, NULL, &tv), 0);
 	assert_in_range(t_now_ms() - t0, 250, 2000);
 	assert_true(calls > 1);
-	write_later(loop_of(state), &l, x.sv[1], "w", 200);
+	write_later(t_loop_of(state), &l, x.sv[1], "w", 200);
 	assert_int_equal(prot_select(x.g, -1, &out, NULL, NULL), 1);
 	assert_ptr_equal(protgroup_getelement(out, 0), x.s);
 	protgroup_free(out);
@@ -659,7 +650,7 @@ static void test_prot_select_high_fd(void **state)
 	s = prot_new(hi, 0);
 	assert_non_null(s);
 	g = group_of(s);
-	write_later(loop_of(state), &l, sv[1], "h", 100);
+	write_later(t_loop_of(state), &l, sv[1], "h", 100);
 	assert_int_equal(prot_select(g, -1, &out, NULL, NULL), 1);
 	assert_ptr_equal(protgroup_getelement(out, 0), s);
 	assert_int_equal(prot_getc(s), 'h');
@@ -701,9 +692,10 @@ static void test_prot_select_in_fiber(void **state)
 		s[i] = pair_stream(sv[i]);
 		protgroup_insert(fs.g, s[i]);
 	}
-	write_later(loop_of(state), &l, sv[1][1], "f", 200);
+	write_later(t_loop_of(state), &l, sv[1][1], "f", 200);
 	assert_int_equal(
-		ur_fiber_spawn(loop_of(state), select_fiber, &fs, NULL, &f), 0);
+		ur_fiber_spawn(t_loop_of(state), select_fiber, &fs, NULL, &f),
+		0);
 	assert_int_equal(ur_fiber_join(f, NULL), 0);
 	assert_int_equal(fs.ret, 1);
 	assert_int_equal(fs.flag, 0);
@@ -730,13 +722,14 @@ static void test_prot_select_fiber_cancelled(void **state)
 	sel_open(&x, false);
 	fs.g = x.g;
 	assert_int_equal(
-		ur_fiber_spawn(loop_of(state), select_fiber, &fs, NULL, &f), 0);
-	(void)t_loop_run_until(loop_of(state), &flag, 100);
+		ur_fiber_spawn(t_loop_of(state), select_fiber, &fs, NULL, &f),
+		0);
+	(void)t_loop_run_until(t_loop_of(state), &flag, 100);
 	assert_int_equal(ur_fiber_cancel(f), 0);
 	assert_int_equal(ur_fiber_join(f, NULL), 0);
 	assert_int_equal(fs.ret, -1);
-	(void)t_loop_run_until(loop_of(state), &flag, 100);
-	ur_loop_stats(loop_of(state), &st);
+	(void)t_loop_run_until(t_loop_of(state), &flag, 100);
+	ur_loop_stats(t_loop_of(state), &st);
 	assert_int_equal(st.ops_inflight, 0);
 	assert_int_equal(st.timers_armed, 0);
 	sel_close(&x);
@@ -764,7 +757,7 @@ static void test_prot_select_signal_no_eintr(void **state)
 	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
 	alarms = 0;
 	assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
-	write_later(loop_of(state), &l, x.sv[1], "s", 400);
+	write_later(t_loop_of(state), &l, x.sv[1], "s", 400);
 	assert_int_equal(prot_select(x.g, -1, &out, NULL, NULL), 1);
 	assert_int_equal(sigaction(SIGALRM, &old, NULL), 0);
 	assert_int_equal(alarms, 1);

@@ -16,16 +16,6 @@
 
 #define MS 1000000ULL
 
-static struct ur_loop *loop_of(void **state)
-{
-	return ((struct t_loop *)*state)->loop;
-}
-
-static uint64_t real_ms(void)
-{
-	return ur_now_ns(CLOCK_REALTIME) / MS;
-}
-
 /*
  * A peer action at a given time, from the loop turn: optionally peek at
  * what the stream side has sent so far, then write bytes.
@@ -118,7 +108,7 @@ static struct prot_waitevent *ev_cb(struct protstream *s,
 	c->calls++;
 	c->bytes_in_at_call = prot_bytes_in(s);
 	if (l != NULL && l->n < 64) {
-		l->at_ms[l->n] = real_ms();
+		l->at_ms[l->n] = t_realtime_ms();
 		l->ids[l->n++] = c->id;
 	}
 	switch (c->what) {
@@ -139,7 +129,8 @@ static struct prot_waitevent *ev_cb(struct protstream *s,
 			prot_removewaitevent(s, ev);
 			return NULL;
 		}
-		if (prot_setwaitevent_ms(s, ev, real_ms() + c->period_ms) != 0)
+		if (prot_setwaitevent_ms(s, ev,
+					 t_realtime_ms() + c->period_ms) != 0)
 			return NULL;
 		return ev;
 	case EV_KEEP_PAST:
@@ -268,7 +259,7 @@ static void test_prot_waitevent_null_proc_returns_head(void **state)
 	e = prot_addwaitevent(s, time(NULL) + 50, ev_cb, &c);
 	assert_non_null(e);
 	assert_ptr_equal(prot_addwaitevent(s, time(NULL), NULL, &c), e);
-	assert_ptr_equal(prot_addwaitevent_ms(s, real_ms(), NULL, &c), e);
+	assert_ptr_equal(prot_addwaitevent_ms(s, t_realtime_ms(), NULL, &c), e);
 	assert_int_equal(list_len(s), 1);
 	assert_int_equal(c.calls, 0);
 	prot_free(s);
@@ -287,7 +278,7 @@ static void test_prot_waitevent_blocking_no_timeout_never_runs(void **state)
 	s = pair_stream(sv);
 	assert_non_null(prot_addwaitevent(s, time(NULL) - 10, ev_cb, &c));
 	a = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &a, 1000);
+	peer_act_start(t_loop_of(state), &a, 1000);
 	t0 = t_now_ms();
 	assert_int_equal(prot_getc(s), 'x');
 	assert_true(t_now_ms() - t0 >= 900);
@@ -360,7 +351,7 @@ static void test_prot_waitevent_past_mark_clamped(void **state)
 	ev = prot_addwaitevent(s, old, ev_cb, &c);
 	assert_non_null(ev);
 	a = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &a, 1500);
+	peer_act_start(t_loop_of(state), &a, 1500);
 	assert_int_equal(prot_getc(s), 'x');
 	assert_null(prot_error(s));
 	assert_in_range(c.calls, 1, 4); /* once, then once per second */
@@ -379,9 +370,10 @@ static void test_prot_waitevent_past_mark_ms_clamped(void **state)
 
 	s = pair_stream(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
-	assert_non_null(prot_addwaitevent_ms(s, real_ms() - 5, ev_cb, &c));
+	assert_non_null(
+		prot_addwaitevent_ms(s, t_realtime_ms() - 5, ev_cb, &c));
 	a = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &a, 300);
+	peer_act_start(t_loop_of(state), &a, 300);
 	assert_int_equal(prot_getc(s), 'x');
 	assert_null(prot_error(s));
 	/* At most one per millisecond, and it did keep firing. */
@@ -416,9 +408,10 @@ static void test_prot_waitevent_slow_event_no_livelock(void **state)
 
 	s = pair_stream(sv);
 	assert_int_equal(prot_settimeout(s, 1), 0);
-	assert_non_null(prot_addwaitevent_ms(s, real_ms(), slow_cb, &calls));
+	assert_non_null(
+		prot_addwaitevent_ms(s, t_realtime_ms(), slow_cb, &calls));
 	a = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &a, 200);
+	peer_act_start(t_loop_of(state), &a, 200);
 	assert_int_equal(prot_getc(s), 'x');
 	assert_true(calls > 1);
 	t0 = t_now_ms();
@@ -464,7 +457,7 @@ static void test_prot_waitevent_flushonread(void **state)
 	assert_int_equal(prot_setreadcallback(in, read_cb, NULL), 0);
 	a = peer_write(sv[1], "b");
 	a.peek_fd = sv[1];
-	peer_act_start(loop_of(state), &a, 300);
+	peer_act_start(t_loop_of(state), &a, 300);
 	assert_int_equal(prot_getc(in), 'b');
 	assert_int_equal(rcb_calls, 1);
 	assert_int_equal(a.peek_len, 7);
@@ -473,7 +466,7 @@ static void test_prot_waitevent_flushonread(void **state)
 
 	/* A later blocking read does not run the callback again. */
 	a = peer_write(sv[1], "c");
-	peer_act_start(loop_of(state), &a, 100);
+	peer_act_start(t_loop_of(state), &a, 100);
 	assert_int_equal(prot_getc(in), 'c');
 	assert_int_equal(rcb_calls, 1);
 	prot_free(out);
@@ -488,7 +481,7 @@ static void test_prot_waitevent_equal_marks_list_order(void **state)
 	struct evctx c[4];
 	struct protstream *s;
 	struct peer_act a;
-	uint64_t mark = real_ms() + 200;
+	uint64_t mark = t_realtime_ms() + 200;
 	int sv[2];
 
 	s = pair_stream(sv);
@@ -498,7 +491,7 @@ static void test_prot_waitevent_equal_marks_list_order(void **state)
 		assert_non_null(prot_addwaitevent_ms(s, mark, ev_cb, &c[i]));
 	}
 	a = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &a, 900);
+	peer_act_start(t_loop_of(state), &a, 900);
 	assert_int_equal(prot_getc(s), 'x');
 	assert_int_equal(log.n, 4);
 	for (int i = 0; i < 4; i++) {
@@ -522,9 +515,10 @@ static void test_prot_waitevent_rearm_ms(void **state)
 
 	s = pair_stream(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
-	assert_non_null(prot_addwaitevent_ms(s, real_ms() + 50, ev_cb, &c));
+	assert_non_null(
+		prot_addwaitevent_ms(s, t_realtime_ms() + 50, ev_cb, &c));
 	a = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &a, 1200);
+	peer_act_start(t_loop_of(state), &a, 1200);
 	assert_int_equal(prot_getc(s), 'x');
 	assert_int_equal(c.calls, 4);
 	for (int i = 1; i < 4; i++)
@@ -546,7 +540,7 @@ static void test_prot_waitevent_return_null_removes(void **state)
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	assert_non_null(prot_addwaitevent(s, time(NULL) - 1, ev_cb, &c));
 	a = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &a, 300);
+	peer_act_start(t_loop_of(state), &a, 300);
 	assert_int_equal(prot_getc(s), 'x');
 	assert_int_equal(c.calls, 1);
 	assert_null(s->waitevent);
@@ -567,7 +561,7 @@ static void test_prot_waitevent_remove_outside(void **state)
 
 	s = pair_stream(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
-	e1 = prot_addwaitevent_ms(s, real_ms() + 200, ev_cb, &c1);
+	e1 = prot_addwaitevent_ms(s, t_realtime_ms() + 200, ev_cb, &c1);
 	e2 = prot_addwaitevent(s, time(NULL) + 60, ev_cb, &c2);
 	assert_non_null(e1);
 	assert_non_null(e2);
@@ -580,16 +574,16 @@ static void test_prot_waitevent_remove_outside(void **state)
 	assert_int_equal(write(sv[1], "x", 1), 1);
 	assert_int_equal(prot_getc(s), 'x');
 	a = peer_write(sv[1], "y");
-	peer_act_start(loop_of(state), &a, 100);
+	peer_act_start(t_loop_of(state), &a, 100);
 	assert_int_equal(prot_getc(s), 'y');
-	ur_loop_stats(loop_of(state), &st0);
+	ur_loop_stats(t_loop_of(state), &st0);
 	prot_removewaitevent(s, e2); /* armed: its timer goes too */
-	ur_loop_stats(loop_of(state), &st1);
+	ur_loop_stats(t_loop_of(state), &st1);
 	assert_int_equal(st1.timers_armed + 1, st0.timers_armed);
 	assert_null(s->waitevent);
 
 	a = peer_write(sv[1], "z");
-	peer_act_start(loop_of(state), &a, 500);
+	peer_act_start(t_loop_of(state), &a, 500);
 	assert_int_equal(prot_getc(s), 'z');
 	assert_int_equal(c1.calls + c2.calls, 0);
 	prot_free(s);
@@ -624,7 +618,7 @@ static void test_prot_waitevent_remove_other_in_callback(void **state)
 	a.victim = prot_addwaitevent(s, past, ev_cb, &b);
 	assert_non_null(prot_addwaitevent(s, past, ev_cb, &c));
 	pa = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &pa, 200);
+	peer_act_start(t_loop_of(state), &pa, 200);
 	assert_int_equal(prot_getc(s), 'x');
 	assert_int_equal(log.n, 2);
 	assert_int_equal(log.ids[0], 1);
@@ -638,7 +632,7 @@ static void test_prot_waitevent_remove_other_in_callback(void **state)
 	x.victim = prot_addwaitevent(s, past, ev_cb, &y);
 	assert_non_null(prot_addwaitevent(s, past, ev_cb, &z));
 	pa = peer_write(sv[1], "y");
-	peer_act_start(loop_of(state), &pa, 200);
+	peer_act_start(t_loop_of(state), &pa, 200);
 	assert_int_equal(prot_getc(s), 'y');
 	assert_int_equal(log.n, 4);
 	assert_int_equal(log.ids[2], 4);
@@ -671,7 +665,8 @@ static int writer_fiber(void *arg)
 		return -1;
 	(void)prot_settimeout(in, 10);
 	r->c.out = out;
-	if (prot_addwaitevent_ms(in, real_ms() + 200, ev_cb, &r->c) == NULL)
+	if (prot_addwaitevent_ms(in, t_realtime_ms() + 200, ev_cb, &r->c) ==
+	    NULL)
 		return -1;
 	r->got = prot_getc(in);
 	r->err = prot_error(in) != NULL ? "error" : NULL;
@@ -690,9 +685,10 @@ static void test_prot_waitevent_callback_writes_client(void **state)
 	t_socketpair(r.sv);
 	a = peer_write(r.sv[1], "x");
 	a.peek_fd = r.sv[1];
-	peer_act_start(loop_of(state), &a, 1000);
+	peer_act_start(t_loop_of(state), &a, 1000);
 	assert_int_equal(
-		ur_fiber_spawn(loop_of(state), writer_fiber, &r, NULL, &f), 0);
+		ur_fiber_spawn(t_loop_of(state), writer_fiber, &r, NULL, &f),
+		0);
 	assert_int_equal(ur_fiber_join(f, &ret), 0);
 	assert_int_equal(ret, 0);
 	assert_int_equal(r.got, 'x');
@@ -721,7 +717,7 @@ static void test_prot_waitevent_hand_moved_earlier(void **state)
 	assert_non_null(ev);
 	ev->mark = time(NULL) - 1; /* Cyrus style: write the field */
 	a = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &a, 300);
+	peer_act_start(t_loop_of(state), &a, 300);
 	assert_int_equal(prot_getc(s), 'x');
 	assert_int_equal(c.calls, 1);
 	assert_true(ev->mark > time(NULL) + 50); /* EV_KEEP moved it */
@@ -729,10 +725,10 @@ static void test_prot_waitevent_hand_moved_earlier(void **state)
 	/* During a wait (another party moves it and re-arms): fires then. */
 	mv.move_ev = ev;
 	mv.move_s = s;
-	peer_act_start(loop_of(state), &mv, 200);
+	peer_act_start(t_loop_of(state), &mv, 200);
 	a = peer_write(sv[1], "y");
-	peer_act_start(loop_of(state), &a, 900);
-	t0 = real_ms();
+	peer_act_start(t_loop_of(state), &a, 900);
+	t0 = t_realtime_ms();
 	assert_int_equal(prot_getc(s), 'y');
 	assert_int_equal(c.calls, 2);
 	assert_true(log.at_ms[1] >= t0 + 150); /* not before it was moved */
@@ -751,14 +747,14 @@ static void test_prot_waitevent_hand_moved_later(void **state)
 
 	s = pair_stream(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
-	ev = prot_addwaitevent_ms(s, real_ms() + 300, ev_cb, &c);
+	ev = prot_addwaitevent_ms(s, t_realtime_ms() + 300, ev_cb, &c);
 	assert_non_null(ev);
 	/* A first read arms the event's timer at +300 ms. */
 	assert_int_equal(write(sv[1], "x", 1), 1);
 	assert_int_equal(prot_getc(s), 'x');
 	ev->mark = time(NULL) + 100;
 	a = peer_write(sv[1], "y");
-	peer_act_start(loop_of(state), &a, 900);
+	peer_act_start(t_loop_of(state), &a, 900);
 	assert_int_equal(prot_getc(s), 'y');
 	assert_int_equal(c.calls, 0);
 	assert_int_equal(list_len(s), 1);
@@ -777,7 +773,7 @@ static void test_prot_waitevent_ms_variant(void **state)
 	struct prot_waitevent *ev;
 	struct protstream *s;
 	struct peer_act a;
-	uint64_t now = real_ms();
+	uint64_t now = t_realtime_ms();
 	uint64_t mark = (now / 1000 + 1) * 1000 + 200;
 	int sv[2];
 
@@ -787,7 +783,7 @@ static void test_prot_waitevent_ms_variant(void **state)
 	assert_non_null(ev);
 	assert_int_equal(ev->mark, (time_t)(mark / 1000));
 	a = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &a, (unsigned)(mark - now) + 800);
+	peer_act_start(t_loop_of(state), &a, (unsigned)(mark - now) + 800);
 	assert_int_equal(prot_getc(s), 'x');
 	assert_int_equal(c.calls, 1);
 	assert_true(log.at_ms[0] >= mark);
@@ -831,7 +827,8 @@ static void test_prot_waitevent_timeout_with_events(void **state)
 	(void)state;
 	s = pair_stream(sv);
 	assert_int_equal(prot_settimeout(s, 2), 0);
-	assert_non_null(prot_addwaitevent_ms(s, real_ms() + 300, ev_cb, &c));
+	assert_non_null(
+		prot_addwaitevent_ms(s, t_realtime_ms() + 300, ev_cb, &c));
 	t0 = t_now_ms();
 	assert_int_equal(prot_getc(s), EOF);
 	assert_in_range(t_now_ms() - t0, 1800, 4000);
@@ -884,17 +881,17 @@ static void test_prot_waitevent_free_with_pending(void **state)
 	assert_int_equal(prot_settimeout(s, 30), 0);
 	assert_non_null(prot_addwaitevent(s, time(NULL) + 60, ev_cb, &c[0]));
 	assert_non_null(
-		prot_addwaitevent_ms(s, real_ms() + 90000, ev_cb, &c[1]));
+		prot_addwaitevent_ms(s, t_realtime_ms() + 90000, ev_cb, &c[1]));
 	assert_int_equal(write(sv[1], "x", 1), 1);
 	assert_int_equal(prot_getc(s), 'x'); /* arms both timers */
 	assert_non_null(prot_addwaitevent(s, time(NULL) + 60, ev_cb, &c[2]));
 	/* Events on a write stream are freed too. */
 	assert_non_null(prot_addwaitevent(w, time(NULL) + 60, ev_cb, &c[0]));
-	ur_loop_stats(loop_of(state), &st);
+	ur_loop_stats(t_loop_of(state), &st);
 	assert_true(st.timers_armed >= 2);
 	prot_free(s);
 	prot_free(w);
-	ur_loop_stats(loop_of(state), &st);
+	ur_loop_stats(t_loop_of(state), &st);
 	assert_int_equal(st.timers_armed, 0);
 	assert_int_equal(c[0].calls + c[1].calls + c[2].calls, 0);
 	close_pair(sv);
@@ -923,7 +920,7 @@ static void test_prot_waitevent_callback_adds(void **state)
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	assert_non_null(prot_addwaitevent(s, time(NULL) - 1, adder_cb, NULL));
 	a = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &a, 300);
+	peer_act_start(t_loop_of(state), &a, 300);
 	assert_int_equal(prot_getc(s), 'x');
 	assert_int_equal(add_child.calls, 1);
 	assert_null(s->waitevent);
@@ -961,7 +958,7 @@ static void test_prot_waitevent_signal_no_eintr(void **state)
 	alarms = 0;
 	assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
 	a = peer_write(sv[1], "x");
-	peer_act_start(loop_of(state), &a, 700);
+	peer_act_start(t_loop_of(state), &a, 700);
 	assert_int_equal(prot_getc(s), 'x');
 	assert_int_equal(setitimer(ITIMER_REAL, &off, NULL), 0);
 	assert_int_equal(sigaction(SIGALRM, &old, NULL), 0);
@@ -997,8 +994,9 @@ static void test_prot_waitevent_fiber_cancelled(void **state)
 	assert_int_equal(prot_settimeout(r.s, 10), 0);
 	assert_non_null(prot_addwaitevent(r.s, time(NULL) + 60, ev_cb, &c));
 	assert_int_equal(
-		ur_fiber_spawn(loop_of(state), cancel_fiber, &r, NULL, &f), 0);
-	(void)t_loop_run_until(loop_of(state), &flag, 200);
+		ur_fiber_spawn(t_loop_of(state), cancel_fiber, &r, NULL, &f),
+		0);
+	(void)t_loop_run_until(t_loop_of(state), &flag, 200);
 	assert_int_equal(ur_fiber_cancel(f), 0);
 	assert_int_equal(ur_fiber_join(f, NULL), 0);
 	assert_int_equal(r.got, EOF);
@@ -1056,7 +1054,7 @@ static int many_fiber(void *arg)
 
 static void test_prot_waitevent_10000_streams(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct rlimit rl;
 	struct many *m = calloc(1, sizeof(*m));
 	time_t mark = time(NULL) + 1;

@@ -11,11 +11,6 @@
 
 #define MS 1000000LL
 
-static struct ur_loop *loop_of(void **state)
-{
-	return ((struct t_loop *)*state)->loop;
-}
-
 /* Byte k of stream s: a pattern that shows loss, duplication and order. */
 static unsigned char pat(unsigned s, size_t k)
 {
@@ -30,7 +25,7 @@ static void run_turns(struct ur_loop *loop, int turns)
 
 static void test_ur_bufring_new_free(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_bufring *br = NULL;
 	unsigned char *b0, *b1;
 
@@ -62,7 +57,7 @@ static void test_ur_bufring_new_free(void **state)
 
 static void test_ur_bufring_recv_outside_fiber(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_bufring *br;
 	unsigned bid = 99;
 	int sv[2];
@@ -102,7 +97,7 @@ static void test_ur_bufring_recv_outside_fiber(void **state)
 /* Outside a fiber an empty ring is reported, not waited for. */
 static void test_ur_bufring_enobufs_outside_fiber(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_bufring *br;
 	struct ur_op op;
 	unsigned bid[2], spare = 99;
@@ -163,7 +158,7 @@ static void test_ur_bufring_recv_fibers(void **state)
 	enum {
 		N = 6
 	};
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_bufring *br;
 	struct ur_fiber *f[N];
 	struct echo e[N];
@@ -244,7 +239,7 @@ static void cb_recv(struct ur_op *op)
 
 static void test_ur_bufring_recv_callback(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct cb_ctx c = {.loop = loop};
 	struct ur_op op;
 	int sv[2];
@@ -356,7 +351,7 @@ static int ex_writer(void *arg)
 
 static void test_ur_bufring_exhaustion_recovery(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ex_shared sh = {0};
 	struct ex rd[EX_SOCKS], wr[EX_SOCKS];
 	int sv[EX_SOCKS][2];
@@ -469,7 +464,7 @@ static void test_ur_bufring_multishot_stream(void **state)
 		MSGS = 300,
 		MSG = 37
 	};
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ms_ctx m = {.loop = loop};
 	unsigned char msg[MSG], burst[8192];
 	struct ur_op op;
@@ -527,7 +522,7 @@ static void test_ur_bufring_multishot_stream(void **state)
  */
 static void test_ur_bufring_buffer_on_error_returned(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_bufring *br;
 	unsigned bid = 99;
 	int sv[2], pfd[2];
@@ -603,7 +598,7 @@ static void test_ur_bufring_idle_holds_no_buffer(void **state)
 	enum {
 		N = 32
 	};
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_loop_stats st;
 	struct ur_bufring *br;
 	struct ur_fiber *f[N];
@@ -660,7 +655,7 @@ static void test_ur_bufring_idle_holds_no_buffer(void **state)
 /* A fiber waiting for a buffer (ENOBUFS) can be cancelled. */
 static void test_ur_bufring_cancel_while_waiting(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_bufring *br;
 	struct ur_fiber *f;
 	struct idle d;
@@ -727,7 +722,7 @@ static int hold_fiber(void *arg)
 
 static void test_ur_bufring_unused_wakeup_passed_on(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_bufring *br;
 	struct hold c, x, b;
 	struct ur_fiber *fc, *fx, *fb;
@@ -783,7 +778,7 @@ static void test_ur_bufring_unused_wakeup_passed_on(void **state)
  */
 static void test_ur_bufring_idle_does_not_take_wakeup(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_bufring *br;
 	struct hold c, a, b;
 	struct ur_fiber *fc, *fa, *fb;
@@ -847,7 +842,7 @@ static void put_cb(struct ur_op *op)
 
 static void test_ur_bufring_put_during_attempt(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct put_later pl;
 	struct ur_op nop;
 	struct ur_fiber *f;

@@ -24,11 +24,6 @@
 #define T_ASAN 0
 #endif
 
-static struct ur_loop *loop_of(void **state)
-{
-	return ((struct t_loop *)*state)->loop;
-}
-
 /* Run turns until *n reaches want (or 20 s pass). */
 static void run_until_count(struct ur_loop *loop, const int *n, int want)
 {
@@ -60,7 +55,7 @@ static int return_arg(void *arg)
 
 static void test_ur_fiber_spawn_join(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_fiber *f[5];
 	int ret = -1;
 
@@ -100,7 +95,7 @@ static int store_self(void *arg)
 
 static void test_ur_fiber_self(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_fiber *seen = NULL;
 	struct ur_fiber *f;
 
@@ -137,7 +132,7 @@ static int yield_three(void *arg)
 
 static void test_ur_fiber_yield_order(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct order o = {.len = 0};
 	struct order_arg a[3];
 	struct ur_fiber *f[3];
@@ -185,7 +180,7 @@ static int wake_other(void *arg)
 
 static void test_ur_fiber_park_wake(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct parker p = {0, -1, NULL};
 	struct parker w = {0, -1, NULL};
 	struct ur_fiber *f, *g;
@@ -240,7 +235,7 @@ static int cancel_in_park(void *arg)
 
 static void test_ur_fiber_cancel_park(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct cancelee c = {0};
 	struct ur_fiber *f;
 	int sv[2];
@@ -287,7 +282,7 @@ static int recv_once(void *arg)
 
 static void test_ur_fiber_cancel_recv(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct cancelee c = {0};
 	struct ur_fiber *f;
 	int sv[2];
@@ -312,7 +307,7 @@ static void test_ur_fiber_cancel_recv(void **state)
 /* Data and cancel in the same turn: either way, no byte is lost. */
 static void test_ur_fiber_cancel_recv_data_race(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	int got = 0, cancelled = 0;
 
 	for (int round = 0; round < 20; round++) {
@@ -385,7 +380,7 @@ static int parent(void *arg)
 
 static void test_ur_fiber_join_from_fiber(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct family fam = {0};
 	struct ur_fiber *f;
 	int ret;
@@ -433,7 +428,7 @@ static int join_target(void *arg)
 
 static void test_ur_fiber_detach(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct parker p = {0, -1, NULL};
 	struct join_arg j = {NULL, 0, 0};
 	struct ur_fiber *f, *g;
@@ -480,7 +475,7 @@ static void test_ur_fiber_detach(void **state)
 
 static void test_ur_fiber_cancel_joiner(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct parker p = {0, -1, NULL};
 	struct join_arg j = {NULL, 0, 0};
 	struct ur_fiber *f, *g;
@@ -529,7 +524,7 @@ static int many_recv(void *arg)
 
 static void test_ur_fiber_many_recv(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct rlimit rl;
 	struct many m = {0};
 	struct many_arg *args;
@@ -602,7 +597,7 @@ static int send_later(void *arg)
 
 static void test_ur_fiber_blocking_outside(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_fiber *f;
 	char buf[8];
 	int sv[2];
@@ -672,7 +667,7 @@ static void nested_cb(struct ur_op *op)
 
 static void test_ur_fiber_nested_resume(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct nested n = {0};
 	struct ur_op op;
 
@@ -715,7 +710,7 @@ static void count_live(const char *what, const char *file, int line, void *arg)
 
 static void test_ur_fiber_foreach_live(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_fiber_opts o = {.name = "idler"};
 	struct parker p = {0, -1, NULL};
 	struct live_seen seen = {0};
@@ -754,7 +749,7 @@ static int deep_fiber(void *arg)
 
 static void test_ur_fiber_stack_size_opt(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_fiber_opts o = {.stack_size = 1024 * 1024};
 	struct ur_fiber *f;
 	int ret = -1;
@@ -806,7 +801,7 @@ static int longjmp_fiber(void *arg)
 
 static void test_ur_fiber_longjmp_within(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	struct ur_fiber *f;
 	int ret;
 
@@ -839,7 +834,7 @@ static int park_quietly(void *arg)
 /* The idle target: a parked fiber costs at most 8 KiB (stack + record). */
 static void test_ur_fiber_idle_memory(void **state)
 {
-	struct ur_loop *loop = loop_of(state);
+	struct ur_loop *loop = t_loop_of(state);
 	enum {
 		N = 10000
 	};
