@@ -261,6 +261,86 @@ static int ossl_tls_recv(struct end *e)
 }
 
 /*
+ * Round trips: the client sends a 64-byte command, the server answers
+ * with 64 bytes, RTRIPS times over one connection (an IMAP-like
+ * request/response pattern: per-record costs, BIO buffer handling and
+ * one flush per message show here, not in bulk).
+ */
+#define RTRIPS 20000
+#define RTMSG  64
+
+static int ring_rt(struct end *e, bool server)
+{
+	struct protstream *in = prot_new(e->fd, 0), *out = prot_new(e->fd, 1);
+	char buf[RTMSG];
+	int ret = server ? pl_tls_accept(in, out, sctx, 10000, NULL)
+			 : pl_tls_connect(in, out, cctx, NULL, 10000, NULL);
+
+	memset(buf, 'r', sizeof(buf));
+	for (unsigned i = 0; ret == 0 && i < RTRIPS; i++) {
+		if (!server &&
+		    (prot_write(out, buf, RTMSG) != 0 || prot_flush(out) != 0))
+			ret = -1;
+		for (int got = 0, n; ret == 0 && got < RTMSG; got += n) {
+			n = prot_read(in, buf + got, (unsigned)(RTMSG - got));
+			if (n <= 0)
+				ret = -2;
+		}
+		if (ret == 0 && server &&
+		    (prot_write(out, buf, RTMSG) != 0 || prot_flush(out) != 0))
+			ret = -3;
+	}
+	prot_free(in);
+	prot_free(out);
+	return ret;
+}
+
+static int ring_rt_server(struct end *e)
+{
+	return ring_rt(e, true);
+}
+
+static int ring_rt_client(struct end *e)
+{
+	return ring_rt(e, false);
+}
+
+static int ossl_rt(struct end *e, bool server)
+{
+	SSL *ssl = SSL_new(server ? sctx : cctx);
+	char buf[RTMSG];
+	int ret = 0;
+
+	memset(buf, 'r', sizeof(buf));
+	SSL_set_fd(ssl, e->fd);
+	if ((server ? SSL_accept(ssl) : SSL_connect(ssl)) != 1)
+		ret = -1;
+	for (unsigned i = 0; ret == 0 && i < RTRIPS; i++) {
+		if (!server && SSL_write(ssl, buf, RTMSG) != RTMSG)
+			ret = -2;
+		for (int got = 0, n; ret == 0 && got < RTMSG; got += n) {
+			n = SSL_read(ssl, buf + got, RTMSG - got);
+			if (n <= 0)
+				ret = -3;
+		}
+		if (ret == 0 && server && SSL_write(ssl, buf, RTMSG) != RTMSG)
+			ret = -4;
+	}
+	SSL_free(ssl);
+	return ret;
+}
+
+static int ossl_rt_server(struct end *e)
+{
+	return ossl_rt(e, true);
+}
+
+static int ossl_rt_client(struct end *e)
+{
+	return ossl_rt(e, false);
+}
+
+/*
  * Handshake rate: handshakes full TLS 1.3 handshakes, one connection
  * each (a fresh loopback connection per handshake, made before the
  * clock starts), one byte each way to finish.
@@ -504,15 +584,18 @@ int main(int argc, char **argv)
 	if (payload == NULL || noise == NULL)
 		die("memory");
 	for (size_t i = 0; i < bulk_bytes; i++) {
-		static const char text[] = "* 42 FETCH (UID 4711 FLAGS (\\Seen) "
-					   "BODY[] {1024}\r\nSubject: hello ";
+		static const char text[] =
+			"* 42 FETCH (UID 4711 FLAGS (\\Seen) "
+			"BODY[] {1024}\r\nSubject: hello ";
 
 		st ^= st << 13;
 		st ^= st >> 7;
 		st ^= st << 17;
 		noise[i] = (unsigned char)(st >> 32);
-		payload[i] = (st & 7) == 0 ? (unsigned char)('a' + (st >> 40) % 26)
-					   : (unsigned char)text[i % (sizeof(text) - 1)];
+		payload[i] =
+			(st & 7) == 0
+				? (unsigned char)('a' + (st >> 40) % 26)
+				: (unsigned char)text[i % (sizeof(text) - 1)];
 	}
 	make_tls();
 	printf("bench-tls: %.0f MiB per bulk case, %u handshakes, 2 threads "
@@ -521,6 +604,8 @@ int main(int argc, char **argv)
 	       pl_ktls_available() ? "available (unused)" : "not available");
 	compare("TLS 1.3 bulk (MiB)", mib, "MiB", ring_tls_send, ring_tls_recv,
 		ossl_tls_send, ossl_tls_recv, NULL, NULL);
+	compare("TLS 1.3 round trips", RTRIPS, "rt", ring_rt_client,
+		ring_rt_server, ossl_rt_client, ossl_rt_server, NULL, NULL);
 	compare("TLS 1.3 handshakes", handshakes, "hs", ring_hs_client,
 		ring_hs_server, ossl_hs_client, ossl_hs_server, hs_open,
 		hs_close);

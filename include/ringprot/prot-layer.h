@@ -109,6 +109,18 @@ RINGPROT_API int pl_zlib_stats(const struct protstream *s,
  * TLS: OpenSSL over memory BIOs. The ring moves the ciphertext like any
  * other bytes; SSL_read and SSL_write only touch memory. One SSL serves
  * both streams of a connection.
+ *
+ * prot_settls (the Cyrus face) borrows an SSL whose handshake the caller
+ * ran on the fd: the streams move it to memory BIOs and never send
+ * close_notify for it. When the last of them lets go (prot_free,
+ * prot_settls NULL), an SSL that came with socket BIOs gets socket BIOs
+ * on the same fds back (BIO_NOCLOSE), so that the caller's own ending,
+ * Cyrus's tls_reset_servertls (SSL_shutdown on the fd, or the fast
+ * shutdown that only marks the session), works as in Cyrus. Records
+ * still unsent then are sent first (one non-blocking send); if the
+ * socket does not take them all, the SSL is set to quiet shutdown (a
+ * close_notify after a lost record would not decrypt). An SSL that came
+ * with other BIOs keeps the memory BIOs.
  * ---------------------------------------------------------------------
  */
 
@@ -134,23 +146,38 @@ RINGPROT_API int pl_zlib_stats(const struct protstream *s,
  * mismatch, bad or missing certificate, ...), -ENOMEM, -ECANCELED (fiber
  * cancelled), or the ring's -errno; both streams then carry the error
  * (prot_error) and refuse further I/O: the connection must be closed.
- * Records OpenSSL writes while reading (a KeyUpdate answer, an alert)
- * leave with the next flush of out. *errstr_out (may be
- * NULL) is set to a text for the log, e.g. "TLS handshake failed:
- * certificate verify failed", owned by in (valid until prot_free(in)),
- * or NULL on success.
+ * *errstr_out (may be NULL) is set to a text for the log, e.g. "TLS
+ * handshake failed: certificate verify failed", owned by in (valid until
+ * prot_free(in)), or NULL on success.
+ *
+ * Records OpenSSL writes while reading (the answer to a TLS 1.3
+ * KeyUpdate the peer requested, an alert) leave at once, with one
+ * non-blocking send, when out is idle (nothing buffered or queued, no
+ * flush under way, a socket); otherwise, and for what the socket does
+ * not take, they lead the next flush of out. Reading never waits for
+ * the peer to take them.
+ *
+ * Ending: prot_free(out) (or prot_settls(out, NULL)) sends close_notify,
+ * best effort, with one non-blocking send, never waiting for the peer,
+ * and only if the session is sound: not after pl_tls_shutdown (or
+ * another close_notify), a TLS error, a write error, the peer's end of
+ * file without close_notify (pl_tls_info.peer_end), output the
+ * application left unflushed (a close_notify would make that loss look
+ * like a clean end), on a non-blocking write stream, or on a pipe. The
+ * fd must still be open (Cyrus order: prot_free, then close). To wait
+ * for the peer's close_notify as well, use pl_tls_shutdown first.
  */
-RINGPROT_API int pl_tls_accept(struct protstream *in, struct protstream *out,
-			       struct ssl_ctx_st *ctx, int timeout_ms,
-			       const char **errstr_out)
-	RINGPROT_MUST_CHECK UR_MAY_YIELD;
+RINGPROT_API int
+pl_tls_accept(struct protstream *in, struct protstream *out,
+	      struct ssl_ctx_st *ctx, int timeout_ms,
+	      const char **errstr_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /* Client side options; NULL or zeroed: none of them. */
 struct pl_tls_client_opts {
-	const char *server_name;    /* SNI; with verify_name also checked */
-	bool verify_name;	    /* the certificate must match server_name
-				     * (needs SSL_VERIFY_PEER on ctx) */
-	const unsigned char *alpn;  /* offer, wire format ("\x04imap") */
+	const char *server_name;   /* SNI; with verify_name also checked */
+	bool verify_name;	   /* the certificate must match server_name
+				    * (needs SSL_VERIFY_PEER on ctx) */
+	const unsigned char *alpn; /* offer, wire format ("\x04imap") */
 	unsigned alpn_len;
 	struct ssl_session_st *session; /* resume it (borrowed) */
 };
@@ -162,11 +189,11 @@ struct pl_tls_client_opts {
  * the session to keep for the next connection (with TLS 1.3 the ticket
  * arrives after the handshake: read some data first).
  */
-RINGPROT_API int pl_tls_connect(struct protstream *in, struct protstream *out,
-				struct ssl_ctx_st *ctx,
-				const struct pl_tls_client_opts *opts,
-				int timeout_ms, const char **errstr_out)
-	RINGPROT_MUST_CHECK UR_MAY_YIELD;
+RINGPROT_API int
+pl_tls_connect(struct protstream *in, struct protstream *out,
+	       struct ssl_ctx_st *ctx, const struct pl_tls_client_opts *opts,
+	       int timeout_ms,
+	       const char **errstr_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /*
  * Close the TLS session of out: flush out, send close_notify; out refuses
@@ -175,17 +202,35 @@ RINGPROT_API int pl_tls_connect(struct protstream *in, struct protstream *out,
  * that comes before it. Returns 0, -ETIMEDOUT, -ECONNRESET (the peer
  * closed without close_notify), -ENOTCONN (no TLS on out), or -errno.
  */
-RINGPROT_API int pl_tls_shutdown(struct protstream *in, struct protstream *out,
-				 int timeout_ms) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+RINGPROT_API int
+pl_tls_shutdown(struct protstream *in, struct protstream *out,
+		int timeout_ms) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+
+/* How the peer's side of the session has ended, as seen by reading. */
+enum pl_tls_peer_end {
+	PL_TLS_PEER_OPEN,	  /* no end seen yet */
+	PL_TLS_PEER_CLOSE_NOTIFY, /* close_notify: a clean end */
+	PL_TLS_PEER_EOF,	  /* the connection ended without close_notify
+				   * (truncation; most IMAP clients do it, so
+				   * between records it still reads as EOF) */
+};
 
 /* What a TLS stream knows about its session. */
 struct pl_tls_info {
-	const char *version;  /* "TLSv1.3"... static */
-	const char *cipher;   /* OpenSSL cipher name, static */
-	bool resumed;	      /* session resumption happened */
+	const char *version;   /* "TLSv1.3"... static */
+	const char *cipher;    /* OpenSSL cipher name, static */
+	bool resumed;	       /* session resumption happened */
 	bool ktls_tx, ktls_rx; /* the kernel carries the records (kTLS) */
-	uint64_t discarded;   /* plaintext bytes dropped at the switch */
+	bool close_sent;       /* our close_notify has been sent */
+	int ktls_error;	       /* -errno of the last kTLS setup that failed
+				* (-ENOENT: no tls module), 0 */
+	enum pl_tls_peer_end peer_end;
+	uint64_t discarded; /* plaintext bytes dropped at the switch */
+	size_t held;	    /* bytes of memory the layer holds for I/O
+			     * (BIO buffers, records waiting to be sent,
+			     * decoded plaintext); 0 on an idle stream.
+			     * OpenSSL's own record buffers are released
+			     * when empty (SSL_MODE_RELEASE_BUFFERS). */
 };
 
 /* Fill *info. Returns 0, or -ENOTCONN if s has no TLS layer. */
@@ -206,8 +251,16 @@ RINGPROT_API int pl_tls_ctx_set_alpn(struct ssl_ctx_st *ctx,
 /*
  * Run-time kTLS probe: can this kernel take TLS records (setsockopt
  * TCP_ULP "tls" on a connected loopback TCP socket)? Cached after the
- * first call. The layers always work in userspace; kTLS is only an
- * offload for bulk data where both the kernel and OpenSSL offer it.
+ * first call.
+ *
+ * kTLS is opt-in and transmit-only: with SSL_OP_ENABLE_KTLS on the ctx,
+ * pl_tls_accept/pl_tls_connect on a socket with a real fd (not a direct
+ * descriptor) hand the sending direction to the kernel when OpenSSL
+ * offers its keys and the kernel takes them (TLS_TX): flushes then send
+ * plaintext and the kernel makes the records. Receiving stays in
+ * userspace. Anything that fails leaves the session in userspace, where
+ * it always works; pl_tls_info says which (ktls_tx, ktls_error).
+ * Untested where no tls module exists (the engaged path).
  */
 RINGPROT_API bool pl_ktls_available(void);
 
