@@ -33,11 +33,16 @@ static void order_fn(struct ur_timer *t, void *arg)
 
 static void run_order(struct ur_loop *loop, clockid_t clock)
 {
-	/* Armed out of order; they must fire by deadline. */
+	/*
+	 * Armed out of order; they must fire by deadline. The base is 100 ms
+	 * out: a timer already due when the kernel sees it completes at once,
+	 * in submission order, and a loaded machine can stall the arming
+	 * loop for tens of milliseconds.
+	 */
 	static const int delay_ms[] = {50, 10, 40, 20, 30, 0};
 	struct otimer ts[6];
 	struct order o = {.clock = clock};
-	uint64_t base = ur_now_ns(clock);
+	uint64_t base = ur_now_ns(clock) + 100 * MS;
 
 	for (int i = 0; i < 6; i++) {
 		ts[i].o = &o;
