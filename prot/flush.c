@@ -601,6 +601,17 @@ static int queue_out(struct protstream *s, const unsigned char *p, size_t n,
 }
 
 /*
+ * The encoded output is sent (or copied to the queue) by the time a flush
+ * returns: give the scratch back, so that an idle connection holds none.
+ * A bulk write grows it to 64 records; malloc serves the next flush from
+ * its free lists, a cost far below the encoding's.
+ */
+static void enc_release(struct prot__stream *ps)
+{
+	prot__buf_release(&ps->enc);
+}
+
+/*
  * The flush engine. x/xn: whole maxplain chunks of a large prot_write to
  * send after the buffer without copying (only without write layers).
  */
@@ -646,14 +657,18 @@ static int flush_out(struct protstream *s, int force, const unsigned char *x,
 		x = NULL;
 		xn = 0;
 	}
-	if (!force && s->dontblock)
-		return queue_out(s, p, n, x, xn);
+	if (!force && s->dontblock) {
+		ret = queue_out(s, p, n, x, xn);
+		enc_release(ps);
+		return ret;
+	}
 	t0 = prot__net_start(ps);
 	ret = sender_wait(ps);
 	/* The background send may have failed meanwhile: its error stands. */
 	if (ret == 0 && s->error == NULL)
 		ret = send_all(ps, p, n, x, xn);
 	prot__net_end(ps, t0);
+	enc_release(ps);
 	if (ret < 0 || s->error != NULL)
 		return flush_fail(s, ret < 0 ? ret : -EIO,
 				  ret == -ETIMEDOUT ? WRITE_TIMED_OUT : NULL);
