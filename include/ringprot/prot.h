@@ -53,7 +53,12 @@
  *    discards buffered plaintext (STARTTLS injection, CVE-2011-0411).
  *  - prot_settls takes an SSL whose handshake is complete and moves it to
  *    memory BIOs (ciphertext goes through the ring); renegotiation is
- *    refused; SSL errors give "TLS error: <reason>".
+ *    refused; SSL errors give "TLS error: <reason>". When the last stream
+ *    lets go of such an SSL it gets socket BIOs on its fds back, so the
+ *    caller's own SSL_shutdown (Cyrus's tls_reset_servertls) reaches the
+ *    peer as in Cyrus. A session from pl_tls_accept/pl_tls_connect sends
+ *    close_notify itself when its write stream is freed (best effort,
+ *    never after an error, the peer's EOF, or output left unsent).
  *  - Layers push in protocol order only (TLS, then SASL, then DEFLATE);
  *    out of order: EOF, errno EINVAL.
  *  - Without the library (OpenSSL, libsasl2, zlib) in the build, the
