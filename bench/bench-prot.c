@@ -27,18 +27,20 @@
  * quick run; cases by name, all by default). Files are made in $TMPDIR
  * (default /tmp); the table names the kernel. For instruction counts,
  * run one case under callgrind with --toggle-collect=<case>_ours (or _cy,
- * e.g. fgets_ours): three runs of each side are counted. BENCH_PROT_ONLY=
+ * e.g. fgets_ours): every run of each side is counted. BENCH_PROT_ONLY=
  * ours (or cy) runs one side only (for strace -c); BENCH_PROT_STATS=1
  * prints the rr server's CPU time and our ring's enters per round trip;
- * BENCH_PROT_RR_CPUS=c,s places the rr client and server (rr_place()).
+ * BENCH_PROT_RR_CPUS=c,s places the rr client and server and the pipe
+ * reader and feeder (rr_place_init(); "any" lets the scheduler decide);
+ * BENCH_PROT_RUNS=n sets the runs per side (5 by default, odd, at most 15).
  *
  * Each case runs the same code on both implementations: a macro expands
  * one body twice, once with prot_* and once with Cyrus's functions (from
  * Debian's libcyrus.so.0, called through dlsym pointers, as a Cyrus
- * daemon calls them through the PLT). Runs alternate ours/Cyrus, three
- * each; the table shows the median time per operation and the ratio
- * ours/Cyrus (below 1: we are faster). Both sides must compute the same
- * checksum, or the row says so. Nothing here asserts on speed.
+ * daemon calls them through the PLT). Runs alternate ours/Cyrus; the
+ * table shows the median time per operation and the ratio ours/Cyrus
+ * (below 1: we are faster). Both sides must compute the same checksum,
+ * or the row says so. Nothing here asserts on speed.
  */
 
 /* Cyrus 3.6's struct protstream is opaque here: we only pass it around. */
@@ -178,7 +180,14 @@ static void rewind_fd(int fd)
 		die("lseek");
 }
 
-/* A child writes getc_bytes of text into a pipe; returns the read end. */
+static int rr_cpu_c = -1, rr_cpu_s = -1; /* see rr_place_init() */
+static void pin(pthread_t th, int cpu);
+
+/*
+ * A child writes getc_bytes of text into a pipe; returns the read end.
+ * The child runs where the rr server would, the reader where the client
+ * would (rr_place_init()).
+ */
 static int pipe_feeder(pid_t *pid_out)
 {
 	int p[2];
@@ -192,6 +201,8 @@ static int pipe_feeder(pid_t *pid_out)
 	if (pid == 0) {
 		char block[65536];
 
+		if (rr_cpu_s >= 0)
+			pin(pthread_self(), rr_cpu_s);
 		close(p[0]);
 		for (size_t i = 0; i < sizeof(block); i++)
 			block[i] = (char)('a' + i % 26);
@@ -252,17 +263,22 @@ struct rr_arg {
                                                                                \
 	static uint64_t getc_pipe_##SFX(void)                                  \
 	{                                                                      \
+		cpu_set_t saved;                                               \
 		pid_t pid;                                                     \
-		int fd = pipe_feeder(&pid);                                    \
-		T *s = NEW(fd, 0);                                             \
+		int fd;                                                        \
+		T *s;                                                          \
 		uint64_t sum = 0;                                              \
 		int c;                                                         \
                                                                                \
+		place_self(&saved);                                            \
+		fd = pipe_feeder(&pid);                                        \
+		s = NEW(fd, 0);                                                \
 		while ((c = GETC(s)) != EOF)                                   \
 			sum += (unsigned)c;                                    \
 		FREE(s);                                                       \
 		close(fd);                                                     \
 		waitpid(pid, NULL, 0);                                         \
+		place_restore(&saved);                                         \
 		return sum;                                                    \
 	}                                                                      \
                                                                                \
@@ -369,8 +385,11 @@ static void rr_stats(const char *side, struct ur_loop *loop)
 		return;
 	cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e9 +
 	      (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e3;
-	fprintf(stderr, "rr %-4s: server cpu %.0f ns/trip", side,
-		cpu / (double)rr_count);
+	fprintf(stderr,
+		"rr %-4s: server cpu %.0f ns/trip, %.2f+%.2f switches/trip",
+		side, cpu / (double)rr_count,
+		(double)ru.ru_nvcsw / (double)rr_count,
+		(double)ru.ru_nivcsw / (double)rr_count);
 	if (loop != NULL) {
 		ur_loop_stats(loop, &st);
 		fprintf(stderr, ", %.3f enters, %.3f submitting, %.3f cqes",
@@ -382,25 +401,64 @@ static void rr_stats(const char *side, struct ur_loop *loop)
 }
 
 /*
- * BENCH_PROT_RR_CPUS=c,s pins the client (this thread) to CPU c and the
- * server to CPU s (uring notes 8: placement sets the round-trip floor on
- * small VMs; c == s is the same-CPU case). Unset: the scheduler decides.
+ * Where the cases with a peer run: the rr client (this thread) and
+ * server, the getc-pipe reader (this thread) and feeder. By default both
+ * are pinned to the CPU this program started on: a round trip then
+ * measures the two implementations' syscalls and code, plus two context
+ * switches, instead of the wakeup of an idle vCPU (uring notes 8: about
+ * 45 us with millisecond tails on a 2-vCPU VM, which made the ratio
+ * noise). BENCH_PROT_RR_CPUS=c,s pins this thread to CPU c and the peer
+ * to s (c != s: the cross-CPU case); "any" leaves placement to the
+ * scheduler. Both implementations always run under the same placement.
  */
-static void rr_place(pthread_t server)
+
+static void rr_place_init(void)
 {
 	const char *env = getenv("BENCH_PROT_RR_CPUS");
-	int c, sc;
+	int cpu = sched_getcpu();
+
+	if (env != NULL && strcmp(env, "any") == 0)
+		return;
+	if (env != NULL && sscanf(env, "%d,%d", &rr_cpu_c, &rr_cpu_s) == 2)
+		return;
+	rr_cpu_c = rr_cpu_s = cpu < 0 ? 0 : cpu;
+}
+
+static const char *rr_place_name(char *buf, size_t len)
+{
+	if (rr_cpu_c < 0)
+		snprintf(buf, len, "any CPU");
+	else if (rr_cpu_c == rr_cpu_s)
+		snprintf(buf, len, "both on CPU %d", rr_cpu_c);
+	else
+		snprintf(buf, len, "client CPU %d, server CPU %d", rr_cpu_c,
+			 rr_cpu_s);
+	return buf;
+}
+
+static void pin(pthread_t th, int cpu)
+{
 	cpu_set_t set;
 
-	if (env == NULL || sscanf(env, "%d,%d", &c, &sc) != 2)
-		return;
 	CPU_ZERO(&set);
-	CPU_SET(c, &set);
-	if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+	CPU_SET(cpu, &set);
+	if (pthread_setaffinity_np(th, sizeof(set), &set) != 0)
 		die("pthread_setaffinity_np");
-	CPU_ZERO(&set);
-	CPU_SET(sc, &set);
-	if (pthread_setaffinity_np(server, sizeof(set), &set) != 0)
+}
+
+/* Pin this thread; *saved_out gets its affinity for place_restore(). */
+static void place_self(cpu_set_t *saved_out)
+{
+	if (pthread_getaffinity_np(pthread_self(), sizeof(*saved_out),
+				   saved_out) != 0)
+		die("pthread_getaffinity_np");
+	if (rr_cpu_c >= 0)
+		pin(pthread_self(), rr_cpu_c);
+}
+
+static void place_restore(const cpu_set_t *saved)
+{
+	if (pthread_setaffinity_np(pthread_self(), sizeof(*saved), saved) != 0)
 		die("pthread_setaffinity_np");
 }
 
@@ -418,6 +476,7 @@ static uint64_t rr_run(void *(*server)(void *), bool onread)
 	uint64_t got = 0;
 	char req[64], resp[256];
 	struct rr_arg ra;
+	cpu_set_t saved;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		die("socketpair");
@@ -425,7 +484,9 @@ static uint64_t rr_run(void *(*server)(void *), bool onread)
 	ra.onread = onread;
 	if (pthread_create(&th, NULL, server, &ra) != 0)
 		die("pthread_create");
-	rr_place(th);
+	if (rr_cpu_s >= 0)
+		pin(th, rr_cpu_s);
+	place_self(&saved);
 	for (size_t i = 0; i < rr_count; i++) {
 		int n = snprintf(req, sizeof(req), "a%zu NOOP\r\n", i);
 		size_t have = 0;
@@ -444,6 +505,7 @@ static uint64_t rr_run(void *(*server)(void *), bool onread)
 	}
 	shutdown(sv[0], SHUT_WR);
 	pthread_join(th, NULL);
+	place_restore(&saved);
 	close(sv[0]);
 	close(sv[1]);
 	return got;
@@ -473,15 +535,18 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+#define MAX_RUNS 15
+static int runs = 5;
+
 static void run_case(const struct bcase *bc)
 {
 	const char *only = getenv("BENCH_PROT_ONLY"); /* "ours" or "cy" */
 	bool run_o = only == NULL || strcmp(only, "cy") != 0;
 	bool run_c = only == NULL || strcmp(only, "ours") != 0;
-	uint64_t t_o[3] = {0}, t_c[3] = {0}, sum_o = 0, sum_c = 0;
+	uint64_t t_o[MAX_RUNS] = {0}, t_c[MAX_RUNS] = {0}, sum_o = 0, sum_c = 0;
 	double ns_o, ns_c;
 
-	for (int r = 0; r < 3; r++) {
+	for (int r = 0; r < runs; r++) {
 		uint64_t t0 = now_ns();
 
 		if (run_o)
@@ -492,13 +557,14 @@ static void run_case(const struct bcase *bc)
 			sum_c = bc->cy();
 		t_c[r] = now_ns() - t0;
 	}
-	qsort(t_o, 3, sizeof(t_o[0]), cmp_u64);
-	qsort(t_c, 3, sizeof(t_c[0]), cmp_u64);
-	ns_o = (double)t_o[1] / (double)*bc->ops;
-	ns_c = (double)t_c[1] / (double)*bc->ops;
+	qsort(t_o, (size_t)runs, sizeof(t_o[0]), cmp_u64);
+	qsort(t_c, (size_t)runs, sizeof(t_c[0]), cmp_u64);
+	ns_o = (double)t_o[runs / 2] / (double)*bc->ops;
+	ns_c = (double)t_c[runs / 2] / (double)*bc->ops;
 	printf("%-16s %-6s %10zu %12.2f %12.2f %8.3f  %s\n", bc->name, bc->unit,
 	       *bc->ops, ns_o, ns_c, ns_o / ns_c,
 	       sum_o == sum_c ? "same" : "RESULTS DIFFER");
+	fflush(stdout);
 }
 
 int main(int argc, char **argv)
@@ -520,11 +586,19 @@ int main(int argc, char **argv)
 		 rr_onread_cy},
 	};
 	double scale = argc > 1 ? strtod(argv[1], NULL) : 1.0;
+	const char *env_runs = getenv("BENCH_PROT_RUNS");
 	struct utsname u;
+	char place[64];
 
 	if (scale <= 0)
 		scale = 1.0;
+	if (env_runs != NULL)
+		runs = atoi(env_runs);
+	if (runs < 1 || runs > MAX_RUNS)
+		runs = 5;
+	runs |= 1; /* odd: the median is one run */
 	signal(SIGPIPE, SIG_IGN);
+	rr_place_init();
 	cy_load();
 	getc_bytes = (size_t)(64.0 * 1024 * 1024 * scale);
 	line_count = (size_t)(800000 * scale);
@@ -540,9 +614,11 @@ int main(int argc, char **argv)
 
 	uname(&u);
 	printf("bench-prot: ours vs Cyrus %s (libcyrus.so.0), %s %s, "
-	       "%ld CPUs, scale %g, median of 3\n",
+	       "%ld CPUs, scale %g, median of %d\n",
 	       "3.6", u.sysname, u.release, sysconf(_SC_NPROCESSORS_ONLN),
-	       scale);
+	       scale, runs);
+	printf("rr-* and getc-pipe placement: %s (BENCH_PROT_RR_CPUS)\n",
+	       rr_place_name(place, sizeof(place)));
 	printf("%-16s %-6s %10s %12s %12s %8s  %s\n", "case", "op", "ops",
 	       "ours ns/op", "Cyrus ns/op", "ratio", "check");
 	/* Ours twice: ring only (the default), then prot_setdirectio(1). */

@@ -23,14 +23,30 @@
  * timeout, runs due wait events and resets the ungetc allowance, exactly
  * as if Cyrus had read it with its own read(2). Only the syscall count
  * changes. When the ring is empty (-ENOBUFS) the read falls back to the
- * stream's own 4096-byte buffer: flow control, never an error.
+ * stream's own buffer of the same size: flow control, never an error.
+ * So does the speculative probe of prot_setdirectio(1) (probe_recv()).
+ * Whichever buffer the bytes land in, a failed refill keeps the same
+ * PROT__HIST bytes of the last window (see src_release()).
  *
- * Pipes, files and ttys are read with ring reads at the current file
- * position into the stream's own PROT_BUFSIZE buffer (so lseek and
- * prot_rewind keep their meaning). Callback streams call the callback.
+ * Files and ttys are read with ring reads at the current file position
+ * into the stream's own PROT_BUFSIZE buffer (so lseek and prot_rewind
+ * keep their meaning). Pipes have no position to keep: they are read up
+ * to PIPE_READ bytes at a time (a whole default pipe buffer, so a writer
+ * blocked on a full pipe refills it in one go), into a buffer of that
+ * size, and exposed in PROT_BUFSIZE windows as sockets are. Callback
+ * streams call the callback.
  */
 #define PBUF_SIZE  16384
 #define PBUF_COUNT 256
+#define PIPE_READ  65536
+
+/* ps->file_read: how a PROT__K_FILE stream reads, decided at its first. */
+enum {
+	FR_UNKNOWN = 0,
+	FR_RING,    /* ring reads of PROT_BUFSIZE at the file position */
+	FR_MEMFILE, /* read(2), see file_kind() */
+	FR_PIPE,    /* ring reads of PIPE_READ */
+};
 
 /* The thread's shared ring: one per loop, freed with its last user. */
 static __thread struct {
@@ -48,8 +64,11 @@ static struct ur_bufring *pbuf_ref(struct prot__stream *ps)
 		return ps->br;
 	if (ur_loop_get(&loop) < 0 || loop == pbufs.failed)
 		return NULL;
-	if (pbufs.loop != loop) {
-		/* A stream of an earlier loop still lives: don't share. */
+	if (pbufs.loop != loop || ur_bufring_loop(pbufs.br) != loop) {
+		/*
+		 * A stream of an earlier loop still lives (if that loop was
+		 * freed, a new one may sit at its address): don't share.
+		 */
 		if (pbufs.refs > 0)
 			return NULL;
 		pbufs.loop = NULL;
@@ -79,10 +98,19 @@ static void pbuf_unref(struct prot__stream *ps)
 	}
 }
 
+static size_t rbuf_size(const struct prot__stream *ps)
+{
+	if (ps->kind == PROT__K_SOCKET)
+		return PBUF_SIZE;
+	return ps->kind == PROT__K_FILE && ps->file_read == FR_PIPE
+		       ? PIPE_READ
+		       : PROT_BUFSIZE;
+}
+
 static int rbuf_get(struct prot__stream *ps)
 {
 	if (ps->rbuf == NULL) {
-		ps->rbuf = malloc(PROT_BUFSIZE);
+		ps->rbuf = malloc(rbuf_size(ps));
 		if (ps->rbuf == NULL)
 			return -ENOMEM;
 	}
@@ -118,18 +146,23 @@ static void window_restore(struct protstream *s, const struct window *w)
  * all), so *w stays valid for push-back whatever the wait brings; only a
  * window with more unread bytes than that (prot_fill called directly)
  * keeps its buffer, as keep_bid, until the next refill that succeeds.
+ * A socket window in rbuf is treated the same way (rbuf survives a failed
+ * read as it is, but a socket stream keeps the same bytes whichever
+ * buffer it used: prot.h's difference list).
  */
 static void src_release(struct prot__stream *ps, struct window *w)
 {
 	int wb = ps->bid >= 0 ? ps->bid : ps->keep_bid;
+	bool held = wb >= 0 || (ps->kind == PROT__K_SOCKET && ps->src != NULL &&
+				ps->src == ps->rbuf);
 
 	if (ps->kind == PROT__K_MAP)
 		return;
 	ps->bid = -1;
 	ps->keep_bid = -1;
-	if (wb >= 0 && w != NULL && w->cnt > PROT__HIST) {
-		ps->keep_bid = wb;
-	} else if (wb >= 0) {
+	if (held && w != NULL && w->cnt > PROT__HIST) {
+		ps->keep_bid = wb; /* -1 for rbuf: it stays as it is */
+	} else if (held) {
 		if (w != NULL) {
 			size_t c = w->cnt;
 			size_t k = w->can_unget > 0 ? (size_t)w->can_unget : 0;
@@ -142,7 +175,8 @@ static void src_release(struct prot__stream *ps, struct window *w)
 			w->ptr = ps->hist + k;
 			w->can_unget = (int)k;
 		}
-		ur_bufring_put(ps->br, (unsigned)wb);
+		if (wb >= 0)
+			ur_bufring_put(ps->br, (unsigned)wb);
 	}
 	ps->src = NULL;
 	ps->src_len = 0;
@@ -307,8 +341,9 @@ static int read_start(struct prot__stream *ps, int flags, bool no_pbuf)
 		return ret;
 	if (ps->kind == PROT__K_SOCKET)
 		return ur_recv_start(loop, &ps->rop, s->fd, ps->rbuf,
-				     PROT_BUFSIZE, flags);
-	return ur_read_start(loop, &ps->rop, s->fd, ps->rbuf, PROT_BUFSIZE, -1);
+				     rbuf_size(ps), flags);
+	return ur_read_start(loop, &ps->rop, s->fd, ps->rbuf, rbuf_size(ps),
+			     -1);
 }
 
 /* Take the completed read's bytes as the held region. */
@@ -429,22 +464,28 @@ static bool file_ready(int fd)
 }
 
 /*
- * Is fd a regular file kept in memory (tmpfs, memfd, ramfs, hugetlbfs)?
- * The kernel cannot try an io_uring read of such a file without blocking,
- * so every ring read of it goes to an io-wq thread: a wakeup on another
- * CPU per 4 KiB (13 ns a byte against read(2)'s 1.7 in bench-prot). A
- * plain read(2) there never waits for a device (swap aside).
+ * How to read fd (FR_*). A regular file kept in memory (tmpfs, memfd,
+ * ramfs, hugetlbfs) is a memfile: the kernel cannot try an io_uring read
+ * of such a file without blocking, so every ring read of it goes to an
+ * io-wq thread: a wakeup on another CPU per 4 KiB (13 ns a byte against
+ * read(2)'s 1.7 in bench-prot). A plain read(2) there never waits for a
+ * device (swap aside); it is used only with prot_setdirectio(1).
  */
-static bool memfile(int fd)
+static uint8_t file_kind(int fd)
 {
 	struct stat st;
 	struct statfs sf;
 
-	if (UR_IS_FIXED(fd) || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    fstatfs(fd, &sf) < 0)
-		return false;
-	return sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC ||
-	       sf.f_type == HUGETLBFS_MAGIC;
+	if (UR_IS_FIXED(fd) || fstat(fd, &st) < 0)
+		return FR_RING;
+	if (S_ISFIFO(st.st_mode))
+		return FR_PIPE;
+	if (!prot__directio || !S_ISREG(st.st_mode) || fstatfs(fd, &sf) < 0)
+		return FR_RING;
+	if (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC ||
+	    sf.f_type == HUGETLBFS_MAGIC)
+		return FR_MEMFILE;
+	return FR_RING;
 }
 
 /*
@@ -493,6 +534,60 @@ static int read_memfile(struct prot__stream *ps)
 	return (int)n;
 }
 
+/*
+ * The readiness probe of a socket stream as one recv(2) with MSG_DONTWAIT
+ * into rbuf (prot_setdirectio(1) only): bytes that are there end the read
+ * at once, as a ring probe that completes in its loop turn would, and
+ * -EAGAIN means "not ready". It replaces an io_uring_enter that only
+ * submits the recv; the wait after the flush still goes through the ring.
+ * Outside fibers only (-ENOSYS: take the ring probe): there the ring probe
+ * lets the other fibers run, and a fiber's idle stream holds no buffer. A
+ * direct descriptor has no fd for the syscall.
+ */
+static int probe_recv(struct prot__stream *ps)
+{
+	struct protstream *s = &ps->pub;
+	uint64_t t0;
+	ssize_t n;
+	int ret;
+
+	if (!prot__directio || UR_IS_FIXED(s->fd) || ur_fiber_self() != NULL)
+		return -ENOSYS;
+	ret = rbuf_get(ps);
+	if (ret < 0)
+		return ret;
+	t0 = prot__net_start(ps);
+	do {
+		n = recv(s->fd, ps->rbuf, rbuf_size(ps), MSG_DONTWAIT);
+	} while (n < 0 && errno == EINTR);
+	prot__net_end(ps, t0);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	ps->src = ps->rbuf;
+	ps->src_len = (size_t)n;
+	ps->src_off = 0;
+	return (int)n;
+}
+
+/*
+ * The readiness probe as the read itself, given one loop turn: input
+ * already there completes it (and then nothing is flushed: pipelining);
+ * otherwise it stays armed while the callback and the flush run. Returns
+ * 0 with *ready set, or -errno with the op reaped.
+ */
+static int ring_probe(struct prot__stream *ps, int flags, bool *ready)
+{
+	int ret = read_start(ps, flags, false);
+
+	if (ret < 0)
+		return ret;
+	ret = ur_fiber_yield();
+	if (ret < 0 && read_abort(ps, ret) <= 0)
+		return ret; /* cancelled fiber, op reaped */
+	*ready = !ur_op_is_busy(&ps->rop);
+	return 0;
+}
+
 /* Steps 4, 5 and 7 of spec 2.3 for an fd stream. */
 static int read_fd(struct prot__stream *ps, bool *idle)
 {
@@ -502,27 +597,20 @@ static int read_fd(struct prot__stream *ps, bool *idle)
 	int flags = s->dontblock && sock ? MSG_DONTWAIT : 0;
 	int ret;
 
-	if (!sock && ps->file_read == 0)
-		ps->file_read = prot__directio && memfile(s->fd) ? 2 : 1;
-	if (!sock && ps->file_read == 2)
+	if (!sock && ps->file_read == FR_UNKNOWN)
+		ps->file_read = file_kind(s->fd);
+	if (!sock && ps->file_read == FR_MEMFILE)
 		return read_memfile(ps);
 	if (needs_probe(s)) {
-		if (sock) {
-			/*
-			 * The probe is the read itself, given one loop turn:
-			 * input already there completes it (and then nothing
-			 * is flushed: pipelining); otherwise it stays armed
-			 * while the callback and the flush run.
-			 */
-			ret = read_start(ps, flags, false);
+		ret = sock ? probe_recv(ps) : -ENOSYS;
+		if (ret != -ENOSYS && ret != -EAGAIN)
+			return ret; /* bytes, end of file or an error */
+		if (ret == -ENOSYS && sock) {
+			ret = ring_probe(ps, flags, &ready);
 			if (ret < 0)
 				return ret;
 			started = true;
-			ret = ur_fiber_yield();
-			if (ret < 0 && read_abort(ps, ret) <= 0)
-				return ret; /* cancelled fiber, op reaped */
-			ready = !ur_op_is_busy(&ps->rop);
-		} else {
+		} else if (ret == -ENOSYS) {
 			ready = file_ready(s->fd);
 		}
 		if (!ready)

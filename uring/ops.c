@@ -135,11 +135,21 @@ int ur_send_start(struct ur_loop *loop, struct ur_op *op, int fd,
 	return 0;
 }
 
+/*
+ * A message of one buffer with no address and no control data goes as a
+ * plain send: the kernel then imports neither a msghdr nor an iovec (the
+ * bytes on the wire, MSG_WAITALL and the result are the same).
+ */
 int ur_sendmsg_start(struct ur_loop *loop, struct ur_op *op, int fd,
 		     const struct msghdr *msg, int flags)
 {
 	UR_START(loop, op, sqe);
-	io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags);
+	if (msg->msg_iovlen == 1 && msg->msg_name == NULL &&
+	    msg->msg_controllen == 0 && msg->msg_iov[0].iov_len <= UINT32_MAX)
+		io_uring_prep_send(sqe, fd, msg->msg_iov[0].iov_base,
+				   msg->msg_iov[0].iov_len, flags);
+	else
+		io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags);
 	ur__sqe_set_fd(sqe, fd);
 	ur__op_arm(loop, op, sqe);
 	return 0;

@@ -44,6 +44,10 @@
  *    loop's shared provided buffers; the application still sees at most
  *    PROT_BUFSIZE bytes per refill (prot_read, telemetry records, ungetc
  *    allowance and timeout restarts all follow 4096-byte windows).
+ *    Read streams over pipes (FIFOs) read up to 64 KiB per read into the
+ *    stream's own buffer, with the same 4096-byte windows: a stream may
+ *    take up to 64 KiB more from a pipe than it has handed out (Cyrus:
+ *    4096).
  *  - prot_free also frees the stream's remaining wait events (Cyrus
  *    leaks them) and prot_rewind frees the old error text.
  *  - Layer switches never serve bytes across the switch as the wrong
