@@ -70,6 +70,13 @@ struct prot__layer_ops {
 	/* One plaintext chunk of at most the stream's maxplain bytes. */
 	int (*encode)(struct prot__layer *l, const unsigned char *in,
 		      size_t in_len, struct buf *out);
+	/*
+	 * prot_free is about to drop s: called for each layer of s after
+	 * prot__wait_fini and BEFORE prot__flush_fini, so the buffer and the
+	 * output queue are still as the application left them. Best effort,
+	 * must not wait for the peer (one non-blocking op at most). NULL: none.
+	 */
+	void (*close)(struct prot__layer *l, struct protstream *s) UR_MAY_YIELD;
 	void (*destroy)(struct prot__layer *l);
 };
 struct prot__layer {

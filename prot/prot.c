@@ -238,6 +238,11 @@ int prot_free(struct protstream *s)
 		return 0;
 	ps = prot__of(s);
 	prot__wait_fini(s);
+	/* Layers end first, while unsent output still shows (TLS). */
+	for (struct prot__layer *l = s->write ? ps->wlayers : ps->rlayers;
+	     l != NULL; l = l->next)
+		if (l->ops->close != NULL)
+			l->ops->close(l, s);
 	if (s->write)
 		prot__flush_fini(s);
 	else

@@ -1183,11 +1183,14 @@ enum close_how {
 	CLOSE_UNFLUSHED, /* output left unflushed: no close_notify */
 	CLOSE_PEER_GONE, /* the peer ended without close_notify: none */
 	CLOSE_CYRUS,	 /* prot_settls; the caller's SSL_shutdown sends it */
+	CLOSE_NB_SENT,	 /* non-blocking stream, its queue sent: close_notify */
+	CLOSE_NB_QUEUED, /* non-blocking stream, output still queued: none */
 };
 
 struct closecase {
 	enum close_how how;
 	int ssl_err; /* what the peer's SSL_read said after "* BYE" */
+	int go[2];   /* CLOSE_NB_QUEUED: the peer reads on once told to */
 };
 
 /*
@@ -1212,6 +1215,15 @@ static int tp_close_client(struct tpeer *p)
 		shutdown(p->fd, SHUT_WR);
 		return recv(p->fd, buf, sizeof(buf), 0) == 0 ? 0 : -4;
 	}
+	if (c->how == CLOSE_NB_QUEUED) {
+		/* Not reading until the server is gone: its queue stays. */
+		if (read(c->go[0], buf, 1) != 1)
+			return -8;
+		while ((r = SSL_read(p->ssl, buf, sizeof(buf))) > 0)
+			;
+		c->ssl_err = SSL_get_error(p->ssl, r);
+		return 0;
+	}
 	r = SSL_read(p->ssl, buf, sizeof(buf));
 	if (r > 0)
 		return -5;
@@ -1223,10 +1235,57 @@ static int tp_close_client(struct tpeer *p)
 	return recv(p->fd, buf, sizeof(buf), 0) == 0 ? 0 : -7;
 }
 
-static void close_case(enum close_how how)
+/*
+ * "* BYE" through the queue of a non-blocking stream, and the loop run
+ * until the queue is empty; with fill, more than a small socket buffer
+ * takes follows it while the peer does not read, so some stays queued.
+ */
+static void nb_bye(struct ur_loop *loop, struct protstream *out, bool fill)
+{
+	static char junk[4 << 20];
+	int v = 4096;
+	uint64_t end = t_now_ms() + (fill ? 200 : 10000);
+
+	assert_int_equal(
+		setsockopt(out->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)), 0);
+	prot_NONBLOCK(out);
+	assert_int_equal(prot_puts(out, "* BYE\r\n"), 0);
+	assert_int_equal(prot_flush_internal(out, 0), 0);
+	if (fill)
+		assert_int_equal(prot_write(out, junk, sizeof(junk)), 0);
+	while (t_now_ms() < end && (fill || prot_queued(out) > 0))
+		assert_true(ur_loop_run_once(loop, 10 * 1000 * 1000) >= 0);
+	assert_null(prot_error(out));
+	if (fill)
+		assert_true(prot_queued(out) > 0);
+	else
+		assert_int_equal(prot_queued(out), 0);
+}
+
+/*
+ * Free out first and ask in, which holds the session still, whether
+ * close_notify went; then run the loop, so that the cancelled send of a
+ * dropped queue is reaped: until then it holds the socket open.
+ */
+static void nb_free(struct ur_loop *loop, struct protstream *in,
+		    struct protstream *out, bool sent)
+{
+	struct pl_tls_info info;
+
+	prot_free(out);
+	assert_int_equal(pl_tls_info(in, &info), 0);
+	assert_int_equal(info.close_sent, sent);
+	prot_free(in);
+	for (int i = 0; i < 5; i++)
+		assert_true(ur_loop_run_once(loop, 10 * 1000 * 1000) >= 0);
+}
+
+static void close_case(struct ur_loop *loop, enum close_how how)
 {
 	SSL_CTX *sctx = server_ctx(0, 0), *cctx = client_ctx(0, pki.ca, NULL);
 	struct closecase c = {.how = how, .ssl_err = -1};
+	bool nb = how == CLOSE_NB_SENT || how == CLOSE_NB_QUEUED;
+	bool lost = how == CLOSE_UNFLUSHED || how == CLOSE_NB_QUEUED;
 	struct protstream *in, *out;
 	struct pl_tls_info info;
 	struct tpeer p;
@@ -1234,6 +1293,7 @@ static void close_case(enum close_how how)
 	int sv[2];
 
 	t_tcp_pair(sv);
+	assert_int_equal(pipe(c.go), 0);
 	in = prot_new(sv[0], 0);
 	out = prot_new(sv[0], 1);
 	tpeer_start(&p, sv[1], cctx, tp_close_client, &c);
@@ -1247,7 +1307,10 @@ static void close_case(enum close_how how)
 		assert_int_equal(pl_tls_accept(in, out, sctx, 10000, NULL), 0);
 	}
 	assert_int_equal(expect_line(in, "a LOGOUT\r\n"), 0);
-	assert_int_equal(say(out, "* BYE\r\n"), 0);
+	if (nb)
+		nb_bye(loop, out, how == CLOSE_NB_QUEUED);
+	else
+		assert_int_equal(say(out, "* BYE\r\n"), 0);
 	assert_int_equal(pl_tls_info(out, &info), 0);
 	assert_false(info.close_sent);
 	assert_int_equal(info.peer_end, PL_TLS_PEER_OPEN);
@@ -1270,8 +1333,12 @@ static void close_case(enum close_how how)
 	default:
 		break;
 	}
-	prot_free(in);
-	prot_free(out);
+	if (nb) {
+		nb_free(loop, in, out, how == CLOSE_NB_SENT);
+	} else {
+		prot_free(in);
+		prot_free(out);
+	}
 	if (how == CLOSE_CYRUS) {
 		/* Cyrus's tls_reset_servertls, on the fd again. */
 		int r = SSL_shutdown(ssl);
@@ -1281,12 +1348,14 @@ static void close_case(enum close_how how)
 		assert_int_equal(r, 1);
 		SSL_free(ssl);
 	}
+	assert_int_equal(write(c.go[1], "g", 1), 1);
 	close(sv[0]);
 	assert_int_equal(tpeer_join(&p), 0);
 	if (how != CLOSE_PEER_GONE)
-		assert_int_equal(c.ssl_err, how == CLOSE_UNFLUSHED
-						    ? SSL_ERROR_SSL
-						    : SSL_ERROR_ZERO_RETURN);
+		assert_int_equal(c.ssl_err,
+				 lost ? SSL_ERROR_SSL : SSL_ERROR_ZERO_RETURN);
+	close(c.go[0]);
+	close(c.go[1]);
 	close(sv[1]);
 	SSL_CTX_free(sctx);
 	SSL_CTX_free(cctx);
@@ -1294,12 +1363,26 @@ static void close_case(enum close_how how)
 
 static void test_prot_tls_close_notify_on_free(void **state)
 {
-	(void)state;
-	close_case(CLOSE_FREE);
-	close_case(CLOSE_SHUTDOWN);
-	close_case(CLOSE_UNFLUSHED);
-	close_case(CLOSE_PEER_GONE);
-	close_case(CLOSE_CYRUS);
+	struct ur_loop *loop = t_loop_of(state);
+
+	close_case(loop, CLOSE_FREE);
+	close_case(loop, CLOSE_SHUTDOWN);
+	close_case(loop, CLOSE_UNFLUSHED);
+	close_case(loop, CLOSE_PEER_GONE);
+	close_case(loop, CLOSE_CYRUS);
+}
+
+/*
+ * A non-blocking write stream: close_notify goes out once all it flushed
+ * has been sent, and not while some of it is still queued (prot_free
+ * drops the queue: a close_notify after it would hide the loss).
+ */
+static void test_prot_tls_close_notify_nonblocking(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+
+	close_case(loop, CLOSE_NB_SENT);
+	close_case(loop, CLOSE_NB_QUEUED);
 }
 
 /*
@@ -1889,6 +1972,7 @@ int main(void)
 		T(test_prot_tls_renegotiation_refused),
 		T(test_prot_tls_close_notify),
 		T(test_prot_tls_close_notify_on_free),
+		T(test_prot_tls_close_notify_nonblocking),
 		T(test_prot_tls_key_update_answered),
 		T(test_prot_tls_key_update_during_output),
 		T(test_prot_tls_key_update_socket_full),

@@ -81,8 +81,7 @@ RINGPROT_API int pl_zlib_start(struct protstream *s,
  * Returns 0 or -errno as pl_zlib_start; on failure neither stream
  * compresses.
  */
-RINGPROT_API int pl_zlib_activate(struct protstream *in,
-				  struct protstream *out,
+RINGPROT_API int pl_zlib_activate(struct protstream *in, struct protstream *out,
 				  int level) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /*
@@ -94,10 +93,10 @@ RINGPROT_API int pl_zlib_set_level(struct protstream *out,
 
 /* Counters of a compressing stream. */
 struct pl_zlib_stats {
-	uint64_t plain;	      /* bytes before deflate / after inflate */
-	uint64_t wire;	      /* bytes after deflate / before inflate */
-	uint64_t chunks;      /* flushed chunks (write) */
-	uint64_t stored;      /* chunks sent as stored blocks (write) */
+	uint64_t plain;	 /* bytes before deflate / after inflate */
+	uint64_t wire;	 /* bytes after deflate / before inflate */
+	uint64_t chunks; /* flushed chunks (write) */
+	uint64_t stored; /* chunks sent as stored blocks (write) */
 };
 
 /* Fill *st. Returns 0, or -EINVAL if s does not (de)compress. */
@@ -162,10 +161,11 @@ RINGPROT_API int pl_zlib_stats(const struct protstream *s,
  * and only if the session is sound: not after pl_tls_shutdown (or
  * another close_notify), a TLS error, a write error, the peer's end of
  * file without close_notify (pl_tls_info.peer_end), output the
- * application left unflushed (a close_notify would make that loss look
- * like a clean end), on a non-blocking write stream, or on a pipe. The
- * fd must still be open (Cyrus order: prot_free, then close). To wait
- * for the peer's close_notify as well, use pl_tls_shutdown first.
+ * application left unflushed or, on a non-blocking stream, queued and
+ * unsent (a close_notify would make that loss look like a clean end), or
+ * on a pipe. The fd must still be open (Cyrus order: prot_free, then
+ * close). To wait for the peer's close_notify as well, use
+ * pl_tls_shutdown first.
  */
 RINGPROT_API int
 pl_tls_accept(struct protstream *in, struct protstream *out,
@@ -281,9 +281,8 @@ RINGPROT_API bool pl_ktls_available(void);
  * (bad SASL state, out of order), -ENOMEM, -ENOTSUP, or a pre-flush
  * error.
  */
-RINGPROT_API int pl_sasl_start(struct protstream *s,
-			       struct sasl_conn *conn) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+RINGPROT_API int pl_sasl_start(struct protstream *s, struct sasl_conn *conn)
+	RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /*
  * The AUTHENTICATE switch: write the success reply to out first (RFC
@@ -291,10 +290,9 @@ RINGPROT_API int pl_sasl_start(struct protstream *s,
  * (forced), then both streams get the layer; input already buffered on in
  * is decoded. Returns as pl_sasl_start; on failure neither stream has it.
  */
-RINGPROT_API int pl_sasl_activate(struct protstream *in,
-				  struct protstream *out,
-				  struct sasl_conn *conn) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+RINGPROT_API int
+pl_sasl_activate(struct protstream *in, struct protstream *out,
+		 struct sasl_conn *conn) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /* Remove the SASL layer of s (if any); as prot_unsetsasl. */
 RINGPROT_API void pl_sasl_stop(struct protstream *s);
