@@ -3,7 +3,8 @@
 #include <ringprot/prot.h>
 #include <ringprot/uring.h>
 
-#include <dlfcn.h>
+#include "t-cyrus.h" /* the Cyrus side, loaded from libcyrus.so.0 */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -42,79 +43,6 @@
  * (below 1: we are faster). Both sides must compute the same checksum,
  * or the row says so. Nothing here asserts on speed.
  */
-
-/* Cyrus 3.6's struct protstream is opaque here: we only pass it around. */
-struct cy_protstream;
-
-static struct cy_protstream *(*cy_new)(int fd, int write);
-static int (*cy_free)(struct cy_protstream *s);
-static int (*cy_getc)(struct cy_protstream *s);
-static char *(*cy_fgets)(char *buf, unsigned size, struct cy_protstream *s);
-static int (*cy_write)(struct cy_protstream *s, const char *p, unsigned n);
-static int (*cy_printf)(struct cy_protstream *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static int (*cy_printastring)(struct cy_protstream *s, const char *p);
-static int (*cy_flush)(struct cy_protstream *s);
-static int (*cy_setflushonread)(struct cy_protstream *s,
-				struct cy_protstream *flushs);
-
-/* libcyrus calls fatal(), which the program must provide. */
-__attribute__((visibility("default"))) void fatal(const char *s, int code);
-__attribute__((visibility("default"))) void fatal(const char *s, int code)
-{
-	fprintf(stderr, "fatal(%d): %s\n", code, s);
-	fflush(stderr);
-	_exit(code);
-}
-
-static void cy_load(void)
-{
-	static const struct {
-		const char *name;
-		void *slot;
-	} syms[] = {
-		{"prot_new", &cy_new},
-		{"prot_free", &cy_free},
-		{"prot_getc", &cy_getc},
-		{"prot_fgets", &cy_fgets},
-		{"prot_write", &cy_write},
-		{"prot_printf", &cy_printf},
-		{"prot_printastring", &cy_printastring},
-		{"prot_flush", &cy_flush},
-		{"prot_setflushonread", &cy_setflushonread},
-	};
-	void *lib;
-
-#if defined(__SANITIZE_ADDRESS__)
-	/*
-	 * ASan refuses RTLD_DEEPBIND (google/sanitizers#611), and without
-	 * it libcyrus's own calls would bind to our prot_* exports.
-	 */
-	fprintf(stderr,
-		"bench-prot: Cyrus cannot be loaded under ASan: skipped\n");
-	exit(77);
-#endif
-
-	/* See test/test-prot-diff.c: min first and global, both DEEPBIND. */
-	if (dlopen("libcyrus_min.so.0",
-		   RTLD_NOW | RTLD_GLOBAL | RTLD_DEEPBIND) == NULL ||
-	    (lib = dlopen("libcyrus.so.0",
-			  RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND)) == NULL) {
-		fprintf(stderr, "bench-prot: cannot load Cyrus (%s): skipped\n",
-			dlerror());
-		exit(77);
-	}
-	for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
-		void *p = dlsym(lib, syms[i].name);
-
-		if (p == NULL) {
-			fprintf(stderr, "bench-prot: no %s: skipped\n",
-				syms[i].name);
-			exit(77);
-		}
-		memcpy(syms[i].slot, &p, sizeof(p));
-	}
-}
 
 static void die(const char *what)
 {
@@ -599,7 +527,7 @@ int main(int argc, char **argv)
 	runs |= 1; /* odd: the median is one run */
 	signal(SIGPIPE, SIG_IGN);
 	rr_place_init();
-	cy_load();
+	t_cyrus_load("bench-prot");
 	getc_bytes = (size_t)(64.0 * 1024 * 1024 * scale);
 	line_count = (size_t)(800000 * scale);
 	printf_count = (size_t)(4000000 * scale);
