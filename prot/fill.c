@@ -183,6 +183,40 @@ static void src_release(struct prot__stream *ps, struct window *w)
 	ps->src_off = 0;
 }
 
+/*
+ * Before a read that may wait, with the read layers drained: the decode
+ * buffer goes (TLS reserves 16 KiB in it per record, a bulk read leaves
+ * 64 KiB), so an idle layered stream holds none; the next decode
+ * allocates again, a cost far below the decoding's. The window the
+ * application may still use (restored if the read fails) moves to hist
+ * first, as src_release() does for a provided buffer; a window of more
+ * than PROT__HIST unread bytes (a direct prot_fill) keeps the buffer.
+ */
+static void dec_release(struct prot__stream *ps, struct window *w)
+{
+	const unsigned char *d = (const unsigned char *)ps->dec.s;
+
+	if (ps->dec.alloc == 0 || ps->dec_off < ps->dec.len)
+		return;
+	if (w != NULL && w->buf != NULL && w->buf >= d &&
+	    w->buf < d + ps->dec.alloc) {
+		size_t c = w->cnt;
+		size_t k = w->can_unget > 0 ? (size_t)w->can_unget : 0;
+
+		if (c > PROT__HIST)
+			return;
+		if (k > PROT__HIST - c)
+			k = PROT__HIST - c;
+		if (k + c > 0)
+			memcpy(ps->hist, w->ptr - k, k + c);
+		w->buf = ps->hist;
+		w->ptr = ps->hist + k;
+		w->can_unget = (int)k;
+	}
+	prot__buf_release(&ps->dec);
+	ps->dec_off = 0;
+}
+
 /* A refill succeeded: the old window's kept buffer can go. */
 static void keep_release(struct prot__stream *ps)
 {
@@ -776,6 +810,7 @@ static int next_window(struct protstream *s, struct window *w)
 			continue;
 		}
 		src_release(ps, w);
+		dec_release(ps, w);
 		if (ps->kind == PROT__K_CB)
 			ret = read_cb(ps);
 		else if (ps->kind == PROT__K_NOFD)
