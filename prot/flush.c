@@ -271,6 +271,11 @@ static void sender_kick(struct prot__stream *ps)
 	ret = ur_loop_get(&loop);
 	if (ret < 0)
 		goto fail;
+	/* Armed first: once the send is in flight, failing here would free
+	 * queue blocks the kernel may be reading. */
+	ret = wdl_arm(ps, loop);
+	if (ret < 0)
+		goto fail;
 	n = queue_iov(ps, snd->iov, SND_IOV);
 	ur_op_init(&snd->op, sender_done, snd);
 	snd->polling = false;
@@ -278,9 +283,6 @@ static void sender_kick(struct prot__stream *ps)
 	if (ret < 0)
 		goto fail;
 	snd->busy = true;
-	ret = wdl_arm(ps, loop);
-	if (ret < 0)
-		goto fail;
 	return;
 fail:
 	(void)prot__fail(&ps->pub, ret, NULL);
