@@ -2,6 +2,8 @@
 /* test/t-helpers: loop setup per ring mode, socket pairs, leak checks. */
 #include "t-helpers.h"
 
+#include <ringprot/prot.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -102,6 +104,22 @@ void t_socketpair(int sv[2])
 {
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
 			 0);
+}
+
+struct protstream *t_read_pair(int sv[2])
+{
+	struct protstream *s;
+
+	t_socketpair(sv);
+	s = prot_new(sv[0], 0);
+	assert_non_null(s);
+	return s;
+}
+
+void t_close_pair(int sv[2])
+{
+	close(sv[0]);
+	close(sv[1]);
 }
 
 void t_tcp_pair(int sv[2])

@@ -12,6 +12,8 @@
 
 #include <ringprot/uring.h>
 
+struct protstream;
+
 /* The ring mode the current group runs under (see t_run_groups()). */
 extern enum ur_mode t_mode;
 
@@ -33,6 +35,9 @@ int t_loop_run_until(struct ur_loop *loop, const int *flag, int timeout_ms);
 
 /* AF_UNIX stream socketpair, fails the test on error. */
 void t_socketpair(int sv[2]);
+/* A protstream reading sv[0] of a fresh socketpair; closing both ends. */
+struct protstream *t_read_pair(int sv[2]);
+void t_close_pair(int sv[2]);
 /* Connected TCP pair over 127.0.0.1 (ephemeral port). */
 void t_tcp_pair(int sv[2]);
 

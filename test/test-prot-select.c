@@ -42,22 +42,6 @@ static void write_later(struct ur_loop *loop, struct later *l, int fd,
 			 0);
 }
 
-static struct protstream *pair_stream(int sv[2])
-{
-	struct protstream *s;
-
-	t_socketpair(sv);
-	s = prot_new(sv[0], 0);
-	assert_non_null(s);
-	return s;
-}
-
-static void close_pair(int sv[2])
-{
-	close(sv[0]);
-	close(sv[1]);
-}
-
 static struct protgroup *group_of(struct protstream *s)
 {
 	struct protgroup *g = protgroup_new(2);
@@ -79,7 +63,7 @@ struct sel {
 
 static void sel_open(struct sel *x, bool with_pipe)
 {
-	x->s = pair_stream(x->sv);
+	x->s = t_read_pair(x->sv);
 	x->p[0] = x->p[1] = -1;
 	if (with_pipe)
 		assert_int_equal(pipe2(x->p, O_CLOEXEC), 0);
@@ -90,7 +74,7 @@ static void sel_close(struct sel *x)
 {
 	protgroup_free(x->g);
 	prot_free(x->s);
-	close_pair(x->sv);
+	t_close_pair(x->sv);
 	if (x->p[0] >= 0) {
 		close(x->p[0]);
 		close(x->p[1]);
@@ -469,13 +453,13 @@ static void test_prot_select_sees_layer_input(void **state)
 	uint64_t t0;
 
 	(void)state;
-	in = pair_stream(sv);
+	in = t_read_pair(sv);
 	w = prot_new(sv[1], 1);
 	assert_non_null(w);
 	if (prot_setcompress(w) != 0 || prot_setcompress(in) != 0) {
 		prot_free(w);
 		prot_free(in);
-		close_pair(sv);
+		t_close_pair(sv);
 		skip(); /* no DEFLATE layer in this build */
 	}
 	memset(big, 'A', sizeof(big));
@@ -493,7 +477,7 @@ static void test_prot_select_sees_layer_input(void **state)
 	protgroup_free(g);
 	prot_free(w);
 	prot_free(in);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /*
@@ -535,7 +519,7 @@ static void test_prot_select_eof_ready(void **state)
 	int sv[2];
 
 	(void)state;
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	g = group_of(s);
 	close(sv[1]);
 	assert_int_equal(prot_select(g, -1, &out, NULL, &tv), 1);
@@ -562,9 +546,9 @@ static void test_prot_select_two_deadlines(void **state)
 	int sa[2], sb[2], sc[2];
 
 	(void)state;
-	a = pair_stream(sa);
-	b = pair_stream(sb);
-	c = pair_stream(sc);
+	a = t_read_pair(sa);
+	b = t_read_pair(sb);
+	c = t_read_pair(sc);
 	assert_int_equal(prot_settimeout(b, 1), 0);
 	assert_int_equal(prot_settimeout(a, 1), 0);
 	assert_int_equal(prot_settimeout(c, 60), 0);
@@ -581,9 +565,9 @@ static void test_prot_select_two_deadlines(void **state)
 	prot_free(a);
 	prot_free(b);
 	prot_free(c);
-	close_pair(sa);
-	close_pair(sb);
-	close_pair(sc);
+	t_close_pair(sa);
+	t_close_pair(sb);
+	t_close_pair(sc);
 }
 
 /* A NULL group is an empty group (Cyrus dereferences it). */
@@ -643,7 +627,7 @@ static void test_prot_select_high_fd(void **state)
 	t_socketpair(sv);
 	hi = fcntl(sv[0], F_DUPFD_CLOEXEC, 1500);
 	if (hi < 0) {
-		close_pair(sv);
+		t_close_pair(sv);
 		skip(); /* RLIMIT_NOFILE too low */
 	}
 	assert_true(hi >= 1500);
@@ -658,7 +642,7 @@ static void test_prot_select_high_fd(void **state)
 	protgroup_free(g);
 	prot_free(s);
 	close(hi);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* From a fiber, with several members: only the one with input is out. */
@@ -689,7 +673,7 @@ static void test_prot_select_in_fiber(void **state)
 	fs.g = protgroup_new(0);
 	assert_non_null(fs.g);
 	for (int i = 0; i < 3; i++) {
-		s[i] = pair_stream(sv[i]);
+		s[i] = t_read_pair(sv[i]);
 		protgroup_insert(fs.g, s[i]);
 	}
 	write_later(t_loop_of(state), &l, sv[1][1], "f", 200);
@@ -706,7 +690,7 @@ static void test_prot_select_in_fiber(void **state)
 	protgroup_free(fs.g);
 	for (int i = 0; i < 3; i++) {
 		prot_free(s[i]);
-		close_pair(sv[i]);
+		t_close_pair(sv[i]);
 	}
 }
 

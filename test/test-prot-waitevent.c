@@ -165,23 +165,6 @@ static int list_len(const struct protstream *s)
 	return n;
 }
 
-/* A read stream over sv[0] of a fresh socketpair. */
-static struct protstream *pair_stream(int sv[2])
-{
-	struct protstream *s;
-
-	t_socketpair(sv);
-	s = prot_new(sv[0], 0);
-	assert_non_null(s);
-	return s;
-}
-
-static void close_pair(int sv[2])
-{
-	close(sv[0]);
-	close(sv[1]);
-}
-
 /*
  * Spec 5.5 #48: E1, E2 at t+1 remove themselves, E3 at t+2 re-arms to
  * now+1, E4 at t removes itself; timeout 4 s, silent peer. Fire order
@@ -203,7 +186,7 @@ static void test_prot_waitevent_spec48_order(void **state)
 	int sv[2];
 
 	(void)state;
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 4), 0);
 	t = time(NULL);
 	assert_non_null(prot_addwaitevent(s, t + 1, ev_cb, &e1));
@@ -241,7 +224,7 @@ static void test_prot_waitevent_spec48_order(void **state)
 	assert_int_equal(list_len(s), 1);
 	assert_int_equal(prot_getc(s), EOF);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* Spec 5.5 #49: a NULL proc adds nothing and returns the head. */
@@ -253,7 +236,7 @@ static void test_prot_waitevent_null_proc_returns_head(void **state)
 	int sv[2];
 
 	(void)state;
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_null(prot_addwaitevent(s, time(NULL), NULL, NULL));
 	assert_null(s->waitevent);
 	e = prot_addwaitevent(s, time(NULL) + 50, ev_cb, &c);
@@ -263,7 +246,7 @@ static void test_prot_waitevent_null_proc_returns_head(void **state)
 	assert_int_equal(list_len(s), 1);
 	assert_int_equal(c.calls, 0);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* Spec 5.5 #50: blocking, no timeout: an overdue event never runs. */
@@ -275,7 +258,7 @@ static void test_prot_waitevent_blocking_no_timeout_never_runs(void **state)
 	uint64_t t0;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_non_null(prot_addwaitevent(s, time(NULL) - 10, ev_cb, &c));
 	a = peer_write(sv[1], "x");
 	peer_act_start(t_loop_of(state), &a, 1000);
@@ -284,7 +267,7 @@ static void test_prot_waitevent_blocking_no_timeout_never_runs(void **state)
 	assert_true(t_now_ms() - t0 >= 900);
 	assert_int_equal(c.calls, 0);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* Spec 5.5 #51: non-blocking: a due event runs once, then EAGAIN. */
@@ -295,7 +278,7 @@ static void test_prot_waitevent_nonblocking_runs_once(void **state)
 	int sv[2];
 
 	(void)state;
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	prot_NONBLOCK(s);
 	assert_non_null(prot_addwaitevent(s, time(NULL) - 1, ev_cb, &c));
 	errno = 0;
@@ -308,7 +291,7 @@ static void test_prot_waitevent_nonblocking_runs_once(void **state)
 	assert_int_equal(prot_getc(s), 'y');
 	assert_int_equal(c.calls, 1); /* its mark moved 100 s out */
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* Spec 5.5 #52: with a timeout and input readable, a due event runs first. */
@@ -319,7 +302,7 @@ static void test_prot_waitevent_runs_before_readable_input(void **state)
 	int sv[2];
 
 	(void)state;
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	assert_int_equal(write(sv[1], "z", 1), 1);
 	assert_non_null(prot_addwaitevent(s, time(NULL) - 1, ev_cb, &c));
@@ -328,7 +311,7 @@ static void test_prot_waitevent_runs_before_readable_input(void **state)
 	assert_int_equal(c.bytes_in_at_call, 0);
 	assert_null(s->waitevent);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /*
@@ -345,7 +328,7 @@ static void test_prot_waitevent_past_mark_clamped(void **state)
 	time_t old;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	old = time(NULL) - 1;
 	ev = prot_addwaitevent(s, old, ev_cb, &c);
@@ -357,7 +340,7 @@ static void test_prot_waitevent_past_mark_clamped(void **state)
 	assert_in_range(c.calls, 1, 4); /* once, then once per second */
 	assert_true(ev->mark > old);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* The same for a millisecond event: clamped to the next millisecond. */
@@ -368,7 +351,7 @@ static void test_prot_waitevent_past_mark_ms_clamped(void **state)
 	struct peer_act a;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	assert_non_null(
 		prot_addwaitevent_ms(s, t_realtime_ms() - 5, ev_cb, &c));
@@ -379,7 +362,7 @@ static void test_prot_waitevent_past_mark_ms_clamped(void **state)
 	/* At most one per millisecond, and it did keep firing. */
 	assert_in_range(c.calls, 2, 400);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /*
@@ -406,7 +389,7 @@ static void test_prot_waitevent_slow_event_no_livelock(void **state)
 	uint64_t t0;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 1), 0);
 	assert_non_null(
 		prot_addwaitevent_ms(s, t_realtime_ms(), slow_cb, &calls));
@@ -419,7 +402,7 @@ static void test_prot_waitevent_slow_event_no_livelock(void **state)
 	assert_in_range(t_now_ms() - t0, 900, 3000);
 	assert_string_equal(prot_error(s), "idle for too long");
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 static int rcb_calls;
@@ -439,7 +422,7 @@ static void test_prot_waitevent_flushonread(void **state)
 	char buf[32];
 	int sv[2];
 
-	in = pair_stream(sv);
+	in = t_read_pair(sv);
 	out = prot_new(sv[0], 1);
 	assert_non_null(out);
 	assert_int_equal(prot_setflushonread(in, out), 0);
@@ -471,7 +454,7 @@ static void test_prot_waitevent_flushonread(void **state)
 	assert_int_equal(rcb_calls, 1);
 	prot_free(out);
 	prot_free(in);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* Events due together run in list order, whatever their marks' order. */
@@ -484,7 +467,7 @@ static void test_prot_waitevent_equal_marks_list_order(void **state)
 	uint64_t mark = t_realtime_ms() + 200;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	for (int i = 0; i < 4; i++) {
 		c[i] = (struct evctx){.id = i, .what = EV_REMOVE, .log = &log};
@@ -500,7 +483,7 @@ static void test_prot_waitevent_equal_marks_list_order(void **state)
 	}
 	assert_null(s->waitevent);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* Re-arming: an ms event keeps itself three times, 100 ms apart. */
@@ -513,7 +496,7 @@ static void test_prot_waitevent_rearm_ms(void **state)
 	struct peer_act a;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	assert_non_null(
 		prot_addwaitevent_ms(s, t_realtime_ms() + 50, ev_cb, &c));
@@ -525,7 +508,7 @@ static void test_prot_waitevent_rearm_ms(void **state)
 		assert_true(log.at_ms[i] >= log.at_ms[i - 1] + 99);
 	assert_null(s->waitevent);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* A callback returning NULL without removing its event: it is removed. */
@@ -536,7 +519,7 @@ static void test_prot_waitevent_return_null_removes(void **state)
 	struct peer_act a;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	assert_non_null(prot_addwaitevent(s, time(NULL) - 1, ev_cb, &c));
 	a = peer_write(sv[1], "x");
@@ -545,7 +528,7 @@ static void test_prot_waitevent_return_null_removes(void **state)
 	assert_int_equal(c.calls, 1);
 	assert_null(s->waitevent);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* Removal from outside a callback: before arming and once armed. */
@@ -559,7 +542,7 @@ static void test_prot_waitevent_remove_outside(void **state)
 	struct peer_act a;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	e1 = prot_addwaitevent_ms(s, t_realtime_ms() + 200, ev_cb, &c1);
 	e2 = prot_addwaitevent(s, time(NULL) + 60, ev_cb, &c2);
@@ -587,7 +570,7 @@ static void test_prot_waitevent_remove_outside(void **state)
 	assert_int_equal(prot_getc(s), 'z');
 	assert_int_equal(c1.calls + c2.calls, 0);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /*
@@ -612,7 +595,7 @@ static void test_prot_waitevent_remove_other_in_callback(void **state)
 	time_t past = time(NULL) - 1;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	ea = prot_addwaitevent(s, past, ev_cb, &a);
 	a.victim = prot_addwaitevent(s, past, ev_cb, &b);
@@ -640,7 +623,7 @@ static void test_prot_waitevent_remove_other_in_callback(void **state)
 	assert_int_equal(y.calls, 0);
 	assert_null(s->waitevent);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /*
@@ -697,7 +680,7 @@ static void test_prot_waitevent_callback_writes_client(void **state)
 	assert_int_equal(a.peek_len, (ssize_t)strlen("* OK still here\r\n"));
 	a.peek[a.peek_len] = '\0';
 	assert_string_equal(a.peek, "* OK still here\r\n");
-	close_pair(r.sv);
+	t_close_pair(r.sv);
 }
 
 /* A mark moved earlier by hand: before the wait, and during it. */
@@ -711,7 +694,7 @@ static void test_prot_waitevent_hand_moved_earlier(void **state)
 	uint64_t t0;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	ev = prot_addwaitevent(s, time(NULL) + 100, ev_cb, &c);
 	assert_non_null(ev);
@@ -733,7 +716,7 @@ static void test_prot_waitevent_hand_moved_earlier(void **state)
 	assert_int_equal(c.calls, 2);
 	assert_true(log.at_ms[1] >= t0 + 150); /* not before it was moved */
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* A mark moved later by hand: the armed timer follows it. */
@@ -745,7 +728,7 @@ static void test_prot_waitevent_hand_moved_later(void **state)
 	struct peer_act a;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	ev = prot_addwaitevent_ms(s, t_realtime_ms() + 300, ev_cb, &c);
 	assert_non_null(ev);
@@ -759,7 +742,7 @@ static void test_prot_waitevent_hand_moved_later(void **state)
 	assert_int_equal(c.calls, 0);
 	assert_int_equal(list_len(s), 1);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /*
@@ -777,7 +760,7 @@ static void test_prot_waitevent_ms_variant(void **state)
 	uint64_t mark = (now / 1000 + 1) * 1000 + 200;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	ev = prot_addwaitevent_ms(s, mark, ev_cb, &c);
 	assert_non_null(ev);
@@ -792,7 +775,7 @@ static void test_prot_waitevent_ms_variant(void **state)
 	assert_int_equal(errno, ENOENT);
 	assert_int_equal(prot_rearmwaitevent(s, ev), EOF);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* Spec 5.4 #43: a read timeout with no event. */
@@ -803,7 +786,7 @@ static void test_prot_waitevent_timeout_without_events(void **state)
 	int sv[2];
 
 	(void)state;
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 1), 0);
 	t0 = t_now_ms();
 	assert_int_equal(prot_getc(s), EOF);
@@ -813,7 +796,7 @@ static void test_prot_waitevent_timeout_without_events(void **state)
 	assert_int_equal(write(sv[1], "x", 1), 1);
 	assert_int_equal(prot_getc(s), EOF);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* A read timeout with an event that keeps firing: it still expires. */
@@ -825,7 +808,7 @@ static void test_prot_waitevent_timeout_with_events(void **state)
 	int sv[2];
 
 	(void)state;
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 2), 0);
 	assert_non_null(
 		prot_addwaitevent_ms(s, t_realtime_ms() + 300, ev_cb, &c));
@@ -835,7 +818,7 @@ static void test_prot_waitevent_timeout_with_events(void **state)
 	assert_string_equal(prot_error(s), "idle for too long");
 	assert_in_range(c.calls, 2, 7);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /*
@@ -849,7 +832,7 @@ static void test_prot_waitevent_expired_window(void **state)
 	int sv[2];
 
 	(void)state;
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 1), 0);
 	assert_int_equal(write(sv[1], "ab", 2), 2);
 	assert_int_equal(prot_getc(s), 'a');
@@ -863,7 +846,7 @@ static void test_prot_waitevent_expired_window(void **state)
 	assert_true(t_now_ms() - t0 < 900); /* no new 1 s window */
 	assert_string_equal(prot_error(s), "idle for too long");
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* prot_free with events pending (armed or not): nothing leaks. */
@@ -875,7 +858,7 @@ static void test_prot_waitevent_free_with_pending(void **state)
 	struct protstream *s, *w;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	w = prot_new(sv[0], 1);
 	assert_non_null(w);
 	assert_int_equal(prot_settimeout(s, 30), 0);
@@ -894,7 +877,7 @@ static void test_prot_waitevent_free_with_pending(void **state)
 	ur_loop_stats(t_loop_of(state), &st);
 	assert_int_equal(st.timers_armed, 0);
 	assert_int_equal(c[0].calls + c[1].calls + c[2].calls, 0);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* A callback adding an event that is due: reached in the same wait. */
@@ -915,7 +898,7 @@ static void test_prot_waitevent_callback_adds(void **state)
 	struct peer_act a;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	add_child.calls = 0;
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	assert_non_null(prot_addwaitevent(s, time(NULL) - 1, adder_cb, NULL));
@@ -925,7 +908,7 @@ static void test_prot_waitevent_callback_adds(void **state)
 	assert_int_equal(add_child.calls, 1);
 	assert_null(s->waitevent);
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /*
@@ -950,7 +933,7 @@ static void test_prot_waitevent_signal_no_eintr(void **state)
 	struct peer_act a;
 	int sv[2];
 
-	s = pair_stream(sv);
+	s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(s, 10), 0);
 	assert_non_null(prot_addwaitevent(s, time(NULL) + 60, ev_cb, &c));
 	sigemptyset(&sa.sa_mask);
@@ -965,7 +948,7 @@ static void test_prot_waitevent_signal_no_eintr(void **state)
 	assert_int_equal(alarms, 1);
 	assert_null(prot_error(s));
 	prot_free(s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /* A fiber cancelled while it waits in a timed read: EOF, nothing leaks. */
@@ -990,7 +973,7 @@ static void test_prot_waitevent_fiber_cancelled(void **state)
 	int sv[2];
 	int flag = 0;
 
-	r.s = pair_stream(sv);
+	r.s = t_read_pair(sv);
 	assert_int_equal(prot_settimeout(r.s, 10), 0);
 	assert_non_null(prot_addwaitevent(r.s, time(NULL) + 60, ev_cb, &c));
 	assert_int_equal(
@@ -1002,7 +985,7 @@ static void test_prot_waitevent_fiber_cancelled(void **state)
 	assert_int_equal(r.got, EOF);
 	assert_non_null(prot_error(r.s));
 	prot_free(r.s);
-	close_pair(sv);
+	t_close_pair(sv);
 }
 
 /*
