@@ -141,6 +141,24 @@ static void window_restore(struct protstream *s, const struct window *w)
 }
 
 /*
+ * Move the window's unread bytes (at most PROT__HIST) and as much of its
+ * push-back as fits after them into hist, before its buffer goes.
+ */
+static void window_to_hist(struct prot__stream *ps, struct window *w)
+{
+	size_t c = w->cnt;
+	size_t k = w->can_unget > 0 ? (size_t)w->can_unget : 0;
+
+	if (k > PROT__HIST - c)
+		k = PROT__HIST - c;
+	if (k + c > 0) /* ptr may be NULL on an empty window */
+		memmove(ps->hist, w->ptr - k, k + c);
+	w->buf = ps->hist;
+	w->ptr = ps->hist + k;
+	w->can_unget = (int)k;
+}
+
+/*
  * Give back the held region. A window in a provided buffer moves to hist
  * first (its unread bytes, then its last consumed ones, PROT__HIST in
  * all), so *w stays valid for push-back whatever the wait brings; only a
@@ -163,18 +181,8 @@ static void src_release(struct prot__stream *ps, struct window *w)
 	if (held && w != NULL && w->cnt > PROT__HIST) {
 		ps->keep_bid = wb; /* -1 for rbuf: it stays as it is */
 	} else if (held) {
-		if (w != NULL) {
-			size_t c = w->cnt;
-			size_t k = w->can_unget > 0 ? (size_t)w->can_unget : 0;
-
-			if (k > PROT__HIST - c)
-				k = PROT__HIST - c;
-			if (k + c > 0) /* ptr may be NULL on an empty window */
-				memcpy(ps->hist, w->ptr - k, k + c);
-			w->buf = ps->hist;
-			w->ptr = ps->hist + k;
-			w->can_unget = (int)k;
-		}
+		if (w != NULL)
+			window_to_hist(ps, w);
 		if (wb >= 0)
 			ur_bufring_put(ps->br, (unsigned)wb);
 	}
@@ -200,18 +208,9 @@ static void dec_release(struct prot__stream *ps, struct window *w)
 		return;
 	if (w != NULL && w->buf != NULL && w->buf >= d &&
 	    w->buf < d + ps->dec.alloc) {
-		size_t c = w->cnt;
-		size_t k = w->can_unget > 0 ? (size_t)w->can_unget : 0;
-
-		if (c > PROT__HIST)
+		if (w->cnt > PROT__HIST)
 			return;
-		if (k > PROT__HIST - c)
-			k = PROT__HIST - c;
-		if (k + c > 0)
-			memcpy(ps->hist, w->ptr - k, k + c);
-		w->buf = ps->hist;
-		w->ptr = ps->hist + k;
-		w->can_unget = (int)k;
+		window_to_hist(ps, w);
 	}
 	prot__buf_release(&ps->dec);
 	ps->dec_off = 0;
