@@ -70,7 +70,8 @@ static int null_fd = -1;
 /*
  * An unlinked file in $TMPDIR (default /tmp), or a memfd. They differ
  * for io_uring: shmem reads cannot be tried without blocking, so the
- * kernel hands each one to an io-wq thread.
+ * kernel hands each one to an io-wq thread (which the 256 KiB read-ahead
+ * of a protstream over a regular file amortises).
  */
 static int make_file(size_t len, bool lines, bool mem)
 {
@@ -553,7 +554,7 @@ int main(int argc, char **argv)
 	for (int direct = 0; direct <= 1; direct++) {
 		prot_setdirectio(direct);
 		printf("-- ours with prot_setdirectio(%d)%s\n", direct,
-		       direct ? ": speculative send(2), read(2) of memfds"
+		       direct ? ": speculative send(2), probe recv(2)"
 			      : ": every read and write through the ring");
 		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 			bool want = argc <= 2;

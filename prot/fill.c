@@ -5,11 +5,9 @@
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
-#include <linux/magic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 /*
@@ -28,24 +26,32 @@
  * Whichever buffer the bytes land in, a failed refill keeps the same
  * PROT__HIST bytes of the last window (see src_release()).
  *
- * Files and ttys are read with ring reads at the current file position
- * into the stream's own PROT_BUFSIZE buffer (so lseek and prot_rewind
- * keep their meaning). Pipes have no position to keep: they are read up
- * to PIPE_READ bytes at a time (a whole default pipe buffer, so a writer
- * blocked on a full pipe refills it in one go), into a buffer of that
- * size, and exposed in PROT_BUFSIZE windows as sockets are. Callback
- * streams call the callback.
+ * Regular files are read FILE_READ bytes at a time at the current file
+ * position and exposed in PROT_BUFSIZE windows too, but the file position
+ * is kept where Cyrus's 4 KiB reads would leave it: at the end of the
+ * exposed window (one lseek(2) per window, see ahead_seek()), and a
+ * position the application moved itself drops the bytes read ahead. One
+ * ring read per 4 KiB would cost an io_uring_enter each, and for a file
+ * kept in memory (tmpfs, memfd) a wakeup of an io-wq thread each: the
+ * kernel cannot read such a file without blocking (13 ns a byte against
+ * read(2)'s 1.7 in bench-prot). Ttys and other devices are read
+ * PROT_BUFSIZE at a time into the stream's own buffer. Pipes have no
+ * position to keep: they are read up to PIPE_READ bytes at a time (a
+ * whole default pipe buffer, so a writer blocked on a full pipe refills
+ * it in one go) and exposed in windows. Callback streams call the
+ * callback.
  */
 #define PBUF_SIZE  16384
 #define PBUF_COUNT 256
 #define PIPE_READ  65536
+#define FILE_READ  262144
 
 /* ps->file_read: how a PROT__K_FILE stream reads, decided at its first. */
 enum {
 	FR_UNKNOWN = 0,
 	FR_RING,    /* ring reads of PROT_BUFSIZE at the file position */
-	FR_MEMFILE, /* read(2), see file_kind() */
 	FR_PIPE,    /* ring reads of PIPE_READ */
+	FR_AHEAD,   /* ring reads of FILE_READ at the file position */
 };
 
 /* The thread's shared ring: one per loop, freed with its last user. */
@@ -102,9 +108,11 @@ static size_t rbuf_size(const struct prot__stream *ps)
 {
 	if (ps->kind == PROT__K_SOCKET)
 		return PBUF_SIZE;
-	return ps->kind == PROT__K_FILE && ps->file_read == FR_PIPE
-		       ? PIPE_READ
-		       : PROT_BUFSIZE;
+	if (ps->kind == PROT__K_FILE && ps->file_read == FR_PIPE)
+		return PIPE_READ;
+	if (ps->kind == PROT__K_FILE && ps->file_read == FR_AHEAD)
+		return FILE_READ;
+	return PROT_BUFSIZE;
 }
 
 static int rbuf_get(struct prot__stream *ps)
@@ -496,75 +504,16 @@ static bool file_ready(int fd)
 	return poll(&pfd, 1, 0) > 0;
 }
 
-/*
- * How to read fd (FR_*). A regular file kept in memory (tmpfs, memfd,
- * ramfs, hugetlbfs) is a memfile: the kernel cannot try an io_uring read
- * of such a file without blocking, so every ring read of it goes to an
- * io-wq thread: a wakeup on another CPU per 4 KiB (13 ns a byte against
- * read(2)'s 1.7 in bench-prot). A plain read(2) there never waits for a
- * device (swap aside); it is used only with prot_setdirectio(1).
- */
+/* How to read fd (FR_*). */
 static uint8_t file_kind(int fd)
 {
 	struct stat st;
-	struct statfs sf;
 
 	if (UR_IS_FIXED(fd) || fstat(fd, &st) < 0)
 		return FR_RING;
 	if (S_ISFIFO(st.st_mode))
 		return FR_PIPE;
-	if (!prot__directio || !S_ISREG(st.st_mode) || fstatfs(fd, &sf) < 0)
-		return FR_RING;
-	if (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC ||
-	    sf.f_type == HUGETLBFS_MAGIC)
-		return FR_MEMFILE;
-	return FR_RING;
-}
-
-/*
- * read(2) of a memfile into rbuf, at the file position as a ring read.
- * A regular file is always readable: the readiness probe would find input
- * (so no read callback, no flush, spec 2.3 step 4), and with a timeout or
- * non-blocking due events run once, as before a ring read that completes
- * at once. A fiber yields every 16 reads, as ring reads would let others
- * run.
- */
-static int read_memfile(struct prot__stream *ps)
-{
-	static __thread unsigned reads;
-	struct protstream *s = &ps->pub;
-	struct ur_fiber *f = ur_fiber_self();
-	uint64_t t0;
-	ssize_t n;
-	int ret;
-
-	if (f != NULL && ur_fiber_is_cancelled(f))
-		return -ECANCELED; /* as a ring read would */
-	if (!needs_probe(s) && s->waitevent != NULL &&
-	    (s->read_timeout > 0 || s->dontblock)) {
-		ret = prot__wait_input(s, NULL);
-		if (ret < 0)
-			return ret;
-	}
-	if ((++reads & 15) == 0 && f != NULL) {
-		ret = ur_fiber_yield();
-		if (ret < 0)
-			return ret;
-	}
-	ret = rbuf_get(ps);
-	if (ret < 0)
-		return ret;
-	t0 = prot__net_start(ps);
-	do {
-		n = read(s->fd, ps->rbuf, PROT_BUFSIZE);
-	} while (n < 0 && errno == EINTR);
-	prot__net_end(ps, t0);
-	if (n < 0)
-		return -errno;
-	ps->src = ps->rbuf;
-	ps->src_len = (size_t)n;
-	ps->src_off = 0;
-	return (int)n;
+	return S_ISREG(st.st_mode) ? FR_AHEAD : FR_RING;
 }
 
 /*
@@ -632,8 +581,6 @@ static int read_fd(struct prot__stream *ps, bool *idle)
 
 	if (!sock && ps->file_read == FR_UNKNOWN)
 		ps->file_read = file_kind(s->fd);
-	if (!sock && ps->file_read == FR_MEMFILE)
-		return read_memfile(ps);
 	if (needs_probe(s)) {
 		ret = sock ? probe_recv(ps) : -ENOSYS;
 		if (ret != -ENOSYS && ret != -EAGAIN)
@@ -754,6 +701,35 @@ static int layer_window(struct protstream *s)
 }
 
 /*
+ * FR_AHEAD: put the file position at the end of the n-byte window about
+ * to be exposed, where Cyrus's read of it would have left it. A fresh
+ * read moved it to the end of the region; a later window moves it on by
+ * n, and finding it elsewhere means the application moved it (lseek(2),
+ * another stream on the fd): the rest of the region is dropped, the
+ * position put back, and the next read starts there. Returns 1 to expose
+ * the window, 0 if the region was dropped, -errno.
+ */
+static int ahead_seek(struct prot__stream *ps, size_t n, bool fresh)
+{
+	size_t rest = ps->src_len - ps->src_off - n;
+	off_t pos;
+
+	if (fresh && rest == 0)
+		return 1;
+	pos = lseek(ps->pub.fd, fresh ? -(off_t)rest : (off_t)n, SEEK_CUR);
+	if (pos < 0)
+		return -errno;
+	if (!fresh && pos != ps->ahead_pos + (off_t)n) {
+		if (lseek(ps->pub.fd, pos - (off_t)n, SEEK_SET) < 0)
+			return -errno;
+		ps->src_off = ps->src_len;
+		return 0;
+	}
+	ps->ahead_pos = pos;
+	return 1;
+}
+
+/*
  * One raw window (at most PROT_BUFSIZE bytes) of the held region:
  * exposed as it is, or fed to the read layers. Bytes left in a large
  * buffer are what Cyrus's next read would have returned at once, so
@@ -779,6 +755,11 @@ static int raw_window(struct protstream *s, bool fresh)
 	}
 	if (n > PROT_BUFSIZE)
 		n = PROT_BUFSIZE;
+	if (ps->kind == PROT__K_FILE && ps->file_read == FR_AHEAD) {
+		ret = ahead_seek(ps, n, fresh);
+		if (ret <= 0)
+			return ret < 0 ? prot__fail(s, ret, NULL) : 0;
+	}
 	ps->src_off += n;
 	if (ps->rlayers == NULL) {
 		expose(s, p, n);

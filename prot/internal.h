@@ -126,8 +126,10 @@ struct prot__stream {
 	struct ur_loop *br_loop;
 	int bid;      /* provided buffer held, -1: none */
 	int keep_bid; /* buffer kept for a window after a failed refill */
-	/* fill.c: 0 not checked yet, 1 ring reads, 2 read(2) (memfile()). */
+	/* fill.c: how a file reads (FR_* there), 0 until the first read. */
 	uint8_t file_read;
+	/* FR_AHEAD: where the file position stands after the exposed window. */
+	off_t ahead_pos;
 	unsigned char *rbuf; /* own PROT_BUFSIZE buffer, lazily */
 	struct ur_op rop;    /* the read op (never on a fiber stack) */
 	struct buf dec;	     /* layer output not yet exposed */

@@ -449,10 +449,9 @@ static struct prot_waitevent *count_event(struct protstream *s,
 }
 
 /*
- * A regular file in memory (memfd): through the ring by default, with
- * read(2) under prot_setdirectio(1); either way the same 4096-byte windows
- * at the file position, EOF, rewind, and due wait events run before a
- * refill of a stream with a timeout.
+ * A regular file in memory (memfd): 4096-byte windows at the file
+ * position, EOF, rewind, and due wait events run before a refill of a
+ * stream with a timeout.
  */
 static void check_memfd(void **state)
 {
@@ -493,11 +492,91 @@ static void test_prot_read_memfd(void **state)
 	check_memfd(state);
 }
 
-static void test_prot_read_memfd_directio(void **state)
+/*
+ * A regular file is read ahead, but the file position is always where
+ * Cyrus's 4 KiB reads would have left it: the end of the window exposed.
+ * A position moved by hand is honoured at the next window. fd is a file
+ * of len bytes of pattern(i), with len well past the read-ahead size.
+ */
+static unsigned char pattern(size_t i)
 {
-	prot_setdirectio(1);
-	check_memfd(state);
-	prot_setdirectio(0);
+	return (unsigned char)(i * 7 % 251);
+}
+
+static void check_file_position(int fd, size_t len)
+{
+	struct protstream *s;
+	unsigned char *got = malloc(len);
+	size_t have = 0;
+	ssize_t n;
+
+	assert_non_null(got);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	s = prot_new(fd, 0);
+	/* Window by window, as prot_getc sees them. */
+	for (int w = 0; w < 70; w++) {
+		int c = prot_getc(s);
+
+		assert_int_equal(c, pattern(have));
+		assert_int_equal(s->cnt, PROT_BUFSIZE - 1);
+		have += PROT_BUFSIZE;
+		assert_int_equal(lseek(fd, 0, SEEK_CUR), (off_t)have);
+		s->ptr += s->cnt; /* consume the rest of the window */
+		s->cnt = 0;
+	}
+	/* Moved by hand between windows: the next window starts there. */
+	assert_int_equal(lseek(fd, 100003, SEEK_SET), 100003);
+	assert_int_equal(prot_getc(s), pattern(100003));
+	assert_int_equal(lseek(fd, 0, SEEK_CUR), 100003 + PROT_BUFSIZE);
+	/* Moved back to the start within a window: the window stays. */
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	assert_int_equal(prot_getc(s), pattern(100004));
+	s->ptr += s->cnt;
+	s->cnt = 0;
+	have = 0;
+	while ((n = prot_read(s, (char *)got + have, len - have)) > 0)
+		have += (size_t)n;
+	assert_int_equal(have, len);
+	for (size_t i = 0; i < len; i++)
+		assert_int_equal(got[i], pattern(i));
+	assert_int_equal(prot_getc(s), EOF);
+	assert_true(prot_IS_EOF(s));
+	assert_int_equal(lseek(fd, 0, SEEK_CUR), (off_t)len);
+	prot_free(s);
+	free(got);
+}
+
+static void fill_pattern(int fd, size_t len)
+{
+	unsigned char chunk[4096];
+
+	for (size_t off = 0; off < len; off += sizeof(chunk)) {
+		size_t n = len - off < sizeof(chunk) ? len - off : sizeof(chunk);
+
+		for (size_t i = 0; i < n; i++)
+			chunk[i] = pattern(off + i);
+		write_all(fd, chunk, n);
+	}
+}
+
+static void test_prot_read_file_position(void **state)
+{
+	char path[] = "/var/tmp/prot-read-XXXXXX";
+	int fd = mkstemp(path);
+	size_t len = 3 * 262144 + 1234;
+
+	(void)state;
+	assert_true(fd >= 0);
+	unlink(path);
+	fill_pattern(fd, len);
+	check_file_position(fd, len);
+	close(fd);
+
+	fd = memfd_create("prot-read", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	fill_pattern(fd, len);
+	check_file_position(fd, len);
+	close(fd);
 }
 
 /*
@@ -1044,7 +1123,7 @@ int main(void)
 		T(test_prot_read_peer_close),
 		T(test_prot_read_rewind),
 		T(test_prot_read_memfd),
-		T(test_prot_read_memfd_directio),
+		T(test_prot_read_file_position),
 		T(test_prot_read_split_everywhere),
 		T(test_prot_read_socket_bulk),
 		T(test_prot_read_timeout_idle),

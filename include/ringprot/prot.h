@@ -205,10 +205,11 @@ struct prot_waitevent {
 /*
  * Lifecycle. Allocation failure returns NULL (Cyrus exits instead).
  * prot_new: a stream over fd (not owned: never closed by us). Sockets
- * are read through the loop's provided-buffer ring; pipes and files with
- * ring reads at the current file position, except regular files in
- * memory (tmpfs, memfd: read(2), which never waits there, where the ring
- * would hand every read to a worker thread).
+ * are read through the loop's provided-buffer ring; pipes, files and
+ * devices with ring reads at the current file position. A regular file is
+ * read 256 KiB ahead, but its file position stays where Cyrus's 4 KiB
+ * reads would leave it (the end of the window the application sees), and
+ * moving it by hand drops what was read ahead.
  * prot_readmap: zero copy over base..base+len, which must outlive it.
  * prot_free: frees the stream, its buffers, queued output and remaining
  * wait events; cancels and waits for its in-flight ops (may yield). Does
@@ -431,12 +432,11 @@ RINGPROT_API int prot_setwritetimeout_ms(struct protstream *s, unsigned ms);
  * an io_uring submission. On, the stream tries the plain syscall first
  * where the kernel completes it at once (Seastar's speculative syscalls,
  * uring notes pitfall 29): a blocking flush on a socket starts with one
- * non-blocking send(2)/sendmsg(2), and a read stream over a tmpfs/memfd
- * file reads with read(2) (io_uring hands every read of such a file to an
- * io-wq thread). What would wait still goes through the ring, and no
+ * non-blocking send(2)/sendmsg(2), and a read stream over a socket that
+ * must flush its partner first probes with one non-blocking recv(2)
+ * outside fibers. What would wait still goes through the ring, and no
  * semantics change: prot_flush returns only once every byte is written.
- * Process-wide; set it at start-up (a stream decides its read path at its
- * first read). Measured in bench-prot, which runs both settings.
+ * Process-wide. Measured in bench-prot, which runs both settings.
  */
 RINGPROT_API void prot_setdirectio(int on);
 
