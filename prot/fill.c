@@ -342,8 +342,12 @@ static void expose(struct protstream *s, const unsigned char *p, size_t n)
 	prot__log(s, '<', p, n);
 }
 
-/* The one-shot read callback and the flush-on-read partner (spec 2.12). */
-static void before_blocking(struct protstream *s)
+/*
+ * The one-shot read callback and the flush-on-read partner (spec 2.12).
+ * With begin, a forced flush only starts (prot__flush_begin): the wait
+ * for input that follows submits it, and the caller ends it after.
+ */
+static void before_blocking(struct protstream *s, bool begin)
 {
 	prot_readcallback_t *proc = s->readcallback_proc;
 
@@ -351,7 +355,11 @@ static void before_blocking(struct protstream *s)
 		s->readcallback_proc = NULL;
 		proc(s, s->readcallback_rock);
 	}
-	if (s->flushonread != NULL && prot__has_output(s->flushonread))
+	if (s->flushonread == NULL || !prot__has_output(s->flushonread))
+		return;
+	if (begin && !s->dontblock)
+		(void)prot__flush_begin(s->flushonread);
+	else
 		(void)prot_flush_internal(s->flushonread, !s->dontblock);
 }
 
@@ -566,7 +574,8 @@ static int ring_probe(struct prot__stream *ps, int flags, bool *ready)
 	ret = ur_fiber_yield();
 	if (ret < 0 && read_abort(ps, ret) <= 0)
 		return ret; /* cancelled fiber, op reaped */
-	*ready = !ur_op_is_busy(&ps->rop);
+	/* A non-blocking probe that found nothing completes with EAGAIN. */
+	*ready = !ur_op_is_busy(&ps->rop) && ps->rop.res != -EAGAIN;
 	return 0;
 }
 
@@ -594,11 +603,13 @@ static int read_fd(struct prot__stream *ps, bool *idle)
 			ready = file_ready(s->fd);
 		}
 		if (!ready)
-			before_blocking(s);
+			before_blocking(s, true);
 	}
-	return raw_read(ps, flags,
-			!ready && (s->read_timeout > 0 || s->dontblock),
-			started, idle);
+	ret = raw_read(ps, flags, !ready && (s->read_timeout > 0 || s->dontblock),
+		       started, idle);
+	if (s->flushonread != NULL)
+		(void)prot__flush_end(s->flushonread);
+	return ret;
 }
 
 static int read_cb(struct prot__stream *ps)
@@ -609,7 +620,7 @@ static int read_cb(struct prot__stream *ps)
 
 	/* No fd to probe: Cyrus's probe fails, which counts as "not ready". */
 	if (needs_probe(s))
-		before_blocking(s);
+		before_blocking(s, false);
 	ret = rbuf_get(ps);
 	if (ret < 0)
 		return ret;

@@ -42,6 +42,13 @@ struct prot__sender {
 	struct ur_deadline wdl;
 	bool wdl_on;	/* wdl initialised */
 	bool timed_out; /* the deadline cancelled op or bop */
+
+	/*
+	 * prot__flush_begin(): bop sends begun_len wire bytes (the buffer's
+	 * first begun_plain bytes, or their encoding in enc) until
+	 * prot__flush_end().
+	 */
+	size_t begun_len, begun_plain;
 };
 
 bool prot__has_output(const struct protstream *s)
@@ -621,11 +628,15 @@ static int flush_out(struct protstream *s, int force, const unsigned char *x,
 		     size_t xn)
 {
 	struct prot__stream *ps = prot__of(s);
-	const unsigned char *p = s->buf;
-	size_t n = (size_t)(s->ptr - s->buf);
+	const unsigned char *p;
+	size_t n;
 	uint64_t t0;
 	int ret;
 
+	if (prot__flush_end(s) == EOF)
+		return EOF;
+	p = s->buf;
+	n = (size_t)(s->ptr - s->buf);
 	if (s->eof || s->error != NULL) {
 		s->ptr = s->buf;
 		s->cnt = 1; /* as Cyrus: the next putc flushes and fails */
@@ -675,6 +686,102 @@ static int flush_out(struct protstream *s, int force, const unsigned char *x,
 		return flush_fail(s, ret < 0 ? ret : -EIO,
 				  ret == -ETIMEDOUT ? WRITE_TIMED_OUT : NULL);
 	buf_reset(s);
+	return 0;
+}
+
+/*
+ * Flush-on-read (spec 2.3 step 4): the forced flush of the partner just
+ * before its read stream waits. The send starts here, marked
+ * ur_op_nowake(), and the read's own wait submits it: a send the socket
+ * takes at once costs no io_uring_enter of its own (one enter fewer per
+ * command than a flush that waits by itself). Nothing else changes: the
+ * read completes only after prot__flush_end() has seen every byte go
+ * (write, then read, as Cyrus), the bytes stay in the buffer (and enc)
+ * meanwhile, so prot__has_output() holds, and whatever flushes, frees or
+ * re-layers the stream ends the flush first. Plain socket streams
+ * without a write timeout or a queue only; others flush at once.
+ * Returns 0 or EOF as prot_flush.
+ */
+int prot__flush_begin(struct protstream *s)
+{
+	struct prot__stream *ps = prot__of(s);
+	struct prot__sender *snd;
+	const unsigned char *p = s->buf;
+	size_t n = (size_t)(s->ptr - s->buf);
+	struct ur_loop *loop;
+	int ret;
+
+	if (ps->kind != PROT__K_SOCKET || ps->wtimeout_ms > 0 ||
+	    ps->q_bytes > 0 || prot__directio || n == 0 || s->eof ||
+	    s->error != NULL || (ps->snd != NULL && ps->snd->begun_len > 0) ||
+	    ur_loop_get(&loop) < 0 || (snd = sender_get(ps)) == NULL ||
+	    snd->busy)
+		return prot_flush_internal(s, 1);
+	log_out(s, p, n, NULL, 0);
+	if (ps->wlayers != NULL) {
+		const char *why = NULL;
+
+		ps->enc.len = 0;
+		ret = encode(ps, p, n, &why);
+		if (ret < 0) {
+			enc_release(ps);
+			return flush_fail(s, ret, why);
+		}
+		p = (const unsigned char *)ps->enc.s;
+	}
+	snd->iov[0].iov_base = (void *)(uintptr_t)p;
+	snd->iov[0].iov_len = ps->wlayers != NULL ? ps->enc.len : n;
+	memset(&snd->msg, 0, sizeof(snd->msg));
+	snd->msg.msg_iov = snd->iov;
+	snd->msg.msg_iovlen = 1;
+	ur_op_init(&snd->bop, NULL, NULL);
+	ret = ur_sendmsg_start(loop, &snd->bop, s->fd, &snd->msg,
+			       MSG_NOSIGNAL | MSG_WAITALL);
+	if (ret < 0) {
+		enc_release(ps);
+		return flush_fail(s, ret, NULL);
+	}
+	ur_op_nowake(&snd->bop);
+	snd->begun_len = snd->iov[0].iov_len;
+	snd->begun_plain = n;
+	return 0;
+}
+
+/*
+ * Finish prot__flush_begin()'s send: wait for it if it still runs (a
+ * full socket), send what it left, then drop the sent bytes from the
+ * buffer, keeping any written after them. Returns 0 or EOF.
+ */
+int prot__flush_end(struct protstream *s)
+{
+	struct prot__stream *ps = prot__of(s);
+	struct prot__sender *snd = ps->snd;
+	const unsigned char *p;
+	size_t len, plain;
+	uint64_t t0;
+	int ret;
+
+	if (snd == NULL || snd->begun_len == 0)
+		return 0;
+	len = snd->begun_len;
+	plain = snd->begun_plain;
+	snd->begun_len = 0;
+	p = (const unsigned char *)snd->iov[0].iov_base;
+	t0 = prot__net_start(ps);
+	ret = ur_op_wait(&snd->bop);
+	if (ret >= 0 && (size_t)ret < len) /* cut short: an error is next */
+		ret = send_all(ps, p + ret, len - (size_t)ret, NULL, 0);
+	else if (ret == -EAGAIN || ret == -EINTR) /* O_NONBLOCK fd */
+		ret = send_all(ps, p, len, NULL, 0);
+	else if (ret > 0)
+		ret = 0;
+	prot__net_end(ps, t0);
+	enc_release(ps);
+	if (ret < 0 || s->error != NULL)
+		return flush_fail(s, ret < 0 ? ret : -EIO, NULL);
+	memmove(s->buf, s->buf + plain, (size_t)(s->ptr - s->buf) - plain);
+	s->ptr -= plain;
+	s->cnt += (unsigned)plain;
 	return 0;
 }
 
@@ -747,7 +854,10 @@ int prot__drain(struct protstream *s)
 void prot__flush_fini(struct protstream *s)
 {
 	struct prot__stream *ps = prot__of(s);
-	struct prot__sender *snd = ps->snd;
+	struct prot__sender *snd;
+
+	(void)prot__flush_end(s);
+	snd = ps->snd;
 
 	ps->snd = NULL;
 	if (snd != NULL && snd->wdl_on)

@@ -267,6 +267,14 @@ void prot__fill_fini(struct protstream *s) UR_MAY_YIELD;
 int prot__write_big(struct protstream *s, const unsigned char *p,
 		    size_t len) UR_MAY_YIELD;
 
+/*
+ * Flush-on-read's forced flush in two halves (flush.c): begin starts the
+ * send (or flushes at once where it cannot), end waits for it and takes
+ * the bytes from the buffer. Between them the stream holds its output.
+ */
+int prot__flush_begin(struct protstream *s) UR_MAY_YIELD;
+int prot__flush_end(struct protstream *s) UR_MAY_YIELD;
+
 /* Does write stream s hold unsent output (buffer or queue)? */
 bool prot__has_output(const struct protstream *s);
 /* prot_flush on a read stream (spec 2.7.5). Returns 0. */

@@ -71,7 +71,8 @@ static int push_write(struct protstream *s, struct prot__layer *l)
 {
 	struct prot__stream *ps = prot__of(s);
 
-	if (s->ptr != s->buf && prot_flush_internal(s, 0) == EOF)
+	if (prot__flush_end(s) == EOF ||
+	    (s->ptr != s->buf && prot_flush_internal(s, 0) == EOF))
 		return errno > 0 ? -errno : -EIO;
 	l->next = ps->wlayers;
 	ps->wlayers = l;

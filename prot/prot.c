@@ -238,6 +238,8 @@ int prot_free(struct protstream *s)
 		return 0;
 	ps = prot__of(s);
 	prot__wait_fini(s);
+	if (s->write)
+		(void)prot__flush_end(s); /* a flush-on-read send under way */
 	/* Layers end first, while unsent output still shows (TLS). */
 	for (struct prot__layer *l = s->write ? ps->wlayers : ps->rlayers;
 	     l != NULL; l = l->next)

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,95 @@ static void test_ur_ops_cancel_inflight_recv(void **state)
 	close(sv[1]);
 }
 
+/* Sends the reply, then drains the other socket, as a peer would. */
+struct peer {
+	int reply_fd, drain_fd;
+};
+
+static void *reply_then_drain(void *arg)
+{
+	struct peer *p = arg;
+	char big[65536];
+
+	usleep(50 * 1000);
+	if (write(p->reply_fd, "reply", 5) != 5)
+		abort();
+	usleep(50 * 1000);
+	while (recv(p->drain_fd, big, sizeof(big), MSG_DONTWAIT) > 0)
+		;
+	return NULL;
+}
+
+static void *write_later(void *arg)
+{
+	usleep(50 * 1000);
+	if (write(*(int *)arg, "reply", 5) != 5)
+		abort();
+	return NULL;
+}
+
+/*
+ * ur_op_nowake(): a send the kernel completes at submission does not end
+ * the wait for the reply that follows it, so send and wait take one
+ * io_uring_enter under DEFER_TASKRUN (two elsewhere); both complete. A
+ * nowake op that cannot complete at once (a full socket) is still waited
+ * for and reaped.
+ */
+static void test_ur_ops_nowake(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct ur_loop_stats st0, st1;
+	struct ur_op sop, rop;
+	pthread_t th;
+	char buf[8], big[65536];
+	int sv[2], out[2], v = 4096;
+	struct peer pr;
+
+	t_socketpair(sv);
+	t_socketpair(out);
+	pr.reply_fd = sv[1];
+	pr.drain_fd = out[1];
+	ur_op_init(&rop, NULL, NULL);
+	assert_int_equal(ur_recv_start(loop, &rop, sv[0], buf, sizeof(buf), 0),
+			 0);
+	assert_true(ur_loop_run_once(loop, 0) >= 0); /* the recv waits */
+	assert_int_equal(pthread_create(&th, NULL, write_later, &sv[1]), 0);
+	ur_op_init(&sop, NULL, NULL);
+	assert_int_equal(ur_send_start(loop, &sop, out[0], "cmd", 3, 0), 0);
+	ur_op_nowake(&sop);
+	ur_loop_stats(loop, &st0);
+	assert_int_equal(ur_op_wait(&rop), 5);
+	ur_loop_stats(loop, &st1);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_false(ur_op_is_busy(&sop));
+	assert_int_equal(sop.res, 3);
+	assert_int_equal(st1.enters - st0.enters,
+			 ur_loop_mode(loop) == UR_MODE_DEFER ? 1 : 2);
+
+	/*
+	 * The send cannot complete at once (a full socket) and the reply
+	 * comes first: the wait ends once both are done (the caller needs
+	 * both, as the contract says).
+	 */
+	assert_int_equal(
+		setsockopt(out[0], SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)), 0);
+	memset(big, 'b', sizeof(big));
+	while (send(out[0], big, sizeof(big), MSG_DONTWAIT) > 0)
+		;
+	ur_op_init(&rop, NULL, NULL);
+	assert_int_equal(ur_recv_start(loop, &rop, sv[0], buf, sizeof(buf), 0),
+			 0);
+	ur_op_init(&sop, NULL, NULL);
+	assert_int_equal(ur_send_start(loop, &sop, out[0], "cmd", 3, 0), 0);
+	ur_op_nowake(&sop);
+	assert_int_equal(pthread_create(&th, NULL, reply_then_drain, &pr), 0);
+	assert_int_equal(ur_op_wait(&rop), 5);
+	assert_int_equal(ur_op_wait(&sop), 3);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	t_close_pair(sv);
+	t_close_pair(out);
+}
+
 static void test_ur_ops_cancel_fd(void **state)
 {
 	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
@@ -275,6 +365,7 @@ int main(void)
 		T(test_ur_ops_accept_connect),
 		T(test_ur_ops_multishot_accept),
 		T(test_ur_ops_cancel_inflight_recv),
+		T(test_ur_ops_nowake),
 		T(test_ur_ops_cancel_fd),
 		T(test_ur_ops_timeout_op),
 		cmocka_unit_test(test_ur_ops_direct_descriptors),

@@ -57,6 +57,8 @@ struct ur_loop {
 	pthread_t thread;
 	bool stop;
 	bool in_dispatch;
+	/* ur_op_nowake() ops queued since the last enter (loop.c). */
+	unsigned nowake;
 	unsigned direct_files;
 
 	/* Completions reaped while the SQ could not be flushed (-EBUSY):
@@ -136,8 +138,10 @@ struct __kernel_timespec *ur__ts_scratch(struct ur_loop *loop, uint64_t ns);
 /* Forget scratch timespecs once the kernel has consumed every SQE. */
 static inline void ur__submitted(struct ur_loop *loop)
 {
-	if (io_uring_sq_ready(&loop->ring) == 0)
+	if (io_uring_sq_ready(&loop->ring) == 0) {
 		loop->ts_used = 0;
+		loop->nowake = 0; /* those ops are the kernel's now */
+	}
 }
 
 /* Fire-and-forget SQEs. */

@@ -397,22 +397,31 @@ static bool has_runnable(const struct ur_loop *loop)
 static int enter(struct ur_loop *loop, int64_t timeout_ns)
 {
 	struct io_uring_cqe *cqe;
+	unsigned want = 1;
 	int ret;
 
 	loop->st.enters++;
 	if (io_uring_sq_ready(&loop->ring) > 0)
 		loop->st.submits++;
+	/*
+	 * ur_op_nowake(): with DEFER_TASKRUN only this thread posts CQEs, so
+	 * an empty CQ now means every CQE counted by the wait comes from this
+	 * submission or later; one from a nowake op is not a reason to wake.
+	 * (ur__submitted() forgets the count once the SQ is drained.)
+	 */
+	if (loop->nowake > 0 && io_uring_cq_ready(&loop->ring) == 0)
+		want += loop->nowake;
 	if (timeout_ns == 0 || has_runnable(loop)) {
 		ret = io_uring_submit_and_get_events(&loop->ring);
 	} else if (timeout_ns < 0) {
-		ret = io_uring_submit_and_wait(&loop->ring, 1);
+		ret = io_uring_submit_and_wait(&loop->ring, want);
 	} else {
 		struct __kernel_timespec ts = {
 			.tv_sec = timeout_ns / 1000000000,
 			.tv_nsec = timeout_ns % 1000000000,
 		};
 
-		ret = io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1,
+		ret = io_uring_submit_and_wait_timeout(&loop->ring, &cqe, want,
 						       &ts, NULL);
 	}
 	ur__submitted(loop);

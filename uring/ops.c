@@ -25,6 +25,15 @@ int ur_op_cancel(struct ur_op *op)
 	return 0;
 }
 
+void ur_op_nowake(struct ur_op *op)
+{
+	struct ur_loop *loop = op->ur__loop;
+
+	if (op->ur__state == UR_OP_INFLIGHT && loop->mode == UR_MODE_DEFER &&
+	    io_uring_sq_ready(&loop->ring) > 0)
+		loop->nowake++;
+}
+
 int ur_op_wait(struct ur_op *op)
 {
 	struct ur_loop *loop = op->ur__loop;

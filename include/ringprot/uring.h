@@ -234,6 +234,20 @@ RINGPROT_API int ur_poll(int fd, unsigned poll_mask) UR_MAY_YIELD;
 RINGPROT_API int ur_nop(void) UR_MAY_YIELD;
 
 /*
+ * Say that op, just started and not yet submitted, need not wake the
+ * loop: its caller goes on to wait for another op and then for this one,
+ * and needs both before it does anything else (a forced flush before the
+ * read that waits for the reply). The loop's next sleep then asks
+ * io_uring_enter for one more completion, so an op the kernel completes
+ * during that same submission (a send into a socket with room) costs no
+ * enter of its own. If op is slower, that one sleep lasts until two
+ * completions have come, whichever they are; later sleeps wake as usual.
+ * DEFER_TASKRUN loops only (elsewhere completions may be posted from
+ * other contexts between the check and the sleep); a no-op otherwise.
+ */
+RINGPROT_API void ur_op_nowake(struct ur_op *op);
+
+/*
  * Wait for op (already started with fn == NULL, or any op on this loop)
  * to complete, blocking as the ur_<op>() calls do. Returns op->res.
  */
