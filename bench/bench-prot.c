@@ -6,15 +6,18 @@
 #include "t-cyrus.h" /* the Cyrus side, loaded from libcyrus.so.0 */
 
 #include <errno.h>
+#include <liburing.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -33,7 +36,8 @@
  * prints the rr server's CPU time and our ring's enters per round trip;
  * BENCH_PROT_RR_CPUS=c,s places the rr client and server and the pipe
  * reader and feeder (rr_place_init(); "any" lets the scheduler decide);
- * BENCH_PROT_RUNS=n sets the runs per side (5 by default, odd, at most 15).
+ * BENCH_PROT_RUNS=n sets the runs per side (5 by default, odd, at most 15);
+ * BENCH_PROT_RR_CONNS=n sets rr-conns' connections (64 by default).
  *
  * Each case runs the same code on both implementations: a macro expands
  * one body twice, once with prot_* and once with Cyrus's functions (from
@@ -44,7 +48,7 @@
  * or the row says so. Nothing here asserts on speed.
  */
 
-static void die(const char *what)
+static _Noreturn void die(const char *what)
 {
 	fprintf(stderr, "bench-prot: %s: %s\n", what, strerror(errno));
 	exit(1);
@@ -253,14 +257,13 @@ struct rr_arg {
 		return bad;                                                    \
 	}                                                                      \
                                                                                \
-	static void *rr_server_##SFX(void *arg)                                \
+	/* One connection's server: a NOOP reply to each request line. */      \
+	static void rr_serve_##SFX(int fd, bool onread)                        \
 	{                                                                      \
-		const struct rr_arg *ra = arg;                                 \
-		T *in = NEW(ra->fd, 0), *out = NEW(ra->fd, 1);                 \
+		T *in = NEW(fd, 0), *out = NEW(fd, 1);                         \
 		char line[1024];                                               \
-		struct ur_loop *loop;                                          \
                                                                                \
-		if (ra->onread)                                                \
+		if (onread)                                                    \
 			FLUSHONREAD(in, out);                                  \
 		while (FGETS(line, sizeof(line), in) != NULL) {                \
 			char *sp = strchr(line, ' ');                          \
@@ -268,11 +271,19 @@ struct rr_arg {
 			if (sp != NULL)                                        \
 				*sp = '\0';                                    \
 			PRINTF(out, "%s OK NOOP completed\r\n", line);         \
-			if (!ra->onread)                                       \
+			if (!onread)                                           \
 				FLUSH(out);                                    \
 		}                                                              \
 		FREE(in);                                                      \
 		FREE(out);                                                     \
+	}                                                                      \
+                                                                               \
+	static void *rr_server_##SFX(void *arg)                                \
+	{                                                                      \
+		const struct rr_arg *ra = arg;                                 \
+		struct ur_loop *loop;                                          \
+                                                                               \
+		rr_serve_##SFX(ra->fd, ra->onread);                            \
 		loop = ur_loop_current();                                      \
 		rr_stats(#SFX, loop);                                          \
 		ur_loop_free(&loop);                                           \
@@ -447,6 +458,368 @@ CASES(cy, struct cy_protstream, cy_new, cy_free, cy_getc, cy_fgets, cy_write,
       cy_printf, cy_printastring, cy_flush, cy_setflushonread)
 
 /* ------------------------------------------------------------------ */
+/* Many connections.                                                   */
+
+/*
+ * rr-conns: rr_conns socketpairs, one request outstanding on each, served
+ * the way each implementation is meant to serve many clients: ours in
+ * one thread, a fiber per connection on one ring; Cyrus a thread per
+ * connection (its daemons fork a process per connection, which costs
+ * more). The client is one epoll thread with plain syscalls; rr_count
+ * round trips in all. Returns the bytes the client received.
+ */
+static size_t rr_conns = 64;
+
+struct rr_conn {
+	size_t have;
+	char resp[256];
+};
+
+static void rr_send_req(int fd, size_t i)
+{
+	char req[64];
+	int n = snprintf(req, sizeof(req), "a%zu NOOP\r\n", i);
+
+	if (write(fd, req, (size_t)n) != n)
+		die("write");
+}
+
+static uint64_t rr_many_client(const int *fds, size_t n)
+{
+	struct epoll_event evs[64];
+	struct rr_conn *conns = calloc(n, sizeof(*conns));
+	size_t sent = 0, done = 0;
+	uint64_t got = 0;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	if (conns == NULL || ep < 0)
+		die("rr-conns client");
+	for (size_t i = 0; i < n; i++) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = i};
+
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0)
+			die("epoll_ctl");
+		if (sent < rr_count)
+			rr_send_req(fds[i], sent++);
+	}
+	while (done < rr_count) {
+		int k = epoll_wait(ep, evs, 64, -1);
+
+		if (k < 0 && errno != EINTR)
+			die("epoll_wait");
+		for (int e = 0; e < k; e++) {
+			size_t i = evs[e].data.u64;
+			struct rr_conn *c = &conns[i];
+			ssize_t r = read(fds[i], c->resp + c->have,
+					 sizeof(c->resp) - c->have);
+
+			if (r <= 0)
+				die("read");
+			c->have += (size_t)r;
+			if (c->have < 2 ||
+			    memcmp(c->resp + c->have - 2, "\r\n", 2) != 0)
+				continue;
+			got += c->have;
+			c->have = 0;
+			done++;
+			if (sent < rr_count)
+				rr_send_req(fds[i], sent++);
+		}
+	}
+	close(ep);
+	free(conns);
+	return got;
+}
+
+struct rr_many {
+	int *cfd, *sfd; /* client and server ends */
+	size_t n;
+};
+
+static void rr_many_open(struct rr_many *m)
+{
+	m->n = rr_conns;
+	m->cfd = calloc(m->n, sizeof(int));
+	m->sfd = calloc(m->n, sizeof(int));
+	if (m->cfd == NULL || m->sfd == NULL)
+		die("calloc");
+	for (size_t i = 0; i < m->n; i++) {
+		int sv[2];
+
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+			die("socketpair");
+		m->cfd[i] = sv[0];
+		m->sfd[i] = sv[1];
+	}
+}
+
+/* Run the client, then end every connection. */
+static uint64_t rr_many_drive(struct rr_many *m)
+{
+	cpu_set_t saved;
+	uint64_t got;
+
+	place_self(&saved);
+	got = rr_many_client(m->cfd, m->n);
+	for (size_t i = 0; i < m->n; i++)
+		shutdown(m->cfd[i], SHUT_WR);
+	place_restore(&saved);
+	return got;
+}
+
+static void rr_many_close(struct rr_many *m)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		close(m->cfd[i]);
+		close(m->sfd[i]);
+	}
+	free(m->cfd);
+	free(m->sfd);
+}
+
+static int rr_fiber_ours(void *arg)
+{
+	rr_serve_ours((int)(intptr_t)arg, false);
+	return 0;
+}
+
+static void *rr_many_server_ours(void *arg)
+{
+	const struct rr_many *m = arg;
+	struct ur_fiber **f = calloc(m->n, sizeof(*f));
+	struct ur_loop *loop;
+
+	if (f == NULL || ur_loop_get(&loop) < 0)
+		die("rr-conns server");
+	for (size_t i = 0; i < m->n; i++)
+		if (ur_fiber_spawn(loop, rr_fiber_ours,
+				   (void *)(intptr_t)m->sfd[i], NULL,
+				   &f[i]) < 0)
+			die("ur_fiber_spawn");
+	for (size_t i = 0; i < m->n; i++)
+		(void)ur_fiber_join(f[i], NULL);
+	free(f);
+	rr_stats("ours", loop);
+	ur_loop_free(&loop);
+	return NULL;
+}
+
+static uint64_t rr_conns_ours(void)
+{
+	struct rr_many m;
+	pthread_t th;
+	uint64_t got;
+
+	rr_many_open(&m);
+	if (pthread_create(&th, NULL, rr_many_server_ours, &m) != 0)
+		die("pthread_create");
+	if (rr_cpu_s >= 0)
+		pin(th, rr_cpu_s);
+	got = rr_many_drive(&m);
+	pthread_join(th, NULL);
+	rr_many_close(&m);
+	return got;
+}
+
+static void *rr_thread_cy(void *arg)
+{
+	rr_serve_cy((int)(intptr_t)arg, false);
+	return NULL;
+}
+
+static uint64_t rr_conns_cy(void)
+{
+	struct rr_many m;
+	pthread_t *th;
+	pthread_attr_t attr;
+	uint64_t got;
+
+	rr_many_open(&m);
+	th = calloc(m.n, sizeof(*th));
+	if (th == NULL || pthread_attr_init(&attr) != 0 ||
+	    pthread_attr_setstacksize(&attr, 256 * 1024) != 0)
+		die("rr-conns threads");
+	for (size_t i = 0; i < m.n; i++) {
+		if (pthread_create(&th[i], &attr, rr_thread_cy,
+				   (void *)(intptr_t)m.sfd[i]) != 0)
+			die("pthread_create");
+		if (rr_cpu_s >= 0)
+			pin(th[i], rr_cpu_s);
+	}
+	pthread_attr_destroy(&attr);
+	got = rr_many_drive(&m);
+	for (size_t i = 0; i < m.n; i++)
+		pthread_join(th[i], NULL);
+	free(th);
+	rr_many_close(&m);
+	return got;
+}
+
+/* ------------------------------------------------------------------ */
+/* The kernel's floor for one connection.                              */
+
+/*
+ * rr-floor: the rr-socketpair exchange with no protstream on either
+ * side, to show what the kernel paths cost. The "ours" column is raw
+ * liburing as a lean io_uring server would use it (one recv into a
+ * provided buffer, then one send, each submitted and waited for with
+ * SINGLE_ISSUER + DEFER_TASKRUN); the "Cyrus" column is read(2) and
+ * write(2). Both parse and format alike. ours/floor near 1 means the
+ * protstream adds nothing; a floor above 1 is io_uring's own cost for
+ * one connection.
+ */
+#define FLOOR_BUFS    16
+#define FLOOR_BUF_LEN 16384
+#define FLOOR_BGID    7
+
+struct floor_io {
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	int fd;
+};
+
+/* One response to each "tag ..." line found in buf[0..len). */
+static size_t floor_reply(const char *buf, size_t len, char *resp, size_t cap)
+{
+	const char *sp = memchr(buf, ' ', len);
+	int n = snprintf(resp, cap, "%.*s OK NOOP completed\r\n",
+			 (int)(sp != NULL ? sp - buf : (ptrdiff_t)len), buf);
+
+	return n < 0 ? 0 : (size_t)n;
+}
+
+static struct io_uring_sqe *floor_sqe(struct floor_io *io)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&io->ring);
+
+	if (sqe == NULL)
+		die("io_uring_get_sqe");
+	return sqe;
+}
+
+static struct io_uring_cqe *floor_wait(struct floor_io *io)
+{
+	struct io_uring_cqe *cqe;
+
+	if (io_uring_submit_and_wait(&io->ring, 1) < 0 ||
+	    io_uring_wait_cqe(&io->ring, &cqe) < 0)
+		die("io_uring wait");
+	return cqe;
+}
+
+static void floor_ring_init(struct floor_io *io)
+{
+	struct io_uring_params p = {.flags = IORING_SETUP_SINGLE_ISSUER |
+					     IORING_SETUP_DEFER_TASKRUN};
+	struct io_uring_buf_reg reg = {.ring_entries = FLOOR_BUFS,
+				       .bgid = FLOOR_BGID};
+	void *mem;
+
+	if (io_uring_queue_init_params(64, &io->ring, &p) < 0)
+		die("io_uring_queue_init_params");
+	if (posix_memalign(&mem, 4096,
+			   FLOOR_BUFS * sizeof(struct io_uring_buf)) != 0 ||
+	    (io->bufs = malloc(FLOOR_BUFS * FLOOR_BUF_LEN)) == NULL)
+		die("floor buffers");
+	io->br = mem;
+	io_uring_buf_ring_init(io->br);
+	reg.ring_addr = (uintptr_t)mem;
+	if (io_uring_register_buf_ring(&io->ring, &reg, 0) < 0)
+		die("io_uring_register_buf_ring");
+	for (int i = 0; i < FLOOR_BUFS; i++)
+		io_uring_buf_ring_add(io->br, io->bufs + i * FLOOR_BUF_LEN,
+				      FLOOR_BUF_LEN, (unsigned short)i,
+				      io_uring_buf_ring_mask(FLOOR_BUFS), i);
+	io_uring_buf_ring_advance(io->br, FLOOR_BUFS);
+}
+
+static void *floor_server_ring(void *arg)
+{
+	const struct rr_arg *ra = arg;
+	struct floor_io io = {.fd = ra->fd};
+	char line[1024], resp[1100];
+	size_t have = 0;
+
+	floor_ring_init(&io);
+	for (;;) {
+		struct io_uring_sqe *sqe = floor_sqe(&io);
+		struct io_uring_cqe *cqe;
+		const char *data;
+		unsigned bid;
+		int r;
+
+		io_uring_prep_recv(sqe, io.fd, NULL, FLOOR_BUF_LEN, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = FLOOR_BGID;
+		cqe = floor_wait(&io);
+		r = cqe->res;
+		bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		io_uring_cqe_seen(&io.ring, cqe);
+		if (r <= 0)
+			break;
+		data = io.bufs + bid * FLOOR_BUF_LEN;
+		if (have + (size_t)r <= sizeof(line)) {
+			memcpy(line + have, data, (size_t)r);
+			have += (size_t)r;
+		}
+		io_uring_buf_ring_add(io.br, (void *)data, FLOOR_BUF_LEN,
+				      (unsigned short)bid,
+				      io_uring_buf_ring_mask(FLOOR_BUFS), 0);
+		io_uring_buf_ring_advance(io.br, 1);
+		if (have == 0 || line[have - 1] != '\n')
+			continue;
+		sqe = floor_sqe(&io);
+		io_uring_prep_send(sqe, io.fd, resp,
+				   floor_reply(line, have, resp, sizeof(resp)),
+				   0);
+		have = 0;
+		cqe = floor_wait(&io);
+		r = cqe->res;
+		io_uring_cqe_seen(&io.ring, cqe);
+		if (r < 0)
+			break;
+	}
+	io_uring_queue_exit(&io.ring);
+	free(io.br);
+	free(io.bufs);
+	return NULL;
+}
+
+static void *floor_server_sys(void *arg)
+{
+	const struct rr_arg *ra = arg;
+	char line[1024], resp[1100];
+	size_t have = 0;
+
+	for (;;) {
+		ssize_t r = read(ra->fd, line + have, sizeof(line) - have);
+		size_t n;
+
+		if (r <= 0)
+			break;
+		have += (size_t)r;
+		if (line[have - 1] != '\n' && have < sizeof(line))
+			continue;
+		n = floor_reply(line, have, resp, sizeof(resp));
+		have = 0;
+		if (write(ra->fd, resp, n) != (ssize_t)n)
+			break;
+	}
+	return NULL;
+}
+
+static uint64_t rr_floor_ring(void)
+{
+	return rr_run(floor_server_ring, false);
+}
+
+static uint64_t rr_floor_sys(void)
+{
+	return rr_run(floor_server_sys, false);
+}
+
+/* ------------------------------------------------------------------ */
 /* Driver.                                                             */
 
 struct bcase {
@@ -496,6 +869,15 @@ static void run_case(const struct bcase *bc)
 	fflush(stdout);
 }
 
+/* Cases named after the scale on the command line, or all. */
+static bool wanted(const char *name, int argc, char **argv)
+{
+	for (int a = 2; a < argc; a++)
+		if (strcmp(argv[a], name) == 0)
+			return true;
+	return argc <= 2;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct bcase cases[] = {
@@ -513,7 +895,10 @@ int main(int argc, char **argv)
 		{"rr-socketpair", "trip", &rr_count, rr_ours, rr_cy},
 		{"rr-flushonread", "trip", &rr_count, rr_onread_ours,
 		 rr_onread_cy},
+		{"rr-conns", "trip", &rr_count, rr_conns_ours, rr_conns_cy},
 	};
+	static const struct bcase floor_case = {"rr-floor", "trip", &rr_count,
+						rr_floor_ring, rr_floor_sys};
 	double scale = argc > 1 ? strtod(argv[1], NULL) : 1.0;
 	const char *env_runs = getenv("BENCH_PROT_RUNS");
 	struct utsname u;
@@ -534,6 +919,10 @@ int main(int argc, char **argv)
 	printf_count = (size_t)(4000000 * scale);
 	astring_count = (size_t)(2000000 * scale);
 	rr_count = (size_t)(50000 * scale);
+	if (getenv("BENCH_PROT_RR_CONNS") != NULL)
+		rr_conns = strtoul(getenv("BENCH_PROT_RR_CONNS"), NULL, 10);
+	if (rr_conns < 1 || rr_conns > 4096)
+		rr_conns = 64;
 	data_fd = make_file(getc_bytes, false, false);
 	mem_fd = make_file(getc_bytes, false, true);
 	lines_fd = make_file(line_count * 80, true, false);
@@ -546,8 +935,9 @@ int main(int argc, char **argv)
 	       "%ld CPUs, scale %g, median of %d\n",
 	       "3.6", u.sysname, u.release, sysconf(_SC_NPROCESSORS_ONLN),
 	       scale, runs);
-	printf("rr-* and getc-pipe placement: %s (BENCH_PROT_RR_CPUS)\n",
-	       rr_place_name(place, sizeof(place)));
+	printf("rr-* and getc-pipe placement: %s (BENCH_PROT_RR_CPUS); "
+	       "rr-conns: %zu connections\n",
+	       rr_place_name(place, sizeof(place)), rr_conns);
 	printf("%-16s %-6s %10s %12s %12s %8s  %s\n", "case", "op", "ops",
 	       "ours ns/op", "Cyrus ns/op", "ratio", "check");
 	/* Ours twice: ring only (the default), then prot_setdirectio(1). */
@@ -556,15 +946,14 @@ int main(int argc, char **argv)
 		printf("-- ours with prot_setdirectio(%d)%s\n", direct,
 		       direct ? ": speculative send(2), probe recv(2)"
 			      : ": every read and write through the ring");
-		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-			bool want = argc <= 2;
-
-			for (int a = 2; a < argc; a++)
-				want = want ||
-				       strcmp(argv[a], cases[i].name) == 0;
-			if (want)
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+			if (wanted(cases[i].name, argc, argv))
 				run_case(&cases[i]);
-		}
+	}
+	if (wanted(floor_case.name, argc, argv)) {
+		printf("-- no protstream on either side: \"ours\" is raw "
+		       "io_uring recv+send, \"Cyrus\" read(2)+write(2)\n");
+		run_case(&floor_case);
 	}
 	close(data_fd);
 	close(mem_fd);
