@@ -106,14 +106,26 @@ static long answer_bytes(void)
 	return n;
 }
 
+static struct prot_waitevent *never_event(struct protstream *s,
+					  struct prot_waitevent *ev, void *rock)
+{
+	(void)s;
+	(void)ev;
+	(void)rock;
+	fail_msg("a wait event an hour away ran");
+	return NULL;
+}
+
 /*
  * Every answer arrives, in order. With DEFER_TASKRUN a command costs two
  * enters (the probe, then the wait that also submits the flush) instead
  * of three; the other modes keep the flush's own enter. in_fiber runs
  * the server in a fiber (the loop sleeps) rather than outside fibers
- * (the read drives the loop).
+ * (the read drives the loop). With timed, the read stream also has a
+ * read timeout and a wait event an hour away. Returns the completions
+ * the trips cost.
  */
-static void check_trips(void **state, bool in_fiber)
+static uint64_t check_trips(void **state, bool in_fiber, bool timed)
 {
 	struct ur_loop *loop = t_loop_of(state);
 	struct ur_loop_stats st0, st1;
@@ -125,6 +137,11 @@ static void check_trips(void **state, bool in_fiber)
 	sv.in = prot_new(sp[0], 0);
 	sv.out = prot_new(sp[0], 1);
 	assert_int_equal(prot_setflushonread(sv.in, sv.out), 0);
+	if (timed) {
+		assert_int_equal(prot_settimeout(sv.in, 60), 0);
+		assert_non_null(prot_addwaitevent(sv.in, time(NULL) + 3600,
+						  never_event, NULL));
+	}
 	c.fd = sp[1];
 	ur_loop_stats(loop, &st0);
 	assert_int_equal(pthread_create(&c.th, NULL, client_main, &c), 0);
@@ -148,16 +165,34 @@ static void check_trips(void **state, bool in_fiber)
 	prot_free(sv.in);
 	prot_free(sv.out);
 	t_close_pair(sp);
+	return st1.cqes - st0.cqes;
 }
 
 static void test_prot_onread_trips(void **state)
 {
-	check_trips(state, false);
+	(void)check_trips(state, false, false);
 }
 
 static void test_prot_onread_trips_fiber(void **state)
 {
-	check_trips(state, true);
+	(void)check_trips(state, true, false);
+}
+
+/*
+ * A read timeout and a far wait event cost no ring operation per read
+ * (issue 3: one lazy deadline per stream, one timeout per event): the
+ * trips complete as many ops with them as without, give or take the
+ * event's and the deadline's own few.
+ */
+static void test_prot_onread_timers_cost_nothing(void **state)
+{
+	for (int f = 0; f <= 1; f++) {
+		uint64_t plain = check_trips(state, f, false);
+		uint64_t timed = check_trips(state, f, true);
+
+		assert_true(plain >= 2 * TRIPS);
+		assert_true(timed <= plain + 4);
+	}
 }
 
 /* A wait event that writes to the client while its read waits. */
@@ -420,6 +455,7 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
 		T(test_prot_onread_trips),
 		T(test_prot_onread_trips_fiber),
+		T(test_prot_onread_timers_cost_nothing),
 		T(test_prot_onread_event_flushes),
 		T(test_prot_onread_event_writes),
 		T(test_prot_onread_full_socket),
