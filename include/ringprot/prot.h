@@ -79,11 +79,22 @@
  *    no FD_SETSIZE limit.
  *  - A wait-event callback that returns NULL without removing its event
  *    has it removed (Cyrus keeps the node on the list).
+ *
+ * What a Cyrus program gets from this header (test/test-cyrus-api.c
+ * compiles one against it and against Cyrus 3.6) differs in that it does
+ * not include sasl/sasl.h, openssl/ssl.h, zlib.h or Cyrus's util.h
+ * (include what you use; struct buf and BUF_INITIALIZER come from
+ * ringprot/buf.h), and struct protstream has none of Cyrus's private
+ * fields (big_buffer, bigbuf_*, zbuf, zbuf_size, zlevel, zflush,
+ * fixedsize, dontblock_isset), which no Cyrus code outside lib/prot.c
+ * uses. Two prototypes still differ from Cyrus 3.6: prot_lookahead returns
+ * int (Cyrus: size_t) and prot_putbuf takes a non-const struct buf *.
  */
 
 #include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h> /* EOF */
+#include <stdio.h>  /* EOF */
+#include <stdlib.h> /* as Cyrus's prot.h: callers free() with it */
 #include <sys/time.h>
 #include <sys/types.h>
 #include <time.h>
@@ -190,6 +201,21 @@ struct prot_waitevent {
 	void *rock;
 	struct prot_waitevent *next;
 };
+
+/*
+ * Cyrus declares prot_bytes_in() and prot_bytes_out() as functions as well
+ * as macros (and never defines the functions); here they exist, so
+ * (prot_bytes_in)(s) and &prot_bytes_in work too.
+ */
+static inline uint64_t prot_bytes_in(struct protstream *s)
+{
+	return s->bytes_in;
+}
+
+static inline uint64_t prot_bytes_out(struct protstream *s)
+{
+	return s->bytes_out;
+}
 
 /* Mode and status macros (as in Cyrus). */
 #define prot_BLOCK(s)	    ((s)->dontblock = 0)
