@@ -2,6 +2,25 @@
 /* test/headers: the public header compiles alone and its constants hold. */
 #include <ringprot/uring.h> /* first: it must need nothing before it */
 
+/*
+ * A Cyrus program may include sasl.h, ssl.h and zlib.h before prot.h (here)
+ * or after it (test-cyrus-api.c): either way the stream's fields take the
+ * libraries' own types.
+ */
+#if __has_include(<sasl/sasl.h>)
+#include <sasl/sasl.h>
+#define HAVE_SASL_H 1
+#endif
+#if __has_include(<openssl/ssl.h>)
+#include <openssl/ssl.h>
+#define HAVE_SSL_H 1
+#endif
+#if __has_include(<zlib.h>)
+#include <zlib.h>
+#define HAVE_ZLIB_H 1
+#endif
+#include <ringprot/prot.h>
+
 /* cmocka needs these first, in this order. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -70,6 +89,26 @@ static void test_headers_mode_names(void **state)
 	}
 }
 
+#define FIELD_TYPE(field, T)          \
+	__builtin_types_compatible_p( \
+		__typeof__(((struct protstream *)0)->field), T)
+
+static void test_headers_prot_after_library_headers(void **state)
+{
+	(void)state;
+	assert_true(FIELD_TYPE(conn, sasl_conn_t *));
+	assert_true(FIELD_TYPE(tls_conn, SSL *));
+#ifdef HAVE_ZLIB_H
+	assert_true(FIELD_TYPE(zstrm, z_stream *));
+#endif
+#ifdef HAVE_SASL_H
+	assert_int_equal(SASL_OK, 0); /* the real sasl.h, not ours */
+#endif
+#ifdef HAVE_SSL_H
+	assert_true(__builtin_types_compatible_p(SSL, struct ssl_st));
+#endif
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -77,6 +116,7 @@ int main(void)
 		cmocka_unit_test(test_headers_plain_fd_not_fixed),
 		cmocka_unit_test(test_headers_zeroed_opts_mean_auto),
 		cmocka_unit_test(test_headers_mode_names),
+		cmocka_unit_test(test_headers_prot_after_library_headers),
 	};
 
 	return cmocka_run_group_tests_name("headers", tests, NULL, NULL);
