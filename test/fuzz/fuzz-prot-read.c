@@ -3,16 +3,27 @@
 #include "fuzz.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <ringprot/prot.h>
+#include <ringprot/uring.h>
 
 /*
  * Input: two bytes give the length of the control part that follows; the
- * rest is the payload, read by a prot_readmap stream and by a prot_readcb
- * stream whose callback hands it over in chunks the control part picks.
+ * rest is the payload, read by a prot_readmap stream, by a prot_readcb
+ * stream whose callback hands it over in chunks the control part picks,
+ * and (when the ring is usable) by two fd streams: a SOCK_SEQPACKET
+ * socket a writer fiber sends the same chunks to, one message each, so
+ * every recv takes exactly one chunk into a provided buffer whatever the
+ * timing; and a pipe holding the whole payload before the first read.
+ * Both expose what one read took in windows of at most PROT_BUFSIZE
+ * bytes, and after a failed socket refill push-back reaches at most 256
+ * bytes back (prot.h's difference list).
  * Control: flags, the chunk sizes, then read calls with their arguments.
  *
  * Each stream has a model of spec 2.4 and 2.5 over the payload that
@@ -34,6 +45,10 @@
 #define FLAG_EIO     0x01 /* the callback ends with EIO instead of EOF */
 #define FLAG_BORROW  0x02 /* readbuf appends to a borrowed buf */
 #define EX_SOFTWARE_ 70
+#define SOCK_READ    16384 /* a provided buffer: one recv at most */
+#define PIPE_READ    65536 /* one pipe read at most */
+#define HIST	     256   /* push-back a failed socket refill keeps */
+#define NSUT	     4
 
 /* The callback stream's source: the payload in chunks, then EOF or EIO. */
 struct feed {
@@ -50,8 +65,11 @@ struct model {
 	size_t n;
 	bool map;
 	struct feed feed; /* callback stream: a twin of the real feed */
+	size_t rcap;	  /* bytes one read may take: PROT_BUFSIZE or more */
+	bool hist;	  /* socket: a failed refill keeps HIST bytes */
 	size_t pos;	  /* next unread byte */
 	size_t wend;	  /* end of the window: cnt = wend - pos */
+	size_t rend;	  /* end of the region read: windows up to it */
 	int can_unget;
 	uint64_t bytes_in;
 	bool eof;
@@ -67,6 +85,8 @@ struct sut {
 	struct feed feed;
 	struct buf rb; /* prot_readbuf's target */
 	size_t rb_ro;  /* borrowed bytes at its start */
+	int fd[2];     /* fd streams: ours, the peer's (-1: none) */
+	struct ur_fiber *writer;
 };
 
 enum op_kind {
@@ -156,8 +176,28 @@ static ssize_t feed_cb(unsigned char *buf, size_t len, void *rock)
 }
 
 /*
+ * A failed socket refill: the window's buffer went back to the ring, and
+ * only its unread bytes and as many consumed ones as fit in HIST with
+ * them are still there to push back; more unread bytes keep the buffer.
+ */
+static void m_hist(struct model *m)
+{
+	size_t c = m->wend - m->pos;
+	size_t k = m->can_unget > 0 ? (size_t)m->can_unget : 0;
+
+	HINT(c > HIST);
+	if (c > HIST)
+		return;
+	HINT(k > HIST - c);
+	if (k > HIST - c)
+		k = HIST - c;
+	m->can_unget = (int)k;
+}
+
+/*
  * The model (spec 2.3 steps 1 and 7, 2.4, 2.5, 2.19): a refill either
- * exposes the next chunk as the window or leaves everything as it was.
+ * exposes the next window (the rest of the region read last, else the
+ * next chunk read) or leaves everything as it was.
  */
 static int m_fill(struct model *m)
 {
@@ -170,20 +210,31 @@ static int m_fill(struct model *m)
 	}
 	if (m->eof || m->err != NULL)
 		return EOF;
-	do {
-		errno = 0;
-		k = feed_take(&m->feed, PROT_BUFSIZE, &at);
-	} while (k < 0 && errno == EINTR);
-	if (k == 0) {
-		m->eof = true;
-		return EOF;
-	}
-	if (k < 0) {
-		m->err = strerror(EIO);
-		return EOF;
+	if (m->wend < m->rend) {
+		/* The next window of the region, unread bytes dropped. */
+		HINT(m->hist);
+		HINT(!m->hist && m->rend - m->wend > PROT_BUFSIZE);
+		at = m->wend;
+		k = (ssize_t)(m->rend - at);
+	} else {
+		do {
+			errno = 0;
+			k = feed_take(&m->feed, m->rcap, &at);
+		} while (k < 0 && errno == EINTR);
+		if (k <= 0 && m->hist)
+			m_hist(m);
+		if (k == 0) {
+			m->eof = true;
+			return EOF;
+		}
+		if (k < 0) {
+			m->err = strerror(EIO);
+			return EOF;
+		}
+		m->rend = at + (size_t)k;
 	}
 	m->pos = at; /* unread bytes of the old window are dropped */
-	m->wend = at + (size_t)k;
+	m->wend = at + ((size_t)k < PROT_BUFSIZE ? (size_t)k : PROT_BUFSIZE);
 	m->can_unget = 1;
 	m->bytes_in++;
 	return m->d[m->pos++];
@@ -510,20 +561,107 @@ static void parse_op(struct fuzz_in *ctl, struct op *op)
 	}
 }
 
-static void sut_init(struct sut *t, bool map, const uint8_t *d, size_t n,
-		     const struct feed *feed, unsigned flags)
+enum sut_kind {
+	S_MAP,
+	S_CB,
+	S_SOCK,
+	S_PIPE,
+};
+
+/*
+ * The socket's peer, a fiber on the same loop (it runs while a read
+ * waits): one message per chunk of the feed, so each recv takes exactly
+ * one (a zero-length message would read as the end: a 0 chunk sends
+ * none), then the end.
+ */
+static int writer_main(void *arg)
+{
+	struct sut *t = arg;
+	size_t at = 0;
+	ssize_t k;
+
+	for (;;) {
+		errno = 0;
+		k = feed_take(&t->feed, SOCK_READ, &at);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		/* Fails once the reader is gone (a misuse ended it early). */
+		if (ur_send(t->fd[1], t->feed.d + at, (size_t)k,
+			    MSG_NOSIGNAL) != k)
+			break;
+	}
+	(void)shutdown(t->fd[1], SHUT_WR);
+	return 0;
+}
+
+/* The whole payload into a pipe, then its end; false if it cannot hold it. */
+static bool pipe_fill(struct sut *t)
+{
+	size_t off = 0;
+	int cap;
+
+	FUZZ_CHECK(pipe2(t->fd, O_CLOEXEC) == 0);
+	cap = fcntl(t->fd[1], F_GETPIPE_SZ);
+	if (cap < 0 || t->m.n > (size_t)cap || t->m.n > PIPE_READ) {
+		FUZZ_CHECK(close(t->fd[0]) == 0 && close(t->fd[1]) == 0);
+		return false;
+	}
+	while (off < t->m.n) {
+		ssize_t k = write(t->fd[1], t->m.d + off, t->m.n - off);
+
+		FUZZ_CHECK(k > 0);
+		off += (size_t)k;
+	}
+	FUZZ_CHECK(close(t->fd[1]) == 0);
+	t->fd[1] = -1;
+	return true;
+}
+
+/* Returns false if this kind of stream cannot run the input. */
+static bool sut_init(struct sut *t, enum sut_kind kind, const uint8_t *d,
+		     size_t n, const struct feed *feed, unsigned flags)
 {
 	memset(t, 0, sizeof(*t));
+	t->fd[0] = -1;
+	t->fd[1] = -1;
 	t->m.d = d;
 	t->m.n = n;
-	t->m.map = map;
+	t->m.map = kind == S_MAP;
 	t->m.feed = *feed;
+	t->m.rcap = PROT_BUFSIZE;
 	t->feed = *feed;
-	if (map) {
+	switch (kind) {
+	case S_MAP:
 		t->s = prot_readmap((const char *)d, (uint32_t)n);
 		t->m.wend = n;
-	} else {
+		t->m.rend = n;
+		break;
+	case S_CB:
 		t->s = prot_readcb(feed_cb, &t->feed);
+		break;
+	case S_SOCK:
+		t->m.rcap = SOCK_READ;
+		t->m.hist = true;
+		t->m.feed.end_eio = false;
+		t->feed.end_eio = false;
+		FUZZ_CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0,
+				      t->fd) == 0);
+		t->s = prot_new(t->fd[0], 0);
+		FUZZ_CHECK(ur_fiber_spawn(NULL, writer_main, t, NULL,
+					  &t->writer) == 0);
+		break;
+	case S_PIPE:
+		/* One read takes it all: a region of many windows. */
+		t->m.rcap = PIPE_READ;
+		t->m.feed.end_eio = false;
+		t->m.feed.nchunk = 1;
+		t->m.feed.chunk[0] = PIPE_READ;
+		if (!pipe_fill(t))
+			return false;
+		t->s = prot_new(t->fd[0], 0);
+		break;
 	}
 	FUZZ_CHECK(t->s != NULL);
 	if (flags & FLAG_BORROW) {
@@ -533,11 +671,19 @@ static void sut_init(struct sut *t, bool map, const uint8_t *d, size_t n,
 		t->rb_ro = 8;
 	}
 	check_state(t);
+	return true;
 }
 
 static void sut_fini(struct sut *t)
 {
 	FUZZ_CHECK(prot_free(t->s) == 0);
+	/* Closing our end stops a writer the reader left behind. */
+	if (t->fd[0] >= 0)
+		FUZZ_CHECK(close(t->fd[0]) == 0);
+	if (t->writer != NULL)
+		FUZZ_CHECK(ur_fiber_join(t->writer, NULL) == 0);
+	if (t->fd[1] >= 0)
+		FUZZ_CHECK(close(t->fd[1]) == 0);
 	if (t->rb.alloc > 0)
 		free(t->rb.s);
 }
@@ -588,18 +734,43 @@ static void check_end(struct sut *t)
 	FUZZ_CHECK(prot_ungetc(EOF, t->s) == EOF);
 }
 
+/*
+ * The thread's provided-buffer ring lives while a socket stream holds it,
+ * as in a server, where some connection always does: one stream that has
+ * read keeps it across inputs, or each input would map and fault in its
+ * 4 MiB of buffers anew. (Static: reachable, so no leak report.)
+ */
+static void ring_keeper(void)
+{
+	static struct protstream *keep;
+	static int sv[2];
+
+	if (keep != NULL)
+		return;
+	FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	FUZZ_CHECK(write(sv[1], "k", 1) == 1);
+	keep = prot_new(sv[0], 0);
+	FUZZ_CHECK(keep != NULL && prot_getc(keep) == 'k');
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	static int ring = 0; /* 1: usable, -1: refused */
 	struct fuzz_in ctl;
 	struct feed feed = {0};
-	struct sut t[2];
+	struct sut t[NSUT];
+	struct ur_loop *loop;
 	prot_fatal_fn *old;
-	unsigned flags;
+	unsigned flags, ns = 0;
 	size_t len;
 	bool nonzero = false;
 
 	if (size < 2)
 		return 0;
+	if (ring == 0)
+		ring = ur_loop_get(&loop) == 0 ? 1 : -1;
+	if (ring > 0)
+		ring_keeper();
 	len = (data[0] | (size_t)data[1] << 8) % (size - 1);
 	ctl.p = data + 2;
 	ctl.n = len;
@@ -616,37 +787,48 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		feed.chunk[0] = 1; /* EINTR forever would never return */
 
 	old = prot_setfatal(fatal_hook);
-	sut_init(&t[0], true, feed.d, feed.n, &feed, flags);
-	sut_init(&t[1], false, feed.d, feed.n, &feed, flags);
+	for (unsigned k = S_MAP; k <= S_PIPE; k++) {
+		/* fd streams read through the ring: skipped without one. */
+		if (k >= S_SOCK && ring < 0)
+			break;
+		if (sut_init(&t[ns], (enum sut_kind)k, feed.d, feed.n, &feed,
+			     flags))
+			ns++;
+	}
 	while (ctl.n > 0) {
+		bool same[NSUT];
+		int r[NSUT];
 		struct op op;
-		bool same =
-			t[0].m.pos == t[1].m.pos && t[0].m.eof == t[1].m.eof;
-		int r0, r1;
 
+		for (unsigned i = 1; i < ns; i++)
+			same[i] = t[0].m.pos == t[i].m.pos &&
+				  t[0].m.eof == t[i].m.eof;
 		parse_op(&ctl, &op);
-		r0 = apply(&t[0], &op);
-		r1 = apply(&t[1], &op);
+		for (unsigned i = 0; i < ns; i++)
+			r[i] = apply(&t[i], &op);
 		/*
-		 * Where the rules do not depend on the chunking, both streams
-		 * agree: getc, peek and fgets from the same position and EOF
-		 * flag, while neither has an error.
+		 * Where the rules do not depend on the chunking, the streams
+		 * agree with the map: getc, peek and fgets from the same
+		 * position and EOF flag, while neither has an error.
 		 */
-		if (same && t[0].m.err == NULL && t[1].m.err == NULL &&
-		    (op.kind == OP_GETC || op.kind == OP_PEEK ||
-		     op.kind == OP_FGETS || op.kind == OP_GETC_RUN))
-			FUZZ_CHECK(r0 == r1);
+		for (unsigned i = 1; i < ns; i++)
+			if (same[i] && t[0].m.err == NULL &&
+			    t[i].m.err == NULL &&
+			    (op.kind == OP_GETC || op.kind == OP_PEEK ||
+			     op.kind == OP_FGETS || op.kind == OP_GETC_RUN))
+				FUZZ_CHECK(r[i] == r[0]);
 	}
-	check_end(&t[0]);
-	check_end(&t[1]);
-	if (t[0].m.fatals == 0 && t[1].m.fatals == 0) {
-		FUZZ_CHECK(strcmp(prot_error(t[0].s), PROT_EOF_STRING) == 0);
-		FUZZ_CHECK(strcmp(prot_error(t[1].s),
-				  feed.end_eio ? strerror(EIO)
-					       : PROT_EOF_STRING) == 0);
+	for (unsigned i = 0; i < ns; i++) {
+		bool eio = !t[i].m.map && t[i].m.feed.end_eio;
+
+		check_end(&t[i]);
+		if (t[i].m.fatals == 0)
+			FUZZ_CHECK(strcmp(prot_error(t[i].s),
+					  eio ? strerror(EIO)
+					      : PROT_EOF_STRING) == 0);
 	}
-	sut_fini(&t[0]);
-	sut_fini(&t[1]);
+	for (unsigned i = 0; i < ns; i++)
+		sut_fini(&t[i]);
 	(void)prot_setfatal(old);
 	return 0;
 }
