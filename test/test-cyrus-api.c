@@ -795,23 +795,6 @@ static void on_block(struct protstream *s, void *rock)
 	assert_int_equal(prot_flush(x->cout), 0);
 }
 
-/*
- * Known gap (ringprot since 71e7c69, DEFER_TASKRUN rings only): when the
- * read callback's own flush lets the armed read complete before the
- * flush-on-read send is submitted, the read sleeps until some other
- * completion comes (here its 3 s read deadline) instead of returning the
- * input at once.
- * Fails once fixed, so that this goes.
- */
-static bool read_after_callback_stalls(void)
-{
-#ifdef RINGPROT_PROT_H
-	return t_mode == UR_MODE_DEFER;
-#else
-	return false;
-#endif
-}
-
 static void session_events(struct session *x)
 {
 	struct prot_waitevent *ev;
@@ -833,17 +816,7 @@ static void session_events(struct session *x)
 	t0 = t_now_ms();
 	expect_line(x->sin, "a3 NOOP\r\n");
 	ms = t_now_ms() - t0;
-	if (read_after_callback_stalls()) {
-		if (ms < 1000)
-			fail_msg(
-				"the read after a read callback no longer "
-				"stalls in this ring mode: drop the known gap");
-		print_message("known gap: read after the read callback "
-			      "took %llu ms\n",
-			      (unsigned long long)ms);
-	} else {
-		assert_true(ms < 1000);
-	}
+	assert_true(ms < 1000);
 	assert_int_equal(x->rcb_calls, 1);
 	assert_int_equal(x->ev_calls, 1);
 	assert_null(x->sin->readcallback_proc);

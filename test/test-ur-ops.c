@@ -232,8 +232,9 @@ static void test_ur_ops_nowake(void **state)
 {
 	struct ur_loop *loop = t_loop_of(state);
 	struct ur_loop_stats st0, st1;
-	struct ur_op sop, rop;
+	struct ur_op sop, rop, gop;
 	pthread_t th;
+	uint64_t t0;
 	char buf[8], big[65536];
 	int sv[2], out[2], v = 4096;
 	struct peer pr;
@@ -279,6 +280,30 @@ static void test_ur_ops_nowake(void **state)
 	assert_int_equal(ur_op_wait(&rop), 5);
 	assert_int_equal(ur_op_wait(&sop), 3);
 	assert_int_equal(pthread_join(th, NULL), 0);
+
+	/*
+	 * The reply was reaped before the nowake send was even started (a
+	 * read callback's flush drove the loop): waiting for the send itself
+	 * must wake on its completion alone, not sleep until some unrelated
+	 * one (here a guard timeout 3 s out; without it, for ever).
+	 */
+	assert_int_equal(write(sv[1], "reply", 5), 5);
+	ur_op_init(&rop, NULL, NULL);
+	assert_int_equal(ur_recv_start(loop, &rop, sv[0], buf, sizeof(buf), 0),
+			 0);
+	assert_int_equal(ur_op_wait(&rop), 5);
+	ur_op_init(&gop, NULL, NULL);
+	assert_int_equal(ur_timeout_start(loop, &gop, 3000000000ULL), 0);
+	assert_true(ur_loop_run_once(loop, 0) >= 0); /* the guard is armed */
+	ur_op_init(&sop, NULL, NULL);
+	assert_int_equal(ur_send_start(loop, &sop, sv[0], "cmd", 3, 0), 0);
+	ur_op_nowake(&sop);
+	assert_int_equal(ur_op_wait(&rop), 5); /* done: returns at once */
+	t0 = t_now_ms();
+	assert_int_equal(ur_op_wait(&sop), 3);
+	assert_true(t_now_ms() - t0 < 1000);
+	assert_int_equal(ur_op_cancel(&gop), 0);
+	(void)ur_op_wait(&gop);
 	t_close_pair(sv);
 	t_close_pair(out);
 }

@@ -269,6 +269,7 @@ void ur__op_arm(struct ur_loop *loop, struct ur_op *op,
 	op->ur__loop = loop;
 	op->ur__state = UR_OP_INFLIGHT;
 	op->ur__opcode = sqe->opcode;
+	op->ur__nowake = 0;
 	op->res = 0;
 	op->cqe_flags = 0;
 	io_uring_sqe_set_data(sqe, op);
@@ -292,6 +293,7 @@ void ur__cqe_dispatch(struct ur_loop *loop, uint64_t user_data, int32_t res,
 	op->cqe_flags = flags;
 	if (!(flags & IORING_CQE_F_MORE)) {
 		op->ur__state = UR_OP_DONE;
+		op->ur__nowake = 0;
 		loop->st.ops_inflight--;
 	}
 	if (op->ur__bgid != 0)

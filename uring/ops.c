@@ -30,8 +30,10 @@ void ur_op_nowake(struct ur_op *op)
 	struct ur_loop *loop = op->ur__loop;
 
 	if (op->ur__state == UR_OP_INFLIGHT && loop->mode == UR_MODE_DEFER &&
-	    io_uring_sq_ready(&loop->ring) > 0)
+	    io_uring_sq_ready(&loop->ring) > 0 && !op->ur__nowake) {
+		op->ur__nowake = 1;
 		loop->nowake++;
+	}
 }
 
 int ur_op_wait(struct ur_op *op)
@@ -41,6 +43,17 @@ int ur_op_wait(struct ur_op *op)
 
 	if (op->ur__state != UR_OP_INFLIGHT)
 		return op->res;
+	/*
+	 * Whoever marked op ur_op_nowake() meant to wait for another op
+	 * first; now op itself is awaited (the other one may have finished
+	 * before op was even submitted), so its completion must wake the
+	 * loop. Dropping every allowance at most costs an enter, never a
+	 * stall.
+	 */
+	if (op->ur__nowake) {
+		op->ur__nowake = 0;
+		loop->nowake = 0;
+	}
 	f = ur__fiber_current(loop);
 	if (f != NULL) {
 		ur_assert(op->fn == NULL);

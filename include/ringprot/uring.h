@@ -185,7 +185,8 @@ struct ur_op {
 	uint8_t ur__state;
 	uint8_t ur__opcode;
 	uint16_t ur__bgid; /* buffer group of a provided-buffer op, 0: none */
-	uint32_t ur__pad;
+	uint8_t ur__nowake; /* counted by ur_op_nowake(), see ur_op_wait() */
+	uint8_t ur__pad[3];
 };
 
 /* Prepare caller storage for an op with callback fn and data. */
@@ -242,6 +243,8 @@ RINGPROT_API int ur_nop(void) UR_MAY_YIELD;
  * during that same submission (a send into a socket with room) costs no
  * enter of its own. If op is slower, that one sleep lasts until two
  * completions have come, whichever they are; later sleeps wake as usual.
+ * Waiting for op itself (ur_op_wait()) drops the allowance, so a caller
+ * whose other op finished early still wakes on op alone.
  * DEFER_TASKRUN loops only (elsewhere completions may be posted from
  * other contexts between the check and the sleep); a no-op otherwise.
  */
