@@ -202,8 +202,12 @@ struct protstream *prot_readmap(const char *base, uint32_t len)
 	ps->src = (const unsigned char *)base;
 	ps->src_len = len;
 	ps->src_off = len;
-	s->buf = (unsigned char *)(uintptr_t)base;
-	s->ptr = s->buf;
+	/*
+	 * buf stays NULL, as in Cyrus: a caller that sets it (Cyrus's
+	 * http_h2.c does s->buf = s->ptr to hand over a copy it made) has
+	 * prot_free free it.
+	 */
+	s->ptr = (unsigned char *)(uintptr_t)base;
 	s->cnt = len;
 	return s;
 }
@@ -253,7 +257,7 @@ int prot_free(struct protstream *s)
 	layers_destroy(&ps->wlayers);
 	prot__buf_release(&ps->dec);
 	prot__buf_release(&ps->enc);
-	if (s->write)
+	if (s->write || ps->kind == PROT__K_MAP)
 		free(s->buf);
 	clear_error(s);
 	free(ps->fmt);
@@ -399,19 +403,20 @@ int prot_ungetc(int c, struct protstream *s)
 	return c;
 }
 
-int prot_lookahead(struct protstream *s, const char *str, size_t len, int *sep)
+size_t prot_lookahead(struct protstream *s, const char *str, size_t len,
+		      int *sep)
 {
 	if (prot_peek(s) == EOF)
 		return 0;
 	if (s->cnt <= len) {
 		if (memcmp(str, s->ptr, s->cnt) != 0)
 			return 0;
-		return (int)s->cnt;
+		return s->cnt;
 	}
 	if (memcmp(str, s->ptr, len) != 0)
 		return 0;
 	*sep = s->ptr[len];
-	return (int)len + 1;
+	return len + 1;
 }
 
 int prot_read(struct protstream *s, char *buf, unsigned size)
@@ -542,7 +547,7 @@ int prot_write(struct protstream *s, const char *buf, unsigned len)
 	return write_bytes(s, buf, len);
 }
 
-int prot_putbuf(struct protstream *s, struct buf *buf)
+int prot_putbuf(struct protstream *s, const struct buf *buf)
 {
 	return write_bytes(s, buf->s, buf->len);
 }

@@ -87,8 +87,7 @@
  * ringprot/buf.h), and struct protstream has none of Cyrus's private
  * fields (big_buffer, bigbuf_*, zbuf, zbuf_size, zlevel, zflush,
  * fixedsize, dontblock_isset), which no Cyrus code outside lib/prot.c
- * uses. Two prototypes still differ from Cyrus 3.6: prot_lookahead returns
- * int (Cyrus: size_t) and prot_putbuf takes a non-const struct buf *.
+ * uses.
  */
 
 #include <stdarg.h>
@@ -295,8 +294,8 @@ RINGPROT_API int prot_rewind(struct protstream *s);
 RINGPROT_API int prot_fill(struct protstream *s) UR_MAY_YIELD;
 RINGPROT_API int prot_getc(struct protstream *s) UR_MAY_YIELD;
 RINGPROT_API int prot_ungetc(int c, struct protstream *s);
-RINGPROT_API int prot_lookahead(struct protstream *s, const char *str,
-				size_t len, int *sep) UR_MAY_YIELD;
+RINGPROT_API size_t prot_lookahead(struct protstream *s, const char *str,
+				   size_t len, int *sep) UR_MAY_YIELD;
 RINGPROT_API int prot_read(struct protstream *s, char *buf,
 			   unsigned size) UR_MAY_YIELD;
 RINGPROT_API int prot_readbuf(struct protstream *s, struct buf *buf,
@@ -319,7 +318,7 @@ RINGPROT_API int prot_putc(int c, struct protstream *s) UR_MAY_YIELD;
 RINGPROT_API int prot_write(struct protstream *s, const char *buf,
 			    unsigned len) UR_MAY_YIELD;
 RINGPROT_API int prot_putbuf(struct protstream *s,
-			     struct buf *buf) UR_MAY_YIELD;
+			     const struct buf *buf) UR_MAY_YIELD;
 RINGPROT_API int prot_puts(struct protstream *s, const char *str) UR_MAY_YIELD;
 RINGPROT_API int prot_vprintf(struct protstream *s, const char *fmt,
 			      va_list args)
