@@ -213,6 +213,7 @@ static int m_fill(struct model *m)
 	if (m->wend < m->rend) {
 		/* The next window of the region, unread bytes dropped. */
 		HINT(m->hist);
+		HINT(!m->hist);
 		HINT(!m->hist && m->rend - m->wend > PROT_BUFSIZE);
 		at = m->wend;
 		k = (ssize_t)(m->rend - at);
