@@ -606,6 +606,8 @@ int prot__tls_attach(struct protstream *s, struct tls_state *t)
 	if (!s->write && t->rbio != NULL && BIO_ctrl_pending(t->rbio) > 0) {
 		/* Records the caller's BIO held, or the last flight's. */
 		ret = drain_ssl(t, &t->held);
+		if (t->held.len == 0) /* a partial record: nothing to hold */
+			prot__buf_release(&t->held);
 		if (ret < 0)
 			return ret;
 	}
