@@ -24,7 +24,9 @@
  * input's, the rest exactly what zlib's own raw inflate makes of the
  * remaining bytes, at most 4102 bytes per prot_read; the stream must end
  * (no crash, hang or loop) in EOF, with an error text when zlib finds
- * the data corrupt or data follows a final block.
+ * the data corrupt or data follows a final block. Reads mix prot_read,
+ * prot_getc and direct prot_fill calls, and the last byte read can still
+ * be pushed back after the end, whatever decode failed.
  *
  * Round trip (write side): a write stream over a socketpair (the ring,
  * driven by the blocking calls; skipped when io_uring is refused) writes
@@ -154,20 +156,38 @@ static void read_plain(struct protstream *s, const uint8_t *want, size_t k)
 
 /*
  * Read s to its end; every byte must match ref (of which a prefix only,
- * if partial). Returns the bytes read.
+ * if partial). Now and then a direct prot_fill: it drops the window's
+ * unread bytes, or fails and leaves them to be read (spec 2.3), and the
+ * window a refill fails over still takes back the last byte read, even
+ * when the failure is a decoding error after some output. Returns the
+ * bytes read (bytes_in).
  */
 static size_t read_all(struct protstream *s, const struct obuf *ref,
 		       unsigned seed, bool partial)
 {
 	static char buf[READ_MAX];
-	size_t got = 0;
+	size_t got = 0, dropped = 0;
 	unsigned i = 0;
 	int r;
 
 	for (;; i++) {
 		unsigned size = read_sizes[(seed + i * (seed | 1)) % 8];
 
-		if (i % 5 == 4) {
+		if (i % 7 == 6) {
+			size_t skip = s->cnt;
+
+			r = prot_fill(s);
+			if (r == EOF) {
+				HINT(s->cnt > 0);
+				continue;
+			}
+			HINT(skip > 0);
+			got += skip;
+			dropped += skip;
+			FUZZ_CHECK(got < ref->len);
+			buf[0] = (char)r;
+			r = 1;
+		} else if (i % 5 == 4) {
 			/* A getc now and then: windows and counters line up. */
 			r = prot_getc(s);
 			if (r == EOF)
@@ -188,11 +208,21 @@ static size_t read_all(struct protstream *s, const struct obuf *ref,
 	}
 	if (!partial)
 		FUZZ_CHECK(got == ref->len);
+	if (s->can_unget > 0) {
+		int last;
+
+		FUZZ_CHECK(got > 0);
+		last = ref->p[got - 1];
+
+		HINT(!prot_IS_EOF(s));
+		FUZZ_CHECK(prot_ungetc(last, s) == last);
+		FUZZ_CHECK(prot_getc(s) == last);
+	}
 	/* The end is sticky. */
 	FUZZ_CHECK(prot_getc(s) == EOF);
 	FUZZ_CHECK(prot_read(s, buf, 10) == 0);
 	FUZZ_CHECK(prot_error(s) != NULL);
-	return got;
+	return got - dropped;
 }
 
 static void check_end(struct protstream *s, enum zend st)
