@@ -224,6 +224,32 @@ static void dec_release(struct prot__stream *ps, struct window *w)
 	ps->dec_off = 0;
 }
 
+/*
+ * Before a decode: it starts dec over (all of it was exposed), writing
+ * from its start and growing it (realloc), so the window the application
+ * may still use, restored if the refill fails (a decode error after some
+ * output), must not stay in it. It moves to hist as in dec_release(); a
+ * window with more unread bytes than that (prot_fill called directly)
+ * keeps the whole buffer, as dec_keep, until the next refill that
+ * succeeds.
+ */
+static void dec_protect(struct prot__stream *ps, struct window *w)
+{
+	const unsigned char *d = (const unsigned char *)ps->dec.s;
+
+	if (ps->dec.alloc == 0 || w->buf == NULL || w->buf < d ||
+	    w->buf >= d + ps->dec.alloc)
+		return;
+	if (w->cnt <= PROT__HIST) {
+		window_to_hist(ps, w);
+		return;
+	}
+	prot__buf_release(&ps->dec_keep); /* w is not in it */
+	ps->dec_keep = ps->dec;
+	ps->dec = (struct buf){0};
+	ps->dec_off = 0;
+}
+
 /* A refill succeeded: the old window's kept buffer can go. */
 static void keep_release(struct prot__stream *ps)
 {
@@ -231,6 +257,7 @@ static void keep_release(struct prot__stream *ps)
 		ur_bufring_put(ps->br, (unsigned)ps->keep_bid);
 		ps->keep_bid = -1;
 	}
+	prot__buf_release(&ps->dec_keep);
 }
 
 void prot__fill_discard(struct protstream *s)
@@ -244,6 +271,7 @@ void prot__fill_discard(struct protstream *s)
 	src_release(ps, NULL);
 	ps->dec.len = 0;
 	ps->dec_off = 0;
+	prot__buf_release(&ps->dec_keep);
 	s->cnt = 0;
 	s->can_unget = 0;
 }
@@ -682,9 +710,9 @@ static int decode_or_fail(struct protstream *s, const unsigned char *in,
  * Step 2 of spec 2.3: plaintext a layer produced or can produce without
  * new input (no wait, no events, no timeout restart). Returns 1 with a
  * window exposed, 0 if there is none, EOF on a decoding error or after a
- * layer's clean end.
+ * layer's clean end. w is the window the application left.
  */
-static int layer_window(struct protstream *s)
+static int layer_window(struct protstream *s, struct window *w)
 {
 	struct prot__stream *ps = prot__of(s);
 	size_t n;
@@ -704,6 +732,7 @@ static int layer_window(struct protstream *s)
 		}
 		if (ps->rlayers == NULL || !layers_pending(ps))
 			return 0;
+		dec_protect(ps, w);
 		if (decode_or_fail(s, NULL, 0) == EOF)
 			return EOF;
 		if (ps->dec.len == 0)
@@ -746,9 +775,10 @@ static int ahead_seek(struct prot__stream *ps, size_t n, bool fresh)
  * buffer are what Cyrus's next read would have returned at once, so
  * unless they were just read (fresh), due events run first (spec 5.5
  * #52) and the read window restarts, as for a read. Returns 1 with a
- * window exposed, 0 after feeding the layers, EOF on failure.
+ * window exposed, 0 after feeding the layers, EOF on failure. w is the
+ * window the application left.
  */
-static int raw_window(struct protstream *s, bool fresh)
+static int raw_window(struct protstream *s, struct window *w, bool fresh)
 {
 	struct prot__stream *ps = prot__of(s);
 	const unsigned char *p = ps->src + ps->src_off;
@@ -776,6 +806,7 @@ static int raw_window(struct protstream *s, bool fresh)
 		expose(s, p, n);
 		return 1;
 	}
+	dec_protect(ps, w);
 	return decode_or_fail(s, p, n);
 }
 
@@ -790,11 +821,11 @@ static int next_window(struct protstream *s, struct window *w)
 	int ret;
 
 	for (;;) {
-		ret = layer_window(s);
+		ret = layer_window(s, w);
 		if (ret != 0)
 			return ret == EOF ? EOF : 0;
 		if (ps->src_off < ps->src_len) {
-			ret = raw_window(s, fresh);
+			ret = raw_window(s, w, fresh);
 			if (ret != 0)
 				return ret == EOF ? EOF : 0;
 			fresh = false;

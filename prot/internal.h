@@ -134,6 +134,8 @@ struct prot__stream {
 	struct ur_op rop;    /* the read op (never on a fiber stack) */
 	struct buf dec;	     /* layer output not yet exposed */
 	size_t dec_off;
+	/* dec, set aside for a window a decode would overwrite (fill.c) */
+	struct buf dec_keep;
 	/*
 	 * The tail of a provided-buffer window, kept when that buffer goes
 	 * back before a wait: a refill that ends in EOF, an error or EAGAIN

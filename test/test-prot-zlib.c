@@ -557,6 +557,58 @@ static void test_prot_zlib_corrupt_input(void **state)
 	close(sv[1]);
 }
 
+/*
+ * One recv holds two raw windows: a stored block of 4091 bytes, then
+ * DEFLATE data that inflates to more bytes, then garbage. The second
+ * decode fails after some output, and the window it fails over (restored
+ * as Cyrus does) must still be the first block's bytes: the decode may
+ * neither write over it nor move it (realloc past 32 KiB: a use after
+ * free under ASan).
+ */
+static void test_prot_zlib_error_keeps_window(void **state)
+{
+	static const size_t more[] = {10000, 40000};
+	static unsigned char wire[16384], text[40000];
+
+	(void)state;
+	memset(text, 'B', sizeof(text));
+	for (size_t t = 0; t < sizeof(more) / sizeof(more[0]); t++) {
+		struct protstream *in;
+		z_stream z = {0};
+		size_t n = 0;
+		int sv[2];
+
+		wire[n++] = 0x00; /* stored, not final: LEN 4091, NLEN */
+		wire[n++] = 0xfb;
+		wire[n++] = 0x0f;
+		wire[n++] = 0x04;
+		wire[n++] = 0xf0;
+		memset(wire + n, 'A', 4091);
+		n += 4091;
+		assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, -15, 9,
+					      Z_DEFAULT_STRATEGY),
+				 Z_OK);
+		n += raw_deflate(&z, text, more[t], wire + n,
+				 sizeof(wire) - n - 1);
+		deflateEnd(&z);
+		wire[n++] = 0x07; /* a final block of the reserved type */
+		t_socketpair(sv);
+		assert_int_equal(write(sv[1], wire, n), (ssize_t)n);
+		in = prot_new(sv[0], 0);
+		assert_int_equal(prot_setcompress(in), 0);
+		for (int i = 0; i < 4091; i++)
+			assert_int_equal(prot_getc(in), 'A');
+		assert_int_equal(prot_getc(in), EOF);
+		assert_memory_equal(prot_error(in), "Error decompressing data",
+				    24);
+		assert_int_equal(prot_ungetc('A', in), 'A');
+		assert_int_equal(prot_getc(in), 'A');
+		prot_free(in);
+		close(sv[0]);
+		close(sv[1]);
+	}
+}
+
 /* A callback stream that delivers one compressed byte per read. */
 struct trickle {
 	const unsigned char *p;
@@ -837,6 +889,7 @@ int main(void)
 		T(test_prot_zlib_bulk_leaves_no_scratch),
 		T(test_prot_zlib_levels),
 		T(test_prot_zlib_corrupt_input),
+		T(test_prot_zlib_error_keeps_window),
 		T(test_prot_zlib_one_byte_reads),
 		T(test_prot_zlib_activate_reply_then_switch),
 		T(test_prot_zlib_nonblocking_order),
