@@ -3,6 +3,7 @@
 #include "t-helpers.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
@@ -327,6 +328,30 @@ static void test_ur_loop_free_with_inflight(void **state)
 	close(sv[1]);
 }
 
+/*
+ * A program started with stdin closed: the loop's ring and eventfd must
+ * not land on fd 0, where the program (a Cyrus service reading its
+ * client from fd 0) would find them instead of EBADF.
+ */
+static void test_ur_loop_leaves_stdio_free(void **state)
+{
+	struct ur_loop_opts o = {.mode = t_mode};
+	struct ur_loop *loop;
+	int saved = dup(0);
+
+	(void)state;
+	assert_true(saved >= 0);
+	close(0);
+	assert_int_equal(ur_loop_new(&o, &loop), 0);
+	errno = 0;
+	assert_int_equal(fcntl(0, F_GETFD), -1);
+	assert_int_equal(errno, EBADF);
+	assert_int_equal(ur_nop(), 0); /* the ring works where it went */
+	ur_loop_free(&loop);
+	assert_int_equal(dup2(saved, 0), 0);
+	close(saved);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -350,6 +375,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ur_loop_run_until_idle,
 						t_loop_setup, t_loop_teardown),
 		cmocka_unit_test(test_ur_loop_free_with_inflight),
+		cmocka_unit_test(test_ur_loop_leaves_stdio_free),
 		cmocka_unit_test(test_ur_loop_unavailable_gives_errno),
 	};
 

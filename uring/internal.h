@@ -135,6 +135,14 @@ struct ur_loop *ur__loop_for_call(int *err);
 /* A timespec holding ns that stays valid until the SQ is next submitted. */
 struct __kernel_timespec *ur__ts_scratch(struct ur_loop *loop, uint64_t ns);
 
+/*
+ * fd moved to 3 or above (close-on-exec) if it is 0, 1 or 2: a program
+ * started with stdin, stdout or stderr closed must not find the ring or
+ * an eventfd there when it later opens or reads "its" stdio (a Cyrus
+ * service reading fd 0 would read the ring). Returns the fd to use.
+ */
+int ur__fd_off_stdio(int fd);
+
 /* Forget scratch timespecs once the kernel has consumed every SQE. */
 static inline void ur__submitted(struct ur_loop *loop)
 {

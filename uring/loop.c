@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -141,6 +142,19 @@ static void post_efd_cqe(struct ur_op *op)
 		arm_post_read(loop);
 }
 
+int ur__fd_off_stdio(int fd)
+{
+	int nfd;
+
+	if (fd < 0 || fd > 2)
+		return fd;
+	nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (nfd < 0)
+		return fd; /* no fd left: keep the low one, still working */
+	close(fd);
+	return nfd;
+}
+
 int ur_loop_new(const struct ur_loop_opts *opts, struct ur_loop **loop_out)
 {
 	struct ur_loop_opts o = {0};
@@ -156,6 +170,8 @@ int ur_loop_new(const struct ur_loop_opts *opts, struct ur_loop **loop_out)
 	if (ret < 0)
 		goto out_free;
 	loop->thread = pthread_self();
+	loop->ring.ring_fd = ur__fd_off_stdio(loop->ring.ring_fd);
+	loop->ring.enter_ring_fd = loop->ring.ring_fd;
 	(void)io_uring_register_ring_fd(
 		&loop->ring); /* optional: cheaper enter */
 	loop->probe = io_uring_get_probe_ring(&loop->ring);
@@ -174,7 +190,7 @@ int ur_loop_new(const struct ur_loop_opts *opts, struct ur_loop **loop_out)
 		goto out_ring;
 	pthread_mutex_init(&loop->post_lock, NULL);
 	loop->post_tail = &loop->post_head;
-	loop->post_efd = eventfd(0, EFD_CLOEXEC);
+	loop->post_efd = ur__fd_off_stdio(eventfd(0, EFD_CLOEXEC));
 	if (loop->post_efd < 0) {
 		ret = -errno;
 		goto out_fibers;

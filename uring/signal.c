@@ -89,7 +89,7 @@ int ur_signal_start(struct ur_loop *loop, const sigset_t *set, ur_signal_fn *fn,
 	for (int s = 1; s < NSIG; s++)
 		if (sigismember(set, s) == 1 && sigismember(&old, s) == 0)
 			sigaddset(&sig->unblock, s);
-	sig->fd = signalfd(-1, set, SFD_CLOEXEC);
+	sig->fd = ur__fd_off_stdio(signalfd(-1, set, SFD_CLOEXEC));
 	if (sig->fd < 0) {
 		ret = -errno;
 		(void)pthread_sigmask(SIG_UNBLOCK, &sig->unblock, NULL);
