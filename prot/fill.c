@@ -230,8 +230,8 @@ static void dec_release(struct prot__stream *ps, struct window *w)
  * may still use, restored if the refill fails (a decode error after some
  * output), must not stay in it. It moves to hist as in dec_release(); a
  * window with more unread bytes than that (prot_fill called directly)
- * keeps the whole buffer, as dec_keep, until the next refill that
- * succeeds.
+ * keeps the whole buffer, as dec_keep, until a refill succeeds (a raw
+ * read that does is not enough: its decode may fail).
  */
 static void dec_protect(struct prot__stream *ps, struct window *w)
 {
@@ -257,7 +257,6 @@ static void keep_release(struct prot__stream *ps)
 		ur_bufring_put(ps->br, (unsigned)ps->keep_bid);
 		ps->keep_bid = -1;
 	}
-	prot__buf_release(&ps->dec_keep);
 }
 
 void prot__fill_discard(struct protstream *s)
@@ -872,6 +871,8 @@ int prot_fill(struct protstream *s)
 		window_restore(s, &w);
 		return EOF;
 	}
+	/* Not at the read: a decode after it can still fail. */
+	prot__buf_release(&ps->dec_keep);
 	s->cnt--;
 	s->can_unget = 1;
 	s->bytes_in++;
