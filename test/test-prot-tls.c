@@ -175,6 +175,17 @@ static SSL_CTX *client_ctx(int version, X509 *trust, X509 *cert)
 	return ctx;
 }
 
+/* End a test's connection: both streams, the socket pair, the contexts. */
+static void tls_done(struct protstream *in, struct protstream *out, int sv[2],
+		     SSL_CTX *sctx, SSL_CTX *cctx)
+{
+	prot_free(in);
+	prot_free(out);
+	t_close_pair(sv);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+}
+
 /*
  * Ring against ring: each end runs pl_tls_accept or pl_tls_connect and
  * then its script, in two fibers of one loop.
@@ -543,12 +554,7 @@ static void test_prot_tls_interop_client(void **state)
 	}
 	assert_int_equal(pl_tls_shutdown(in, out, 5000), 0);
 	assert_int_equal(tpeer_join(&p), 0);
-	prot_free(in);
-	prot_free(out);
-	close(sv[0]);
-	close(sv[1]);
-	SSL_CTX_free(sctx);
-	SSL_CTX_free(cctx);
+	tls_done(in, out, sv, sctx, cctx);
 }
 
 /*
@@ -1105,12 +1111,7 @@ static void test_prot_tls_renegotiation_refused(void **state)
 	/* The client's fatal alert: never plaintext, never a time-out. */
 	assert_non_null(prot_error(r.in));
 	assert_memory_equal(prot_error(r.in), "TLS error: ", 11);
-	prot_free(r.in);
-	prot_free(r.out);
-	close(sv[0]);
-	close(sv[1]);
-	SSL_CTX_free(sctx);
-	SSL_CTX_free(cctx);
+	tls_done(r.in, r.out, sv, sctx, cctx);
 }
 
 /* close_notify both ways with pl_tls_shutdown. */
@@ -1456,12 +1457,7 @@ static void test_prot_tls_key_update_answered(void **state)
 	assert_int_equal(tpeer_join(&p), 0);
 	assert_int_equal(pl_tls_info(in, &info), 0);
 	assert_int_equal(info.held, 0);
-	prot_free(in);
-	prot_free(out);
-	close(sv[0]);
-	close(sv[1]);
-	SSL_CTX_free(sctx);
-	SSL_CTX_free(cctx);
+	tls_done(in, out, sv, sctx, cctx);
 }
 
 /*
@@ -1567,12 +1563,7 @@ static void test_prot_tls_key_update_during_output(void **state)
 	assert_int_equal(rw, 0);
 	assert_int_equal(rr, 0);
 	assert_int_equal(k.pings, KU_ROUNDS);
-	prot_free(k.in);
-	prot_free(k.out);
-	close(sv[0]);
-	close(sv[1]);
-	SSL_CTX_free(sctx);
-	SSL_CTX_free(cctx);
+	tls_done(k.in, k.out, sv, sctx, cctx);
 }
 
 /*
