@@ -280,10 +280,16 @@ void prot__tls_ctl_push(struct tls_state *t)
 
 /*
  * SSL_read until OpenSSL needs more ciphertext. Returns 0, or
- * PROT__LAYER_END once close_notify arrived, or -errno.
+ * PROT__LAYER_END once close_notify arrived, or -errno. A record error
+ * after plaintext of earlier records (one read can bring sound records
+ * and a bad one; SSL_read serves them one by one, as Cyrus reads them)
+ * is held back in t->rerr, with defer always: that plaintext was sent
+ * by the peer and is delivered first, the error with the next decode.
  */
-static int drain_ssl(struct tls_state *t, struct buf *out)
+static int drain_ssl(struct tls_state *t, struct buf *out, bool defer)
 {
+	size_t start = out->len;
+
 	for (;;) {
 		size_t room;
 		int n, ret;
@@ -306,8 +312,12 @@ static int drain_ssl(struct tls_state *t, struct buf *out)
 			t->read_end = true;
 			return PROT__LAYER_END;
 		default:
-			return prot__tls_err(t, SSL_get_error(t->ssl, n),
-					     "TLS error");
+			ret = prot__tls_err(t, SSL_get_error(t->ssl, n),
+					    "TLS error");
+			if (!defer && out->len == start)
+				return ret;
+			t->rerr = ret;
+			return 0;
 		}
 	}
 }
@@ -324,14 +334,18 @@ static int tls_decode(struct prot__layer *l, const unsigned char *in,
 		if (ret < 0)
 			return ret;
 		prot__buf_release(&t->held);
+		if (t->rerr != 0)
+			return 0; /* the error comes with the next decode */
 	}
+	if (t->rerr != 0)
+		return t->rerr;
 	if (t->read_end)
 		return PROT__LAYER_END; /* bytes after close_notify: ignored */
 	if (t->ssl == NULL)
 		return prot__tls_set_err(t, -EPIPE, "TLS error", FREED_UNDER);
 	if (in_len > 0 && BIO_write(t->rbio, in, (int)in_len) != (int)in_len)
 		return -ENOMEM;
-	ret = drain_ssl(t, out);
+	ret = drain_ssl(t, out, false);
 	prot__tls_bio_release(t->rbio);
 	prot__tls_ctl_push(t);
 	return ret;
@@ -341,7 +355,8 @@ static bool tls_pending(const struct prot__layer *l)
 {
 	const struct tls_state *t = l->state;
 
-	return t->held.len > 0 || (t->ssl != NULL && SSL_pending(t->ssl) > 0);
+	return t->held.len > 0 || t->rerr != 0 ||
+	       (t->ssl != NULL && SSL_pending(t->ssl) > 0);
 }
 
 /*
@@ -356,6 +371,8 @@ static int tls_eof(struct prot__layer *l)
 	int n;
 
 	l->errtext = t->err;
+	if (t->rerr != 0)
+		return t->rerr;
 	if (!t->read_end)
 		t->peer_eof = true;
 	if (t->read_end || t->ssl == NULL ||
@@ -604,8 +621,12 @@ int prot__tls_attach(struct protstream *s, struct tls_state *t)
 	int ret;
 
 	if (!s->write && t->rbio != NULL && BIO_ctrl_pending(t->rbio) > 0) {
-		/* Records the caller's BIO held, or the last flight's. */
-		ret = drain_ssl(t, &t->held);
+		/*
+		 * Records the caller's BIO held, or the last flight's. A
+		 * bad one fails the first read (with its TLS text), not the
+		 * handshake, which is complete: as when it comes later.
+		 */
+		ret = drain_ssl(t, &t->held, true);
 		if (t->held.len == 0) /* a partial record: nothing to hold */
 			prot__buf_release(&t->held);
 		if (ret < 0)

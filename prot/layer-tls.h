@@ -50,6 +50,8 @@ struct tls_state {
 	int kfd;	 /* the socket kTLS may use, -1: none (no kTLS BIO) */
 	int krec_type;	 /* kTLS: the next write is a record of this type */
 	int ktls_err;	 /* -errno of the last kTLS setup that failed */
+	int rerr;	 /* a record error held back behind the plaintext that
+			  * came before it, reported by the next decode */
 	struct wire *hs_wire; /* the handshake's I/O, while it runs */
 	const struct protstream *hs_out; /* its write stream */
 	uint64_t discarded;
