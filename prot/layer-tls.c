@@ -375,8 +375,14 @@ static int tls_eof(struct prot__layer *l)
 		return t->rerr;
 	if (!t->read_end)
 		t->peer_eof = true;
+	/*
+	 * Between records: nothing unread, and OpenSSL holds no part of a
+	 * record. SSL_has_pending misses a header read whole with none of
+	 * its body yet: the record layer is then in "read body" ("RB").
+	 */
 	if (t->read_end || t->ssl == NULL ||
-	    (BIO_ctrl_pending(t->rbio) == 0 && !SSL_has_pending(t->ssl)))
+	    (BIO_ctrl_pending(t->rbio) == 0 && !SSL_has_pending(t->ssl) &&
+	     strcmp(SSL_rstate_string(t->ssl), "RB") != 0))
 		return 0;
 	BIO_set_mem_eof_return(t->rbio, 0);
 	ERR_clear_error();
