@@ -193,8 +193,15 @@ static void bio_take(BIO *b, struct obuf *o)
 
 static void cut(struct peer *p)
 {
-	if (p->ncuts < sizeof(p->cuts) / sizeof(p->cuts[0]) &&
-	    (p->ncuts == 0 || p->cuts[p->ncuts - 1] < p->wire.len))
+	size_t max = sizeof(p->cuts) / sizeof(p->cuts[0]);
+
+	if (p->ncuts > 0 && p->cuts[p->ncuts - 1] == p->wire.len)
+		return;
+	/* Out of room: the last message grows (never a byte unsent). */
+	HINT(p->ncuts == max);
+	if (p->ncuts == max)
+		p->cuts[max - 1] = p->wire.len;
+	else
 		p->cuts[p->ncuts++] = p->wire.len;
 }
 
@@ -331,7 +338,10 @@ static void script_step(struct peer *p)
 		cut(p);
 }
 
-/* Send p[0..n) as messages of at most MSG_MAX bytes. */
+/*
+ * Send p[0..n) as messages of at most MSG_MAX bytes. A stream socket
+ * whose buffer is full takes part of one: the rest follows.
+ */
 static int send_msgs(int fd, const uint8_t *d, size_t n)
 {
 	while (n > 0) {
@@ -339,10 +349,11 @@ static int send_msgs(int fd, const uint8_t *d, size_t n)
 		ssize_t r = ur_send(fd, d, k, MSG_NOSIGNAL);
 
 		/* Fails once our side is gone (it ended on an error). */
-		if (r != (ssize_t)k)
+		if (r <= 0)
 			return -1;
-		d += k;
-		n -= k;
+		HINT((size_t)r < k);
+		d += r;
+		n -= (size_t)r;
 	}
 	return 0;
 }
