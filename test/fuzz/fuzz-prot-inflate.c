@@ -36,42 +36,16 @@
  * does our read layer on a callback stream.
  */
 
-#define ZWINDOW	  4102	    /* spec 2.2: the largest decompressed window */
-#define READ_MAX  8192	    /* above ZWINDOW: prot_read must cap it */
-#define REF_LIMIT (1 << 28) /* 256 MiB: far above any bomb of max_len */
-#define TRIP_MAX  65536	    /* round-trip data, well inside socket buffers */
-#define ZERR	  "Error decompressing data"
+#define ZWINDOW	 4102  /* spec 2.2: the largest decompressed window */
+#define READ_MAX 8192  /* above ZWINDOW: prot_read must cap it */
+#define TRIP_MAX 65536 /* round-trip data, well inside socket buffers */
+#define ZERR	 "Error decompressing data"
 
 static const unsigned chunk_sizes[8] = {1, 2, 3, 7, 64, 500, 4096, 4096};
 static const unsigned read_sizes[8] = {
 	1, 3, 100, 4096, ZWINDOW, 5000, READ_MAX, 17,
 };
 static const uint8_t sync_marker[4] = {0x00, 0x00, 0xff, 0xff};
-
-struct obuf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static void obuf_room(struct obuf *o, size_t want)
-{
-	if (o->cap - o->len >= want)
-		return;
-	while (o->cap - o->len < want)
-		o->cap = o->cap ? o->cap * 2 : 65536;
-	FUZZ_CHECK(o->cap <= REF_LIMIT);
-	o->p = realloc(o->p, o->cap);
-	FUZZ_CHECK(o->p != NULL);
-}
-
-static void obuf_add(struct obuf *o, const void *p, size_t n)
-{
-	if (n == 0)
-		return;
-	obuf_room(o, n);
-	memcpy(o->p + o->len, p, n);
-	o->len += n;
-}
 
 /* How zlib's inflate leaves a raw DEFLATE byte string. */
 enum zend {

@@ -69,7 +69,6 @@
 #define WIRE_MAX  (1u << 20)
 #define READ_MAX  5000
 #define FGETS_MAX 300
-#define REF_LIMIT (1 << 28)
 
 enum step {
 	S_DATA,	     /* an application record (or more) of input bytes */
@@ -81,31 +80,6 @@ enum step {
 	S_CLOSE,     /* close_notify */
 	S_EMPTY,     /* a message boundary only */
 };
-
-struct obuf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static void obuf_room(struct obuf *o, size_t want)
-{
-	if (o->cap - o->len >= want)
-		return;
-	while (o->cap - o->len < want)
-		o->cap = o->cap ? o->cap * 2 : 16384;
-	FUZZ_CHECK(o->cap <= REF_LIMIT);
-	o->p = realloc(o->p, o->cap);
-	FUZZ_CHECK(o->p != NULL);
-}
-
-static void obuf_add(struct obuf *o, const void *p, size_t n)
-{
-	if (n == 0)
-		return;
-	obuf_room(o, n);
-	memcpy(o->p + o->len, p, n);
-	o->len += n;
-}
 
 /*
  * Set up once: a self-signed P-256 certificate made in memory, a server

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The libFuzzer entry point: every target defines it. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -63,6 +64,34 @@ static inline unsigned fuzz_u16(struct fuzz_in *in)
 	unsigned lo = fuzz_u8(in);
 
 	return lo | fuzz_u8(in) << 8;
+}
+
+/* A growable byte buffer for the targets' reference copies. */
+#define FUZZ_OBUF_LIMIT (1 << 28) /* 256 MiB: far above any bomb of max_len */
+
+struct obuf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static inline void obuf_room(struct obuf *o, size_t want)
+{
+	if (o->cap - o->len >= want)
+		return;
+	while (o->cap - o->len < want)
+		o->cap = o->cap ? o->cap * 2 : 16384;
+	FUZZ_CHECK(o->cap <= FUZZ_OBUF_LIMIT);
+	o->p = realloc(o->p, o->cap);
+	FUZZ_CHECK(o->p != NULL);
+}
+
+static inline void obuf_add(struct obuf *o, const void *p, size_t n)
+{
+	if (n == 0)
+		return;
+	obuf_room(o, n);
+	memcpy(o->p + o->len, p, n);
+	o->len += n;
 }
 
 #endif /* RINGPROT_FUZZ_H */
