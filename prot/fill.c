@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -49,9 +50,9 @@
 /* ps->file_read: how a PROT__K_FILE stream reads, decided at its first. */
 enum {
 	FR_UNKNOWN = 0,
-	FR_RING,    /* ring reads of PROT_BUFSIZE at the file position */
-	FR_PIPE,    /* ring reads of PIPE_READ */
-	FR_AHEAD,   /* ring reads of FILE_READ at the file position */
+	FR_RING,  /* ring reads of PROT_BUFSIZE at the file position */
+	FR_PIPE,  /* ring reads of PIPE_READ */
+	FR_AHEAD, /* ring reads of FILE_READ at the file position */
 };
 
 /* The thread's shared ring: one per loop, freed with its last user. */
@@ -62,12 +63,29 @@ static __thread struct {
 	struct ur_loop *failed; /* ur_bufring_new refused on this loop */
 } pbufs;
 
+/*
+ * A forked child starts without the parent's shared ring: its streams
+ * are the parent's (uring/loop.c says why), and its own streams get a
+ * ring of the child's loop.
+ */
+static void pbufs_forked(void)
+{
+	memset(&pbufs, 0, sizeof(pbufs));
+}
+
+static void pbufs_atfork(void)
+{
+	(void)pthread_atfork(NULL, NULL, pbufs_forked);
+}
+
 static struct ur_bufring *pbuf_ref(struct prot__stream *ps)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct ur_loop *loop;
 
 	if (ps->br != NULL)
 		return ps->br;
+	(void)pthread_once(&once, pbufs_atfork);
 	if (ur_loop_get(&loop) < 0 || loop == pbufs.failed)
 		return NULL;
 	if (pbufs.loop != loop || ur_bufring_loop(pbufs.br) != loop) {
@@ -94,10 +112,14 @@ static struct ur_bufring *pbuf_ref(struct prot__stream *ps)
 
 static void pbuf_unref(struct prot__stream *ps)
 {
-	if (ps->br == NULL)
+	struct ur_bufring *br = ps->br;
+
+	if (br == NULL)
 		return;
 	ps->br = NULL;
 	ps->br_loop = NULL;
+	if (br != pbufs.br) /* a stream from before a fork */
+		return;
 	if (--pbufs.refs == 0) {
 		(void)ur_bufring_free(&pbufs.br);
 		pbufs.loop = NULL;
@@ -632,8 +654,9 @@ static int read_fd(struct prot__stream *ps, bool *idle)
 		if (!ready)
 			before_blocking(s, true);
 	}
-	ret = raw_read(ps, flags, !ready && (s->read_timeout > 0 || s->dontblock),
-		       started, idle);
+	ret = raw_read(ps, flags,
+		       !ready && (s->read_timeout > 0 || s->dontblock), started,
+		       idle);
 	if (s->flushonread != NULL)
 		(void)prot__flush_end(s->flushonread);
 	return ret;

@@ -443,6 +443,55 @@ static void test_prot_regress_no_fd(void **state)
 }
 
 /*
+ * fork() after the parent has read (its loop and shared buffer ring in
+ * use): the child's own stream reads through a loop of its own, freeing
+ * the parent's stream in the child disturbs nothing, and the parent's
+ * stream reads on afterwards.
+ */
+static int forked_reader(struct protstream *parents, int fd, int wfd)
+{
+	struct protstream *c = prot_new(fd, 0);
+	char line[16];
+
+	if (write(wfd, "c1\n", 3) != 3)
+		return 2;
+	if (prot_fgets(line, sizeof(line), c) == NULL || strcmp(line, "c1\n"))
+		return 3;
+	prot_free(c);
+	prot_free(parents);
+	return 0;
+}
+
+static void test_prot_regress_fork_child(void **state)
+{
+	struct protstream *s;
+	char line[16];
+	int a[2], b[2], status;
+	pid_t pid;
+
+	(void)state;
+	t_socketpair(a);
+	t_socketpair(b);
+	assert_int_equal(write(a[1], "p1\n", 3), 3);
+	s = prot_new(a[0], 0);
+	assert_non_null(prot_fgets(line, sizeof(line), s));
+	assert_string_equal(line, "p1\n");
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(forked_reader(s, b[0], b[1]));
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(write(a[1], "p2\n", 3), 3);
+	assert_non_null(prot_fgets(line, sizeof(line), s));
+	assert_string_equal(line, "p2\n");
+	prot_free(s);
+	t_close_pair(a);
+	t_close_pair(b);
+}
+
+/*
  * DESIGN "a stream is never freed while it owns an in-flight op": a fiber
  * cancelled while it waits in prot_getc gets EOF with the errno text,
  * its recv has been reaped, and the stream frees cleanly.
@@ -502,6 +551,7 @@ int main(void)
 		T(test_prot_regress_app_nonblock_fd),
 		T(test_prot_regress_no_fd),
 		T(test_prot_regress_fiber_cancel),
+		T(test_prot_regress_fork_child),
 #undef T
 	};
 

@@ -352,6 +352,56 @@ static void test_ur_loop_leaves_stdio_free(void **state)
 	close(saved);
 }
 
+/*
+ * fork(): the child forgets the loop it inherited and makes its own; its
+ * ur_loop_free() of the inherited loop must leave the parent's ring
+ * alone, so a recv the parent had in flight still completes there.
+ */
+static int forked_child_checks(struct ur_loop *inherited, int wfd)
+{
+	struct ur_loop *mine;
+
+	if (ur_loop_current() != NULL)
+		return 2;
+	if (ur_nop() != 0) /* a fresh loop of the child's own */
+		return 3;
+	mine = ur_loop_current();
+	if (mine == NULL || mine == inherited)
+		return 4;
+	ur_loop_free(&inherited);
+	if (write(wfd, "x", 1) != 1)
+		return 5;
+	ur_loop_free(&mine);
+	return 0;
+}
+
+static void test_ur_loop_fork_child(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct ur_op op;
+	char buf[4];
+	int sv[2], status;
+	pid_t pid;
+
+	t_socketpair(sv);
+	ur_op_init(&op, NULL, NULL);
+	assert_int_equal(ur_recv_start(loop, &op, sv[0], buf, sizeof(buf), 0),
+			 0);
+	assert_true(ur_loop_run_once(loop, 0) >= 0); /* the recv waits */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(forked_child_checks(loop, sv[1]));
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(ur_op_wait(&op), 1);
+	assert_int_equal(buf[0], 'x');
+	assert_ptr_equal(ur_loop_current(), loop);
+	assert_int_equal(ur_nop(), 0);
+	t_close_pair(sv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -376,6 +426,8 @@ int main(void)
 						t_loop_setup, t_loop_teardown),
 		cmocka_unit_test(test_ur_loop_free_with_inflight),
 		cmocka_unit_test(test_ur_loop_leaves_stdio_free),
+		cmocka_unit_test_setup_teardown(test_ur_loop_fork_child,
+						t_loop_setup, t_loop_teardown),
 		cmocka_unit_test(test_ur_loop_unavailable_gives_errno),
 	};
 

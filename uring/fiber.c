@@ -519,6 +519,11 @@ out:
 	return 0;
 }
 
+void ur__fiber_forget(void)
+{
+	tls_self = NULL;
+}
+
 struct ur_fiber *ur_fiber_self(void)
 {
 	return tls_self;

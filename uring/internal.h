@@ -59,6 +59,8 @@ struct ur_loop {
 	bool in_dispatch;
 	/* ur_op_nowake() ops queued since the last enter (loop.c). */
 	unsigned nowake;
+	/* fork() generation the loop was made in; another one: inherited */
+	unsigned fork_gen;
 	unsigned direct_files;
 
 	/* Completions reaped while the SQ could not be flushed (-EBUSY):
@@ -142,6 +144,9 @@ struct __kernel_timespec *ur__ts_scratch(struct ur_loop *loop, uint64_t ns);
  * service reading fd 0 would read the ring). Returns the fd to use.
  */
 int ur__fd_off_stdio(int fd);
+
+/* A forked child forgets the running fiber it inherited (fiber.c). */
+void ur__fiber_forget(void);
 
 /* Forget scratch timespecs once the kernel has consumed every SQE. */
 static inline void ur__submitted(struct ur_loop *loop)

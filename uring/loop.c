@@ -142,6 +142,34 @@ static void post_efd_cqe(struct ur_op *op)
 		arm_post_read(loop);
 }
 
+/*
+ * fork(): the child would inherit the parent's rings, the same kernel
+ * objects, and the forking thread's loop. Submitting to them from the
+ * child would run ops in the parent's ring (or be refused: SINGLE_ISSUER)
+ * and its completions could land in either. So every ring is made with
+ * MADV_DONTFORK (the child has no mapping of it), and the child forgets
+ * the loop and fiber it inherited: its first blocking call makes a fresh
+ * loop (Cyrus's services open their streams after fork, as the uring
+ * notes advise). A loop, stream or op made before the fork is the
+ * parent's: the child may only ur_loop_free() such a loop, which then
+ * lets go of the child's copies and never touches the ring.
+ */
+static unsigned fork_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void forked_child(void)
+{
+	fork_gen++;
+	tls_loop = NULL;
+	tls_running = NULL;
+	ur__fiber_forget();
+}
+
+static void atfork_init(void)
+{
+	(void)pthread_atfork(NULL, NULL, forked_child);
+}
+
 int ur__fd_off_stdio(int fd)
 {
 	int nfd;
@@ -170,6 +198,9 @@ int ur_loop_new(const struct ur_loop_opts *opts, struct ur_loop **loop_out)
 	if (ret < 0)
 		goto out_free;
 	loop->thread = pthread_self();
+	(void)pthread_once(&atfork_once, atfork_init);
+	loop->fork_gen = fork_gen;
+	(void)io_uring_ring_dontfork(&loop->ring); /* best effort */
 	loop->ring.ring_fd = ur__fd_off_stdio(loop->ring.ring_fd);
 	loop->ring.enter_ring_fd = loop->ring.ring_fd;
 	(void)io_uring_register_ring_fd(
@@ -610,6 +641,20 @@ int ur_loop_post(struct ur_loop *loop, ur_post_fn *fn, void *arg)
 	return 0;
 }
 
+/*
+ * A loop a forked child inherited: its ring is the parent's (and not
+ * mapped here). Close the child's copies of its fds; the memory it
+ * points at (stacks, buffers, records) stays, a copy that is the child's
+ * only until it exits or execs.
+ */
+static void inherited_free(struct ur_loop *loop)
+{
+	close(loop->ring.ring_fd);
+	close(loop->post_efd);
+	if (tls_loop == loop)
+		tls_loop = NULL;
+}
+
 void ur_loop_free(struct ur_loop **loopp)
 {
 	struct ur_loop *loop = *loopp;
@@ -618,6 +663,10 @@ void ur_loop_free(struct ur_loop **loopp)
 	if (loop == NULL)
 		return;
 	*loopp = NULL;
+	if (loop->fork_gen != fork_gen) {
+		inherited_free(loop);
+		return;
+	}
 	/*
 	 * Cancel everything the kernel still holds and wait (bounded) for
 	 * those completions: the kernel owns their buffers until then. They
