@@ -151,8 +151,8 @@ static void post_efd_cqe(struct ur_op *op)
  * the loop and fiber it inherited: its first blocking call makes a fresh
  * loop (Cyrus's services open their streams after fork, as the uring
  * notes advise). A loop, stream or op made before the fork is the
- * parent's: the child may only ur_loop_free() such a loop, which then
- * lets go of the child's copies and never touches the ring.
+ * parent's and must not be used in the child; ur_loop_free() of such a
+ * loop only lets go of the child's copies and never touches the ring.
  */
 static unsigned fork_gen;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

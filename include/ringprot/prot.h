@@ -79,9 +79,11 @@
  *    no FD_SETSIZE limit.
  *  - A wait-event callback that returns NULL without removing its event
  *    has it removed (Cyrus keeps the node on the list).
- *  - After fork(), the child's streams run on a loop of the child's own;
- *    streams opened before the fork are the parent's, and the child may
- *    only prot_free() them (Cyrus's services open theirs after fork).
+ *  - After fork(), the child's streams run on a loop of the child's own.
+ *    Streams opened before the fork are the parent's: the child must not
+ *    use them; freeing one that has nothing in flight (no timeout, wait
+ *    event or unfinished flush) is safe. Cyrus's services open their
+ *    streams after fork.
  *
  * What a Cyrus program gets from this header (test/test-cyrus-api.c
  * compiles one against it and against Cyrus 3.6) differs in that it does

@@ -53,9 +53,9 @@ struct ur_loop_opts {
  * thread becomes that thread's loop, see ur_loop_current()).
  * fork(): rings are not mapped into a child, and the child's thread has
  * no loop until its first blocking call makes a fresh one. Loops, ops,
- * fibers and streams made before the fork stay the parent's: a child may
- * only ur_loop_free() (or prot_free()) them, which lets go of its copies
- * without touching the parent's ring.
+ * fibers and streams made before the fork stay the parent's: the child
+ * must not use them. ur_loop_free() of an inherited loop is safe (it
+ * closes the child's fd copies and never touches the ring).
  * Returns 0, -ENOSYS or -EPERM when io_uring is unavailable (callers may
  * fall back), -EINVAL if a forced mode is refused, -ENOMEM.
  */
