@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* test/fuzz/prot-inflate: the DEFLATE layer, arbitrary and round-trip input. */
-#include "fuzz.h"
+#include "fuzz-prot.h"
 
 #ifdef RINGPROT_HAVE_ZLIB
 #include <errno.h>
@@ -46,46 +46,6 @@ static const unsigned read_sizes[8] = {
 	1, 3, 100, 4096, ZWINDOW, 5000, READ_MAX, 17,
 };
 static const uint8_t sync_marker[4] = {0x00, 0x00, 0xff, 0xff};
-
-/* How zlib's inflate leaves a raw DEFLATE byte string. */
-enum zend {
-	ZEND_OPEN,  /* all input used, no final block: more could follow */
-	ZEND_FINAL, /* a final block ends exactly at the input's end */
-	ZEND_TRAIL, /* bytes follow the final block */
-	ZEND_ERROR, /* corrupt */
-};
-
-static enum zend ref_inflate(const uint8_t *p, size_t n, struct obuf *o)
-{
-	z_stream z = {0};
-	enum zend st;
-	int ret;
-
-	FUZZ_CHECK(inflateInit2(&z, -15) == Z_OK);
-	z.next_in = (Bytef *)p;
-	z.avail_in = (uInt)n;
-	for (;;) {
-		obuf_room(o, 65536);
-		z.next_out = o->p + o->len;
-		z.avail_out = (uInt)(o->cap - o->len);
-		ret = inflate(&z, Z_SYNC_FLUSH);
-		o->len = (size_t)(z.next_out - o->p);
-		if (ret == Z_STREAM_END) {
-			st = z.avail_in > 0 ? ZEND_TRAIL : ZEND_FINAL;
-			break;
-		}
-		if (ret != Z_OK && ret != Z_BUF_ERROR) {
-			st = ZEND_ERROR;
-			break;
-		}
-		if (z.avail_in == 0 && z.avail_out > 0) {
-			st = ZEND_OPEN;
-			break;
-		}
-	}
-	(void)inflateEnd(&z);
-	return st;
-}
 
 /* A callback source: the bytes in chunks of one size, then EOF. */
 struct feed {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* test/fuzz/prot-read: read calls on map and callback streams vs a model. */
-#include "fuzz.h"
+#include "fuzz-prot.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -733,25 +733,6 @@ static void check_end(struct sut *t)
 		FUZZ_CHECK(strcmp(prot_error(t->s), err) == 0);
 	}
 	FUZZ_CHECK(prot_ungetc(EOF, t->s) == EOF);
-}
-
-/*
- * The thread's provided-buffer ring lives while a socket stream holds it,
- * as in a server, where some connection always does: one stream that has
- * read keeps it across inputs, or each input would map and fault in its
- * 4 MiB of buffers anew. (Static: reachable, so no leak report.)
- */
-static void ring_keeper(void)
-{
-	static struct protstream *keep;
-	static int sv[2];
-
-	if (keep != NULL)
-		return;
-	FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-	FUZZ_CHECK(write(sv[1], "k", 1) == 1);
-	keep = prot_new(sv[0], 0);
-	FUZZ_CHECK(keep != NULL && prot_getc(keep) == 'k');
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
