@@ -221,6 +221,15 @@ static void src_release(struct prot__stream *ps, struct window *w)
 	ps->src_off = 0;
 }
 
+/* Is the window w (NULL: none) in the decode buffer? */
+static bool window_in_dec(const struct prot__stream *ps, const struct window *w)
+{
+	const unsigned char *d = (const unsigned char *)ps->dec.s;
+
+	return w != NULL && w->buf != NULL && ps->dec.alloc > 0 &&
+	       w->buf >= d && w->buf < d + ps->dec.alloc;
+}
+
 /*
  * Before a read that may wait, with the read layers drained: the decode
  * buffer goes (TLS reserves 16 KiB in it per record, a bulk read leaves
@@ -232,12 +241,9 @@ static void src_release(struct prot__stream *ps, struct window *w)
  */
 static void dec_release(struct prot__stream *ps, struct window *w)
 {
-	const unsigned char *d = (const unsigned char *)ps->dec.s;
-
 	if (ps->dec.alloc == 0 || ps->dec_off < ps->dec.len)
 		return;
-	if (w != NULL && w->buf != NULL && w->buf >= d &&
-	    w->buf < d + ps->dec.alloc) {
+	if (window_in_dec(ps, w)) {
 		if (w->cnt > PROT__HIST)
 			return;
 		window_to_hist(ps, w);
@@ -257,10 +263,7 @@ static void dec_release(struct prot__stream *ps, struct window *w)
  */
 static void dec_protect(struct prot__stream *ps, struct window *w)
 {
-	const unsigned char *d = (const unsigned char *)ps->dec.s;
-
-	if (ps->dec.alloc == 0 || w->buf == NULL || w->buf < d ||
-	    w->buf >= d + ps->dec.alloc)
+	if (!window_in_dec(ps, w))
 		return;
 	if (w->cnt <= PROT__HIST) {
 		window_to_hist(ps, w);

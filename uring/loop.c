@@ -340,7 +340,6 @@ void ur__cqe_dispatch(struct ur_loop *loop, uint64_t user_data, int32_t res,
 	op->cqe_flags = flags;
 	if (!(flags & IORING_CQE_F_MORE)) {
 		op->ur__state = UR_OP_DONE;
-		op->ur__nowake = 0;
 		loop->st.ops_inflight--;
 	}
 	if (op->ur__bgid != 0)
