@@ -3,7 +3,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <liburing.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -306,8 +305,7 @@ void prot__fill_fini(struct protstream *s)
 
 	if (ur_op_is_busy(&ps->rop)) {
 		/* Only a fiber cancelled mid-read can get here. */
-		prot__cancel(&ps->rop);
-		(void)ur_op_wait(&ps->rop);
+		prot__cancel_wait(&ps->rop);
 	}
 	prot__fill_discard(s);
 	pbuf_unref(ps);
@@ -450,11 +448,9 @@ static int read_start(struct prot__stream *ps, int flags, bool no_pbuf)
 /* Take the completed read's bytes as the held region. */
 static void read_take(struct prot__stream *ps, int res)
 {
-	uint32_t cf = ps->rop.cqe_flags;
+	unsigned bid;
 
-	if (cf & IORING_CQE_F_BUFFER) {
-		unsigned bid = cf >> IORING_CQE_BUFFER_SHIFT;
-
+	if (ur_op_buffer(&ps->rop, &bid)) {
 		if (res <= 0) {
 			ur_bufring_put(ps->br, bid);
 			return;

@@ -480,8 +480,7 @@ static ssize_t timed_send(struct prot__stream *ps, int n, bool op_poll)
 		return ret;
 	ret = wdl_arm(ps, loop);
 	if (ret < 0) {
-		prot__cancel(&snd->bop);
-		(void)ur_op_wait(&snd->bop);
+		prot__cancel_wait(&snd->bop);
 		return ret;
 	}
 	ret = ur_op_wait(&snd->bop);

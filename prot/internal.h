@@ -195,6 +195,19 @@ static inline void prot__cancel(struct ur_op *op)
 }
 
 /*
+ * Cancel op and wait for its final completion, whose result nobody
+ * wants (the caller is failing or tearing down): the kernel owns op's
+ * buffer until then.
+ */
+static inline void prot__cancel_wait(struct ur_op *op)
+{
+	prot__cancel(op);
+	if (ur_op_wait(op) < 0) {
+		/* -ECANCELED, or the error that ended it */
+	}
+}
+
+/*
  * prot.c
  */
 

@@ -15,19 +15,21 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+enum ur_backend t_backend = UR_BACKEND_AUTO;
 enum ur_mode t_mode = UR_MODE_AUTO;
 
 int t_loop_setup(void **state)
 {
 	struct t_loop *tl = calloc(1, sizeof(*tl));
-	struct ur_loop_opts o = {.mode = t_mode};
+	struct ur_loop_opts o = {.backend = t_backend, .mode = t_mode};
 	int ret;
 
 	if (tl == NULL)
 		return -1;
 	ret = ur_loop_new(&o, &tl->loop);
 	if (ret < 0) {
-		fprintf(stderr, "ur_loop_new(%s): %s\n", ur_mode_name(t_mode),
+		fprintf(stderr, "ur_loop_new(%s, %s): %s\n",
+			ur_backend_name(t_backend), ur_mode_name(t_mode),
 			strerror(-ret));
 		free(tl);
 		return -1;
@@ -144,40 +146,48 @@ void t_tcp_pair(int sv[2])
 	close(lfd);
 }
 
-void t_require_ring_op(int opcode)
+void t_require_loop(void)
 {
 	struct ur_loop *loop;
 	int ret = ur_loop_new(NULL, &loop);
 
 	if (ret < 0) {
-		fprintf(stderr, "io_uring unavailable (%s): skipped\n",
+		fprintf(stderr, "no event loop (%s): skipped\n",
 			strerror(-ret));
-		exit(77);
-	}
-	if (!ur_loop_has_op(loop, opcode)) {
-		fprintf(stderr, "opcode %d unsupported: skipped\n", opcode);
-		ur_loop_free(&loop);
 		exit(77);
 	}
 	ur_loop_free(&loop);
 	ur_loop_bind(NULL);
 }
 
+/* An engine a group runs on. */
+struct t_engine {
+	const char *name;
+	enum ur_backend backend;
+	enum ur_mode mode;
+};
+
+static const struct t_engine t_engines[] = {
+	{"defer", UR_BACKEND_URING, UR_MODE_DEFER},
+	{"coop", UR_BACKEND_URING, UR_MODE_COOP},
+	{"plain", UR_BACKEND_URING, UR_MODE_PLAIN},
+	{"epoll", UR_BACKEND_EPOLL, UR_MODE_AUTO},
+};
+#define T_ENGINES (sizeof(t_engines) / sizeof(t_engines[0]))
+
 /*
- * RINGPROT_TEST_MODE=defer|coop|plain (a prefix of ur_mode_name()) runs
- * one mode; meson registers each ring test once per mode that way.
+ * RINGPROT_TEST_MODE=defer|coop|plain|epoll (a prefix) runs one engine;
+ * meson registers each ring test once per engine that way.
  */
-static int modes_wanted(enum ur_mode *out)
+static int engines_wanted(const struct t_engine **out)
 {
-	static const enum ur_mode all[] = {UR_MODE_DEFER, UR_MODE_COOP,
-					   UR_MODE_PLAIN};
 	const char *want = getenv("RINGPROT_TEST_MODE");
 	int n = 0;
 
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+	for (size_t i = 0; i < T_ENGINES; i++)
 		if (want == NULL || *want == '\0' ||
-		    strncasecmp(want, ur_mode_name(all[i]), strlen(want)) == 0)
-			out[n++] = all[i];
+		    strncasecmp(want, t_engines[i].name, strlen(want)) == 0)
+			out[n++] = &t_engines[i];
 	if (n == 0) {
 		fprintf(stderr, "RINGPROT_TEST_MODE=%s: no such mode\n", want);
 		exit(1);
@@ -187,31 +197,37 @@ static int modes_wanted(enum ur_mode *out)
 
 int t_run_groups(const char *name, const struct CMUnitTest *tests, size_t n)
 {
-	enum ur_mode modes[3];
-	int nmodes = modes_wanted(modes);
+	const struct t_engine *engines[T_ENGINES];
+	int nengines = engines_wanted(engines);
 	int failed = 0;
 	int ran = 0;
 
-	for (int i = 0; i < nmodes; i++) {
-		struct ur_loop_opts o = {.mode = modes[i]};
+	for (int i = 0; i < nengines; i++) {
+		const struct t_engine *en = engines[i];
+		struct ur_loop_opts o = {.backend = en->backend,
+					 .mode = en->mode};
 		struct ur_loop *probe;
 		char group[128];
 
 		if (ur_loop_new(&o, &probe) < 0) {
-			fprintf(stderr, "%s: mode %s refused by the kernel\n",
-				name, ur_mode_name(modes[i]));
+			fprintf(stderr, "%s: engine %s refused by the kernel\n",
+				name, en->name);
 			continue;
 		}
 		ur_loop_free(&probe);
 		ur_loop_bind(NULL);
-		t_mode = modes[i];
-		snprintf(group, sizeof(group), "%s[%s]", name,
-			 ur_mode_name(modes[i]));
+		t_backend = en->backend;
+		t_mode = en->mode;
+		if (en->backend == UR_BACKEND_EPOLL)
+			setenv("RINGPROT_BACKEND", "epoll", 1);
+		else
+			unsetenv("RINGPROT_BACKEND");
+		snprintf(group, sizeof(group), "%s[%s]", name, en->name);
 		failed += _cmocka_run_group_tests(group, tests, n, NULL, NULL);
 		ran++;
 	}
 	if (ran == 0) {
-		fprintf(stderr, "%s: no ring mode available: skipped\n", name);
+		fprintf(stderr, "%s: no engine available: skipped\n", name);
 		exit(77);
 	}
 	return failed;

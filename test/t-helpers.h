@@ -14,15 +14,38 @@
 
 struct protstream;
 
-/* The ring mode the current group runs under (see t_run_groups()). */
+/*
+ * The engine the current group runs under (see t_run_groups()): the
+ * backend, and for io_uring the ring mode (UR_MODE_AUTO on epoll).
+ */
+extern enum ur_backend t_backend;
 extern enum ur_mode t_mode;
+
+/* Does the current group run on the epoll backend? */
+static inline bool t_epoll(void)
+{
+	return t_backend == UR_BACKEND_EPOLL;
+}
+
+/*
+ * Skip the running test on epoll: for tests of io_uring itself (SQ full,
+ * CQ overflow, DEFER_TASKRUN allowances, enter counts). why says which.
+ */
+#define t_skip_on_epoll(why)                                               \
+	do {                                                               \
+		if (t_epoll()) {                                           \
+			print_message("skipped on epoll: %s\n", why);     \
+			skip();                                            \
+		}                                                          \
+	} while (0)
 
 struct t_loop {
 	struct ur_loop *loop;
 };
 
 /*
- * cmocka setup/teardown: a fresh loop in t_mode, bound to the thread.
+ * cmocka setup/teardown: a fresh loop on t_backend in t_mode, bound to
+ * the thread.
  * The teardown fails the test if an op, timer or fiber is still live and
  * names the file and line that created it.
  */
@@ -41,13 +64,16 @@ void t_close_pair(int sv[2]);
 /* Connected TCP pair over 127.0.0.1 (ephemeral port). */
 void t_tcp_pair(int sv[2]);
 
-/* Exit 77 (meson: skipped) if io_uring or this opcode is unavailable. */
-void t_require_ring_op(int opcode);
+/* Exit 77 (meson: skipped) if no loop can be made on any backend. */
+void t_require_loop(void);
 
 /*
- * Run the group once per ring mode the kernel accepts (DEFER, COOP,
- * PLAIN), setting t_mode for each, or only the one RINGPROT_TEST_MODE
- * names. Returns the summed failure count.
+ * Run the group once per engine the kernel accepts (io_uring in DEFER,
+ * COOP and PLAIN mode, then epoll), setting t_backend and t_mode for
+ * each, or only the one RINGPROT_TEST_MODE names (defer, coop, plain,
+ * epoll). On epoll, RINGPROT_BACKEND=epoll is set too, so loops made
+ * with default options (ur_loop_get()) run there as well. Returns the
+ * summed failure count.
  */
 int t_run_groups(const char *name, const struct CMUnitTest *tests, size_t n);
 

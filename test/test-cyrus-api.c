@@ -1016,7 +1016,7 @@ int main(void)
 		T(test_cyrus_api_idle_timeout),
 	};
 
-	t_require_ring_op(IORING_OP_POLL_ADD);
+	t_require_loop();
 	return t_run_groups("cyrus-api", tests,
 			    sizeof(tests) / sizeof(tests[0])) != 0;
 }

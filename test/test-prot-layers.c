@@ -393,7 +393,7 @@ int main(void)
 			"not all three layers in this build: skipped\n");
 		return 77;
 	}
-	t_require_ring_op(IORING_OP_SENDMSG);
+	t_require_loop();
 	if (t_sasl_init("layers") < 0)
 		return 1;
 	ca_key = EVP_EC_gen("P-256");

@@ -1137,7 +1137,7 @@ int main(void)
 #undef T
 	};
 
-	t_require_ring_op(IORING_OP_RECV);
+	t_require_loop();
 	return t_run_groups("prot-read", tests,
 			    sizeof(tests) / sizeof(tests[0]));
 }

@@ -555,7 +555,7 @@ int main(void)
 #undef T
 	};
 
-	t_require_ring_op(IORING_OP_RECV);
+	t_require_loop();
 	return t_run_groups("prot-regress", tests,
 			    sizeof(tests) / sizeof(tests[0]));
 }

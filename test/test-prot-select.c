@@ -779,7 +779,7 @@ int main(void)
 		T(test_prot_select_signal_no_eintr),
 	};
 
-	t_require_ring_op(IORING_OP_POLL_ADD);
+	t_require_loop();
 	return t_run_groups("prot-select", tests,
 			    sizeof(tests) / sizeof(tests[0])) != 0;
 }

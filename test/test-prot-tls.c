@@ -1997,7 +1997,7 @@ int main(void)
 		fprintf(stderr, "no TLS layer in this build: skipped\n");
 		return 77;
 	}
-	t_require_ring_op(IORING_OP_SENDMSG);
+	t_require_loop();
 	pki_make();
 	failed = t_run_groups("prot-tls", tests,
 			      sizeof(tests) / sizeof(tests[0]));

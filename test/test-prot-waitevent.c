@@ -1141,7 +1141,7 @@ int main(void)
 		T(test_prot_waitevent_10000_streams),
 	};
 
-	t_require_ring_op(IORING_OP_TIMEOUT);
+	t_require_loop();
 	return t_run_groups("prot-waitevent", tests,
 			    sizeof(tests) / sizeof(tests[0])) != 0;
 }

@@ -902,7 +902,7 @@ int main(void)
 		fprintf(stderr, "no DEFLATE layer in this build: skipped\n");
 		return 77;
 	}
-	t_require_ring_op(IORING_OP_SENDMSG);
+	t_require_loop();
 	return t_run_groups("prot-zlib", tests,
 			    sizeof(tests) / sizeof(tests[0]));
 }

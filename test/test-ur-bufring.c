@@ -219,16 +219,15 @@ struct cb_ctx {
 static void cb_recv(struct ur_op *op)
 {
 	struct cb_ctx *c = op->data;
-	unsigned bid;
+	unsigned bid = 0;
 
 	if (op->res <= 0) {
-		assert_false(op->cqe_flags & IORING_CQE_F_BUFFER);
+		assert_false(ur_op_buffer(op, &bid));
 		c->err = op->res;
 		c->done = 1;
 		return;
 	}
-	assert_true(op->cqe_flags & IORING_CQE_F_BUFFER);
-	bid = op->cqe_flags >> IORING_CQE_BUFFER_SHIFT;
+	assert_true(ur_op_buffer(op, &bid));
 	c->avail_in_cb = ur_bufring_available(c->br);
 	assert_true(c->len + (size_t)op->res <= sizeof(c->got));
 	memcpy(c->got + c->len, ur_bufring_buf(c->br, bid), (size_t)op->res);
@@ -419,10 +418,10 @@ struct ms_ctx {
 static void ms_cqe(struct ur_op *op)
 {
 	struct ms_ctx *m = op->data;
+	unsigned bid;
 
 	m->cqes++;
-	if (op->cqe_flags & IORING_CQE_F_BUFFER) {
-		unsigned bid = op->cqe_flags >> IORING_CQE_BUFFER_SHIFT;
+	if (ur_op_buffer(op, &bid)) {
 		const unsigned char *b = ur_bufring_buf(m->br, bid);
 		unsigned out = 8 - ur_bufring_available(m->br);
 
@@ -435,7 +434,7 @@ static void ms_cqe(struct ur_op *op)
 		m->pos += (size_t)op->res;
 		ur_bufring_put(m->br, bid);
 	}
-	if (op->cqe_flags & IORING_CQE_F_MORE)
+	if (ur_op_more(op))
 		return;
 	if (op->res == -ENOBUFS) {
 		/* Flow control: the buffers are back, arm again. */
@@ -506,7 +505,10 @@ static void test_ur_bufring_multishot_stream(void **state)
 	assert_int_equal(m.err, 0); /* clean EOF */
 	assert_int_equal(m.pos, off);
 	assert_false(m.bad);
-	assert_true(m.arms >= 2);
+	/* On epoll a multishot recv takes one buffer per step, after the
+	 * previous one was dispatched (and put back here): no ENOBUFS. */
+	if (!t_epoll())
+		assert_true(m.arms >= 2);
 	assert_true(m.max_out >= 1);
 	assert_false(ur_op_is_busy(&op));
 	assert_int_equal(ur_bufring_available(m.br), 8);
@@ -969,7 +971,7 @@ int main(void)
 	};
 #undef T
 
-	t_require_ring_op(IORING_OP_RECV);
+	t_require_loop();
 	return t_run_groups("ur-bufring", tests,
 			    sizeof(tests) / sizeof(tests[0])) != 0;
 }

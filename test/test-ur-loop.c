@@ -29,9 +29,14 @@ static void test_ur_loop_mode_is_reported(void **state)
 {
 	struct t_loop *tl = *state;
 
+	assert_int_equal(ur_loop_backend(tl->loop), t_backend);
 	assert_int_equal(ur_loop_mode(tl->loop), t_mode);
 	assert_string_not_equal(ur_mode_name(ur_loop_mode(tl->loop)), "?");
-	assert_true(ur_loop_has_op(tl->loop, IORING_OP_NOP));
+	assert_string_equal(ur_backend_name(ur_loop_backend(tl->loop)),
+			    t_epoll() ? "epoll" : "io_uring");
+	assert_true(ur_loop_has(tl->loop, UR_CAP_DIRECT_FILES));
+	assert_int_equal(ur_loop_has(tl->loop, UR_CAP_KERNEL_BUFFERS),
+			 !t_epoll());
 	assert_ptr_equal(ur_loop_current(), tl->loop);
 }
 
@@ -42,10 +47,12 @@ static void test_ur_loop_sq_full_never_drops(void **state)
 		.mode = t_mode, .sq_entries = 8, .cq_entries = 32};
 	struct ur_loop *loop;
 	struct ur_loop_stats st;
-	struct ur_op *ops = calloc(1000, sizeof(*ops));
+	struct ur_op *ops;
 	int done = 0;
 
 	(void)state;
+	t_skip_on_epoll("no submission queue");
+	ops = calloc(1000, sizeof(*ops));
 	assert_non_null(ops);
 	assert_int_equal(ur_loop_new(&o, &loop), 0);
 	for (int i = 0; i < 1000; i++) {
@@ -72,11 +79,13 @@ static void test_ur_loop_cq_overflow_loses_nothing(void **state)
 	struct ur_loop_opts o = {
 		.mode = t_mode, .sq_entries = 16, .cq_entries = 64};
 	struct ur_loop *loop;
-	struct ur_op *ops = calloc(2000, sizeof(*ops));
+	struct ur_op *ops;
 	struct ur_loop_stats st;
 	int done = 0;
 
 	(void)state;
+	t_skip_on_epoll("no completion queue");
+	ops = calloc(2000, sizeof(*ops));
 	assert_non_null(ops);
 	assert_int_equal(ur_loop_new(&o, &loop), 0);
 	for (int i = 0; i < 2000; i++) {
@@ -132,10 +141,12 @@ static void test_ur_loop_one_turn_reaps_burst(void **state)
 
 /*
  * Where io_uring is refused (seccomp in containers, io_uring_disabled),
- * ur_loop_new() says so with the kernel's errno, so callers can fall back.
- * A child installs a filter failing io_uring_setup with err.
+ * a loop made with default options runs on epoll, and one that forces
+ * io_uring gets the kernel's errno. A child installs a filter failing
+ * io_uring_setup with err, then makes a loop on backend and runs an op
+ * on it; it exits with the errno, or 200 + the backend it got.
  */
-static int loop_new_under_filter(int err)
+static int loop_new_under_filter(int err, enum ur_backend backend)
 {
 	struct sock_filter code[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
@@ -159,20 +170,63 @@ static int loop_new_under_filter(int err)
 		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
 		    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
 			_exit(100);
+		struct ur_loop_opts o = {.backend = backend};
+
 		ur_loop_bind(NULL);
-		ret = ur_loop_new(NULL, &loop);
-		_exit(ret < 0 ? -ret : 0);
+		unsetenv("RINGPROT_BACKEND");
+		ret = ur_loop_new(&o, &loop);
+		if (ret < 0)
+			_exit(-ret);
+		if (ur_nop() != 0 || ur_sleep_until(CLOCK_MONOTONIC,
+						    ur_now_ns(CLOCK_MONOTONIC) +
+							    1000000) != 0)
+			_exit(101);
+		_exit(200 + (int)ur_loop_backend(loop));
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	return WEXITSTATUS(status);
 }
 
-static void test_ur_loop_unavailable_gives_errno(void **state)
+static void test_ur_loop_unavailable_falls_back(void **state)
 {
 	(void)state;
-	assert_int_equal(loop_new_under_filter(ENOSYS), ENOSYS);
-	assert_int_equal(loop_new_under_filter(EPERM), EPERM);
+	assert_int_equal(loop_new_under_filter(ENOSYS, UR_BACKEND_URING),
+			 ENOSYS);
+	assert_int_equal(loop_new_under_filter(EPERM, UR_BACKEND_URING),
+			 EPERM);
+	assert_int_equal(loop_new_under_filter(ENOSYS, UR_BACKEND_AUTO),
+			 200 + UR_BACKEND_EPOLL);
+	assert_int_equal(loop_new_under_filter(EPERM, UR_BACKEND_AUTO),
+			 200 + UR_BACKEND_EPOLL);
+	assert_int_equal(loop_new_under_filter(EPERM, UR_BACKEND_EPOLL),
+			 200 + UR_BACKEND_EPOLL);
+}
+
+/* RINGPROT_BACKEND decides an AUTO choice; a bad name is refused. */
+static void test_ur_loop_backend_env(void **state)
+{
+	const char *saved = getenv("RINGPROT_BACKEND");
+	char *keep = saved != NULL ? strdup(saved) : NULL;
+	struct ur_loop *loop;
+
+	(void)state;
+	setenv("RINGPROT_BACKEND", "epoll", 1);
+	assert_int_equal(ur_loop_new(NULL, &loop), 0);
+	assert_int_equal(ur_loop_backend(loop), UR_BACKEND_EPOLL);
+	ur_loop_free(&loop);
+	setenv("RINGPROT_BACKEND", "uring", 1);
+	assert_int_equal(ur_loop_new(NULL, &loop), 0);
+	assert_int_equal(ur_loop_backend(loop), UR_BACKEND_URING);
+	ur_loop_free(&loop);
+	setenv("RINGPROT_BACKEND", "kqueue", 1);
+	assert_int_equal(ur_loop_new(NULL, &loop), -EINVAL);
+	if (keep != NULL)
+		setenv("RINGPROT_BACKEND", keep, 1);
+	else
+		unsetenv("RINGPROT_BACKEND");
+	free(keep);
+	ur_loop_bind(NULL);
 }
 
 /* A blocking call outside any fiber drives the thread's loop. */
@@ -428,9 +482,10 @@ int main(void)
 		cmocka_unit_test(test_ur_loop_leaves_stdio_free),
 		cmocka_unit_test_setup_teardown(test_ur_loop_fork_child,
 						t_loop_setup, t_loop_teardown),
-		cmocka_unit_test(test_ur_loop_unavailable_gives_errno),
+		cmocka_unit_test(test_ur_loop_unavailable_falls_back),
+		cmocka_unit_test(test_ur_loop_backend_env),
 	};
 
-	t_require_ring_op(IORING_OP_NOP);
+	t_require_loop();
 	return t_run_groups("ur-loop", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -257,8 +257,9 @@ static void test_ur_ops_nowake(void **state)
 	assert_int_equal(pthread_join(th, NULL), 0);
 	assert_false(ur_op_is_busy(&sop));
 	assert_int_equal(sop.res, 3);
-	assert_int_equal(st1.enters - st0.enters,
-			 ur_loop_mode(loop) == UR_MODE_DEFER ? 1 : 2);
+	if (!t_epoll()) /* io_uring enters; on epoll the send ran inline */
+		assert_int_equal(st1.enters - st0.enters,
+				 ur_loop_mode(loop) == UR_MODE_DEFER ? 1 : 2);
 
 	/*
 	 * The send cannot complete at once (a full socket) and the reply
@@ -303,7 +304,7 @@ static void test_ur_ops_nowake(void **state)
 	assert_int_equal(ur_op_wait(&sop), 3);
 	assert_true(t_now_ms() - t0 < 1000);
 	assert_int_equal(ur_op_cancel(&gop), 0);
-	(void)ur_op_wait(&gop);
+	assert_int_equal(ur_op_wait(&gop), -ECANCELED);
 	t_close_pair(sv);
 	t_close_pair(out);
 }
@@ -398,6 +399,6 @@ int main(void)
 	};
 #undef T
 
-	t_require_ring_op(IORING_OP_RECV);
+	t_require_loop();
 	return t_run_groups("ur-ops", tests, sizeof(tests) / sizeof(tests[0]));
 }

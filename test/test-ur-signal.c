@@ -225,7 +225,7 @@ int main(void)
 	    sigaction(SIGUSR2, &sa, NULL) != 0 ||
 	    sigaction(SIGHUP, &sa, NULL) != 0)
 		return 1;
-	t_require_ring_op(IORING_OP_READ);
+	t_require_loop();
 	return t_run_groups("ur-signal", tests,
 			    sizeof(tests) / sizeof(tests[0])) != 0;
 }

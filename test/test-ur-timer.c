@@ -317,7 +317,7 @@ int main(void)
 	};
 #undef T
 
-	t_require_ring_op(IORING_OP_TIMEOUT);
+	t_require_loop();
 	return t_run_groups("ur-timer", tests,
 			    sizeof(tests) / sizeof(tests[0]));
 }

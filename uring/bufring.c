@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* uring/bufring: provided buffer rings, so an idle recv holds no buffer. */
+/*
+ * uring/bufring: provided buffer rings, so an idle recv holds no buffer.
+ * The accounting is here; the backend publishes the buffers (a kernel
+ * buffer ring, or a free stack the epoll backend takes from).
+ */
 #include "internal.h"
 
 #include <errno.h>
@@ -19,39 +23,13 @@ struct pbuf_waiter {
 	bool woken; /* by ur_bufring_put(), which also unlinked us */
 };
 
-struct ur_bufring {
-	struct ur_loop *loop;
-	struct io_uring_buf_ring *ring; /* nbufs entries, page aligned */
-	size_t ring_len;
-	unsigned char *bufs; /* nbufs * stride, one mapping */
-	size_t bufs_len;
-	size_t buf_size; /* what the kernel may fill */
-	size_t stride;	 /* buf_size rounded up to BUF_ALIGN */
-	unsigned nbufs;
-	unsigned mask;
-	unsigned avail;	  /* entries the kernel may still take */
-	unsigned callers; /* ur_recv_pbuf() calls in progress */
-	uint64_t puts;	  /* bumped by every put: ENOBUFS retry check */
-	uint64_t *out;	  /* bit per bid: handed to the app, not put back */
-	uint16_t bgid;
-	struct ur_list waiters;	 /* struct pbuf_waiter, FIFO */
-	struct ur_bufring *next; /* this thread's rings (tls_rings) */
-};
-
-/*
- * The rings made on this thread, for ur__bufring_cqe(): a CQE names only
- * the buffer id, the op names the group. A loop runs on the thread that
- * made it, so the list needs no lock. Usually one or two entries.
- */
-static __thread struct ur_bufring *tls_rings;
-
 static struct ur_bufring *ring_by_bgid(const struct ur_loop *loop,
 				       unsigned bgid)
 {
 	struct ur_bufring *br;
 
-	for (br = tls_rings; br != NULL; br = br->next)
-		if (br->loop == loop && br->bgid == bgid)
+	for (br = loop->bufrings; br != NULL; br = br->next)
+		if (br->bgid == bgid)
 			return br;
 	return NULL;
 }
@@ -76,11 +54,10 @@ void ur__bufring_cqe(struct ur_loop *loop, struct ur_op *op)
 	struct ur_bufring *br = ring_by_bgid(loop, op->ur__bgid);
 	unsigned bid;
 
-	if (!(op->cqe_flags & IORING_CQE_F_MORE))
+	if (!ur_op_more(op))
 		op->ur__bgid = 0;
-	if (br == NULL || !(op->cqe_flags & IORING_CQE_F_BUFFER))
+	if (br == NULL || !ur_op_buffer(op, &bid))
 		return;
-	bid = op->cqe_flags >> IORING_CQE_BUFFER_SHIFT;
 	ur_assert(bid < br->nbufs && !bit_test(br->out, bid));
 	ur_assert(br->avail > 0);
 	bit_flip(br->out, bid);
@@ -127,34 +104,16 @@ static void *map_anon(size_t len)
 	return p == MAP_FAILED ? NULL : p;
 }
 
-/* Queue bid at the ring's tail; the caller publishes with advance. */
-static void ring_add(struct ur_bufring *br, unsigned bid, int offset)
-{
-	io_uring_buf_ring_add(br->ring, br->bufs + (size_t)bid * br->stride,
-			      (unsigned)br->buf_size, (unsigned short)bid,
-			      (int)br->mask, offset);
-}
-
 static int bufring_map(struct ur_bufring *br)
 {
-	long page = sysconf(_SC_PAGESIZE);
-
-	br->ring_len = round_up(br->nbufs * sizeof(struct io_uring_buf),
-				page > 0 ? (size_t)page : 4096);
-	br->ring = map_anon(br->ring_len);
-	if (br->ring == NULL)
-		return -ENOMEM;
 	/* Pages of buffers are committed only when the kernel fills them. */
 	br->bufs_len = (size_t)br->nbufs * br->stride;
 	br->bufs = map_anon(br->bufs_len);
-	if (br->bufs == NULL) {
-		munmap(br->ring, br->ring_len);
+	if (br->bufs == NULL)
 		return -ENOMEM;
-	}
 	br->out = calloc((br->nbufs + 63) / 64, sizeof(*br->out));
 	if (br->out == NULL) {
 		munmap(br->bufs, br->bufs_len);
-		munmap(br->ring, br->ring_len);
 		return -ENOMEM;
 	}
 	return 0;
@@ -164,13 +123,11 @@ static void bufring_unmap(struct ur_bufring *br)
 {
 	free(br->out);
 	munmap(br->bufs, br->bufs_len);
-	munmap(br->ring, br->ring_len);
 }
 
 int ur_bufring_new(struct ur_loop *loop, unsigned nbufs, size_t buf_size,
 		   struct ur_bufring **br_out)
 {
-	struct io_uring_buf_reg reg;
 	struct ur_bufring *br;
 	int ret;
 
@@ -178,7 +135,7 @@ int ur_bufring_new(struct ur_loop *loop, unsigned nbufs, size_t buf_size,
 	    buf_size == 0 || buf_size > UINT32_MAX)
 		return -EINVAL;
 	if (!pthread_equal(loop->thread, pthread_self()))
-		return -EINVAL; /* see tls_rings */
+		return -EINVAL; /* the loop's own list, no lock */
 	br = calloc(1, sizeof(*br));
 	if (br == NULL)
 		return -ENOMEM;
@@ -195,22 +152,12 @@ int ur_bufring_new(struct ur_loop *loop, unsigned nbufs, size_t buf_size,
 	if (ret < 0)
 		goto out_unmap;
 	br->bgid = (uint16_t)ret;
-
-	io_uring_buf_ring_init(br->ring);
-	for (unsigned i = 0; i < br->nbufs; i++)
-		ring_add(br, i, (int)i);
-	io_uring_buf_ring_advance(br->ring, (int)br->nbufs);
 	br->avail = br->nbufs;
-
-	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (uint64_t)(uintptr_t)br->ring;
-	reg.ring_entries = br->nbufs;
-	reg.bgid = br->bgid;
-	ret = io_uring_register_buf_ring(&loop->ring, &reg, 0);
+	ret = loop->be->pbuf_init(br);
 	if (ret < 0)
 		goto out_bgid;
-	br->next = tls_rings;
-	tls_rings = br;
+	br->next = loop->bufrings;
+	loop->bufrings = br;
 	*br_out = br;
 	return 0;
 
@@ -223,10 +170,10 @@ out_free:
 	return ret;
 }
 
-/* Take br off this thread's list (ur__bufring_cqe's lookup). */
+/* Take br off its loop's list (ur__bufring_cqe's lookup). */
 static void rings_unlink(struct ur_bufring *br)
 {
-	for (struct ur_bufring **pp = &tls_rings; *pp != NULL;
+	for (struct ur_bufring **pp = &br->loop->bufrings; *pp != NULL;
 	     pp = &(*pp)->next) {
 		if (*pp == br) {
 			*pp = br->next;
@@ -243,15 +190,14 @@ static void rings_unlink(struct ur_bufring *br)
  */
 void ur__bufrings_fini(struct ur_loop *loop)
 {
-	struct ur_bufring *br = tls_rings, *next;
+	struct ur_bufring *br = loop->bufrings, *next;
 
 	for (; br != NULL; br = next) {
 		next = br->next;
-		if (br->loop == loop) {
-			rings_unlink(br);
-			br->loop = NULL;
-		}
+		loop->be->pbuf_fini(br);
+		br->loop = NULL;
 	}
+	loop->bufrings = NULL;
 }
 
 struct ur_loop *ur_bufring_loop(const struct ur_bufring *br)
@@ -262,7 +208,6 @@ struct ur_loop *ur_bufring_loop(const struct ur_bufring *br)
 int ur_bufring_free(struct ur_bufring **brp)
 {
 	struct ur_bufring *br = *brp;
-	int ret;
 
 	if (br == NULL)
 		return 0;
@@ -277,13 +222,11 @@ int ur_bufring_free(struct ur_bufring **brp)
 	}
 	/*
 	 * Ops still armed on the group but holding no buffer (callback
-	 * faces) fail with -ENOBUFS once it is gone; the kernel looks the
+	 * faces) fail with -ENOBUFS once it is gone; the backend looks the
 	 * group up by id each time it selects, so freeing the memory after
-	 * the unregister is safe.
+	 * the unpublish is safe.
 	 */
-	ret = io_uring_unregister_buf_ring(&br->loop->ring, br->bgid);
-	if (ret < 0)
-		return ret;
+	br->loop->be->pbuf_fini(br);
 	rings_unlink(br);
 	bgid_release(br->loop, br->bgid);
 	bufring_unmap(br);
@@ -326,72 +269,52 @@ void ur_bufring_put(struct ur_bufring *br, unsigned bid)
 	ur_assert(bid < br->nbufs && bit_test(br->out, bid));
 	bit_flip(br->out, bid);
 	br->avail++;
-	ring_add(br, bid, 0);
-	io_uring_buf_ring_advance(br->ring, 1);
+	br->loop->be->pbuf_put(br, bid);
 	br->puts++;
 	wake_one(br);
 }
 
-static void arm_pbuf(struct ur_loop *loop, struct ur_op *op,
-		     struct io_uring_sqe *sqe, int fd,
-		     const struct ur_bufring *br)
-{
-	ur__sqe_set_fd(sqe, fd);
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = br->bgid;
-	ur__op_arm(loop, op, sqe);
-	op->ur__bgid = br->bgid;
-}
-
-/* opcode: IORING_OP_RECV, or IORING_OP_READ for a non-socket. */
+/* opcode: UR__RECV_PBUF, or UR__READ_PBUF for a non-socket. */
 static int pbuf_start(struct ur_loop *loop, struct ur_op *op, int fd,
-		      struct ur_bufring *br, int opcode, int flags,
+		      struct ur_bufring *br, uint8_t opcode, int flags,
 		      bool poll_first)
 {
-	struct io_uring_sqe *sqe;
+	int ret;
 
 	if (loop != br->loop)
 		return -EINVAL;
-	if (op->ur__state == UR_OP_INFLIGHT)
-		return -EBUSY;
-	sqe = ur__sqe_get(loop);
-	if (opcode == IORING_OP_READ) {
-		io_uring_prep_read(sqe, fd, NULL, (unsigned)br->buf_size,
-				   (uint64_t)-1);
-	} else {
-		io_uring_prep_recv(sqe, fd, NULL, br->buf_size, flags);
-		/* No data yet is the usual case on a retry after ENOBUFS:
-		 * wait for data before taking a buffer. */
-		if (poll_first)
-			sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
-	}
-	arm_pbuf(loop, op, sqe, fd, br);
-	return 0;
+	/*
+	 * No data yet is the usual case on a retry after ENOBUFS: wait for
+	 * data before taking a buffer.
+	 */
+	ret = ur__start(loop, op,
+			&(const struct ur__req){
+				.opcode = opcode,
+				.fd = fd,
+				.flags = flags,
+				.br = br,
+				.uflags = poll_first ? UR__REQ_POLL_FIRST : 0,
+			});
+	if (ret == 0)
+		op->ur__bgid = br->bgid;
+	return ret;
 }
 
 int ur_recv_pbuf_start(struct ur_loop *loop, struct ur_op *op, int fd,
 		       struct ur_bufring *br, int flags)
 {
-	return pbuf_start(loop, op, fd, br, IORING_OP_RECV, flags, false);
+	return pbuf_start(loop, op, fd, br, UR__RECV_PBUF, flags, false);
 }
 
 int ur_recv_multishot_start(struct ur_loop *loop, struct ur_op *op, int fd,
 			    struct ur_bufring *br, int flags)
 {
-	struct io_uring_sqe *sqe;
-
-	if (loop != br->loop)
-		return -EINVAL;
-	if (op->ur__state == UR_OP_INFLIGHT)
-		return -EBUSY;
 	/* The kernel fails a multishot recv at once on an empty ring,
 	 * data or not (unlike a one-shot one with POLL_FIRST). */
-	if (br->avail == 0)
+	if (loop == br->loop && br->avail == 0 &&
+	    op->ur__state != UR_OP_INFLIGHT)
 		return -ENOBUFS;
-	sqe = ur__sqe_get(loop);
-	io_uring_prep_recv_multishot(sqe, fd, NULL, 0, flags);
-	arm_pbuf(loop, op, sqe, fd, br);
-	return 0;
+	return pbuf_start(loop, op, fd, br, UR__RECV_MULTI, flags, false);
 }
 
 /* Park the calling fiber until ur_bufring_put() picks it: 0, -ECANCELED. */
@@ -415,10 +338,11 @@ static int wait_for_put(struct ur_bufring *br)
  * One attempt: start, wait, account. Returns the CQE result; a buffer
  * that came with a result we do not hand out (EOF, an error) goes back.
  */
-static ssize_t pbuf_once(struct ur_bufring *br, int fd, int *opcode, int flags,
-			 bool poll_first, unsigned *bid_out)
+static ssize_t pbuf_once(struct ur_bufring *br, int fd, uint8_t *opcode,
+			 int flags, bool poll_first, unsigned *bid_out)
 {
 	struct ur_op op;
+	unsigned bid;
 	int ret;
 
 	ur_op_init(&op, NULL, NULL);
@@ -426,9 +350,7 @@ static ssize_t pbuf_once(struct ur_bufring *br, int fd, int *opcode, int flags,
 	if (ret < 0)
 		return ret;
 	ret = ur_op_wait(&op);
-	if (op.cqe_flags & IORING_CQE_F_BUFFER) {
-		unsigned bid = op.cqe_flags >> IORING_CQE_BUFFER_SHIFT;
-
+	if (ur_op_buffer(&op, &bid)) {
 		if (ret > 0) {
 			*bid_out = bid;
 			return ret;
@@ -437,8 +359,8 @@ static ssize_t pbuf_once(struct ur_bufring *br, int fd, int *opcode, int flags,
 	}
 	ur_assert(ret <= 0); /* data always comes in a buffer */
 	/* Not a socket (a pipe, a tty): read() is recv() without flags. */
-	if (ret == -ENOTSOCK && *opcode == IORING_OP_RECV && flags == 0) {
-		*opcode = IORING_OP_READ;
+	if (ret == -ENOTSOCK && *opcode == UR__RECV_PBUF && flags == 0) {
+		*opcode = UR__READ_PBUF;
 		return pbuf_once(br, fd, opcode, flags, poll_first, bid_out);
 	}
 	return ret;
@@ -455,7 +377,7 @@ static ssize_t recv_pbuf(struct ur_bufring *br, int fd, unsigned *bid_out,
 			 int flags)
 {
 	struct ur_fiber *self = ur__fiber_current(br->loop);
-	int opcode = IORING_OP_RECV;
+	uint8_t opcode = UR__RECV_PBUF;
 	bool ready = false; /* data (or EOF) is known to be waiting */
 	ssize_t ret;
 
@@ -470,9 +392,9 @@ static ssize_t recv_pbuf(struct ur_bufring *br, int fd, unsigned *bid_out,
 			ret = -ECANCELED;
 			break;
 		}
-		if (opcode == IORING_OP_RECV ? !pf : !ready) {
+		if (opcode == UR__RECV_PBUF ? !pf : !ready) {
 			ready = true;
-			if (opcode == IORING_OP_READ) {
+			if (opcode == UR__READ_PBUF) {
 				ret = ur_poll(fd, POLLIN);
 				if (ret < 0)
 					break;

@@ -5,12 +5,10 @@
 
 #include <ringprot/uring.h>
 
-#include <liburing.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "compat.h"
 #include "ctx.h"
 #include "fiber.h"
 #include "list.h"
@@ -28,15 +26,72 @@ ur__assert_fail(const char *expr, const char *file, int line, const char *func);
 /* struct ur_op ur__state values. */
 enum {
 	UR_OP_IDLE = 0,
-	UR_OP_INFLIGHT, /* SQE handed out, final CQE not reaped */
-	UR_OP_DONE,	/* final CQE reaped (until the op is reused) */
+	UR_OP_INFLIGHT, /* given to the backend, final completion not seen */
+	UR_OP_DONE,	/* final completion dispatched (until reused) */
 };
 
-/* A completion copied out of the CQ (overflow drain, see loop.c). */
-struct ur__cqe {
-	uint64_t user_data;
-	int32_t res;
-	uint32_t flags;
+/*
+ * Completion flags (struct ur_op ur__flags). The values are io_uring's
+ * CQE flags, so the io_uring backend copies them as they come; the epoll
+ * backend makes the same ones (backend-uring.c checks they agree).
+ */
+#define UR__F_BUFFER	   (1U << 0)
+#define UR__F_MORE	   (1U << 1)
+#define UR__F_BUFFER_SHIFT 16
+
+/* What an op asks for, in the engine's own names. */
+enum ur__opcode {
+	UR__NOP = 0,
+	UR__RECV,
+	UR__SEND,
+	UR__SENDMSG,
+	UR__READ,
+	UR__WRITE,
+	UR__WRITEV,
+	UR__ACCEPT,
+	UR__ACCEPT_MULTI, /* direct: flags UR__REQ_DIRECT */
+	UR__CONNECT,
+	UR__CLOSE,
+	UR__POLL,
+	UR__TIMEOUT, /* relative, res -ETIME */
+	UR__TIMER,   /* absolute deadline on a clock, res -ETIME */
+	UR__OPENAT,
+	UR__FSYNC,
+	UR__RENAMEAT,
+	UR__UNLINKAT,
+	UR__RECV_PBUF,	/* recv into a provided buffer */
+	UR__READ_PBUF,	/* read (not a socket) into a provided buffer */
+	UR__RECV_MULTI, /* multishot recv into provided buffers */
+	UR__FILES_UPDATE, /* install req.fd as a direct descriptor */
+	/* Requests about other ops: never carry an op of their own. */
+	UR__CANCEL,	    /* target */
+	UR__CANCEL_FD,	    /* every op on req.fd; this one carries an op */
+	UR__TIMER_UPDATE,   /* target to req.ns */
+	UR__TIMER_REMOVE,   /* target */
+	UR__OPCODE_COUNT
+};
+
+/* req.flags for UR__ACCEPT_MULTI / UR__RECV_PBUF. */
+#define UR__REQ_DIRECT	   1U
+#define UR__REQ_POLL_FIRST 2U
+
+/*
+ * What ops.c hands a backend: the op's arguments, read during the start
+ * call. A readiness backend copies into the op what it needs later.
+ */
+struct ur__req {
+	uint8_t opcode;
+	int fd;		    /* or dfd (openat, renameat, unlinkat) */
+	int fd2;	    /* renameat: newdfd */
+	int flags;	    /* msg flags, open flags, accept flags... */
+	unsigned uflags;    /* poll mask, fsync flags, UR__REQ_*, clock */
+	void *buf;	    /* buffer, msghdr, iovec, sockaddr, path */
+	const void *buf2;   /* renameat: newpath; accept: socklen_t * */
+	size_t len;	    /* length, iovcnt, addrlen, mode */
+	int64_t off;	    /* file offset, -1: the file position */
+	uint64_t ns;	    /* timeout or deadline */
+	struct ur_op *target; /* cancel, timer update/remove */
+	struct ur_bufring *br; /* provided-buffer ops */
 };
 
 struct ur__post {
@@ -47,29 +102,62 @@ struct ur__post {
 
 struct ur_fiber;
 
-#define UR_TS_SCRATCH 64
+/*
+ * A backend: the one place that talks to the kernel's event interface
+ * (backend-uring.c, backend-epoll.c). nginx's event "actions" are the
+ * model. Every function runs on the loop's thread.
+ */
+struct ur__backend {
+	const char *name;
+	enum ur_backend id;
+	size_t loop_size; /* the backend's loop, struct ur_loop first */
+	/* Set up the kernel side: 0 or -errno (-ENOSYS/-EPERM: refused). */
+	int (*init)(struct ur_loop *loop, const struct ur_loop_opts *o);
+	/* Drop whatever is in flight (waiting for the kernel where it owns
+	 * buffers) without dispatching, and free the kernel side. */
+	void (*fini)(struct ur_loop *loop);
+	/* A forked child's copy: close its fds, touch nothing shared. */
+	void (*forget)(struct ur_loop *loop);
+	/* Queue req; op (NULL for requests about other ops) completes
+	 * through ur__op_complete(). 0, or -errno (nothing queued). */
+	int (*start)(struct ur_loop *loop, struct ur_op *op,
+		     const struct ur__req *req);
+	/* Submit what is queued, wait up to timeout_ns (-1: no limit, 0:
+	 * not at all) for completions, dispatch them. Count or -errno. */
+	int (*wait)(struct ur_loop *loop, int64_t timeout_ns);
+	/* Dispatch completions already known without waiting; count. */
+	unsigned (*dispatch_ready)(struct ur_loop *loop);
+	/* Does dispatch_ready() have something? */
+	bool (*has_ready)(const struct ur_loop *loop);
+	bool (*has)(const struct ur_loop *loop, enum ur_cap cap);
+	/* ur_op_nowake(), optional. */
+	void (*nowake)(struct ur_loop *loop, struct ur_op *op);
+	/* Wake target from this thread's loop self without the eventfd,
+	 * optional: 0 or -errno (then the eventfd is written). */
+	int (*post_wake)(struct ur_loop *self, struct ur_loop *target);
+	/* Provided buffers: map and publish every buffer, unpublish, give
+	 * one back. */
+	int (*pbuf_init)(struct ur_bufring *br);
+	void (*pbuf_fini)(struct ur_bufring *br);
+	void (*pbuf_put)(struct ur_bufring *br, unsigned bid);
+};
+
+extern const struct ur__backend ur__backend_uring;
+extern const struct ur__backend ur__backend_epoll;
 
 struct ur_loop {
-	struct io_uring ring;
-	enum ur_mode mode;
-	unsigned features; /* io_uring_params.features */
-	struct io_uring_probe *probe;
+	const struct ur__backend *be;
 	pthread_t thread;
 	bool stop;
 	bool in_dispatch;
-	/* ur_op_nowake() ops queued since the last enter (loop.c). */
+	/* ur_op_nowake() ops queued since the last enter (io_uring) */
 	unsigned nowake;
 	/* fork() generation the loop was made in; another one: inherited */
 	unsigned fork_gen;
 	unsigned direct_files;
-
-	/* Completions reaped while the SQ could not be flushed (-EBUSY):
-	 * dispatched first at the next turn, never lost. */
-	struct ur__cqe *held;
-	size_t held_n, held_cap;
+	enum ur_mode mode; /* io_uring backend: the ring's mode */
 
 	/* Fibers (fiber.c). */
-	struct ur__ctx sched_ctx; /* unused placeholder for non-nested runs */
 	struct ur_fiber *current; /* running fiber, NULL in the scheduler */
 	struct ur_list runq;	  /* runnable fibers, FIFO */
 	struct ur_list fibers;	  /* every live fiber (foreach_live) */
@@ -90,52 +178,48 @@ struct ur_loop {
 	struct ur_op post_op;
 	uint64_t internal_ops; /* in-flight ops of our own (post read) */
 
-	/* Timespecs needed only until submission (ops.c ur__ts_scratch). */
-	struct __kernel_timespec ts_scratch[UR_TS_SCRATCH];
-	unsigned ts_used;
-
 	/* Buffer-ring group ids in use (bufring.c). */
 	uint64_t bgid_used[1024 / 64];
+	struct ur_bufring *bufrings; /* made on this loop */
 
 	struct ur_loop_stats st;
 };
 
-/*
- * An SQE for loop, never NULL: a full SQ is submitted and, while the kernel
- * refuses (-EBUSY: completions it holds for us), the CQ is drained into
- * loop->held first. The caller must fill it before the next call.
- */
-struct io_uring_sqe *ur__sqe_get(struct ur_loop *loop);
+/* A provided buffer ring (bufring.c); the backend keeps be/be_len. */
+struct ur_bufring {
+	struct ur_loop *loop;
+	void *be; /* the backend's: a kernel buffer ring, a free stack */
+	size_t be_len;
+	unsigned char *bufs; /* nbufs * stride, one mapping */
+	size_t bufs_len;
+	size_t buf_size; /* what the kernel may fill */
+	size_t stride;	 /* buf_size rounded up to 64 */
+	unsigned nbufs;
+	unsigned mask;
+	unsigned avail;	  /* entries the kernel may still take */
+	unsigned callers; /* ur_recv_pbuf() calls in progress */
+	unsigned be_head, be_count; /* epoll: the free FIFO in be */
+	uint64_t puts;	  /* bumped by every put: ENOBUFS retry check */
+	uint64_t *out;	  /* bit per bid: handed to the app, not put back */
+	uint16_t bgid;
+	struct ur_list waiters;	 /* struct pbuf_waiter, FIFO */
+	struct ur_bufring *next; /* loop->bufrings */
+};
 
-/* Submit until the SQ is empty, holding completions on -EBUSY. */
-void ur__sq_flush(struct ur_loop *loop);
+/* Mark op in flight on loop for req's opcode: state, counters. */
+void ur__op_arm(struct ur_loop *loop, struct ur_op *op, uint8_t opcode);
 
-/* Direct descriptors travel as UR_FIXED(slot): point sqe at the slot. */
-static inline void ur__sqe_set_fd(struct io_uring_sqe *sqe, int fd)
-{
-	if (UR_IS_FIXED(fd)) {
-		sqe->fd = (int)UR_SLOT(fd);
-		sqe->flags |= IOSQE_FIXED_FILE;
-	}
-}
+/* An op's completion (final unless flags has UR__F_MORE): account and
+ * run its callback or wake its waiter. op may be freed on return. */
+void ur__op_complete(struct ur_loop *loop, struct ur_op *op, int32_t res,
+		     uint32_t flags);
 
-/* Bind op to sqe: user_data, state INFLIGHT, counters. */
-void ur__op_arm(struct ur_loop *loop, struct ur_op *op,
-		struct io_uring_sqe *sqe);
-
-/* Dispatch one completion (the CQE has been copied out already). */
-void ur__cqe_dispatch(struct ur_loop *loop, uint64_t user_data, int32_t res,
-		      uint32_t flags);
-
-/* user_data of internal completions nobody waits for (cancel, remove). */
-#define UR_UD_IGNORE 0ULL
+/* Run the posts queued by ur_loop_post(). */
+void ur__run_posts(struct ur_loop *loop);
 
 /* The loop to use for a blocking call from this thread (fiber's or the
  * thread's, made on demand); NULL with *err set on failure. */
 struct ur_loop *ur__loop_for_call(int *err);
-
-/* A timespec holding ns that stays valid until the SQ is next submitted. */
-struct __kernel_timespec *ur__ts_scratch(struct ur_loop *loop, uint64_t ns);
 
 /*
  * fd moved to 3 or above (close-on-exec) if it is 0, 1 or 2: a program
@@ -148,17 +232,13 @@ int ur__fd_off_stdio(int fd);
 /* A forked child forgets the running fiber it inherited (fiber.c). */
 void ur__fiber_forget(void);
 
-/* Forget scratch timespecs once the kernel has consumed every SQE. */
-static inline void ur__submitted(struct ur_loop *loop)
-{
-	if (io_uring_sq_ready(&loop->ring) == 0) {
-		loop->ts_used = 0;
-		loop->nowake = 0; /* those ops are the kernel's now */
-	}
-}
-
-/* Fire-and-forget SQEs. */
+/* Ask the backend to cancel target (fire and forget). */
 void ur__submit_cancel(struct ur_loop *loop, struct ur_op *target);
+
+/* Start req on op (NULL for requests about other ops): -EBUSY if op is
+ * in flight. */
+int ur__start(struct ur_loop *loop, struct ur_op *op,
+	      const struct ur__req *req);
 
 /*
  * fiber.c provides these to loop.c.

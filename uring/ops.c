@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 
 void ur_op_init(struct ur_op *op, ur_op_fn *fn, void *data)
@@ -29,11 +30,8 @@ void ur_op_nowake(struct ur_op *op)
 {
 	struct ur_loop *loop = op->ur__loop;
 
-	if (op->ur__state == UR_OP_INFLIGHT && loop->mode == UR_MODE_DEFER &&
-	    io_uring_sq_ready(&loop->ring) > 0 && !op->ur__nowake) {
-		op->ur__nowake = 1;
-		loop->nowake++;
-	}
+	if (op->ur__state == UR_OP_INFLIGHT && loop->be->nowake != NULL)
+		loop->be->nowake(loop, op);
 }
 
 int ur_op_wait(struct ur_op *op)
@@ -59,7 +57,8 @@ int ur_op_wait(struct ur_op *op)
 		ur_assert(op->fn == NULL);
 		/*
 		 * A cancel of the fiber cancels op; we still wait for op's
-		 * own CQE, because the kernel owns its buffer until then.
+		 * own completion, because the kernel owns its buffer until
+		 * then.
 		 */
 		while (op->ur__state == UR_OP_INFLIGHT) {
 			op->ur__waiter = f;
@@ -76,32 +75,11 @@ int ur_op_wait(struct ur_op *op)
 	return op->res;
 }
 
-/*
- * Scratch timespecs for SQEs that need one only until submission
- * (FEAT_SUBMIT_STABLE): valid until the next io_uring_enter.
- */
-static struct __kernel_timespec *ts_scratch(struct ur_loop *loop, uint64_t ns)
+int ur__start(struct ur_loop *loop, struct ur_op *op, const struct ur__req *req)
 {
-	struct __kernel_timespec *ts;
-
-	if (loop->ts_used == UR_TS_SCRATCH)
-		ur__sq_flush(loop);
-	ts = &loop->ts_scratch[loop->ts_used++];
-	ts->tv_sec = (long long)(ns / 1000000000);
-	ts->tv_nsec = (long long)(ns % 1000000000);
-	return ts;
-}
-
-struct __kernel_timespec *ur__ts_scratch(struct ur_loop *loop, uint64_t ns)
-{
-	return ts_scratch(loop, ns);
-}
-
-static struct io_uring_sqe *begin_start(struct ur_loop *loop, struct ur_op *op)
-{
-	if (op->ur__state == UR_OP_INFLIGHT)
-		return NULL;
-	return ur__sqe_get(loop);
+	if (op != NULL && op->ur__state == UR_OP_INFLIGHT)
+		return -EBUSY;
+	return loop->be->start(loop, op, req);
 }
 
 /* The loop for a blocking call, or NULL with *err (-ECANCELED...). */
@@ -118,43 +96,37 @@ static struct ur_loop *begin_blocking(int *err)
 }
 
 /* A blocking face: start the op with a NULL callback, then wait for it. */
-#define UR_BLOCK(start_call)                                  \
-	do {                                                  \
-		struct ur_op op;                              \
-		int err_ = 0;                                 \
-		struct ur_loop *loop = begin_blocking(&err_); \
-		if (loop == NULL)                             \
-			return err_;                          \
-		ur_op_init(&op, NULL, NULL);                  \
-		err_ = (start_call);                          \
-		if (err_ < 0)                                 \
-			return err_;                          \
-		return ur_op_wait(&op);                       \
-	} while (0)
+static int64_t block_on(const struct ur__req *req)
+{
+	struct ur_op op;
+	int err = 0;
+	struct ur_loop *loop = begin_blocking(&err);
 
-#define UR_START(loop, op, sqe)                           \
-	struct io_uring_sqe *sqe = begin_start(loop, op); \
-	if (sqe == NULL)                                  \
-	return -EBUSY
+	if (loop == NULL)
+		return err;
+	ur_op_init(&op, NULL, NULL);
+	err = ur__start(loop, &op, req);
+	if (err < 0)
+		return err;
+	return ur_op_wait(&op);
+}
+
+#define REQ(...) (&(const struct ur__req){__VA_ARGS__})
 
 int ur_recv_start(struct ur_loop *loop, struct ur_op *op, int fd, void *buf,
 		  size_t len, int flags)
 {
-	UR_START(loop, op, sqe);
-	io_uring_prep_recv(sqe, fd, buf, len, flags);
-	ur__sqe_set_fd(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	return ur__start(loop, op,
+			 REQ(.opcode = UR__RECV, .fd = fd, .buf = buf,
+			     .len = len, .flags = flags));
 }
 
 int ur_send_start(struct ur_loop *loop, struct ur_op *op, int fd,
 		  const void *buf, size_t len, int flags)
 {
-	UR_START(loop, op, sqe);
-	io_uring_prep_send(sqe, fd, buf, len, flags);
-	ur__sqe_set_fd(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	return ur__start(loop, op,
+			 REQ(.opcode = UR__SEND, .fd = fd, .buf = (void *)buf,
+			     .len = len, .flags = flags));
 }
 
 /*
@@ -165,265 +137,188 @@ int ur_send_start(struct ur_loop *loop, struct ur_op *op, int fd,
 int ur_sendmsg_start(struct ur_loop *loop, struct ur_op *op, int fd,
 		     const struct msghdr *msg, int flags)
 {
-	UR_START(loop, op, sqe);
 	if (msg->msg_iovlen == 1 && msg->msg_name == NULL &&
 	    msg->msg_controllen == 0 && msg->msg_iov[0].iov_len <= UINT32_MAX)
-		io_uring_prep_send(sqe, fd, msg->msg_iov[0].iov_base,
-				   msg->msg_iov[0].iov_len, flags);
-	else
-		io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags);
-	ur__sqe_set_fd(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+		return ur_send_start(loop, op, fd, msg->msg_iov[0].iov_base,
+				     msg->msg_iov[0].iov_len, flags);
+	return ur__start(loop, op,
+			 REQ(.opcode = UR__SENDMSG, .fd = fd,
+			     .buf = (void *)msg, .flags = flags));
 }
 
 int ur_writev_start(struct ur_loop *loop, struct ur_op *op, int fd,
 		    const struct iovec *iov, int iovcnt, int64_t off)
 {
-	UR_START(loop, op, sqe);
-	io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, (uint64_t)off);
-	ur__sqe_set_fd(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	if (iovcnt < 0)
+		return -EINVAL;
+	return ur__start(loop, op,
+			 REQ(.opcode = UR__WRITEV, .fd = fd, .buf = (void *)iov,
+			     .len = (size_t)iovcnt, .off = off));
 }
 
 int ur_read_start(struct ur_loop *loop, struct ur_op *op, int fd, void *buf,
 		  size_t len, int64_t off)
 {
-	UR_START(loop, op, sqe);
-	io_uring_prep_read(sqe, fd, buf, (unsigned)len, (uint64_t)off);
-	ur__sqe_set_fd(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	return ur__start(loop, op,
+			 REQ(.opcode = UR__READ, .fd = fd, .buf = buf,
+			     .len = len, .off = off));
 }
 
 int ur_write_start(struct ur_loop *loop, struct ur_op *op, int fd,
 		   const void *buf, size_t len, int64_t off)
 {
-	UR_START(loop, op, sqe);
-	io_uring_prep_write(sqe, fd, buf, (unsigned)len, (uint64_t)off);
-	ur__sqe_set_fd(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	return ur__start(loop, op,
+			 REQ(.opcode = UR__WRITE, .fd = fd, .buf = (void *)buf,
+			     .len = len, .off = off));
 }
 
 int ur_accept_start(struct ur_loop *loop, struct ur_op *op, int fd,
 		    struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
-	UR_START(loop, op, sqe);
-	io_uring_prep_accept(sqe, fd, addr, addrlen, flags);
-	ur__sqe_set_fd(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	return ur__start(loop, op,
+			 REQ(.opcode = UR__ACCEPT, .fd = fd, .buf = addr,
+			     .buf2 = addrlen, .flags = flags));
 }
 
 int ur_accept_multishot_start(struct ur_loop *loop, struct ur_op *op, int fd,
 			      bool direct)
 {
-	UR_START(loop, op, sqe);
-	if (direct)
-		io_uring_prep_multishot_accept_direct(sqe, fd, NULL, NULL,
-						      SOCK_CLOEXEC);
-	else
-		io_uring_prep_multishot_accept(sqe, fd, NULL, NULL,
-					       SOCK_CLOEXEC);
-	ur__sqe_set_fd(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	return ur__start(loop, op,
+			 REQ(.opcode = UR__ACCEPT_MULTI, .fd = fd,
+			     .flags = SOCK_CLOEXEC,
+			     .uflags = direct ? UR__REQ_DIRECT : 0));
 }
 
 int ur_connect_start(struct ur_loop *loop, struct ur_op *op, int fd,
 		     const struct sockaddr *addr, socklen_t addrlen)
 {
-	UR_START(loop, op, sqe);
-	io_uring_prep_connect(sqe, fd, addr, addrlen);
-	ur__sqe_set_fd(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	return ur__start(loop, op,
+			 REQ(.opcode = UR__CONNECT, .fd = fd,
+			     .buf = (void *)addr, .len = addrlen));
 }
 
 int ur_close_start(struct ur_loop *loop, struct ur_op *op, int fd)
 {
-	UR_START(loop, op, sqe);
-	if (UR_IS_FIXED(fd))
-		io_uring_prep_close_direct(sqe, UR_SLOT(fd));
-	else
-		io_uring_prep_close(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	return ur__start(loop, op, REQ(.opcode = UR__CLOSE, .fd = fd));
 }
 
 int ur_poll_start(struct ur_loop *loop, struct ur_op *op, int fd,
 		  unsigned poll_mask)
 {
-	UR_START(loop, op, sqe);
-	io_uring_prep_poll_add(sqe, fd, poll_mask);
-	ur__sqe_set_fd(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	return ur__start(loop, op,
+			 REQ(.opcode = UR__POLL, .fd = fd, .uflags = poll_mask));
 }
 
 int ur_nop_start(struct ur_loop *loop, struct ur_op *op)
 {
-	UR_START(loop, op, sqe);
-	io_uring_prep_nop(sqe);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	return ur__start(loop, op, REQ(.opcode = UR__NOP));
 }
 
 int ur_timeout_start(struct ur_loop *loop, struct ur_op *op, uint64_t delay_ns)
 {
-	UR_START(loop, op, sqe);
-	io_uring_prep_timeout(sqe, ts_scratch(loop, delay_ns), 0, 0);
-	ur__op_arm(loop, op, sqe);
-	return 0;
-}
-
-static int openat_start(struct ur_loop *loop, struct ur_op *op, int dfd,
-			const char *path, int flags, mode_t mode)
-{
-	UR_START(loop, op, sqe);
-	io_uring_prep_openat(sqe, dfd, path, flags | O_CLOEXEC, mode);
-	ur__op_arm(loop, op, sqe);
-	return 0;
-}
-
-static int fsync_start(struct ur_loop *loop, struct ur_op *op, int fd,
-		       unsigned fsync_flags)
-{
-	UR_START(loop, op, sqe);
-	io_uring_prep_fsync(sqe, fd, fsync_flags);
-	ur__sqe_set_fd(sqe, fd);
-	ur__op_arm(loop, op, sqe);
-	return 0;
-}
-
-static int renameat_start(struct ur_loop *loop, struct ur_op *op, int olddfd,
-			  const char *oldpath, int newdfd, const char *newpath,
-			  unsigned flags)
-{
-	UR_START(loop, op, sqe);
-	io_uring_prep_renameat(sqe, olddfd, oldpath, newdfd, newpath, flags);
-	ur__op_arm(loop, op, sqe);
-	return 0;
-}
-
-static int unlinkat_start(struct ur_loop *loop, struct ur_op *op, int dfd,
-			  const char *path, int flags)
-{
-	UR_START(loop, op, sqe);
-	io_uring_prep_unlinkat(sqe, dfd, path, flags);
-	ur__op_arm(loop, op, sqe);
-	return 0;
-}
-
-static int cancel_fd_start(struct ur_loop *loop, struct ur_op *op, int fd)
-{
-	unsigned flags = IORING_ASYNC_CANCEL_ALL;
-
-	UR_START(loop, op, sqe);
-	if (UR_IS_FIXED(fd)) {
-		fd = (int)UR_SLOT(fd);
-		flags |= IORING_ASYNC_CANCEL_FD_FIXED;
-	}
-	io_uring_prep_cancel_fd(sqe, fd, flags);
-	ur__op_arm(loop, op, sqe);
-	return 0;
-}
-
-static int files_update_start(struct ur_loop *loop, struct ur_op *op, int *fds)
-{
-	UR_START(loop, op, sqe);
-	io_uring_prep_files_update(sqe, fds, 1, (int)IORING_FILE_INDEX_ALLOC);
-	ur__op_arm(loop, op, sqe);
-	return 0;
+	return ur__start(loop, op, REQ(.opcode = UR__TIMEOUT, .ns = delay_ns));
 }
 
 ssize_t ur_recv(int fd, void *buf, size_t len, int flags)
 {
-	UR_BLOCK(ur_recv_start(loop, &op, fd, buf, len, flags));
+	return block_on(REQ(.opcode = UR__RECV, .fd = fd, .buf = buf,
+			    .len = len, .flags = flags));
 }
 
 ssize_t ur_send(int fd, const void *buf, size_t len, int flags)
 {
-	UR_BLOCK(ur_send_start(loop, &op, fd, buf, len, flags));
+	return block_on(REQ(.opcode = UR__SEND, .fd = fd, .buf = (void *)buf,
+			    .len = len, .flags = flags));
 }
 
 ssize_t ur_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-	UR_BLOCK(ur_sendmsg_start(loop, &op, fd, msg, flags));
+	if (msg->msg_iovlen == 1 && msg->msg_name == NULL &&
+	    msg->msg_controllen == 0 && msg->msg_iov[0].iov_len <= UINT32_MAX)
+		return ur_send(fd, msg->msg_iov[0].iov_base,
+			       msg->msg_iov[0].iov_len, flags);
+	return block_on(REQ(.opcode = UR__SENDMSG, .fd = fd,
+			    .buf = (void *)msg, .flags = flags));
 }
 
 ssize_t ur_writev(int fd, const struct iovec *iov, int iovcnt, int64_t off)
 {
-	UR_BLOCK(ur_writev_start(loop, &op, fd, iov, iovcnt, off));
+	if (iovcnt < 0)
+		return -EINVAL;
+	return block_on(REQ(.opcode = UR__WRITEV, .fd = fd, .buf = (void *)iov,
+			    .len = (size_t)iovcnt, .off = off));
 }
 
 ssize_t ur_read(int fd, void *buf, size_t len, int64_t off)
 {
-	UR_BLOCK(ur_read_start(loop, &op, fd, buf, len, off));
+	return block_on(REQ(.opcode = UR__READ, .fd = fd, .buf = buf,
+			    .len = len, .off = off));
 }
 
 ssize_t ur_write(int fd, const void *buf, size_t len, int64_t off)
 {
-	UR_BLOCK(ur_write_start(loop, &op, fd, buf, len, off));
+	return block_on(REQ(.opcode = UR__WRITE, .fd = fd, .buf = (void *)buf,
+			    .len = len, .off = off));
 }
 
 int ur_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
-	UR_BLOCK(ur_accept_start(loop, &op, fd, addr, addrlen, flags));
+	return (int)block_on(REQ(.opcode = UR__ACCEPT, .fd = fd, .buf = addr,
+				 .buf2 = addrlen, .flags = flags));
 }
 
 int ur_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 {
-	UR_BLOCK(ur_connect_start(loop, &op, fd, addr, addrlen));
+	return (int)block_on(REQ(.opcode = UR__CONNECT, .fd = fd,
+				 .buf = (void *)addr, .len = addrlen));
 }
 
 int ur_close(int fd)
 {
-	UR_BLOCK(ur_close_start(loop, &op, fd));
+	return (int)block_on(REQ(.opcode = UR__CLOSE, .fd = fd));
 }
 
 int ur_openat(int dfd, const char *path, int flags, mode_t mode)
 {
-	UR_BLOCK(openat_start(loop, &op, dfd, path, flags, mode));
+	return (int)block_on(REQ(.opcode = UR__OPENAT, .fd = dfd,
+				 .buf = (void *)path, .flags = flags | O_CLOEXEC,
+				 .len = mode));
 }
 
 int ur_fsync(int fd, unsigned fsync_flags)
 {
-	UR_BLOCK(fsync_start(loop, &op, fd, fsync_flags));
+	return (int)block_on(
+		REQ(.opcode = UR__FSYNC, .fd = fd, .uflags = fsync_flags));
 }
 
 int ur_renameat(int olddfd, const char *oldpath, int newdfd,
 		const char *newpath, unsigned flags)
 {
-	UR_BLOCK(renameat_start(loop, &op, olddfd, oldpath, newdfd, newpath,
-				flags));
+	return (int)block_on(REQ(.opcode = UR__RENAMEAT, .fd = olddfd,
+				 .buf = (void *)oldpath, .fd2 = newdfd,
+				 .buf2 = newpath, .uflags = flags));
 }
 
 int ur_unlinkat(int dfd, const char *path, int flags)
 {
-	UR_BLOCK(unlinkat_start(loop, &op, dfd, path, flags));
+	return (int)block_on(REQ(.opcode = UR__UNLINKAT, .fd = dfd,
+				 .buf = (void *)path, .flags = flags));
 }
 
 int ur_poll(int fd, unsigned poll_mask)
 {
-	UR_BLOCK(ur_poll_start(loop, &op, fd, poll_mask));
+	return (int)block_on(
+		REQ(.opcode = UR__POLL, .fd = fd, .uflags = poll_mask));
 }
 
 int ur_nop(void)
 {
-	UR_BLOCK(ur_nop_start(loop, &op));
-}
-
-static int cancel_fd_blocking(int fd)
-{
-	UR_BLOCK(cancel_fd_start(loop, &op, fd));
+	return (int)block_on(REQ(.opcode = UR__NOP));
 }
 
 int ur_cancel_fd(int fd)
 {
-	int ret = cancel_fd_blocking(fd);
+	int ret = (int)block_on(REQ(.opcode = UR__CANCEL_FD, .fd = fd));
 
 	return ret == -ENOENT ? 0 : ret; /* nothing in flight: none cancelled */
 }
@@ -431,17 +326,16 @@ int ur_cancel_fd(int fd)
 int ur_fd_to_direct(struct ur_loop *loop, int fd)
 {
 	struct ur_op op;
-	int fds[1] = {fd};
 	int ret;
 
 	if (loop->direct_files == 0)
 		return -EINVAL;
 	ur_op_init(&op, NULL, NULL);
-	ret = files_update_start(loop, &op, fds);
+	ret = ur__start(loop, &op, REQ(.opcode = UR__FILES_UPDATE, .fd = fd));
 	if (ret < 0)
 		return ret;
 	ret = ur_op_wait(&op);
 	if (ret < 0)
 		return ret;
-	return UR_FIXED(fds[0]);
+	return UR_FIXED(ret);
 }

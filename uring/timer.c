@@ -1,43 +1,29 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* uring/timer: absolute-deadline timers on IORING_OP_TIMEOUT, lazy deadlines.
- */
+/* uring/timer: absolute-deadline timers, lazy deadlines. */
 #include "internal.h"
 
 #include <errno.h>
 #include <string.h>
 
 /*
- * The kernel side of a timer. A slot carries the op whose user_data the
- * kernel knows, so the user's struct ur_timer can be stopped and freed at
+ * The kernel side of a timer (io_uring: an IORING_OP_TIMEOUT; epoll: a
+ * heap entry). A slot carries the op the backend knows, so the user's struct ur_timer can be stopped and freed at
  * once: a stopped slot is orphaned (owner NULL) and freed when its last
  * CQE arrives. That single rule resolves every race between firing,
  * TIMEOUT_UPDATE and TIMEOUT_REMOVE:
  *  - a CQE for an orphaned slot only frees it;
  *  - a firing (-ETIME) before the owner's current deadline (an update
  *    that lost the race, a clock step) re-arms instead of calling back;
- *  - update and remove completions are ignored: the timeout's own CQE
- *    always follows and says what really happened.
+ *  - update and remove completions are ignored: the timeout's own
+ *    completion always follows and says what really happened.
  */
 struct tslot {
 	struct ur_op op;
-	struct __kernel_timespec ts;
 	struct ur_timer *owner;
 	struct tslot *next_free;
 	struct ur_list link; /* loop->tslots while in use */
 	uint64_t armed_ns;   /* the deadline the kernel holds */
 };
-
-static unsigned clock_flags(clockid_t clock)
-{
-	switch (clock) {
-	case CLOCK_REALTIME:
-		return IORING_TIMEOUT_REALTIME;
-	case CLOCK_BOOTTIME:
-		return IORING_TIMEOUT_BOOTTIME;
-	default:
-		return 0;
-	}
-}
 
 static bool clock_ok(clockid_t clock)
 {
@@ -53,12 +39,6 @@ uint64_t ur_now_ns(clockid_t clock)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static void set_ts(struct __kernel_timespec *ts, uint64_t ns)
-{
-	ts->tv_sec = (long long)(ns / 1000000000ULL);
-	ts->tv_nsec = (long long)(ns % 1000000000ULL);
-}
-
 static void slot_cqe(struct ur_op *op);
 
 static struct tslot *slot_get(struct ur_loop *loop)
@@ -69,7 +49,8 @@ static struct tslot *slot_get(struct ur_loop *loop)
 		loop->tslot_free = s->next_free;
 	} else {
 		s = malloc(sizeof(*s));
-		ur_assert(s != NULL);
+		if (s == NULL)
+			return NULL;
 	}
 	memset(s, 0, sizeof(*s));
 	ur_op_init(&s->op, slot_cqe, s);
@@ -84,26 +65,16 @@ static void slot_put(struct ur_loop *loop, struct tslot *s)
 	loop->tslot_free = s;
 }
 
-static void slot_arm(struct ur_loop *loop, struct tslot *s, clockid_t clock,
-		     uint64_t deadline_ns)
+static int slot_arm(struct ur_loop *loop, struct tslot *s, clockid_t clock,
+		    uint64_t deadline_ns)
 {
-	struct io_uring_sqe *sqe = ur__sqe_get(loop);
-
-	set_ts(&s->ts, deadline_ns);
 	s->armed_ns = deadline_ns;
-	/*
-	 * A deadline already passed completes through a NOP on the same
-	 * slot: an expired hrtimer costs a timer interrupt (about 16 us on
-	 * this VM) for nothing. slot_cqe() treats both CQEs alike, and an
-	 * update or remove aimed at the NOP finds nothing (-ENOENT), which
-	 * the rules above already cover.
-	 */
-	if (deadline_ns <= ur_now_ns(clock))
-		io_uring_prep_nop(sqe);
-	else
-		io_uring_prep_timeout(sqe, &s->ts, 0,
-				      IORING_TIMEOUT_ABS | clock_flags(clock));
-	ur__op_arm(loop, &s->op, sqe);
+	return loop->be->start(loop, &s->op,
+			       &(const struct ur__req){
+				       .opcode = UR__TIMER,
+				       .uflags = (unsigned)clock,
+				       .ns = deadline_ns,
+			       });
 }
 
 static void timer_unlink(struct ur_loop *loop, struct ur_timer *t)
@@ -125,10 +96,10 @@ static void slot_cqe(struct ur_op *op)
 		slot_put(loop, s);
 		return;
 	}
-	if (ur_now_ns(t->ur__clock) < t->ur__deadline_ns) {
-		slot_arm(loop, s, t->ur__clock, t->ur__deadline_ns);
+	if (ur_now_ns(t->ur__clock) < t->ur__deadline_ns &&
+	    slot_arm(loop, s, t->ur__clock, t->ur__deadline_ns) == 0)
 		return;
-	}
+	/* Early, and no memory to re-arm: fire now rather than never. */
 	timer_unlink(loop, t);
 	slot_put(loop, s);
 	t->ur__fn(t, t->ur__arg); /* may re-arm or free t */
@@ -147,6 +118,7 @@ int ur__timer_start_abs(struct ur_timer *t, clockid_t clock,
 {
 	struct ur_loop *loop = t->ur__loop;
 	struct tslot *s;
+	int ret;
 
 	if (!clock_ok(clock) || fn == NULL)
 		return -EINVAL;
@@ -161,30 +133,39 @@ int ur__timer_start_abs(struct ur_timer *t, clockid_t clock,
 	t->ur__clock = clock;
 	t->ur__deadline_ns = deadline_ns;
 	s = slot_get(loop);
+	if (s == NULL)
+		return -ENOMEM;
+	ret = slot_arm(loop, s, clock, deadline_ns);
+	if (ret < 0) {
+		slot_put(loop, s);
+		return ret;
+	}
 	s->owner = t;
 	t->ur__slot = s;
 	ur_list_add_tail(&loop->timers, (struct ur_list *)t->ur__link);
 	loop->timers_armed++;
-	slot_arm(loop, s, clock, deadline_ns);
 	return 0;
 }
 
 int ur_timer_update(struct ur_timer *t, uint64_t deadline_ns)
 {
 	struct tslot *s = t->ur__slot;
-	struct io_uring_sqe *sqe;
+	int ret;
 
 	if (s == NULL)
 		return -ENOENT;
 	t->ur__deadline_ns = deadline_ns;
 	if (s->armed_ns == deadline_ns || s->op.ur__state != UR_OP_INFLIGHT)
 		return 0;
-	sqe = ur__sqe_get(t->ur__loop);
-	io_uring_prep_timeout_update(
-		sqe, ur__ts_scratch(t->ur__loop, deadline_ns),
-		(uint64_t)(uintptr_t)&s->op,
-		IORING_TIMEOUT_ABS | clock_flags(t->ur__clock));
-	io_uring_sqe_set_data64(sqe, UR_UD_IGNORE);
+	ret = t->ur__loop->be->start(t->ur__loop, NULL,
+				     &(const struct ur__req){
+					     .opcode = UR__TIMER_UPDATE,
+					     .target = &s->op,
+					     .uflags = (unsigned)t->ur__clock,
+					     .ns = deadline_ns,
+				     });
+	if (ret < 0)
+		return ret;
 	s->armed_ns = deadline_ns;
 	return 0;
 }
@@ -192,15 +173,18 @@ int ur_timer_update(struct ur_timer *t, uint64_t deadline_ns)
 int ur_timer_stop(struct ur_timer *t)
 {
 	struct tslot *s = t->ur__slot;
-	struct io_uring_sqe *sqe;
+	int ret;
 
 	if (s == NULL)
 		return -ENOENT;
 	s->owner = NULL;
 	timer_unlink(t->ur__loop, t);
-	sqe = ur__sqe_get(t->ur__loop);
-	io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)&s->op, 0);
-	io_uring_sqe_set_data64(sqe, UR_UD_IGNORE);
+	ret = t->ur__loop->be->start(t->ur__loop, NULL,
+				     &(const struct ur__req){
+					     .opcode = UR__TIMER_REMOVE,
+					     .target = &s->op,
+				     });
+	ur_assert(ret == 0); /* backends always take a remove */
 	return 0;
 }
 

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* examples/echo: the smallest complete server on the ringprot engine. */
 #include <errno.h>
-#include <linux/io_uring.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -144,9 +143,13 @@ out_free:
 	return fd;
 }
 
-/* Print "listening on addr:port" with the port the kernel chose. */
-static int print_listening(int fd)
+/*
+ * Print "listening on addr:port (engine)" with the port the kernel chose
+ * and the engine the loop runs on (io_uring, or the epoll fallback).
+ */
+static int print_listening(int fd, const struct ur_loop *loop)
 {
+	char engine[64];
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 	char host[NI_MAXHOST], port[NI_MAXSERV];
@@ -157,10 +160,17 @@ static int print_listening(int fd)
 	if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port,
 			sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
 		return -EINVAL;
-	if (ss.ss_family == AF_INET6)
-		printf("listening on [%s]:%s\n", host, port);
+	if (ur_loop_backend(loop) == UR_BACKEND_URING)
+		snprintf(engine, sizeof(engine), "%s %s",
+			 ur_backend_name(ur_loop_backend(loop)),
+			 ur_mode_name(ur_loop_mode(loop)));
 	else
-		printf("listening on %s:%s\n", host, port);
+		snprintf(engine, sizeof(engine), "%s",
+			 ur_backend_name(ur_loop_backend(loop)));
+	if (ss.ss_family == AF_INET6)
+		printf("listening on [%s]:%s (%s)\n", host, port, engine);
+	else
+		printf("listening on %s:%s (%s)\n", host, port, engine);
 	return fflush(stdout) == 0 ? 0 : -EIO;
 }
 
@@ -291,7 +301,7 @@ static void on_accept(struct ur_op *op)
 			conn_start(srv, op->res);
 		}
 	}
-	if ((op->cqe_flags & IORING_CQE_F_MORE) != 0 || srv->stopping)
+	if (ur_op_more(op) || srv->stopping)
 		return;
 	/* The multishot ended: re-arm now, or after a pause on error. */
 	if (op->res >= 0) {
@@ -366,7 +376,7 @@ static int serve(struct echo_server *srv)
 		echo_err("multishot accept: %s", strerror(-ret));
 		goto out_signal;
 	}
-	ret = print_listening(srv->lfd);
+	ret = print_listening(srv->lfd, srv->loop);
 	if (ret < 0)
 		goto out_signal;
 	ret = ur_loop_run(srv->loop);
@@ -422,7 +432,7 @@ int main(int argc, char **argv)
 	}
 	ret = ur_loop_new(&opts, &srv.loop);
 	if (ret < 0) {
-		echo_err("io_uring unavailable: %s", strerror(-ret));
+		echo_err("no event loop: %s", strerror(-ret));
 		close(srv.lfd);
 		return 1;
 	}

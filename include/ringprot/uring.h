@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* uring/: the io_uring engine: loop, ops, timers, fibers, buffer rings. */
+/*
+ * uring/: the engine: loop, ops, timers, fibers, buffer rings. It runs on
+ * io_uring where the kernel allows it and on epoll elsewhere (container
+ * seccomp profiles, kernel.io_uring_disabled): same calls, same results.
+ */
 #ifndef RINGPROT_URING_H
 #define RINGPROT_URING_H
 
@@ -12,10 +16,6 @@
 #include <sys/uio.h>
 #include <time.h>
 
-/* IORING_OP_*, IORING_CQE_F_* for op results (from liburing's copy). */
-#include <linux/time_types.h>
-#include <liburing/io_uring.h>
-
 #include <ringprot/common.h>
 
 struct ur_loop;
@@ -27,11 +27,23 @@ struct ur_timer;
 
 /*
  * ---------------------------------------------------------------------
- * Loop: one per thread, one ring each.
+ * Loop: one per thread, one ring (or one epoll set) each.
  * ---------------------------------------------------------------------
  */
 
-/* Ring setup modes, best first. UR_MODE_AUTO probes them in this order. */
+/*
+ * The kernel interface a loop runs on. UR_BACKEND_AUTO takes io_uring if
+ * a ring can be set up, else epoll; the environment variable
+ * RINGPROT_BACKEND=uring|epoll overrides AUTO (not a forced choice).
+ */
+enum ur_backend {
+	UR_BACKEND_AUTO = 0,
+	UR_BACKEND_URING,
+	UR_BACKEND_EPOLL,
+};
+
+/* io_uring backend: ring setup modes, best first. UR_MODE_AUTO probes
+ * them in this order. */
 enum ur_mode {
 	UR_MODE_AUTO = 0,
 	UR_MODE_DEFER, /* SINGLE_ISSUER | DEFER_TASKRUN */
@@ -40,12 +52,14 @@ enum ur_mode {
 };
 
 struct ur_loop_opts {
-	enum ur_mode mode;	 /* AUTO, or force one (-EINVAL if refused) */
+	enum ur_backend backend; /* AUTO, or force one (its error if refused) */
+	enum ur_mode mode;	 /* io_uring: AUTO, or force one (-EINVAL if
+				    refused); setting one forces io_uring */
 	unsigned sq_entries;	 /* 0: 256 */
 	unsigned cq_entries;	 /* 0 or below 4 * sq_entries: 4 * sq */
 	size_t stack_size;	 /* fiber stack size, 0: 64 KiB */
 	unsigned stack_pool_max; /* stacks kept for reuse, 0: 1024 */
-	unsigned direct_files;	 /* sparse registered file table, 0: none */
+	unsigned direct_files;	 /* direct descriptor table, 0: none */
 };
 
 /*
@@ -56,8 +70,10 @@ struct ur_loop_opts {
  * fibers and streams made before the fork stay the parent's: the child
  * must not use them. ur_loop_free() of an inherited loop is safe (it
  * closes the child's fd copies and never touches the ring).
- * Returns 0, -ENOSYS or -EPERM when io_uring is unavailable (callers may
- * fall back), -EINVAL if a forced mode is refused, -ENOMEM.
+ * With UR_BACKEND_AUTO a loop is made on epoll where io_uring is refused.
+ * Returns 0; with the io_uring backend forced, -ENOSYS or -EPERM when
+ * io_uring is unavailable; -EINVAL if a forced mode is refused or
+ * RINGPROT_BACKEND names no backend; -ENOMEM, -EMFILE.
  */
 RINGPROT_API int ur_loop_new(const struct ur_loop_opts *opts,
 			     struct ur_loop **loop_out) RINGPROT_MUST_CHECK;
@@ -101,12 +117,26 @@ RINGPROT_API int ur_loop_run(struct ur_loop *loop);
  * caller on the loop's own thread; from other threads use ur_loop_post(). */
 RINGPROT_API void ur_loop_stop(struct ur_loop *loop);
 
-/* The mode the ring was set up with (never UR_MODE_AUTO) and its name. */
+/* The backend a loop runs on (never UR_BACKEND_AUTO), and its name
+ * ("io_uring", "epoll"). */
+RINGPROT_API enum ur_backend ur_loop_backend(const struct ur_loop *loop);
+RINGPROT_API const char *ur_backend_name(enum ur_backend backend);
+
+/* The mode the ring was set up with (UR_MODE_AUTO on epoll) and its name. */
 RINGPROT_API enum ur_mode ur_loop_mode(const struct ur_loop *loop);
 RINGPROT_API const char *ur_mode_name(enum ur_mode mode);
 
-/* Is this opcode (IORING_OP_*) supported by the running kernel? */
-RINGPROT_API bool ur_loop_has_op(const struct ur_loop *loop, int opcode);
+/*
+ * What a loop can do beyond the ops every backend serves. An op that is
+ * not available is refused with -EOPNOTSUPP.
+ */
+enum ur_cap {
+	UR_CAP_DIRECT_FILES = 1, /* descriptors outside the process fd table */
+	UR_CAP_MSG_RING,	 /* posts to another loop without an eventfd */
+	UR_CAP_NOWAKE,		 /* ur_op_nowake() saves an enter */
+	UR_CAP_KERNEL_BUFFERS,	 /* provided buffers selected by the kernel */
+};
+RINGPROT_API bool ur_loop_has(const struct ur_loop *loop, enum ur_cap cap);
 
 /* What is still alive in the loop. */
 struct ur_loop_stats {
@@ -143,9 +173,10 @@ RINGPROT_API int ur_loop_post(struct ur_loop *loop, ur_post_fn *fn,
 
 /*
  * ---------------------------------------------------------------------
- * Descriptors. A direct descriptor (slot in the ring's registered file
- * table) is passed to every op as UR_FIXED(slot); ops then set
- * IOSQE_FIXED_FILE. Plain fds are passed as they are.
+ * Descriptors. A direct descriptor (a slot in the ring's registered file
+ * table) is passed to every op as UR_FIXED(slot). Plain fds are passed as
+ * they are. On epoll a slot names a plain fd the loop holds, so there the
+ * process's fd limit (RLIMIT_NOFILE) still counts them.
  * ---------------------------------------------------------------------
  */
 #define UR_FIXED_BIT	0x40000000
@@ -154,10 +185,10 @@ RINGPROT_API int ur_loop_post(struct ur_loop *loop, ur_post_fn *fn,
 #define UR_SLOT(fd)	((unsigned)(fd) & ~(unsigned)UR_FIXED_BIT)
 
 /*
- * Install fd into loop's registered file table (the loop must have been
+ * Install fd into loop's direct descriptor table (the loop must have been
  * made with opts.direct_files > 0) and return UR_FIXED(slot), or -ENFILE
  * when the table is full, -EINVAL without a table. The caller may close
- * fd afterwards: the ring holds its own reference.
+ * fd afterwards: the loop holds its own reference.
  */
 RINGPROT_API int ur_fd_to_direct(struct ur_loop *loop,
 				 int fd) RINGPROT_MUST_CHECK;
@@ -171,28 +202,60 @@ RINGPROT_API int ur_fd_to_direct(struct ur_loop *loop,
  *    CQE result: >= 0 on success, -errno on failure, -ECANCELED if the
  *    calling fiber was cancelled before the op completed.
  *  - ur_<op>_start(loop, op, ...): submit and return at once; op->fn runs
- *    on the loop's thread when the CQE arrives (op->res, op->cqe_flags).
- *    Returns 0, or -EBUSY if op is still in flight.
- * A buffer given to an op belongs to the kernel until the op's final CQE,
- * cancelled ones included. op must stay valid until then too.
+ *    on the loop's thread when the op completes (op->res; ur_op_more(),
+ *    ur_op_buffer()). Returns 0, or -EBUSY if op is still in flight.
+ * A buffer given to an op belongs to the kernel until the op's final
+ * completion, cancelled ones included. op must stay valid until then too.
+ * Every op is served by both backends; on epoll, sockets, pipes and other
+ * pollable fds wait for readiness (the syscall is tried first), and file
+ * ops (regular files, openat, fsync, renameat, unlinkat, close) run
+ * inline on the loop's thread.
  * ---------------------------------------------------------------------
  */
 typedef void ur_op_fn(struct ur_op *op);
 
 struct ur_op {
-	ur_op_fn *fn;	    /* completion callback */
-	void *data;	    /* free for the caller */
-	int32_t res;	    /* CQE result of the last completion */
-	uint32_t cqe_flags; /* its flags (IORING_CQE_F_MORE, _F_BUFFER...) */
+	ur_op_fn *fn; /* completion callback */
+	void *data;   /* free for the caller */
+	int32_t res;  /* result of the last completion */
 	/* private */
+	uint32_t ur__flags; /* of the last completion: ur_op_more()... */
 	struct ur_loop *ur__loop;
 	struct ur_fiber *ur__waiter;
+	/* What a readiness backend (epoll) keeps while the op waits. */
+	struct ur_op *ur__next;
+	void *ur__p;
+	uint64_t ur__q;
+	int32_t ur__fd;
+	uint32_t ur__arg;
 	uint8_t ur__state;
 	uint8_t ur__opcode;
-	uint16_t ur__bgid; /* buffer group of a provided-buffer op, 0: none */
 	uint8_t ur__nowake; /* counted by ur_op_nowake(), see ur_op_wait() */
-	uint8_t ur__pad[3];
+	uint8_t ur__bflags; /* the backend's */
+	uint16_t ur__bgid;  /* buffer group of a provided-buffer op, 0: none */
+	uint16_t ur__pad;
 };
+
+/*
+ * Will op complete again (a multishot op still armed)? When false after
+ * a multishot op's completion, it has ended and may be started again.
+ */
+static inline bool ur_op_more(const struct ur_op *op)
+{
+	return (op->ur__flags & 2U) != 0;
+}
+
+/*
+ * Did op's last completion carry a provided buffer? Then *bid_out is its
+ * id in the op's bufring (give it back with ur_bufring_put()).
+ */
+static inline bool ur_op_buffer(const struct ur_op *op, unsigned *bid_out)
+{
+	if ((op->ur__flags & 1U) == 0)
+		return false;
+	*bid_out = op->ur__flags >> 16;
+	return true;
+}
 
 /* Prepare caller storage for an op with callback fn and data. */
 RINGPROT_API void ur_op_init(struct ur_op *op, ur_op_fn *fn, void *data);
@@ -201,43 +264,43 @@ RINGPROT_API void ur_op_init(struct ur_op *op, ur_op_fn *fn, void *data);
 RINGPROT_API bool ur_op_is_busy(const struct ur_op *op);
 
 /*
- * Ask the kernel to cancel op (IORING_OP_ASYNC_CANCEL). The op still
- * completes through its callback (-ECANCELED, or its result if it won the
- * race). Returns 0, or -ENOENT if op is not in flight.
+ * Ask for op to be cancelled. The op still completes through its callback
+ * (-ECANCELED, or its result if it won the race). Returns 0, or -ENOENT if
+ * op is not in flight.
  */
 RINGPROT_API int ur_op_cancel(struct ur_op *op) RINGPROT_MUST_CHECK;
 
-/* Cancel every op in flight on fd (IORING_ASYNC_CANCEL_FD|ALL). Blocking:
- * returns the number cancelled or -errno. */
-RINGPROT_API int ur_cancel_fd(int fd) UR_MAY_YIELD;
+/* Cancel every op in flight on fd. Blocking: returns the number
+ * cancelled or -errno. */
+RINGPROT_API int ur_cancel_fd(int fd) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 
 /* Blocking faces. */
 RINGPROT_API ssize_t ur_recv(int fd, void *buf, size_t len,
-			     int flags) UR_MAY_YIELD;
+			     int flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API ssize_t ur_send(int fd, const void *buf, size_t len,
-			     int flags) UR_MAY_YIELD;
+			     int flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API ssize_t ur_sendmsg(int fd, const struct msghdr *msg,
-				int flags) UR_MAY_YIELD;
+				int flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API ssize_t ur_writev(int fd, const struct iovec *iov, int iovcnt,
-			       int64_t off) UR_MAY_YIELD;
+			       int64_t off) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API ssize_t ur_read(int fd, void *buf, size_t len,
-			     int64_t off) UR_MAY_YIELD;
+			     int64_t off) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API ssize_t ur_write(int fd, const void *buf, size_t len,
-			      int64_t off) UR_MAY_YIELD;
+			      int64_t off) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API int ur_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
-			   int flags) UR_MAY_YIELD;
+			   int flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API int ur_connect(int fd, const struct sockaddr *addr,
-			    socklen_t addrlen) UR_MAY_YIELD;
-RINGPROT_API int ur_close(int fd) UR_MAY_YIELD;
+			    socklen_t addrlen) UR_MAY_YIELD RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_close(int fd) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API int ur_openat(int dfd, const char *path, int flags,
-			   mode_t mode) UR_MAY_YIELD;
-RINGPROT_API int ur_fsync(int fd, unsigned fsync_flags) UR_MAY_YIELD;
+			   mode_t mode) UR_MAY_YIELD RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_fsync(int fd, unsigned fsync_flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API int ur_renameat(int olddfd, const char *oldpath, int newdfd,
-			     const char *newpath, unsigned flags) UR_MAY_YIELD;
-RINGPROT_API int ur_unlinkat(int dfd, const char *path, int flags) UR_MAY_YIELD;
+			     const char *newpath, unsigned flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_unlinkat(int dfd, const char *path, int flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 /* Returns the revents mask (POLLIN...) or -errno. */
-RINGPROT_API int ur_poll(int fd, unsigned poll_mask) UR_MAY_YIELD;
-RINGPROT_API int ur_nop(void) UR_MAY_YIELD;
+RINGPROT_API int ur_poll(int fd, unsigned poll_mask) UR_MAY_YIELD RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_nop(void) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 
 /*
  * Say that op, just started and not yet submitted, need not wake the
@@ -259,7 +322,7 @@ RINGPROT_API void ur_op_nowake(struct ur_op *op);
  * Wait for op (already started with fn == NULL, or any op on this loop)
  * to complete, blocking as the ur_<op>() calls do. Returns op->res.
  */
-RINGPROT_API int ur_op_wait(struct ur_op *op) UR_MAY_YIELD;
+RINGPROT_API int ur_op_wait(struct ur_op *op) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 
 /* Callback faces: op->fn/op->data set by ur_op_init() beforehand. */
 RINGPROT_API int ur_recv_start(struct ur_loop *loop, struct ur_op *op, int fd,
@@ -286,8 +349,8 @@ RINGPROT_API int ur_accept_start(struct ur_loop *loop, struct ur_op *op, int fd,
 /*
  * Multishot accept: op->fn runs once per accepted connection (op->res is
  * the new fd, or with direct != 0 the new direct slot, wrap it with
- * UR_FIXED()). While IORING_CQE_F_MORE is set in op->cqe_flags the op
- * stays armed; when it is clear (an error such as -ENFILE) re-arm it.
+ * UR_FIXED()). While ur_op_more(op) the op stays armed; when it is false
+ * (an error such as -ENFILE, -EMFILE) start it again.
  */
 RINGPROT_API int ur_accept_multishot_start(struct ur_loop *loop,
 					   struct ur_op *op, int fd,
@@ -301,14 +364,16 @@ RINGPROT_API int ur_poll_start(struct ur_loop *loop, struct ur_op *op, int fd,
 			       unsigned poll_mask) RINGPROT_MUST_CHECK;
 RINGPROT_API int ur_nop_start(struct ur_loop *loop,
 			      struct ur_op *op) RINGPROT_MUST_CHECK;
-/* Relative (IORING_OP_TIMEOUT) one-shot timeout as an op: res -ETIME. */
+/* Relative one-shot timeout as an op: res -ETIME. */
 RINGPROT_API int ur_timeout_start(struct ur_loop *loop, struct ur_op *op,
 				  uint64_t delay_ns) RINGPROT_MUST_CHECK;
 
 /*
  * ---------------------------------------------------------------------
- * Timers: absolute deadlines on IORING_OP_TIMEOUT + IORING_TIMEOUT_ABS.
- * Caller storage; the kernel side lives in a loop-owned slot, so a timer
+ * Timers: absolute deadlines (io_uring: IORING_OP_TIMEOUT with
+ * IORING_TIMEOUT_ABS; epoll: a heap per clock, CLOCK_REALTIME on a
+ * timerfd that follows clock steps). Caller storage; the kernel side
+ * lives in a loop-owned slot, so a timer
  * may be stopped and its storage freed at once, whatever is in flight.
  * fn runs on the loop's thread (from the loop turn, not on a fiber).
  * ---------------------------------------------------------------------
@@ -353,14 +418,14 @@ RINGPROT_API int ur__timer_start_abs(struct ur_timer *t, clockid_t clock,
 			    __FILE__, __LINE__)
 
 /*
- * Move an armed timer's deadline with IORING_TIMEOUT_UPDATE (one SQE).
+ * Move an armed timer's deadline (io_uring: one TIMEOUT_UPDATE SQE).
  * Returns 0, or -ENOENT if t is not armed (it has fired or was stopped).
  */
 RINGPROT_API int ur_timer_update(struct ur_timer *t,
 				 uint64_t deadline_ns) RINGPROT_MUST_CHECK;
 
 /*
- * Disarm t (IORING_OP_TIMEOUT_REMOVE). fn will not run after this returns,
+ * Disarm t. fn will not run after this returns,
  * even if the kernel already fired. Returns 0, or -ENOENT if not armed.
  */
 RINGPROT_API int ur_timer_stop(struct ur_timer *t);
@@ -392,7 +457,8 @@ RINGPROT_API void ur_deadline_fini(struct ur_deadline *d);
  * the loop). Returns 0, or -ECANCELED if the fiber was cancelled.
  */
 RINGPROT_API int ur_sleep_until(clockid_t clock,
-				uint64_t deadline_ns) UR_MAY_YIELD;
+				uint64_t deadline_ns) UR_MAY_YIELD
+	RINGPROT_MUST_CHECK;
 
 /*
  * ---------------------------------------------------------------------
@@ -466,8 +532,9 @@ RINGPROT_API int ur_fiber_yield(void) UR_MAY_YIELD;
 
 /*
  * ---------------------------------------------------------------------
- * Provided buffer rings (IORING_REGISTER_PBUF_RING): recv takes a buffer
- * only when bytes arrive, so an idle connection holds none.
+ * Provided buffer rings (io_uring: IORING_REGISTER_PBUF_RING; epoll: the
+ * loop takes a buffer when the fd is readable): recv takes a buffer only
+ * when bytes arrive, so an idle connection holds none.
  * ---------------------------------------------------------------------
  */
 
@@ -499,18 +566,18 @@ RINGPROT_API void ur_bufring_put(struct ur_bufring *br, unsigned bid);
  * with *bid_out set when > 0 (give it back with ur_bufring_put()), or
  * -errno. -ENOBUFS is flow control: in a fiber the call waits until a
  * buffer comes back and retries; outside a fiber it is returned. A
- * non-socket fd with flags 0 is read with IORING_OP_READ instead (pipes).
+ * non-socket fd with flags 0 is read instead (pipes).
  * -EINVAL if the calling thread's loop is not br's.
  */
 RINGPROT_API ssize_t ur_recv_pbuf(int fd, struct ur_bufring *br,
-				  unsigned *bid_out, int flags) UR_MAY_YIELD;
+				  unsigned *bid_out, int flags) UR_MAY_YIELD
+	RINGPROT_MUST_CHECK;
 
-/* Callback faces: the buffer id is op->cqe_flags >> IORING_CQE_BUFFER_SHIFT
- * when op->cqe_flags & IORING_CQE_F_BUFFER. */
+/* Callback faces: the buffer comes with ur_op_buffer(). */
 RINGPROT_API int ur_recv_pbuf_start(struct ur_loop *loop, struct ur_op *op,
 				    int fd, struct ur_bufring *br,
 				    int flags) RINGPROT_MUST_CHECK;
-/* Multishot: op->fn runs per CQE while IORING_CQE_F_MORE is set. Refuses
+/* Multishot: op->fn runs per completion while ur_op_more(op). Refuses
  * (-ENOBUFS) to arm on an empty ring, which would fail at once. */
 RINGPROT_API int ur_recv_multishot_start(struct ur_loop *loop, struct ur_op *op,
 					 int fd, struct ur_bufring *br,
@@ -518,7 +585,7 @@ RINGPROT_API int ur_recv_multishot_start(struct ur_loop *loop, struct ur_op *op,
 
 /*
  * ---------------------------------------------------------------------
- * Signals through a signalfd read on the ring. The signals in set are
+ * Signals through a signalfd read on the loop. The signals in set are
  * blocked in the calling thread (other threads must block them too).
  * Start on the loop's thread (-EINVAL otherwise).
  * ---------------------------------------------------------------------

@@ -4,6 +4,10 @@
 
 Usage: test_echo.py PATH-TO-ringprot-echo
 
+Environment: ECHO_ENGINE=io_uring|epoll fails the test unless the server
+says it runs on that engine; ECHO_WRAP=PROGRAM starts the server through
+PROGRAM (test/t-no-uring: io_uring refused as in a container).
+
 Starts the server on an ephemeral port, checks a round trip, 200
 concurrent clients with random payloads of up to 256 KiB, a half-closing
 client, a client that disconnects at once, then SIGTERM and a clean exit
@@ -50,9 +54,10 @@ class Server:
             _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
 
+        wrap = [os.environ["ECHO_WRAP"]] if os.environ.get("ECHO_WRAP") else []
         self.lines = queue.Queue()
         self.proc = subprocess.Popen(
-            [exe, "-l", f"{HOST}:0", *extra],
+            [*wrap, exe, "-l", f"{HOST}:0", *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
             preexec_fn=limit_fds if nofile else None)
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -74,8 +79,13 @@ class Server:
         check(line is not None,
               f"no 'listening on' line within {START_TIMEOUT}s "
               f"(exit code {self.proc.poll()})")
-        m = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)", line)
+        m = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+) "
+                         r"\(((io_uring) [a-z-]+|(epoll))\)", line)
         check(m is not None, f"unexpected first line: {line!r}")
+        engine = m.group(3) or m.group(4)
+        want = os.environ.get("ECHO_ENGINE")
+        check(not want or engine == want,
+              f"server runs on {engine}, want {want}: {line!r}")
         port = int(m.group(1))
         check(0 < port < 65536, f"bad port in {line!r}")
         return port
