@@ -25,6 +25,13 @@
  *   layer*.c    TLS / SASL / DEFLATE                  (next session)
  */
 
+/*
+ * Branch hints for the exported fast paths, and the attribute that keeps
+ * their slow paths out of line (own section, no frame in the caller).
+ */
+#define prot__likely(x) __builtin_expect(!!(x), 1)
+#define PROT__COLD	__attribute__((noinline, cold))
+
 /* prot_setdirectio(): speculative syscalls on (fill.c, flush.c). */
 extern bool prot__directio;
 

@@ -372,17 +372,28 @@ int prot_rewind(struct protstream *s)
  * Reading.
  */
 
+/*
+ * prot_getc's refill and misuse paths, out of line: the exported
+ * prot_getc (what a Cyrus binary calls; prot.h's inline only helps code
+ * compiled against our header) then takes a byte with no stack frame and
+ * one predicted branch pair. Measured in bench-prot's getc-map.
+ */
+static PROT__COLD int getc_slow(struct protstream *s)
+{
+	if (s->write)
+		return prot__fatal(s, "prot_getc on a write stream");
+	return prot_fill(s);
+}
+
 int prot_getc(struct protstream *s)
 {
-	if (s->cnt > 0 && !s->write) {
+	if (prot__likely(s->cnt > 0 && !s->write)) {
 		s->cnt--;
 		s->can_unget++;
 		s->bytes_in++;
 		return *s->ptr++;
 	}
-	if (s->write)
-		return prot__fatal(s, "prot_getc on a write stream");
-	return prot_fill(s);
+	return getc_slow(s);
 }
 
 int prot_ungetc(int c, struct protstream *s)
