@@ -168,9 +168,15 @@ struct prot__stream {
 	struct prot__qblock *q_head, *q_tail;
 	size_t q_bytes; /* unsent bytes in the queue */
 	size_t q_limit;
-	unsigned wtimeout_ms; /* write timeout (flush.c), 0: none */
+	unsigned wtimeout_ms;	  /* write timeout (flush.c), 0: none */
 	struct prot__sender *snd; /* send op and its iovecs, lazily */
-	struct buf enc;		  /* encoded output scratch (layers) */
+	/*
+	 * fd is a memory character device (/dev/null, /dev/zero, /dev/full,
+	 * /dev/urandom...), whose writes never wait: flush.c writes to it
+	 * with writev(2) before the ring (write_dev()). Set by prot_new.
+	 */
+	bool mem_dev;
+	struct buf enc; /* encoded output scratch (layers) */
 
 	/* Layers. */
 	struct prot__layer *rlayers, *wlayers;

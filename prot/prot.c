@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
+
+#include <linux/major.h> /* MEM_MAJOR */
 
 /* The real functions behind prot.h's inline fast paths are defined here. */
 #undef prot_getc
@@ -161,22 +164,33 @@ static struct protstream *stream_new(enum prot__kind kind, int fd, int write)
 	return s;
 }
 
-static enum prot__kind fd_kind(int fd)
+/* The stream kind of fd; *mem_dev_out: a memory device (MEM_MAJOR). */
+static enum prot__kind fd_kind(int fd, bool *mem_dev_out)
 {
 	struct stat st;
 
+	*mem_dev_out = false;
 	if (fd < 0)
 		return PROT__K_NOFD;
 	if (UR_IS_FIXED(fd))
 		return PROT__K_SOCKET; /* direct descriptors are connections */
-	if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode))
+	if (fstat(fd, &st) < 0)
+		return PROT__K_FILE;
+	if (S_ISSOCK(st.st_mode))
 		return PROT__K_SOCKET;
+	*mem_dev_out = S_ISCHR(st.st_mode) && major(st.st_rdev) == MEM_MAJOR;
 	return PROT__K_FILE;
 }
 
 struct protstream *prot_new(int fd, int write)
 {
-	return stream_new(fd_kind(fd), fd, write);
+	bool mem_dev;
+	enum prot__kind kind = fd_kind(fd, &mem_dev);
+	struct protstream *s = stream_new(kind, fd, write);
+
+	if (s != NULL)
+		prot__of(s)->mem_dev = mem_dev;
+	return s;
 }
 
 struct protstream *prot_writebuf(struct buf *buf)
