@@ -66,6 +66,8 @@ static uint64_t now_ns(void)
 /* Inputs.                                                             */
 
 static size_t getc_bytes, line_count, printf_count, astring_count, rr_count;
+static size_t write_count;
+static char *map_data;	  /* getc_bytes of text in memory, for prot_readmap */
 static int data_fd = -1;  /* getc_bytes of text, in a file in $TMPDIR */
 static int mem_fd = -1;	  /* the same in a memfd */
 static int lines_fd = -1; /* line_count lines of 80 bytes, in $TMPDIR */
@@ -169,7 +171,7 @@ struct rr_arg {
  * saw, for the cross-check. SFX names the copy, T is the stream type.
  */
 #define CASES(SFX, T, NEW, FREE, GETC, FGETS, WRITE, PRINTF, ASTRING, FLUSH,   \
-	      FLUSHONREAD)                                                     \
+	      FLUSHONREAD, READMAP, GETC_FN, WRITE_FN)                         \
 	static uint64_t getc_fd_##SFX(int fd)                                  \
 	{                                                                      \
 		T *s;                                                          \
@@ -192,6 +194,23 @@ struct rr_arg {
 	static uint64_t getc_memfd_##SFX(void)                                 \
 	{                                                                      \
 		return getc_fd_##SFX(mem_fd);                                  \
+	}                                                                      \
+                                                                               \
+	/*                                                                     \
+	 * The exported getc through a pointer: what a Cyrus binary relinked   \
+	 * against ours calls (prot.h's inline fast path is not used).         \
+	 */                                                                    \
+	static uint64_t getc_map_##SFX(void)                                   \
+	{                                                                      \
+		T *s = READMAP(map_data, (uint32_t)getc_bytes);                \
+		int (*getc_fn)(T *) = GETC_FN;                                 \
+		uint64_t sum = 0;                                              \
+		int c;                                                         \
+                                                                               \
+		while ((c = getc_fn(s)) != EOF)                                \
+			sum += (unsigned)c;                                    \
+		FREE(s);                                                       \
+		return sum;                                                    \
 	}                                                                      \
                                                                                \
 	static uint64_t getc_pipe_##SFX(void)                                  \
@@ -236,6 +255,24 @@ struct rr_arg {
                                                                                \
 		for (size_t i = 0; i < printf_count; i++)                      \
 			bad += PRINTF(s, "* %u EXISTS\r\n", (unsigned)i) != 0; \
+		bad += FLUSH(s) != 0;                                          \
+		FREE(s);                                                       \
+		return bad;                                                    \
+	}                                                                      \
+                                                                               \
+	/*                                                                     \
+	 * Small writes to a device that never blocks, a flush per 4 KiB;      \
+	 * the write through a pointer, as getc_map_##SFX calls getc.          \
+	 */                                                                    \
+	static uint64_t write_null_##SFX(void)                                 \
+	{                                                                      \
+		static const char rec[16] = "* 1 FETCH (XY)\r\n";              \
+		T *s = NEW(null_fd, 1);                                        \
+		int (*write_fn)(T *, const char *, unsigned) = WRITE_FN;       \
+		uint64_t bad = 0;                                              \
+                                                                               \
+		for (size_t i = 0; i < write_count; i++)                       \
+			bad += write_fn(s, rec, sizeof(rec)) != 0;             \
 		bad += FLUSH(s) != 0;                                          \
 		FREE(s);                                                       \
 		return bad;                                                    \
@@ -451,11 +488,20 @@ static uint64_t rr_run(void *(*server)(void *), bool onread)
 	return got;
 }
 
+/*
+ * Ours through pointers the compiler cannot see through, as cy_getc and
+ * cy_write are dlsym results: no inlining, no devirtualised call.
+ */
+static int (*volatile ours_getc_fn)(struct protstream *) = (prot_getc);
+static int (*volatile ours_write_fn)(struct protstream *, const char *,
+				     unsigned) = prot_write;
+
 CASES(ours, struct protstream, prot_new, prot_free, prot_getc, prot_fgets,
       prot_write, prot_printf, prot_printastring, prot_flush,
-      prot_setflushonread)
+      prot_setflushonread, prot_readmap, ours_getc_fn, ours_write_fn)
 CASES(cy, struct cy_protstream, cy_new, cy_free, cy_getc, cy_fgets, cy_write,
-      cy_printf, cy_printastring, cy_flush, cy_setflushonread)
+      cy_printf, cy_printastring, cy_flush, cy_setflushonread, cy_readmap,
+      cy_getc, cy_write)
 
 /* ------------------------------------------------------------------ */
 /* Many connections.                                                   */
@@ -887,9 +933,12 @@ int main(int argc, char **argv)
 		 getc_memfd_cy},
 		{"getc-pipe", "byte", &getc_bytes, getc_pipe_ours,
 		 getc_pipe_cy},
+		{"getc-map", "byte", &getc_bytes, getc_map_ours, getc_map_cy},
 		{"fgets-80", "line", &line_count, fgets_ours, fgets_cy},
 		{"printf-exists", "call", &printf_count, printf_ours,
 		 printf_cy},
+		{"write-null", "call", &write_count, write_null_ours,
+		 write_null_cy},
 		{"printastring", "call", &astring_count, astring_ours,
 		 astring_cy},
 		{"rr-socketpair", "trip", &rr_count, rr_ours, rr_cy},
@@ -919,6 +968,7 @@ int main(int argc, char **argv)
 	printf_count = (size_t)(4000000 * scale);
 	astring_count = (size_t)(2000000 * scale);
 	rr_count = (size_t)(50000 * scale);
+	write_count = (size_t)(16000000 * scale);
 	if (getenv("BENCH_PROT_RR_CONNS") != NULL)
 		rr_conns = strtoul(getenv("BENCH_PROT_RR_CONNS"), NULL, 10);
 	if (rr_conns < 1 || rr_conns > 4096)
@@ -926,6 +976,11 @@ int main(int argc, char **argv)
 	data_fd = make_file(getc_bytes, false, false);
 	mem_fd = make_file(getc_bytes, false, true);
 	lines_fd = make_file(line_count * 80, true, false);
+	map_data = malloc(getc_bytes);
+	if (map_data == NULL)
+		die("malloc");
+	for (size_t i = 0; i < getc_bytes; i++)
+		map_data[i] = (char)('a' + i % 26);
 	null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	if (null_fd < 0)
 		die("/dev/null");
@@ -959,5 +1014,6 @@ int main(int argc, char **argv)
 	close(mem_fd);
 	close(lines_fd);
 	close(null_fd);
+	free(map_data);
 	return 0;
 }

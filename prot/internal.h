@@ -25,6 +25,13 @@
  *   layer*.c    TLS / SASL / DEFLATE                  (next session)
  */
 
+/*
+ * Branch hints for the exported fast paths, and the attribute that keeps
+ * their slow paths out of line (own section, no frame in the caller).
+ */
+#define prot__likely(x) __builtin_expect(!!(x), 1)
+#define PROT__COLD	__attribute__((noinline, cold))
+
 /* prot_setdirectio(): speculative syscalls on (fill.c, flush.c). */
 extern bool prot__directio;
 
@@ -161,9 +168,15 @@ struct prot__stream {
 	struct prot__qblock *q_head, *q_tail;
 	size_t q_bytes; /* unsent bytes in the queue */
 	size_t q_limit;
-	unsigned wtimeout_ms; /* write timeout (flush.c), 0: none */
+	unsigned wtimeout_ms;	  /* write timeout (flush.c), 0: none */
 	struct prot__sender *snd; /* send op and its iovecs, lazily */
-	struct buf enc;		  /* encoded output scratch (layers) */
+	/*
+	 * fd is a memory character device (/dev/null, /dev/zero, /dev/full,
+	 * /dev/urandom...), whose writes never wait: flush.c writes to it
+	 * with writev(2) before the ring (write_dev()). Set by prot_new.
+	 */
+	bool mem_dev;
+	struct buf enc; /* encoded output scratch (layers) */
 
 	/* Layers. */
 	struct prot__layer *rlayers, *wlayers;

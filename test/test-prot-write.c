@@ -644,6 +644,77 @@ static void test_prot_write_pipe(void **state)
 	close(p[1]);
 }
 
+/* Bytes flushed and io_uring_enter calls made by one 10000-byte flush. */
+static void flush_counting(struct ur_loop *loop, struct protstream *s,
+			   uint64_t *enters_out)
+{
+	static char data[10000];
+	struct ur_loop_stats a, b;
+
+	ur_loop_stats(loop, &a);
+	assert_int_equal(prot_write(s, data, sizeof(data)), 0);
+	assert_int_equal(prot_flush(s), 0);
+	ur_loop_stats(loop, &b);
+	assert_int_equal(s->bytes_out, sizeof(data));
+	assert_int_equal(prot_queued(s), 0);
+	*enters_out = b.enters - a.enters;
+}
+
+/*
+ * A memory device never makes a write wait: a flush to /dev/null is a
+ * plain writev(2), with no ring write and no io_uring_enter. A tty, a
+ * character device that can wait, still writes through the ring.
+ */
+static void test_prot_write_mem_dev(void **state)
+{
+	struct t_loop *tl = *state;
+	struct protstream *s;
+	uint64_t enters;
+	int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	int pt = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	s = prot_new(fd, 1);
+	flush_counting(tl->loop, s, &enters);
+	assert_int_equal(enters, 0);
+	prot_free(s);
+	close(fd);
+
+	if (pt < 0 || grantpt(pt) < 0 || unlockpt(pt) < 0) {
+		print_message("no pty here (%s): tty half not run\n",
+			      strerror(errno));
+		if (pt >= 0)
+			close(pt);
+		return;
+	}
+	fd = open(ptsname(pt), O_WRONLY | O_NOCTTY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	s = prot_new(fd, 1);
+	flush_counting(tl->loop, s, &enters);
+	assert_true(enters > 0);
+	prot_free(s);
+	close(fd);
+	close(pt);
+}
+
+/* /dev/full: the error of a memory device write is the ring's, sticky. */
+static void test_prot_write_mem_dev_error(void **state)
+{
+	struct protstream *s;
+	int fd = open("/dev/full", O_WRONLY | O_CLOEXEC);
+
+	(void)state;
+	assert_true(fd >= 0);
+	s = prot_new(fd, 1);
+	assert_int_equal(prot_puts(s, "x"), 0);
+	assert_int_equal(prot_flush(s), EOF);
+	assert_string_equal(prot_error(s), "No space left on device");
+	assert_int_equal(prot_write(s, "abc", 3), EOF);
+	assert_int_equal(prot_flush(s), EOF);
+	prot_free(s);
+	close(fd);
+}
+
 /*
  * Spec 6.8, write timeout: a peer that stops reading. The blocking flush
  * gives up after the window ("write timed out", ETIMEDOUT) instead of
@@ -788,6 +859,8 @@ int main(void)
 		T(test_prot_write_free_with_queue),
 		T(test_prot_write_fiber_cancel),
 		T(test_prot_write_pipe),
+		T(test_prot_write_mem_dev),
+		T(test_prot_write_mem_dev_error),
 		T(test_prot_write_timeout_stalled_peer),
 		T(test_prot_write_timeout_slow_reader),
 		T(test_prot_write_timeout_nonblocking),
