@@ -250,6 +250,8 @@ static bool fifo_busy(const struct efd *f, const struct ur_op *op)
 	return false;
 }
 
+static int try_op(struct eloop *e, struct ur_op *op, uint32_t *flags_out);
+
 /* Arm what the dirty fds' waiters need, one epoll_ctl each. */
 static void flush_dirty(struct eloop *e)
 {
@@ -270,14 +272,29 @@ static void flush_dirty(struct eloop *e)
 		if (epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 &&
 		    (errno != ENOENT ||
 		     epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)) {
-			/* EBADF (closed under us), EPERM (a regular file),
-			 * ENOMEM: the waiters end with the error. */
 			int err = -errno;
 			struct ur_op *o;
 
 			while ((o = f->head) != NULL) {
+				uint32_t flags = 0;
+				int ret = err;
+
 				unlink_waiter(f, o);
-				done_push(e, o, o->res > 0 ? o->res : err, 0);
+				/*
+				 * EPERM: a file with no poll (a device such
+				 * as /dev/full), which never blocks: the
+				 * plain call. EBADF (closed under us),
+				 * ENOMEM: the error.
+				 */
+				if (err == -EPERM) {
+					o->ur__bflags |= B_NOWAIT_NO;
+					ret = try_op(e, o, &flags);
+					if (ret == E_WAIT)
+						ret = err;
+				}
+				done_push(e, o, o->res > 0 && ret < 0 ? o->res :
+									  ret,
+					  flags);
 			}
 			continue;
 		}
