@@ -203,6 +203,111 @@ static void test_ur_loop_unavailable_falls_back(void **state)
 			 200 + UR_BACKEND_EPOLL);
 }
 
+/*
+ * NAPI busy polling registers on both backends (6.18 has both calls;
+ * loopback has no NAPI, so nothing is polled), turns off again, and is
+ * refused cleanly (-EOPNOTSUPP, the loop still works) where the kernel
+ * does not know it: a child whose filter answers the registration as a
+ * pre-6.9 kernel does (io_uring_register: EINVAL, the ioctl: ENOTTY).
+ */
+static void test_ur_loop_napi(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_register, 0,
+			 3),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, args[1])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 27, 0, 5),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 3),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, args[1])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x40088a01, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOTTY),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]),
+				  .filter = code};
+	int status;
+	pid_t pid;
+
+	assert_int_equal(ur_loop_napi(loop, 50, false), 0);
+	assert_int_equal(ur_nop(), 0);
+	assert_int_equal(ur_loop_napi(loop, 50, true), 0);
+	assert_int_equal(ur_loop_napi(loop, 0, false), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ur_loop_opts o = {.backend = t_backend, .mode = t_mode};
+		struct ur_loop *mine;
+
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+		    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+			_exit(100);
+		if (ur_loop_new(&o, &mine) != 0)
+			_exit(101);
+		ur_loop_bind(mine);
+		if (ur_loop_napi(mine, 50, false) != -EOPNOTSUPP)
+			_exit(102);
+		_exit(ur_nop() == 0 ? 0 : 103);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/*
+ * UR_MODE_SQPOLL: a poller thread submits, the loop polls the CQ before
+ * it sleeps. Ops, timers and a fiber work as in the other modes.
+ */
+static int sqpoll_echo(void *arg)
+{
+	int *sv = arg;
+	char buf[8];
+
+	if (ur_send(sv[0], "ping", 4, 0) != 4)
+		return -1;
+	if (ur_recv(sv[1], buf, sizeof(buf), 0) != 4)
+		return -2;
+	return memcmp(buf, "ping", 4) == 0 ? 0 : -3;
+}
+
+static void test_ur_loop_sqpoll(void **state)
+{
+	struct ur_loop_opts o = {.mode = UR_MODE_SQPOLL, .sqpoll_idle_ms = 10};
+	struct ur_loop *loop;
+	struct ur_fiber *f;
+	int sv[2], ret = -9;
+	uint64_t t0;
+
+	(void)state;
+	t_skip_on_epoll("a ring mode");
+	assert_int_equal(ur_loop_new(&o, &loop), 0);
+	ur_loop_bind(loop);
+	assert_int_equal(ur_loop_mode(loop), UR_MODE_SQPOLL);
+	assert_string_equal(ur_mode_name(UR_MODE_SQPOLL), "sqpoll");
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(ur_nop(), 0);
+	t_socketpair(sv);
+	for (int i = 0; i < 50; i++) {
+		assert_int_equal(ur_fiber_spawn(loop, sqpoll_echo, sv, NULL, &f),
+				 0);
+		assert_int_equal(ur_fiber_join(f, &ret), 0);
+		assert_int_equal(ret, 0);
+	}
+	t0 = t_now_ms();
+	assert_int_equal(ur_sleep_until(CLOCK_MONOTONIC,
+					ur_now_ns(CLOCK_MONOTONIC) + 20000000),
+			 0);
+	assert_true(t_now_ms() - t0 >= 19);
+	t_close_pair(sv);
+	ur_loop_free(&loop);
+	ur_loop_bind(NULL);
+}
+
 /* RINGPROT_BACKEND decides an AUTO choice; a bad name is refused. */
 static void test_ur_loop_backend_env(void **state)
 {
@@ -484,6 +589,9 @@ int main(void)
 						t_loop_setup, t_loop_teardown),
 		cmocka_unit_test(test_ur_loop_unavailable_falls_back),
 		cmocka_unit_test(test_ur_loop_backend_env),
+		cmocka_unit_test_setup_teardown(test_ur_loop_napi, t_loop_setup,
+						t_loop_teardown),
+		cmocka_unit_test(test_ur_loop_sqpoll),
 	};
 
 	t_require_loop();

@@ -40,6 +40,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
@@ -1320,6 +1321,31 @@ static int e_init(struct ur_loop *loop, const struct ur_loop_opts *o)
 	return 0;
 }
 
+/*
+ * NAPI busy polling for the epoll set (Linux 6.9): EPIOCSPARAMS, not in
+ * Debian 12's headers.
+ */
+struct epoll_params_k {
+	uint32_t busy_poll_usecs;
+	uint16_t busy_poll_budget;
+	uint8_t prefer_busy_poll;
+	uint8_t pad;
+};
+#define EPIOCSPARAMS_K _IOW(0x8A, 0x01, struct epoll_params_k)
+
+static int e_napi(struct ur_loop *loop, unsigned busy_poll_us, bool prefer)
+{
+	struct epoll_params_k p = {
+		.busy_poll_usecs = busy_poll_us,
+		.busy_poll_budget = 8, /* the kernel's busy-poll default */
+		.prefer_busy_poll = prefer,
+	};
+
+	if (ioctl(E(loop)->epfd, EPIOCSPARAMS_K, &p) < 0)
+		return errno == ENOTTY ? -EOPNOTSUPP : -errno;
+	return 0;
+}
+
 static bool e_has(const struct ur_loop *loop, enum ur_cap cap)
 {
 	(void)loop;
@@ -1399,6 +1425,7 @@ const struct ur__backend ur__backend_epoll = {
 	.dispatch_ready = e_dispatch_ready,
 	.has_ready = e_has_ready,
 	.has = e_has,
+	.napi = e_napi,
 	.nowake = NULL,
 	.post_wake = NULL,
 	.pbuf_init = e_pbuf_init,

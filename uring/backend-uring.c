@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* user_data of internal completions nobody waits for (cancel, remove). */
@@ -45,6 +46,8 @@ struct uloop {
 	/* Timespecs needed only until submission (FEAT_SUBMIT_STABLE). */
 	struct __kernel_timespec ts_scratch[TS_SCRATCH];
 	unsigned ts_used;
+	unsigned spin_us; /* SQPOLL: CQ polling before a sleep */
+	bool napi;	  /* registered: unregister at the end */
 };
 
 static struct uloop *U(struct ur_loop *loop)
@@ -63,13 +66,16 @@ static const struct uloop *CU(const struct ur_loop *loop)
  * ---------------------------------------------------------------------
  */
 
-static unsigned mode_flags(enum ur_mode mode)
+static unsigned mode_flags(enum ur_mode mode, const struct ur_loop_opts *o)
 {
 	switch (mode) {
 	case UR_MODE_DEFER:
 		return IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
 	case UR_MODE_COOP:
 		return IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+	case UR_MODE_SQPOLL:
+		return IORING_SETUP_SQPOLL |
+		       (o->sqpoll_pin ? IORING_SETUP_SQ_AFF : 0);
 	default:
 		return 0;
 	}
@@ -80,7 +86,7 @@ static unsigned mode_flags(enum ur_mode mode)
  * a batch; it is dropped again if the kernel does not know it.
  */
 static int try_mode(struct uloop *u, enum ur_mode mode, unsigned sq,
-		    unsigned cq)
+		    unsigned cq, const struct ur_loop_opts *o)
 {
 	unsigned extra[] = {IORING_SETUP_SUBMIT_ALL, 0};
 	int ret = -EINVAL;
@@ -89,8 +95,10 @@ static int try_mode(struct uloop *u, enum ur_mode mode, unsigned sq,
 		struct io_uring_params p;
 
 		memset(&p, 0, sizeof(p));
-		p.flags = IORING_SETUP_CQSIZE | mode_flags(mode) | extra[i];
+		p.flags = IORING_SETUP_CQSIZE | mode_flags(mode, o) | extra[i];
 		p.cq_entries = cq;
+		p.sq_thread_cpu = o->sqpoll_cpu;
+		p.sq_thread_idle = o->sqpoll_idle_ms ? o->sqpoll_idle_ms : 100;
 		ret = io_uring_queue_init_params(sq, &u->ring, &p);
 		if (ret == 0) {
 			u->base.mode = mode;
@@ -114,9 +122,9 @@ static int setup_ring(struct uloop *u, const struct ur_loop_opts *o)
 	if (cq < 4 * sq)
 		cq = 4 * sq;
 	if (o->mode != UR_MODE_AUTO)
-		return try_mode(u, o->mode, sq, cq);
+		return try_mode(u, o->mode, sq, cq, o);
 	for (size_t i = 0; i < sizeof(ladder) / sizeof(ladder[0]); i++) {
-		ret = try_mode(u, ladder[i], sq, cq);
+		ret = try_mode(u, ladder[i], sq, cq, o);
 		if (ret != -EINVAL)
 			return ret; /* 0, or ENOSYS/EPERM/ENOMEM: no retry */
 	}
@@ -130,6 +138,7 @@ static int u_init(struct ur_loop *loop, const struct ur_loop_opts *o)
 
 	if (ret < 0)
 		return ret;
+	u->spin_us = o->spin_us ? o->spin_us : 50;
 	(void)io_uring_ring_dontfork(&u->ring); /* best effort */
 	u->ring.ring_fd = ur__fd_off_stdio(u->ring.ring_fd);
 	u->ring.enter_ring_fd = u->ring.ring_fd;
@@ -583,6 +592,38 @@ static unsigned reap_all(struct uloop *u)
 	return total;
 }
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
+/*
+ * SQPOLL: the poller thread submits; poll the CQ for a while before
+ * sleeping in the kernel. True if completions came (the caller then only
+ * needs a submit, which makes no syscall while the poller is awake).
+ */
+static bool spin_for_cqes(struct uloop *u, int64_t timeout_ns)
+{
+	uint64_t until;
+
+	if (u->base.mode != UR_MODE_SQPOLL || timeout_ns == 0)
+		return false;
+	until = ur_now_ns(CLOCK_MONOTONIC) + (uint64_t)u->spin_us * 1000;
+	if (timeout_ns > 0 && (uint64_t)timeout_ns < (uint64_t)u->spin_us * 1000)
+		until = ur_now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ns;
+	do {
+		if (io_uring_cq_ready(&u->ring) > 0 ||
+		    io_uring_cq_has_overflow(&u->ring))
+			return true;
+		cpu_relax();
+	} while (ur_now_ns(CLOCK_MONOTONIC) < until);
+	return false;
+}
+
 /* One io_uring_enter: submit what is queued, wait as asked. */
 static int enter(struct uloop *u, int64_t timeout_ns)
 {
@@ -590,6 +631,16 @@ static int enter(struct uloop *u, int64_t timeout_ns)
 	unsigned want = 1;
 	int ret;
 
+	if (u->base.mode == UR_MODE_SQPOLL) {
+		/* With a poller, a submit enters only to wake it up. */
+		ret = io_uring_submit(&u->ring);
+		submitted(u);
+		if (ret < 0 && ret != -EBUSY && ret != -EAGAIN)
+			return ret;
+		if (io_uring_cq_ready(&u->ring) > 0 ||
+		    spin_for_cqes(u, timeout_ns))
+			return 0;
+	}
 	u->base.st.enters++;
 	if (io_uring_sq_ready(&u->ring) > 0)
 		u->base.st.submits++;
@@ -690,6 +741,55 @@ static int u_post_wake(struct ur_loop *self, struct ur_loop *target)
 	ret = io_uring_submit(&u->ring);
 	submitted(u);
 	return ret < 0 ? ret : 0;
+}
+
+/*
+ * NAPI busy polling (Linux 6.9): IORING_REGISTER_NAPI. Debian's liburing
+ * 2.3 predates it, so the raw register call and the kernel's struct.
+ */
+#define REGISTER_NAPI	27
+#define UNREGISTER_NAPI 28
+
+struct napi_reg {
+	uint32_t busy_poll_to;
+	uint8_t prefer_busy_poll;
+	uint8_t opcode; /* 0: register, dynamic tracking (6.13) */
+	uint8_t pad[2];
+	uint32_t op_param;
+	uint32_t resv;
+};
+
+static int napi_register(struct uloop *u, unsigned op, struct napi_reg *reg)
+{
+	int ret = (int)syscall(__NR_io_uring_register, u->ring.ring_fd, op, reg,
+			       1);
+
+	return ret < 0 ? -errno : ret;
+}
+
+static int u_napi(struct ur_loop *loop, unsigned busy_poll_us, bool prefer)
+{
+	struct uloop *u = U(loop);
+	struct napi_reg reg;
+	int ret;
+
+	memset(&reg, 0, sizeof(reg));
+	if (busy_poll_us == 0) {
+		if (!u->napi)
+			return 0;
+		ret = napi_register(u, UNREGISTER_NAPI, &reg);
+		if (ret == 0)
+			u->napi = false;
+		return ret;
+	}
+	reg.busy_poll_to = busy_poll_us;
+	reg.prefer_busy_poll = prefer;
+	ret = napi_register(u, REGISTER_NAPI, &reg);
+	if (ret == -EINVAL && !u->napi)
+		return -EOPNOTSUPP; /* a kernel before 6.9 */
+	if (ret == 0)
+		u->napi = true;
+	return ret;
 }
 
 /*
@@ -815,6 +915,7 @@ const struct ur__backend ur__backend_uring = {
 	.dispatch_ready = dispatch_held,
 	.has_ready = u_has_ready,
 	.has = u_has,
+	.napi = u_napi,
 	.nowake = u_nowake,
 	.post_wake = u_post_wake,
 	.pbuf_init = u_pbuf_init,

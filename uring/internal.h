@@ -130,6 +130,8 @@ struct ur__backend {
 	/* Does dispatch_ready() have something? */
 	bool (*has_ready)(const struct ur_loop *loop);
 	bool (*has)(const struct ur_loop *loop, enum ur_cap cap);
+	/* ur_loop_napi(). */
+	int (*napi)(struct ur_loop *loop, unsigned busy_poll_us, bool prefer);
 	/* ur_op_nowake(), optional. */
 	void (*nowake)(struct ur_loop *loop, struct ur_op *op);
 	/* Wake target from this thread's loop self without the eventfd,

@@ -35,6 +35,8 @@ const char *ur_mode_name(enum ur_mode mode)
 		return "coop-taskrun";
 	case UR_MODE_PLAIN:
 		return "plain";
+	case UR_MODE_SQPOLL:
+		return "sqpoll";
 	}
 	return "?";
 }
@@ -345,6 +347,12 @@ enum ur_backend ur_loop_backend(const struct ur_loop *loop)
 bool ur_loop_has(const struct ur_loop *loop, enum ur_cap cap)
 {
 	return loop->be->has(loop, cap);
+}
+
+int ur_loop_napi(struct ur_loop *loop, unsigned busy_poll_us,
+		 bool prefer_busy_poll)
+{
+	return loop->be->napi(loop, busy_poll_us, prefer_busy_poll);
 }
 
 void ur_loop_stats(const struct ur_loop *loop, struct ur_loop_stats *out)

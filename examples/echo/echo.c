@@ -63,11 +63,67 @@ static void usage(FILE *out)
 {
 	(void)fprintf(
 		out,
-		"usage: ringprot-echo [-l addr:port] [-p pidfile]\n"
+		"usage: ringprot-echo [-l addr:port] [-p pidfile] [-e engine]\n"
+		"                     [-n usecs]\n"
 		"  -l addr:port  listen address (default " ECHO_DEFAULT_LISTEN
 		"; port 0: ephemeral;\n"
 		"                IPv6 as [addr]:port)\n"
-		"  -p pidfile    write the process id to pidfile\n");
+		"  -p pidfile    write the process id to pidfile\n"
+		"  -e engine     auto (default: io_uring, else epoll), epoll,\n"
+		"                or an io_uring mode: defer, coop, plain,\n"
+		"                sqpoll, sqpoll@CPU (poller pinned to CPU)\n"
+		"  -n usecs      NAPI busy polling for up to usecs\n");
+}
+
+/* A decimal unsigned 32-bit number: 0 or -EINVAL. */
+static int parse_u32(const char *s, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v > UINT32_MAX)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* Fill opts from an -e argument; -EINVAL for an unknown engine. */
+static int parse_engine(const char *s, struct ur_loop_opts *opts)
+{
+	static const struct {
+		const char *name;
+		enum ur_backend backend;
+		enum ur_mode mode;
+	} engines[] = {
+		{"auto", UR_BACKEND_AUTO, UR_MODE_AUTO},
+		{"epoll", UR_BACKEND_EPOLL, UR_MODE_AUTO},
+		{"uring", UR_BACKEND_URING, UR_MODE_AUTO},
+		{"defer", UR_BACKEND_URING, UR_MODE_DEFER},
+		{"coop", UR_BACKEND_URING, UR_MODE_COOP},
+		{"plain", UR_BACKEND_URING, UR_MODE_PLAIN},
+		{"sqpoll", UR_BACKEND_URING, UR_MODE_SQPOLL},
+	};
+	const char *at = strchr(s, '@');
+	size_t len = at != NULL ? (size_t)(at - s) : strlen(s);
+
+	for (size_t i = 0; i < sizeof(engines) / sizeof(engines[0]); i++) {
+		if (strlen(engines[i].name) != len ||
+		    strncmp(s, engines[i].name, len) != 0)
+			continue;
+		opts->backend = engines[i].backend;
+		opts->mode = engines[i].mode;
+		if (at == NULL)
+			return 0;
+		if (opts->mode != UR_MODE_SQPOLL)
+			return -EINVAL;
+		opts->sqpoll_pin = true;
+		return parse_u32(at + 1, &opts->sqpoll_cpu);
+	}
+	return -EINVAL;
 }
 
 /*
@@ -397,15 +453,29 @@ int main(int argc, char **argv)
 	struct ur_loop_opts opts = {0};
 	const char *listen_spec = ECHO_DEFAULT_LISTEN, *pidfile = NULL;
 	const char *errstr;
+	unsigned napi_us = 0;
 	int opt, ret;
 
-	while ((opt = getopt(argc, argv, "l:p:h")) != -1) {
+	while ((opt = getopt(argc, argv, "l:p:e:n:h")) != -1) {
 		switch (opt) {
 		case 'l':
 			listen_spec = optarg;
 			break;
 		case 'p':
 			pidfile = optarg;
+			break;
+		case 'e':
+			if (parse_engine(optarg, &opts) < 0) {
+				echo_err("unknown engine: %s", optarg);
+				usage(stderr);
+				return 2;
+			}
+			break;
+		case 'n':
+			if (parse_u32(optarg, &napi_us) < 0) {
+				echo_err("-n wants microseconds: %s", optarg);
+				return 2;
+			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -436,6 +506,9 @@ int main(int argc, char **argv)
 		close(srv.lfd);
 		return 1;
 	}
+	if (napi_us > 0 && (ret = ur_loop_napi(srv.loop, napi_us, false)) < 0)
+		echo_err("NAPI busy polling refused (going on without): %s",
+			 strerror(-ret));
 	if (pidfile != NULL && (ret = write_pidfile(pidfile)) < 0) {
 		echo_err("pidfile %s: %s", pidfile, strerror(-ret));
 		pidfile = NULL;

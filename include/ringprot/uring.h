@@ -49,6 +49,15 @@ enum ur_mode {
 	UR_MODE_DEFER, /* SINGLE_ISSUER | DEFER_TASKRUN */
 	UR_MODE_COOP,  /* COOP_TASKRUN | TASKRUN_FLAG */
 	UR_MODE_PLAIN, /* no setup flags */
+	/*
+	 * SQPOLL: a kernel thread takes submissions, and the loop polls the
+	 * CQ for opts.spin_us before it sleeps in the kernel, so a busy
+	 * loop makes almost no syscall. The poller thread spins for
+	 * opts.sqpoll_idle_ms after its last work: on a small machine it
+	 * takes a CPU from the application (pin it with sqpoll_pin). Never
+	 * chosen by UR_MODE_AUTO.
+	 */
+	UR_MODE_SQPOLL,
 };
 
 struct ur_loop_opts {
@@ -60,6 +69,11 @@ struct ur_loop_opts {
 	size_t stack_size;	 /* fiber stack size, 0: 64 KiB */
 	unsigned stack_pool_max; /* stacks kept for reuse, 0: 1024 */
 	unsigned direct_files;	 /* direct descriptor table, 0: none */
+	/* UR_MODE_SQPOLL only: */
+	bool sqpoll_pin;	 /* pin the poller thread to sqpoll_cpu */
+	unsigned sqpoll_cpu;
+	unsigned sqpoll_idle_ms; /* 0: 100 */
+	unsigned spin_us;	 /* CQ polling before a sleep, 0: 50 */
 };
 
 /*
@@ -125,6 +139,17 @@ RINGPROT_API const char *ur_backend_name(enum ur_backend backend);
 /* The mode the ring was set up with (UR_MODE_AUTO on epoll) and its name. */
 RINGPROT_API enum ur_mode ur_loop_mode(const struct ur_loop *loop);
 RINGPROT_API const char *ur_mode_name(enum ur_mode mode);
+
+/*
+ * Busy-poll the network devices of the loop's sockets for up to
+ * busy_poll_us before sleeping (NAPI busy polling: io_uring's
+ * IORING_REGISTER_NAPI, epoll's EPIOCSPARAMS), for lower tail latency at
+ * the cost of CPU; 0 turns it off. Sockets on devices without NAPI
+ * (loopback) are not polled. Returns 0, -EOPNOTSUPP where the kernel has
+ * no such registration, -errno.
+ */
+RINGPROT_API int ur_loop_napi(struct ur_loop *loop, unsigned busy_poll_us,
+			      bool prefer_busy_poll) RINGPROT_MUST_CHECK;
 
 /*
  * What a loop can do beyond the ops every backend serves. An op that is
