@@ -2,6 +2,8 @@
 /* test/ur-timer: absolute timers, update/remove races, lazy deadlines. */
 #include "t-helpers.h"
 
+#include "internal.h" /* ur__realtime_skew_ns: a faked clock step */
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,6 +302,74 @@ static void test_ur_timer_sleep_outside_fiber(void **state)
 	assert_int_equal(ur_sleep_until(CLOCK_REALTIME, 1), 0);
 }
 
+/*
+ * CLOCK_REALTIME marks across clock steps on epoll. A test cannot step
+ * the real clock without moving the whole machine's (a time namespace
+ * leaves CLOCK_REALTIME alone), so the clock source is faked: the engine
+ * reads CLOCK_REALTIME plus ur__realtime_skew_ns, and ur__clock_was_set()
+ * stands for the kernel's TFD_TIMER_CANCEL_ON_SET notice. io_uring's
+ * timers are the kernel's own (IORING_TIMEOUT_REALTIME follows steps
+ * there), and the fake would only mislead them: epoll only.
+ * Forward: a mark an hour away fires at once when the clock jumps an hour.
+ * Backward: a mark 300 ms away waits for the clock to get there again.
+ */
+static void flag_cb(struct ur_timer *t, void *arg)
+{
+	(void)t;
+	*(int *)arg = 1;
+}
+
+/* Turns that may sleep up to 5 s each: only the timer can wake them. */
+static void run_until_flag(struct ur_loop *loop, const int *flag)
+{
+	for (int i = 0; i < 4 && !*flag; i++)
+		assert_true(ur_loop_run_once(loop, 5000 * (int64_t)MS) >= 0);
+}
+
+static void test_ur_timer_realtime_step(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct ur_timer t;
+	int fired = 0;
+	uint64_t t0;
+
+	if (!t_epoll())
+		skip();
+	ur_timer_init(&t, loop);
+	assert_int_equal(ur_timer_start_abs(&t, CLOCK_REALTIME,
+					    ur_now_ns(CLOCK_REALTIME) +
+						    3600 * 1000 * MS,
+					    flag_cb, &fired),
+			 0);
+	assert_int_equal(t_loop_run_until(loop, &fired, 100), 0);
+	ur__realtime_skew_ns = 3600LL * 1000 * 1000 * 1000;
+	ur__clock_was_set(loop);
+	t0 = t_now_ms();
+	run_until_flag(loop, &fired);
+	assert_int_equal(fired, 1);
+	assert_true(t_now_ms() - t0 < 1000);
+
+	fired = 0;
+	assert_int_equal(ur_timer_start_abs(&t, CLOCK_REALTIME,
+					    ur_now_ns(CLOCK_REALTIME) + 300 * MS,
+					    flag_cb, &fired),
+			 0);
+	t0 = t_now_ms();
+	ur__realtime_skew_ns -= 2LL * 1000 * 1000 * 1000;
+	ur__clock_was_set(loop);
+	run_until_flag(loop, &fired);
+	assert_int_equal(fired, 1);
+	assert_true(t_now_ms() - t0 >= 2250);
+	assert_true(t_now_ms() - t0 < 4000);
+	ur__realtime_skew_ns = 0;
+}
+
+static int skew_teardown(void **state)
+{
+	ur__realtime_skew_ns = 0;
+	return t_loop_teardown(state);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
@@ -314,6 +384,8 @@ int main(void)
 		T(test_ur_timer_rearm_from_callback),
 		T(test_ur_timer_lazy_deadline),
 		T(test_ur_timer_sleep_outside_fiber),
+		cmocka_unit_test_setup_teardown(test_ur_timer_realtime_step,
+						t_loop_setup, skew_teardown),
 	};
 #undef T
 

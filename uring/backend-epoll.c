@@ -826,6 +826,8 @@ static void heap_arm_tfd(struct eloop *e, struct theap *h, clockid_t clock)
 		ev.data.u64 = DATA_TIMERFD | (uint64_t)h->tfd;
 		(void)epoll_ctl(e->epfd, EPOLL_CTL_ADD, h->tfd, &ev);
 	}
+	if (clock == CLOCK_REALTIME && ns != 0) /* the test seam, or 0 */
+		ns -= (uint64_t)ur__realtime_skew_ns;
 	its.it_value.tv_sec = (time_t)(ns / 1000000000);
 	its.it_value.tv_nsec = (long)(ns % 1000000000);
 	/* A deadline of 0 disarms; a past one fires at once. */
@@ -837,7 +839,7 @@ static void heap_arm_tfd(struct eloop *e, struct theap *h, clockid_t clock)
 					       TFD_TIMER_CANCEL_ON_SET :
 					       0),
 			      &its, NULL);
-	h->tfd_ns = ns;
+	h->tfd_ns = h->n > 0 ? h->v[0]->ur__q : 0;
 }
 
 /* Complete every timer that is due on each clock. */
@@ -1183,6 +1185,11 @@ static void timerfd_ready(struct eloop *e, int tfd)
 			e->heaps[c].tfd_ns = 0; /* re-arm */
 }
 
+static void e_clock_was_set(struct ur_loop *loop)
+{
+	E(loop)->heaps[1].tfd_ns = 0; /* re-armed, and re-checked, next wait */
+}
+
 /*
  * Dispatch what is done. A multishot op that stays armed steps again at
  * once (it would find its fd ready), and goes back to waiting when the
@@ -1235,7 +1242,6 @@ static int e_wait(struct ur_loop *loop, int64_t timeout_ns)
 	struct eloop *e = E(loop);
 	struct epoll_event evs[EVENTS_MAX];
 	struct timespec ts, *tsp = NULL;
-	struct theap *mono = &e->heaps[0];
 	int n;
 
 	e->imm_budget = IMM_BUDGET;
@@ -1244,11 +1250,19 @@ static int e_wait(struct ur_loop *loop, int64_t timeout_ns)
 	heap_arm_tfd(e, &e->heaps[2], CLOCK_BOOTTIME);
 	if (e->done_head != NULL)
 		timeout_ns = 0;
-	if (mono->n > 0) {
-		uint64_t now = ur_now_ns(CLOCK_MONOTONIC);
-		uint64_t at = mono->v[0]->ur__q;
-		int64_t left = at > now ? (int64_t)(at - now) : 0;
+	for (int c = 0; c < 3; c++) {
+		static const clockid_t clocks[3] = {
+			CLOCK_MONOTONIC, CLOCK_REALTIME, CLOCK_BOOTTIME};
+		struct theap *h = &e->heaps[c];
+		uint64_t now, at;
+		int64_t left;
 
+		/* MONOTONIC, and a clock whose timerfd could not be made. */
+		if (h->n == 0 || (c > 0 && h->tfd >= 0))
+			continue;
+		now = ur_now_ns(clocks[c]);
+		at = h->v[0]->ur__q;
+		left = at > now ? (int64_t)(at - now) : 0;
 		if (timeout_ns < 0 || left < timeout_ns)
 			timeout_ns = left;
 	}
@@ -1426,6 +1440,7 @@ const struct ur__backend ur__backend_epoll = {
 	.has_ready = e_has_ready,
 	.has = e_has,
 	.napi = e_napi,
+	.clock_was_set = e_clock_was_set,
 	.nowake = NULL,
 	.post_wake = NULL,
 	.pbuf_init = e_pbuf_init,

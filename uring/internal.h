@@ -130,6 +130,8 @@ struct ur__backend {
 	/* Does dispatch_ready() have something? */
 	bool (*has_ready)(const struct ur_loop *loop);
 	bool (*has)(const struct ur_loop *loop, enum ur_cap cap);
+	/* The realtime clock was set: re-check marks (optional). */
+	void (*clock_was_set)(struct ur_loop *loop);
 	/* ur_loop_napi(). */
 	int (*napi)(struct ur_loop *loop, unsigned busy_poll_us, bool prefer);
 	/* ur_op_nowake(), optional. */
@@ -233,6 +235,16 @@ int ur__fd_off_stdio(int fd);
 
 /* A forked child forgets the running fiber it inherited (fiber.c). */
 void ur__fiber_forget(void);
+
+/*
+ * A test seam for clock steps, which a test cannot make for real without
+ * moving the whole machine's clock (time namespaces leave CLOCK_REALTIME
+ * alone): added to every CLOCK_REALTIME reading (0 in production). After
+ * changing it, ur__clock_was_set() does what the kernel's notice of a
+ * clock step does (TFD_TIMER_CANCEL_ON_SET on epoll).
+ */
+extern int64_t ur__realtime_skew_ns;
+void ur__clock_was_set(struct ur_loop *loop);
 
 /* Ask the backend to cancel target (fire and forget). */
 void ur__submit_cancel(struct ur_loop *loop, struct ur_op *target);

@@ -349,6 +349,12 @@ bool ur_loop_has(const struct ur_loop *loop, enum ur_cap cap)
 	return loop->be->has(loop, cap);
 }
 
+void ur__clock_was_set(struct ur_loop *loop)
+{
+	if (loop->be->clock_was_set != NULL)
+		loop->be->clock_was_set(loop);
+}
+
 int ur_loop_napi(struct ur_loop *loop, unsigned busy_poll_us,
 		 bool prefer_busy_poll)
 {

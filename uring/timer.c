@@ -31,12 +31,18 @@ static bool clock_ok(clockid_t clock)
 	       clock == CLOCK_BOOTTIME;
 }
 
+int64_t ur__realtime_skew_ns;
+
 uint64_t ur_now_ns(clockid_t clock)
 {
 	struct timespec ts;
+	uint64_t ns;
 
 	clock_gettime(clock, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	if (clock == CLOCK_REALTIME)
+		ns += (uint64_t)ur__realtime_skew_ns;
+	return ns;
 }
 
 static void slot_cqe(struct ur_op *op);
