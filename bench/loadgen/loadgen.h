@@ -13,9 +13,13 @@
  * transaction).
  *
  * Contracts between the two sides:
- *  - A connection has at most one send and one recv in flight. The worker
- *    finishes short sends itself; the mode sees one sent() per
- *    lg_conn_send(). Every recv that returns data is one received().
+ *  - From connect on, the worker keeps one multishot recv armed per
+ *    connection, with buffers from the worker's provided-buffer ring, and
+ *    hands every chunk to received(); the chunk is valid only during the
+ *    call. No recv SQE per request, no receive buffer per connection (an
+ *    idle connection holds none), as in the servers we measure.
+ *  - A connection has at most one send in flight. The worker finishes
+ *    short sends itself; the mode sees one sent() per lg_conn_send().
  *  - EOF, errors and -errno returned by a mode callback end the
  *    connection: it is counted as failed and never used again.
  *  - The worker calls request() only on a connection that is ready and
@@ -57,7 +61,7 @@ void lg_hist_merge(struct lg_hist *dst, const struct lg_hist *src);
 uint64_t lg_hist_quantile(const struct lg_hist *h, double q);
 
 typedef int lg_conn_fn(struct lg_conn *c);
-typedef int lg_recv_fn(struct lg_conn *c, size_t n);
+typedef int lg_recv_fn(struct lg_conn *c, const unsigned char *data, size_t n);
 struct lg_opts;
 typedef int lg_mode_init_fn(const struct lg_opts *o);
 
@@ -76,7 +80,7 @@ struct lg_mode {
 	lg_conn_fn *request;
 	/* All of the last lg_conn_send() went out. */
 	lg_conn_fn *sent;
-	/* n > 0 bytes arrived in the last lg_conn_recv() buffer. */
+	/* n > 0 bytes arrived; data is valid during the call only. */
 	lg_recv_fn *received;
 };
 
@@ -115,7 +119,7 @@ struct lg_conn {
 	unsigned index; /* over all workers */
 	enum lg_conn_state state;
 	bool send_busy;
-	bool recv_busy;
+	bool recv_armed; /* the multishot recv is live */
 	const unsigned char *sbuf;
 	size_t slen, soff;
 	uint64_t t_start; /* request start, CLOCK_MONOTONIC ns */
@@ -133,7 +137,12 @@ struct lg_worker {
 	unsigned id;
 	struct io_uring ring; /* set up on the worker's thread */
 	bool ring_live;
-	bool failed; /* a phase returned an error */
+	struct io_uring_buf_ring *br; /* provided buffers, group 0 */
+	unsigned char *bufs;
+	unsigned nbufs;
+	unsigned buf_size;
+	uint64_t enobufs; /* recvs the kernel ended for want of buffers */
+	bool failed;	  /* a phase returned an error */
 	pthread_t thread;
 	struct lg_conn *conns;
 	unsigned nconns;
@@ -152,8 +161,6 @@ uint64_t lg_now_ns(void);
 
 /* Queue a send of buf[0, len); buf must stay valid until sent(). */
 int lg_conn_send(struct lg_conn *c, const void *buf, size_t len);
-/* Queue one recv into buf[0, len); received() reports what came. */
-int lg_conn_recv(struct lg_conn *c, void *buf, size_t len);
 /* The session is open: the connection may take requests. */
 void lg_conn_ready(struct lg_conn *c);
 /* The running request is complete; records its latency. Returns 0 or

@@ -313,7 +313,7 @@ static void report(struct lg_main *m, double secs, double cpu)
 {
 	const struct lg_opts *o = &m->o;
 	static struct lg_hist h; /* 15 KiB: off the stack */
-	uint64_t requests = 0;
+	uint64_t requests = 0, enobufs = 0;
 	unsigned dead = 0, ready = 0;
 	double rps, us[5];
 
@@ -323,6 +323,7 @@ static void report(struct lg_main *m, double secs, double cpu)
 		requests += m->workers[i].requests;
 		dead += m->workers[i].dead;
 		ready += m->workers[i].ready;
+		enobufs += m->workers[i].enobufs;
 	}
 	rps = secs > 0 ? (double)requests / secs : 0;
 	us[0] = (double)lg_hist_quantile(&h, 0.50) / 1e3;
@@ -342,8 +343,18 @@ static void report(struct lg_main *m, double secs, double cpu)
 		printf("loadgen: %s %s: held %u connections for %.2f s\n",
 		       o->mode->name, o->target, ready, secs);
 	}
-	if (dead > 0)
-		printf("loadgen: %u connections failed\n", dead);
+	for (unsigned i = 0; i < o->threads; i++) {
+		const struct lg_worker *w = &m->workers[i];
+
+		if (w->dead > 0)
+			printf("loadgen: worker %u: %u connections failed, the "
+			       "first in %s: %s\n",
+			       i, w->dead, w->first_err_what,
+			       strerror(-w->first_err));
+	}
+	if (enobufs > 0)
+		printf("loadgen: %llu recvs ran out of buffers and were re-armed\n",
+		       (unsigned long long)enobufs);
 	printf("result: mode=%s conns=%u size=%zu threads=%u secs=%.4f "
 	       "requests=%llu rps=%.1f p50_us=%.2f p99_us=%.2f p999_us=%.2f "
 	       "max_us=%.2f mean_us=%.2f failed=%u cpu_pct=%.1f\n",

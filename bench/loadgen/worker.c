@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,11 +22,22 @@
  * The ring takes SINGLE_ISSUER | DEFER_TASKRUN when the kernel has them
  * (completions run only when we wait: fewer interruptions of the loop,
  * as in the fast servers), else COOP_TASKRUN, else plain.
+ *
+ * Receiving is one multishot recv per connection over a ring of provided
+ * buffers, so a request costs one SQE (its send) and the client stays
+ * cheap next to the server it measures. Each buffer goes back to the
+ * ring as soon as its chunk has been handled. A multishot the kernel
+ * ends (-ENOBUFS when all buffers are out, or anything without
+ * IORING_CQE_F_MORE) is re-armed at once: the buffers of this batch are
+ * back before the next submit.
  */
 
 #define LG_SQ_ENTRIES 1024
 #define LG_CQ_MAX     65536
 #define LG_TICK_NS    (50ll * 1000 * 1000)
+#define LG_BUFS_MAX   32768		  /* a buffer ring's limit */
+#define LG_BUFS_BYTES (64u * 1024 * 1024) /* per worker, at most */
+#define LG_BUF_GROUP  0
 
 enum {
 	OP_CONNECT = 0,
@@ -82,8 +94,19 @@ static void conn_fail(struct lg_conn *c, int err, const char *what)
 		w->first_err = err;
 		w->first_err_what = what;
 	}
-	/* In-flight ops hold their own file reference; they fail or finish
-	 * later and are ignored. */
+	/*
+	 * In-flight ops hold their own file reference: a send fails or
+	 * finishes and is ignored, but the multishot recv would keep the
+	 * socket open for good, so cancel it (its CQEs are ignored too).
+	 */
+	if (c->recv_armed) {
+		struct io_uring_sqe *sqe = get_sqe(w);
+
+		io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)c | OP_RECV,
+				       0);
+		io_uring_sqe_set_data64(sqe, 0);
+		c->recv_armed = false;
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -105,17 +128,23 @@ int lg_conn_send(struct lg_conn *c, const void *buf, size_t len)
 	return 0;
 }
 
-int lg_conn_recv(struct lg_conn *c, void *buf, size_t len)
+static void arm_recv(struct lg_conn *c)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe *sqe = get_sqe(c->w);
 
-	if (c->recv_busy)
-		return -EBUSY;
-	c->recv_busy = true;
-	sqe = get_sqe(c->w);
-	io_uring_prep_recv(sqe, c->fd, buf, len, 0);
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = LG_BUF_GROUP;
 	set_data(sqe, c, OP_RECV);
-	return 0;
+	c->recv_armed = true;
+}
+
+static void recycle_buf(struct lg_worker *w, unsigned bid)
+{
+	io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * w->buf_size,
+			      w->buf_size, (unsigned short)bid,
+			      io_uring_buf_ring_mask(w->nbufs), 0);
+	io_uring_buf_ring_advance(w->br, 1);
 }
 
 static int request_start(struct lg_conn *c, uint64_t now)
@@ -224,6 +253,7 @@ static void on_connect(struct lg_conn *c, int res)
 	}
 	c->w->connecting--;
 	c->state = LG_CONN_OPENING;
+	arm_recv(c);
 	if (m->connected == NULL) {
 		lg_conn_ready(c);
 		return;
@@ -259,40 +289,56 @@ static void on_send(struct lg_conn *c, int res)
 		conn_fail(c, ret, "after send");
 }
 
-static void on_recv(struct lg_conn *c, int res)
+static void on_recv(struct lg_conn *c, int res, unsigned flags)
 {
+	struct lg_worker *w = c->w;
 	int ret;
 
-	c->recv_busy = false;
-	if (res <= 0) {
+	if ((flags & IORING_CQE_F_MORE) == 0)
+		c->recv_armed = false;
+	if (res == -ENOBUFS) {
+		w->enobufs++;
+	} else if (res <= 0) {
 		conn_fail(c, res == 0 ? -ECONNRESET : res, "recv");
 		return;
+	} else {
+		const unsigned char *data =
+			w->bufs + (size_t)(flags >> IORING_CQE_BUFFER_SHIFT) *
+					  w->buf_size;
+
+		ret = w->o->mode->received(c, data, (size_t)res);
+		if (ret < 0) {
+			conn_fail(c, ret, "after recv");
+			return;
+		}
 	}
-	ret = c->w->o->mode->received(c, (size_t)res);
-	if (ret < 0)
-		conn_fail(c, ret, "after recv");
+	if (!c->recv_armed && c->state != LG_CONN_DEAD)
+		arm_recv(c);
 }
 
-static void dispatch(struct io_uring_cqe *cqe)
+static void dispatch(struct lg_worker *w, struct io_uring_cqe *cqe)
 {
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
 	struct lg_conn *c = (struct lg_conn *)(uintptr_t)(ud & ~(uint64_t)3);
 
-	if (c == NULL || c->state == LG_CONN_DEAD)
-		return;
-	switch (ud & OP_MASK) {
-	case OP_CONNECT:
-		on_connect(c, cqe->res);
-		break;
-	case OP_SEND:
-		on_send(c, cqe->res);
-		break;
-	case OP_RECV:
-		on_recv(c, cqe->res);
-		break;
-	default:
-		break;
+	if (c != NULL && c->state != LG_CONN_DEAD) {
+		switch (ud & OP_MASK) {
+		case OP_CONNECT:
+			on_connect(c, cqe->res);
+			break;
+		case OP_SEND:
+			on_send(c, cqe->res);
+			break;
+		case OP_RECV:
+			on_recv(c, cqe->res, cqe->flags);
+			break;
+		default:
+			break;
+		}
 	}
+	/* Even a dead connection's chunk must give its buffer back. */
+	if ((cqe->flags & IORING_CQE_F_BUFFER) != 0)
+		recycle_buf(w, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 }
 
 static unsigned pow2_at_least(unsigned v)
@@ -331,6 +377,49 @@ static int ring_init(struct lg_worker *w)
 	return ret;
 }
 
+/*
+ * Buffers: as many as connections (each may have one chunk waiting in a
+ * batch), a power of two, within the ring's limit and LG_BUFS_BYTES; of
+ * the message size rounded up to a power of two, from 2 KiB to 64 KiB.
+ */
+static int bufs_init(struct lg_worker *w)
+{
+	struct io_uring_buf_reg reg = {.bgid = LG_BUF_GROUP};
+	size_t size = w->o->size;
+	int ret;
+
+	w->buf_size = 2048;
+	while (w->buf_size < size && w->buf_size < 65536)
+		w->buf_size <<= 1;
+	w->nbufs = pow2_at_least(w->nconns + 64);
+	if (w->nbufs > LG_BUFS_MAX)
+		w->nbufs = LG_BUFS_MAX;
+	while (w->nbufs > 64 && (size_t)w->nbufs * w->buf_size > LG_BUFS_BYTES)
+		w->nbufs >>= 1;
+	w->br = mmap(NULL, w->nbufs * sizeof(struct io_uring_buf),
+		     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		     0);
+	if (w->br == MAP_FAILED) {
+		w->br = NULL;
+		return -ENOMEM;
+	}
+	w->bufs = malloc((size_t)w->nbufs * w->buf_size);
+	if (w->bufs == NULL)
+		return -ENOMEM;
+	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
+	reg.ring_entries = w->nbufs;
+	ret = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (ret < 0)
+		return ret;
+	io_uring_buf_ring_init(w->br);
+	for (unsigned i = 0; i < w->nbufs; i++)
+		io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * w->buf_size,
+				      w->buf_size, (unsigned short)i,
+				      io_uring_buf_ring_mask(w->nbufs), (int)i);
+	io_uring_buf_ring_advance(w->br, (int)w->nbufs);
+	return 0;
+}
+
 /* One loop turn: submit, wait up to a tick, handle what completed. */
 static int turn(struct lg_worker *w)
 {
@@ -344,7 +433,7 @@ static int turn(struct lg_worker *w)
 		return ret;
 	io_uring_for_each_cqe(&w->ring, head, cqe)
 	{
-		dispatch(cqe);
+		dispatch(w, cqe);
 		n++;
 	}
 	io_uring_cq_advance(&w->ring, n);
@@ -360,6 +449,11 @@ int lg_worker_connect(struct lg_worker *w)
 		return err;
 	}
 	w->ring_live = true;
+	err = bufs_init(w);
+	if (err < 0) {
+		w->first_err_what = "provided buffers";
+		return err;
+	}
 	w->phase = LG_PHASE_CONNECT;
 	connect_more(w);
 	while (w->ready + w->dead < w->nconns) {
@@ -469,6 +563,11 @@ void lg_worker_fini(struct lg_worker *w)
 	if (w->ring_live)
 		io_uring_queue_exit(&w->ring);
 	w->ring_live = false;
+	if (w->br != NULL)
+		munmap(w->br, w->nbufs * sizeof(struct io_uring_buf));
+	w->br = NULL;
+	free(w->bufs);
+	w->bufs = NULL;
 	for (unsigned i = 0; i < w->nconns; i++) {
 		struct lg_conn *c = &w->conns[i];
 
