@@ -14,10 +14,15 @@
 # (not strace, which would stop each syscall and undo any batching).
 # Each figure is the median over the runs.
 #
+# Other work on the machine spoils such figures, so before each run the
+# script waits (up to QUIET_WAIT seconds) for the CPUs to be idle, and it
+# reports "other%": CPU time (user+system, all CPUs) that neither the
+# server, loadgen nor perf used during the interval, in % of one CPU.
+#
 # Environment: RUNS (3), DURATION seconds (3), WARMUP seconds (0.5),
 # CONNS ("1 64 1000"), SIZES ("64 4096"), SERVERS (all four, by name),
-# SERVER_CPU (0), CLIENT_CPU (1). The report goes to stdout and to
-# bench/results/<date>-<sha>-echo.txt.
+# SERVER_CPU (0), CLIENT_CPU (1), QUIET_WAIT (10). The report goes to
+# stdout and to bench/results/<date>-<sha>-echo.txt.
 #
 # Loopback caveat: TCP on loopback does the receiver's softirq work on
 # the sender's CPU, so "server CPU" also holds part of the client's
@@ -35,6 +40,8 @@ SIZES=${SIZES:-"64 4096"}
 SERVERS=${SERVERS:-"ringprot-uring ringprot-epoll epoll-lt epoll-et"}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+QUIET_WAIT=${QUIET_WAIT:-10}
+hz=$(getconf CLK_TCK)
 
 die() {
 	echo "echo.sh: $*" >&2
@@ -142,6 +149,28 @@ cpu_ticks() {
 	echo $((${12} + ${13}))
 }
 
+# user+nice+system ticks of all CPUs together.
+busy_ticks() {
+	local label u n s rest
+	read -r label u n s rest </proc/stat
+	echo $((u + n + s))
+}
+
+# Wait until other processes use under 5% of a CPU (0.5 s samples), for
+# at most QUIET_WAIT seconds.
+wait_quiet() {
+	local until=$((SECONDS + QUIET_WAIT)) b0 b1
+	while :; do
+		b0=$(busy_ticks)
+		sleep 0.5
+		b1=$(busy_ticks)
+		# 5% of one CPU over 0.5 s, in ticks (a tick of slack).
+		[ $(((b1 - b0) * 1000)) -le $((hz * 25 + 1000)) ] && return 0
+		[ "$SECONDS" -ge "$until" ] && return 1
+		sleep 1
+	done
+}
+
 # Read lines from the loadgen coprocess until one starts with $1.
 expect_line() {
 	local want=$1 line
@@ -157,10 +186,14 @@ expect_line() {
 }
 
 # One measured run: server $1, $2 connections, $3-byte messages.
-# Appends "name conns size rps cpu_us sys_per_req p50 p99 lg_cpu failed".
+# Appends "name conns size rps cpu_us sys_per_req p50 p99 lg_cpu failed
+# other_pct".
 measure() {
 	local name=$1 c=$2 s=$3 pid=${spid[$1]} t0 t1 res sys="" kv
-	local requests rps p50 p99 lgcpu failed cpu_us spr
+	local requests rps p50 p99 lgcpu failed cpu_us spr secs
+	local b0 b1 l0 l1 p0=0 p1=0 other
+	wait_quiet || echo "echo.sh: machine not quiet after ${QUIET_WAIT}s;" \
+		"measuring anyway (see other%)" >&2
 	coproc LG { exec taskset -c "$CLIENT_CPU" "$loadgen" -g -c "$c" -s "$s" \
 		-d "$DURATION" -w "$WARMUP" "127.0.0.1:${sport[$name]}" \
 		2>"$tmp/lg.err"; }
@@ -178,12 +211,18 @@ measure() {
 		perf_pid=$!
 		sleep 0.3 # let perf attach before the interval starts
 	fi
+	[ -n "$perf_pid" ] && p0=$(cpu_ticks "$perf_pid")
+	l0=$(cpu_ticks "$lg_pid")
+	b0=$(busy_ticks)
 	t0=$(cpu_ticks "$pid")
 	echo go >&"${LG[1]}"
 	REPLY=""
 	expect_line "result:"
 	res=$REPLY
 	t1=$(cpu_ticks "$pid")
+	b1=$(busy_ticks)
+	l1=$(cpu_ticks "$lg_pid")
+	[ -n "$perf_pid" ] && p1=$(cpu_ticks "$perf_pid")
 	if [ -n "$perf_pid" ]; then
 		kill -INT "$perf_pid"
 		wait "$perf_pid" 2>/dev/null
@@ -203,21 +242,24 @@ measure() {
 		p99_us=*) p99=${kv#*=} ;;
 		cpu_pct=*) lgcpu=${kv#*=} ;;
 		failed=*) failed=${kv#*=} ;;
+		secs=*) secs=${kv#*=} ;;
 		esac
 	done
 	[ "${requests:-0}" -gt 0 ] || return 1
-	cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
+	cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$hz" \
 		-v n="$requests" 'BEGIN {printf "%.3f", d / hz * 1e6 / n}')
+	other=$(awk -v d=$(((b1 - b0) - (t1 - t0) - (l1 - l0) - (p1 - p0))) \
+		-v hz="$hz" -v s="$secs" 'BEGIN {printf "%.1f", d / hz / s * 100}')
 	spr=nan
 	case "$sys" in
 	'' | *[!0-9]*) ;;
 	*) spr=$(awk -v a="$sys" -v n="$requests" \
 		'BEGIN {printf "%.3f", a / n}') ;;
 	esac
-	echo "$name $c $s $rps $cpu_us $spr $p50 $p99 $lgcpu $failed" \
+	echo "$name $c $s $rps $cpu_us $spr $p50 $p99 $lgcpu $failed $other" \
 		>>"$tmp/runs.txt"
-	printf '  %-15s c=%-5s s=%-5s %9.0f req/s  cpu %7s us/req  sys %6s/req  p50 %8s us  p99 %8s us  loadgen cpu %s%%\n' \
-		"$name" "$c" "$s" "$rps" "$cpu_us" "$spr" "$p50" "$p99" "$lgcpu"
+	printf '  %-15s c=%-5s s=%-5s %9.0f req/s  cpu %7s us/req  sys %6s/req  p50 %8s us  p99 %8s us  loadgen %s%%  other %s%%\n' \
+		"$name" "$c" "$s" "$rps" "$cpu_us" "$spr" "$p50" "$p99" "$lgcpu" "$other"
 }
 
 for name in $SERVERS; do
@@ -284,11 +326,12 @@ def fmt(v, f):
     return "n/a" if v != v else f % v
 
 print("Medians; cpu = server utime+stime per request; sys = server syscalls")
-print("per request (perf raw_syscalls:sys_enter); lg = loadgen CPU %.")
+print("per request (perf raw_syscalls:sys_enter); lg = loadgen CPU %;")
+print("other = CPU % of one CPU used by other processes meanwhile.")
 print()
-hdr = "%-6s %-5s %-15s %10s %9s %8s %9s %9s %5s %4s" % (
+hdr = "%-6s %-5s %-15s %10s %9s %8s %9s %9s %5s %6s %4s" % (
     "conns", "size", "server", "req/s", "cpu us", "sys/req", "p50 us",
-    "p99 us", "lg%", "n")
+    "p99 us", "lg%", "other%", "n")
 print(hdr)
 print("-" * len(hdr))
 confs = sorted({(k[0], k[1]) for k in groups})
@@ -298,10 +341,11 @@ for c, s in confs:
         if k not in groups:
             continue
         fails = sum(int(r[9]) for r in groups[k])
-        print("%-6d %-5d %-15s %10s %9s %8s %9s %9s %5s %4d%s" % (
+        print("%-6d %-5d %-15s %10s %9s %8s %9s %9s %5s %6s %4d%s" % (
             c, s, name, fmt(med(k, 3), "%.0f"), fmt(med(k, 4), "%.2f"),
             fmt(med(k, 5), "%.2f"), fmt(med(k, 6), "%.1f"),
-            fmt(med(k, 7), "%.1f"), fmt(med(k, 8), "%.0f"), len(groups[k]),
+            fmt(med(k, 7), "%.1f"), fmt(med(k, 8), "%.0f"),
+            fmt(med(k, 10), "%.1f"), len(groups[k]),
             "  (%d connections failed)" % fails if fails else ""))
 print()
 
@@ -330,7 +374,7 @@ EOF
 	echo
 	cat "$tmp/table.txt"
 	echo
-	echo "Runs (server conns size req/s cpu_us sys/req p50 p99 lg% failed):"
+	echo "Runs (server conns size req/s cpu_us sys/req p50 p99 lg% failed other%):"
 	cat "$tmp/runs.txt"
 } >"$out"
 echo
