@@ -186,8 +186,9 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 			return -EINVAL;
 		}
 		if (bad) {
-			fprintf(stderr, "loadgen: bad value for -%c: %s\n", opt,
-				optarg);
+			(void)fprintf(stderr,
+				      "loadgen: bad value for -%c: %s\n", opt,
+				      optarg);
 			return -EINVAL;
 		}
 	}
@@ -195,7 +196,8 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 		return -EINVAL;
 	o->target = argv[optind];
 	if (resolve(o, o->target) < 0) {
-		fprintf(stderr, "loadgen: cannot resolve %s\n", o->target);
+		(void)fprintf(stderr, "loadgen: cannot resolve %s\n",
+			      o->target);
 		return -EINVAL;
 	}
 	return 0;
@@ -233,7 +235,8 @@ static int check_fds(const struct lg_opts *o)
 		(void)setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	if ((rlim_t)o->conns + LG_FD_SLACK > rl.rlim_cur) {
-		fprintf(stderr,
+		(void)fprintf(
+			stderr,
 			"loadgen: %u connections need more fds than the limit "
 			"%llu allows; run several loadgen processes\n",
 			o->conns, (unsigned long long)rl.rlim_cur);
@@ -250,8 +253,8 @@ static void wait_barrier(struct lg_main *m)
 static void worker_error(struct lg_worker *w, const char *what, int err)
 {
 	w->failed = true;
-	fprintf(stderr, "loadgen: worker %u: %s: %s\n", w->id, what,
-		strerror(-err));
+	(void)fprintf(stderr, "loadgen: worker %u: %s: %s\n", w->id, what,
+		      strerror(-err));
 }
 
 /* The phases, in step with main() through the barrier. */
@@ -293,7 +296,7 @@ static void gate(const struct lg_main *m, const char *what)
 	if (!m->o.gate)
 		return;
 	printf("loadgen: %s\n", what);
-	fflush(stdout);
+	(void)fflush(stdout);
 	/* A line or EOF: either means go on. */
 	(void)fgets(line, sizeof(line), stdin);
 }
@@ -361,7 +364,7 @@ static void report(struct lg_main *m, double secs, double cpu)
 	       o->mode->name, o->conns, o->size, o->threads, secs,
 	       (unsigned long long)requests, rps, us[0], us[1], us[2], us[3],
 	       us[4], dead, secs > 0 ? 100.0 * cpu / secs : 0);
-	fflush(stdout);
+	(void)fflush(stdout);
 }
 
 static int start_workers(struct lg_main *m)
@@ -371,7 +374,7 @@ static int start_workers(struct lg_main *m)
 	int ret;
 
 	m->workers = calloc(o->threads, sizeof(*m->workers));
-	if (m->workers == NULL)
+	if (m->workers == NULL || o->threads == 0)
 		return -ENOMEM;
 	for (unsigned i = 0; i < o->threads; i++) {
 		unsigned n = o->conns / o->threads +
@@ -379,8 +382,8 @@ static int start_workers(struct lg_main *m)
 
 		ret = lg_worker_init(&m->workers[i], o, i, first, n);
 		if (ret < 0) {
-			fprintf(stderr, "loadgen: worker %u: %s\n", i,
-				strerror(-ret));
+			(void)fprintf(stderr, "loadgen: worker %u: %s\n", i,
+				      strerror(-ret));
 			return ret;
 		}
 		first += n;
@@ -389,8 +392,8 @@ static int start_workers(struct lg_main *m)
 		ret = pthread_create(&m->workers[i].thread, NULL, worker_main,
 				     &m->workers[i]);
 		if (ret != 0) {
-			fprintf(stderr, "loadgen: pthread_create: %s\n",
-				strerror(ret));
+			(void)fprintf(stderr, "loadgen: pthread_create: %s\n",
+				      strerror(ret));
 			exit(1); /* earlier threads wait at a barrier */
 		}
 	}
@@ -432,7 +435,7 @@ int main(int argc, char **argv)
 		       m->o.conns, m->o.target,
 		       (double)(lg_now_ns() - tc) / 1e9,
 		       m->o.src_addrs > 0 ? m->o.src_addrs : 1, m->o.threads);
-		fflush(stdout);
+		(void)fflush(stdout);
 	}
 	wait_barrier(m); /* warm */
 	if (!m->abort)

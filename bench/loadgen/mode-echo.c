@@ -26,8 +26,8 @@ static size_t echo_size;
 static int echo_init(const struct lg_opts *o)
 {
 	if (o->size == 0) {
-		fprintf(stderr,
-			"loadgen: echo needs a size of 1 byte or more\n");
+		(void)fprintf(stderr,
+			      "loadgen: echo needs a size of 1 byte or more\n");
 		return -EINVAL;
 	}
 	echo_size = o->size;

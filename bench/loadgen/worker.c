@@ -35,8 +35,8 @@
 #define LG_SQ_ENTRIES 1024
 #define LG_CQ_MAX     65536
 #define LG_TICK_NS    (50ll * 1000 * 1000)
-#define LG_BUFS_MAX   32768		  /* a buffer ring's limit */
-#define LG_BUFS_BYTES (64u * 1024 * 1024) /* per worker, at most */
+#define LG_BUFS_MAX   32768		 /* a buffer ring's limit */
+#define LG_BUFS_BYTES ((size_t)64 << 20) /* per worker, at most */
 #define LG_BUF_GROUP  0
 
 enum {
@@ -63,8 +63,8 @@ static struct io_uring_sqe *get_sqe(struct lg_worker *w)
 
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN &&
 		    ret != -EBUSY) {
-			fprintf(stderr, "loadgen: io_uring_submit: %s\n",
-				strerror(-ret));
+			(void)fprintf(stderr, "loadgen: io_uring_submit: %s\n",
+				      strerror(-ret));
 			exit(1);
 		}
 	}
