@@ -117,7 +117,9 @@ start_server() {
 	taskset -c "$SERVER_CPU" $cmd >"$tmp/$name.out" 2>"$tmp/$name.err" &
 	spid[$name]=$!
 	for i in $(seq 100); do
-		port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/$name.out")
+		# "listening on 127.0.0.1:PORT", ringprot-echo adds " (engine)"
+		port=$(sed -n 's/^listening on [^ ]*:\([0-9]*\)\( (.*)\)\{0,1\}$/\1/p' \
+			"$tmp/$name.out")
 		[ -n "$port" ] && break
 		kill -0 "${spid[$name]}" 2>/dev/null ||
 			die "$name exited: $(cat "$tmp/$name.err")"

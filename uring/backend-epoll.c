@@ -71,6 +71,7 @@ struct efd {
 	struct ur_op *head, **tail; /* waiting ops, FIFO */
 	uint32_t armed;		    /* events armed (0: none or fired) */
 	bool dirty;		    /* on the dirty list */
+	bool drained; /* the last recv came back short: the socket is empty */
 	int next_dirty;
 };
 
@@ -1048,6 +1049,30 @@ static int connect_now(struct ur_op *op, const struct ur__req *r)
 	return ret == -EINPROGRESS ? E_WAIT : ret;
 }
 
+/*
+ * A recv that came back short has emptied the socket (almost always), so
+ * the next recv on it waits for readiness at once instead of trying and
+ * getting EAGAIN: one syscall less per request. Readiness clears it; if
+ * data came meanwhile, re-arming reports the fd ready at once.
+ */
+static bool recv_kind(const struct ur_op *op)
+{
+	return (op->ur__opcode == UR__RECV || op->ur__opcode == UR__RECV_PBUF) &&
+	       !(op->ur__arg & (MSG_DONTWAIT | MSG_PEEK));
+}
+
+static void note_recv(struct efd *f, const struct ur_op *op, int ret)
+{
+	size_t want;
+
+	if (!recv_kind(op) || ret < 0)
+		return;
+	want = op->ur__opcode == UR__RECV ?
+		       (size_t)op->ur__q :
+		       ((const struct ur_bufring *)op->ur__p)->buf_size;
+	f->drained = (size_t)ret < want;
+}
+
 static int e_start(struct ur_loop *loop, struct ur_op *op,
 		   const struct ur__req *r)
 {
@@ -1106,12 +1131,15 @@ static int e_start(struct ur_loop *loop, struct ur_op *op,
 		ret = connect_now(op, r);
 	else if (r->opcode == UR__RECV_PBUF && (r->uflags & UR__REQ_POLL_FIRST))
 		ret = E_WAIT; /* wait for data before taking a buffer */
+	else if (f->drained && recv_kind(op))
+		ret = E_WAIT;
 	else
 		ret = try_op(e, op, &flags);
 	if (ret == E_WAIT) {
 		wait_on(e, f, op->ur__fd, op);
 		return 0;
 	}
+	note_recv(f, op, ret);
 	if (r->opcode == UR__CONNECT || !(flags & (UR__F_MORE | UR__F_BUFFER)))
 		complete_now(e, op, ret);
 	else
@@ -1144,6 +1172,8 @@ static void fd_ready(struct eloop *e, int fd, uint32_t events)
 	f->armed = 0; /* EPOLLONESHOT */
 	if (events & (EPOLLERR | EPOLLHUP))
 		events |= EPOLLIN | EPOLLOUT;
+	if (events & EPOLLIN)
+		f->drained = false;
 	for (op = f->head; op != NULL; op = next) {
 		uint32_t want = op_events(op);
 		uint32_t flags;
@@ -1166,6 +1196,7 @@ static void fd_ready(struct eloop *e, int fd, uint32_t events)
 			blocked |= want;
 			continue;
 		}
+		note_recv(f, op, ret);
 		unlink_waiter(f, op);
 		done_push(e, op, ret, flags);
 	}
