@@ -44,7 +44,8 @@ struct echo_conn {
 	struct ur_fiber *fiber;
 	int fd;
 	struct echo_conn *prev, *next;
-	unsigned char buf[ECHO_BUF_SIZE];
+	/* One is received into while the other may still be sent from. */
+	unsigned char buf[2][ECHO_BUF_SIZE / 2];
 };
 
 /* Report on stderr, prefixed with the program name. */
@@ -272,24 +273,65 @@ static void conn_unlink(struct echo_conn *c)
 }
 
 /* The connection's fiber: recv -> send until EOF or an error. */
+/*
+ * Wait for the send of buf[0..len) started on op, and send what it left.
+ * Returns 0 or -errno.
+ */
+static int send_finish(struct echo_conn *c, struct ur_op *op,
+		       const unsigned char *buf, size_t len)
+{
+	int n = ur_op_wait(op);
+
+	if (n < 0)
+		return n;
+	if (n == 0)
+		return -EPIPE;
+	return send_all(c->fd, buf + n, len - (size_t)n);
+}
+
+/*
+ * The connection's fiber: recv -> send until EOF or an error. A reply's
+ * send is started, not waited for: it goes to the kernel with the wait
+ * for the next request (ur_op_nowake), so on io_uring with DEFER_TASKRUN
+ * a request costs one io_uring_enter, not two. The next recv fills the
+ * other buffer; the send is finished (and a short one completed) before
+ * its buffer is used again, so bytes go out in order.
+ */
 static int conn_run(void *arg)
 {
 	struct echo_conn *c = arg;
 	struct echo_server *srv = c->srv;
+	struct ur_op sop;
+	size_t pending = 0; /* bytes of buf[cur ^ 1] the send in sop has */
+	unsigned cur = 0;
 	int ret;
 
+	ur_op_init(&sop, NULL, NULL);
 	for (;;) {
-		ssize_t n = ur_recv(c->fd, c->buf, sizeof(c->buf), 0);
+		ssize_t n = ur_recv(c->fd, c->buf[cur], sizeof(c->buf[cur]), 0);
 
+		if (pending > 0) {
+			ret = send_finish(c, &sop, c->buf[cur ^ 1], pending);
+			pending = 0;
+			if (ret < 0)
+				break;
+		}
 		if (n <= 0) {
 			ret = (int)n;
 			break;
 		}
-		ret = send_all(c->fd, c->buf, (size_t)n);
+		ret = ur_send_start(srv->loop, &sop, c->fd, c->buf[cur],
+				    (size_t)n, MSG_NOSIGNAL);
 		if (ret < 0)
 			break;
+		ur_op_nowake(&sop);
+		pending = (size_t)n;
 		srv->bytes += (uint64_t)n;
+		cur ^= 1;
 	}
+	/* The kernel owns the buffer until the send's own completion. */
+	if (ur_op_is_busy(&sop) && ur_op_wait(&sop) < 0 && ret >= 0)
+		ret = -EPIPE;
 	/* A peer resetting, or shutdown cancelling us, is no server error. */
 	if (ret < 0 && ret != -ECONNRESET && ret != -EPIPE && ret != -ECANCELED)
 		srv->errors++;
