@@ -117,7 +117,9 @@ start_server() {
 	taskset -c "$SERVER_CPU" $cmd >"$tmp/$name.out" 2>"$tmp/$name.err" &
 	spid[$name]=$!
 	for i in $(seq 100); do
-		port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/$name.out")
+		# "listening on addr:port", ringprot-echo adds " (engine)".
+		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)\( (.*)\)\{0,1\}$/\1/p' \
+			"$tmp/$name.out")
 		[ -n "$port" ] && break
 		kill -0 "${spid[$name]}" 2>/dev/null ||
 			die "$name exited: $(cat "$tmp/$name.err")"
@@ -282,8 +284,9 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 		"CONNS=\"$CONNS\" SIZES=\"$SIZES\" bench/echo.sh"
 	echo "pinning:  servers on CPU $SERVER_CPU, loadgen and perf on CPU $CLIENT_CPU"
 	for name in $SERVERS; do
-		echo "server:   $name: $(server_cmd "$name") (pid ${spid[$name]}," \
-			"$(engines "${spid[$name]}"))"
+		echo "server:   $name: $(server_cmd "$name")"
+		echo "          pid ${spid[$name]}, $(engines "${spid[$name]}");" \
+			"says: $(head -n 1 "$tmp/$name.out")"
 	done
 } >"$tmp/head.txt"
 cat "$tmp/head.txt"
