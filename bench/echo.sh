@@ -112,6 +112,7 @@ server_cmd() {
 start_server() {
 	local name=$1 cmd i port
 	cmd=$(server_cmd "$name") || die "unknown server: $name"
+	: >"$tmp/$name.out"
 	# taskset and env exec: $! is the server's own pid.
 	# shellcheck disable=SC2086
 	taskset -c "$SERVER_CPU" $cmd >"$tmp/$name.out" 2>"$tmp/$name.err" &
