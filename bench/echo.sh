@@ -112,13 +112,14 @@ server_cmd() {
 start_server() {
 	local name=$1 cmd i port
 	cmd=$(server_cmd "$name") || die "unknown server: $name"
+	: >"$tmp/$name.out"
 	# taskset and env exec: $! is the server's own pid.
 	# shellcheck disable=SC2086
 	taskset -c "$SERVER_CPU" $cmd >"$tmp/$name.out" 2>"$tmp/$name.err" &
 	spid[$name]=$!
 	for i in $(seq 100); do
-		# "listening on 127.0.0.1:PORT", ringprot-echo adds " (engine)"
-		port=$(sed -n 's/^listening on [^ ]*:\([0-9]*\)\( (.*)\)\{0,1\}$/\1/p' \
+		# "listening on addr:port", ringprot-echo adds " (engine)".
+		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)\( (.*)\)\{0,1\}$/\1/p' \
 			"$tmp/$name.out")
 		[ -n "$port" ] && break
 		kill -0 "${spid[$name]}" 2>/dev/null ||
@@ -284,8 +285,9 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 		"CONNS=\"$CONNS\" SIZES=\"$SIZES\" bench/echo.sh"
 	echo "pinning:  servers on CPU $SERVER_CPU, loadgen and perf on CPU $CLIENT_CPU"
 	for name in $SERVERS; do
-		echo "server:   $name: $(server_cmd "$name") (pid ${spid[$name]}," \
-			"$(engines "${spid[$name]}"))"
+		echo "server:   $name: $(server_cmd "$name")"
+		echo "          pid ${spid[$name]}, $(engines "${spid[$name]}");" \
+			"says: $(head -n 1 "$tmp/$name.out")"
 	done
 } >"$tmp/head.txt"
 cat "$tmp/head.txt"
