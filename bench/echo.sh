@@ -102,6 +102,13 @@ server_cmd() {
 		echo "env RINGPROT_BACKEND=uring build-bench/examples/ringprot-echo -l 127.0.0.1:0" ;;
 	ringprot-epoll)
 		echo "env RINGPROT_BACKEND=epoll build-bench/examples/ringprot-echo -l 127.0.0.1:0" ;;
+	# Not in the default set: SQPOLL's poller thread is the server's,
+	# pinned with it to SERVER_CPU by taskset (it spins for its idle
+	# time after each submission, 100 ms by default).
+	ringprot-sqpoll)
+		echo "build-bench/examples/ringprot-echo -e sqpoll -l 127.0.0.1:0" ;;
+	ringprot-defer)
+		echo "build-bench/examples/ringprot-echo -e defer -l 127.0.0.1:0" ;;
 	epoll-lt) echo "build-bench/bench/epoll-echo -l 127.0.0.1:0" ;;
 	epoll-et) echo "build-bench/bench/epoll-echo -e -l 127.0.0.1:0" ;;
 	*) return 1 ;;
