@@ -107,6 +107,9 @@ server_cmd() {
 	# time after each submission, 100 ms by default).
 	ringprot-sqpoll)
 		echo "build-bench/examples/ringprot-echo -e sqpoll -l 127.0.0.1:0" ;;
+	# The poller pinned to the client's CPU instead (IORING_SETUP_SQ_AFF).
+	ringprot-sqpoll-x)
+		echo "build-bench/examples/ringprot-echo -e sqpoll@$CLIENT_CPU -l 127.0.0.1:0" ;;
 	ringprot-defer)
 		echo "build-bench/examples/ringprot-echo -e defer -l 127.0.0.1:0" ;;
 	epoll-lt) echo "build-bench/bench/epoll-echo -l 127.0.0.1:0" ;;
