@@ -248,11 +248,13 @@ static void park_all(struct bench_thread *t)
 {
 	struct ur_loop_stats st;
 	uint64_t end = now_ms() + BENCH_TIMEOUT_MS;
+	int ret;
 
 	for (unsigned k = 0; k < t->nconn && t->err == 0; k++) {
 		struct ur_fiber *f;
-		int ret = ur_fiber_spawn(t->loop, idle_fiber, &t->conns[k],
-					 NULL, &f);
+
+		ret = ur_fiber_spawn(t->loop, idle_fiber, &t->conns[k], NULL,
+				     &f);
 
 		if (ret < 0) {
 			fail(t, "ur_fiber_spawn", ret);
@@ -261,13 +263,16 @@ static void park_all(struct bench_thread *t)
 		ur_fiber_detach(f);
 	}
 	do {
-		if (ur_loop_run_once(t->loop, 0) < 0) {
-			fail(t, "ur_loop_run_once", -EIO);
+		ret = ur_loop_run_once(t->loop, 0);
+		if (ret < 0) {
+			fail(t, "ur_loop_run_once", ret);
 			break;
 		}
 		ur_loop_stats(t->loop, &st);
 	} while (st.ops_inflight < t->nconn && now_ms() < end);
-	(void)ur_loop_run_once(t->loop, 0); /* submit the last batch */
+	ret = ur_loop_run_once(t->loop, 0); /* submit the last batch */
+	if (ret < 0)
+		fail(t, "ur_loop_run_once", ret);
 	ur_loop_stats(t->loop, &st);
 	t->parked = (unsigned)st.ops_inflight;
 	t->avail = ur_bufring_available(t->br);

@@ -643,7 +643,8 @@ static void *rr_many_server_ours(void *arg)
 				   &f[i]) < 0)
 			die("ur_fiber_spawn");
 	for (size_t i = 0; i < m->n; i++)
-		(void)ur_fiber_join(f[i], NULL);
+		if (ur_fiber_join(f[i], NULL) < 0)
+			die("ur_fiber_join");
 	free(f);
 	rr_stats("ours", loop);
 	ur_loop_free(&loop);

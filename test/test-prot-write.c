@@ -519,9 +519,9 @@ static int nb_writer(void *arg)
 
 	memset(data, 'n', sizeof(data));
 	prot_NONBLOCK(s);
-	(void)ur_fiber_yield();
+	nf->ret = ur_fiber_yield(); /* 0, asserted with the rest */
 	before = nf->ticks;
-	nf->ret = prot_write(s, data, sizeof(data));
+	nf->ret |= prot_write(s, data, sizeof(data));
 	nf->ret |= prot_flush_internal(s, 0);
 	nf->ticks_during = nf->ticks - before;
 	nf->ret |= prot_flush(s); /* forced: parks until all is sent */

@@ -305,6 +305,7 @@ static int ex_reader(void *arg)
 	struct ex_shared *sh = r->sh;
 	unsigned bid;
 	ssize_t n;
+	int y = 0;
 
 	while ((n = ur_recv_pbuf(r->fd, sh->br, &bid, 0)) > 0) {
 		const unsigned char *b = ur_bufring_buf(sh->br, bid);
@@ -320,9 +321,11 @@ static int ex_reader(void *arg)
 					return -ECANCELED;
 		} else if (r->pos % 3 == 0) {
 			/* Hold the buffer across a loop turn now and then. */
-			(void)ur_fiber_yield();
+			y = ur_fiber_yield();
 		}
 		ur_bufring_put(sh->br, bid);
+		if (y != 0)
+			return y;
 	}
 	sh->finished++;
 	return (int)n;

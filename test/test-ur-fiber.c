@@ -372,7 +372,8 @@ static int parent(void *arg)
 	if (ur_fiber_spawn(NULL, return_arg, (void *)3, NULL, &quick) != 0)
 		return -1;
 	for (int i = 0; i < 3; i++)
-		(void)ur_fiber_yield();
+		if (ur_fiber_yield() != 0)
+			return -1;
 	if (ur_fiber_join(quick, &r) != 0 || r != 3)
 		return -1;
 	return fam->child_ret + 1;
@@ -635,8 +636,8 @@ static int park_then_yield(void *arg)
 	(void)arg;
 	if (ur_fiber_park() != 0)
 		return -1;
-	(void)ur_fiber_yield();
-	(void)ur_fiber_yield();
+	if (ur_fiber_yield() != 0 || ur_fiber_yield() != 0)
+		return -1;
 	return 9;
 }
 

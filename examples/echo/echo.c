@@ -421,8 +421,8 @@ static void on_signal(struct ur_signal *sig, int signo, void *arg)
 		return;
 	srv->stopping = true;
 	srv->stop_signo = signo;
-	if (ur_timer_is_armed(&srv->rearm))
-		(void)ur_timer_stop(&srv->rearm);
+	if (ur_timer_is_armed(&srv->rearm) && ur_timer_stop(&srv->rearm) < 0)
+		srv->errors++;
 	/* In-flight ops hold their own file reference: cancel, then close. */
 	if (ur_op_is_busy(&srv->accept_op) && ur_op_cancel(&srv->accept_op) < 0)
 		srv->errors++;
@@ -440,17 +440,21 @@ static int drain(struct echo_server *srv)
 {
 	uint64_t until = ur_now_ns(CLOCK_MONOTONIC) + ECHO_DRAIN_NS;
 	struct ur_loop_stats st;
+	int ret;
 
 	for (struct echo_conn *c = srv->conns; c != NULL; c = c->next)
-		(void)ur_fiber_cancel(c->fiber);
+		if (ur_fiber_cancel(c->fiber) < 0) {
+			/* -ESRCH: it has returned; else it ends late */
+		}
 	for (;;) {
 		ur_loop_stats(srv->loop, &st);
 		if (st.fibers_live == 0)
 			return 0;
 		if (ur_now_ns(CLOCK_MONOTONIC) >= until)
 			return -ETIMEDOUT;
-		if (ur_loop_run_once(srv->loop, ECHO_TURN_NS) < 0)
-			return -EIO;
+		ret = ur_loop_run_once(srv->loop, ECHO_TURN_NS);
+		if (ret < 0)
+			return ret;
 	}
 }
 
