@@ -119,10 +119,9 @@ static void pbuf_unref(struct prot__stream *ps)
 	ps->br_loop = NULL;
 	if (br != pbufs.br) /* a stream from before a fork */
 		return;
-	if (--pbufs.refs == 0) {
-		(void)ur_bufring_free(&pbufs.br);
+	/* -EBUSY (a buffer still out: a bug) keeps the ring for reuse. */
+	if (--pbufs.refs == 0 && ur_bufring_free(&pbufs.br) == 0)
 		pbufs.loop = NULL;
-	}
 }
 
 static size_t rbuf_size(const struct prot__stream *ps)

@@ -62,8 +62,9 @@ static int wire_init(struct wire *w, int timeout_ms)
 
 static void wire_fini(struct wire *w)
 {
-	if (w->timer_on)
-		(void)ur_timer_stop(&w->timer);
+	if (w->timer_on && ur_timer_stop(&w->timer) < 0) {
+		/* -ENOENT: it fired; disarmed either way */
+	}
 	w->timer_on = false;
 }
 

@@ -434,7 +434,9 @@ static void cancel_busy(struct ur_op *op)
 
 static bool sel_reap(struct sel *sl)
 {
-	(void)ur_timer_stop(&sl->timer);
+	if (ur_timer_stop(&sl->timer) < 0) {
+		/* -ENOENT: fired or never armed; disarmed either way */
+	}
 	for (size_t i = 0; i < sl->n; i++)
 		cancel_busy(&sl->m[i].op);
 	cancel_busy(&sl->extra_op);

@@ -246,7 +246,9 @@ static struct prot_waitevent **find_link(struct protstream *s,
 
 static void event_free_now(struct wevent *e)
 {
-	(void)ur_timer_stop(&e->timer); /* fn never runs after this */
+	if (ur_timer_stop(&e->timer) < 0) {
+		/* -ENOENT: not armed; fn never runs after this either way */
+	}
 	free(e);
 }
 
@@ -263,7 +265,9 @@ static void event_remove(struct wstate *w, struct prot_waitevent **link,
 		event_free_now(e);
 		return;
 	}
-	(void)ur_timer_stop(&e->timer);
+	if (ur_timer_stop(&e->timer) < 0) {
+		/* -ENOENT: not armed; disarmed either way */
+	}
 	e->removed = true;
 	e->grave_next = w->grave;
 	w->grave = e;
