@@ -134,8 +134,9 @@ int ur__timer_start_abs(struct ur_timer *t, clockid_t clock,
 	t->ur__line = line;
 	if (t->ur__slot != NULL && t->ur__clock == clock)
 		return ur_timer_update(t, deadline_ns);
-	if (t->ur__slot != NULL)
-		(void)ur_timer_stop(t);
+	if (t->ur__slot != NULL && ur_timer_stop(t) < 0) {
+		/* cannot be -ENOENT here; t is disarmed either way */
+	}
 	t->ur__clock = clock;
 	t->ur__deadline_ns = deadline_ns;
 	s = slot_get(loop);
@@ -274,7 +275,9 @@ int ur_deadline_set(struct ur_deadline *d, uint64_t deadline_ns)
 void ur_deadline_fini(struct ur_deadline *d)
 {
 	d->ur__want_ns = 0;
-	(void)ur_timer_stop(&d->ur__timer);
+	if (ur_timer_stop(&d->ur__timer) < 0) {
+		/* -ENOENT: not armed; disarmed either way */
+	}
 }
 
 struct sleeper {
@@ -291,6 +294,14 @@ static void sleeper_fired(struct ur_timer *t, void *arg)
 	sl->done = 1;
 	if (sl->f != NULL)
 		ur_fiber_wake(sl->f);
+}
+
+/* Leaving early: sl is on the stack, so fn must never run after this. */
+static void sleep_abort(struct sleeper *sl)
+{
+	if (ur_timer_stop(&sl->t) < 0) {
+		/* -ENOENT: it fired meanwhile; disarmed either way */
+	}
 }
 
 int ur_sleep_until(clockid_t clock, uint64_t deadline_ns)
@@ -313,13 +324,13 @@ int ur_sleep_until(clockid_t clock, uint64_t deadline_ns)
 	while (!sl.done) {
 		if (sl.f != NULL) {
 			if (ur_fiber_park() == -ECANCELED) {
-				(void)ur_timer_stop(&sl.t);
+				sleep_abort(&sl);
 				return -ECANCELED;
 			}
 		} else {
 			ret = ur_loop_run_once(loop, -1);
 			if (ret < 0) {
-				(void)ur_timer_stop(&sl.t);
+				sleep_abort(&sl);
 				return ret;
 			}
 		}

@@ -119,13 +119,14 @@ RINGPROT_API void ur_loop_bind(struct ur_loop *loop);
  * fiber. Returns the number of completions dispatched, or -errno.
  * Must not be called from a fiber.
  */
-RINGPROT_API int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns);
+RINGPROT_API int ur_loop_run_once(struct ur_loop *loop,
+				  int64_t timeout_ns) RINGPROT_MUST_CHECK;
 
 /*
  * Run turns until ur_loop_stop() or until nothing is alive (no fiber, no
  * op in flight, no armed timer). Returns 0 or -errno. Not from a fiber.
  */
-RINGPROT_API int ur_loop_run(struct ur_loop *loop);
+RINGPROT_API int ur_loop_run(struct ur_loop *loop) RINGPROT_MUST_CHECK;
 
 /* Make ur_loop_run() return after the current turn. Any thread-safe
  * caller on the loop's own thread; from other threads use ur_loop_post(). */
@@ -453,7 +454,7 @@ RINGPROT_API int ur_timer_update(struct ur_timer *t,
  * Disarm t. fn will not run after this returns,
  * even if the kernel already fired. Returns 0, or -ENOENT if not armed.
  */
-RINGPROT_API int ur_timer_stop(struct ur_timer *t);
+RINGPROT_API int ur_timer_stop(struct ur_timer *t) RINGPROT_MUST_CHECK;
 
 RINGPROT_API bool ur_timer_is_armed(const struct ur_timer *t);
 RINGPROT_API uint64_t ur_timer_deadline(const struct ur_timer *t);
@@ -521,7 +522,8 @@ RINGPROT_API int ur__fiber_spawn(struct ur_loop *loop, ur_fiber_fn *fn,
  * joiner or is detached while being joined; -ECANCELED if the joining
  * fiber is cancelled (f then stays joinable).
  */
-RINGPROT_API int ur_fiber_join(struct ur_fiber *f, int *ret_out) UR_MAY_YIELD;
+RINGPROT_API int ur_fiber_join(struct ur_fiber *f, int *ret_out) UR_MAY_YIELD
+	RINGPROT_MUST_CHECK;
 
 /* Free f when it returns (now, if it already has). */
 RINGPROT_API void ur_fiber_detach(struct ur_fiber *f);
@@ -533,7 +535,7 @@ RINGPROT_API void ur_fiber_detach(struct ur_fiber *f);
  * once. A parked (ur_fiber_park) fiber is woken with -ECANCELED.
  * Returns 0, or -ESRCH if f has already returned.
  */
-RINGPROT_API int ur_fiber_cancel(struct ur_fiber *f);
+RINGPROT_API int ur_fiber_cancel(struct ur_fiber *f) RINGPROT_MUST_CHECK;
 
 /* The running fiber, or NULL outside any fiber. */
 RINGPROT_API struct ur_fiber *ur_fiber_self(void);
@@ -543,7 +545,7 @@ RINGPROT_API bool ur_fiber_is_cancelled(const struct ur_fiber *f);
  * Park the running fiber until ur_fiber_wake(). Returns 0, -ECANCELED, or
  * -EINVAL outside any fiber.
  */
-RINGPROT_API int ur_fiber_park(void) UR_MAY_YIELD;
+RINGPROT_API int ur_fiber_park(void) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 /*
  * End an ur_fiber_park() of f (no-op if f is not parked there; a fiber
  * blocked in an op is left alone). Loop thread only.
@@ -553,7 +555,7 @@ RINGPROT_API void ur_fiber_wake(struct ur_fiber *f);
  * Let other runnable fibers run; returns at the next turn. Outside a
  * fiber it runs one loop turn that does not wait.
  */
-RINGPROT_API int ur_fiber_yield(void) UR_MAY_YIELD;
+RINGPROT_API int ur_fiber_yield(void) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 
 /*
  * ---------------------------------------------------------------------
@@ -574,7 +576,7 @@ RINGPROT_API int ur_bufring_new(struct ur_loop *loop, unsigned nbufs,
 				struct ur_bufring **br_out) RINGPROT_MUST_CHECK;
 /* Unregister and free. Every buffer must be back and no fiber waiting for
  * one (-EBUSY otherwise). */
-RINGPROT_API int ur_bufring_free(struct ur_bufring **brp);
+RINGPROT_API int ur_bufring_free(struct ur_bufring **brp) RINGPROT_MUST_CHECK;
 /*
  * The loop br was made on, or NULL once that loop has been freed (br is
  * then detached: ur_bufring_free() only releases its memory).
