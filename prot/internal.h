@@ -203,7 +203,7 @@ static inline const struct prot__stream *prot__cof(const struct protstream *s)
 static inline void prot__cancel(struct ur_op *op)
 {
 	if (ur_op_cancel(op) < 0) {
-		/* -ENOENT: already completed */
+		/* -ENOENT: completed; else refused: it ends by itself */
 	}
 }
 

@@ -426,7 +426,7 @@ static int sel_wait(struct sel *sl, struct timeval *tv)
  */
 static void cancel_busy(struct ur_op *op)
 {
-	/* -ENOENT only means it completed meanwhile: nothing to do. */
+	/* -ENOENT: completed meanwhile; else refused: it ends by itself. */
 	int ret = ur_op_is_busy(op) ? ur_op_cancel(op) : 0;
 
 	(void)ret;

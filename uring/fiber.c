@@ -323,16 +323,16 @@ static void park(struct ur_fiber *f, struct ur_op *op)
  * A cancelled fiber waiting on op: make sure the kernel was asked to
  * cancel it, then wait for its final CQE, whatever wakes us meanwhile.
  * The op's buffers (often on this very stack) stay the kernel's until
- * then, so returning earlier would let the caller reuse them.
+ * then, so returning earlier would let the caller reuse them. A cancel
+ * the backend refused is asked again at each wake-up.
  */
 static int park_until_reaped(struct ur_fiber *f, struct ur_op *op)
 {
-	if (op->ur__state == UR_OP_INFLIGHT && f->cancel_op != op) {
-		f->cancel_op = op;
-		ur__submit_cancel(f->loop, op);
-	}
-	while (op->ur__state == UR_OP_INFLIGHT)
+	while (op->ur__state == UR_OP_INFLIGHT) {
+		if (f->cancel_op != op && ur__submit_cancel(f->loop, op) == 0)
+			f->cancel_op = op;
 		park(f, op);
+	}
 	f->cancel_op = NULL;
 	return -ECANCELED;
 }
@@ -495,6 +495,7 @@ void ur_fiber_detach(struct ur_fiber *f)
 int ur_fiber_cancel(struct ur_fiber *f)
 {
 	struct ur_op *op;
+	int ret = 0;
 
 	if (f == NULL)
 		return -EINVAL;
@@ -509,14 +510,15 @@ int ur_fiber_cancel(struct ur_fiber *f)
 		 * if it won the race) wakes the fiber, and only then may its
 		 * buffers be touched again.
 		 */
-		f->cancel_op = op;
-		ur__submit_cancel(f->loop, op);
+		ret = ur__submit_cancel(f->loop, op);
+		if (ret == 0)
+			f->cancel_op = op;
 	} else {
 		ur__fiber_make_runnable(f);
 	}
 out:
 	f->cancelled = true;
-	return 0;
+	return ret;
 }
 
 void ur__fiber_forget(void)

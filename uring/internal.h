@@ -100,6 +100,19 @@ struct ur__post {
 	struct ur__post *next;
 };
 
+/*
+ * A read the engine re-arms from its own completion (the post eventfd, a
+ * signalfd) has nobody to return an error to. If the backend refuses it
+ * (no SQE, no memory), ur__rearm_later() queues it and each loop turn
+ * calls fn again first (and sleeps at most UR__REARM_NS meanwhile) until
+ * fn returns 0.
+ */
+struct ur__rearm {
+	struct ur_list link;
+	int (*fn)(struct ur__rearm *r);
+};
+#define UR__REARM_NS 10000000 /* 10 ms */
+
 struct ur_fiber;
 
 /*
@@ -181,6 +194,8 @@ struct ur_loop {
 	uint64_t post_efd_buf;
 	struct ur_op post_op;
 	uint64_t internal_ops; /* in-flight ops of our own (post read) */
+	struct ur__rearm post_rearm;
+	struct ur_list rearm; /* struct ur__rearm to retry at each turn */
 
 	/* Buffer-ring group ids in use (bufring.c). */
 	uint64_t bgid_used[1024 / 64];
@@ -218,6 +233,10 @@ void ur__op_arm(struct ur_loop *loop, struct ur_op *op, uint8_t opcode);
 void ur__op_complete(struct ur_loop *loop, struct ur_op *op, int32_t res,
 		     uint32_t flags);
 
+/* Retry r->fn at the next turns (see struct ur__rearm); forget it. */
+void ur__rearm_later(struct ur_loop *loop, struct ur__rearm *r);
+void ur__rearm_forget(struct ur__rearm *r);
+
 /* Run the posts queued by ur_loop_post(). */
 void ur__run_posts(struct ur_loop *loop);
 
@@ -246,8 +265,9 @@ void ur__fiber_forget(void);
 extern int64_t ur__realtime_skew_ns;
 void ur__clock_was_set(struct ur_loop *loop);
 
-/* Ask the backend to cancel target (fire and forget). */
-void ur__submit_cancel(struct ur_loop *loop, struct ur_op *target);
+/* Ask the backend to cancel target: 0, or -errno if it could not take
+ * the request (no SQE, no memory); target then goes on. */
+int ur__submit_cancel(struct ur_loop *loop, struct ur_op *target);
 
 /* Start req on op (NULL for requests about other ops): -EBUSY if op is
  * in flight. */

@@ -57,14 +57,52 @@ const char *ur_backend_name(enum ur_backend backend)
 /* Posts: an eventfd read stays armed so any thread can wake the loop. */
 static void post_efd_cqe(struct ur_op *op);
 
-static void arm_post_read(struct ur_loop *loop)
+static int arm_post_read(struct ur_loop *loop)
 {
 	int ret = ur_read_start(loop, &loop->post_op, loop->post_efd,
 				&loop->post_efd_buf,
 				sizeof(loop->post_efd_buf), -1);
 
-	ur_assert(ret == 0); /* the op is idle here */
+	if (ret < 0)
+		return ret;
 	loop->internal_ops++;
+	return 0;
+}
+
+/* Re-arming from the retry list: a post written meanwhile is still
+ * counted in the eventfd, so the read completes at once. */
+static int post_rearm(struct ur__rearm *r)
+{
+	return arm_post_read(ur_container_of(r, struct ur_loop, post_rearm));
+}
+
+void ur__rearm_later(struct ur_loop *loop, struct ur__rearm *r)
+{
+	if (!ur_list_linked(&r->link))
+		ur_list_add_tail(&loop->rearm, &r->link);
+}
+
+void ur__rearm_forget(struct ur__rearm *r)
+{
+	if (ur_list_linked(&r->link))
+		ur_list_del(&r->link);
+}
+
+/* One try for each queued re-arm; those refused again stay queued. */
+static void rearm_retry(struct ur_loop *loop)
+{
+	struct ur_list again;
+	struct ur_list *n;
+
+	ur_list_init(&again);
+	while ((n = ur_list_pop(&loop->rearm)) != NULL) {
+		struct ur__rearm *r = ur_container_of(n, struct ur__rearm, link);
+
+		if (r->fn(r) < 0)
+			ur_list_add_tail(&again, n);
+	}
+	while ((n = ur_list_pop(&again)) != NULL)
+		ur_list_add_tail(&loop->rearm, n);
 }
 
 void ur__run_posts(struct ur_loop *loop)
@@ -91,8 +129,8 @@ static void post_efd_cqe(struct ur_op *op)
 
 	loop->internal_ops--;
 	ur__run_posts(loop);
-	if (op->res != -ECANCELED)
-		arm_post_read(loop);
+	if (op->res != -ECANCELED && arm_post_read(loop) < 0)
+		ur__rearm_later(loop, &loop->post_rearm);
 }
 
 /*
@@ -192,6 +230,9 @@ static int loop_new_on(const struct ur__backend *be,
 	loop->fork_gen = fork_gen;
 	ur_list_init(&loop->timers);
 	ur_list_init(&loop->tslots);
+	ur_list_init(&loop->rearm);
+	ur_list_init(&loop->post_rearm.link);
+	loop->post_rearm.fn = post_rearm;
 	pthread_mutex_init(&loop->post_lock, NULL);
 	loop->post_tail = &loop->post_head;
 	loop->post_efd = -1;
@@ -212,10 +253,14 @@ static int loop_new_on(const struct ur__backend *be,
 		goto out_fibers;
 	}
 	ur_op_init(&loop->post_op, post_efd_cqe, loop);
-	arm_post_read(loop);
+	ret = arm_post_read(loop);
+	if (ret < 0)
+		goto out_efd;
 	*loop_out = loop;
 	return 0;
 
+out_efd:
+	close(loop->post_efd);
 out_fibers:
 	ur__fibers_fini(loop);
 out_be:
@@ -296,6 +341,12 @@ int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns)
 
 	ur_assert(loop->current == NULL); /* never from a fiber */
 	tls_running = loop;
+	if (!ur_list_empty(&loop->rearm)) {
+		rearm_retry(loop);
+		if (!ur_list_empty(&loop->rearm) &&
+		    (timeout_ns < 0 || timeout_ns > UR__REARM_NS))
+			timeout_ns = UR__REARM_NS;
+	}
 	n = loop->be->dispatch_ready(loop);
 	ur__fibers_run(loop);
 	ret = loop->be->wait(loop, n > 0 || has_runnable(loop) ? 0 :
@@ -415,13 +466,11 @@ struct ur_loop *ur__loop_for_call(int *err)
 	return *err < 0 ? NULL : loop;
 }
 
-void ur__submit_cancel(struct ur_loop *loop, struct ur_op *target)
+int ur__submit_cancel(struct ur_loop *loop, struct ur_op *target)
 {
-	int ret = loop->be->start(
+	return loop->be->start(
 		loop, NULL,
 		&(const struct ur__req){.opcode = UR__CANCEL, .target = target});
-
-	ur_assert(ret == 0); /* backends always take a cancel */
 }
 
 int ur_loop_post(struct ur_loop *loop, ur_post_fn *fn, void *arg)

@@ -22,8 +22,7 @@ int ur_op_cancel(struct ur_op *op)
 {
 	if (op->ur__state != UR_OP_INFLIGHT)
 		return -ENOENT;
-	ur__submit_cancel(op->ur__loop, op);
-	return 0;
+	return ur__submit_cancel(op->ur__loop, op);
 }
 
 void ur_op_nowake(struct ur_op *op)

@@ -15,6 +15,7 @@ struct ur_signal {
 	ur_signal_fn *fn;
 	void *arg;
 	struct ur_op op;
+	struct ur__rearm rearm;	    /* a re-arm the backend refused */
 	struct signalfd_siginfo si; /* the kernel's until op's CQE */
 	bool in_fn;		    /* fn is running */
 	bool stop_in_fn; /* fn called ur_signal_stop(): finish after it */
@@ -22,21 +23,28 @@ struct ur_signal {
 
 static void sig_cqe(struct ur_op *op);
 
-static void sig_arm(struct ur_signal *sig)
+static int sig_arm(struct ur_signal *sig)
 {
 	/*
 	 * Offset -1: the file position, meaningless for a signalfd. The read
 	 * runs as task work of this thread (signalfd polls, it is not handed
 	 * to a worker), so signals sent to this thread are seen too.
+	 * -errno: no SQE or no memory (the op is idle here, never -EBUSY).
 	 */
-	int ret = ur_read_start(sig->loop, &sig->op, sig->fd, &sig->si,
-				sizeof(sig->si), -1);
+	return ur_read_start(sig->loop, &sig->op, sig->fd, &sig->si,
+			     sizeof(sig->si), -1);
+}
 
-	ur_assert(ret == 0); /* only -EBUSY, and the op is idle here */
+/* From the loop's retry list: signals stay pending in the signalfd
+ * meanwhile, none is lost. */
+static int sig_rearm(struct ur__rearm *r)
+{
+	return sig_arm(ur_container_of(r, struct ur_signal, rearm));
 }
 
 static void sig_finish(struct ur_signal *sig)
 {
+	ur__rearm_forget(&sig->rearm);
 	close(sig->fd);
 	/* Unblocking delivers what is still pending, as restoring means. */
 	(void)pthread_sigmask(SIG_UNBLOCK, &sig->unblock, NULL);
@@ -63,7 +71,8 @@ static void sig_cqe(struct ur_op *op)
 		 */
 		return;
 	}
-	sig_arm(sig);
+	if (sig_arm(sig) < 0)
+		ur__rearm_later(sig->loop, &sig->rearm);
 }
 
 int ur_signal_start(struct ur_loop *loop, const sigset_t *set, ur_signal_fn *fn,
@@ -100,15 +109,36 @@ int ur_signal_start(struct ur_loop *loop, const sigset_t *set, ur_signal_fn *fn,
 	sig->fn = fn;
 	sig->arg = arg;
 	ur_op_init(&sig->op, sig_cqe, sig);
-	sig_arm(sig);
+	ur_list_init(&sig->rearm.link);
+	sig->rearm.fn = sig_rearm;
+	ret = sig_arm(sig);
+	if (ret < 0) {
+		sig_finish(sig);
+		return ret;
+	}
 	*sig_out = sig;
 	return 0;
+}
+
+/* A signal the read took while we were stopping is raised again. */
+static void sig_give_back(struct ur_signal *sig, int res)
+{
+	if (res == (int)sizeof(sig->si))
+		(void)pthread_kill(pthread_self(), (int)sig->si.ssi_signo);
+}
+
+/* The read of a stop whose cancel the backend refused has completed. */
+static void sig_stopped_cqe(struct ur_op *op)
+{
+	struct ur_signal *sig = op->data;
+
+	sig_give_back(sig, op->res);
+	sig_finish(sig);
 }
 
 void ur_signal_stop(struct ur_signal **sigp)
 {
 	struct ur_signal *sig = *sigp;
-	int ret;
 
 	if (sig == NULL)
 		return;
@@ -127,11 +157,16 @@ void ur_signal_stop(struct ur_signal **sigp)
 		 * had never read it.
 		 */
 		sig->op.fn = NULL;
-		ret = ur_op_cancel(&sig->op);
-		ur_assert(ret == 0); /* busy, so it is in flight */
-		if (ur_op_wait(&sig->op) == (int)sizeof(sig->si))
-			(void)pthread_kill(pthread_self(),
-					   (int)sig->si.ssi_signo);
+		if (ur_op_cancel(&sig->op) < 0) {
+			/*
+			 * Refused (no SQE, no memory): the read ends with the
+			 * next signal, and the stop finishes then, from its
+			 * CQE; the signals stay blocked until that one.
+			 */
+			sig->op.fn = sig_stopped_cqe;
+			return;
+		}
+		sig_give_back(sig, ur_op_wait(&sig->op));
 	}
 	sig_finish(sig);
 }

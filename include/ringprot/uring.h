@@ -291,8 +291,9 @@ RINGPROT_API bool ur_op_is_busy(const struct ur_op *op);
 
 /*
  * Ask for op to be cancelled. The op still completes through its callback
- * (-ECANCELED, or its result if it won the race). Returns 0, or -ENOENT if
- * op is not in flight.
+ * (-ECANCELED, or its result if it won the race). Returns 0, -ENOENT if
+ * op is not in flight, or -errno (-ENOMEM...) if the backend could not
+ * take the request: op then goes on until it completes by itself.
  */
 RINGPROT_API int ur_op_cancel(struct ur_op *op) RINGPROT_MUST_CHECK;
 
@@ -452,7 +453,10 @@ RINGPROT_API int ur_timer_update(struct ur_timer *t,
 
 /*
  * Disarm t. fn will not run after this returns,
- * even if the kernel already fired. Returns 0, or -ENOENT if not armed.
+ * even if the kernel already fired. Returns 0, -ENOENT if not armed, or
+ * -errno (-ENOMEM...) if the backend could not take the removal: t is
+ * disarmed all the same, but its kernel timeout stays in flight (and
+ * keeps ur_loop_run() going) until the old deadline.
  */
 RINGPROT_API int ur_timer_stop(struct ur_timer *t) RINGPROT_MUST_CHECK;
 
@@ -464,6 +468,8 @@ RINGPROT_API uint64_t ur_timer_deadline(const struct ur_timer *t);
  * (the common case, once per read). One timeout stays armed at the
  * earliest deadline ever set; when it fires early it re-arms itself at the
  * current deadline. Only moving the deadline earlier costs an update SQE.
+ * If that re-arm cannot be submitted (no memory, a ring error), fn runs
+ * early rather than never.
  */
 struct ur_deadline {
 	struct ur_timer ur__timer;
@@ -533,7 +539,9 @@ RINGPROT_API void ur_fiber_detach(struct ur_fiber *f);
  * returns -ECANCELED (or the op's own result if it completed first, so no
  * data is lost); every later blocking call in f returns -ECANCELED at
  * once. A parked (ur_fiber_park) fiber is woken with -ECANCELED.
- * Returns 0, or -ESRCH if f has already returned.
+ * Returns 0, -ESRCH if f has already returned, or -errno if the op f is
+ * parked on could not be cancelled (as ur_op_cancel): f is cancelled all
+ * the same, but wakes only when that op completes by itself.
  */
 RINGPROT_API int ur_fiber_cancel(struct ur_fiber *f) RINGPROT_MUST_CHECK;
 
@@ -614,7 +622,10 @@ RINGPROT_API int ur_recv_multishot_start(struct ur_loop *loop, struct ur_op *op,
  * ---------------------------------------------------------------------
  * Signals through a signalfd read on the loop. The signals in set are
  * blocked in the calling thread (other threads must block them too).
- * Start on the loop's thread (-EINVAL otherwise).
+ * Start on the loop's thread (-EINVAL otherwise). Returns 0, -EINVAL,
+ * -ENOMEM, or the -errno of signalfd() or of the ring. A read the ring
+ * refuses to re-arm after a delivery is retried at each loop turn; the
+ * signals wait in the signalfd meanwhile.
  * ---------------------------------------------------------------------
  */
 typedef void ur_signal_fn(struct ur_signal *sig, int signo, void *arg);
@@ -624,7 +635,9 @@ ur_signal_start(struct ur_loop *loop, const sigset_t *set, ur_signal_fn *fn,
 /*
  * Stop watching (the callback may call it), close the signalfd and unblock
  * the signals start blocked. A signal read meanwhile is raised again, not
- * lost. Call it before ur_loop_free().
+ * lost. Call it before ur_loop_free(). If the loop is out of memory or
+ * SQEs, the pending read cannot be cancelled: the stop then completes
+ * when the next watched signal arrives (and raises it again).
  */
 RINGPROT_API void ur_signal_stop(struct ur_signal **sigp);
 
