@@ -712,7 +712,7 @@ static int flush_out(struct protstream *s, int force, const unsigned char *x,
 	prot__net_end(ps, t0);
 	enc_release(ps);
 	if (ret < 0 || s->error != NULL)
-		return flush_fail(s, ret < 0 ? ret : -EIO,
+		return flush_fail(s, ret < 0 ? ret : prot__err(s),
 				  ret == -ETIMEDOUT ? WRITE_TIMED_OUT : NULL);
 	buf_reset(s);
 	return 0;
@@ -807,7 +807,7 @@ int prot__flush_end(struct protstream *s)
 	prot__net_end(ps, t0);
 	enc_release(ps);
 	if (ret < 0 || s->error != NULL)
-		return flush_fail(s, ret < 0 ? ret : -EIO, NULL);
+		return flush_fail(s, ret < 0 ? ret : prot__err(s), NULL);
 	memmove(s->buf, s->buf + plain, (size_t)(s->ptr - s->buf) - plain);
 	s->ptr -= plain;
 	s->cnt += (unsigned)plain;

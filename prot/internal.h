@@ -187,6 +187,7 @@ struct prot__stream {
 	size_t fmt_size;
 
 	bool error_static; /* pub.error is a string literal (no memory) */
+	int err;	   /* -errno prot__fail() last turned into EOF */
 };
 
 static inline struct prot__stream *prot__of(struct protstream *s)
@@ -235,6 +236,14 @@ int prot__fail(struct protstream *s, int err, const char *text);
 
 /* Programming errors (ungetc misuse): the fatal hook, then prot__fail. */
 int prot__fatal(struct protstream *s, const char *msg);
+
+/*
+ * For layer code that calls a prot_* function: the -errno behind the EOF
+ * it just returned, as prot__fail() recorded it on s (the global errno
+ * may have changed since), or -EIO if that call failed without one
+ * because s already was at its end.
+ */
+int prot__err(struct protstream *s);
 
 /* Telemetry record: dir '<' (input) or '>' (output), then n bytes. */
 void prot__log(struct protstream *s, char dir, const void *p, size_t n);

@@ -181,7 +181,7 @@ int pl_sasl_activate(struct protstream *in, struct protstream *out,
 		return -EIO;
 	/* The success reply leaves before the layer (RFC 4954 §4). */
 	if (prot_flush(out) == EOF)
-		return errno > 0 ? -errno : -EIO;
+		return prot__err(out);
 	ret = pl_sasl_start(out, conn);
 	if (ret < 0)
 		return ret;

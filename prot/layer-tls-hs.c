@@ -294,7 +294,7 @@ static int tls_start(struct protstream *in, struct protstream *out,
 		return ret;
 	/* The STARTTLS reply (and all before it) goes out in plaintext. */
 	if (prot_flush(out) == EOF)
-		return hs_fail(in, out, -EIO, NULL, errstr_out);
+		return hs_fail(in, out, prot__err(out), NULL, errstr_out);
 	w = calloc(1, sizeof(*w));
 	ssl = SSL_new(ctx);
 	if (w == NULL || ssl == NULL) {
@@ -367,13 +367,12 @@ static int await_close(struct protstream *in, struct tls_state *t,
 			      timeout_ms > 0 ? (timeout_ms + 999) / 1000 : 0);
 	while (prot_read(in, scratch, PROT_BUFSIZE) > 0)
 		;
-	ret = errno;
 	if (t->read_end)
 		ret = 0;
 	else if (in->error == NULL)
 		ret = -ECONNRESET; /* end of file without close_notify */
 	else
-		ret = ret > 0 ? -ret : -EIO;
+		ret = prot__err(in);
 	in->dontblock = old_block;
 	(void)prot_settimeout(in, old_timeout);
 	free(scratch);
@@ -396,7 +395,7 @@ int pl_tls_shutdown(struct protstream *in, struct protstream *out,
 		return -ENOTCONN;
 	if (!t->sent_close) {
 		if (prot_flush(out) == EOF)
-			return errno > 0 ? -errno : -EIO;
+			return prot__err(out);
 		ERR_clear_error();
 		(void)SSL_shutdown(t->ssl); /* close_notify into wbio */
 		ERR_clear_error();

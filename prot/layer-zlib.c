@@ -345,7 +345,7 @@ int pl_zlib_activate(struct protstream *in, struct protstream *out,
 		return -EIO;
 	/* The tagged OK leaves uncompressed, and all of it (RFC 4978 §3). */
 	if (prot_flush(out) == EOF)
-		return errno > 0 ? -errno : -EIO;
+		return prot__err(out);
 	ret = pl_zlib_start(out, level);
 	if (ret < 0)
 		return ret;

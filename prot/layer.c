@@ -73,7 +73,7 @@ static int push_write(struct protstream *s, struct prot__layer *l)
 
 	if (prot__flush_end(s) == EOF ||
 	    (s->ptr != s->buf && prot_flush_internal(s, 0) == EOF))
-		return errno > 0 ? -errno : -EIO;
+		return prot__err(s);
 	l->next = ps->wlayers;
 	ps->wlayers = l;
 	return 0;

@@ -51,8 +51,16 @@ int prot__fail(struct protstream *s, int err, const char *text)
 			ps->error_static = true;
 		}
 	}
+	ps->err = err;
 	errno = -err;
 	return EOF;
+}
+
+int prot__err(struct protstream *s)
+{
+	int err = prot__of(s)->err;
+
+	return err < 0 ? err : -EIO;
 }
 
 int prot__fatal(struct protstream *s, const char *msg)
@@ -73,6 +81,7 @@ static void clear_error(struct protstream *s)
 		free(s->error);
 	s->error = NULL;
 	ps->error_static = false;
+	ps->err = 0;
 }
 
 /*
@@ -372,8 +381,10 @@ int prot_rewind(struct protstream *s)
 
 	if (s->write)
 		return prot__fatal(s, "prot_rewind on a write stream");
-	if (fd < 0 || UR_IS_FIXED(fd) || lseek(fd, 0, SEEK_SET) < 0)
-		return prot__fail(s, fd < 0 ? -EBADF : -errno, NULL);
+	if (fd < 0 || UR_IS_FIXED(fd))
+		return prot__fail(s, -EBADF, NULL);
+	if (lseek(fd, 0, SEEK_SET) < 0)
+		return prot__fail(s, -errno, NULL);
 	prot__fill_discard(s);
 	clear_error(s);
 	s->eof = 0;
