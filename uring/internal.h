@@ -267,17 +267,19 @@ void ur__clock_was_set(struct ur_loop *loop);
 
 /* Ask the backend to cancel target: 0, or -errno if it could not take
  * the request (no SQE, no memory); target then goes on. */
-int ur__submit_cancel(struct ur_loop *loop, struct ur_op *target);
+int ur__submit_cancel(struct ur_loop *loop,
+		       struct ur_op *target) RINGPROT_MUST_CHECK;
 
 /* Start req on op (NULL for requests about other ops): -EBUSY if op is
  * in flight. */
 int ur__start(struct ur_loop *loop, struct ur_op *op,
-	      const struct ur__req *req);
+	      const struct ur__req *req) RINGPROT_MUST_CHECK;
 
 /*
  * fiber.c provides these to loop.c.
  */
-int ur__fibers_init(struct ur_loop *loop, size_t stack_size, unsigned pool_max);
+int ur__fibers_init(struct ur_loop *loop, size_t stack_size,
+		    unsigned pool_max) RINGPROT_MUST_CHECK;
 void ur__fibers_fini(struct ur_loop *loop);
 /* Run every fiber runnable now (not those made runnable meanwhile).
  * Returns how many ran. Called from the scheduler context. */
@@ -293,7 +295,8 @@ static inline struct ur_fiber *ur__fiber_current(struct ur_loop *loop)
  * an op, fiber.c has submitted the cancel itself and returns only once the
  * op's final completion has arrived.
  */
-int ur__fiber_park_on(struct ur_loop *loop, struct ur_op *op);
+int ur__fiber_park_on(struct ur_loop *loop,
+		      struct ur_op *op) RINGPROT_MUST_CHECK;
 /* Runnable again (from a CQE dispatch or a wake). */
 void ur__fiber_make_runnable(struct ur_fiber *f);
 bool ur__fiber_cancelled(const struct ur_fiber *f);

@@ -61,7 +61,9 @@ int ur_op_wait(struct ur_op *op)
 		 */
 		while (op->ur__state == UR_OP_INFLIGHT) {
 			op->ur__waiter = f;
-			(void)ur__fiber_park_on(loop, op);
+			if (ur__fiber_park_on(loop, op) < 0) {
+				/* -ECANCELED: op was cancelled and reaped */
+			}
 		}
 		return op->res;
 	}
