@@ -677,8 +677,7 @@ static int read_cb(struct prot__stream *ps)
 		n = s->fillcallback_proc(ps->rbuf, PROT_BUFSIZE,
 					 s->fillcallback_rock);
 	} while (n < 0 && errno == EINTR);
-	/* Cyrus's callback fails as read(2) does; one that sets no errno
-	 * gets -EIO. */
+	/* Cyrus's callback fails as read(2) does (-1, errno), or -EIO. */
 	if (n < 0)
 		return errno > 0 ? -errno : -EIO;
 	if (n > PROT_BUFSIZE)

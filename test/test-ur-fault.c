@@ -166,13 +166,12 @@ static void test_ur_fault_deadline_rearm_refused(void **state)
 	int fired = 0;
 
 	ur_deadline_init(&d, loop, count_timer, &fired);
-	assert_int_equal(ur_deadline_set(&d, ur_now_ns(CLOCK_MONOTONIC) +
-						     20 * MS),
-			 0);
+	assert_int_equal(
+		ur_deadline_set(&d, ur_now_ns(CLOCK_MONOTONIC) + 20 * MS), 0);
 	/* Pushed later: no SQE now, a re-arm when the first one fires. */
-	assert_int_equal(ur_deadline_set(&d, ur_now_ns(CLOCK_MONOTONIC) +
-						     60000 * MS),
-			 0);
+	assert_int_equal(
+		ur_deadline_set(&d, ur_now_ns(CLOCK_MONOTONIC) + 60000 * MS),
+		0);
 	assert_true(ur_loop_run_once(loop, 0) >= 0);
 	refuse(loop, OPC(UR__TIMER), -1);
 	assert_int_equal(t_loop_run_until(loop, &fired, 5000), 1);
@@ -353,7 +352,8 @@ static void test_ur_fault_signal_refused(void **state)
 	assert_null(sig);
 	assert_true(usr1_blocked());
 	assert_int_equal(pthread_kill(pthread_self(), SIGUSR1), 0);
-	for (uint64_t end = t_now_ms() + 2000; handled == 0 && t_now_ms() < end;)
+	for (uint64_t end = t_now_ms() + 2000;
+	     handled == 0 && t_now_ms() < end;)
 		assert_true(ur_loop_run_once(loop, 5 * MS) >= 0);
 	/* Read by the pending read, raised again, delivered on unblock. */
 	assert_int_equal(handled, 1);

@@ -265,8 +265,10 @@ void ur__fiber_forget(void);
 extern int64_t ur__realtime_skew_ns;
 void ur__clock_was_set(struct ur_loop *loop);
 
-/* Ask the backend to cancel target: 0, or -errno if it could not take
- * the request (no SQE, no memory); target then goes on. */
+/*
+ * Ask the backend to cancel target: 0, or -errno if it could not take
+ * the request (no SQE, no memory); target then goes on.
+ */
 int ur__submit_cancel(struct ur_loop *loop,
 		       struct ur_op *target) RINGPROT_MUST_CHECK;
 

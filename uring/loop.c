@@ -69,8 +69,10 @@ static int arm_post_read(struct ur_loop *loop)
 	return 0;
 }
 
-/* Re-arming from the retry list: a post written meanwhile is still
- * counted in the eventfd, so the read completes at once. */
+/*
+ * Re-arming from the retry list: a post written meanwhile is still
+ * counted in the eventfd, so the read completes at once.
+ */
 static int post_rearm(struct ur__rearm *r)
 {
 	return arm_post_read(ur_container_of(r, struct ur_loop, post_rearm));
@@ -96,7 +98,8 @@ static void rearm_retry(struct ur_loop *loop)
 
 	ur_list_init(&again);
 	while ((n = ur_list_pop(&loop->rearm)) != NULL) {
-		struct ur__rearm *r = ur_container_of(n, struct ur__rearm, link);
+		struct ur__rearm *r =
+			ur_container_of(n, struct ur__rearm, link);
 
 		if (r->fn(r) < 0)
 			ur_list_add_tail(&again, n);

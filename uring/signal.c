@@ -35,8 +35,7 @@ static int sig_arm(struct ur_signal *sig)
 			     sizeof(sig->si), -1);
 }
 
-/* From the loop's retry list: signals stay pending in the signalfd
- * meanwhile, none is lost. */
+/* From the loop's retry list: the signals wait in the signalfd. */
 static int sig_rearm(struct ur__rearm *r)
 {
 	return sig_arm(ur_container_of(r, struct ur_signal, rearm));

@@ -528,8 +528,8 @@ RINGPROT_API int ur__fiber_spawn(struct ur_loop *loop, ur_fiber_fn *fn,
  * joiner or is detached while being joined; -ECANCELED if the joining
  * fiber is cancelled (f then stays joinable).
  */
-RINGPROT_API int ur_fiber_join(struct ur_fiber *f, int *ret_out) UR_MAY_YIELD
-	RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_fiber_join(struct ur_fiber *f,
+			       int *ret_out) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 
 /* Free f when it returns (now, if it already has). */
 RINGPROT_API void ur_fiber_detach(struct ur_fiber *f);
