@@ -214,6 +214,10 @@ void ur__op_arm(struct ur_loop *loop, struct ur_op *op, uint8_t opcode);
 void ur__op_complete(struct ur_loop *loop, struct ur_op *op, int32_t res,
 		     uint32_t flags);
 
+/* ur_loop_run_once(loop, -1) for a waiter w outside any fiber: a fiber
+ * that wakes w in the turn keeps it from sleeping. */
+int ur__loop_turn_for(struct ur_loop *loop, const struct ur_waiter *w);
+
 /* Run the posts queued by ur_loop_post(). */
 void ur__run_posts(struct ur_loop *loop);
 

@@ -286,7 +286,12 @@ static bool has_runnable(const struct ur_loop *loop)
 	return !ur_list_empty(&loop->runq) || loop->be->has_ready(loop);
 }
 
-int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns)
+/*
+ * One turn. w (may be NULL): a waiter driving the loop outside any
+ * fiber; a fiber that woke it in this turn makes the turn not sleep.
+ */
+static int loop_turn(struct ur_loop *loop, int64_t timeout_ns,
+		     const struct ur_waiter *w)
 {
 	struct ur_loop *saved = tls_running;
 	unsigned n;
@@ -296,8 +301,10 @@ int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns)
 	tls_running = loop;
 	n = loop->be->dispatch_ready(loop);
 	ur__fibers_run(loop);
-	ret = loop->be->wait(loop, n > 0 || has_runnable(loop) ? 0 :
-								 timeout_ns);
+	if (n > 0 || has_runnable(loop) ||
+	    (w != NULL && (w->ur__woken || w->ur__timed_out)))
+		timeout_ns = 0;
+	ret = loop->be->wait(loop, timeout_ns);
 	if (ret >= 0) {
 		n += (unsigned)ret;
 		n += loop->be->dispatch_ready(loop);
@@ -305,6 +312,16 @@ int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns)
 	}
 	tls_running = saved;
 	return ret < 0 ? ret : (int)n;
+}
+
+int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns)
+{
+	return loop_turn(loop, timeout_ns, NULL);
+}
+
+int ur__loop_turn_for(struct ur_loop *loop, const struct ur_waiter *w)
+{
+	return loop_turn(loop, -1, w);
 }
 
 static bool loop_alive(const struct ur_loop *loop)

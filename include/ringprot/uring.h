@@ -532,6 +532,55 @@ RINGPROT_API int ur_fiber_yield(void) UR_MAY_YIELD;
 
 /*
  * ---------------------------------------------------------------------
+ * Waiters: "park this fiber, or drive the loop when outside any fiber,
+ * until woken". Caller storage (usually on the waiting stack); one
+ * waiting context at a time. Loop thread only.
+ * ---------------------------------------------------------------------
+ */
+struct ur_waiter {
+	/* private */
+	struct ur_loop *ur__loop;
+	struct ur_fiber *ur__fiber; /* parked in ur_waiter_wait(), or NULL */
+	bool ur__woken;
+	bool ur__timed_out;
+};
+
+/*
+ * Prepare w on loop (the one ur_waiter_wait() drives outside a fiber).
+ * Calling it again on an idle waiter drops a wake not yet consumed.
+ */
+RINGPROT_API void ur_waiter_init(struct ur_waiter *w, struct ur_loop *loop);
+
+/*
+ * Wait until ur_waiter_wake(w). A wake that came before the call (since
+ * init or the last wait returned) returns at once; a returning wait
+ * consumes the wake. In a fiber this parks it; outside any fiber it runs
+ * loop turns. Returns 0 when woken; -ECANCELED if the calling fiber is
+ * cancelled before or while it waits (a wake already pending wins);
+ * -errno from the loop turn outside a fiber.
+ */
+RINGPROT_API int ur_waiter_wait(struct ur_waiter *w) UR_MAY_YIELD
+	RINGPROT_MUST_CHECK;
+
+/*
+ * ur_waiter_wait() with a deadline on clock (CLOCK_MONOTONIC,
+ * CLOCK_REALTIME, CLOCK_BOOTTIME): returns -ETIME if it passed before a
+ * wake (a wake at the same turn wins), -EINVAL for another clock. Costs
+ * one timer while it waits.
+ */
+RINGPROT_API int ur_waiter_wait_until(struct ur_waiter *w, clockid_t clock,
+				      uint64_t deadline_ns) UR_MAY_YIELD
+	RINGPROT_MUST_CHECK;
+
+/*
+ * Wake w: ends its wait, or makes the next one return at once. Callable
+ * from callbacks, timers and other fibers on w's loop thread; does not
+ * yield.
+ */
+RINGPROT_API void ur_waiter_wake(struct ur_waiter *w);
+
+/*
+ * ---------------------------------------------------------------------
  * Provided buffer rings (io_uring: IORING_REGISTER_PBUF_RING; epoll: the
  * loop takes a buffer when the fd is readable): recv takes a buffer only
  * when bytes arrive, so an idle connection holds none.
