@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* uring/wait: waiters, the blocking wait built once. */
+/* uring/wait: waiters and op deadlines, the blocking waits built once. */
 #include "internal.h"
 
 #include <errno.h>
@@ -106,4 +106,60 @@ int ur_waiter_wait_until(struct ur_waiter *w, clockid_t clock,
 	}
 	w->ur__timed_out = false;
 	return -ETIME;
+}
+
+/*
+ * An op deadline: a timer on the waiting stack cancels the op; its own
+ * completion still ends the wait. The timer is stopped before returning,
+ * which frees nothing the kernel holds (timer.c orphans its slot).
+ */
+struct op_deadline {
+	struct ur_timer t;
+	struct ur_op *op;
+	bool fired;
+};
+
+static void op_deadline_fired(struct ur_timer *t, void *arg)
+{
+	struct op_deadline *od = arg;
+
+	(void)t;
+	if (ur_op_is_busy(od->op)) {
+		od->fired = true;
+		ur__submit_cancel(od->op->ur__loop, od->op);
+	}
+}
+
+static bool clock_ok(clockid_t clock)
+{
+	return clock == CLOCK_MONOTONIC || clock == CLOCK_REALTIME ||
+	       clock == CLOCK_BOOTTIME;
+}
+
+int ur_op_wait_until(struct ur_op *op, clockid_t clock, uint64_t deadline_ns)
+{
+	struct op_deadline od = {.op = op, .fired = false};
+	int ret;
+
+	if (!clock_ok(clock))
+		return -EINVAL;
+	if (!ur_op_is_busy(op))
+		return op->res;
+	ur_timer_init(&od.t, op->ur__loop);
+	if (ur_now_ns(clock) >= deadline_ns) {
+		/* Passed already: no timer, cancel at once. */
+		od.fired = true;
+		ur__submit_cancel(op->ur__loop, op);
+	} else {
+		ret = ur_timer_start_abs(&od.t, clock, deadline_ns,
+					 op_deadline_fired, &od);
+		if (ret < 0)
+			return ret;
+	}
+	ret = ur_op_wait(op);
+	if (ur_timer_is_armed(&od.t))
+		(void)ur_timer_stop(&od.t);
+	if (ret == -ECANCELED && od.fired && !ur_op_is_busy(op))
+		return -ETIMEDOUT;
+	return ret;
 }

@@ -580,6 +580,21 @@ RINGPROT_API int ur_waiter_wait_until(struct ur_waiter *w, clockid_t clock,
 RINGPROT_API void ur_waiter_wake(struct ur_waiter *w);
 
 /*
+ * Wait for op (started with fn == NULL) until deadline_ns on clock. At
+ * the deadline op is cancelled, and the call still waits for its final
+ * completion, because the kernel owns its buffer until then. Blocking as
+ * ur_op_wait(), and costs one timer while op is in flight (none when op
+ * has already completed or the deadline has passed).
+ * Returns op->res; -ETIMEDOUT when the deadline cancelled op (a result
+ * that beat the cancel is returned as it is: no data is lost); -EINVAL
+ * for an unsupported clock (op is then left as it was); -errno from the
+ * loop outside a fiber (op may still be in flight, as ur_op_wait()).
+ */
+RINGPROT_API int ur_op_wait_until(struct ur_op *op, clockid_t clock,
+				  uint64_t deadline_ns) UR_MAY_YIELD
+	RINGPROT_MUST_CHECK;
+
+/*
  * ---------------------------------------------------------------------
  * Provided buffer rings (io_uring: IORING_REGISTER_PBUF_RING; epoll: the
  * loop takes a buffer when the fd is readable): recv takes a buffer only
