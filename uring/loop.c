@@ -121,6 +121,11 @@ static void atfork_init(void)
 	(void)pthread_atfork(NULL, NULL, forked_child);
 }
 
+bool ur__loop_inherited(const struct ur_loop *loop)
+{
+	return loop->fork_gen != fork_gen;
+}
+
 int ur__fd_off_stdio(int fd)
 {
 	int nfd;
@@ -197,6 +202,8 @@ static int loop_new_on(const struct ur__backend *be,
 	if (ret < 0)
 		goto out_free;
 	loop->direct_files = o->direct_files;
+	loop->shared_bufs = o->shared_bufs ? o->shared_bufs : 256;
+	loop->shared_buf_size = o->shared_buf_size ? o->shared_buf_size : 16384;
 	ret = ur__fibers_init(loop, o->stack_size,
 			      o->stack_pool_max ? o->stack_pool_max : 1024);
 	if (ret < 0)

@@ -60,6 +60,8 @@ struct ur_loop_opts {
 	size_t stack_size;	 /* fiber stack size, 0: 64 KiB */
 	unsigned stack_pool_max; /* stacks kept for reuse, 0: 1024 */
 	unsigned direct_files;	 /* direct descriptor table, 0: none */
+	unsigned shared_bufs;	 /* ur_loop_bufring(): buffers, 0: 256 */
+	size_t shared_buf_size;	 /* ... and their size, 0: 16 KiB */
 };
 
 /*
@@ -624,6 +626,24 @@ RINGPROT_API size_t ur_bufring_buf_size(const struct ur_bufring *br);
 RINGPROT_API unsigned ur_bufring_available(const struct ur_bufring *br);
 /* Give buffer bid back to the kernel; wakes a fiber waiting on ENOBUFS. */
 RINGPROT_API void ur_bufring_put(struct ur_bufring *br, unsigned bid);
+
+/*
+ * The loop's shared ring (opts.shared_bufs of opts.shared_buf_size), for
+ * reads of many streams: made at the first call, then the same ring
+ * with one more reference. Loop thread only. Returns 0 with *br_out
+ * set; -EINVAL off the loop's thread; or the error ur_bufring_new()
+ * gave, which every later call on this loop returns as well.
+ */
+RINGPROT_API int ur_loop_bufring(struct ur_loop *loop,
+				 struct ur_bufring **br_out) RINGPROT_MUST_CHECK;
+/*
+ * Drop a reference taken with ur_loop_bufring() and clear *brp (NULL is
+ * accepted). The last one frees the ring, whose buffers must all be back
+ * (else the loop keeps it). ur_loop_free() frees a ring nobody holds;
+ * one still held is detached, and its last put frees the memory. In a
+ * forked child, a ring of an inherited loop is left alone.
+ */
+RINGPROT_API void ur_loop_bufring_put(struct ur_bufring **brp);
 
 /*
  * Blocking recv into a provided buffer. Returns the byte count (0 at EOF)
