@@ -1003,7 +1003,7 @@ static int load_op(struct eloop *e, struct ur_op *op, const struct ur__req *r)
 		break;
 	case UR__ACCEPT:
 		op->ur__q = (uint64_t)(uintptr_t)r->buf2;
-		/* fallthrough */
+		__attribute__((fallthrough));
 	case UR__ACCEPT_MULTI: {
 		int ret = set_nonblock(fd);
 
@@ -1018,7 +1018,7 @@ static int load_op(struct eloop *e, struct ur_op *op, const struct ur__req *r)
 		break;
 	case UR__READ_PBUF:
 		op->ur__bflags |= B_STREAM; /* the file position */
-		/* fallthrough */
+		__attribute__((fallthrough));
 	case UR__RECV_PBUF:
 	case UR__RECV_MULTI:
 		op->ur__p = r->br;
