@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -41,10 +40,9 @@
  * it in one go) and exposed in windows. Callback streams call the
  * callback.
  */
-#define PBUF_SIZE  16384
-#define PBUF_COUNT 256
-#define PIPE_READ  65536
-#define FILE_READ  262144
+#define PBUF_SIZE 16384 /* the loop's shared ring's, by default */
+#define PIPE_READ 65536
+#define FILE_READ 262144
 
 /* ps->file_read: how a PROT__K_FILE stream reads, decided at its first. */
 enum {
@@ -54,74 +52,21 @@ enum {
 	FR_AHEAD, /* ring reads of FILE_READ at the file position */
 };
 
-/* The thread's shared ring: one per loop, freed with its last user. */
-static __thread struct {
-	struct ur_loop *loop;
-	struct ur_bufring *br;
-	unsigned refs;
-	struct ur_loop *failed; /* ur_bufring_new refused on this loop */
-} pbufs;
-
-/*
- * A forked child starts without the parent's shared ring: its streams
- * are the parent's (uring/loop.c says why), and its own streams get a
- * ring of the child's loop.
- */
-static void pbufs_forked(void)
-{
-	memset(&pbufs, 0, sizeof(pbufs));
-}
-
-static void pbufs_atfork(void)
-{
-	(void)pthread_atfork(NULL, NULL, pbufs_forked);
-}
-
+/* The loop's shared ring (uring/ owns it); NULL: read into rbuf. */
 static struct ur_bufring *pbuf_ref(struct prot__stream *ps)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct ur_loop *loop;
 
 	if (ps->br != NULL)
 		return ps->br;
-	(void)pthread_once(&once, pbufs_atfork);
-	if (ur_loop_get(&loop) < 0 || loop == pbufs.failed)
+	if (ur_loop_get(&loop) < 0 || ur_loop_bufring(loop, &ps->br) < 0)
 		return NULL;
-	if (pbufs.loop != loop || ur_bufring_loop(pbufs.br) != loop) {
-		/*
-		 * A stream of an earlier loop still lives (if that loop was
-		 * freed, a new one may sit at its address): don't share.
-		 */
-		if (pbufs.refs > 0)
-			return NULL;
-		pbufs.loop = NULL;
-		if (ur_bufring_new(loop, PBUF_COUNT, PBUF_SIZE, &pbufs.br) <
-		    0) {
-			pbufs.failed = loop;
-			return NULL;
-		}
-		pbufs.loop = loop;
-		pbufs.failed = NULL;
-	}
-	pbufs.refs++;
-	ps->br = pbufs.br;
-	ps->br_loop = loop;
 	return ps->br;
 }
 
 static void pbuf_unref(struct prot__stream *ps)
 {
-	struct ur_bufring *br = ps->br;
-
-	if (br == NULL)
-		return;
-	ps->br = NULL;
-	ps->br_loop = NULL;
-	if (br != pbufs.br) /* a stream from before a fork */
-		return;
-	/* -EBUSY (a buffer still out: a bug) keeps the ring for reuse. */
-	if (--pbufs.refs == 0 && ur_bufring_free(&pbufs.br) == 0)
-		pbufs.loop = NULL;
+	ur_loop_bufring_put(&ps->br);
 }
 
 static size_t rbuf_size(const struct prot__stream *ps)

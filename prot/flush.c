@@ -28,7 +28,7 @@ struct prot__sender {
 	struct ur_op op;
 	struct prot__stream *ps;      /* NULL once orphaned by prot_free */
 	struct prot__qblock *orphans; /* blocks the kernel may still read */
-	struct ur_fiber *waiter;      /* a forced flush waiting for op */
+	struct ur_waiter *waiter;     /* a forced flush waiting for op */
 	bool busy;
 	bool polling; /* op is a POLLOUT wait (O_NONBLOCK fd), not a send */
 	struct iovec iov[SND_IOV];
@@ -348,7 +348,7 @@ static void sender_done(struct ur_op *op)
 		queue_clear(ps);
 	if (snd->waiter != NULL) {
 		/* A forced flush takes over: it gathers queue and buffer. */
-		ur_fiber_wake(snd->waiter);
+		ur_waiter_wake(snd->waiter);
 		return;
 	}
 	sender_kick(ps);
@@ -358,23 +358,20 @@ static void sender_done(struct ur_op *op)
 static int sender_wait(struct prot__stream *ps)
 {
 	struct prot__sender *snd = ps->snd;
+	struct ur_waiter w;
 	struct ur_loop *loop;
-	int ret = 0;
+	int ret;
 
-	if (snd == NULL)
+	if (snd == NULL || !snd->busy)
 		return 0;
+	ret = ur_loop_get(&loop);
+	if (ret < 0)
+		return ret;
+	ur_waiter_init(&w, loop);
 	while (snd->busy) {
-		if (ur_fiber_self() != NULL) {
-			snd->waiter = ur_fiber_self();
-			ret = ur_fiber_park();
-			snd->waiter = NULL;
-			if (ret < 0)
-				return ret;
-			continue;
-		}
-		ret = ur_loop_get(&loop);
-		if (ret == 0)
-			ret = ur_loop_run_once(loop, -1);
+		snd->waiter = &w;
+		ret = ur_waiter_wait(&w);
+		snd->waiter = NULL;
 		if (ret < 0)
 			return ret;
 	}

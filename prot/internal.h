@@ -130,7 +130,6 @@ struct prot__stream {
 	const unsigned char *src;
 	size_t src_len, src_off;
 	struct ur_bufring *br; /* the loop's shared ring, referenced */
-	struct ur_loop *br_loop;
 	int bid;      /* provided buffer held, -1: none */
 	int keep_bid; /* buffer kept for a window after a failed refill */
 	/* fill.c: how a file reads (FR_* there), 0 until the first read. */

@@ -20,27 +20,16 @@
 
 /*
  * Handshake I/O: the ciphertext goes straight between the socket and
- * the BIOs, with one deadline for the whole handshake. The op and the
- * buffer live on the heap, never on a fiber stack.
+ * the BIOs, with one deadline for the whole handshake that each wait
+ * gives to ur_op_wait_until(). The op and the buffer live on the heap,
+ * never on a fiber stack.
  */
 struct wire {
 	struct ur_op op;
-	struct ur_timer timer;
 	struct ur_loop *loop;
-	bool timer_on;
-	bool timed_out;
+	uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0: none */
 	unsigned char buf[HS_BUF];
 };
-
-static void wire_timeout(struct ur_timer *tm, void *arg)
-{
-	struct wire *w = arg;
-
-	(void)tm;
-	w->timed_out = true;
-	if (ur_op_is_busy(&w->op))
-		prot__cancel(&w->op);
-}
 
 static int wire_init(struct wire *w, int timeout_ms)
 {
@@ -49,33 +38,25 @@ static int wire_init(struct wire *w, int timeout_ms)
 	if (ret < 0)
 		return ret;
 	ur_op_init(&w->op, NULL, NULL);
-	if (timeout_ms <= 0)
-		return 0;
-	ur_timer_init(&w->timer, w->loop);
-	ret = ur_timer_start(&w->timer, (uint64_t)timeout_ms * 1000000ULL,
-			     wire_timeout, w);
-	if (ret < 0)
-		return ret;
-	w->timer_on = true;
+	if (timeout_ms > 0)
+		w->deadline_ns = ur_now_ns(CLOCK_MONOTONIC) +
+				 (uint64_t)timeout_ms * 1000000ULL;
 	return 0;
 }
 
-static void wire_fini(struct wire *w)
+/* The deadline passed: start no more I/O. */
+static bool wire_expired(const struct wire *w)
 {
-	if (w->timer_on && ur_timer_stop(&w->timer) < 0) {
-		/* -ENOENT: it fired; disarmed either way */
-	}
-	w->timer_on = false;
+	return w->deadline_ns != 0 &&
+	       ur_now_ns(CLOCK_MONOTONIC) >= w->deadline_ns;
 }
 
 /* Wait for op; a cancel by the deadline reads as -ETIMEDOUT. */
 static int wire_wait(struct wire *w)
 {
-	int res = ur_op_wait(&w->op);
-
-	if (res == -ECANCELED && w->timed_out)
-		return -ETIMEDOUT;
-	return res;
+	if (w->deadline_ns == 0)
+		return ur_op_wait(&w->op);
+	return ur_op_wait_until(&w->op, CLOCK_MONOTONIC, w->deadline_ns);
 }
 
 /* One read of ciphertext: > 0 bytes, 0 at EOF, -errno. */
@@ -85,7 +66,7 @@ static int wire_recv(struct wire *w, const struct protstream *in)
 	int ret;
 
 	for (;;) {
-		if (w->timed_out)
+		if (wire_expired(w))
 			return -ETIMEDOUT;
 		ur_op_init(&w->op, NULL, NULL);
 		ret = sock ? ur_recv_start(w->loop, &w->op, in->fd, w->buf,
@@ -117,7 +98,7 @@ int prot__tls_wire_send(struct wire *w, const struct protstream *out,
 	int ret;
 
 	while (n > 0) {
-		if (w->timed_out)
+		if (wire_expired(w))
 			return -ETIMEDOUT;
 		ur_op_init(&w->op, NULL, NULL);
 		ret = sock ? ur_send_start(w->loop, &w->op, out->fd, p, n,
@@ -325,7 +306,6 @@ static int tls_start(struct protstream *in, struct protstream *out,
 		prot__tls_set_err(t, ret, "TLS setup failed", NULL);
 	t->hs_wire = NULL;
 	t->hs_out = NULL;
-	wire_fini(w);
 	free(w);
 	if (ret == 0)
 		ret = finish(in, out, t);
@@ -406,7 +386,6 @@ int pl_tls_shutdown(struct protstream *in, struct protstream *out,
 		ret = wire_init(w, timeout_ms);
 		if (ret == 0)
 			ret = prot__tls_wire_flush(w, t, out);
-		wire_fini(w);
 		free(w);
 		if (ret < 0)
 			return ret;

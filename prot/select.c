@@ -156,8 +156,8 @@ struct sel_member {
 
 struct sel {
 	struct ur_loop *loop;
-	struct ur_fiber *fiber; /* NULL: drive the loop */
-	bool woken;
+	struct ur_fiber *fiber; /* NULL: outside any fiber */
+	struct ur_waiter w;	/* parks fiber, or drives the loop */
 	bool abandoned;
 	bool waited;	  /* the polls went out */
 	unsigned pending; /* poll ops in flight */
@@ -172,9 +172,7 @@ struct sel {
 
 static void sel_wake(struct sel *sl)
 {
-	sl->woken = true;
-	if (sl->fiber != NULL)
-		ur_fiber_wake(sl->fiber);
+	ur_waiter_wake(&sl->w);
 }
 
 static void sel_op_done(struct ur_op *op)
@@ -317,20 +315,7 @@ static void overwrite_timeout(struct timeval *tv, uint64_t now, uint64_t member,
 
 static int sel_sleep(struct sel *sl)
 {
-	while (!sl->woken) {
-		int ret;
-
-		if (sl->fiber != NULL) {
-			ret = ur_fiber_park();
-		} else {
-			ret = ur_loop_run_once(sl->loop, -1);
-			if (ret > 0)
-				ret = 0;
-		}
-		if (ret < 0)
-			return ret;
-	}
-	return 0;
+	return ur_waiter_wait(&sl->w);
 }
 
 /* Run members' due events; true if a callback ran. */
@@ -392,7 +377,7 @@ static int sel_wait(struct sel *sl, struct timeval *tv)
 		bool due;
 		int ret;
 
-		sl->woken = false;
+		ur_waiter_init(&sl->w, sl->loop); /* checked below */
 		(void)sel_run_events(sl);
 		if (sel_any_ready(sl))
 			return 0;
@@ -441,7 +426,7 @@ static bool sel_reap(struct sel *sl)
 		cancel_busy(&sl->m[i].op);
 	cancel_busy(&sl->extra_op);
 	while (sl->pending > 0) {
-		sl->woken = false;
+		ur_waiter_init(&sl->w, sl->loop);
 		if (sel_sleep(sl) < 0) {
 			sl->abandoned = true;
 			return false;
@@ -518,6 +503,7 @@ static struct sel *sel_new(struct protgroup *group, int extra_fd,
 		return NULL;
 	}
 	sl->fiber = ur_fiber_self();
+	ur_waiter_init(&sl->w, sl->loop);
 	sl->extra_fd = extra_fd;
 	sl->n = n;
 	ur_op_init(&sl->extra_op, NULL, NULL);

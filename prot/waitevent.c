@@ -49,8 +49,8 @@
 
 /* Who waits in prot__wait_input() for this stream. */
 struct waiter {
-	struct ur_fiber *fiber; /* NULL: the waiter drives the loop */
-	bool woken;
+	struct ur_fiber *fiber; /* NULL: outside any fiber */
+	struct ur_waiter w;	/* parks fiber, or drives the loop */
 };
 
 /* One event: the Cyrus node first, so handles convert back. */
@@ -92,9 +92,7 @@ static void waiter_wake(struct waiter *wt)
 {
 	if (wt == NULL)
 		return;
-	wt->woken = true;
-	if (wt->fiber != NULL)
-		ur_fiber_wake(wt->fiber);
+	ur_waiter_wake(&wt->w);
 }
 
 /* The read deadline passed (only ever called at or after it). */
@@ -489,22 +487,9 @@ static int one_turn(struct wstate *w, struct waiter *wt)
 }
 
 /* Park (or drive the loop) until something wakes wt. */
-static int sleep_until_woken(struct wstate *w, struct waiter *wt)
+static int sleep_until_woken(struct waiter *wt)
 {
-	while (!wt->woken) {
-		int ret;
-
-		if (wt->fiber != NULL) {
-			ret = ur_fiber_park();
-		} else {
-			ret = ur_loop_run_once(w->loop, -1);
-			if (ret > 0)
-				ret = 0;
-		}
-		if (ret < 0)
-			return ret;
-	}
-	return 0;
+	return ur_waiter_wait(&wt->w);
 }
 
 static void recv_done(struct ur_op *op)
@@ -529,7 +514,7 @@ static int wait_loop(struct protstream *s, struct wstate *w, struct waiter *wt,
 	int ret;
 
 	for (;;) {
-		wt->woken = false;
+		ur_waiter_init(&wt->w, w->loop); /* checked below */
 		if (!first && !ur_op_is_busy(recv_op))
 			return 0;
 		first = false;
@@ -555,7 +540,7 @@ static int wait_loop(struct protstream *s, struct wstate *w, struct waiter *wt,
 		if (events && arm_all(s))
 			ret = one_turn(w, wt); /* due already: run it next */
 		else
-			ret = sleep_until_woken(w, wt);
+			ret = sleep_until_woken(wt);
 		if (ret < 0)
 			return ret;
 	}
@@ -563,7 +548,7 @@ static int wait_loop(struct protstream *s, struct wstate *w, struct waiter *wt,
 
 int prot__wait_input(struct protstream *s, struct ur_op *recv_op)
 {
-	struct waiter wt = {.fiber = ur_fiber_self(), .woken = false};
+	struct waiter wt = {.fiber = ur_fiber_self()};
 	struct waiter *outer;
 	struct wstate *w;
 	int err = 0;
@@ -580,6 +565,7 @@ int prot__wait_input(struct protstream *s, struct ur_op *recv_op)
 	}
 	if (wt.fiber != NULL && ur_fiber_is_cancelled(wt.fiber))
 		return -ECANCELED;
+	ur_waiter_init(&wt.w, w->loop);
 	outer = w->waiter;
 	w->waiter = &wt;
 	recv_op->fn = recv_done;

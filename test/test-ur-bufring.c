@@ -952,6 +952,83 @@ static void test_ur_bufring_outlives_loop(void **state)
 	ur_loop_bind(NULL);
 }
 
+/* The loop's shared ring: one ring, counted references, the loop's. */
+static void test_ur_bufring_shared_refcount(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct ur_bufring *a = NULL, *b = NULL, *c = NULL;
+	unsigned bid;
+	int sv[2];
+
+	assert_int_equal(ur_loop_bufring(loop, &a), 0);
+	assert_int_equal(ur_loop_bufring(loop, &b), 0);
+	assert_ptr_equal(a, b);
+	assert_ptr_equal(ur_bufring_loop(a), loop);
+	assert_int_equal(ur_bufring_available(a), 256);
+	assert_int_equal(ur_bufring_buf_size(a), 16384);
+	/* Users may not free it under the others. */
+	assert_int_equal(ur_bufring_free(&a), -EBUSY);
+	t_socketpair(sv);
+	assert_int_equal(send(sv[1], "abc", 3, 0), 3);
+	assert_int_equal(ur_recv_pbuf(sv[0], a, &bid, 0), 3);
+	assert_memory_equal(ur_bufring_buf(a, bid), "abc", 3);
+	ur_bufring_put(a, bid);
+	t_close_pair(sv);
+	ur_loop_bufring_put(&b);
+	assert_null(b);
+	assert_int_equal(ur_loop_bufring(loop, &c), 0);
+	assert_ptr_equal(a, c); /* still held by a: the same ring */
+	ur_loop_bufring_put(&c);
+	ur_loop_bufring_put(&a); /* the last one frees it */
+	assert_null(a);
+	ur_loop_bufring_put(&a); /* NULL is accepted */
+	/* Made again on demand. */
+	assert_int_equal(ur_loop_bufring(loop, &a), 0);
+	assert_int_equal(ur_bufring_available(a), 256);
+	ur_loop_bufring_put(&a);
+}
+
+static void test_ur_bufring_shared_freed_with_loop(void **state)
+{
+	struct ur_loop_opts o = {
+		.mode = t_mode, .shared_bufs = 8, .shared_buf_size = 100};
+	struct ur_loop *loop, *again;
+	struct ur_bufring *br, *kept, *other;
+	unsigned bid;
+	int sv[2];
+
+	(void)state;
+	assert_int_equal(ur_loop_new(&o, &loop), 0);
+	assert_int_equal(ur_loop_bufring(loop, &br), 0);
+	assert_int_equal(ur_bufring_available(br), 8);
+	assert_int_equal(ur_bufring_buf_size(br), 100);
+	/* Held past the loop: detached, and its last put frees it. */
+	ur_loop_free(&loop);
+	assert_null(ur_bufring_loop(br));
+	assert_int_equal(ur_loop_new(&o, &again), 0);
+	assert_int_equal(ur_loop_bufring(again, &other), 0);
+	assert_ptr_not_equal(other, br);
+	assert_ptr_equal(ur_bufring_loop(other), again);
+	ur_loop_bufring_put(&br);
+	/*
+	 * A last put while a buffer is still out: the loop keeps the ring
+	 * (the same one comes back) and frees it with itself, which the
+	 * ASan build's leak check sees.
+	 */
+	t_socketpair(sv);
+	assert_int_equal(send(sv[1], "z", 1, 0), 1);
+	assert_int_equal(ur_recv_pbuf(sv[0], other, &bid, 0), 1);
+	kept = other;
+	ur_loop_bufring_put(&other);
+	assert_int_equal(ur_loop_bufring(again, &other), 0);
+	assert_ptr_equal(other, kept);
+	ur_loop_bufring_put(&other);
+	ur_bufring_put(kept, bid);
+	t_close_pair(sv);
+	ur_loop_free(&again);
+	ur_loop_bind(NULL);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
@@ -971,6 +1048,8 @@ int main(void)
 		T(test_ur_bufring_put_during_attempt),
 		cmocka_unit_test(test_ur_bufring_direct_descriptors),
 		cmocka_unit_test(test_ur_bufring_outlives_loop),
+		T(test_ur_bufring_shared_refcount),
+		cmocka_unit_test(test_ur_bufring_shared_freed_with_loop),
 	};
 #undef T
 

@@ -873,6 +873,170 @@ static void test_ur_fiber_idle_memory(void **state)
 	free(f);
 }
 
+/*
+ * Waiters (uring/wait.c): woken from a callback, from another fiber,
+ * cancelled, and outside any fiber.
+ */
+struct wtest {
+	struct ur_waiter w;
+	struct ur_timer t;
+	int ret;
+	int done;
+};
+
+static void wake_from_timer(struct ur_timer *t, void *arg)
+{
+	(void)t;
+	ur_waiter_wake(arg);
+}
+
+static int wait_once(void *arg)
+{
+	struct wtest *wt = arg;
+
+	wt->ret = ur_waiter_wait(&wt->w);
+	wt->done++;
+	return 0;
+}
+
+static void test_ur_fiber_waiter_woken_by_callback(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct wtest wt = {.ret = 1};
+	struct ur_fiber *f;
+
+	ur_waiter_init(&wt.w, loop);
+	ur_timer_init(&wt.t, loop);
+	assert_int_equal(ur_fiber_spawn(loop, wait_once, &wt, NULL, &f), 0);
+	run_turns(loop, 3);
+	assert_int_equal(wt.done, 0); /* parked, not woken by stray turns */
+	assert_int_equal(
+		ur_timer_start(&wt.t, 5 * 1000 * 1000, wake_from_timer, &wt.w),
+		0);
+	run_until_count(loop, &wt.done, 1);
+	assert_int_equal(wt.ret, 0);
+	assert_int_equal(ur_fiber_join(f, NULL), 0);
+}
+
+static int wake_it(void *arg)
+{
+	struct wtest *wt = arg;
+
+	ur_waiter_wake(&wt->w);
+	return 0;
+}
+
+static void test_ur_fiber_waiter_woken_by_fiber(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct wtest wt = {.ret = 1};
+	struct ur_fiber *f, *g;
+
+	ur_waiter_init(&wt.w, loop);
+	assert_int_equal(ur_fiber_spawn(loop, wait_once, &wt, NULL, &f), 0);
+	run_turns(loop, 2);
+	assert_int_equal(wt.done, 0);
+	assert_int_equal(ur_fiber_spawn(loop, wake_it, &wt, NULL, &g), 0);
+	assert_int_equal(ur_fiber_join(g, NULL), 0);
+	assert_int_equal(ur_fiber_join(f, NULL), 0);
+	assert_int_equal(wt.ret, 0);
+	assert_int_equal(wt.done, 1);
+	/* A wake before the wait is kept for it; the wait consumes it. */
+	ur_waiter_wake(&wt.w);
+	assert_int_equal(ur_waiter_wait(&wt.w), 0);
+	assert_int_equal(ur_waiter_wait_until(&wt.w, CLOCK_MONOTONIC,
+					      ur_now_ns(CLOCK_MONOTONIC)),
+			 -ETIME);
+}
+
+static void test_ur_fiber_waiter_cancelled(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct wtest wt = {.ret = 1};
+	struct ur_fiber *f;
+
+	ur_waiter_init(&wt.w, loop);
+	assert_int_equal(ur_fiber_spawn(loop, wait_once, &wt, NULL, &f), 0);
+	run_turns(loop, 2);
+	assert_int_equal(wt.done, 0);
+	assert_int_equal(ur_fiber_cancel(f), 0);
+	assert_int_equal(ur_fiber_join(f, NULL), 0);
+	assert_int_equal(wt.ret, -ECANCELED);
+	/* A wake after the wait ended touches no fiber. */
+	ur_waiter_wake(&wt.w);
+}
+
+static int wait_until_cancelled(void *arg)
+{
+	struct wtest *wt = arg;
+
+	wt->ret = ur_waiter_wait_until(&wt->w, CLOCK_MONOTONIC,
+				       ur_now_ns(CLOCK_MONOTONIC) +
+					       10ULL * 1000 * 1000 * 1000);
+	wt->done++;
+	return 0;
+}
+
+static void test_ur_fiber_waiter_until_cancelled(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct wtest wt = {.ret = 1};
+	struct ur_fiber *f;
+	uint64_t t0 = t_now_ms();
+
+	ur_waiter_init(&wt.w, loop);
+	assert_int_equal(
+		ur_fiber_spawn(loop, wait_until_cancelled, &wt, NULL, &f), 0);
+	run_turns(loop, 2);
+	assert_int_equal(stats(loop).timers_armed, 1);
+	assert_int_equal(ur_fiber_cancel(f), 0);
+	assert_int_equal(ur_fiber_join(f, NULL), 0);
+	assert_int_equal(wt.ret, -ECANCELED);
+	assert_true(t_now_ms() - t0 < 5000);
+	assert_int_equal(stats(loop).timers_armed, 0); /* its timer went */
+}
+
+static void test_ur_fiber_waiter_outside_fiber(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct wtest wt = {.ret = 1};
+	struct ur_fiber *g;
+	uint64_t t0;
+
+	ur_waiter_init(&wt.w, loop);
+	/* Woken by a fiber the waiting caller's own turn runs. */
+	assert_int_equal(ur_fiber_spawn(loop, wake_it, &wt, NULL, &g), 0);
+	assert_int_equal(ur_waiter_wait(&wt.w), 0);
+	assert_int_equal(ur_fiber_join(g, NULL), 0);
+	/* Woken by a timer callback. */
+	ur_timer_init(&wt.t, loop);
+	assert_int_equal(
+		ur_timer_start(&wt.t, 20 * 1000 * 1000, wake_from_timer, &wt.w),
+		0);
+	t0 = t_now_ms();
+	assert_int_equal(ur_waiter_wait(&wt.w), 0);
+	assert_true(t_now_ms() - t0 >= 19);
+	/* A deadline that passes first, then a wake that beats one. */
+	t0 = t_now_ms();
+	assert_int_equal(ur_waiter_wait_until(&wt.w, CLOCK_MONOTONIC,
+					      ur_now_ns(CLOCK_MONOTONIC) +
+						      30 * 1000 * 1000),
+			 -ETIME);
+	assert_true(t_now_ms() - t0 >= 29);
+	assert_int_equal(
+		ur_timer_start(&wt.t, 5 * 1000 * 1000, wake_from_timer, &wt.w),
+		0);
+	assert_int_equal(
+		ur_waiter_wait_until(&wt.w, CLOCK_REALTIME,
+				     ur_now_ns(CLOCK_REALTIME) +
+					     10ULL * 1000 * 1000 * 1000),
+		0);
+	assert_int_equal(stats(loop).timers_armed, 0);
+	assert_int_equal(
+		ur_waiter_wait_until(&wt.w, CLOCK_PROCESS_CPUTIME_ID, 1),
+		-EINVAL);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
@@ -894,6 +1058,11 @@ int main(void)
 		T(test_ur_fiber_stack_size_opt),
 		T(test_ur_fiber_longjmp_within),
 		T(test_ur_fiber_idle_memory),
+		T(test_ur_fiber_waiter_woken_by_callback),
+		T(test_ur_fiber_waiter_woken_by_fiber),
+		T(test_ur_fiber_waiter_cancelled),
+		T(test_ur_fiber_waiter_until_cancelled),
+		T(test_ur_fiber_waiter_outside_fiber),
 	};
 #undef T
 

@@ -380,6 +380,120 @@ static void test_ur_ops_direct_needs_table(void **state)
 	assert_int_equal(ur_fd_to_direct(loop, 0), -EINVAL);
 }
 
+/* ur_op_wait_until(): recv on an idle socketpair, with and without data. */
+#define DL_MS 1000000ULL
+
+static void test_ur_ops_wait_until_fires(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct ur_loop_stats st;
+	struct ur_op op;
+	char buf[16];
+	uint64_t t0;
+	int sv[2];
+
+	t_socketpair(sv);
+	ur_op_init(&op, NULL, NULL);
+	assert_int_equal(ur_recv_start(loop, &op, sv[0], buf, sizeof(buf), 0),
+			 0);
+	t0 = t_now_ms();
+	assert_int_equal(
+		ur_op_wait_until(&op, CLOCK_MONOTONIC,
+				 ur_now_ns(CLOCK_MONOTONIC) + 50 * DL_MS),
+		-ETIMEDOUT);
+	assert_true(t_now_ms() - t0 >= 49);
+	assert_true(t_now_ms() - t0 < 2000);
+	assert_false(ur_op_is_busy(&op));
+	ur_loop_stats(loop, &st);
+	assert_int_equal(st.timers_armed, 0);
+	/* A deadline already passed cancels at once, arming nothing. */
+	assert_int_equal(ur_recv_start(loop, &op, sv[0], buf, sizeof(buf), 0),
+			 0);
+	assert_int_equal(ur_op_wait_until(&op, CLOCK_REALTIME, 1), -ETIMEDOUT);
+	assert_false(ur_op_is_busy(&op));
+	/* A bad clock leaves the op alone. */
+	assert_int_equal(ur_recv_start(loop, &op, sv[0], buf, sizeof(buf), 0),
+			 0);
+	assert_int_equal(ur_op_wait_until(&op, CLOCK_THREAD_CPUTIME_ID, 1),
+			 -EINVAL);
+	assert_true(ur_op_is_busy(&op));
+	assert_int_equal(send(sv[1], "x", 1, 0), 1);
+	assert_int_equal(ur_op_wait(&op), 1);
+	t_close_pair(sv);
+}
+
+static void test_ur_ops_wait_until_data_first(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct ur_loop_stats st;
+	struct ur_op op;
+	char buf[16];
+	uint64_t t0;
+	int sv[2];
+
+	t_socketpair(sv);
+	ur_op_init(&op, NULL, NULL);
+	assert_int_equal(ur_recv_start(loop, &op, sv[0], buf, sizeof(buf), 0),
+			 0);
+	assert_int_equal(send(sv[1], "hello", 5, 0), 5);
+	t0 = t_now_ms();
+	assert_int_equal(
+		ur_op_wait_until(&op, CLOCK_MONOTONIC,
+				 ur_now_ns(CLOCK_MONOTONIC) + 5000 * DL_MS),
+		5);
+	assert_true(t_now_ms() - t0 < 1000);
+	assert_memory_equal(buf, "hello", 5);
+	assert_false(ur_op_is_busy(&op));
+	ur_loop_stats(loop, &st);
+	assert_int_equal(st.timers_armed, 0); /* the timer was stopped */
+	/* A completed op returns its result without a timer. */
+	assert_int_equal(ur_op_wait_until(&op, CLOCK_MONOTONIC, 1), 5);
+	t_close_pair(sv);
+}
+
+struct dl_fiber {
+	int fd;
+	int ret;
+	uint64_t ms;
+};
+
+static int recv_with_deadline(void *arg)
+{
+	struct dl_fiber *d = arg;
+	struct ur_loop *loop = ur_loop_current();
+	struct ur_op op;
+	char buf[16];
+	uint64_t t0 = t_now_ms();
+	int ret;
+
+	ur_op_init(&op, NULL, NULL);
+	ret = ur_recv_start(loop, &op, d->fd, buf, sizeof(buf), 0);
+	if (ret < 0)
+		return ret;
+	d->ret = ur_op_wait_until(&op, CLOCK_BOOTTIME,
+				  ur_now_ns(CLOCK_BOOTTIME) + 40 * DL_MS);
+	d->ms = t_now_ms() - t0;
+	return ur_op_is_busy(&op) ? -EBUSY : 0;
+}
+
+static void test_ur_ops_wait_until_in_fiber(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct dl_fiber d = {.ret = 1};
+	struct ur_fiber *f;
+	int sv[2], ret = -1;
+
+	t_socketpair(sv);
+	d.fd = sv[0];
+	assert_int_equal(ur_fiber_spawn(loop, recv_with_deadline, &d, NULL, &f),
+			 0);
+	assert_int_equal(ur_fiber_join(f, &ret), 0);
+	assert_int_equal(ret, 0);
+	assert_int_equal(d.ret, -ETIMEDOUT);
+	assert_true(d.ms >= 39 && d.ms < 2000);
+	t_close_pair(sv);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
@@ -396,6 +510,9 @@ int main(void)
 		T(test_ur_ops_timeout_op),
 		cmocka_unit_test(test_ur_ops_direct_descriptors),
 		T(test_ur_ops_direct_needs_table),
+		T(test_ur_ops_wait_until_fires),
+		T(test_ur_ops_wait_until_data_first),
+		T(test_ur_ops_wait_until_in_fiber),
 	};
 #undef T
 

@@ -198,6 +198,62 @@ void ur__bufrings_fini(struct ur_loop *loop)
 		br->loop = NULL;
 	}
 	loop->bufrings = NULL;
+	br = loop->shared_br;
+	loop->shared_br = NULL;
+	/* Held: its last put frees it. Free: now, unless a buffer is still
+	 * out (-EBUSY, its user's bug), when its memory stays mapped. */
+	if (br != NULL && br->shared_refs == 0 && ur_bufring_free(&br) < 0) {
+		/* leaked rather than freed under a buffer in use */
+	}
+}
+
+/*
+ * The shared ring lives while streams hold it, as one made per stream
+ * would, so an idle process maps no buffers; the loop owns it, so no
+ * cache outside uring/ has to guess whether a loop at the same address
+ * is the one it was made for.
+ */
+int ur_loop_bufring(struct ur_loop *loop, struct ur_bufring **br_out)
+{
+	int ret;
+
+	if (!pthread_equal(loop->thread, pthread_self()))
+		return -EINVAL;
+	if (loop->shared_br == NULL) {
+		if (loop->shared_err < 0)
+			return loop->shared_err;
+		ret = ur_bufring_new(loop, loop->shared_bufs,
+				     loop->shared_buf_size, &loop->shared_br);
+		if (ret < 0) {
+			loop->shared_err = ret;
+			return ret;
+		}
+		loop->shared_br->shared = true;
+	}
+	loop->shared_br->shared_refs++;
+	*br_out = loop->shared_br;
+	return 0;
+}
+
+void ur_loop_bufring_put(struct ur_bufring **brp)
+{
+	struct ur_bufring *br = *brp;
+	struct ur_loop *loop;
+
+	if (br == NULL)
+		return;
+	*brp = NULL;
+	loop = br->loop;
+	ur_assert(br->shared && br->shared_refs > 0);
+	/* A forked child: the ring is the parent's (uring/loop.c). */
+	if (loop != NULL && ur__loop_inherited(loop))
+		return;
+	if (--br->shared_refs > 0)
+		return;
+	if (loop != NULL)
+		loop->shared_br = NULL;
+	if (ur_bufring_free(&br) < 0 && loop != NULL)
+		loop->shared_br = br; /* buffers still out: the loop frees it */
 }
 
 struct ur_loop *ur_bufring_loop(const struct ur_bufring *br)
@@ -211,7 +267,7 @@ int ur_bufring_free(struct ur_bufring **brp)
 
 	if (br == NULL)
 		return 0;
-	if (br->avail != br->nbufs || br->callers > 0 ||
+	if (br->shared_refs > 0 || br->avail != br->nbufs || br->callers > 0 ||
 	    !ur_list_empty(&br->waiters))
 		return -EBUSY;
 	if (br->loop == NULL) { /* detached by ur_loop_free() */

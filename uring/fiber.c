@@ -36,7 +36,7 @@ enum fiber_state {
  * never touches a fiber that detach may have freed meanwhile.
  */
 struct join_wait {
-	struct ur_fiber *waiter; /* NULL: the joiner drives the loop */
+	struct ur_waiter w; /* parks the joining fiber, or drives the loop */
 	bool done;
 	bool detached;
 };
@@ -198,8 +198,7 @@ static void fiber_main(void *p)
 	if (jw != NULL) {
 		f->join = NULL;
 		jw->done = true;
-		if (jw->waiter != NULL)
-			ur__fiber_make_runnable(jw->waiter);
+		ur_waiter_wake(&jw->w);
 	}
 	/*
 	 * The stack cannot be released while we run on it: the resumer
@@ -403,46 +402,22 @@ int ur__fiber_spawn(struct ur_loop *loop, ur_fiber_fn *fn, void *arg,
 	return 0;
 }
 
-/* Outside any fiber: run turns until f returns or is detached. */
-static int join_drive(struct ur_loop *loop, const struct join_wait *jw)
-{
-	while (!jw->done && !jw->detached) {
-		/* Do not sleep in the ring while fibers are runnable. */
-		int64_t wait = ur_list_empty(&loop->runq) ? -1 : 0;
-		int ret = ur_loop_run_once(loop, wait);
-
-		if (ret < 0 && ret != -EINTR && ret != -ETIME)
-			return ret;
-	}
-	return 0;
-}
-
-static int join_park(struct ur_fiber *self, const struct join_wait *jw)
-{
-	while (!jw->done && !jw->detached) {
-		int ret = ur__fiber_park_on(self->loop, NULL);
-
-		if (ret < 0 && !jw->done && !jw->detached)
-			return ret;
-	}
-	return 0;
-}
-
 /*
  * Wait until f returns; 0, or -EINVAL if f got detached, or -errno.
  * f->join never outlives *jw: fiber_main, detach or this function clear
  * it. Not inlined, because gcc 12's -Wdangling-pointer cannot see that.
  */
-__attribute__((noinline)) static int
-join_wait_for(struct ur_fiber *f, struct ur_fiber *self, struct join_wait *jw)
+__attribute__((noinline)) static int join_wait_for(struct ur_fiber *f,
+						   struct join_wait *jw)
 {
-	int ret;
+	int ret = 0;
 
 	f->join = jw;
-	if (self != NULL)
-		ret = join_park(self, jw);
-	else
-		ret = join_drive(f->loop, jw);
+	while (!jw->done && !jw->detached) {
+		ret = ur_waiter_wait(&jw->w);
+		if (ret < 0)
+			break;
+	}
 	if (jw->detached)
 		return -EINVAL; /* f frees itself: do not touch it */
 	if (!jw->done) {
@@ -456,13 +431,14 @@ join_wait_for(struct ur_fiber *f, struct ur_fiber *self, struct join_wait *jw)
 int ur_fiber_join(struct ur_fiber *f, int *ret_out)
 {
 	struct ur_fiber *self = tls_self;
-	struct join_wait jw = {self, false, false};
+	struct join_wait jw = {.done = false, .detached = false};
 	int ret;
 
 	if (f == NULL || f == self || f->detached || f->join != NULL)
 		return -EINVAL;
 	if (f->state != F_DONE) {
-		ret = join_wait_for(f, self, &jw);
+		ur_waiter_init(&jw.w, f->loop);
+		ret = join_wait_for(f, &jw);
 		if (ret < 0)
 			return ret;
 	}
@@ -487,8 +463,7 @@ void ur_fiber_detach(struct ur_fiber *f)
 	if (jw != NULL) {
 		f->join = NULL;
 		jw->detached = true;
-		if (jw->waiter != NULL)
-			ur__fiber_make_runnable(jw->waiter);
+		ur_waiter_wake(&jw->w);
 	}
 }
 

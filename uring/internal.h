@@ -200,6 +200,10 @@ struct ur_loop {
 	/* Buffer-ring group ids in use (bufring.c). */
 	uint64_t bgid_used[1024 / 64];
 	struct ur_bufring *bufrings; /* made on this loop */
+	struct ur_bufring *shared_br; /* ur_loop_bufring() */
+	int shared_err;		      /* its creation failed: this error */
+	unsigned shared_bufs;
+	size_t shared_buf_size;
 
 	struct ur_loop_stats st;
 };
@@ -221,6 +225,8 @@ struct ur_bufring {
 	uint64_t puts;	  /* bumped by every put: ENOBUFS retry check */
 	uint64_t *out;	  /* bit per bid: handed to the app, not put back */
 	uint16_t bgid;
+	bool shared;	      /* the loop's shared ring */
+	unsigned shared_refs; /* ur_loop_bufring() references */
 	struct ur_list waiters;	 /* struct pbuf_waiter, FIFO */
 	struct ur_bufring *next; /* loop->bufrings */
 };
@@ -236,6 +242,9 @@ void ur__op_complete(struct ur_loop *loop, struct ur_op *op, int32_t res,
 /* Retry r->fn at the next turns (see struct ur__rearm); forget it. */
 void ur__rearm_later(struct ur_loop *loop, struct ur__rearm *r);
 void ur__rearm_forget(struct ur__rearm *r);
+/* ur_loop_run_once(loop, -1) for a waiter w outside any fiber: a fiber
+ * that wakes w in the turn keeps it from sleeping. */
+int ur__loop_turn_for(struct ur_loop *loop, const struct ur_waiter *w);
 
 /* Run the posts queued by ur_loop_post(). */
 void ur__run_posts(struct ur_loop *loop);
@@ -251,6 +260,9 @@ struct ur_loop *ur__loop_for_call(int *err);
  * service reading fd 0 would read the ring). Returns the fd to use.
  */
 int ur__fd_off_stdio(int fd);
+
+/* Was loop made before a fork() this process is the child of? */
+bool ur__loop_inherited(const struct ur_loop *loop);
 
 /* A forked child forgets the running fiber it inherited (fiber.c). */
 void ur__fiber_forget(void);

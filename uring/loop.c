@@ -164,6 +164,11 @@ static void atfork_init(void)
 	(void)pthread_atfork(NULL, NULL, forked_child);
 }
 
+bool ur__loop_inherited(const struct ur_loop *loop)
+{
+	return loop->fork_gen != fork_gen;
+}
+
 int ur__fd_off_stdio(int fd)
 {
 	int nfd;
@@ -243,6 +248,8 @@ static int loop_new_on(const struct ur__backend *be,
 	if (ret < 0)
 		goto out_free;
 	loop->direct_files = o->direct_files;
+	loop->shared_bufs = o->shared_bufs ? o->shared_bufs : 256;
+	loop->shared_buf_size = o->shared_buf_size ? o->shared_buf_size : 16384;
 	ret = ur__fibers_init(loop, o->stack_size,
 			      o->stack_pool_max ? o->stack_pool_max : 1024);
 	if (ret < 0)
@@ -336,7 +343,12 @@ static bool has_runnable(const struct ur_loop *loop)
 	return !ur_list_empty(&loop->runq) || loop->be->has_ready(loop);
 }
 
-int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns)
+/*
+ * One turn. w (may be NULL): a waiter driving the loop outside any
+ * fiber; a fiber that woke it in this turn makes the turn not sleep.
+ */
+static int loop_turn(struct ur_loop *loop, int64_t timeout_ns,
+		     const struct ur_waiter *w)
 {
 	struct ur_loop *saved = tls_running;
 	unsigned n;
@@ -352,8 +364,10 @@ int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns)
 	}
 	n = loop->be->dispatch_ready(loop);
 	ur__fibers_run(loop);
-	ret = loop->be->wait(loop, n > 0 || has_runnable(loop) ? 0 :
-								 timeout_ns);
+	if (n > 0 || has_runnable(loop) ||
+	    (w != NULL && (w->ur__woken || w->ur__timed_out)))
+		timeout_ns = 0;
+	ret = loop->be->wait(loop, timeout_ns);
 	if (ret >= 0) {
 		n += (unsigned)ret;
 		n += loop->be->dispatch_ready(loop);
@@ -361,6 +375,16 @@ int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns)
 	}
 	tls_running = saved;
 	return ret < 0 ? ret : (int)n;
+}
+
+int ur_loop_run_once(struct ur_loop *loop, int64_t timeout_ns)
+{
+	return loop_turn(loop, timeout_ns, NULL);
+}
+
+int ur__loop_turn_for(struct ur_loop *loop, const struct ur_waiter *w)
+{
+	return loop_turn(loop, -1, w);
 }
 
 static bool loop_alive(const struct ur_loop *loop)

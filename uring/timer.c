@@ -285,33 +285,9 @@ void ur_deadline_fini(struct ur_deadline *d)
 	}
 }
 
-struct sleeper {
-	struct ur_timer t;
-	int done;
-	struct ur_fiber *f;
-};
-
-static void sleeper_fired(struct ur_timer *t, void *arg)
-{
-	struct sleeper *sl = arg;
-
-	(void)t;
-	sl->done = 1;
-	if (sl->f != NULL)
-		ur_fiber_wake(sl->f);
-}
-
-/* Leaving early: sl is on the stack, so fn must never run after this. */
-static void sleep_abort(struct sleeper *sl)
-{
-	if (ur_timer_stop(&sl->t) < 0) {
-		/* -ENOENT: it fired meanwhile; disarmed either way */
-	}
-}
-
 int ur_sleep_until(clockid_t clock, uint64_t deadline_ns)
 {
-	struct sleeper sl = {.done = 0};
+	struct ur_waiter w;
 	struct ur_loop *loop;
 	int err = 0;
 	int ret;
@@ -319,26 +295,7 @@ int ur_sleep_until(clockid_t clock, uint64_t deadline_ns)
 	loop = ur__loop_for_call(&err);
 	if (loop == NULL)
 		return err;
-	sl.f = loop->current;
-	if (sl.f != NULL && ur__fiber_cancelled(sl.f))
-		return -ECANCELED;
-	ur_timer_init(&sl.t, loop);
-	ret = ur_timer_start_abs(&sl.t, clock, deadline_ns, sleeper_fired, &sl);
-	if (ret < 0)
-		return ret;
-	while (!sl.done) {
-		if (sl.f != NULL) {
-			if (ur_fiber_park() == -ECANCELED) {
-				sleep_abort(&sl);
-				return -ECANCELED;
-			}
-		} else {
-			ret = ur_loop_run_once(loop, -1);
-			if (ret < 0) {
-				sleep_abort(&sl);
-				return ret;
-			}
-		}
-	}
-	return 0;
+	ur_waiter_init(&w, loop);
+	ret = ur_waiter_wait_until(&w, clock, deadline_ns);
+	return ret == -ETIME ? 0 : ret; /* nothing wakes w but its deadline */
 }

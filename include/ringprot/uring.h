@@ -74,6 +74,8 @@ struct ur_loop_opts {
 	unsigned sqpoll_cpu;
 	unsigned sqpoll_idle_ms; /* 0: 100 */
 	unsigned spin_us;	 /* CQ polling before a sleep, 0: 50 */
+	unsigned shared_bufs;	 /* ur_loop_bufring(): buffers, 0: 256 */
+	size_t shared_buf_size;	 /* ... and their size, 0: 16 KiB */
 };
 
 /*
@@ -567,6 +569,70 @@ RINGPROT_API int ur_fiber_yield(void) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 
 /*
  * ---------------------------------------------------------------------
+ * Waiters: "park this fiber, or drive the loop when outside any fiber,
+ * until woken". Caller storage (usually on the waiting stack); one
+ * waiting context at a time. Loop thread only.
+ * ---------------------------------------------------------------------
+ */
+struct ur_waiter {
+	/* private */
+	struct ur_loop *ur__loop;
+	struct ur_fiber *ur__fiber; /* parked in ur_waiter_wait(), or NULL */
+	bool ur__woken;
+	bool ur__timed_out;
+};
+
+/*
+ * Prepare w on loop (the one ur_waiter_wait() drives outside a fiber).
+ * Calling it again on an idle waiter drops a wake not yet consumed.
+ */
+RINGPROT_API void ur_waiter_init(struct ur_waiter *w, struct ur_loop *loop);
+
+/*
+ * Wait until ur_waiter_wake(w). A wake that came before the call (since
+ * init or the last wait returned) returns at once; a returning wait
+ * consumes the wake. In a fiber this parks it; outside any fiber it runs
+ * loop turns. Returns 0 when woken; -ECANCELED if the calling fiber is
+ * cancelled before or while it waits (a wake already pending wins);
+ * -errno from the loop turn outside a fiber.
+ */
+RINGPROT_API int ur_waiter_wait(struct ur_waiter *w) UR_MAY_YIELD
+	RINGPROT_MUST_CHECK;
+
+/*
+ * ur_waiter_wait() with a deadline on clock (CLOCK_MONOTONIC,
+ * CLOCK_REALTIME, CLOCK_BOOTTIME): returns -ETIME if it passed before a
+ * wake (a wake at the same turn wins), -EINVAL for another clock. Costs
+ * one timer while it waits.
+ */
+RINGPROT_API int ur_waiter_wait_until(struct ur_waiter *w, clockid_t clock,
+				      uint64_t deadline_ns) UR_MAY_YIELD
+	RINGPROT_MUST_CHECK;
+
+/*
+ * Wake w: ends its wait, or makes the next one return at once. Callable
+ * from callbacks, timers and other fibers on w's loop thread; does not
+ * yield.
+ */
+RINGPROT_API void ur_waiter_wake(struct ur_waiter *w);
+
+/*
+ * Wait for op (started with fn == NULL) until deadline_ns on clock. At
+ * the deadline op is cancelled, and the call still waits for its final
+ * completion, because the kernel owns its buffer until then. Blocking as
+ * ur_op_wait(), and costs one timer while op is in flight (none when op
+ * has already completed or the deadline has passed).
+ * Returns op->res; -ETIMEDOUT when the deadline cancelled op (a result
+ * that beat the cancel is returned as it is: no data is lost); -EINVAL
+ * for an unsupported clock (op is then left as it was); -errno from the
+ * loop outside a fiber (op may still be in flight, as ur_op_wait()).
+ */
+RINGPROT_API int ur_op_wait_until(struct ur_op *op, clockid_t clock,
+				  uint64_t deadline_ns) UR_MAY_YIELD
+	RINGPROT_MUST_CHECK;
+
+/*
+ * ---------------------------------------------------------------------
  * Provided buffer rings (io_uring: IORING_REGISTER_PBUF_RING; epoll: the
  * loop takes a buffer when the fd is readable): recv takes a buffer only
  * when bytes arrive, so an idle connection holds none.
@@ -595,6 +661,24 @@ RINGPROT_API size_t ur_bufring_buf_size(const struct ur_bufring *br);
 RINGPROT_API unsigned ur_bufring_available(const struct ur_bufring *br);
 /* Give buffer bid back to the kernel; wakes a fiber waiting on ENOBUFS. */
 RINGPROT_API void ur_bufring_put(struct ur_bufring *br, unsigned bid);
+
+/*
+ * The loop's shared ring (opts.shared_bufs of opts.shared_buf_size), for
+ * reads of many streams: made at the first call, then the same ring
+ * with one more reference. Loop thread only. Returns 0 with *br_out
+ * set; -EINVAL off the loop's thread; or the error ur_bufring_new()
+ * gave, which every later call on this loop returns as well.
+ */
+RINGPROT_API int ur_loop_bufring(struct ur_loop *loop,
+				 struct ur_bufring **br_out) RINGPROT_MUST_CHECK;
+/*
+ * Drop a reference taken with ur_loop_bufring() and clear *brp (NULL is
+ * accepted). The last one frees the ring, whose buffers must all be back
+ * (else the loop keeps it). ur_loop_free() frees a ring nobody holds;
+ * one still held is detached, and its last put frees the memory. In a
+ * forked child, a ring of an inherited loop is left alone.
+ */
+RINGPROT_API void ur_loop_bufring_put(struct ur_bufring **brp);
 
 /*
  * Blocking recv into a provided buffer. Returns the byte count (0 at EOF)
