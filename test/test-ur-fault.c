@@ -361,6 +361,48 @@ static void test_ur_fault_signal_refused(void **state)
 	assert_false(usr1_blocked());
 }
 
+/*
+ * Loop turns that fail (the kernel out of memory in io_uring_enter, say)
+ * while a blocking call outside any fiber waits: the call must not
+ * return while its op, with a buffer on its stack, is still in flight.
+ * It cancels the op, turns on, and returns the turn's error once the op
+ * is reaped (or the op's result, had it come first).
+ */
+static int waits_failing;
+
+static int fault_wait(struct ur_loop *loop, int64_t timeout_ns)
+{
+	if (waits_failing > 0) {
+		waits_failing--;
+		return -ENOMEM;
+	}
+	return real_be->wait(loop, timeout_ns);
+}
+
+static void test_ur_fault_wait_fails_outside_fiber(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct ur_loop_stats st;
+	char buf[8];
+	int sv[2];
+
+	t_socketpair(sv);
+	refuse(loop, 0, 0);
+	fault_be.wait = fault_wait;
+	waits_failing = 3;
+	assert_int_equal(ur_recv(sv[0], buf, sizeof(buf), 0), -ENOMEM);
+	waits_failing = 0; /* epoll reaps the cancel a turn sooner */
+	ur_loop_stats(loop, &st);
+	assert_int_equal(st.ops_inflight, 0); /* reaped before returning */
+	/* Data that wins: the result, not the error. */
+	assert_int_equal(write(sv[1], "x", 1), 1);
+	waits_failing = 2;
+	assert_int_equal(ur_recv(sv[0], buf, sizeof(buf), 0), 1);
+	fault_be.wait = real_be->wait;
+	refuse_none(loop);
+	t_close_pair(sv);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
@@ -372,6 +414,7 @@ int main(void)
 		T(test_ur_fault_fiber_cancel_refused),
 		T(test_ur_fault_post_rearm_refused),
 		T(test_ur_fault_signal_refused),
+		T(test_ur_fault_wait_fails_outside_fiber),
 	};
 #undef T
 	struct sigaction sa;

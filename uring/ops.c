@@ -33,6 +33,41 @@ void ur_op_nowake(struct ur_op *op)
 		loop->be->nowake(loop, op);
 }
 
+/*
+ * Outside a fiber: turn the loop until op completes. A failing turn
+ * (-ENOMEM from the kernel, say) must not end the wait while op is in
+ * flight: its buffer, often the caller's stack, is the kernel's until
+ * op's final completion. So op is cancelled and the turns go on, briefly;
+ * the turn's error is returned once op has been reaped. Only a loop that
+ * fails for a whole second is given up on, and then nothing can be
+ * returned safely.
+ */
+#define WAIT_FAIL_TURNS 1000
+#define WAIT_FAIL_NS	1000000LL
+
+static int wait_outside_fiber(struct ur_loop *loop, struct ur_op *op)
+{
+	int err = 0, fails = 0;
+
+	while (op->ur__state == UR_OP_INFLIGHT) {
+		int ret = ur_loop_run_once(loop, err < 0 ? WAIT_FAIL_NS : -1);
+
+		if (ret >= 0) {
+			fails = 0;
+			continue;
+		}
+		if (err == 0 && ur_op_cancel(op) < 0) {
+			/* refused too: the op ends on its own */
+		}
+		err = ret;
+		if (++fails == WAIT_FAIL_TURNS)
+			ur__assert_fail("the loop fails while an op is the "
+					"kernel's",
+					__FILE__, __LINE__, strerror(-ret));
+	}
+	return err < 0 && op->res == -ECANCELED ? err : op->res;
+}
+
 int ur_op_wait(struct ur_op *op)
 {
 	struct ur_loop *loop = op->ur__loop;
@@ -67,13 +102,7 @@ int ur_op_wait(struct ur_op *op)
 		}
 		return op->res;
 	}
-	while (op->ur__state == UR_OP_INFLIGHT) {
-		int ret = ur_loop_run_once(loop, -1);
-
-		if (ret < 0)
-			return ret;
-	}
-	return op->res;
+	return wait_outside_fiber(loop, op);
 }
 
 int ur__start(struct ur_loop *loop, struct ur_op *op, const struct ur__req *req)

@@ -350,6 +350,9 @@ RINGPROT_API void ur_op_nowake(struct ur_op *op);
 /*
  * Wait for op (already started with fn == NULL, or any op on this loop)
  * to complete, blocking as the ur_<op>() calls do. Returns op->res.
+ * Outside a fiber, a loop turn that fails cancels op and the wait goes
+ * on until op is reaped (never returning while the kernel owns op's
+ * buffer); then the turn's -errno is returned if op was cancelled.
  */
 RINGPROT_API int ur_op_wait(struct ur_op *op) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 
@@ -625,7 +628,7 @@ RINGPROT_API void ur_waiter_wake(struct ur_waiter *w);
  * Returns op->res; -ETIMEDOUT when the deadline cancelled op (a result
  * that beat the cancel is returned as it is: no data is lost); -EINVAL
  * for an unsupported clock (op is then left as it was); -errno from the
- * loop outside a fiber (op may still be in flight, as ur_op_wait()).
+ * loop outside a fiber, as ur_op_wait().
  */
 RINGPROT_API int ur_op_wait_until(struct ur_op *op, clockid_t clock,
 				  uint64_t deadline_ns) UR_MAY_YIELD
