@@ -333,6 +333,31 @@ static void test_ur_ops_cancel_fd(void **state)
 	close(sv[1]);
 }
 
+/*
+ * epoll: ur_close() of an fd an op waits on ends that op with
+ * -ECANCELED; epoll forgets a closed file, so it would wait for ever.
+ * (io_uring's op holds its own reference and goes on waiting.)
+ */
+static void test_ur_ops_close_ends_waiters(void **state)
+{
+	struct ur_loop *loop = t_loop_of(state);
+	struct ur_op op;
+	char buf[4];
+	int sv[2];
+
+	if (!t_epoll())
+		skip();
+	t_socketpair(sv);
+	ur_op_init(&op, NULL, NULL);
+	assert_int_equal(ur_recv_start(loop, &op, sv[0], buf, sizeof(buf), 0),
+			 0);
+	assert_true(ur_loop_run_once(loop, 0) >= 0);
+	assert_true(ur_op_is_busy(&op));
+	assert_int_equal(ur_close(sv[0]), 0);
+	assert_int_equal(ur_op_wait(&op), -ECANCELED);
+	close(sv[1]);
+}
+
 static void test_ur_ops_timeout_op(void **state)
 {
 	struct ur_loop *loop = ((struct t_loop *)*state)->loop;
@@ -508,6 +533,7 @@ int main(void)
 		T(test_ur_ops_nowake),
 		T(test_ur_ops_cancel_fd),
 		T(test_ur_ops_timeout_op),
+		T(test_ur_ops_close_ends_waiters),
 		cmocka_unit_test(test_ur_ops_direct_descriptors),
 		T(test_ur_ops_direct_needs_table),
 		T(test_ur_ops_wait_until_fires),

@@ -871,6 +871,8 @@ static void timers_expire(struct eloop *e)
  * ---------------------------------------------------------------------
  */
 
+static int cancel_fd(struct eloop *e, int fd);
+
 static int inline_file_op(struct eloop *e, const struct ur__req *r)
 {
 	int fd = real_fd(e, r->fd);
@@ -890,6 +892,15 @@ static int inline_file_op(struct eloop *e, const struct ur__req *r)
 			if (fd < 0)
 				return -EBADF;
 			e->slots[UR_SLOT(r->fd)] = -1;
+		}
+		/*
+		 * Ops still waiting on it would wait for ever: epoll forgets
+		 * a closed file (io_uring's ops hold a reference instead).
+		 * They end with -ECANCELED; the number starts afresh.
+		 */
+		if (fd >= 0 && (size_t)fd < e->nfds) {
+			cancel_fd(e, fd); /* -ENOENT: none was waiting */
+			e->fds[fd].drained = false;
 		}
 		return errno_or(close(fd));
 	case UR__FILES_UPDATE:
