@@ -102,6 +102,12 @@ server_cmd() {
 		echo "env RINGPROT_BACKEND=uring build-bench/examples/ringprot-echo -l 127.0.0.1:0" ;;
 	ringprot-epoll)
 		echo "env RINGPROT_BACKEND=epoll build-bench/examples/ringprot-echo -l 127.0.0.1:0" ;;
+	# Connections as direct descriptors (-D): on epoll, registered
+	# edge-triggered once instead of one epoll_ctl per wait.
+	ringprot-uring-D)
+		echo "env RINGPROT_BACKEND=uring build-bench/examples/ringprot-echo -D -l 127.0.0.1:0" ;;
+	ringprot-epoll-D)
+		echo "env RINGPROT_BACKEND=epoll build-bench/examples/ringprot-echo -D -l 127.0.0.1:0" ;;
 	# Not in the default set: SQPOLL's poller thread is the server's,
 	# pinned with it to SERVER_CPU by taskset (it spins for its idle
 	# time after each submission, 100 ms by default).

@@ -72,6 +72,7 @@ struct efd {
 	uint32_t armed;		    /* events armed (0: none or fired) */
 	bool dirty;		    /* on the dirty list */
 	bool drained; /* the last recv came back short: the socket is empty */
+	bool persistent; /* a direct descriptor's: edge-triggered for good */
 	int next_dirty;
 };
 
@@ -95,6 +96,7 @@ struct eloop {
 	/* Direct descriptors: slot -> fd, -1 free. */
 	int *slots;
 	unsigned nslots;
+	unsigned slot_hint; /* where the search for a free slot starts */
 };
 
 static struct eloop *E(struct ur_loop *loop)
@@ -203,7 +205,7 @@ static void mark_dirty(struct eloop *e, int fd)
 {
 	struct efd *f = &e->fds[fd];
 
-	if (!f->dirty) {
+	if (!f->dirty && !f->persistent) {
 		f->dirty = true;
 		f->next_dirty = e->dirty;
 		e->dirty = fd;
@@ -293,6 +295,7 @@ static void flush_dirty(struct eloop *e)
 					ret = try_op(e, o, &flags);
 					if (ret == E_WAIT)
 						ret = err;
+					f = &e->fds[fd]; /* may have grown */
 				}
 				done_push(e, o, o->res > 0 && ret < 0 ? o->res :
 									  ret,
@@ -561,7 +564,11 @@ static int do_accept(struct eloop *e, struct ur_op *op)
 			 op->ur__opcode == UR__ACCEPT ?
 				 (socklen_t *)(uintptr_t)op->ur__q :
 				 NULL,
-			 (int)op->ur__arg);
+			 /* a loop-held fd (direct) must not leak into exec */
+			 (int)op->ur__arg |
+				 (op->ur__opcode == UR__ACCEPT_MULTI && op->ur__q ?
+					  SOCK_CLOEXEC :
+					  0));
 	int slot;
 
 	if (fd < 0) {
@@ -569,6 +576,7 @@ static int do_accept(struct eloop *e, struct ur_op *op)
 			return E_WAIT;
 		return -errno;
 	}
+
 	if (op->ur__opcode != UR__ACCEPT_MULTI || op->ur__q == 0)
 		return fd;
 	slot = slot_install(e, fd);
@@ -901,6 +909,7 @@ static int inline_file_op(struct eloop *e, const struct ur__req *r)
 		if (fd >= 0 && (size_t)fd < e->nfds) {
 			cancel_fd(e, fd); /* -ENOENT: none was waiting */
 			e->fds[fd].drained = false;
+			e->fds[fd].persistent = false; /* close() unregisters */
 		}
 		return errno_or(close(fd));
 	case UR__FILES_UPDATE:
@@ -1064,7 +1073,9 @@ static int connect_now(struct ur_op *op, const struct ur__req *r)
  * A recv that came back short has emptied the socket (almost always), so
  * the next recv on it waits for readiness at once instead of trying and
  * getting EAGAIN: one syscall less per request. Readiness clears it; if
- * data came meanwhile, re-arming reports the fd ready at once.
+ * data came meanwhile, re-arming (MOD) reports the fd ready at once. Not
+ * for an edge-triggered (persistent) fd: a FIN that came with the last
+ * data leaves it readable (EOF) with no edge to come.
  */
 static bool recv_kind(const struct ur_op *op)
 {
@@ -1142,10 +1153,11 @@ static int e_start(struct ur_loop *loop, struct ur_op *op,
 		ret = connect_now(op, r);
 	else if (r->opcode == UR__RECV_PBUF && (r->uflags & UR__REQ_POLL_FIRST))
 		ret = E_WAIT; /* wait for data before taking a buffer */
-	else if (f->drained && recv_kind(op))
-		ret = E_WAIT;
+	else if (f->drained && !f->persistent && recv_kind(op))
+		ret = E_WAIT; /* re-arming (MOD) reports the fd if ready */
 	else
 		ret = try_op(e, op, &flags);
+	f = &e->fds[op->ur__fd]; /* an accept may have grown the table */
 	if (ret == E_WAIT) {
 		wait_on(e, f, op->ur__fd, op);
 		return 0;
@@ -1180,7 +1192,8 @@ static void fd_ready(struct eloop *e, int fd, uint32_t events)
 	if (fd < 0 || (size_t)fd >= e->nfds)
 		return;
 	f = &e->fds[fd];
-	f->armed = 0; /* EPOLLONESHOT */
+	if (!f->persistent)
+		f->armed = 0; /* EPOLLONESHOT */
 	if (events & (EPOLLERR | EPOLLHUP))
 		events |= EPOLLIN | EPOLLOUT;
 	if (events & EPOLLIN)
@@ -1202,6 +1215,7 @@ static void fd_ready(struct eloop *e, int fd, uint32_t events)
 				continue;
 		} else {
 			ret = try_op(e, op, &flags);
+			f = &e->fds[fd]; /* an accept may have grown the table */
 		}
 		if (ret == E_WAIT) {
 			blocked |= want;
@@ -1338,13 +1352,40 @@ static int e_wait(struct ur_loop *loop, int64_t timeout_ns)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * A direct descriptor's fd is the loop's alone: nobody can close it
+ * behind the loop's back, so its number is never reused under a stale
+ * registration. It is registered edge-triggered once, for both
+ * directions, and its waits cost no epoll_ctl (an fd that epoll refuses,
+ * a regular file, goes the usual way). Edges that come while nothing
+ * waits clear the drained mark, and every op tries its syscall before it
+ * waits, so no readiness is lost between them.
+ */
+static void register_persistent(struct eloop *e, int fd)
+{
+	struct epoll_event ev = {
+		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+		.data.u64 = (uint64_t)fd,
+	};
+	struct efd *f = efd_get(e, fd);
+
+	if (f == NULL)
+		return;
+	f->drained = false;
+	f->persistent = epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
 static int slot_install(struct eloop *e, int fd)
 {
 	if (fd < 0)
 		return -errno;
-	for (unsigned i = 0; i < e->nslots; i++) {
+	for (unsigned n = 0; n < e->nslots; n++) {
+		unsigned i = (e->slot_hint + n) % e->nslots;
+
 		if (e->slots[i] < 0) {
 			e->slots[i] = fd;
+			e->slot_hint = i + 1;
+			register_persistent(e, fd);
 			return (int)i;
 		}
 	}

@@ -214,8 +214,10 @@ int ur_accept_multishot_start(struct ur_loop *loop, struct ur_op *op, int fd,
 			      bool direct)
 {
 	return ur__start(loop, op,
+			 /* The kernel refuses SOCK_CLOEXEC for a direct
+			  * descriptor (it has no fd to mark). */
 			 REQ(.opcode = UR__ACCEPT_MULTI, .fd = fd,
-			     .flags = SOCK_CLOEXEC,
+			     .flags = direct ? 0 : SOCK_CLOEXEC,
 			     .uflags = direct ? UR__REQ_DIRECT : 0));
 }
 

@@ -16,6 +16,8 @@
 #define ECHO_DEFAULT_LISTEN "127.0.0.1:7777"
 /* Per-connection buffer, on the heap: fiber stacks stay small. */
 #define ECHO_BUF_SIZE	    (32 * 1024)
+/* -D: the direct descriptor table (the most connections then). */
+#define ECHO_DIRECT_FILES 16384
 /* Pause before re-arming accept after an error (EMFILE...): no spin. */
 #define ECHO_REARM_DELAY_NS (50ull * 1000 * 1000)
 /* Longest wait of one loop turn while draining. */
@@ -33,6 +35,7 @@ struct echo_server {
 	struct ur_signal *sig;
 	int stop_signo;
 	bool stopping;
+	bool direct; /* connections are direct descriptors (-D) */
 	struct echo_conn *conns; /* live connections, for shutdown */
 	uint64_t accepted;
 	uint64_t bytes;
@@ -65,7 +68,7 @@ static void usage(FILE *out)
 	(void)fprintf(
 		out,
 		"usage: ringprot-echo [-l addr:port] [-p pidfile] [-e engine]\n"
-		"                     [-n usecs]\n"
+		"                     [-n usecs] [-D]\n"
 		"  -l addr:port  listen address (default " ECHO_DEFAULT_LISTEN
 		"; port 0: ephemeral;\n"
 		"                IPv6 as [addr]:port)\n"
@@ -73,7 +76,10 @@ static void usage(FILE *out)
 		"  -e engine     auto (default: io_uring, else epoll), epoll,\n"
 		"                or an io_uring mode: defer, coop, plain,\n"
 		"                sqpoll, sqpoll@CPU (poller pinned to CPU)\n"
-		"  -n usecs      NAPI busy polling for up to usecs\n");
+		"  -n usecs      NAPI busy polling for up to usecs\n"
+		"  -D            connections as direct descriptors (io_uring:\n"
+		"                outside the process fd table; epoll: fds the\n"
+		"                loop holds, registered once)\n");
 }
 
 /* A decimal unsigned 32-bit number: 0 or -EINVAL. */
@@ -262,6 +268,33 @@ static int send_all(int fd, const unsigned char *buf, size_t len)
 	return 0;
 }
 
+static void close_done(struct ur_op *op)
+{
+	free(op);
+}
+
+/*
+ * Close fd where the caller cannot block (a callback, a cancelled
+ * fiber). A direct descriptor can only be closed through the loop.
+ */
+static void close_nowait(struct echo_server *srv, int fd)
+{
+	struct ur_op *op;
+
+	if (!UR_IS_FIXED(fd)) {
+		close(fd);
+		return;
+	}
+	op = malloc(sizeof(*op));
+	if (op != NULL) {
+		ur_op_init(op, close_done, NULL);
+		if (ur_close_start(srv->loop, op, fd) == 0)
+			return;
+		free(op);
+	}
+	srv->errors++; /* the slot stays taken until the loop is freed */
+}
+
 static void conn_unlink(struct echo_conn *c)
 {
 	if (c->prev != NULL)
@@ -335,9 +368,9 @@ static int conn_run(void *arg)
 	/* A peer resetting, or shutdown cancelling us, is no server error. */
 	if (ret < 0 && ret != -ECONNRESET && ret != -EPIPE && ret != -ECANCELED)
 		srv->errors++;
-	/* A cancelled fiber's blocking calls return at once: close directly. */
+	/* A cancelled fiber's blocking calls return at once. */
 	if (ur_fiber_is_cancelled(ur_fiber_self()))
-		close(c->fd);
+		close_nowait(srv, c->fd);
 	else if (ur_close(c->fd) < 0)
 		srv->errors++;
 	conn_unlink(c);
@@ -367,13 +400,13 @@ out_free:
 	free(c);
 out_close:
 	srv->errors++;
-	close(fd);
+	close_nowait(srv, fd);
 }
 
 static int accept_arm(struct echo_server *srv)
 {
 	return ur_accept_multishot_start(srv->loop, &srv->accept_op, srv->lfd,
-					 false);
+					 srv->direct);
 }
 
 static void on_rearm(struct ur_timer *t, void *arg)
@@ -392,11 +425,13 @@ static void on_accept(struct ur_op *op)
 	struct echo_server *srv = op->data;
 
 	if (op->res >= 0) {
+		int fd = srv->direct ? UR_FIXED(op->res) : op->res;
+
 		if (srv->stopping) {
-			close(op->res);
+			close_nowait(srv, fd);
 		} else {
 			srv->accepted++;
-			conn_start(srv, op->res);
+			conn_start(srv, fd);
 		}
 	}
 	if (ur_op_more(op) || srv->stopping)
@@ -502,7 +537,7 @@ int main(int argc, char **argv)
 	unsigned napi_us = 0;
 	int opt, ret;
 
-	while ((opt = getopt(argc, argv, "l:p:e:n:h")) != -1) {
+	while ((opt = getopt(argc, argv, "l:p:e:n:Dh")) != -1) {
 		switch (opt) {
 		case 'l':
 			listen_spec = optarg;
@@ -522,6 +557,10 @@ int main(int argc, char **argv)
 				echo_err("-n wants microseconds: %s", optarg);
 				return 2;
 			}
+			break;
+		case 'D':
+			srv.direct = true;
+			opts.direct_files = ECHO_DIRECT_FILES;
 			break;
 		case 'h':
 			usage(stdout);
