@@ -115,10 +115,10 @@ RINGPROT_API int ur_loop_get(struct ur_loop **loop_out) RINGPROT_MUST_CHECK;
 RINGPROT_API void ur_loop_bind(struct ur_loop *loop);
 
 /*
- * One loop turn: submit queued SQEs and wait (one io_uring_enter) for at
- * least one completion or until timeout_ns passes (-1: no limit, 0: do not
- * wait), then dispatch every reaped completion and run every runnable
- * fiber. Returns the number of completions dispatched, or -errno.
+ * One loop turn: submit what is queued and wait (one io_uring_enter, or
+ * one epoll_pwait2) for at least one completion or until timeout_ns
+ * passes (-1: no limit, 0: do not wait), then dispatch every completion
+ * and run every runnable fiber. Returns the number of completions dispatched, or -errno.
  * Must not be called from a fiber.
  */
 RINGPROT_API int ur_loop_run_once(struct ur_loop *loop,
@@ -168,14 +168,14 @@ RINGPROT_API bool ur_loop_has(const struct ur_loop *loop, enum ur_cap cap);
 
 /* What is still alive in the loop. */
 struct ur_loop_stats {
-	uint64_t ops_inflight;	/* SQEs given to the kernel, CQE not reaped */
+	uint64_t ops_inflight;	/* ops started, final completion not seen */
 	uint64_t fibers_live;	/* spawned and not yet freed */
 	uint64_t timers_armed;	/* user timers (ur_timer) armed */
 	uint64_t submits;	/* io_uring_enter calls that submitted */
-	uint64_t enters;	/* io_uring_enter calls in all */
+	uint64_t enters;	/* io_uring_enter (epoll: epoll_pwait2) calls */
 	uint64_t cqes;		/* completions dispatched */
-	uint64_t sq_full;	/* times the SQ was full and flushed */
-	uint64_t cq_overflow;	/* times the kernel held overflowed CQEs */
+	uint64_t sq_full;	/* io_uring: times the SQ was full and flushed */
+	uint64_t cq_overflow;	/* io_uring: times the kernel held CQEs back */
 	uint64_t stacks_mapped; /* fiber stacks mapped (pooled or in use) */
 };
 RINGPROT_API void ur_loop_stats(const struct ur_loop *loop,
