@@ -254,10 +254,7 @@ static int loop_new_on(const struct ur__backend *be,
 			      o->stack_pool_max ? o->stack_pool_max : 1024);
 	if (ret < 0)
 		goto out_be;
-	loop->post_efd = ur__fd_off_stdio(
-		eventfd(0, EFD_CLOEXEC | (be == &ur__backend_epoll ?
-						  EFD_NONBLOCK :
-						  0)));
+	loop->post_efd = ur__fd_off_stdio(eventfd(0, EFD_CLOEXEC));
 	if (loop->post_efd < 0) {
 		ret = -errno;
 		goto out_fibers;
