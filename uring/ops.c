@@ -125,20 +125,28 @@ static struct ur_loop *begin_blocking(int *err)
 	return loop;
 }
 
-/* A blocking face: start the op with a NULL callback, then wait for it. */
-static int64_t block_on(const struct ur__req *req)
-{
-	struct ur_op op;
-	int err = 0;
-	struct ur_loop *loop = begin_blocking(&err);
+/*
+ * A blocking face: start the op (start_call names `loop` and `op`) with a
+ * NULL callback, then wait for it.
+ */
+#define UR_BLOCK(start_call)                                  \
+	do {                                                  \
+		struct ur_op op;                              \
+		int err_ = 0;                                 \
+		struct ur_loop *loop = begin_blocking(&err_); \
+		if (loop == NULL)                             \
+			return err_;                          \
+		ur_op_init(&op, NULL, NULL);                  \
+		err_ = (start_call);                          \
+		if (err_ < 0)                                 \
+			return err_;                          \
+		return ur_op_wait(&op);                       \
+	} while (0)
 
-	if (loop == NULL)
-		return err;
-	ur_op_init(&op, NULL, NULL);
-	err = ur__start(loop, &op, req);
-	if (err < 0)
-		return err;
-	return ur_op_wait(&op);
+/* The blocking face of an op with no callback face of its own. */
+static int block_on(const struct ur__req *req)
+{
+	UR_BLOCK(ur__start(loop, &op, req));
 }
 
 #define REQ(...) (&(const struct ur__req){__VA_ARGS__})
@@ -237,8 +245,9 @@ int ur_close_start(struct ur_loop *loop, struct ur_op *op, int fd)
 int ur_poll_start(struct ur_loop *loop, struct ur_op *op, int fd,
 		  unsigned poll_mask)
 {
-	return ur__start(loop, op,
-			 REQ(.opcode = UR__POLL, .fd = fd, .uflags = poll_mask));
+	return ur__start(
+		loop, op,
+		REQ(.opcode = UR__POLL, .fd = fd, .uflags = poll_mask));
 }
 
 int ur_nop_start(struct ur_loop *loop, struct ur_op *op)
@@ -253,104 +262,89 @@ int ur_timeout_start(struct ur_loop *loop, struct ur_op *op, uint64_t delay_ns)
 
 ssize_t ur_recv(int fd, void *buf, size_t len, int flags)
 {
-	return block_on(REQ(.opcode = UR__RECV, .fd = fd, .buf = buf,
-			    .len = len, .flags = flags));
+	UR_BLOCK(ur_recv_start(loop, &op, fd, buf, len, flags));
 }
 
 ssize_t ur_send(int fd, const void *buf, size_t len, int flags)
 {
-	return block_on(REQ(.opcode = UR__SEND, .fd = fd, .buf = (void *)buf,
-			    .len = len, .flags = flags));
+	UR_BLOCK(ur_send_start(loop, &op, fd, buf, len, flags));
 }
 
 ssize_t ur_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-	if (msg->msg_iovlen == 1 && msg->msg_name == NULL &&
-	    msg->msg_controllen == 0 && msg->msg_iov[0].iov_len <= UINT32_MAX)
-		return ur_send(fd, msg->msg_iov[0].iov_base,
-			       msg->msg_iov[0].iov_len, flags);
-	return block_on(REQ(.opcode = UR__SENDMSG, .fd = fd,
-			    .buf = (void *)msg, .flags = flags));
+	UR_BLOCK(ur_sendmsg_start(loop, &op, fd, msg, flags));
 }
 
 ssize_t ur_writev(int fd, const struct iovec *iov, int iovcnt, int64_t off)
 {
-	if (iovcnt < 0)
-		return -EINVAL;
-	return block_on(REQ(.opcode = UR__WRITEV, .fd = fd, .buf = (void *)iov,
-			    .len = (size_t)iovcnt, .off = off));
+	UR_BLOCK(ur_writev_start(loop, &op, fd, iov, iovcnt, off));
 }
 
 ssize_t ur_read(int fd, void *buf, size_t len, int64_t off)
 {
-	return block_on(REQ(.opcode = UR__READ, .fd = fd, .buf = buf,
-			    .len = len, .off = off));
+	UR_BLOCK(ur_read_start(loop, &op, fd, buf, len, off));
 }
 
 ssize_t ur_write(int fd, const void *buf, size_t len, int64_t off)
 {
-	return block_on(REQ(.opcode = UR__WRITE, .fd = fd, .buf = (void *)buf,
-			    .len = len, .off = off));
+	UR_BLOCK(ur_write_start(loop, &op, fd, buf, len, off));
 }
 
 int ur_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
-	return (int)block_on(REQ(.opcode = UR__ACCEPT, .fd = fd, .buf = addr,
-				 .buf2 = addrlen, .flags = flags));
+	UR_BLOCK(ur_accept_start(loop, &op, fd, addr, addrlen, flags));
 }
 
 int ur_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 {
-	return (int)block_on(REQ(.opcode = UR__CONNECT, .fd = fd,
-				 .buf = (void *)addr, .len = addrlen));
+	UR_BLOCK(ur_connect_start(loop, &op, fd, addr, addrlen));
 }
 
 int ur_close(int fd)
 {
-	return (int)block_on(REQ(.opcode = UR__CLOSE, .fd = fd));
+	UR_BLOCK(ur_close_start(loop, &op, fd));
 }
 
 int ur_openat(int dfd, const char *path, int flags, mode_t mode)
 {
-	return (int)block_on(REQ(.opcode = UR__OPENAT, .fd = dfd,
-				 .buf = (void *)path, .flags = flags | O_CLOEXEC,
-				 .len = mode));
+	return block_on(REQ(.opcode = UR__OPENAT, .fd = dfd,
+			    .buf = (void *)path, .flags = flags | O_CLOEXEC,
+			    .len = mode));
 }
 
 int ur_fsync(int fd, unsigned fsync_flags)
 {
-	return (int)block_on(
+	return block_on(
 		REQ(.opcode = UR__FSYNC, .fd = fd, .uflags = fsync_flags));
 }
 
 int ur_renameat(int olddfd, const char *oldpath, int newdfd,
 		const char *newpath, unsigned flags)
 {
-	return (int)block_on(REQ(.opcode = UR__RENAMEAT, .fd = olddfd,
-				 .buf = (void *)oldpath, .fd2 = newdfd,
-				 .buf2 = newpath, .uflags = flags));
+	return block_on(REQ(.opcode = UR__RENAMEAT, .fd = olddfd,
+			    .buf = (void *)oldpath, .fd2 = newdfd,
+			    .buf2 = newpath, .uflags = flags));
 }
 
 int ur_unlinkat(int dfd, const char *path, int flags)
 {
-	return (int)block_on(REQ(.opcode = UR__UNLINKAT, .fd = dfd,
-				 .buf = (void *)path, .flags = flags));
+	return block_on(REQ(.opcode = UR__UNLINKAT, .fd = dfd,
+			    .buf = (void *)path, .flags = flags));
 }
 
 int ur_poll(int fd, unsigned poll_mask)
 {
-	return (int)block_on(
-		REQ(.opcode = UR__POLL, .fd = fd, .uflags = poll_mask));
+	UR_BLOCK(ur_poll_start(loop, &op, fd, poll_mask));
 }
 
 int ur_nop(void)
 {
-	return (int)block_on(REQ(.opcode = UR__NOP));
+	UR_BLOCK(ur_nop_start(loop, &op));
 }
 
 int ur_cancel_fd(int fd)
 {
-	int ret = (int)block_on(REQ(.opcode = UR__CANCEL_FD, .fd = fd));
+	int ret = block_on(REQ(.opcode = UR__CANCEL_FD, .fd = fd));
 
 	return ret == -ENOENT ? 0 : ret; /* nothing in flight: none cancelled */
 }
