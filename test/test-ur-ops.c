@@ -370,6 +370,50 @@ static void test_ur_ops_timeout_op(void **state)
 	assert_true(t_now_ms() - t0 >= 19);
 }
 
+/* A single accept into a direct descriptor, with the peer's address. */
+static void test_ur_ops_accept_direct(void **state)
+{
+	struct ur_loop_opts o = {.backend = t_backend, .mode = t_mode,
+				 .direct_files = 4};
+	struct sockaddr_in a = {.sin_family = AF_INET}, peer, me;
+	socklen_t alen = sizeof(a), plen = sizeof(peer), mlen = sizeof(me);
+	struct ur_loop *loop;
+	struct ur_op op;
+	int lfd, cfd, done = 0, d;
+	char buf[8];
+
+	(void)state;
+	assert_int_equal(ur_loop_new(&o, &loop), 0);
+	ur_loop_bind(loop);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 8), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	ur_op_init(&op, res_cb, &done);
+	assert_int_equal(ur_accept_direct_start(loop, &op, lfd,
+						(struct sockaddr *)&peer,
+						&plen),
+			 0);
+	cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(cfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(cfd, (struct sockaddr *)&me, &mlen), 0);
+	for (uint64_t end = t_now_ms() + 3000; !done && t_now_ms() < end;)
+		assert_true(ur_loop_run_once(loop, 10000000) >= 0);
+	assert_true(done);
+	assert_true(op.res >= 0);
+	d = UR_FIXED(op.res);
+	assert_int_equal(plen, sizeof(peer));
+	assert_int_equal(peer.sin_port, me.sin_port);
+	assert_int_equal(send(cfd, "hi", 2, 0), 2);
+	assert_int_equal(ur_recv(d, buf, sizeof(buf), 0), 2);
+	assert_memory_equal(buf, "hi", 2);
+	assert_int_equal(ur_close(d), 0);
+	close(cfd);
+	close(lfd);
+	ur_loop_free(&loop);
+}
+
 /* Direct descriptors: used through UR_FIXED(slot), closed by the ring. */
 static void test_ur_ops_direct_descriptors(void **state)
 {
@@ -535,6 +579,7 @@ int main(void)
 		T(test_ur_ops_timeout_op),
 		T(test_ur_ops_close_ends_waiters),
 		cmocka_unit_test(test_ur_ops_direct_descriptors),
+		cmocka_unit_test(test_ur_ops_accept_direct),
 		T(test_ur_ops_direct_needs_table),
 		T(test_ur_ops_wait_until_fires),
 		T(test_ur_ops_wait_until_data_first),

@@ -64,6 +64,7 @@ enum {
 	B_CANCEL = 8,  /* multishot: end at the next completion */
 	B_STREAM = 16, /* read/write: the fd has no file position */
 	B_NOWAIT_NO = 32, /* the fd refuses RWF_NOWAIT: readiness first */
+	B_DIRECT = 64,	  /* accept: install into the slot table */
 };
 
 /* One per fd number with ops waiting or armed. */
@@ -566,7 +567,9 @@ static int do_accept(struct eloop *e, struct ur_op *op)
 				 NULL,
 			 /* a loop-held fd (direct) must not leak into exec */
 			 (int)op->ur__arg |
-				 (op->ur__opcode == UR__ACCEPT_MULTI && op->ur__q ?
+				 ((op->ur__opcode == UR__ACCEPT_MULTI &&
+				   op->ur__q) ||
+						  (op->ur__bflags & B_DIRECT) ?
 					  SOCK_CLOEXEC :
 					  0));
 	int slot;
@@ -577,7 +580,8 @@ static int do_accept(struct eloop *e, struct ur_op *op)
 		return -errno;
 	}
 
-	if (op->ur__opcode != UR__ACCEPT_MULTI || op->ur__q == 0)
+	if (op->ur__opcode == UR__ACCEPT ? !(op->ur__bflags & B_DIRECT) :
+					   op->ur__q == 0)
 		return fd;
 	slot = slot_install(e, fd);
 	if (slot < 0)
@@ -1027,6 +1031,8 @@ static int load_op(struct eloop *e, struct ur_op *op, const struct ur__req *r)
 		break;
 	case UR__ACCEPT:
 		op->ur__q = (uint64_t)(uintptr_t)r->buf2;
+		if (r->uflags & UR__REQ_DIRECT)
+			op->ur__bflags |= B_DIRECT;
 		__attribute__((fallthrough));
 	case UR__ACCEPT_MULTI: {
 		int ret = set_nonblock(fd);

@@ -319,8 +319,13 @@ static int prep_io(struct uloop *u, struct io_uring_sqe *sqe, struct ur_op *op,
 				     (uint64_t)r->off);
 		break;
 	case UR__ACCEPT:
-		io_uring_prep_accept(sqe, r->fd, r->buf, (socklen_t *)r->buf2,
-				     r->flags);
+		if (r->uflags & UR__REQ_DIRECT)
+			io_uring_prep_accept_direct(
+				sqe, r->fd, r->buf, (socklen_t *)r->buf2,
+				r->flags, IORING_FILE_INDEX_ALLOC - 1);
+		else
+			io_uring_prep_accept(sqe, r->fd, r->buf,
+					     (socklen_t *)r->buf2, r->flags);
 		break;
 	case UR__ACCEPT_MULTI:
 		if (r->uflags & UR__REQ_DIRECT)

@@ -49,7 +49,7 @@ enum ur__opcode {
 	UR__WRITE,
 	UR__WRITEV,
 	UR__ACCEPT,
-	UR__ACCEPT_MULTI, /* direct: flags UR__REQ_DIRECT */
+	UR__ACCEPT_MULTI, /* direct: flags UR__REQ_DIRECT (UR__ACCEPT too) */
 	UR__CONNECT,
 	UR__CLOSE,
 	UR__POLL,

@@ -218,6 +218,14 @@ int ur_accept_start(struct ur_loop *loop, struct ur_op *op, int fd,
 			     .buf2 = addrlen, .flags = flags));
 }
 
+int ur_accept_direct_start(struct ur_loop *loop, struct ur_op *op, int fd,
+			   struct sockaddr *addr, socklen_t *addrlen)
+{
+	return ur__start(loop, op,
+			 REQ(.opcode = UR__ACCEPT, .fd = fd, .buf = addr,
+			     .buf2 = addrlen, .uflags = UR__REQ_DIRECT));
+}
+
 int ur_accept_multishot_start(struct ur_loop *loop, struct ur_op *op, int fd,
 			      bool direct)
 {

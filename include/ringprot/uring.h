@@ -379,6 +379,15 @@ RINGPROT_API int ur_accept_start(struct ur_loop *loop, struct ur_op *op, int fd,
 				 struct sockaddr *addr, socklen_t *addrlen,
 				 int flags) RINGPROT_MUST_CHECK;
 /*
+ * One accept into a new direct descriptor (the loop needs
+ * opts.direct_files): op->res is the slot (wrap it with UR_FIXED()), the
+ * peer's address in *addr as accept(2) gives it. -ENFILE when the table
+ * is full.
+ */
+RINGPROT_API int ur_accept_direct_start(struct ur_loop *loop, struct ur_op *op,
+					int fd, struct sockaddr *addr,
+					socklen_t *addrlen) RINGPROT_MUST_CHECK;
+/*
  * Multishot accept: op->fn runs once per accepted connection (op->res is
  * the new fd, or with direct != 0 the new direct slot, wrap it with
  * UR_FIXED()). While ur_op_more(op) the op stays armed; when it is false
