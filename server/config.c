@@ -830,7 +830,6 @@ static int txn_begin(struct srv_config *cfg, struct txn *t)
 	}
 	t->nsvcs = cfg->nsvcs;
 	t->mark = arena_mark(cfg);
-	cfg->frozen = true;
 	return 0;
 }
 
@@ -845,6 +844,8 @@ static int txn_end(struct srv_config *cfg, struct txn *t, int ret)
 		cfg->nsvcs = t->nsvcs;
 		cfg->svcs[cfg->nsvcs] = NULL;
 		arena_rollback(cfg, t->mark);
+	} else {
+		cfg->frozen = true;
 	}
 	free(t->saved);
 	return ret;

@@ -113,8 +113,8 @@ RINGPROT_API void srv_config_free(struct srv_config **cfg);
  * Register n keys. Borrows keys: the array and its strings must outlive
  * cfg. Returns 0; -EEXIST if a name is already registered (or twice in
  * keys); -EINVAL for a bad name, type, flag combination, range, choices
- * or a default that does not parse or is out of range; -EBUSY once
- * something was loaded or set; -ENOMEM. On error nothing is registered.
+ * or a default that does not parse or is out of range; -EBUSY once a
+ * load or set succeeded; -ENOMEM. On error nothing is registered.
  */
 RINGPROT_API int srv_config_add_keys(struct srv_config *cfg,
 				     const struct srv_cfg_key *keys,
