@@ -90,7 +90,7 @@ struct srv_config {
 /* A transaction (see the design note). */
 struct txn {
 	struct val **saved; /* global, svc for each slot */
-	size_t nsvcs;
+	size_t nslots, nsvcs;
 	struct mark mark;
 };
 
@@ -261,8 +261,8 @@ static bool is_name(const char *s, size_t n)
 static bool name_eq(const char *name, const char *s, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (name[i] == '\0' || (unsigned char)name[i] !=
-					       lc((unsigned char)s[i]))
+		if (name[i] == '\0' ||
+		    (unsigned char)name[i] != lc((unsigned char)s[i]))
 			return false;
 	return name[n] == '\0';
 }
@@ -328,8 +328,7 @@ static int intern_svc(struct srv_config *cfg, const char *s, size_t n)
 }
 
 /* Optimal string alignment distance (a swap of neighbours costs 1). */
-static size_t edit_distance(const char *a, size_t na, const char *b,
-			    size_t nb)
+static size_t edit_distance(const char *a, size_t na, const char *b, size_t nb)
 {
 	size_t d[3][SRV_CONFIG_NAME_MAX + 1], *pp = d[0], *p = d[1], *c = d[2];
 	size_t *t;
@@ -433,7 +432,7 @@ static const char *parse_bool(const char *s, bool *out)
 {
 	static const char *const words[] = {
 		"no", "yes", "off", "on", "false", "true",
-		"n",  "y",   "0",   "1",  "f",     "t",
+		"n",  "y",   "0",   "1",  "f",	   "t",
 	};
 
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
@@ -592,17 +591,18 @@ static void fmt_num(char *buf, size_t size, enum srv_cfg_type t, int64_t v)
 		int64_t div;
 		const char *unit;
 	} ms[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}},
-	  sz[] = {{1ll << 40, "T"}, {1ll << 30, "G"}, {1ll << 20, "M"},
+	  sz[] = {{1ll << 40, "T"},
+		  {1ll << 30, "G"},
+		  {1ll << 20, "M"},
 		  {1ll << 10, "k"}};
 
 	for (size_t i = 0; t != SRV_CFG_INT && i < 4; i++) {
 		int64_t div = t == SRV_CFG_MS ? ms[i].div : sz[i].div;
 
 		if (v != 0 && v % div == 0) {
-			(void)snprintf(buf, size, "%lld%s",
-				       (long long)(v / div),
-				       t == SRV_CFG_MS ? ms[i].unit
-						       : sz[i].unit);
+			(void)snprintf(
+				buf, size, "%lld%s", (long long)(v / div),
+				t == SRV_CFG_MS ? ms[i].unit : sz[i].unit);
 			return;
 		}
 	}
@@ -734,9 +734,9 @@ static bool key_is_sane(const struct srv_cfg_key *k)
 		return false;
 	if ((k->type == SRV_CFG_ENUM) != (k->choices != NULL))
 		return false;
-	if (k->choices != NULL && (k->choices[0] == '\0' ||
-				   strstr(k->choices, "||") != NULL ||
-				   k->choices[strlen(k->choices) - 1] == '|'))
+	if (k->choices != NULL &&
+	    (k->choices[0] == '\0' || strstr(k->choices, "||") != NULL ||
+	     k->choices[strlen(k->choices) - 1] == '|'))
 		return false;
 	return true;
 }
@@ -765,8 +765,8 @@ static int rehash(struct srv_config *cfg, size_t nslots)
 	return 0;
 }
 
-int srv_config_add_keys(struct srv_config *cfg,
-			const struct srv_cfg_key *keys, size_t n)
+int srv_config_add_keys(struct srv_config *cfg, const struct srv_cfg_key *keys,
+			size_t n)
 {
 	struct mark m = arena_mark(cfg);
 	size_t old = cfg->nslots;
@@ -821,10 +821,11 @@ out_undo:
 
 static int txn_begin(struct srv_config *cfg, struct txn *t)
 {
-	t->saved = malloc((cfg->nslots * 2 + 1) * sizeof(*t->saved));
+	t->nslots = cfg->nslots;
+	t->saved = malloc((t->nslots * 2 + 1) * sizeof(struct val *));
 	if (t->saved == NULL)
 		return -ENOMEM;
-	for (size_t i = 0; i < cfg->nslots; i++) {
+	for (size_t i = 0; i < t->nslots; i++) {
 		t->saved[2 * i] = cfg->slots[i].global;
 		t->saved[2 * i + 1] = cfg->slots[i].svc;
 	}
@@ -837,7 +838,7 @@ static int txn_begin(struct srv_config *cfg, struct txn *t)
 static int txn_end(struct srv_config *cfg, struct txn *t, int ret)
 {
 	if (ret < 0) {
-		for (size_t i = 0; i < cfg->nslots; i++) {
+		for (size_t i = 0; i < t->nslots; i++) {
 			cfg->slots[i].global = t->saved[2 * i];
 			cfg->slots[i].svc = t->saved[2 * i + 1];
 		}
@@ -877,7 +878,8 @@ static int unknown_key(const struct src *src, const char *svc, size_t sn,
 		svc = "";
 	}
 	if (near != NULL)
-		return fail(src, "unknown key '%.*s%s%s' (did you mean '%.*s%s%s'?)",
+		return fail(src,
+			    "unknown key '%.*s%s%s' (did you mean '%.*s%s%s'?)",
 			    (int)sn, svc, dot, q.s, (int)sn, svc, dot, near);
 	/* Cyrus spells a service's key "imap_key". */
 	for (const char *u = memchr(key, '_', kn); svc[0] == '\0' && u != NULL;
@@ -885,9 +887,10 @@ static int unknown_key(const struct src *src, const char *svc, size_t sn,
 		size_t rest = kn - (size_t)(u + 1 - key);
 
 		if (find_slot(src->cfg, u + 1, rest) != NULL)
-			return fail(src, "unknown key '%s' (did you mean '%.*s.%.*s'? services are prefixed with '.')",
-				    q.s, (int)(u - key), key, (int)rest,
-				    u + 1);
+			return fail(
+				src,
+				"unknown key '%s' (did you mean '%.*s.%.*s'? services are prefixed with '.')",
+				q.s, (int)(u - key), key, (int)rest, u + 1);
 	}
 	return fail(src, "unknown key '%.*s%s%s'", (int)sn, svc, dot, q.s);
 }
@@ -916,11 +919,15 @@ static int apply(const struct src *src, const char *svc, size_t sn,
 	}
 	sname = idx < 0 ? "" : cfg->svcs[idx];
 	if (idx >= 0 && s->k->flags & SRV_CFG_GLOBAL_ONLY)
-		return fail(src, "'%s' is global-only: it cannot be set for service '%s'",
-			    name, sname);
+		return fail(
+			src,
+			"'%s' is global-only: it cannot be set for service '%s'",
+			name, sname);
 	if (idx < 0 && s->k->flags & SRV_CFG_SERVICE_ONLY)
-		return fail(src, "'%s' is per-service: set it in a [service] section or as service.%s",
-			    name, name);
+		return fail(
+			src,
+			"'%s' is per-service: set it in a [service] section or as service.%s",
+			name, name);
 	ret = make_val(cfg, s->k, value, vn, &v, why, sizeof(why));
 	if (ret == -ENOMEM)
 		return set_err(cfg, ret, "%s", oom_msg);
@@ -960,8 +967,7 @@ static int check_text(const struct src *src, const char *s, size_t n)
 
 		if (c < 0x80) {
 			if ((c < 0x20 && c != '\t') || c == 0x7f)
-				return fail(src, "control character 0x%02x",
-					    c);
+				return fail(src, "control character 0x%02x", c);
 			i++;
 			continue;
 		}
@@ -1058,10 +1064,13 @@ static int file_line(struct src *src, const char *s, size_t n)
 	if (s[0] == '[')
 		return section_line(src, s, n);
 	if (s[0] == '@')
-		return fail(src, "directives such as '@include' are not supported");
+		return fail(src,
+			    "directives such as '@include' are not supported");
 	colon = memchr(s, ':', n);
 	if (colon == NULL && memchr(s, '=', n) != NULL)
-		return fail(src, "expected 'key: value' ('key=value' is for -o overrides)");
+		return fail(
+			src,
+			"expected 'key: value' ('key=value' is for -o overrides)");
 	if (colon == NULL)
 		return fail(src, "expected 'key: value'");
 	key = s;
@@ -1103,7 +1112,8 @@ static int load_lines(struct src *src, const char *text, size_t len)
 			more = n > 0 && text[pos + n - 1] == '\\';
 			n -= more;
 			if (n > SRV_CONFIG_LINE_MAX - used) {
-				ret = fail(src, "line too long (more than %d bytes)",
+				ret = fail(src,
+					   "line too long (more than %d bytes)",
 					   SRV_CONFIG_LINE_MAX);
 				break;
 			}
@@ -1218,9 +1228,8 @@ int srv_config_load(struct srv_config *cfg, const char *path,
 		goto out_err;
 	}
 	ret = read_file(fd, &buf, &len);
-	if (close(fd) < 0 && ret == 0) {
-		ret = -errno;
-		free(buf);
+	if (close(fd) < 0) {
+		/* Read-only and read to the end: nothing is lost. */
 	}
 	if (ret == -EFBIG) {
 		ret = set_err(cfg, ret, "%s: too large (more than %u bytes)",
@@ -1240,8 +1249,8 @@ out:
 }
 
 /* The key part of "[svc.]key", for the secret check before parsing. */
-static const struct slot *slot_of(const struct srv_config *cfg,
-				  const char *tok, size_t n)
+static const struct slot *slot_of(const struct srv_config *cfg, const char *tok,
+				  size_t n)
 {
 	const char *dot = memchr(tok, '.', n);
 
@@ -1250,17 +1259,32 @@ static const struct slot *slot_of(const struct srv_config *cfg,
 	return find_slot(cfg, dot + 1, n - (size_t)(dot + 1 - tok));
 }
 
+/* An override's "[svc.]key" (kn bytes at key) and value (a C string). */
+static int set_one(const struct src *src, const char *key, size_t kn,
+		   const char *val)
+{
+	const char *svc;
+	size_t vn, sn, koff;
+	int ret = split_key(src, key, kn, &svc, &sn, &koff);
+
+	if (ret < 0)
+		return ret;
+	vn = trim(&val, strlen(val));
+	if (vn == 0)
+		return fail(src, "missing value for '%s'", quote(key, kn).s);
+	return apply(src, svc, sn, key + koff, kn - koff, val, vn);
+}
+
 int srv_config_set(struct srv_config *cfg, const char *assignment,
 		   const char **errstr_out)
 {
-	struct src src = {.cfg = cfg, .section = -1, .override = true,
-			  .origin = "-o"};
-	const char *eq = strchr(assignment, '='), *key = assignment, *val;
+	struct src src = {
+		.cfg = cfg, .section = -1, .override = true, .origin = "-o"};
+	const char *eq = strchr(assignment, '='), *key = assignment;
 	const struct slot *slot = NULL;
-	size_t kn = 0, vn, sn, koff;
 	char *shown_buf;
-	const char *svc;
 	struct txn t;
+	size_t kn = 0;
 	int ret;
 
 	clear_err(cfg);
@@ -1286,18 +1310,8 @@ int srv_config_set(struct srv_config *cfg, const char *assignment,
 	ret = check_text(&src, assignment, strlen(assignment));
 	if (ret == 0 && eq == NULL)
 		ret = fail(&src, "expected key=value or service.key=value");
-	if (ret == 0)
-		ret = split_key(&src, key, kn, &svc, &sn, &koff);
-	if (ret == 0) {
-		val = eq + 1;
-		vn = trim(&val, strlen(val));
-		if (vn == 0)
-			ret = fail(&src, "missing value for '%s'",
-				   quote(key, kn).s);
-		else
-			ret = apply(&src, svc, sn, key + koff, kn - koff, val,
-				    vn);
-	}
+	else if (ret == 0)
+		ret = set_one(&src, key, kn, eq + 1);
 	ret = txn_end(cfg, &t, ret);
 out_shown:
 	free(shown_buf);
@@ -1334,8 +1348,8 @@ const char *srv_config_misuse(const struct srv_config *cfg)
 
 /* The effective value; NULL if unset or misused (want -1: any type). */
 static const struct val *lookup(const struct srv_config *cfg,
-				const char *service, const char *key,
-				int want, const char *getter)
+				const char *service, const char *key, int want,
+				const char *getter)
 {
 	const struct slot *s;
 	int idx = -1;
@@ -1374,8 +1388,7 @@ int64_t srv_config_int(const struct srv_config *cfg, const char *service,
 bool srv_config_bool(const struct srv_config *cfg, const char *service,
 		     const char *key)
 {
-	const struct val *v = lookup(cfg, service, key, SRV_CFG_BOOL,
-				     __func__);
+	const struct val *v = lookup(cfg, service, key, SRV_CFG_BOOL, __func__);
 
 	return v != NULL && v->u.b;
 }
@@ -1391,8 +1404,7 @@ uint64_t srv_config_ms(const struct srv_config *cfg, const char *service,
 uint64_t srv_config_size(const struct srv_config *cfg, const char *service,
 			 const char *key)
 {
-	const struct val *v = lookup(cfg, service, key, SRV_CFG_SIZE,
-				     __func__);
+	const struct val *v = lookup(cfg, service, key, SRV_CFG_SIZE, __func__);
 
 	return v != NULL ? (uint64_t)v->u.i : 0;
 }
@@ -1400,8 +1412,7 @@ uint64_t srv_config_size(const struct srv_config *cfg, const char *service,
 size_t srv_config_list(const struct srv_config *cfg, const char *service,
 		       const char *key, const char *const **words_out)
 {
-	const struct val *v = lookup(cfg, service, key, SRV_CFG_LIST,
-				     __func__);
+	const struct val *v = lookup(cfg, service, key, SRV_CFG_LIST, __func__);
 
 	if (v == NULL) {
 		*words_out = no_words;
@@ -1414,8 +1425,7 @@ size_t srv_config_list(const struct srv_config *cfg, const char *service,
 int srv_config_enum(const struct srv_config *cfg, const char *service,
 		    const char *key)
 {
-	const struct val *v = lookup(cfg, service, key, SRV_CFG_ENUM,
-				     __func__);
+	const struct val *v = lookup(cfg, service, key, SRV_CFG_ENUM, __func__);
 
 	return v != NULL ? v->u.e : -1;
 }

@@ -57,8 +57,8 @@ static int cfg_teardown(void **state)
 static int load(struct srv_config *cfg, const char *text)
 {
 	const char *err = NULL;
-	int ret = srv_config_load_string(cfg, "t.conf", text, strlen(text),
-					 &err);
+	int ret =
+		srv_config_load_string(cfg, "t.conf", text, strlen(text), &err);
 
 	if (ret == 0)
 		assert_null(err);
@@ -72,9 +72,9 @@ static void expect_err(const char *text, const char *want)
 	const char *err = NULL;
 
 	assert_int_equal(cfg_setup((void **)&cfg), 0);
-	assert_int_equal(srv_config_load_string(cfg, "t.conf", text,
-						strlen(text), &err),
-			 -EINVAL);
+	assert_int_equal(
+		srv_config_load_string(cfg, "t.conf", text, strlen(text), &err),
+		-EINVAL);
 	assert_non_null(err);
 	assert_string_equal(err, want);
 	cfg_teardown((void **)&cfg);
@@ -221,9 +221,9 @@ static void test_srv_config_duplicates(void **state)
 		   "t.conf:5: duplicate key 'imap.listen' "
 		   "(first set at t.conf:2)");
 	/* Several files: one namespace. */
-	assert_int_equal(srv_config_load_string(cfg, "a.conf", "workers: 1\n",
-						11, &err),
-			 0);
+	assert_int_equal(
+		srv_config_load_string(cfg, "a.conf", "workers: 1\n", 11, &err),
+		0);
 	assert_int_equal(srv_config_load_string(cfg, "b.conf",
 						"max_conns: 1\nworkers: 1\n",
 						25, &err),
@@ -258,8 +258,7 @@ static void test_srv_config_line_errors(void **state)
 		{"work ers: 1\n", "t.conf:1: invalid key name 'work ers'"},
 		{"a.b.c: 1\n", "t.conf:1: invalid key name 'a.b.c'"},
 		{".listen: 1\n", "t.conf:1: invalid service name ''"},
-		{"im ap.listen: 1\n",
-		 "t.conf:1: invalid service name 'im ap'"},
+		{"im ap.listen: 1\n", "t.conf:1: invalid service name 'im ap'"},
 		{"@include: /etc/other.conf\n",
 		 "t.conf:1: directives such as '@include' are not supported"},
 		{"[imap\n", "t.conf:1: expected ']' at the end of a section "
@@ -466,10 +465,10 @@ static void test_srv_config_sizes(void **state)
 
 static void test_srv_config_ints_bools(void **state)
 {
-	static const char *const yes[] = {"yes", "on", "true", "1", "y",
-					  "t", "YES", "On"};
-	static const char *const no[] = {"no", "off", "false", "0", "n",
-					 "f", "NO", "False"};
+	static const char *const yes[] = {"yes", "on", "true", "1",
+					  "y",	 "t",  "YES",  "On"};
+	static const char *const no[] = {"no", "off", "false", "0",
+					 "n",  "f",   "NO",    "False"};
 	struct srv_config *cfg = *state;
 	char line[64];
 
@@ -482,8 +481,10 @@ static void test_srv_config_ints_bools(void **state)
 	for (size_t i = 0; i < 8; i++) {
 		srv_config_free(&cfg);
 		assert_int_equal(cfg_setup((void **)&cfg), 0);
-		(void)snprintf(line, sizeof(line), "allowplaintext: %s\n"
-			       "imap.allowplaintext: %s\n", yes[i], no[i]);
+		(void)snprintf(line, sizeof(line),
+			       "allowplaintext: %s\n"
+			       "imap.allowplaintext: %s\n",
+			       yes[i], no[i]);
 		assert_int_equal(load(cfg, line), 0);
 		assert_true(srv_config_bool(cfg, NULL, "allowplaintext"));
 		assert_false(srv_config_bool(cfg, "imap", "allowplaintext"));
@@ -527,9 +528,8 @@ static void test_srv_config_overrides(void **state)
 				   "idle_timeout: 1m\n"),
 			 0);
 	assert_int_equal(srv_config_int(cfg, NULL, "max_conns"), 5);
-	assert_int_equal(srv_config_set(cfg, " imap.listen = [::1]:1143 ",
-					&err),
-			 0);
+	assert_int_equal(
+		srv_config_set(cfg, " imap.listen = [::1]:1143 ", &err), 0);
 	assert_string_equal(srv_config_str(cfg, "imap", "listen"),
 			    "[::1]:1143");
 	/* A later override replaces an earlier one. */
@@ -553,8 +553,8 @@ static void test_srv_config_overrides(void **state)
 	expect_set_err(cfg, "workers: 3",
 		       "-o workers: 3: expected key=value or "
 		       "service.key=value");
-	expect_set_err(cfg, "workers= ",
-		       "-o workers= : missing value for 'workers'");
+	expect_set_err(
+		cfg, "workers= ", "-o workers= : missing value for 'workers'");
 	expect_set_err(cfg, "imap.listen=",
 		       "-o imap.listen=: missing value for 'imap.listen'");
 	expect_set_err(cfg, "imap.workers=3",
@@ -620,22 +620,22 @@ static void test_srv_config_long_lines(void **state)
 	/* A 1 MiB line. */
 	n = (size_t)sprintf(text, "workers: 1\nservername: ");
 	memset(text + n, 'a', big);
-	strcpy(text + n + big, "\n");
+	memcpy(text + n + big, "\n", 2);
 	expect_err(text, "t.conf:2: line too long (more than 65536 bytes)");
 	/* Exactly SRV_CONFIG_LINE_MAX is fine, one more is not. */
 	n = (size_t)sprintf(text, "servername: ");
 	memset(text + n, 'b', SRV_CONFIG_LINE_MAX - n);
-	strcpy(text + SRV_CONFIG_LINE_MAX, "\r\n");
+	memcpy(text + SRV_CONFIG_LINE_MAX, "\r\n", 3);
 	assert_int_equal(load(cfg, text), 0);
 	assert_int_equal(strlen(srv_config_str(cfg, NULL, "servername")),
 			 SRV_CONFIG_LINE_MAX - n);
 	text[SRV_CONFIG_LINE_MAX] = 'b';
-	strcpy(text + SRV_CONFIG_LINE_MAX + 1, "\n");
+	memcpy(text + SRV_CONFIG_LINE_MAX + 1, "\n", 2);
 	expect_err(text, "t.conf:1: line too long (more than 65536 bytes)");
 	/* Continuations count together. */
-	memcpy(text, "max_conns: 1\\\n", 14);
-	memset(text + 14, '0', SRV_CONFIG_LINE_MAX);
-	strcpy(text + 14 + SRV_CONFIG_LINE_MAX, "\n");
+	n = (size_t)sprintf(text, "max_conns: 1\\\n");
+	memset(text + n, '0', SRV_CONFIG_LINE_MAX);
+	memcpy(text + n + SRV_CONFIG_LINE_MAX, "\n", 2);
 	expect_err(text, "t.conf:2: line too long (more than 65536 bytes)");
 	/* Past SRV_CONFIG_FILE_MAX: refused before parsing. */
 	assert_int_equal(srv_config_load_string(cfg, "big", text,
@@ -666,9 +666,10 @@ static void test_srv_config_nul(void **state)
 			 -EINVAL);
 	assert_int_equal(srv_config_int(cfg, NULL, "workers"), 2);
 	/* UTF-8 that is valid passes, in values and comments alike. */
-	assert_int_equal(load(cfg, "# caf\xe9 (latin-1 in a comment)\n"
-				   "servername: \xc3\xa9t\xc3\xa9 \xf0\x9f\x93\xac\n"),
-			 0);
+	assert_int_equal(
+		load(cfg, "# caf\xe9 (latin-1 in a comment)\n"
+			  "servername: \xc3\xa9t\xc3\xa9 \xf0\x9f\x93\xac\n"),
+		0);
 	assert_string_equal(srv_config_str(cfg, NULL, "servername"),
 			    "\xc3\xa9t\xc3\xa9 \xf0\x9f\x93\xac");
 }
@@ -748,7 +749,8 @@ static void test_srv_config_add_keys(void **state)
 		{{"x", SRV_CFG_STR, NULL, NULL, 0, 0,
 		  SRV_CFG_GLOBAL_ONLY | SRV_CFG_SERVICE_ONLY, NULL}},
 		{{"a_name_longer_than_sixty_four_bytes_is_refused_by_the_schema"
-		  "_check", SRV_CFG_STR, NULL, NULL, 0, 0, 0, NULL}},
+		  "_check",
+		  SRV_CFG_STR, NULL, NULL, 0, 0, 0, NULL}},
 	};
 	struct srv_config *cfg = *state;
 	const char *err;
@@ -777,9 +779,9 @@ static void test_srv_config_add_keys(void **state)
 
 		for (int i = 0; i < 300; i++) {
 			(void)snprintf(names[i], sizeof(names[i]), "k%d", i);
-			many[i] = (struct srv_cfg_key){names[i], SRV_CFG_INT,
-						       NULL, NULL, 0, 0, 0,
-						       NULL};
+			many[i] = (struct srv_cfg_key){
+				names[i], SRV_CFG_INT, NULL, NULL,
+				0,	  0,	       0,    NULL};
 		}
 		assert_int_equal(srv_config_add_keys(cfg, many, 150), 0);
 		assert_int_equal(srv_config_add_keys(cfg, many + 150, 150), 0);
@@ -807,7 +809,8 @@ static void test_srv_config_dump(void **state)
 			 0);
 	assert_int_equal(srv_config_set(cfg, "imap.max_conns=11", NULL), 0);
 	d = dump_str(cfg);
-	assert_string_equal(d,
+	assert_string_equal(
+		d,
 		"# effective configuration; '# key: value' lines are defaults\n"
 		"# listen: (unset)\n"
 		"# servername: localhost\n"
@@ -849,7 +852,7 @@ static char tmpdir[64];
 
 static int files_setup(void **state)
 {
-	strcpy(tmpdir, "/tmp/test-srv-config-XXXXXX");
+	(void)snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-srv-config-XXXXXX");
 	if (mkdtemp(tmpdir) == NULL)
 		return -1;
 	return cfg_setup(state);
@@ -929,8 +932,8 @@ static int set_dac_caps(bool on, struct __user_cap_data_struct saved[2])
 	if (syscall(SYS_capget, &h, saved) != 0)
 		return -1;
 	memcpy(d, saved, sizeof(d));
-	d[0].effective &= ~((1u << CAP_DAC_OVERRIDE) |
-			    (1u << CAP_DAC_READ_SEARCH));
+	d[0].effective &=
+		~((1u << CAP_DAC_OVERRIDE) | (1u << CAP_DAC_READ_SEARCH));
 	return (int)syscall(SYS_capset, &h, d);
 }
 
@@ -962,8 +965,7 @@ static void test_srv_config_unreadable_file(void **state)
 	assert_int_equal(srv_config_int(cfg, NULL, "workers"), 2);
 }
 
-#define T(name) \
-	cmocka_unit_test_setup_teardown(name, cfg_setup, cfg_teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, cfg_setup, cfg_teardown)
 #define TF(name) \
 	cmocka_unit_test_setup_teardown(name, files_setup, files_teardown)
 

@@ -103,8 +103,8 @@ struct srv_cfg_key {
 };
 
 /* Returns 0 with a new empty configuration in *cfg_out, or -ENOMEM. */
-RINGPROT_API int srv_config_new(struct srv_config **cfg_out)
-	RINGPROT_MUST_CHECK;
+RINGPROT_API int
+srv_config_new(struct srv_config **cfg_out) RINGPROT_MUST_CHECK;
 
 /* Free *cfg (NULL is fine) and set it to NULL. */
 RINGPROT_API void srv_config_free(struct srv_config **cfg);
@@ -135,19 +135,17 @@ RINGPROT_API int srv_config_load(struct srv_config *cfg, const char *path,
  * As srv_config_load() for len bytes of text (NULs included, which are
  * errors), with name in place of the path in messages.
  */
-RINGPROT_API int srv_config_load_string(struct srv_config *cfg,
-					const char *name, const char *text,
-					size_t len,
-					const char **errstr_out)
-	RINGPROT_MUST_CHECK;
+RINGPROT_API int
+srv_config_load_string(struct srv_config *cfg, const char *name,
+		       const char *text, size_t len,
+		       const char **errstr_out) RINGPROT_MUST_CHECK;
 
 /*
  * Apply one command-line override, "key=value" or "service.key=value"
  * (blanks around key and value trimmed; the value may contain '=').
  * Returns 0, -EINVAL ("-o ASSIGNMENT: message") or -ENOMEM.
  */
-RINGPROT_API int srv_config_set(struct srv_config *cfg,
-				const char *assignment,
+RINGPROT_API int srv_config_set(struct srv_config *cfg, const char *assignment,
 				const char **errstr_out) RINGPROT_MUST_CHECK;
 
 /*
@@ -212,7 +210,7 @@ RINGPROT_API const char *srv_config_misuse(const struct srv_config *cfg);
  * service with the keys set for it. Values of SRV_CFG_SECRET keys print
  * as "********". Returns 0, or -EIO if writing to out failed.
  */
-RINGPROT_API int srv_config_dump(const struct srv_config *cfg, FILE *out)
-	RINGPROT_MUST_CHECK;
+RINGPROT_API int srv_config_dump(const struct srv_config *cfg,
+				 FILE *out) RINGPROT_MUST_CHECK;
 
 #endif /* RINGPROT_SRV_CONFIG_H */

@@ -89,8 +89,8 @@ static void check_key(const struct srv_config *cfg, const char *svc,
 		n = srv_config_list(cfg, svc, k->name, &w);
 		FUZZ_CHECK(w != NULL && w[n] == NULL);
 		for (size_t j = 0; j < n; j++)
-			FUZZ_CHECK(w[j][0] != '\0' && strpbrk(w[j], " \t,") ==
-							      NULL);
+			FUZZ_CHECK(w[j][0] != '\0' &&
+				   strpbrk(w[j], " \t,") == NULL);
 		HINT(n > 3);
 		break;
 	case SRV_CFG_ENUM:
@@ -123,8 +123,7 @@ static void check_all(const struct srv_config *cfg)
 }
 
 /* Each line of the input as an override; a failure changes nothing. */
-static void try_sets(struct srv_config *cfg, const uint8_t *data,
-		     size_t size)
+static void try_sets(struct srv_config *cfg, const uint8_t *data, size_t size)
 {
 	const uint8_t *p = data, *end = data + size;
 
