@@ -575,6 +575,7 @@ static void test_srv_config_overrides(void **state)
 	expect_set_err(cfg, "servername=\x01",
 		       "-o servername=\x01: control character 0x01");
 	expect_set_err(cfg, "a b=1", "-o a b=1: invalid key name 'a b'");
+	expect_set_err(cfg, NULL, "-o: no assignment");
 	/* Failed sets changed nothing. */
 	assert_int_equal(srv_config_int(cfg, NULL, "workers"), 2);
 	assert_int_equal(srv_config_set(cfg, "tls_key_pass=s3cret", &err), 0);
@@ -660,6 +661,11 @@ static void test_srv_config_nul(void **state)
 						sizeof(text2) - 1, &err),
 			 -EINVAL);
 	assert_string_equal(err, "n.conf:1: NUL byte");
+	assert_int_equal(srv_config_load_string(cfg, NULL, NULL, 1, &err),
+			 -EINVAL);
+	assert_string_equal(err, "(string): no text");
+	assert_int_equal(srv_config_load_string(cfg, NULL, NULL, 0, &err), 0);
+	assert_null(err);
 	/* Without errstr_out. */
 	assert_int_equal(srv_config_load_string(cfg, "n.conf", text2,
 						sizeof(text2) - 1, NULL),
