@@ -58,7 +58,7 @@ __attribute__((format(printf, 2, 3))) static int init_fail(int err,
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(init_err, sizeof(init_err), fmt, ap);
+	(void)vsnprintf(init_err, sizeof(init_err), fmt, ap);
 	va_end(ap);
 	return err;
 }
@@ -98,7 +98,7 @@ static sasl_callback_t global_cbs[] = {
 
 static void *mutex_alloc(void)
 {
-	pthread_mutex_t *m = malloc(sizeof(*m));
+	pthread_mutex_t *m = malloc(sizeof(pthread_mutex_t));
 
 	if (m != NULL && pthread_mutex_init(m, NULL) != 0) {
 		free(m);
@@ -536,7 +536,7 @@ int srv__sasl_auth(sasl_conn_t *conn, const char *mech, const char *initial,
 			*errstr_out = "no such mechanism";
 		return -ENOPROTOOPT;
 	}
-	x = malloc(sizeof(*x)); /* off the fiber's stack */
+	x = calloc(1, sizeof(*x)); /* off the fiber's stack */
 	if (x == NULL)
 		ret = -ENOMEM;
 	else
@@ -702,7 +702,7 @@ static struct af_entry *af_slot(struct srv__authfail *t, struct af_entry *set)
 /* ip cut to the key size (a longer one is no address anyway). */
 static void af_key(char key[AF_KEY_MAX], const char *ip)
 {
-	snprintf(key, AF_KEY_MAX, "%s", ip);
+	(void)snprintf(key, AF_KEY_MAX, "%s", ip);
 }
 
 uint64_t srv__authfail_delay_ms(struct srv__authfail *t, const char *ip)

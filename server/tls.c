@@ -42,7 +42,7 @@
  */
 
 /* Certificates, chains and keys are small; this bounds a wrong path. */
-#define PEM_FILE_MAX (1024 * 1024)
+#define PEM_FILE_MAX ((size_t)1 << 20)
 
 #define SESSION_TIMEOUT_DEFAULT 3600u
 #define SESSION_TIMEOUT_MAX	86400u /* RFC 5077 §5.6, RFC 8446 §4.6.1 */
@@ -65,7 +65,7 @@ __attribute__((format(printf, 2, 3))) static int fail(int err, const char *fmt,
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(errbuf, sizeof(errbuf), fmt, ap);
+	(void)vsnprintf(errbuf, sizeof(errbuf), fmt, ap);
 	va_end(ap);
 	return err;
 }
@@ -78,11 +78,11 @@ static const char *ssl_reason(void)
 	const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
 
 	if (r != NULL)
-		snprintf(reason, sizeof(reason), "%s", r);
+		(void)snprintf(reason, sizeof(reason), "%s", r);
 	else if (e != 0)
-		snprintf(reason, sizeof(reason), "error %lx", e);
+		(void)snprintf(reason, sizeof(reason), "error %lx", e);
 	else
-		snprintf(reason, sizeof(reason), "unknown error");
+		(void)snprintf(reason, sizeof(reason), "unknown error");
 	ERR_clear_error();
 	return reason;
 }
@@ -135,8 +135,8 @@ static int load_file(const char *setting, const char *path, bool secret,
 	if (ret < 0) {
 		BIO_free(bio);
 		if (ret == -EFBIG)
-			return fail(ret, "%s %s: larger than %d bytes", setting,
-				    path, PEM_FILE_MAX);
+			return fail(ret, "%s %s: larger than %zu bytes",
+				    setting, path, PEM_FILE_MAX);
 		return fail(ret, "%s %s: %s", setting, path, strerror(-ret));
 	}
 	*bio_out = bio;
@@ -658,8 +658,8 @@ static int selfsigned_cert(EVP_PKEY *key, const char *cn, unsigned days,
 	*x_out = NULL;
 	if (x == NULL)
 		return -ENOMEM;
-	snprintf(san, sizeof(san), "DNS:%s,DNS:localhost,IP:127.0.0.1,IP:::1",
-		 cn);
+	(void)snprintf(san, sizeof(san),
+		       "DNS:%s,DNS:localhost,IP:127.0.0.1,IP:::1", cn);
 	/* A random positive serial (RFC 5280 §4.1.2.2: at most 20 bytes). */
 	if (RAND_bytes(serial, sizeof(serial)) != 1)
 		goto out;

@@ -211,9 +211,13 @@ struct hs {
 	const char *serr; /* points at serrbuf: in owned the original */
 	char serrbuf[256];
 	char version[16], cipher[64];
-	char server_cn[64]; /* as the client saw it */
-	char client_cn[64]; /* as the server saw it; "" if none */
-	char alpn[16];	    /* as the client saw it; "" if none */
+	char server_cn[64];   /* as the client saw it */
+	char client_cn[64];   /* as the server saw it; "" if none */
+	char alpn[16];	      /* as the client saw it; "" if none */
+	SSL_SESSION *resume;  /* the client offers it (borrowed) */
+	SSL_SESSION *session; /* the client's, after the line (owned) */
+	bool want_session;    /* fill session */
+	bool resumed;	      /* as the server saw it */
 	struct protstream *sin, *sout, *cin, *cout;
 };
 
@@ -244,6 +248,7 @@ static int server_fiber(void *arg)
 	snprintf(h->cipher, sizeof(h->cipher), "%s", SSL_get_cipher(ssl));
 	cn_of(SSL_get0_peer_certificate(ssl), h->client_cn,
 	      sizeof(h->client_cn));
+	h->resumed = SSL_session_reused(ssl) == 1;
 	h->sdata = prot_puts(h->sout, "* OK hi\r\n") == 0 &&
 				   prot_flush(h->sout) == 0
 			   ? 0
@@ -258,6 +263,7 @@ static int client_fiber(void *arg)
 		.server_name = "localhost",
 		.alpn = (const unsigned char *)"\x02h2\x04imap",
 		.alpn_len = 8,
+		.session = h->resume,
 	};
 	const unsigned char *alpn;
 	unsigned alpn_len;
@@ -275,6 +281,9 @@ static int client_fiber(void *arg)
 				   strcmp(line, "* OK hi\r\n") == 0
 			   ? 0
 			   : -1;
+	/* TLS 1.3: the ticket came with (before) that line. */
+	if (h->want_session)
+		h->session = SSL_get1_session(h->cin->tls_conn);
 	return 0;
 }
 
@@ -282,10 +291,16 @@ static int client_fiber(void *arg)
 static void handshake(struct ur_loop *loop, SSL_CTX *sctx, SSL_CTX *cctx,
 		      struct hs *h)
 {
+	SSL_SESSION *resume = h->resume;
+	bool want = h->want_session;
 	struct ur_fiber *fs, *fc;
+
+	SSL_SESSION_free(h->session); /* the last handshake's, unless kept */
 	int sv[2];
 
 	memset(h, 0, sizeof(*h));
+	h->resume = resume;
+	h->want_session = want;
 	h->sdata = h->cdata = -1;
 	h->sctx = sctx;
 	h->cctx = cctx;
@@ -463,7 +478,7 @@ static void test_srv_tls_handshake(void **state)
 				  .key_file = path("one.key")};
 	struct srv__tls *t = tls_new(&o);
 	SSL_CTX *ctx = srv__tls_ctx_ref(t);
-	struct hs h;
+	struct hs h = {0};
 
 	/* What the context promises, read back from OpenSSL. */
 	assert_true(SSL_CTX_get_options(ctx) & SSL_OP_NO_COMPRESSION);
@@ -505,7 +520,7 @@ static void test_srv_tls_versions(void **state)
 				  .key_file = path("one.key"),
 				  .min_version = "TLSv1.3"};
 	struct srv__tls *t = tls_new(&o);
-	struct hs h;
+	struct hs h = {0};
 
 	/* A TLS 1.2-only client is refused by a 1.3-minimum server. */
 	hs_with(state, t, client_ctx(0, TLS1_2_VERSION, NULL, NULL), &h);
@@ -557,7 +572,7 @@ static void test_srv_tls_ciphers(void **state)
 				  .max_version = "TLSv1.2",
 				  .ciphers = AES256};
 	struct srv__tls *t = tls_new(&o);
-	struct hs h;
+	struct hs h = {0};
 
 	hs_with(state, t, client_ciphers(NULL, NULL), &h);
 	assert_ok(&h);
@@ -602,7 +617,7 @@ static void test_srv_tls_client_certs(void **state)
 				  .client_ca_file = path("ca.pem"),
 				  .verify_client = 2};
 	struct srv__tls *t = tls_new(&o);
-	struct hs h;
+	struct hs h = {0};
 
 	/* Required: none is refused, a good one passes, a stranger's not. */
 	hs_with(state, t, client_ctx(0, 0, NULL, NULL), &h);
@@ -646,7 +661,7 @@ static void test_srv_tls_chain(void **state)
 	struct srv__tls_opts o = {.cert_file = path("leaf.pem"),
 				  .key_file = path("leaf.key")};
 	struct srv__tls *t = tls_new(&o);
-	struct hs h;
+	struct hs h = {0};
 
 	hs_with(state, t, client_ctx(0, 0, path("ca.pem"), NULL), &h);
 	assert_true(h.cret < 0); /* no intermediate sent */
@@ -678,7 +693,7 @@ static void test_srv_tls_reload(void **state)
 	struct srv__tls *t = tls_new(&one);
 	SSL_CTX *old = srv__tls_ctx_ref(t), *cctx;
 	const char *err = "x";
-	struct hs h;
+	struct hs h = {0};
 
 	assert_int_equal(srv__tls_reload(t, &two, &err), 0);
 	assert_null(err);
@@ -701,6 +716,40 @@ static void test_srv_tls_reload(void **state)
 	assert_ok(&h);
 	assert_string_equal(h.server_cn, "two");
 	srv__tls_free(&t);
+}
+
+/* Resumption: TLS 1.3 tickets and TLS 1.2; a reload starts afresh. */
+static void test_srv_tls_resumption(void **state)
+{
+	static const char *const maxv[] = {NULL, "TLSv1.2"};
+
+	for (int v = 0; v < 2; v++) {
+		struct srv__tls_opts o = {.cert_file = path("one.pem"),
+					  .key_file = path("one.key"),
+					  .max_version = maxv[v]};
+		struct srv__tls *t = tls_new(&o);
+		SSL_SESSION *sess;
+		struct hs h = {.want_session = true};
+
+		hs_with(state, t, client_ctx(0, 0, NULL, NULL), &h);
+		assert_ok(&h);
+		assert_false(h.resumed);
+		assert_non_null(h.session);
+		sess = h.session;
+		h.session = NULL;
+		h.resume = sess;
+		hs_with(state, t, client_ctx(0, 0, NULL, NULL), &h);
+		assert_ok(&h);
+		assert_true(h.resumed);
+		/* New context, new ticket keys: a full handshake again. */
+		assert_int_equal(srv__tls_reload(t, &o, NULL), 0);
+		hs_with(state, t, client_ctx(0, 0, NULL, NULL), &h);
+		assert_ok(&h);
+		assert_false(h.resumed);
+		SSL_SESSION_free(h.session);
+		SSL_SESSION_free(sess);
+		srv__tls_free(&t);
+	}
 }
 
 /* An SSL made from the old context works after the reload. */
@@ -961,6 +1010,7 @@ int main(void)
 		T(test_srv_tls_client_certs),
 		T(test_srv_tls_chain),
 		T(test_srv_tls_reload),
+		T(test_srv_tls_resumption),
 		T(test_srv_tls_reload_live_ssl),
 		T(test_srv_tls_reload_threads),
 		T(test_srv_tls_errors),
