@@ -528,11 +528,16 @@ static int read_head(struct protstream *in, struct request *r, char *line)
 	} while (res == LINE_OK && len == 0 && !bad && ++empty < 4);
 	if (res == LINE_EOF)
 		return -EPIPE;
-	if (res == LINE_LONG || bad || len == 0) {
+	if (res == LINE_LONG) {
 		r->status = 400;
 		return 0;
 	}
-	parse_request_line(line, r);
+	/* A bad line still has its head read, so none of it is left unread. */
+	if (bad || len == 0)
+		r->status = 400;
+	else
+		parse_request_line(line, r);
+	bad = false;
 	for (;;) {
 		res = read_line(in, line, HEADER_MAX, &len, &bad);
 		if (res == LINE_EOF)

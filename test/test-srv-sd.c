@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+#include "t-helpers.h"
+int main(void) { return 0; }
