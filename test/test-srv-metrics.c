@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,8 +44,10 @@ static char *render(const struct srv__metrics *m)
 
 static void assert_has(const char *text, const char *line)
 {
-	if (strstr(text, line) == NULL)
-		fail_msg("missing \"%s\" in:\n%s", line, text);
+	if (text == NULL || strstr(text, line) == NULL) {
+		fputs(text ? text : "(no text)\n", stderr);
+		fail_msg("missing \"%s\" in the text above", line);
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -55,6 +58,7 @@ static void assert_has(const char *text, const char *line)
 struct bumper {
 	struct srv__metrics *m;
 	unsigned w;
+	atomic_int *renders; /* start once the reader has rendered */
 };
 
 static void *bumper_main(void *arg)
@@ -62,6 +66,8 @@ static void *bumper_main(void *arg)
 	struct bumper *b = arg;
 	struct srv__metrics_shard *s = srv__metrics_shard(b->m, b->w);
 
+	while (atomic_load(b->renders) == 0)
+		sched_yield();
 	for (int i = 0; i < BUMPS; i++) {
 		srv__metric_inc(s, 0, SRV__M_ACCEPTS);
 		srv__metric_add(s, 1, SRV__M_BYTES_IN, 10);
@@ -73,7 +79,7 @@ static void *bumper_main(void *arg)
 struct reader {
 	struct srv__metrics *m;
 	atomic_int stop;
-	int renders;
+	atomic_int renders;
 	int regressions; /* a counter that went backwards */
 };
 
@@ -86,7 +92,7 @@ static void *reader_main(void *arg)
 		struct buf b = BUF_INITIALIZER;
 
 		if (srv__metrics_render(r->m, &b) == 0)
-			r->renders++;
+			atomic_fetch_add(&r->renders, 1);
 		free(b.s);
 		now = srv__metrics_total(r->m, 0, SRV__M_ACCEPTS);
 		if (now < last)
@@ -100,8 +106,8 @@ static void *reader_main(void *arg)
 static void test_srv_metrics_shards_sum(void **state)
 {
 	struct srv__metrics *m = metrics_new2();
-	struct bumper b[2] = {{m, 0}, {m, 1}};
 	struct reader r = {.m = m};
+	struct bumper b[2] = {{m, 0, &r.renders}, {m, 1, &r.renders}};
 	pthread_t th[2], rd;
 
 	(void)state;
@@ -115,7 +121,7 @@ static void test_srv_metrics_shards_sum(void **state)
 		assert_int_equal(pthread_join(th[i], NULL), 0);
 	atomic_store(&r.stop, 1);
 	assert_int_equal(pthread_join(rd, NULL), 0);
-	assert_true(r.renders > 0);
+	assert_true(atomic_load(&r.renders) > 0);
 	assert_int_equal(r.regressions, 0);
 	assert_int_equal(srv__metrics_total(m, 0, SRV__M_ACCEPTS), 2 * BUMPS);
 	assert_int_equal(srv__metrics_total(m, 1, SRV__M_ACCEPTS), 0);
