@@ -76,9 +76,9 @@ int srv_log_level_parse(const char *name)
 		const char *name;
 		enum srv_log_level level;
 	} names[] = {
-		{"err", SRV_LOG_ERR},	     {"error", SRV_LOG_ERR},
-		{"warn", SRV_LOG_WARN},	     {"warning", SRV_LOG_WARN},
-		{"info", SRV_LOG_INFO},	     {"debug", SRV_LOG_DEBUG},
+		{"err", SRV_LOG_ERR},	{"error", SRV_LOG_ERR},
+		{"warn", SRV_LOG_WARN}, {"warning", SRV_LOG_WARN},
+		{"info", SRV_LOG_INFO}, {"debug", SRV_LOG_DEBUG},
 	};
 
 	if (name == NULL)
@@ -169,8 +169,8 @@ void srv_log_set_level(enum srv_log_level level)
 
 bool srv_log_enabled(enum srv_log_level level)
 {
-	return (int)level <= atomic_load_explicit(&log_threshold,
-						  memory_order_relaxed);
+	return (int)level <=
+	       atomic_load_explicit(&log_threshold, memory_order_relaxed);
 }
 
 uint64_t srv_log_dropped(void)
@@ -253,8 +253,8 @@ static bool needs_quotes(const unsigned char *v, size_t n)
 	if (n == 0)
 		return true;
 	for (size_t i = 0; i < n; i++) {
-		if (v[i] <= ' ' || v[i] == '"' || v[i] == '=' ||
-		    v[i] == '\\' || v[i] >= 0x7f)
+		if (v[i] <= ' ' || v[i] == '"' || v[i] == '=' || v[i] == '\\' ||
+		    v[i] >= 0x7f)
 			return true;
 	}
 	return false;
@@ -371,15 +371,14 @@ bool srv_logline_begin(struct srv_logline *l, enum srv_log_level level,
 	return true;
 }
 
-void srv_logline_mem(struct srv_logline *l, const char *key,
-		     const void *value, size_t len)
+void srv_logline_mem(struct srv_logline *l, const char *key, const void *value,
+		     size_t len)
 {
 	put_key(l, key);
 	put_value(l, value, len);
 }
 
-void srv_logline_str(struct srv_logline *l, const char *key,
-		     const char *value)
+void srv_logline_str(struct srv_logline *l, const char *key, const char *value)
 {
 	if (value != NULL)
 		srv_logline_mem(l, key, value, strlen(value));
@@ -421,7 +420,8 @@ void srv_logline_fmt(struct srv_logline *l, const char *key, const char *fmt,
 }
 
 void srv_logline_addr(struct srv_logline *l, const char *key,
-		      const struct sockaddr *sa, socklen_t salen, bool with_port)
+		      const struct sockaddr *sa, socklen_t salen,
+		      bool with_port)
 {
 	char text[sizeof(struct sockaddr_un) + 8];
 	size_t n = srv_log_addr(text, sizeof(text), sa, salen, with_port);
@@ -435,9 +435,9 @@ void srv_logline_addr(struct srv_logline *l, const char *key,
 static void emit_syslog(const struct srv_logline *l, const char *s, size_t n)
 {
 	char head[96];
-	int h = snprintf(head, sizeof(head), "<%d>%s[%ld]: ",
-			 log_cfg.facility | (int)l->level, log_cfg.ident,
-			 (long)getpid());
+	int h = snprintf(head, sizeof(head),
+			 "<%d>%s[%ld]: ", log_cfg.facility | (int)l->level,
+			 log_cfg.ident, (long)getpid());
 	struct iovec iov[2] = {
 		{.iov_base = head, .iov_len = (size_t)h},
 		{.iov_base = (void *)s, .iov_len = n},

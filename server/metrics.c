@@ -55,8 +55,7 @@ static const struct desc svc_desc[SRV__M_SVC_COUNT] = {
 				  false},
 	[SRV__M_REFUSED_LIMIT] = {"refused_limit",
 				  "Connections refused by a limit.", false},
-	[SRV__M_BYTES_IN] = {"bytes_in", "Bytes received from clients.",
-			     false},
+	[SRV__M_BYTES_IN] = {"bytes_in", "Bytes received from clients.", false},
 	[SRV__M_BYTES_OUT] = {"bytes_out", "Bytes sent to clients.", false},
 	[SRV__M_ERRORS] = {"errors", "Connections ended by an error.", false},
 	[SRV__M_TIMEOUTS] = {"timeouts", "Connections ended by a timeout.",
@@ -81,8 +80,7 @@ static const struct desc worker_desc[SRV__M_WORKER_COUNT] = {
 				 false},
 	[SRV__M_RING_CQES] = {"ring_cqes", "Completions dispatched.", false},
 	[SRV__M_RING_SQ_FULL] = {"ring_sq_full",
-				 "Times the submission queue was full.",
-				 false},
+				 "Times the submission queue was full.", false},
 	[SRV__M_RING_CQ_OVERFLOW] = {"ring_cq_overflow",
 				     "Times the kernel held completions back.",
 				     false},
@@ -199,8 +197,8 @@ static uint64_t svc_sum(const struct srv__metrics *m, unsigned svc,
 	uint64_t sum = 0;
 
 	for (unsigned w = 0; w < m->nworkers; w++)
-		sum += load(&m->shards[w].svc[(size_t)svc * SRV__M_SVC_COUNT +
-					      id]);
+		sum += load(
+			&m->shards[w].svc[(size_t)svc * SRV__M_SVC_COUNT + id]);
 	return sum;
 }
 
@@ -284,8 +282,10 @@ static int buf_printf(struct buf *b, const char *fmt, ...)
 static int buf_label(struct buf *b, const char *v)
 {
 	for (; *v != '\0'; v++) {
-		const char *e = *v == '\\' ? "\\\\" : *v == '"' ? "\\\"" :
-				*v == '\n' ? "\\n" : NULL;
+		const char *e = *v == '\\'   ? "\\\\"
+				: *v == '"'  ? "\\\""
+				: *v == '\n' ? "\\n"
+					     : NULL;
 		int ret = e ? buf_add(b, e, 2) : buf_add(b, v, 1);
 
 		if (ret < 0)
@@ -299,7 +299,8 @@ static int family_head(struct buf *b, const struct desc *d)
 	const char *suffix = d->gauge ? "" : "_total";
 	const char *type = d->gauge ? "gauge" : "counter";
 
-	return buf_printf(b, "# HELP ringprot_%s%s %s\n# TYPE ringprot_%s%s %s\n",
+	return buf_printf(b,
+			  "# HELP ringprot_%s%s %s\n# TYPE ringprot_%s%s %s\n",
 			  d->name, suffix, d->help, d->name, suffix, type);
 }
 
@@ -444,7 +445,8 @@ static enum line_res read_line(struct protstream *in, char *buf, size_t max,
 static bool is_tchar(unsigned char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
+	       (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
 }
 
 static size_t token_len(const char *s)
@@ -610,9 +612,9 @@ int srv__metrics_http(struct protstream *in, struct protstream *out,
 	else if (r.status == 0 && !r.get && !r.head)
 		r.status = 405;
 	if (r.status != 0) {
-		msg = r.status == 400 ? "bad request\n" :
-		      r.status == 404 ? "not found: try /metrics\n" :
-					"method not allowed\n";
+		msg = r.status == 400	? "bad request\n"
+		      : r.status == 404 ? "not found: try /metrics\n"
+					: "method not allowed\n";
 		return answer(out, r.status, r.head, text, msg, strlen(msg));
 	}
 	if (render(&body, rock) < 0 || body.len > UINT32_MAX) {
@@ -620,8 +622,9 @@ int srv__metrics_http(struct protstream *in, struct protstream *out,
 		msg = "cannot render metrics\n";
 		return answer(out, 500, r.head, text, msg, strlen(msg));
 	}
-	ret = answer(out, 200, r.head, "text/plain; version=0.0.4; charset=utf-8",
-		     body.s, body.len);
+	ret = answer(out, 200, r.head,
+		     "text/plain; version=0.0.4; charset=utf-8", body.s,
+		     body.len);
 	free(body.s);
 	return ret;
 }

@@ -87,27 +87,26 @@ struct srv__metrics_shard *srv__metrics_shard(struct srv__metrics *m,
 					      unsigned w);
 
 /* Add n to service svc's series id (svc < nservices, or 0). */
-static inline void srv__metric_add(struct srv__metrics_shard *s,
-				   unsigned svc, enum srv__msvc id,
-				   uint64_t n)
+static inline void srv__metric_add(struct srv__metrics_shard *s, unsigned svc,
+				   enum srv__msvc id, uint64_t n)
 {
 	_Atomic uint64_t *v = &s->svc[(size_t)svc * SRV__M_SVC_COUNT + id];
 
 	/* Single writer: no locked read-modify-write. */
-	atomic_store_explicit(
-		v, atomic_load_explicit(v, memory_order_relaxed) + n,
-		memory_order_relaxed);
+	atomic_store_explicit(v,
+			      atomic_load_explicit(v, memory_order_relaxed) + n,
+			      memory_order_relaxed);
 }
 
-static inline void srv__metric_inc(struct srv__metrics_shard *s,
-				   unsigned svc, enum srv__msvc id)
+static inline void srv__metric_inc(struct srv__metrics_shard *s, unsigned svc,
+				   enum srv__msvc id)
 {
 	srv__metric_add(s, svc, id, 1);
 }
 
 /* Gauges only: wraps below zero in this shard; the sum is right. */
-static inline void srv__metric_dec(struct srv__metrics_shard *s,
-				   unsigned svc, enum srv__msvc id)
+static inline void srv__metric_dec(struct srv__metrics_shard *s, unsigned svc,
+				   enum srv__msvc id)
 {
 	srv__metric_add(s, svc, id, (uint64_t)-1);
 }
@@ -117,9 +116,9 @@ static inline void srv__metric_worker_add(struct srv__metrics_shard *s,
 {
 	_Atomic uint64_t *v = &s->worker[id];
 
-	atomic_store_explicit(
-		v, atomic_load_explicit(v, memory_order_relaxed) + n,
-		memory_order_relaxed);
+	atomic_store_explicit(v,
+			      atomic_load_explicit(v, memory_order_relaxed) + n,
+			      memory_order_relaxed);
 }
 
 /*

@@ -133,8 +133,7 @@ static void unset_listen_env(void)
 }
 
 /* One block: the array, then the names string it points into. */
-static int build_fds(unsigned n, const char *names,
-		     struct srv__sd_fd **fds_out)
+static int build_fds(unsigned n, const char *names, struct srv__sd_fd **fds_out)
 {
 	size_t nlen = names ? strlen(names) + 1 : sizeof("unknown");
 	struct srv__sd_fd *fds;

@@ -105,8 +105,8 @@ static void test_srv_log_escapes_values(void **state)
 		"tab=\"a\\tb\"\n");
 	/* UTF-8 passes; bad UTF-8, C1 (NEL), DEL, ESC are spelled \x. */
 	srv_logkv(SRV_LOG_INFO, 0, "u", "ok", "J\xc3\xbcrgen", "bad",
-		  "a\xff\xc3(", "nel", "x\xc2\x85y", "ctl", "\x1b[2J\x7f",
-		  "cr", "a\rb", NULL);
+		  "a\xff\xc3(", "nel", "x\xc2\x85y", "ctl", "\x1b[2J\x7f", "cr",
+		  "a\rb", NULL);
 	assert_string_equal(one_line(p),
 			    "level=info event=u ok=\"J\xc3\xbcrgen\" "
 			    "bad=\"a\\xff\\xc3(\" nel=\"x\\xc2\\x85y\" "
@@ -197,8 +197,7 @@ static void test_srv_log_truncates(void **state)
 
 static void test_srv_log_addr(void **state)
 {
-	struct sockaddr_in s4 = {.sin_family = AF_INET,
-				 .sin_port = htons(143)};
+	struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = htons(143)};
 	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
 				  .sin6_port = htons(993)};
 	struct sockaddr_un un = {.sun_family = AF_UNIX};
@@ -247,10 +246,11 @@ static void test_srv_log_auth_shape(void **state)
 	inet_pton(AF_INET, "192.0.2.7", &s4.sin_addr);
 	srv_log_auth(17, false, "imap", (void *)&s4, sizeof(s4),
 		     "bob ip=6.6.6.6", "PLAIN", "bad password");
-	assert_string_equal(one_line(p),
-			    "level=warn event=auth conn=17 result=fail "
-			    "service=imap ip=192.0.2.7 user=\"bob "
-			    "ip=6.6.6.6\" mech=PLAIN reason=\"bad password\"\n");
+	assert_string_equal(
+		one_line(p),
+		"level=warn event=auth conn=17 result=fail "
+		"service=imap ip=192.0.2.7 user=\"bob "
+		"ip=6.6.6.6\" mech=PLAIN reason=\"bad password\"\n");
 	srv_log_auth(18, true, "imap", (void *)&s4, sizeof(s4), "bob", NULL,
 		     NULL);
 	assert_string_equal(one_line(p),
@@ -464,8 +464,8 @@ static void test_srv_log_fail2ban_filter(void **state)
 	o.fd = fd;
 	assert_int_equal(srv_log_open(&o), 0);
 	inet_pton(AF_INET, "192.0.2.7", &s4.sin_addr);
-	srv_log_auth(1, false, "imap", (void *)&s4, sizeof(s4), "bob",
-		     "PLAIN", "bad password");
+	srv_log_auth(1, false, "imap", (void *)&s4, sizeof(s4), "bob", "PLAIN",
+		     "bad password");
 	inet_pton(AF_INET6, "2001:db8::5", &s6.sin6_addr);
 	srv_log_auth(0, false, "lmtp", (void *)&s6, sizeof(s6),
 		     "x ip=198.51.100.1", NULL, NULL);

@@ -114,9 +114,8 @@ static void test_srv_metrics_shards_sum(void **state)
 	assert_null(srv__metrics_shard(m, 2));
 	assert_int_equal(pthread_create(&rd, NULL, reader_main, &r), 0);
 	for (int i = 0; i < 2; i++)
-		assert_int_equal(pthread_create(&th[i], NULL, bumper_main,
-						&b[i]),
-				 0);
+		assert_int_equal(
+			pthread_create(&th[i], NULL, bumper_main, &b[i]), 0);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(pthread_join(th[i], NULL), 0);
 	atomic_store(&r.stop, 1);
@@ -169,11 +168,12 @@ static void test_srv_metrics_render_text(void **state)
 	srv__metrics_publish_ring(s1, &st);
 
 	text = render(m);
-	assert_has(text, "# HELP ringprot_accepts_total Connections "
-			 "accepted.\n# TYPE ringprot_accepts_total counter\n"
-			 "ringprot_accepts_total{service=\"imap\"} 2\n"
-			 "ringprot_accepts_total{service=\"we\\\"ird\\\\x\\n\"} "
-			 "0\n");
+	assert_has(text,
+		   "# HELP ringprot_accepts_total Connections "
+		   "accepted.\n# TYPE ringprot_accepts_total counter\n"
+		   "ringprot_accepts_total{service=\"imap\"} 2\n"
+		   "ringprot_accepts_total{service=\"we\\\"ird\\\\x\\n\"} "
+		   "0\n");
 	assert_has(text, "# TYPE ringprot_connections_open gauge\n"
 			 "ringprot_connections_open{service=\"imap\"} 1\n");
 	assert_has(text, "ringprot_connections_parked{service=\"we\\\"ird"
@@ -268,8 +268,7 @@ static int render_fail(struct buf *out, void *rock)
 }
 
 static void http_raw(const char *req, size_t len, bool eof,
-		     srv__metrics_render_fn *fn, void *rock,
-		     struct http_res *r)
+		     srv__metrics_render_fn *fn, void *rock, struct http_res *r)
 {
 	struct protstream *in, *out;
 	ssize_t n;
@@ -333,8 +332,7 @@ static void test_srv_metrics_http_statuses(void **state)
 	expect_status("GET metrics HTTP/1.1\r\n\r\n", 400);
 	expect_status("GET /metrics HTTP/1.1\r\nBad Header\r\n\r\n", 400);
 	expect_status("GET /metrics HTTP/1.1\r\nA : b\r\n\r\n", 400);
-	expect_status("GET /metrics HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
-		      400);
+	expect_status("GET /metrics HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400);
 	expect_status("GET /metrics HTTP/1.1\r\nA: b\rc\r\n\r\n", 400);
 	expect_status("GET /m\x01trics HTTP/1.1\r\n\r\n", 400);
 	expect_status("G\xc3\xa9T /metrics HTTP/1.1\r\n\r\n", 400);
@@ -371,8 +369,8 @@ static void test_srv_metrics_http_nul_and_head(void **state)
 	assert_null(strstr(res.text, "# HELP"));
 
 	/* The render callback failing: 500. */
-	http_raw("GET /metrics HTTP/1.1\r\n\r\n", 25, false, render_fail,
-		 NULL, &res);
+	http_raw("GET /metrics HTTP/1.1\r\n\r\n", 25, false, render_fail, NULL,
+		 &res);
 	assert_int_equal(res.ret, 500);
 	assert_memory_equal(res.text, "HTTP/1.1 500 ", 13);
 	srv__metrics_free(&m);
@@ -398,8 +396,8 @@ static void test_srv_metrics_http_incomplete(void **state)
 	assert_int_equal(res.ret, 400);
 	/* No EOF: the stream's 2 s read timeout ends it. */
 	t0 = t_now_ms();
-	http_raw("GET /metrics HTTP/1.1\r\n", 23, false,
-		 srv__metrics_render_cb, m, &res);
+	http_raw("GET /metrics HTTP/1.1\r\n", 23, false, srv__metrics_render_cb,
+		 m, &res);
 	assert_int_equal(res.ret, -EPIPE);
 	assert_int_equal(res.len, 0);
 	assert_true(t_now_ms() - t0 >= 1000);
@@ -416,8 +414,8 @@ static pid_t spawn(char *const argv[], const char *out_path)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		if (out_path != NULL) {
-			int fd = open(out_path,
-				      O_WRONLY | O_CREAT | O_TRUNC, 0644);
+			int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC,
+				      0644);
 
 			if (fd < 0 || dup2(fd, 1) < 0)
 				_exit(126);
@@ -504,8 +502,8 @@ static void test_srv_metrics_http_curl_and_parser(void **state)
 		 ntohs(sa.sin_port));
 
 	{
-		char *argv[] = {"curl", "-sS",	"--max-time", "20", "-D", head,
-				"-o",	body,	url,	      NULL};
+		char *argv[] = {"curl", "-sS", "--max-time", "20", "-D",
+				head,	"-o",  body,	     url,  NULL};
 
 		pid = spawn(argv, NULL);
 		assert_int_equal(serve_one(lfd, m), 200);
@@ -550,8 +548,8 @@ static void test_srv_metrics_http_curl_and_parser(void **state)
 	snprintf(url, sizeof(url), "http://127.0.0.1:%u/other",
 		 ntohs(sa.sin_port));
 	{
-		char *argv[] = {"curl", "-s",	"--max-time", "20", "-o", body,
-				"-w",	"%{http_code}", url,	      NULL};
+		char *argv[] = {"curl", "-s", "--max-time",   "20", "-o",
+				body,	"-w", "%{http_code}", url,  NULL};
 
 		pid = spawn(argv, head);
 		assert_int_equal(serve_one(lfd, m), 404);
@@ -561,8 +559,8 @@ static void test_srv_metrics_http_curl_and_parser(void **state)
 	snprintf(url, sizeof(url), "http://127.0.0.1:%u/metrics",
 		 ntohs(sa.sin_port));
 	{
-		char *argv[] = {"curl", "-sS", "--max-time", "20", "-I",
-				url,	NULL};
+		char *argv[] = {"curl", "-sS", "--max-time", "20",
+				"-I",	url,   NULL};
 
 		pid = spawn(argv, head);
 		assert_int_equal(serve_one(lfd, m), 200);

@@ -24,13 +24,13 @@
  * child's copy of the runner, so the child reports the failing line in
  * its exit status instead, and says why on stderr.
  */
-#define CHILD_CHECK(cond)                                                 \
-	do {                                                              \
-		if (!(cond)) {                                            \
+#define CHILD_CHECK(cond)                                                     \
+	do {                                                                  \
+		if (!(cond)) {                                                \
 			fprintf(stderr, "child check failed: %s (line %d)\n", \
-				#cond, __LINE__);                         \
-			_exit(1);                                         \
-		}                                                         \
+				#cond, __LINE__);                             \
+			_exit(1);                                             \
+		}                                                             \
 	} while (0)
 
 static void run_child(void (*fn)(void *), void *arg)
@@ -156,13 +156,13 @@ static void test_srv_sd_watchdog(void **state)
 /* LISTEN_FDS: in a child, whose fds 3.. we may replace. */
 
 struct listen_case {
-	const char *nfds;	/* LISTEN_FDS */
-	const char *names;	/* LISTEN_FDNAMES or NULL */
-	int pid_delta;		/* LISTEN_PID = getpid() + this */
-	int close_fd;		/* close this fd after placing them, or 0 */
-	int ret;		/* expected result */
-	size_t n;		/* expected count */
-	const char *want[3];	/* expected names */
+	const char *nfds;    /* LISTEN_FDS */
+	const char *names;   /* LISTEN_FDNAMES or NULL */
+	int pid_delta;	     /* LISTEN_PID = getpid() + this */
+	int close_fd;	     /* close this fd after placing them, or 0 */
+	int ret;	     /* expected result */
+	size_t n;	     /* expected count */
+	const char *want[3]; /* expected names */
 };
 
 /* Real listening sockets on fds 3, 4, 5, without FD_CLOEXEC. */
@@ -422,13 +422,13 @@ static void test_srv_sd_drop_privileges(void **state)
 	const char *err = NULL;
 
 	(void)state;
-	assert_int_equal(srv__drop_privileges("no-such-user-ringprot", NULL,
-					      NULL, &err),
-			 -ENOENT);
+	assert_int_equal(
+		srv__drop_privileges("no-such-user-ringprot", NULL, NULL, &err),
+		-ENOENT);
 	assert_string_equal(err, "no such user");
-	assert_int_equal(srv__drop_privileges("nobody", "no-such-group-rp",
-					      NULL, &err),
-			 -ENOENT);
+	assert_int_equal(
+		srv__drop_privileges("nobody", "no-such-group-rp", NULL, &err),
+		-ENOENT);
 	assert_string_equal(err, "no such group");
 	assert_int_equal(srv__drop_privileges(NULL, "nogroup", NULL, &err),
 			 -EINVAL);

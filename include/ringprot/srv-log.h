@@ -70,9 +70,9 @@ struct srv_log_opts {
 	enum srv_log_target target;
 	/* Lines at this level or more severe are written; 0: SRV_LOG_INFO. */
 	enum srv_log_level level;
-	int fd;		       /* SRV_LOG_FD: where to write, not closed */
-	int facility;	       /* syslog facility (LOG_MAIL...); 0: LOG_DAEMON */
-	const char *ident;     /* syslog tag; NULL: "ringprot" (copied) */
+	int fd;		   /* SRV_LOG_FD: where to write, not closed */
+	int facility;	   /* syslog facility (LOG_MAIL...); 0: LOG_DAEMON */
+	const char *ident; /* syslog tag; NULL: "ringprot" (copied) */
 	const char *syslog_path; /* NULL: "/dev/log" (copied) */
 };
 
@@ -104,8 +104,7 @@ RINGPROT_API uint64_t srv_log_dropped(void);
  *   srv_logkv(SRV_LOG_INFO, 17, "starttls", "cipher", name, NULL);
  */
 RINGPROT_API void srv_logkv(enum srv_log_level level, uint64_t conn_id,
-			    const char *event, ...)
-	__attribute__((sentinel));
+			    const char *event, ...) __attribute__((sentinel));
 RINGPROT_API void srv_vlogkv(enum srv_log_level level, uint64_t conn_id,
 			     const char *event, va_list ap);
 
@@ -132,8 +131,8 @@ struct srv_logline {
 };
 
 RINGPROT_API bool srv_logline_begin(struct srv_logline *l,
-				    enum srv_log_level level,
-				    uint64_t conn_id, const char *event);
+				    enum srv_log_level level, uint64_t conn_id,
+				    const char *event);
 RINGPROT_API void srv_logline_str(struct srv_logline *l, const char *key,
 				  const char *value);
 /* len bytes of value, which may hold NULs (written as \x00). */
