@@ -164,6 +164,10 @@ void srv__metrics_log(const struct srv__metrics *m);
  * stream error) before its head was complete and nothing was sent, or
  * -EIO if writing the answer failed.
  */
+/*
+ * Appends the exposition to out (an empty buf) in malloc'd memory, which
+ * srv__metrics_http frees; returns 0 or -errno (the client gets a 500).
+ */
 typedef int srv__metrics_render_fn(struct buf *out, void *rock);
 int srv__metrics_http(struct protstream *in, struct protstream *out,
 		      srv__metrics_render_fn *render,

@@ -121,7 +121,10 @@ RINGPROT_API void srv_vlogkv(enum srv_log_level level, uint64_t conn_id,
  *
  * begin returns false (and the line must not be used further) when level
  * is below the threshold; end writes the line. The adders never fail:
- * what does not fit is cut as described above.
+ * what does not fit is cut as described above. A line takes
+ * SRV_LOG_LINE_MAX bytes of the caller's stack (srv_logline_fmt another
+ * SRV_LOG_LINE_MAX while it runs): fine on a 64 KiB fiber stack, but it
+ * is touched memory a parked connection's stack keeps.
  */
 struct srv_logline {
 	enum srv_log_level level;
