@@ -13,6 +13,11 @@ pkgs=(
 	netcat-openbsd
 	# libcyrus.so.0, the original prot layer, for differential tests.
 	cyrus-common
+	# server/ operations tests: the reference Prometheus text parser,
+	# fail2ban-regex for the filter in examples/deploy, and the proxies
+	# whose example configs test/integration checks (nginx-light has no
+	# mail module: libnginx-mod-mail adds it).
+	python3-prometheus-client fail2ban haproxy nginx-light libnginx-mod-mail
 )
 
 die() {
