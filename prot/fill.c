@@ -125,9 +125,9 @@ static void window_to_hist(struct prot__stream *ps, struct window *w)
 	if (k > PROT__HIST - c)
 		k = PROT__HIST - c;
 	if (k + c > 0) /* ptr may be NULL on an empty window */
-		memmove(ps->hist, w->ptr - k, k + c);
-	w->buf = ps->hist;
-	w->ptr = ps->hist + k;
+		memmove(ps->r->hist, w->ptr - k, k + c);
+	w->buf = ps->r->hist;
+	w->ptr = ps->r->hist + k;
 	w->can_unget = (int)k;
 }
 
@@ -141,23 +141,33 @@ static void window_to_hist(struct prot__stream *ps, struct window *w)
  * read as it is, but a socket stream keeps the same bytes whichever
  * buffer it used: prot.h's difference list).
  */
+static void park_free(struct prot__stream *ps)
+{
+	free(ps->park);
+	ps->park = NULL;
+	ps->park_size = 0;
+}
+
 static void src_release(struct prot__stream *ps, struct window *w)
 {
 	int wb = ps->bid >= 0 ? ps->bid : ps->keep_bid;
-	bool held = wb >= 0 || (ps->kind == PROT__K_SOCKET && ps->src != NULL &&
-				ps->src == ps->rbuf);
+	bool held = wb >= 0 || ps->park != NULL ||
+		    (ps->kind == PROT__K_SOCKET && ps->src != NULL &&
+		     ps->src == ps->rbuf);
 
 	if (ps->kind == PROT__K_MAP)
 		return;
 	ps->bid = -1;
 	ps->keep_bid = -1;
 	if (held && w != NULL && w->cnt > PROT__HIST) {
-		ps->keep_bid = wb; /* -1 for rbuf: it stays as it is */
+		/* -1 for rbuf: it stays as it is; so does park */
+		ps->keep_bid = wb;
 	} else if (held) {
 		if (w != NULL)
 			window_to_hist(ps, w);
 		if (wb >= 0)
 			ur_bufring_put(ps->br, (unsigned)wb);
+		park_free(ps);
 	}
 	ps->src = NULL;
 	ps->src_len = 0;
@@ -225,6 +235,8 @@ static void keep_release(struct prot__stream *ps)
 		ur_bufring_put(ps->br, (unsigned)ps->keep_bid);
 		ps->keep_bid = -1;
 	}
+	if (ps->park != NULL && ps->src != ps->park)
+		park_free(ps);
 }
 
 void prot__fill_discard(struct protstream *s)
@@ -247,14 +259,122 @@ void prot__fill_fini(struct protstream *s)
 {
 	struct prot__stream *ps = prot__of(s);
 
-	if (ur_op_is_busy(&ps->rop)) {
+	if (ur_op_is_busy(&ps->r->rop)) {
 		/* Only a fiber cancelled mid-read can get here. */
-		prot__cancel_wait(&ps->rop);
+		prot__cancel_wait(&ps->r->rop);
 	}
 	prot__fill_discard(s);
 	pbuf_unref(ps);
 	free(ps->rbuf);
 	ps->rbuf = NULL;
+}
+
+/*
+ * prot_release() of a read stream. Every buffer goes back; the unread
+ * input stays, so that the next refill proceeds exactly as it would have
+ * from the buffers that went: a window that fits hist with nothing after
+ * it moves there (as before any wait); anything else is copied once into
+ * park, an allocation of its exact size that becomes the held region:
+ * the push-back before the window (at most PROT__HIST bytes), the
+ * window, then the source bytes not yet exposed (raw, under read
+ * layers). Decoded bytes not yet exposed shrink to their size in dec.
+ */
+static int region_to_park(struct prot__stream *ps, struct window *w,
+			  size_t rest)
+{
+	size_t k = w->can_unget > 0 ? (size_t)w->can_unget : 0;
+	size_t c = w->cnt;
+	unsigned char *p;
+
+	if (k > PROT__HIST)
+		k = PROT__HIST;
+	p = malloc(k + c + rest);
+	if (p == NULL)
+		return -ENOMEM;
+	if (k + c > 0)
+		memcpy(p, w->ptr - k, k + c);
+	if (rest > 0)
+		memcpy(p + k + c, ps->src + ps->src_off, rest);
+	/* The old region (a provided buffer, rbuf, an older park) goes. */
+	w->buf = p;
+	w->ptr = p + k;
+	w->can_unget = (int)k;
+	ps->src = NULL;
+	src_release(ps, NULL);
+	ps->park = p;
+	ps->park_size = k + c + rest;
+	ps->src = p;
+	ps->src_len = k + c + rest;
+	ps->src_off = k + c;
+	return 0;
+}
+
+/* Decoded bytes not yet exposed, moved to an allocation of their size. */
+static void dec_shrink(struct prot__stream *ps)
+{
+	size_t n = ps->dec.len - ps->dec_off;
+	char *p;
+
+	if (n == 0) {
+		prot__buf_release(&ps->dec);
+		ps->dec_off = 0;
+		return;
+	}
+	if (ps->dec.alloc <= n + 1)
+		return;
+	p = malloc(n + 1);
+	if (p == NULL)
+		return; /* it stays as it is: only memory */
+	memcpy(p, ps->dec.s + ps->dec_off, n);
+	p[n] = '\0';
+	prot__buf_release(&ps->dec);
+	ps->dec = (struct buf){.s = p, .len = n, .alloc = n + 1};
+	ps->dec_off = 0;
+}
+
+int prot__fill_release(struct protstream *s)
+{
+	struct prot__stream *ps = prot__of(s);
+	size_t rest = ps->src != NULL ? ps->src_len - ps->src_off : 0;
+	struct window w;
+	int ret;
+
+	if (ur_op_is_busy(&ps->r->rop))
+		return -EBUSY;
+	if (ps->kind == PROT__K_MAP)
+		return 0; /* the caller's memory: nothing is ours */
+	window_save(s, &w);
+	if (rest == 0 && w.cnt <= PROT__HIST) {
+		window_to_hist(ps, &w);
+		ps->src = NULL; /* not rbuf: src_release() must not keep it */
+		src_release(ps, NULL);
+	} else {
+		ret = region_to_park(ps, &w, rest);
+		if (ret < 0)
+			return ret;
+	}
+	window_restore(s, &w);
+	keep_release(ps);
+	dec_shrink(ps);
+	prot__buf_release(&ps->dec_keep);
+	free(ps->rbuf);
+	ps->rbuf = NULL;
+	return 0;
+}
+
+size_t prot__fill_memory(const struct protstream *s)
+{
+	const struct prot__stream *ps = prot__cof(s);
+	size_t pbuf = ps->br != NULL ? ur_bufring_buf_size(ps->br) : 0;
+	size_t n = ps->park_size + ps->dec.alloc + ps->dec_keep.alloc;
+
+	if (ps->rbuf != NULL)
+		n += rbuf_size(ps);
+	if (ps->bid >= 0)
+		n += pbuf;
+	if (ps->keep_bid >= 0)
+		n += pbuf;
+	return n;
 }
 
 static bool layers_pending(const struct prot__stream *ps)
@@ -271,7 +391,7 @@ bool prot__input_ready(const struct protstream *s)
 
 	if (s->write)
 		return false;
-	if (s->cnt > 0 || s->eof || s->error != NULL)
+	if (s->cnt > 0 || s->eof || s->error != NULL || ps->layer_end)
 		return true;
 	/* A map or callback read never waits on the ring. */
 	if (ps->kind == PROT__K_MAP || ps->kind == PROT__K_CB)
@@ -374,18 +494,18 @@ static int read_start(struct prot__stream *ps, int flags, bool no_pbuf)
 	ret = ur_loop_get(&loop);
 	if (ret < 0)
 		return ret;
-	ur_op_init(&ps->rop, NULL, NULL);
+	ur_op_init(&ps->r->rop, NULL, NULL);
 	if (ps->kind == PROT__K_SOCKET && !no_pbuf)
 		br = pbuf_ref(ps);
 	if (br != NULL)
-		return ur_recv_pbuf_start(loop, &ps->rop, s->fd, br, flags);
+		return ur_recv_pbuf_start(loop, &ps->r->rop, s->fd, br, flags);
 	ret = rbuf_get(ps);
 	if (ret < 0)
 		return ret;
 	if (ps->kind == PROT__K_SOCKET)
-		return ur_recv_start(loop, &ps->rop, s->fd, ps->rbuf,
+		return ur_recv_start(loop, &ps->r->rop, s->fd, ps->rbuf,
 				     rbuf_size(ps), flags);
-	return ur_read_start(loop, &ps->rop, s->fd, ps->rbuf, rbuf_size(ps),
+	return ur_read_start(loop, &ps->r->rop, s->fd, ps->rbuf, rbuf_size(ps),
 			     -1);
 }
 
@@ -394,7 +514,7 @@ static void read_take(struct prot__stream *ps, int res)
 {
 	unsigned bid;
 
-	if (ur_op_buffer(&ps->rop, &bid)) {
+	if (ur_op_buffer(&ps->r->rop, &bid)) {
 		if (res <= 0) {
 			ur_bufring_put(ps->br, bid);
 			return;
@@ -413,9 +533,9 @@ static int read_abort(struct prot__stream *ps, int why)
 {
 	int res;
 
-	if (ur_op_is_busy(&ps->rop))
-		prot__cancel(&ps->rop);
-	res = ur_op_wait(&ps->rop);
+	if (ur_op_is_busy(&ps->r->rop))
+		prot__cancel(&ps->r->rop);
+	res = ur_op_wait(&ps->r->rop);
 	if (res > 0)
 		return res;
 	read_take(ps, res); /* returns a buffer it may have taken */
@@ -430,16 +550,16 @@ static int poll_in(struct prot__stream *ps, bool timed)
 
 	if (ret < 0)
 		return ret;
-	ur_op_init(&ps->rop, NULL, NULL);
-	ret = ur_poll_start(loop, &ps->rop, ps->pub.fd, POLLIN);
+	ur_op_init(&ps->r->rop, NULL, NULL);
+	ret = ur_poll_start(loop, &ps->r->rop, ps->pub.fd, POLLIN);
 	if (ret < 0)
 		return ret;
 	if (timed) {
-		ret = prot__wait_input(&ps->pub, &ps->rop);
+		ret = prot__wait_input(&ps->pub, &ps->r->rop);
 		if (ret < 0)
 			return read_abort(ps, ret) > 0 ? 0 : ret;
 	}
-	ret = ur_op_wait(&ps->rop);
+	ret = ur_op_wait(&ps->r->rop);
 	return ret < 0 ? ret : 0;
 }
 
@@ -463,7 +583,7 @@ static int raw_read(struct prot__stream *ps, int flags, bool timed,
 				break;
 		}
 		if (timed) {
-			ret = prot__wait_input(s, &ps->rop);
+			ret = prot__wait_input(s, &ps->r->rop);
 			if (ret < 0) {
 				*idle = ret == -ETIMEDOUT;
 				ret = read_abort(ps, ret);
@@ -472,7 +592,7 @@ static int raw_read(struct prot__stream *ps, int flags, bool timed,
 				*idle = false;
 			}
 		}
-		ret = ur_op_wait(&ps->rop);
+		ret = ur_op_wait(&ps->r->rop);
 		if (ret == -ENOBUFS && !no_pbuf && ps->kind == PROT__K_SOCKET) {
 			no_pbuf = true; /* ring empty: use our own buffer */
 			continue;
@@ -567,7 +687,7 @@ static int ring_probe(struct prot__stream *ps, int flags, bool *ready)
 	if (ret < 0 && read_abort(ps, ret) <= 0)
 		return ret; /* cancelled fiber, op reaped */
 	/* A non-blocking probe that found nothing completes with EAGAIN. */
-	*ready = !ur_op_is_busy(&ps->rop) && ps->rop.res != -EAGAIN;
+	*ready = !ur_op_is_busy(&ps->r->rop) && ps->r->rop.res != -EAGAIN;
 	return 0;
 }
 

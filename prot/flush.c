@@ -603,10 +603,11 @@ static int encode(struct prot__stream *ps, const unsigned char *p, size_t n,
 	return ret;
 }
 
+/* An empty buffer; a released stream (no buffer) keeps none. */
 static void buf_reset(struct protstream *s)
 {
 	s->ptr = s->buf;
-	s->cnt = (unsigned)s->maxplain;
+	s->cnt = s->buf != NULL ? (unsigned)s->maxplain : 0;
 }
 
 static int flush_fail(struct protstream *s, int err, const char *text)
@@ -665,7 +666,8 @@ static int flush_out(struct protstream *s, int force, const unsigned char *x,
 	n = (size_t)(s->ptr - s->buf);
 	if (s->eof || s->error != NULL) {
 		s->ptr = s->buf;
-		s->cnt = 1; /* as Cyrus: the next putc flushes and fails */
+		/* as Cyrus: the next putc flushes and fails */
+		s->cnt = s->buf != NULL ? 1 : 0;
 		return EOF;
 	}
 	if (ps->kind == PROT__K_BUF) {
@@ -898,4 +900,67 @@ void prot__flush_fini(struct protstream *s)
 		free(snd);
 	}
 	queue_clear(ps);
+}
+
+/*
+ * Parking (prot_release, park.c). What a write stream holds between
+ * flushes is all rebuilt on demand: the buffer by prot__wbuf_get() at the
+ * next write, the sender record by sender_get() at the next send, the
+ * scratch buffers by their next use. So an idle stream can give all of
+ * it back as long as no byte is pending: not in the buffer, not in the
+ * queue, not in a send the kernel still owns (the background send, a
+ * flush-on-read send begun), nor in a blocking send of another fiber.
+ */
+int prot__flush_release(struct protstream *s)
+{
+	struct prot__stream *ps = prot__of(s);
+	struct prot__sender *snd = ps->snd;
+
+	if (prot__has_output(s) ||
+	    (snd != NULL && (snd->busy || snd->begun_len > 0 ||
+			     ur_op_is_busy(&snd->bop))))
+		return -EBUSY;
+	if (snd != NULL) {
+		if (snd->wdl_on)
+			ur_deadline_fini(&snd->wdl); /* stops its timer */
+		free(snd);
+		ps->snd = NULL;
+	}
+	queue_clear(ps); /* empty: frees no block, resets the tail */
+	free(s->buf);
+	s->buf = s->ptr = NULL;
+	s->cnt = 0;
+	free(ps->fmt);
+	ps->fmt = NULL;
+	ps->fmt_size = 0;
+	enc_release(ps);
+	return 0;
+}
+
+/*
+ * The buffer of a released write stream, back before the first byte is
+ * written: every write path that would touch it (prot_putc, prot_write
+ * and prot_putbuf/puts, prot_vprintf) comes here first when buf is NULL.
+ */
+int prot__wbuf_get(struct protstream *s)
+{
+	s->buf = malloc(PROT_BUFSIZE);
+	if (s->buf == NULL)
+		return prot__fail(s, -ENOMEM, NULL);
+	buf_reset(s);
+	return 0;
+}
+
+size_t prot__flush_memory(const struct protstream *s)
+{
+	const struct prot__stream *ps = prot__cof(s);
+	size_t n = ps->fmt_size + ps->enc.alloc;
+
+	if (s->buf != NULL)
+		n += PROT_BUFSIZE;
+	if (ps->snd != NULL)
+		n += sizeof(*ps->snd);
+	for (const struct prot__qblock *b = ps->q_head; b != NULL; b = b->next)
+		n += sizeof(*b) + b->cap;
+	return n;
 }

@@ -20,6 +20,7 @@
  *   flush.c     flush engine, output queue, read-stream drain
  *   buf.c       struct buf growth
  *   waitevent.c wait events and prot__wait_input()   (wait-event helper)
+ *   park.c      prot_release, prot_input_pending, prot_memory
  *   select.c    prot_select, protgroups               (select helper)
  *   imap-fmt.c  IMAP string output                    (fmt helper)
  *   layer*.c    TLS / SASL / DEFLATE                  (next session)
@@ -85,6 +86,20 @@ struct prot__layer_ops {
 	 */
 	void (*close)(struct prot__layer *l, struct protstream *s) UR_MAY_YIELD;
 	void (*destroy)(struct prot__layer *l);
+	/*
+	 * prot_release(): give back what the layer can rebuild at its next
+	 * decode/encode, keeping what the peer's next bytes depend on (the
+	 * zlib dictionary). Best effort: a layer in the middle of something
+	 * (a DEFLATE block half received) keeps its state. Never does I/O.
+	 * NULL: nothing to give back.
+	 */
+	void (*release)(struct prot__layer *l);
+	/*
+	 * Heap bytes the layer holds now, for prot_memory(); state shared
+	 * by the two streams of a connection (TLS) counts on the read
+	 * stream only. NULL: the layer's small records only.
+	 */
+	size_t (*memory)(const struct prot__layer *l);
 };
 struct prot__layer {
 	const struct prot__layer_ops *ops;
@@ -98,6 +113,21 @@ struct prot__layer {
 
 /* Push-back kept across a wait on a socket stream (see hist below). */
 #define PROT__HIST 256
+
+/*
+ * What only a read stream has, allocated after its struct prot__stream
+ * (the flexible r[] there).
+ */
+struct prot__rtail {
+	struct ur_op rop; /* the read op (never on a fiber stack) */
+	/*
+	 * The tail of a provided-buffer window, kept when that buffer goes
+	 * back before a wait: a refill that ends in EOF, an error or EAGAIN
+	 * leaves the window as it was (Cyrus): up to PROT__HIST unread and
+	 * consumed bytes survive, without holding a buffer while idle.
+	 */
+	unsigned char hist[PROT__HIST];
+};
 
 /* flush.c's send op record; outlives the stream while the kernel owns it. */
 struct prot__sender;
@@ -137,19 +167,20 @@ struct prot__stream {
 	/* FR_AHEAD: where the file position stands after the exposed window. */
 	off_t ahead_pos;
 	unsigned char *rbuf; /* own PROT_BUFSIZE buffer, lazily */
-	struct ur_op rop;    /* the read op (never on a fiber stack) */
+	/*
+	 * Unread input kept by prot_release() (park.c: fill.c's
+	 * prot__fill_release): the window, the push-back before it and the
+	 * rest of the source region, copied out of the buffers that went
+	 * back. While src == park it is the held region; after a failed
+	 * refill of a window of more than PROT__HIST bytes it is kept as
+	 * keep_bid is, until a refill succeeds. park_size: its length.
+	 */
+	unsigned char *park;
+	size_t park_size;
 	struct buf dec;	     /* layer output not yet exposed */
 	size_t dec_off;
 	/* dec, set aside for a window a decode would overwrite (fill.c) */
 	struct buf dec_keep;
-	/*
-	 * The tail of a provided-buffer window, kept when that buffer goes
-	 * back before a wait: a refill that ends in EOF, an error or EAGAIN
-	 * leaves the window as it was (Cyrus): up to PROT__HIST unread and
-	 * consumed bytes survive, without holding a buffer while idle.
-	 */
-	unsigned char hist[PROT__HIST];
-
 	/*
 	 * Read timing. deadline_ns is the read deadline on CLOCK_MONOTONIC
 	 * (0: none), kept equal to pub.timeout_mark by prot.c and fill.c:
@@ -187,6 +218,12 @@ struct prot__stream {
 
 	bool error_static; /* pub.error is a string literal (no memory) */
 	int err;	   /* -errno prot__fail() last turned into EOF */
+
+	/*
+	 * Read streams only: a write stream is allocated without it (336
+	 * bytes less per connection). Never touched on a write stream.
+	 */
+	struct prot__rtail r[];
 };
 
 static inline struct prot__stream *prot__of(struct protstream *s)
@@ -285,6 +322,15 @@ void prot__buf_release(struct buf *b);
  */
 bool prot__input_ready(const struct protstream *s);
 
+/*
+ * prot_release() of a read stream: give back every buffer, keeping the
+ * unread input (hist, or one exact-size copy, park). 0, -EBUSY with the
+ * read op in flight, or -ENOMEM (nothing changed). Does not yield.
+ */
+int prot__fill_release(struct protstream *s) RINGPROT_MUST_CHECK;
+/* Heap bytes the read side holds (buffers, held provided buffers). */
+size_t prot__fill_memory(const struct protstream *s);
+
 /* Drop the held source (give a provided buffer back) and the window. */
 void prot__fill_discard(struct protstream *s);
 /* Free the read side: discard, unreference the buffer ring, free rbuf. */
@@ -317,6 +363,17 @@ bool prot__has_output(const struct protstream *s);
 int prot__drain(struct protstream *s) UR_MAY_YIELD;
 /* Cancel and reap the background send, free the queue. */
 void prot__flush_fini(struct protstream *s) UR_MAY_YIELD;
+
+/*
+ * prot_release() of a write stream: free the buffer, the sender, the
+ * printf and layer scratch. 0, or -EBUSY with output pending (buffered,
+ * queued or in a send). Does not yield.
+ */
+int prot__flush_release(struct protstream *s) RINGPROT_MUST_CHECK;
+/* A released write stream's buffer, again. 0, or EOF (ENOMEM, failed). */
+int prot__wbuf_get(struct protstream *s);
+/* Heap bytes the write side holds (buffer, sender, queue, scratch). */
+size_t prot__flush_memory(const struct protstream *s);
 
 /*
  * layer.c: the mechanics layer-tls.c, layer-sasl.c and layer-zlib.c
@@ -403,5 +460,16 @@ void prot__wait_fini(struct protstream *s) UR_MAY_YIELD;
  * prot_select (spec 2.14).
  */
 uint64_t prot__wait_next_deadline(const struct protstream *s);
+
+/* Is a dispatch or a wait of s under way (prot_release: -EBUSY)? */
+bool prot__wait_busy(const struct protstream *s);
+/*
+ * prot_release(): stop every event timer and the read deadline's (no
+ * kernel timeout stays armed), free the wait state if s has no event.
+ * The caller checked prot__wait_busy(). Does not yield.
+ */
+void prot__wait_release(struct protstream *s);
+/* Heap bytes of the wait state and the events. */
+size_t prot__wait_memory(const struct protstream *s);
 
 #endif /* RINGPROT_PROT_INTERNAL_H */

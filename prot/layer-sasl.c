@@ -95,12 +95,24 @@ static void sl_destroy(struct prot__layer *l)
 	free(l);
 }
 
+/*
+ * prot_memory(): the layer's records. The sasl_conn_t is the caller's,
+ * with libsasl2's buffers inside it (sasl_decode keeps partial packets
+ * there), which nothing here can measure or give back: prot_release
+ * has nothing to do in this layer.
+ */
+static size_t sl_memory(const struct prot__layer *l)
+{
+	return sizeof(*l) + sizeof(struct sl);
+}
+
 static const struct prot__layer_ops sasl_ops = {
 	.name = "sasl",
 	.rank = 1,
 	.decode = sl_decode,
 	.encode = sl_encode,
 	.destroy = sl_destroy,
+	.memory = sl_memory,
 };
 
 /* SSF and MAXOUTBUF of conn, each result checked before use. */
@@ -162,7 +174,7 @@ int pl_sasl_start(struct protstream *s, struct sasl_conn *conn)
 		/* The pre-flush emptied the buffer: the new size applies now. */
 		s->maxplain = maxout < PROT_BUFSIZE ? (int)maxout
 						    : PROT_BUFSIZE;
-		if (s->ptr == s->buf)
+		if (s->buf != NULL && s->ptr == s->buf)
 			s->cnt = (unsigned)s->maxplain;
 	}
 	return ret;

@@ -530,6 +530,49 @@ static void tls_destroy(struct prot__layer *l)
 	}
 }
 
+/*
+ * Parking (prot_release). Between records the layer already holds no
+ * I/O buffer (see Memory above): this only makes sure of it. OpenSSL's
+ * record buffers are freed when empty (SSL_free_buffers, as
+ * SSL_MODE_RELEASE_BUFFERS does after each record); a partial record,
+ * undecrypted, stays where it is.
+ */
+static void tls_release(struct prot__layer *l)
+{
+	struct tls_state *t = l->state;
+
+	if (t->ssl == NULL)
+		return;
+	prot__tls_bio_release(t->rbio);
+	prot__tls_bio_release(t->wbio);
+	if (SSL_free_buffers(t->ssl) != 1) {
+		/* a record in progress: its buffer stays */
+	}
+}
+
+/*
+ * The SSL object of an idle server connection after a TLS 1.3 handshake
+ * (P-256 certificate, no client certificate, buffers released): about
+ * 8 KiB of heap with OpenSSL 3.0.19. test-prot-park measures it with
+ * mallinfo2: freeing a parked server pair gives back 10.3 KiB, of which
+ * 1.4 KiB are the two streams and 0.5 KiB this layer's records. An
+ * estimate: OpenSSL gives no size of its own.
+ */
+#define TLS_SSL_ESTIMATE 8192
+
+/* The state and the SSL count once, on the read stream. */
+static size_t tls_memory(const struct prot__layer *l)
+{
+	const struct tls_state *t = l->state;
+	size_t n = sizeof(*l);
+
+	if (l->ops->decode == NULL)
+		return n;
+	n += sizeof(*t) + bio_held(t->rbio) + bio_held(t->wbio) +
+	     t->held.alloc + t->ctl.alloc;
+	return t->ssl != NULL ? n + TLS_SSL_ESTIMATE : n;
+}
+
 static const struct prot__layer_ops tls_read_ops = {
 	.name = "tls",
 	.rank = 0,
@@ -537,6 +580,8 @@ static const struct prot__layer_ops tls_read_ops = {
 	.pending = tls_pending,
 	.destroy = tls_destroy,
 	.eof = tls_eof,
+	.release = tls_release,
+	.memory = tls_memory,
 };
 
 static const struct prot__layer_ops tls_write_ops = {
@@ -545,6 +590,8 @@ static const struct prot__layer_ops tls_write_ops = {
 	.encode = tls_encode,
 	.close = tls_close,
 	.destroy = tls_destroy,
+	.release = tls_release,
+	.memory = tls_memory,
 };
 
 /*

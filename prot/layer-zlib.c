@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <malloc.h> /* malloc_usable_size: prot_memory's count */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,25 @@
 #define SKIP_MIN  4
 #define SKIP_MAX  16
 
+/*
+ * Parking (prot_release). zlib's state is most of what a compressed
+ * connection costs: deflate at memory level 9 allocates about 390 KiB
+ * (window 64 KiB, prev 64, head 128, pending 128, its state 6), inflate
+ * about 7 KiB plus its 32 KiB window (counted by zl_alloc below). Of
+ * that only the last 32 KiB of plaintext matter to the bytes that follow
+ * (the peer's inflate may be pointed back that far, and ours may be
+ * pointed back that far by the peer's deflate). At a flush boundary, the
+ * only place an RFC 4978 stream rests, release keeps exactly that
+ * history (deflateGetDictionary/inflateGetDictionary, at most 32 KiB
+ * each way, less early in a session), ends the zlib stream, and the next
+ * encode/decode starts a new one primed with it
+ * (deflateSetDictionary/inflateSetDictionary, allowed at any point of a
+ * raw stream). The wire does not change: a raw deflate stream is a
+ * sequence of blocks, and after a sync flush the next block starts on a
+ * byte boundary whichever zlib stream makes it. A stream not at such a
+ * boundary (a block half received, input kept in pend) keeps its state.
+ */
+
 struct zl {
 	z_stream z;
 	bool write;
@@ -51,8 +71,35 @@ struct zl {
 	bool more_out;	      /* read: inflate may hold more output */
 	struct buf pend;      /* read: input inflate has not consumed */
 	struct pl_zlib_stats st;
+	size_t mem;	     /* bytes zlib holds (zl_alloc), usable sizes */
+	bool parked;	     /* z ended by zl_release; dict is its history */
+	unsigned dict_len;   /* bytes in dict */
+	unsigned char *dict; /* the last plaintext, at most 32 KiB */
 	char err[128];
 };
+
+/* zlib's allocator, counted for prot_memory(). */
+static voidpf zl_alloc(voidpf opaque, uInt items, uInt size)
+{
+	struct zl *zl = opaque;
+	void *p;
+
+	if (size != 0 && items > SIZE_MAX / size)
+		return Z_NULL;
+	p = malloc((size_t)items * size);
+	if (p != NULL)
+		zl->mem += malloc_usable_size(p);
+	return p;
+}
+
+static void zl_free(voidpf opaque, voidpf p)
+{
+	struct zl *zl = opaque;
+
+	if (p != NULL)
+		zl->mem -= malloc_usable_size(p);
+	free(p);
+}
 
 static int zl_fail(struct prot__layer *l, const char *what, int zret,
 		   int err)
@@ -63,6 +110,56 @@ static int zl_fail(struct prot__layer *l, const char *what, int zret,
 		 zl->z.msg != NULL ? zl->z.msg : zError(zret));
 	l->errtext = zl->err;
 	return err;
+}
+
+static void zl_end(struct zl *zl)
+{
+	if (zl->write)
+		(void)deflateEnd(&zl->z);
+	else
+		(void)inflateEnd(&zl->z);
+}
+
+/* (De)compression on: the zlib stream, as zl_new makes it. */
+static int zl_init(struct zl *zl)
+{
+	zl->z.zalloc = zl_alloc;
+	zl->z.zfree = zl_free;
+	zl->z.opaque = zl;
+	if (zl->write)
+		return deflateInit2(&zl->z, zl->cur, Z_DEFLATED, ZLIB_WBITS,
+				    ZLIB_MEMLEVEL, Z_DEFAULT_STRATEGY);
+	return inflateInit2(&zl->z, ZLIB_WBITS);
+}
+
+/* After zl_release: a new zlib stream with the history kept. */
+static int zl_resume(struct prot__layer *l)
+{
+	struct zl *zl = l->state;
+	int zret;
+
+	if (!zl->parked)
+		return 0;
+	zret = zl_init(zl);
+	if (zret != Z_OK)
+		return zl_fail(l, "Error resuming compression", zret, -ENOMEM);
+	if (zl->dict_len > 0) {
+		zret = zl->write ? deflateSetDictionary(&zl->z, zl->dict,
+							zl->dict_len)
+				 : inflateSetDictionary(&zl->z, zl->dict,
+							zl->dict_len);
+		if (zret != Z_OK) {
+			/* The stream stays parked: nothing was lost. */
+			zl_end(zl);
+			return zl_fail(l, "Error resuming compression", zret,
+				       -EIO);
+		}
+	}
+	free(zl->dict);
+	zl->dict = NULL;
+	zl->dict_len = 0;
+	zl->parked = false;
+	return 0;
 }
 
 /* Make out hold at least want more bytes and point deflate/inflate at it. */
@@ -131,6 +228,9 @@ static int deflate_encode(struct prot__layer *l, const unsigned char *in,
 	int ret, zret;
 
 	zl->z.msg = NULL;
+	ret = zl_resume(l);
+	if (ret < 0)
+		return ret;
 	ret = set_level(l, zl->skip > 0 ? 0 : zl->level, out);
 	if (ret < 0)
 		return ret;
@@ -217,6 +317,9 @@ static int inflate_decode(struct prot__layer *l, const unsigned char *in,
 	int ret;
 
 	zl->z.msg = NULL;
+	ret = zl_resume(l);
+	if (ret < 0)
+		return ret;
 	zl->st.wire += in_len;
 	if (zl->pend.len > 0 || in_len == 0) {
 		ret = prot__buf_append(&zl->pend, in, in_len);
@@ -252,14 +355,72 @@ static bool inflate_pending(const struct prot__layer *l)
 	return zl->pend.len > 0 || zl->more_out;
 }
 
+/*
+ * At a block boundary with nothing pending: deflate has flushed every
+ * bit (a sync flush ends each chunk); inflate stopped at the start of a
+ * block header on a byte boundary (data_type: 128 = at a block start,
+ * low bits = unused bits, fewer than 8 there), or never ran.
+ */
+static bool zl_at_boundary(struct zl *zl)
+{
+	unsigned pending = 0;
+	int bits = 0;
+
+	if (zl->write)
+		return deflatePending(&zl->z, &pending, &bits) == Z_OK &&
+		       pending == 0 && bits == 0;
+	if (zl->pend.len > 0 || zl->more_out || zl->ended)
+		return false;
+	return zl->z.total_in == 0 ||
+	       ((zl->z.data_type & 128) != 0 && (zl->z.data_type & 7) == 0);
+}
+
+static void zl_release(struct prot__layer *l)
+{
+	struct zl *zl = l->state;
+	uInt len = 0;
+	int zret;
+
+	if (zl->parked || !zl_at_boundary(zl))
+		return;
+	zret = zl->write ? deflateGetDictionary(&zl->z, NULL, &len)
+			 : inflateGetDictionary(&zl->z, NULL, &len);
+	if (zret != Z_OK)
+		return;
+	if (len > 0) {
+		zl->dict = malloc(len);
+		if (zl->dict == NULL)
+			return; /* keeps its state: only memory */
+		zret = zl->write
+			       ? deflateGetDictionary(&zl->z, zl->dict, &len)
+			       : inflateGetDictionary(&zl->z, zl->dict, &len);
+		if (zret != Z_OK) {
+			free(zl->dict);
+			zl->dict = NULL;
+			return;
+		}
+	}
+	zl->dict_len = len;
+	zl_end(zl);
+	zl->parked = true;
+	prot__buf_release(&zl->pend);
+}
+
+static size_t zl_memory(const struct prot__layer *l)
+{
+	const struct zl *zl = l->state;
+
+	return sizeof(*l) + sizeof(*zl) + zl->mem + zl->dict_len +
+	       zl->pend.alloc;
+}
+
 static void zl_destroy(struct prot__layer *l)
 {
 	struct zl *zl = l->state;
 
-	if (zl->write)
-		(void)deflateEnd(&zl->z);
-	else
-		(void)inflateEnd(&zl->z);
+	if (!zl->parked)
+		zl_end(zl);
+	free(zl->dict);
 	prot__buf_release(&zl->pend);
 	free(zl);
 	free(l);
@@ -272,6 +433,8 @@ static const struct prot__layer_ops deflate_ops = {
 	.pending = inflate_pending,
 	.encode = deflate_encode,
 	.destroy = zl_destroy,
+	.release = zl_release,
+	.memory = zl_memory,
 };
 
 static bool level_ok(int level)
@@ -291,11 +454,7 @@ static int zl_new(bool write, int level, struct prot__layer **l_out)
 	zl->level = level < 0 ? PL_ZLIB_LEVEL_DEFAULT : level;
 	zl->cur = zl->level;
 	zl->backoff = SKIP_MIN;
-	if (write)
-		zret = deflateInit2(&zl->z, zl->level, Z_DEFLATED, ZLIB_WBITS,
-				    ZLIB_MEMLEVEL, Z_DEFAULT_STRATEGY);
-	else
-		zret = inflateInit2(&zl->z, ZLIB_WBITS);
+	zret = zl_init(zl);
 	if (zret != Z_OK)
 		goto out_free;
 	l->ops = &deflate_ops;

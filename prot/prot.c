@@ -143,9 +143,14 @@ void prot__touch_timeout(struct protstream *s)
  * Lifecycle.
  */
 
+/*
+ * A write stream is allocated without the read-only tail (r[0]: rop and
+ * hist, internal.h), which nothing touches on a write stream.
+ */
 static struct protstream *stream_new(enum prot__kind kind, int fd, int write)
 {
-	struct prot__stream *ps = calloc(1, sizeof(*ps));
+	struct prot__stream *ps =
+		calloc(1, sizeof(*ps) + (write ? 0 : sizeof(ps->r[0])));
 	struct protstream *s;
 
 	if (ps == NULL)
@@ -155,7 +160,8 @@ static struct protstream *stream_new(enum prot__kind kind, int fd, int write)
 	ps->bid = -1;
 	ps->keep_bid = -1;
 	ps->q_limit = PROT_QUEUE_LIMIT_DEFAULT;
-	ur_op_init(&ps->rop, NULL, NULL);
+	if (!write)
+		ur_op_init(&ps->r->rop, NULL, NULL);
 	s->fd = fd;
 	s->logfd = PROT_NO_FD;
 	s->buf_size = PROT_BUFSIZE;
@@ -552,6 +558,8 @@ int prot_putc(int c, struct protstream *s)
 		return prot__fatal(s, "prot_putc on a read stream");
 	if (s->error != NULL || s->eof)
 		return EOF;
+	if (s->buf == NULL && prot__wbuf_get(s) == EOF)
+		return EOF; /* released (prot_release) */
 	*s->ptr++ = (unsigned char)c;
 	s->cnt--;
 	s->bytes_out++;
@@ -568,6 +576,8 @@ static int write_bytes(struct protstream *s, const void *p, size_t len)
 		return EOF;
 	if (len == 0)
 		return 0;
+	if (s->buf == NULL && prot__wbuf_get(s) == EOF)
+		return EOF; /* released (prot_release) */
 	s->bytes_out += len;
 	if (len < s->cnt) {
 		memcpy(s->ptr, p, len);
@@ -747,6 +757,8 @@ int prot_vprintf(struct protstream *s, const char *fmt, va_list args)
 		return prot__fatal(s, "prot_printf on a read stream");
 	if (s->error != NULL || s->eof)
 		return EOF;
+	if (s->buf == NULL && prot__wbuf_get(s) == EOF)
+		return EOF; /* released (prot_release) */
 	va_copy(ap, args);
 	n = fmt_fast((char *)s->ptr, s->cnt, fmt, &ap);
 	va_end(ap);

@@ -420,15 +420,14 @@ static struct prot_waitevent *next_due(struct prot_waitevent *ev, unsigned pass,
  * removes the event the pass stands on, the walk restarts at the head;
  * the pass number keeps events that already ran from running twice.
  */
-static bool run_pass(struct protstream *s, struct wstate *w)
+static unsigned run_pass(struct protstream *s, struct wstate *w)
 {
 	uint64_t now = ur_now_ns(CLOCK_REALTIME);
-	unsigned pass;
-	bool ran = false;
+	unsigned pass, ran = 0;
 	struct prot_waitevent *ev;
 
 	if (w->depth > 0)
-		return false; /* a callback is waiting on its own stream */
+		return 0; /* a callback is waiting on its own stream */
 	w->depth++;
 	pass = ++w->pass;
 	ev = next_due(s->waitevent, pass, now);
@@ -437,7 +436,7 @@ static bool run_pass(struct protstream *s, struct wstate *w)
 		struct prot_waitevent *ret;
 
 		e->pass = pass;
-		ran = true;
+		ran++;
 		ret = ev->proc(s, ev, ev->rock);
 		event_settle(s, w, e, ret);
 		ev = next_due(e->removed ? s->waitevent : ev->next, pass, now);
@@ -454,7 +453,7 @@ bool prot__wait_run_due(struct protstream *s)
 
 	if (w == NULL || s->waitevent == NULL)
 		return false;
-	return run_pass(s, w);
+	return run_pass(s, w) > 0;
 }
 
 /*
@@ -610,4 +609,78 @@ uint64_t prot__wait_next_deadline(const struct protstream *s)
 			best = at;
 	}
 	return best;
+}
+
+/*
+ * Parking. Timers are armed before a wait and left armed after it (the
+ * next wait re-uses them without an SQE): a stream that waited holds one
+ * kernel timeout per event whose mark is still ahead, plus the read
+ * deadline's, each with a timer slot of the loop, until they fire. A
+ * parked stream holds none: prot_release stops them all (one
+ * TIMEOUT_REMOVE each; the slots go back to the loop's free list) and
+ * frees the wait state of a stream without events. The next wait arms
+ * them again; meanwhile the server asks prot_waitevent_next_ms().
+ */
+bool prot__wait_busy(const struct protstream *s)
+{
+	const struct wstate *w = prot__cof(s)->wait;
+
+	return w != NULL && (w->depth > 0 || w->waiter != NULL);
+}
+
+void prot__wait_release(struct protstream *s)
+{
+	struct prot__stream *ps = prot__of(s);
+	struct wstate *w = ps->wait;
+
+	if (w == NULL)
+		return;
+	for (struct prot_waitevent *ev = s->waitevent; ev != NULL;
+	     ev = ev->next)
+		if (ur_timer_is_armed(&wev_of(ev)->timer) &&
+		    ur_timer_stop(&wev_of(ev)->timer) < 0) {
+			/* a refused remove: the orphaned slot cannot fire */
+		}
+	if (s->waitevent == NULL) {
+		prot__wait_fini(s); /* no grave: no dispatch runs */
+		return;
+	}
+	ur_deadline_fini(&w->dl); /* stops its timer; set again at a wait */
+}
+
+size_t prot__wait_memory(const struct protstream *s)
+{
+	const struct wstate *w = prot__cof(s)->wait;
+	size_t n = w != NULL ? sizeof(*w) : 0;
+
+	for (const struct prot_waitevent *ev = s->waitevent; ev != NULL;
+	     ev = ev->next)
+		n += sizeof(struct wevent);
+	return n;
+}
+
+uint64_t prot_waitevent_next_ms(const struct protstream *s)
+{
+	uint64_t best = 0;
+
+	for (const struct prot_waitevent *ev = s->waitevent; ev != NULL;
+	     ev = ev->next) {
+		/* Rounded up: at that millisecond the event is due. */
+		uint64_t ms = (current_mark_ns(cwev_of(ev)) + NS_MS - 1) / NS_MS;
+
+		if (ms == 0)
+			ms = 1; /* long past, and 0 means none */
+		if (best == 0 || ms < best)
+			best = ms;
+	}
+	return best;
+}
+
+int prot_waitevent_run_due(struct protstream *s)
+{
+	struct wstate *w = prot__of(s)->wait;
+
+	if (w == NULL || s->waitevent == NULL)
+		return 0;
+	return (int)run_pass(s, w);
 }

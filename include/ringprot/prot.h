@@ -96,6 +96,7 @@
  */
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>  /* EOF */
 #include <stdlib.h> /* as Cyrus's prot.h: callers free() with it */
@@ -481,6 +482,79 @@ RINGPROT_API size_t prot_queued(const struct protstream *s);
  * command.
  */
 RINGPROT_API uint64_t prot_nettime(const struct protstream *s);
+
+/*
+ * Parking: a connection that waits with no fiber (an IMAP IDLE, a pooled
+ * LMTP session) keeps its two streams, small. Wake-ups are the caller's
+ * (readiness of the fd, prot_waitevent_next_ms, prot_read_deadline_ns);
+ * any fiber of the stream's thread then goes on with the same streams.
+ *
+ * prot_release: give back every buffer an idle stream holds; what it
+ * keeps is its struct (about 0.5 KiB for a write stream, 0.9 for a read
+ * stream), its unread input (the window and what follows it, in the
+ * struct's 256-byte history when that is all and fits, else in one
+ * allocation of its size) and what its layers cannot rebuild (DEFLATE:
+ * the last 32 KiB of plaintext each way, at most; TLS: the SSL; SASL:
+ * the sasl_conn_t). Nothing else changes: every later call works as it
+ * would have, each buffer coming back at its first use (a write that
+ * cannot get its buffer fails as any write does: EOF, error text). Wait
+ * events stay, but no timer of theirs or of the read timeout stays armed
+ * until the stream waits again. Does not yield, does no I/O; idempotent.
+ * Returns 0; -EBUSY (nothing changed) if a write stream holds output
+ * (buffered, queued or being sent: prot_flush first), a read stream's
+ * read is in flight (some fiber waits in it), or a wait event's callback
+ * runs; -ENOMEM (nothing changed) if the unread input could not be
+ * copied; -EINVAL if s is NULL. Map streams (prot_readmap) hold nothing
+ * of their own: 0.
+ */
+RINGPROT_API int prot_release(struct protstream *s) RINGPROT_MUST_CHECK;
+
+/*
+ * Would a read of s return without waiting for its fd? True with unread
+ * bytes in the window or held after it, plaintext decoded or decodable
+ * inside a layer (records TLS has decrypted or received whole, zlib
+ * output not yet taken), after a layer's clean end (TLS close_notify),
+ * with EOF or an error recorded (the read reports it at once), and for
+ * streams without an fd. Bytes still in the kernel's socket buffer do
+ * not count: poll the fd for those. False on a write stream. No I/O.
+ */
+RINGPROT_API bool prot_input_pending(const struct protstream *s);
+
+/*
+ * The earliest mark of s's wait events, in milliseconds since the epoch
+ * as ur_now_ns(CLOCK_REALTIME) reads it (rounded up: at that time the
+ * event is due; 1 for a mark long past), or 0 if s has none. Marks moved
+ * by hand count. For a caller that must wake a parked stream.
+ */
+RINGPROT_API uint64_t prot_waitevent_next_ms(const struct protstream *s);
+
+/*
+ * Run the wait events of s that are due now (mark <= now), once each in
+ * list order, on the calling fiber, with the prot_addwaitevent contract
+ * (a callback may write and flush, keep its event with a later mark or
+ * remove it). Returns how many callbacks ran; 0 inside a callback of s.
+ * May yield (through the callbacks).
+ */
+RINGPROT_API int prot_waitevent_run_due(struct protstream *s) UR_MAY_YIELD;
+
+/*
+ * The read deadline of s (prot_settimeout, restarted at each refill) on
+ * CLOCK_MONOTONIC in ns, or 0 if none (write streams: 0). A read that
+ * starts after it fails at once with "idle for too long" unless input is
+ * there already.
+ */
+RINGPROT_API uint64_t prot_read_deadline_ns(const struct protstream *s);
+
+/*
+ * Heap bytes s holds now, as requested from malloc (allocator overhead
+ * not included): the struct, its buffers, queued output, unread input,
+ * error text, wait events, and its layers' state as far as known (zlib
+ * exactly, as allocated; TLS: the layer's buffers plus an estimate of
+ * the SSL object, counted on the read stream only; SASL: our records,
+ * not libsasl2's). A provided buffer the stream holds counts (it is one
+ * the loop's other streams cannot use). For tests and benchmarks.
+ */
+RINGPROT_API size_t prot_memory(const struct protstream *s);
 
 /*
  * Fatal hook for programming errors Cyrus reports through fatal(msg,
