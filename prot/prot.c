@@ -63,6 +63,13 @@ int prot__err(struct protstream *s)
 	return err < 0 ? err : -EIO;
 }
 
+int prot_errno(const struct protstream *s)
+{
+	if (s->error == NULL)
+		return 0;
+	return prot__err((struct protstream *)s);
+}
+
 int prot__fatal(struct protstream *s, const char *msg)
 {
 	if (fatal_hook != NULL)

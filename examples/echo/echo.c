@@ -1,55 +1,31 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* examples/echo: the smallest complete server on the ringprot engine. */
+/*
+ * examples/echo: the smallest complete server on the ringprot runtime.
+ *
+ * Everything but the handler is server/'s: listeners, worker threads,
+ * one fiber per connection, limits, SIGTERM drain. The handler reads
+ * what comes and writes it back; c->in flushes c->out before it waits
+ * for more (prot_setflushonread), so a burst of input costs one send.
+ */
+#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
-#include <ringprot/uring.h>
+#include <ringprot/server.h>
 
 #define ECHO_DEFAULT_LISTEN "127.0.0.1:7777"
-/* Per-connection buffer, on the heap: fiber stacks stay small. */
-#define ECHO_BUF_SIZE	    (32 * 1024)
-/* -D: the direct descriptor table (the most connections then). */
+/* -D: the direct descriptor table of each worker. */
 #define ECHO_DIRECT_FILES 16384
-/* Pause before re-arming accept after an error (EMFILE...): no spin. */
-#define ECHO_REARM_DELAY_NS (50ull * 1000 * 1000)
-/* Longest wait of one loop turn while draining. */
-#define ECHO_TURN_NS	    (10ll * 1000 * 1000)
-/* How long shutdown waits for cancelled connections to unwind. */
-#define ECHO_DRAIN_NS	    (2ull * 1000 * 1000 * 1000)
 
-struct echo_conn;
-
-struct echo_server {
-	struct ur_loop *loop;
-	int lfd;
-	struct ur_op accept_op;
-	struct ur_timer rearm;
-	struct ur_signal *sig;
-	int stop_signo;
-	bool stopping;
-	bool direct; /* connections are direct descriptors (-D) */
-	struct echo_conn *conns; /* live connections, for shutdown */
-	uint64_t accepted;
-	uint64_t bytes;
-	uint64_t errors;
-};
-
-struct echo_conn {
-	struct echo_server *srv;
-	struct ur_fiber *fiber;
-	int fd;
-	struct echo_conn *prev, *next;
-	/* One is received into while the other may still be sent from. */
-	unsigned char buf[2][ECHO_BUF_SIZE / 2];
-};
+static atomic_uint_fast64_t echoed;
 
 /* Report on stderr, prefixed with the program name. */
 __attribute__((format(printf, 1, 2))) static void echo_err(const char *fmt, ...)
@@ -68,14 +44,15 @@ static void usage(FILE *out)
 	(void)fprintf(
 		out,
 		"usage: ringprot-echo [-l addr:port] [-p pidfile] [-e engine]\n"
-		"                     [-n usecs] [-D]\n"
+		"                     [-w workers] [-n usecs] [-D]\n"
 		"  -l addr:port  listen address (default " ECHO_DEFAULT_LISTEN
 		"; port 0: ephemeral;\n"
-		"                IPv6 as [addr]:port)\n"
+		"                IPv6 as [addr]:port; unix:/path; systemd:name)\n"
 		"  -p pidfile    write the process id to pidfile\n"
 		"  -e engine     auto (default: io_uring, else epoll), epoll,\n"
 		"                or an io_uring mode: defer, coop, plain,\n"
 		"                sqpoll, sqpoll@CPU (poller pinned to CPU)\n"
+		"  -w workers    worker threads (default 1; 0: one per CPU)\n"
 		"  -n usecs      NAPI busy polling for up to usecs\n"
 		"  -D            connections as direct descriptors (io_uring:\n"
 		"                outside the process fd table; epoll: fds the\n"
@@ -133,108 +110,21 @@ static int parse_engine(const char *s, struct ur_loop_opts *opts)
 	return -EINVAL;
 }
 
-/*
- * Split "host:port" or "[v6]:port" in place, with a decimal port of at
- * most 65535; returns 0 or -EINVAL.
- */
-static int split_hostport(char *s, char **host_out, char **port_out)
+/* The service: every byte back, until the client is done. */
+static int echo_handler(struct srv_conn *c)
 {
-	char *colon = strrchr(s, ':');
+	char buf[4096];
+	int n;
 
-	char *end;
-	unsigned long port;
-
-	if (colon == NULL || colon[1] < '0' || colon[1] > '9')
-		return -EINVAL;
-	errno = 0;
-	port = strtoul(colon + 1, &end, 10);
-	if (*end != '\0' || port > 65535 || errno != 0)
-		return -EINVAL;
-	*colon = '\0';
-	*port_out = colon + 1;
-	if (s[0] == '[') {
-		size_t n = strlen(s);
-
-		if (n < 3 || s[n - 1] != ']')
-			return -EINVAL;
-		s[n - 1] = '\0';
-		s++;
+	while ((n = prot_read(c->in, buf, sizeof(buf))) > 0) {
+		if (prot_write(c->out, buf, (unsigned)n) == EOF)
+			return prot_errno(c->out);
+		atomic_fetch_add_explicit(&echoed, (uint64_t)n,
+					  memory_order_relaxed);
 	}
-	*host_out = s;
+	if (prot_IS_ERROR(c->in))
+		return prot_errno(c->in);
 	return 0;
-}
-
-/* Bind and listen on spec; returns the socket or -errno. */
-static int listen_on(const char *spec, const char **errstr_out)
-{
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-	struct addrinfo *ai = NULL;
-	char *copy = strdup(spec), *host, *port;
-	int fd = -EINVAL, one = 1, gai;
-
-	*errstr_out = "expected addr:port";
-	if (copy == NULL)
-		return -ENOMEM;
-	if (split_hostport(copy, &host, &port) < 0)
-		goto out_free;
-	gai = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &ai);
-	if (gai != 0) {
-		*errstr_out = gai_strerror(gai);
-		goto out_free;
-	}
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		goto out_errno;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
-	    listen(fd, SOMAXCONN) < 0) {
-		int err = errno;
-
-		close(fd);
-		errno = err;
-		goto out_errno;
-	}
-	goto out_free;
-out_errno:
-	fd = -errno;
-	*errstr_out = strerror(errno);
-out_free:
-	if (ai != NULL)
-		freeaddrinfo(ai);
-	free(copy);
-	return fd;
-}
-
-/*
- * Print "listening on addr:port (engine)" with the port the kernel chose
- * and the engine the loop runs on (io_uring, or the epoll fallback).
- */
-static int print_listening(int fd, const struct ur_loop *loop)
-{
-	char engine[64];
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	char host[NI_MAXHOST], port[NI_MAXSERV];
-
-	memset(&ss, 0, sizeof(ss));
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-		return -errno;
-	if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port,
-			sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-		return -EINVAL;
-	if (ur_loop_backend(loop) == UR_BACKEND_URING)
-		snprintf(engine, sizeof(engine), "%s %s",
-			 ur_backend_name(ur_loop_backend(loop)),
-			 ur_mode_name(ur_loop_mode(loop)));
-	else
-		snprintf(engine, sizeof(engine), "%s",
-			 ur_backend_name(ur_loop_backend(loop)));
-	if (ss.ss_family == AF_INET6)
-		printf("listening on [%s]:%s (%s)\n", host, port, engine);
-	else
-		printf("listening on %s:%s (%s)\n", host, port, engine);
-	return fflush(stdout) == 0 ? 0 : -EIO;
 }
 
 static int write_pidfile(const char *path)
@@ -252,303 +142,65 @@ static int write_pidfile(const char *path)
 	return 0;
 }
 
-/* Send all of buf, continuing short sends. Returns 0 or -errno. */
-static int send_all(int fd, const unsigned char *buf, size_t len)
+static void print_listening(struct srv *s, struct srv_service *svc)
 {
-	while (len > 0) {
-		ssize_t n = ur_send(fd, buf, len, MSG_NOSIGNAL);
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char ip[SRV_IP_MAX];
 
-		if (n < 0)
-			return (int)n;
-		if (n == 0)
-			return -EPIPE;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
+	for (unsigned i = 0; srv_listen_addr(svc, i, &ss, &len) == 0; i++) {
+		if (ss.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (void *)&ss;
 
-static void close_done(struct ur_op *op)
-{
-	free(op);
-}
+			(void)inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+			printf("listening on [%s]:%u (%s)\n", ip,
+			       ntohs(a->sin6_port), srv_engine(s));
+		} else if (ss.ss_family == AF_INET) {
+			const struct sockaddr_in *a = (void *)&ss;
 
-/*
- * Close fd where the caller cannot block (a callback, a cancelled
- * fiber). A direct descriptor can only be closed through the loop.
- */
-static void close_nowait(struct echo_server *srv, int fd)
-{
-	struct ur_op *op;
-
-	if (!UR_IS_FIXED(fd)) {
-		close(fd);
-		return;
-	}
-	op = malloc(sizeof(*op));
-	if (op != NULL) {
-		ur_op_init(op, close_done, NULL);
-		if (ur_close_start(srv->loop, op, fd) == 0)
-			return;
-		free(op);
-	}
-	srv->errors++; /* the slot stays taken until the loop is freed */
-}
-
-static void conn_unlink(struct echo_conn *c)
-{
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		c->srv->conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-}
-
-/* The connection's fiber: recv -> send until EOF or an error. */
-/*
- * Wait for the send of buf[0..len) started on op, and send what it left.
- * Returns 0 or -errno.
- */
-static int send_finish(struct echo_conn *c, struct ur_op *op,
-		       const unsigned char *buf, size_t len)
-{
-	int n = ur_op_wait(op);
-
-	if (n < 0)
-		return n;
-	if (n == 0)
-		return -EPIPE;
-	return send_all(c->fd, buf + n, len - (size_t)n);
-}
-
-/*
- * The connection's fiber: recv -> send until EOF or an error. A reply's
- * send is started, not waited for: it goes to the kernel with the wait
- * for the next request (ur_op_nowake), so on io_uring with DEFER_TASKRUN
- * a request costs one io_uring_enter, not two. The next recv fills the
- * other buffer; the send is finished (and a short one completed) before
- * its buffer is used again, so bytes go out in order.
- */
-static int conn_run(void *arg)
-{
-	struct echo_conn *c = arg;
-	struct echo_server *srv = c->srv;
-	struct ur_op sop;
-	size_t pending = 0; /* bytes of buf[cur ^ 1] the send in sop has */
-	unsigned cur = 0;
-	int ret;
-
-	ur_op_init(&sop, NULL, NULL);
-	for (;;) {
-		ssize_t n = ur_recv(c->fd, c->buf[cur], sizeof(c->buf[cur]), 0);
-
-		if (pending > 0) {
-			ret = send_finish(c, &sop, c->buf[cur ^ 1], pending);
-			pending = 0;
-			if (ret < 0)
-				break;
-		}
-		if (n <= 0) {
-			ret = (int)n;
-			break;
-		}
-		ret = ur_send_start(srv->loop, &sop, c->fd, c->buf[cur],
-				    (size_t)n, MSG_NOSIGNAL);
-		if (ret < 0)
-			break;
-		ur_op_nowake(&sop);
-		pending = (size_t)n;
-		srv->bytes += (uint64_t)n;
-		cur ^= 1;
-	}
-	/* The kernel owns the buffer until the send's own completion. */
-	if (ur_op_is_busy(&sop) && ur_op_wait(&sop) < 0 && ret >= 0)
-		ret = -EPIPE;
-	/* A peer resetting, or shutdown cancelling us, is no server error. */
-	if (ret < 0 && ret != -ECONNRESET && ret != -EPIPE && ret != -ECANCELED)
-		srv->errors++;
-	/* A cancelled fiber's blocking calls return at once. */
-	if (ur_fiber_is_cancelled(ur_fiber_self()))
-		close_nowait(srv, c->fd);
-	else if (ur_close(c->fd) < 0)
-		srv->errors++;
-	conn_unlink(c);
-	free(c);
-	return 0;
-}
-
-static void conn_start(struct echo_server *srv, int fd)
-{
-	struct echo_conn *c = malloc(sizeof(*c));
-
-	if (c == NULL)
-		goto out_close;
-	c->srv = srv;
-	c->fd = fd;
-	if (ur_fiber_spawn(srv->loop, conn_run, c, NULL, &c->fiber) < 0)
-		goto out_free;
-	/* Linked before the fiber first runs (at the next turn). */
-	c->prev = NULL;
-	c->next = srv->conns;
-	if (srv->conns != NULL)
-		srv->conns->prev = c;
-	srv->conns = c;
-	ur_fiber_detach(c->fiber);
-	return;
-out_free:
-	free(c);
-out_close:
-	srv->errors++;
-	close_nowait(srv, fd);
-}
-
-static int accept_arm(struct echo_server *srv)
-{
-	return ur_accept_multishot_start(srv->loop, &srv->accept_op, srv->lfd,
-					 srv->direct);
-}
-
-static void on_rearm(struct ur_timer *t, void *arg)
-{
-	struct echo_server *srv = arg;
-
-	(void)t;
-	if (!srv->stopping && accept_arm(srv) < 0) {
-		echo_err("cannot re-arm accept, stopping");
-		ur_loop_stop(srv->loop);
-	}
-}
-
-static void on_accept(struct ur_op *op)
-{
-	struct echo_server *srv = op->data;
-
-	if (op->res >= 0) {
-		int fd = srv->direct ? UR_FIXED(op->res) : op->res;
-
-		if (srv->stopping) {
-			close_nowait(srv, fd);
+			(void)inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+			printf("listening on %s:%u (%s)\n", ip,
+			       ntohs(a->sin_port), srv_engine(s));
 		} else {
-			srv->accepted++;
-			conn_start(srv, fd);
+			printf("listening on %s (%s)\n",
+			       ((const struct sockaddr_un *)&ss)->sun_path,
+			       srv_engine(s));
 		}
 	}
-	if (ur_op_more(op) || srv->stopping)
-		return;
-	/* The multishot ended: re-arm now, or after a pause on error. */
-	if (op->res >= 0) {
-		on_rearm(&srv->rearm, srv);
-		return;
-	}
-	srv->errors++;
-	if (ur_timer_start(&srv->rearm, ECHO_REARM_DELAY_NS, on_rearm, srv) < 0)
-		ur_loop_stop(srv->loop);
-}
-
-/* SIGINT/SIGTERM: stop accepting, close the listener, end the loop. */
-static void on_signal(struct ur_signal *sig, int signo, void *arg)
-{
-	struct echo_server *srv = arg;
-
-	(void)sig;
-	if (srv->stopping)
-		return;
-	srv->stopping = true;
-	srv->stop_signo = signo;
-	if (ur_timer_is_armed(&srv->rearm) && ur_timer_stop(&srv->rearm) < 0)
-		srv->errors++;
-	/* In-flight ops hold their own file reference: cancel, then close. */
-	if (ur_op_is_busy(&srv->accept_op) && ur_op_cancel(&srv->accept_op) < 0)
-		srv->errors++;
-	close(srv->lfd);
-	srv->lfd = -1;
-	ur_loop_stop(srv->loop);
-}
-
-/*
- * After the loop stopped: cancel the connections still open and turn the
- * loop until their fibers have unwound. Returns 0, or -ETIMEDOUT if some
- * fiber did not finish in time.
- */
-static int drain(struct echo_server *srv)
-{
-	uint64_t until = ur_now_ns(CLOCK_MONOTONIC) + ECHO_DRAIN_NS;
-	struct ur_loop_stats st;
-	int ret;
-
-	for (struct echo_conn *c = srv->conns; c != NULL; c = c->next)
-		if (ur_fiber_cancel(c->fiber) < 0) {
-			/* -ESRCH: it has returned; else it ends late */
-		}
-	for (;;) {
-		ur_loop_stats(srv->loop, &st);
-		if (st.fibers_live == 0)
-			return 0;
-		if (ur_now_ns(CLOCK_MONOTONIC) >= until)
-			return -ETIMEDOUT;
-		ret = ur_loop_run_once(srv->loop, ECHO_TURN_NS);
-		if (ret < 0)
-			return ret;
-	}
-}
-
-static int serve(struct echo_server *srv)
-{
-	sigset_t set;
-	int ret;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	ret = ur_signal_start(srv->loop, &set, on_signal, srv, &srv->sig);
-	if (ret < 0) {
-		echo_err("ur_signal_start: %s", strerror(-ret));
-		return ret;
-	}
-	ur_op_init(&srv->accept_op, on_accept, srv);
-	ur_timer_init(&srv->rearm, srv->loop);
-	ret = accept_arm(srv);
-	if (ret < 0) {
-		echo_err("multishot accept: %s", strerror(-ret));
-		goto out_signal;
-	}
-	ret = print_listening(srv->lfd, srv->loop);
-	if (ret < 0)
-		goto out_signal;
-	ret = ur_loop_run(srv->loop);
-	if (ret < 0)
-		echo_err("ur_loop_run: %s", strerror(-ret));
-	if (drain(srv) < 0) {
-		echo_err("connections did not close in time");
-		ret = -ETIMEDOUT;
-	}
-out_signal:
-	ur_signal_stop(&srv->sig);
-	return ret;
+	(void)fflush(stdout);
 }
 
 int main(int argc, char **argv)
 {
-	struct echo_server srv = {.lfd = -1};
-	struct ur_loop_opts opts = {0};
-	const char *listen_spec = ECHO_DEFAULT_LISTEN, *pidfile = NULL;
-	const char *errstr;
+	struct srv_opts so = {.workers = 1};
+	struct srv_service_opts svo = {.name = "echo",
+				       .handler = echo_handler};
+	struct srv_listen_opts lo = {.addr = ECHO_DEFAULT_LISTEN};
+	struct srv_service *svc;
+	struct srv_stats st;
+	struct srv *s = NULL;
+	const char *pidfile = NULL, *errstr = NULL;
 	unsigned napi_us = 0;
 	int opt, ret;
 
-	while ((opt = getopt(argc, argv, "l:p:e:n:Dh")) != -1) {
+	while ((opt = getopt(argc, argv, "l:p:e:w:n:Dh")) != -1) {
 		switch (opt) {
 		case 'l':
-			listen_spec = optarg;
+			lo.addr = optarg;
 			break;
 		case 'p':
 			pidfile = optarg;
 			break;
 		case 'e':
-			if (parse_engine(optarg, &opts) < 0) {
+			if (parse_engine(optarg, &so.loop) < 0) {
 				echo_err("unknown engine: %s", optarg);
 				usage(stderr);
+				return 2;
+			}
+			break;
+		case 'w':
+			if (parse_u32(optarg, &so.workers) < 0) {
+				echo_err("-w wants a number: %s", optarg);
 				return 2;
 			}
 			break;
@@ -559,8 +211,8 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'D':
-			srv.direct = true;
-			opts.direct_files = ECHO_DIRECT_FILES;
+			so.direct = true;
+			so.direct_files = ECHO_DIRECT_FILES;
 			break;
 		case 'h':
 			usage(stdout);
@@ -574,41 +226,45 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	/* Sends carry MSG_NOSIGNAL; this also covers anything else. */
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
-		echo_err("cannot ignore SIGPIPE: %s", strerror(errno));
-		return 1;
-	}
-
-	srv.lfd = listen_on(listen_spec, &errstr);
-	if (srv.lfd < 0) {
-		echo_err("cannot listen on %s: %s", listen_spec, errstr);
-		return 1;
-	}
-	ret = ur_loop_new(&opts, &srv.loop);
+	so.napi_us = napi_us;
+	ret = srv_new(&so, &s);
+	if (ret == 0)
+		ret = srv_service_add(s, &svo, &svc);
 	if (ret < 0) {
-		echo_err("no event loop: %s", strerror(-ret));
-		close(srv.lfd);
+		echo_err("cannot set up: %s", strerror(-ret));
+		srv_free(&s);
 		return 1;
 	}
-	if (napi_us > 0 && (ret = ur_loop_napi(srv.loop, napi_us, false)) < 0)
-		echo_err("NAPI busy polling refused (going on without): %s",
-			 strerror(-ret));
+	ret = srv_listen(svc, &lo, &errstr);
+	if (ret < 0) {
+		echo_err("cannot listen on %s",
+			 errstr != NULL ? errstr : strerror(-ret));
+		srv_free(&s);
+		return 1;
+	}
+	ret = srv_start(s);
+	if (ret < 0) {
+		echo_err("cannot start: %s", strerror(-ret));
+		srv_free(&s);
+		return 1;
+	}
 	if (pidfile != NULL && (ret = write_pidfile(pidfile)) < 0) {
 		echo_err("pidfile %s: %s", pidfile, strerror(-ret));
 		pidfile = NULL;
-		goto out;
+		srv_stop(s);
+	} else {
+		print_listening(s, svc);
 	}
-	ret = serve(&srv);
-out:
-	if (srv.lfd >= 0)
-		close(srv.lfd);
-	ur_loop_free(&srv.loop);
+	if (srv_run(s, NULL) < 0)
+		ret = -EIO;
+	srv_stats(s, &st);
+	srv_free(&s);
 	if (pidfile != NULL)
 		unlink(pidfile);
-	printf("echo: %s: %llu connections, %llu bytes echoed, %llu errors\n",
-	       srv.stop_signo != 0 ? strsignal(srv.stop_signo) : "stopped",
-	       (unsigned long long)srv.accepted, (unsigned long long)srv.bytes,
-	       (unsigned long long)srv.errors);
+	printf("echo: stopped: %llu connections, %llu bytes echoed, "
+	       "%llu errors\n",
+	       (unsigned long long)st.conns_total,
+	       (unsigned long long)atomic_load(&echoed),
+	       (unsigned long long)st.accept_errors);
 	return ret < 0 ? 1 : 0;
 }

@@ -557,6 +557,13 @@ RINGPROT_API uint64_t prot_read_deadline_ns(const struct protstream *s);
 RINGPROT_API size_t prot_memory(const struct protstream *s);
 
 /*
+ * The -errno behind s's error (-ETIMEDOUT for "idle for too long" and
+ * "write timed out", -ECONNRESET, -EPROTO for a layer failure...), -EIO
+ * when the error has no errno (a misuse text), 0 when s has no error.
+ */
+RINGPROT_API int prot_errno(const struct protstream *s);
+
+/*
  * Fatal hook for programming errors Cyrus reports through fatal(msg,
  * EX_SOFTWARE) (ungetc misuse). With a hook set, fn(msg, 70) is called
  * first (a Cyrus-style fatal() that exits gives Cyrus's behaviour); if
