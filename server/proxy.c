@@ -207,8 +207,7 @@ static const char *v1_token(struct v1 *v, enum v1_field f, const char *s,
 }
 
 /* The shortest rest of a valid line, field f being n bytes so far. */
-static size_t v1_need(const struct v1 *v, enum v1_field f, size_t n,
-		      size_t len)
+static size_t v1_need(const struct v1 *v, enum v1_field f, size_t n, size_t len)
 {
 	size_t addr_min = v->family == AF_INET ? 7 : 2; /* 0.0.0.0, :: */
 	size_t need = 2;				/* CRLF */
@@ -729,7 +728,7 @@ struct srv__proxy_trust {
 	struct trust_net nets[];
 };
 
-#define TRUST_SEPS	 " \t\r\n,"
+#define TRUST_SEPS	" \t\r\n,"
 #define TRUST_TOKEN_MAX 63
 
 static bool prefix_match(const uint8_t *a, const uint8_t *net, unsigned bits)
@@ -738,7 +737,8 @@ static bool prefix_match(const uint8_t *a, const uint8_t *net, unsigned bits)
 
 	if (memcmp(a, net, full) != 0)
 		return false;
-	return rem == 0 || ((a[full] ^ net[full]) & (0xFF00U >> rem) & 0xFFU) == 0;
+	return rem == 0 ||
+	       ((a[full] ^ net[full]) & (0xFF00U >> rem) & 0xFFU) == 0;
 }
 
 /* Parse one "addr[/prefix]" token of n bytes into e; NULL or why not. */
@@ -849,7 +849,8 @@ static bool trust_match(const struct srv__proxy_trust *t, const uint8_t *v4,
 		if (e->family == AF_INET && v4 != NULL &&
 		    prefix_match(v4, e->addr, e->prefix))
 			return true;
-		if (e->family == AF_INET6 && prefix_match(v6, e->addr, e->prefix))
+		if (e->family == AF_INET6 &&
+		    prefix_match(v6, e->addr, e->prefix))
 			return true;
 	}
 	return false;
@@ -873,11 +874,10 @@ bool srv__proxy_trusted(const struct srv__proxy_trust *t,
 	case AF_INET6:
 		sin6 = (const struct sockaddr_in6 *)(const void *)peer;
 		memcpy(v6, &sin6->sin6_addr, 16);
-		return trust_match(t,
-				   IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)
-					   ? v6 + 12
-					   : NULL,
-				   v6);
+		return trust_match(
+			t,
+			IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) ? v6 + 12 : NULL,
+			v6);
 	case AF_UNIX:
 		return t->unix_ok;
 	default:
@@ -893,8 +893,7 @@ bool srv__proxy_trusted(const struct srv__proxy_trust *t,
 int srv__proxy_format_v1(char *buf, size_t size, const struct sockaddr *src,
 			 const struct sockaddr *dst)
 {
-	char line[160], a[INET6_ADDRSTRLEN],
-		b[INET6_ADDRSTRLEN];
+	char line[160], a[INET6_ADDRSTRLEN], b[INET6_ADDRSTRLEN];
 	const void *sa, *da;
 	unsigned sp, dp;
 	int n;
@@ -1061,14 +1060,14 @@ static int v2_put_tlvs(struct wbuf *w, const struct srv__proxy_hdr *h)
 			return -EINVAL;
 		put(w, ssl, sizeof(ssl));
 		if (ver)
-			put_tlv(w, SRV__PP2_SUBTYPE_SSL_VERSION,
-				h->ssl_version, h->ssl_version_len);
+			put_tlv(w, SRV__PP2_SUBTYPE_SSL_VERSION, h->ssl_version,
+				h->ssl_version_len);
 	}
 	return 0;
 }
 
-int srv__proxy_format_v2(void *buf, size_t size,
-			 const struct srv__proxy_hdr *h, unsigned flags)
+int srv__proxy_format_v2(void *buf, size_t size, const struct srv__proxy_hdr *h,
+			 unsigned flags)
 {
 	struct wbuf w = {.p = buf, .size = size};
 	uint8_t head[4], *crc = NULL;

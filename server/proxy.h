@@ -21,7 +21,7 @@
  */
 
 /* The longest v1 line, CRLF included (spec 2.1). */
-#define SRV__PROXY_V1_MAX 107
+#define SRV__PROXY_V1_MAX  107
 /*
  * The longest v2 header accepted: 16 bytes and the length field. The
  * spec sizes headers to fit 536 bytes; real ones with TLVs stay below
@@ -36,17 +36,17 @@
 #define SRV__PROXY_SSL_VERSION_MAX 32
 
 /* v2 TLV types and SSL subtypes (spec 2.2). */
-#define SRV__PP2_TYPE_ALPN	      0x01
-#define SRV__PP2_TYPE_AUTHORITY	      0x02
-#define SRV__PP2_TYPE_CRC32C	      0x03
-#define SRV__PP2_TYPE_NOOP	      0x04
-#define SRV__PP2_TYPE_UNIQUE_ID	      0x05
-#define SRV__PP2_TYPE_SSL	      0x20
-#define SRV__PP2_SUBTYPE_SSL_VERSION  0x21
-#define SRV__PP2_SUBTYPE_SSL_CN	      0x22
-#define SRV__PP2_CLIENT_SSL	      0x01
-#define SRV__PP2_CLIENT_CERT_CONN     0x02
-#define SRV__PP2_CLIENT_CERT_SESS     0x04
+#define SRV__PP2_TYPE_ALPN	     0x01
+#define SRV__PP2_TYPE_AUTHORITY	     0x02
+#define SRV__PP2_TYPE_CRC32C	     0x03
+#define SRV__PP2_TYPE_NOOP	     0x04
+#define SRV__PP2_TYPE_UNIQUE_ID	     0x05
+#define SRV__PP2_TYPE_SSL	     0x20
+#define SRV__PP2_SUBTYPE_SSL_VERSION 0x21
+#define SRV__PP2_SUBTYPE_SSL_CN	     0x22
+#define SRV__PP2_CLIENT_SSL	     0x01
+#define SRV__PP2_CLIENT_CERT_CONN    0x02
+#define SRV__PP2_CLIENT_CERT_SESS    0x04
 
 /* Bits of srv__proxy_hdr.tlvs and .tlv_toolong. */
 enum srv__proxy_tlv {
@@ -159,8 +159,8 @@ int srv__proxy_parse(const void *buf, size_t len,
  * After an error some header bytes may have been consumed: close the
  * connection.
  */
-int srv__proxy_read(int fd, uint64_t deadline_ns,
-		    struct srv__proxy_hdr *out) UR_MAY_YIELD RINGPROT_MUST_CHECK;
+int srv__proxy_read(int fd, uint64_t deadline_ns, struct srv__proxy_hdr *out)
+	UR_MAY_YIELD RINGPROT_MUST_CHECK;
 
 /*
  * Trusted senders: the addresses a PROXY header is accepted from.
@@ -210,8 +210,7 @@ int srv__proxy_format_v1(char *buf, size_t size, const struct sockaddr *src,
  * SRV__PROXY_F_CRC32C a checksum. Returns the header's length, -ENOSPC,
  * or -EINVAL (a family or socktype it cannot encode, a value too long).
  */
-int srv__proxy_format_v2(void *buf, size_t size,
-			 const struct srv__proxy_hdr *h,
+int srv__proxy_format_v2(void *buf, size_t size, const struct srv__proxy_hdr *h,
 			 unsigned flags) RINGPROT_MUST_CHECK;
 
 #endif /* RINGPROT_SRV_PROXY_H */

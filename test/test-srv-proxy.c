@@ -84,11 +84,12 @@ static size_t hb_end(struct hb *h)
 /* TCP over IPv4: 192.168.0.1:56324 -> 192.168.0.11:443 (spec 2.1). */
 static void hb_tcp4(struct hb *h, uint8_t ver_cmd)
 {
-	static const uint8_t a[12] = {192, 168, 0, 1, 192, 168, 0, 11,
-				      0xDC, 0x04, 0x01, 0xBB};
+	/* The addresses, then the ports, in network order. */
+	static const char a[] = "\xC0\xA8\x00\x01\xC0\xA8\x00\x0B"
+				"\xDC\x04\x01\xBB";
 
 	hb_v2(h, ver_cmd, 0x11);
-	hb_put(h, a, sizeof(a));
+	hb_put(h, a, 12);
 }
 
 static uint32_t t_crc32c(const uint8_t *p, size_t n)
@@ -133,35 +134,35 @@ static size_t hb_crc(struct hb *h)
 static int check_prefixes(const void *buf, size_t len,
 			  struct srv__proxy_hdr *out)
 {
-	int final = srv__proxy_parse(buf, len, out);
+	int want = srv__proxy_parse(buf, len, out);
 	struct srv__proxy_hdr h;
 	bool bad = false;
 
-	if (final == -EPROTO)
+	if (want == -EPROTO)
 		assert_non_null(out->error);
 	for (size_t k = 0; k < len; k++) {
 		int r = srv__proxy_parse(buf, k, &h);
 
 		if (bad || r == -EPROTO) {
 			assert_int_equal(r, -EPROTO);
-			assert_int_equal(final, -EPROTO);
+			assert_int_equal(want, -EPROTO);
 			assert_non_null(h.error);
 			bad = true;
 			continue;
 		}
-		if (final > 0 && k >= (size_t)final) {
-			assert_int_equal(r, final);
+		if (want > 0 && k >= (size_t)want) {
+			assert_int_equal(r, want);
 			continue;
 		}
 		if (r != -EAGAIN)
-			fail_msg("prefix %zu of %zu: %d (final %d)", k, len, r,
-				 final);
+			fail_msg("prefix %zu of %zu: %d (want %d)", k, len, r,
+				 want);
 		assert_true(h.need >= 1);
-		if (final > 0 && h.need > (size_t)final - k)
+		if (want > 0 && h.need > (size_t)want - k)
 			fail_msg("prefix %zu: need %zu overshoots %d", k,
-				 h.need, final);
+				 h.need, want);
 	}
-	return final;
+	return want;
 }
 
 static int check_str(const char *s, struct srv__proxy_hdr *out)
@@ -266,7 +267,7 @@ static void test_srv_proxy_v1_partial(void **state)
 		{"PROXY UNKNOWN whatever", 2},
 		{"PROXY TCP4 ", 21}, /* 0.0.0.0 0.0.0.0 0 0\r\n */
 		{"PROXY TCP4 1", 14},
-		{"PROXY TCP6 ", 11}, /* :: :: 0 0\r\n */
+		{"PROXY TCP6 ", 11},		    /* :: :: 0 0\r\n */
 		{"PROXY TCP4 1.2.3.4 5.6.7.8 ", 5}, /* 0 0\r\n */
 		{"PROXY TCP4 1.2.3.4 5.6.7.8 1 2", 2},
 		{"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r", 1},
@@ -484,7 +485,7 @@ static void test_srv_proxy_v2_tlvs(void **state)
 	sn += 4;
 	memcpy(ssl + sn, "\x21\x00\x07TLSv1.3", 10);
 	sn += 10;
-	memcpy(ssl + sn, "\x22\x00\x03" "bob", 6);
+	memcpy(ssl + sn, "\x22\0\3bob", 6);
 	sn += 6;
 	memcpy(ssl + sn, "\x23\x00\x00", 3);
 	sn += 3;
@@ -500,10 +501,10 @@ static void test_srv_proxy_v2_tlvs(void **state)
 	hb_tlv(&b, SRV__PP2_TYPE_NOOP, NULL, 3);
 	assert_int_equal(check_prefixes(b.b, hb_end(&b), &h), (int)b.n);
 	assert_int_equal(h.family, AF_INET);
-	assert_int_equal(h.tlvs, SRV__PROXY_TLV_ALPN | SRV__PROXY_TLV_AUTHORITY |
-					 SRV__PROXY_TLV_UNIQUE_ID |
-					 SRV__PROXY_TLV_SSL |
-					 SRV__PROXY_TLV_SSL_VERSION);
+	assert_int_equal(h.tlvs,
+			 SRV__PROXY_TLV_ALPN | SRV__PROXY_TLV_AUTHORITY |
+				 SRV__PROXY_TLV_UNIQUE_ID | SRV__PROXY_TLV_SSL |
+				 SRV__PROXY_TLV_SSL_VERSION);
 	assert_int_equal(h.tlv_toolong, 0);
 	assert_int_equal(h.alpn_len, 2);
 	assert_string_equal(h.alpn, "h2");
@@ -658,7 +659,7 @@ static void test_srv_proxy_v2_malformed(void **state)
 	hb_put(&b, "\x04\x00", 2);
 	expect_bad(&b, hb_end(&b), "2 bytes of TLV header");
 	hb_tcp4(&b, 0x21);
-	hb_put(&b, "\x04\x00\x05" "abcd", 7);
+	hb_put(&b, "\4\0\5abcd", 7);
 	expect_bad(&b, hb_end(&b), "a TLV past the end");
 	hb_tcp4(&b, 0x21);
 	hb_put(&b, "\x04\xff\xff", 3);
@@ -697,8 +698,7 @@ static void test_srv_proxy_v2_malformed(void **state)
 	hb_tlv(&b, SRV__PP2_TYPE_SSL, "\x01\0\0\0\0\x21", 6);
 	expect_bad(&b, hb_end(&b), "a cut SSL sub-TLV header");
 	hb_tcp4(&b, 0x21);
-	hb_tlv(&b, SRV__PP2_TYPE_SSL, "\x01\0\0\0\0\x21\0\x01" "a\x21\0\x01" "b",
-	       13);
+	hb_tlv(&b, SRV__PP2_TYPE_SSL, "\1\0\0\0\0\x21\0\1a\x21\0\1b", 13);
 	expect_bad(&b, hb_end(&b), "the SSL version twice");
 	memcpy(big, "\x01\0\0\0\0", 5);
 	hb_tcp4(&b, 0x21);
@@ -741,8 +741,8 @@ static void test_srv_proxy_format(void **state)
 	n = srv__proxy_format_v1(line, sizeof(line), (struct sockaddr *)&a,
 				 (struct sockaddr *)&d);
 	assert_int_equal(n, 47);
-	assert_string_equal(line,
-			    "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n");
+	assert_string_equal(
+		line, "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n");
 	assert_int_equal(srv__proxy_format_v1(line, 47, (struct sockaddr *)&a,
 					      (struct sockaddr *)&d),
 			 47); /* exact fit: no NUL */
@@ -757,7 +757,8 @@ static void test_srv_proxy_format(void **state)
 	sin_set(&d, "::ffff:10.0.0.1", 2);
 	n = srv__proxy_format_v1(line, sizeof(line), (struct sockaddr *)&a,
 				 (struct sockaddr *)&d);
-	assert_string_equal(line, "PROXY TCP6 2001:db8::1 ::ffff:10.0.0.1 1 2\r\n");
+	assert_string_equal(line,
+			    "PROXY TCP6 2001:db8::1 ::ffff:10.0.0.1 1 2\r\n");
 	assert_int_equal(check_prefixes(line, (size_t)n, &h), n);
 	assert_v6(&h.dst, "::ffff:10.0.0.1", 2);
 	assert_int_equal(srv__proxy_format_v1(line, sizeof(line), NULL, NULL),
@@ -895,16 +896,15 @@ static void test_srv_proxy_trust_match(void **state)
 	assert_true(trusted(t, "1.2.3.4")); /* as ::ffff:1.2.3.4 */
 	srv__proxy_trust_free(&t);
 	/* A mapped IPv6 entry matches IPv4 peers too. */
-	assert_int_equal(srv__proxy_trust_parse("::ffff:192.0.2.0/120", &t,
-						&err),
-			 0);
+	assert_int_equal(
+		srv__proxy_trust_parse("::ffff:192.0.2.0/120", &t, &err), 0);
 	assert_true(trusted(t, "192.0.2.77"));
 	assert_false(trusted(t, "192.0.3.1"));
 	srv__proxy_trust_free(&t);
 	/* Prefixes off byte boundaries. */
-	assert_int_equal(srv__proxy_trust_parse("172.16.0.0/12 2001:db8::/33",
-						&t, &err),
-			 0);
+	assert_int_equal(
+		srv__proxy_trust_parse("172.16.0.0/12 2001:db8::/33", &t, &err),
+		0);
 	assert_true(trusted(t, "172.31.255.255"));
 	assert_false(trusted(t, "172.32.0.0"));
 	assert_true(trusted(t, "2001:db8:7fff::1"));
@@ -983,9 +983,9 @@ static int writer_fiber(void *arg)
 		}
 		off += (size_t)r;
 		if (off < w->len && w->delay_ms > 0 &&
-		    ur_sleep_until(CLOCK_MONOTONIC,
-				   ur_now_ns(CLOCK_MONOTONIC) +
-					   w->delay_ms * MS) < 0) {
+		    ur_sleep_until(CLOCK_MONOTONIC, ur_now_ns(CLOCK_MONOTONIC) +
+							    w->delay_ms * MS) <
+			    0) {
 			w->ret = -ECANCELED;
 			return 0;
 		}
@@ -1040,9 +1040,8 @@ static void run_pair(struct ur_loop *loop, struct reader *r, struct writer *w)
 
 	assert_int_equal(ur_fiber_spawn(loop, reader_fiber, r, NULL, &fr), 0);
 	if (w != NULL)
-		assert_int_equal(ur_fiber_spawn(loop, writer_fiber, w, NULL,
-						&fw),
-				 0);
+		assert_int_equal(
+			ur_fiber_spawn(loop, writer_fiber, w, NULL, &fw), 0);
 	assert_int_equal(ur_fiber_join(fr, NULL), 0);
 	if (fw != NULL)
 		assert_int_equal(ur_fiber_join(fw, NULL), 0);
@@ -1109,11 +1108,11 @@ static void test_srv_proxy_read_at_once(void **state)
  * One byte at a time with pauses, over a socketpair and over TCP: the
  * header is read exactly, and the byte after it is the next reader's.
  */
-static void fragmented(void **state, bool tcp, const uint8_t *data,
-		       size_t len, size_t chunk, const char *app, int version)
+static void fragmented(void **state, bool tcp, const uint8_t *data, size_t len,
+		       size_t chunk, const char *app, int version)
 {
-	struct writer w = {.data = data, .len = len, .chunk = chunk,
-			   .delay_ms = 1};
+	struct writer w = {
+		.data = data, .len = len, .chunk = chunk, .delay_ms = 1};
 	struct reader r = {.timeout_ms = 10000, .app_len = strlen(app)};
 	int sv[2];
 
@@ -1148,8 +1147,8 @@ static void test_srv_proxy_read_fragmented(void **state)
 /* A direct descriptor: only ur_* ops may touch it. */
 static void test_srv_proxy_read_direct(void **state)
 {
-	struct ur_loop_opts o = {.backend = t_backend, .mode = t_mode,
-				 .direct_files = 8};
+	struct ur_loop_opts o = {
+		.backend = t_backend, .mode = t_mode, .direct_files = 8};
 	struct writer w = {.len = 0, .chunk = 1, .delay_ms = 1};
 	struct reader r = {.timeout_ms = 10000, .app_len = 3};
 	struct ur_loop *loop;
@@ -1181,7 +1180,9 @@ static void test_srv_proxy_read_deadline(void **state)
 {
 	static const char part[] = "PROXY TCP4 192.168.0.1 192.";
 	struct writer w = {.data = (const uint8_t *)part,
-			   .len = sizeof(part) - 1, .chunk = 5, .delay_ms = 1,
+			   .len = sizeof(part) - 1,
+			   .chunk = 5,
+			   .delay_ms = 1,
 			   .hold_ms = 400};
 	struct reader r = {.timeout_ms = 150};
 	int sv[2];
@@ -1224,7 +1225,9 @@ static void test_srv_proxy_read_peer_close(void **state)
 {
 	static const char part[] = "PROXY TCP4 192.168.0.1 192.";
 	struct writer w = {.data = (const uint8_t *)part,
-			   .len = sizeof(part) - 1, .chunk = 4, .delay_ms = 2,
+			   .len = sizeof(part) - 1,
+			   .chunk = 4,
+			   .delay_ms = 2,
 			   .shut = true};
 	struct reader r = {.timeout_ms = 5000};
 	struct hb b;
@@ -1274,7 +1277,9 @@ static void test_srv_proxy_read_malformed(void **state)
 	static const char part[] = "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 "
 				   "3\r\n";
 	struct writer w = {.data = (const uint8_t *)part,
-			   .len = sizeof(part) - 1, .chunk = 3, .delay_ms = 2};
+			   .len = sizeof(part) - 1,
+			   .chunk = 3,
+			   .delay_ms = 2};
 	struct reader r;
 	int sv[2];
 
@@ -1313,9 +1318,9 @@ static void test_srv_proxy_read_cancel(void **state)
 	t_socketpair(sv);
 	assert_int_equal(send(sv[1], "PROXY TCP", 9, 0), 9);
 	r.fd = sv[0];
-	assert_int_equal(ur_fiber_spawn(t_loop_of(state), reader_fiber, &r,
-					NULL, &f),
-			 0);
+	assert_int_equal(
+		ur_fiber_spawn(t_loop_of(state), reader_fiber, &r, NULL, &f),
+		0);
 	for (int i = 0; i < 5; i++)
 		assert_true(ur_loop_run_once(t_loop_of(state), 5 * MS) >= 0);
 	assert_int_equal(ur_fiber_cancel(f), 0);

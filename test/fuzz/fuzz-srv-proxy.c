@@ -95,41 +95,40 @@ static void check_one(const uint8_t *data, size_t size,
 			 SRV__PROXY_TLV_UNIQUE_ID | SRV__PROXY_TLV_SSL));
 }
 
-/* Prefix k of the input, given the whole input's answer final. */
-static void check_prefix(const uint8_t *data, size_t k, int final,
-			 bool *bad)
+/* Prefix k of the input, given the whole input's answer want. */
+static void check_prefix(const uint8_t *data, size_t k, int want, bool *bad)
 {
 	struct srv__proxy_hdr h;
 	int r = srv__proxy_parse(data, k, &h);
 
 	check_one(data, k, &h, r);
 	if (*bad || r == -EPROTO) {
-		FUZZ_CHECK(r == -EPROTO && final == -EPROTO);
+		FUZZ_CHECK(r == -EPROTO && want == -EPROTO);
 		*bad = true;
 		return;
 	}
-	if (final > 0 && k >= (size_t)final) {
-		FUZZ_CHECK(r == final);
+	if (want > 0 && k >= (size_t)want) {
+		FUZZ_CHECK(r == want);
 		return;
 	}
 	FUZZ_CHECK(r == -EAGAIN);
-	if (final > 0)
-		FUZZ_CHECK(h.need <= (size_t)final - k);
+	if (want > 0)
+		FUZZ_CHECK(h.need <= (size_t)want - k);
 }
 
-static void check_prefixes(const uint8_t *data, size_t size, int final)
+static void check_prefixes(const uint8_t *data, size_t size, int want)
 {
 	bool bad = false;
 	size_t step = size <= ALL_PREFIXES ? 1 : size / 64;
 
 	for (size_t k = 0; k < size; k += step)
-		check_prefix(data, k, final, &bad);
+		check_prefix(data, k, want, &bad);
 	/* And the last bytes before the end of the header, or the input. */
 	bad = false;
-	if (final > 0) {
-		for (size_t k = final > 20 ? (size_t)final - 20 : 0;
-		     k < (size_t)final; k++)
-			check_prefix(data, k, final, &bad);
+	if (want > 0) {
+		for (size_t k = want > 20 ? (size_t)want - 20 : 0;
+		     k < (size_t)want; k++)
+			check_prefix(data, k, want, &bad);
 	}
 }
 
@@ -156,8 +155,7 @@ static bool same_tlvs(const struct srv__proxy_hdr *a,
 	       a->ssl_client == b->ssl_client &&
 	       a->ssl_verify == b->ssl_verify &&
 	       a->ssl_version_len == b->ssl_version_len &&
-	       memcmp(a->ssl_version, b->ssl_version, a->ssl_version_len) ==
-		       0;
+	       memcmp(a->ssl_version, b->ssl_version, a->ssl_version_len) == 0;
 }
 
 static void round_trip(const struct srv__proxy_hdr *h)
@@ -169,8 +167,9 @@ static void round_trip(const struct srv__proxy_hdr *h)
 	if (h->version == 1) {
 		n = srv__proxy_format_v1(
 			(char *)buf, sizeof(buf),
-			h->family == AF_UNSPEC ? NULL
-					       : (const struct sockaddr *)&h->src,
+			h->family == AF_UNSPEC
+				? NULL
+				: (const struct sockaddr *)&h->src,
 			(const struct sockaddr *)&h->dst);
 		FUZZ_CHECK(n > 0);
 		r = srv__proxy_parse(buf, (size_t)n, &back);
@@ -178,10 +177,9 @@ static void round_trip(const struct srv__proxy_hdr *h)
 		FUZZ_CHECK(same_addr(h, &back));
 		return;
 	}
-	n = srv__proxy_format_v2(buf, sizeof(buf), h,
-				 (h->tlvs & SRV__PROXY_TLV_CRC32C)
-					 ? SRV__PROXY_F_CRC32C
-					 : 0);
+	n = srv__proxy_format_v2(
+		buf, sizeof(buf), h,
+		(h->tlvs & SRV__PROXY_TLV_CRC32C) ? SRV__PROXY_F_CRC32C : 0);
 	FUZZ_CHECK(n >= 16);
 	r = srv__proxy_parse(buf, (size_t)n, &back);
 	FUZZ_CHECK(r == n);
@@ -199,8 +197,10 @@ static void set_v4(struct sockaddr_in *sin, const uint8_t a[4])
 
 static void check_trust(const uint8_t *data, size_t size)
 {
-	static const uint8_t probes[][4] = {
-		{127, 0, 0, 1}, {10, 1, 2, 3}, {0, 0, 0, 0}, {255, 255, 255, 255}};
+	static const uint8_t probes[][4] = {{127, 0, 0, 1},
+					    {10, 1, 2, 3},
+					    {0, 0, 0, 0},
+					    {255, 255, 255, 255}};
 	struct srv__proxy_trust *t = NULL;
 	const char *err = NULL;
 	char *list = malloc(size + 1);
