@@ -1183,7 +1183,7 @@ static void test_srv_proxy_read_deadline(void **state)
 			   .len = sizeof(part) - 1,
 			   .chunk = 5,
 			   .delay_ms = 1,
-			   .hold_ms = 400};
+			   .hold_ms = 1000};
 	struct reader r = {.timeout_ms = 150};
 	int sv[2];
 
@@ -1194,7 +1194,7 @@ static void test_srv_proxy_read_deadline(void **state)
 	assert_int_equal(r.ret, -ETIMEDOUT);
 	assert_non_null(r.hdr.error);
 	assert_true(r.took_ms >= 140);
-	assert_true(r.took_ms < 390); /* not at the writer's end */
+	assert_true(r.took_ms < 900); /* well before the writer ends */
 	t_close_pair(sv);
 
 	/* Nothing at all. */
