@@ -26,9 +26,7 @@
 #include <ringprot/prot-layer.h>
 
 #include "internal.h"
-#ifdef RINGPROT_SRV_HAVE_PROXY
 #include "proxy.h"
-#endif
 
 /* Arena chunks: a header and the bytes handed out from it. */
 struct chunk {
@@ -230,7 +228,6 @@ static void conn_close(struct srv__conn *c)
 	srv_conn_unref(&self);
 }
 
-#ifdef RINGPROT_SRV_HAVE_PROXY
 /* The PROXY header, from the raw socket. 0, or -errno (close). */
 static int read_proxy(struct srv__conn *c)
 {
@@ -244,18 +241,18 @@ static int read_proxy(struct srv__conn *c)
 	if (c->l->trust != NULL &&
 	    !srv__proxy_trusted(c->l->trust,
 				(const struct sockaddr *)&pub->peer)) {
-		srv__log(SRV__WARN, pub->id, "proxy",
-			 "ip=%s error=\"PROXY header from an untrusted "
-			 "source\"",
-			 pub->peer_ip);
+		srv_logkv(SRV_LOG_WARN, pub->id, "proxy", "ip", pub->peer_ip,
+			  "error", "PROXY header from an untrusted source",
+			  NULL);
 		return -EPERM;
 	}
 	ret = srv__proxy_read(pub->fd, deadline, &h);
 	if (ret < 0) {
-		srv__log(SRV__WARN, pub->id, "proxy", "ip=%s error=\"%s\"",
-			 pub->peer_ip,
-			 ret == -EPROTO && h.error != NULL ? h.error :
-							     strerror(-ret));
+		srv_logkv(SRV_LOG_WARN, pub->id, "proxy", "ip", pub->peer_ip,
+			  "error",
+			  ret == -EPROTO && h.error != NULL ? h.error :
+							      strerror(-ret),
+			  NULL);
 		return ret;
 	}
 	if (h.family == AF_INET || h.family == AF_INET6) {
@@ -271,8 +268,8 @@ static int read_proxy(struct srv__conn *c)
 		set_peer(pub, &h.src);
 		if (!srv__ip_take(&pub->peer,
 				  pub->service->o.max_conns_per_ip)) {
-			srv__log(SRV__WARN, pub->id, "refused",
-				 "ip=%s reason=per_ip_limit", pub->peer_ip);
+			srv_logkv(SRV_LOG_WARN, pub->id, "refused", "ip",
+				  pub->peer_ip, "reason", "per_ip_limit", NULL);
 			atomic_fetch_add(&c->w->refused, 1);
 			return -EUSERS;
 		}
@@ -280,7 +277,6 @@ static int read_proxy(struct srv__conn *c)
 	}
 	return 0;
 }
-#endif
 
 static int do_tls(struct srv__conn *c)
 {
@@ -296,8 +292,8 @@ static int do_tls(struct srv__conn *c)
 			    (int)pub->service->o.tls_timeout_ms, &why);
 	if (ret < 0) {
 		atomic_fetch_add(&c->w->tls_failures, 1);
-		srv__log(SRV__WARN, pub->id, "tls", "ip=%s error=\"%s\"",
-			 pub->peer_ip, why != NULL ? why : strerror(-ret));
+		srv_logkv(SRV_LOG_WARN, pub->id, "tls", "ip", pub->peer_ip,
+			  "error", why != NULL ? why : strerror(-ret), NULL);
 		return ret;
 	}
 	pub->tls = true;
@@ -319,7 +315,6 @@ static int conn_setup(struct srv__conn *c)
 	const struct srv_service_opts *so = &pub->service->o;
 	int ret;
 
-#ifdef RINGPROT_SRV_HAVE_PROXY
 	if (c->l->o.proxy) {
 		ret = read_proxy(c);
 		if (ret < 0) {
@@ -327,7 +322,6 @@ static int conn_setup(struct srv__conn *c)
 			return ret;
 		}
 	}
-#endif
 	pub->in = prot_new(pub->fd, 0);
 	pub->out = prot_new(pub->fd, 1);
 	if (pub->in == NULL || pub->out == NULL)
@@ -382,8 +376,8 @@ static int conn_main(void *arg)
 		}
 	}
 	if (ret < 0 && ret != -ECANCELED && ret != -ENOTCONN)
-		srv__log(SRV__INFO, pub->id, "close", "ip=%s error=\"%s\"",
-			 pub->peer_ip, strerror(-ret));
+		srv_logkv(SRV_LOG_INFO, pub->id, "close", "ip", pub->peer_ip,
+			  "error", strerror(-ret), NULL);
 	conn_close(c);
 	/* c may be gone: only the fiber's own state below. */
 	return 0;
@@ -422,8 +416,8 @@ void srv__conn_accepted(struct srv__acceptor *a, int fd,
 	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
-		srv__log(SRV__ERR, 0, "accept",
-			 "service=%s error=\"out of memory\"", svc->name);
+		srv_logkv(SRV_LOG_ERR, 0, "accept", "service", svc->name,
+			  "error", "out of memory", NULL);
 		atomic_fetch_add(&w->accept_errors, 1);
 		if (ur_close(fd) < 0) {
 			/* nothing else to do */
@@ -463,22 +457,21 @@ void srv__conn_accepted(struct srv__acceptor *a, int fd,
 	if (!room) {
 		c->busy = true;
 		atomic_fetch_add(&w->refused, 1);
-		srv__log(SRV__WARN, c->pub.id, "refused",
-			 "service=%s ip=%s reason=max_conns", svc->name,
-			 c->pub.peer_ip);
+		srv_logkv(SRV_LOG_WARN, c->pub.id, "refused", "service",
+			  svc->name, "ip", c->pub.peer_ip, "reason", "max_conns",
+			  NULL);
 	} else if (!srv__ip_take(&c->pub.peer, svc->o.max_conns_per_ip)) {
 		c->busy = true;
 		atomic_fetch_add(&w->refused, 1);
-		srv__log(SRV__WARN, c->pub.id, "refused",
-			 "service=%s ip=%s reason=per_ip_limit", svc->name,
-			 c->pub.peer_ip);
+		srv_logkv(SRV_LOG_WARN, c->pub.id, "refused", "service",
+			  svc->name, "ip", c->pub.peer_ip, "reason",
+			  "per_ip_limit", NULL);
 	} else {
 		c->ip_counted = svc->o.max_conns_per_ip != 0;
 	}
 	if (srv__conn_spawn(c, false) < 0) {
-		srv__log(SRV__ERR, c->pub.id, "accept",
-			 "service=%s error=\"no fiber: out of memory\"",
-			 svc->name);
+		srv_logkv(SRV_LOG_ERR, c->pub.id, "accept", "service",
+			  svc->name, "error", "no fiber: out of memory", NULL);
 		atomic_fetch_add(&w->accept_errors, 1);
 		c->state = SRV__CLOSED;
 		if (c->ip_counted)

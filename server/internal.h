@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include <ringprot/server.h>
+#include <ringprot/srv-log.h>
 
 #include "../uring/list.h"
 
@@ -145,12 +146,6 @@ struct srv {
 	char errbuf[256]; /* srv_listen's error text */
 };
 
-/* Log through the runtime's log (stderr until configured). */
-void srv__log(int level, uint64_t conn_id, const char *event,
-	      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-#define SRV__ERR  3
-#define SRV__WARN 4
-#define SRV__INFO 6
 
 /* listener.c */
 int srv__listener_open_all(struct srv *s) RINGPROT_MUST_CHECK;

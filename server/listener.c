@@ -36,12 +36,8 @@
 #include <unistd.h>
 
 #include "internal.h"
-#ifdef RINGPROT_SRV_HAVE_SD
 #include "sd.h"
-#endif
-#ifdef RINGPROT_SRV_HAVE_PROXY
 #include "proxy.h"
-#endif
 
 #define BACKLOG_DEFAULT 1024
 #define RETRY_NS	(50ull * 1000 * 1000)
@@ -250,9 +246,7 @@ void srv__listener_free(struct srv__listener **lp)
 			close(l->fds[i]);
 	if (l->unix_path)
 		(void)unlink(((struct sockaddr_un *)&l->bound)->sun_path);
-#ifdef RINGPROT_SRV_HAVE_PROXY
 	srv__proxy_trust_free((struct srv__proxy_trust **)&l->trust);
-#endif
 	free(l->fds);
 	free(l->addr_text);
 	free(l->trusted_text);
@@ -312,7 +306,30 @@ static int listener_open(struct srv *s, struct srv__listener *l,
 	return 0;
 }
 
-#ifdef RINGPROT_SRV_HAVE_SD
+/*
+ * The sockets systemd passed (LISTEN_FDS), read once: the variables are
+ * unset by the reading. taken marks those a listener has adopted.
+ */
+static struct srv__sd_fd *sd_fds;
+static size_t sd_nfds;
+static bool *sd_taken;
+static int sd_err = 1; /* 1: not read yet */
+
+static const struct srv__sd_fd *sd_passed(size_t *n_out)
+{
+	if (sd_err == 1) {
+		sd_err = srv__sd_listen_fds(&sd_fds, &sd_nfds);
+		if (sd_err >= 0) {
+			sd_err = 0;
+			sd_taken = calloc(sd_nfds + 1, sizeof(bool));
+			if (sd_taken == NULL)
+				sd_err = -ENOMEM;
+		}
+	}
+	*n_out = sd_err == 0 ? sd_nfds : 0;
+	return sd_fds;
+}
+
 /* "systemd:name": the passed fds with that name ("": every one). */
 static int listen_systemd(struct srv_service *svc,
 			  const struct srv_listen_opts *o, const char *name,
@@ -320,13 +337,13 @@ static int listen_systemd(struct srv_service *svc,
 {
 	struct srv *s = svc->srv;
 	size_t n = 0, found = 0;
-	const struct srv__sd_fd *fds = srv__sd_fds(&n);
+	const struct srv__sd_fd *fds = sd_passed(&n);
 	int ret;
 
 	for (size_t i = 0; i < n; i++) {
 		struct srv__listener *l;
 
-		if (fds[i].taken || (name[0] != '\0' &&
+		if (sd_taken[i] || (name[0] != '\0' &&
 				     strcmp(fds[i].name, name) != 0))
 			continue;
 		l = listener_new(svc, o);
@@ -349,15 +366,18 @@ static int listen_systemd(struct srv_service *svc,
 			srv__listener_free(&l);
 			return ret;
 		}
-		srv__sd_fd_take(i);
+		sd_taken[i] = true;
 		found++;
 	}
 	if (found == 0)
-		return seterr(s, errstr_out, -ENOENT, o->addr,
-			      "no socket passed by systemd with that name");
+		return seterr(s, errstr_out, sd_err < 0 ? sd_err : -ENOENT,
+			      o->addr,
+			      sd_err < 0 ? "LISTEN_FDS: bad socket activation "
+					   "environment" :
+					   "no socket passed by systemd with "
+					   "that name");
 	return 0;
 }
-#endif
 
 int srv_listen(struct srv_service *svc, const struct srv_listen_opts *o,
 	       const char **errstr_out)
@@ -372,16 +392,11 @@ int srv_listen(struct srv_service *svc, const struct srv_listen_opts *o,
 	if (o == NULL || o->addr == NULL || s->started)
 		return -EINVAL;
 	if (strncmp(o->addr, "systemd:", 8) == 0) {
-#ifdef RINGPROT_SRV_HAVE_SD
 		return listen_systemd(svc, o, o->addr + 8, errstr_out);
-#else
-		return seterr(s, errstr_out, -ENOTSUP, o->addr, NULL);
-#endif
 	}
 	l = listener_new(svc, o);
 	if (l == NULL)
 		return -ENOMEM;
-#ifdef RINGPROT_SRV_HAVE_PROXY
 	if (o->proxy && o->proxy_trusted != NULL) {
 		ret = srv__proxy_trust_parse(
 			o->proxy_trusted, (struct srv__proxy_trust **)&l->trust,
@@ -389,12 +404,6 @@ int srv_listen(struct srv_service *svc, const struct srv_listen_opts *o,
 		if (ret < 0)
 			goto fail;
 	}
-#else
-	if (o->proxy) {
-		ret = -ENOTSUP;
-		goto fail;
-	}
-#endif
 	ret = listener_open(s, l, &why);
 	if (ret == 0)
 		ret = add_listener(s, l);
@@ -483,9 +492,9 @@ static void accept_cb(struct ur_op *op)
 	} else if (res != -ECANCELED) {
 		atomic_fetch_add(&w->accept_errors, 1);
 		if (!a->paused) /* once per pause, not per armed accept */
-			srv__log(SRV__WARN, 0, "accept",
-				 "service=%s error=\"%s\"", a->l->svc->name,
-				 strerror(-res));
+			srv_logkv(SRV_LOG_WARN, 0, "accept", "service",
+				  a->l->svc->name, "error", strerror(-res),
+				  NULL);
 		if (res == -EMFILE || res == -ENFILE || res == -ENOMEM ||
 		    res == -ENOBUFS) {
 			/* No descriptor: wait a moment rather than spin. */

@@ -17,7 +17,6 @@
  */
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -34,45 +33,6 @@
 #define DIRECT_DEFAULT	   16384
 /* Longest wait of a worker's loop turn: it re-checks its stop condition. */
 #define TURN_NS		   (100ll * 1000 * 1000)
-
-void srv__log(int level, uint64_t conn_id, const char *event,
-	      const char *fmt, ...)
-{
-	char line[1024];
-	int n;
-	va_list ap;
-	struct timespec ts;
-	struct tm tm;
-	static const char *const names[8] = {"emerg", "alert", "crit", "err",
-					     "warn",  "notice", "info", "debug"};
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	n = snprintf(line, sizeof(line),
-		     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-		     names[level & 7]);
-	if (conn_id != 0 && n > 0 && (size_t)n < sizeof(line))
-		n += snprintf(line + n, sizeof(line) - (size_t)n, " conn=%llu",
-			      (unsigned long long)conn_id);
-	if (n > 0 && (size_t)n < sizeof(line))
-		n += snprintf(line + n, sizeof(line) - (size_t)n, " event=%s ",
-			      event);
-	if (n > 0 && (size_t)n < sizeof(line)) {
-		va_start(ap, fmt);
-		n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-		va_end(ap);
-	}
-	if (n < 0)
-		return;
-	if ((size_t)n >= sizeof(line) - 1)
-		n = (int)sizeof(line) - 2;
-	line[n++] = '\n';
-	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
-		/* nowhere left to report it */
-	}
-}
 
 int srv_new(const struct srv_opts *o, struct srv **s_out)
 {
@@ -368,8 +328,8 @@ static void *worker_main(void *arg)
 	ret = ur_loop_new(&lo, &w->loop);
 	if (ret == 0 && s->o.napi_us != 0 &&
 	    ur_loop_napi(w->loop, s->o.napi_us, false) < 0 && w->idx == 0)
-		srv__log(SRV__WARN, 0, "napi",
-			 "error=\"NAPI busy polling refused; going on without\"");
+		srv_logkv(SRV_LOG_WARN, 0, "napi", "error",
+			  "NAPI busy polling refused; going on without", NULL);
 	if (ret == 0)
 		ret = srv__acceptors_start(w);
 	w->start_err = ret;
@@ -397,9 +357,8 @@ static void *worker_main(void *arg)
 			srv__acceptors_resume(w); /* a missed post */
 		ret = ur_loop_run_once(w->loop, TURN_NS);
 		if (ret < 0 && ret != -EINTR && ret != -ETIME) {
-			srv__log(SRV__ERR, 0, "worker",
-				 "worker=%u error=\"loop: %s\"", w->idx,
-				 strerror(-ret));
+			srv_logkv(SRV_LOG_ERR, 0, "worker", "error",
+				  strerror(-ret), NULL);
 			break;
 		}
 	}
@@ -488,7 +447,8 @@ static void on_signal(struct ur_signal *sig, int signo, void *arg)
 	(void)sig;
 	switch (signo) {
 	case SIGHUP:
-		srv__log(SRV__INFO, 0, "signal", "signal=HUP action=reload");
+		srv_logkv(SRV_LOG_INFO, 0, "signal", "signal", "HUP", "action",
+			  "reload", NULL);
 		if (r->hooks != NULL && r->hooks->reload != NULL)
 			r->hooks->reload(r->s, r->hooks->arg);
 		break;
@@ -497,8 +457,9 @@ static void on_signal(struct ur_signal *sig, int signo, void *arg)
 			r->hooks->dump(r->s, r->hooks->arg);
 		break;
 	default:
-		srv__log(SRV__INFO, 0, "signal", "signal=%s action=stop",
-			 signo == SIGTERM ? "TERM" : "INT");
+		srv_logkv(SRV_LOG_INFO, 0, "signal", "signal",
+			  signo == SIGTERM ? "TERM" : "INT", "action", "stop",
+			  NULL);
 		srv_stop(r->s);
 		break;
 	}
