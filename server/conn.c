@@ -184,10 +184,15 @@ static void conn_close(struct srv__conn *c)
 	struct srv_conn *self = pub;
 
 	atomic_store(&c->closed, true);
+	if (pub->in != NULL)
+		srv__count(w, pub->service, SRV__M_BYTES_IN,
+			   (int64_t)prot_bytes_in(pub->in));
 	if (pub->out != NULL) {
 		if (!prot_IS_ERROR(pub->out) && prot_flush(pub->out) == EOF) {
 			/* the peer is gone: nothing more to tell it */
 		}
+		srv__count(w, pub->service, SRV__M_BYTES_OUT,
+			   (int64_t)prot_bytes_out(pub->out));
 		prot_free(pub->out);
 		pub->out = NULL;
 	}
@@ -221,7 +226,7 @@ static void conn_close(struct srv__conn *c)
 		srv__ip_put(&c->pub.peer);
 	c->state = SRV__CLOSED;
 	ur_list_del(&c->link);
-	atomic_fetch_sub(&w->open, 1);
+	srv__count(w, pub->service, SRV__M_CONNECTIONS_OPEN, -1);
 	atomic_fetch_sub(&s->open, 1);
 	atomic_fetch_sub(&pub->service->open, 1);
 	srv__conn_released(w);
@@ -270,7 +275,7 @@ static int read_proxy(struct srv__conn *c)
 				  pub->service->o.max_conns_per_ip)) {
 			srv_logkv(SRV_LOG_WARN, pub->id, "refused", "ip",
 				  pub->peer_ip, "reason", "per_ip_limit", NULL);
-			atomic_fetch_add(&c->w->refused, 1);
+			srv__count(c->w, pub->service, SRV__M_REFUSED_LIMIT, 1);
 			return -EUSERS;
 		}
 		c->ip_counted = pub->service->o.max_conns_per_ip != 0;
@@ -291,13 +296,14 @@ static int do_tls(struct srv__conn *c)
 	ret = pl_tls_accept(pub->in, pub->out, c->tls_ctx,
 			    (int)pub->service->o.tls_timeout_ms, &why);
 	if (ret < 0) {
-		atomic_fetch_add(&c->w->tls_failures, 1);
+		srv__count(c->w, pub->service, SRV__M_TLS_FAILURES, 1);
 		srv_logkv(SRV_LOG_WARN, pub->id, "tls", "ip", pub->peer_ip,
 			  "error", why != NULL ? why : strerror(-ret), NULL);
 		return ret;
 	}
 	pub->tls = true;
 	pub->secure = true;
+	srv__count(c->w, pub->service, SRV__M_TLS_HANDSHAKES, 1);
 	return 0;
 }
 
@@ -318,7 +324,7 @@ static int conn_setup(struct srv__conn *c)
 	if (c->l->o.proxy) {
 		ret = read_proxy(c);
 		if (ret < 0) {
-			atomic_fetch_add(&c->w->proxy_errors, 1);
+			srv__count(c->w, pub->service, SRV__M_PROXY_ERRORS, 1);
 			return ret;
 		}
 	}
@@ -365,7 +371,7 @@ static int conn_main(void *arg)
 		/* Woken from a park: srv__park runs resume with the wake
 		 * reasons gathered meanwhile. */
 		c->state = SRV__RUNNING;
-		atomic_fetch_sub(&c->w->parked, 1);
+		srv__count(c->w, pub->service, SRV__M_CONNECTIONS_PARKED, -1);
 		ret = SRV_PARK;
 	}
 	if (ret == SRV_PARK) {
@@ -375,6 +381,10 @@ static int conn_main(void *arg)
 			return 0; /* parked: the fiber ends, the record waits */
 		}
 	}
+	if (ret == -ETIMEDOUT)
+		srv__count(c->w, pub->service, SRV__M_TIMEOUTS, 1);
+	else if (ret < 0 && ret != -ECANCELED && ret != -ENOTCONN)
+		srv__count(c->w, pub->service, SRV__M_ERRORS, 1);
 	if (ret < 0 && ret != -ECANCELED && ret != -ENOTCONN)
 		srv_logkv(SRV_LOG_INFO, pub->id, "close", "ip", pub->peer_ip,
 			  "error", strerror(-ret), NULL);
@@ -418,7 +428,7 @@ void srv__conn_accepted(struct srv__acceptor *a, int fd,
 	if (c == NULL) {
 		srv_logkv(SRV_LOG_ERR, 0, "accept", "service", svc->name,
 			  "error", "out of memory", NULL);
-		atomic_fetch_add(&w->accept_errors, 1);
+		srv__count(w, svc, SRV__M_ACCEPT_ERRORS, 1);
 		if (ur_close(fd) < 0) {
 			/* nothing else to do */
 		}
@@ -448,21 +458,22 @@ void srv__conn_accepted(struct srv__acceptor *a, int fd,
 	    getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
 		c->pub.local = local;
 	ur_list_add_tail(&w->conns, &c->link);
-	atomic_fetch_add(&w->open, 1);
-	atomic_fetch_add(&w->total, 1);
+	srv__count(w, svc, SRV__M_CONNECTIONS_OPEN, 1);
+	srv__count(w, svc, SRV__M_CONNECTIONS, 1);
+	srv__count(w, svc, SRV__M_ACCEPTS, 1);
 	atomic_fetch_add(&s->open, 1);
 	atomic_fetch_add(&svc->open, 1);
 	if (room && !srv__room(s, svc))
 		srv__limit_reached(w); /* this one filled it */
 	if (!room) {
 		c->busy = true;
-		atomic_fetch_add(&w->refused, 1);
+		srv__count(w, svc, SRV__M_REFUSED_LIMIT, 1);
 		srv_logkv(SRV_LOG_WARN, c->pub.id, "refused", "service",
 			  svc->name, "ip", c->pub.peer_ip, "reason", "max_conns",
 			  NULL);
 	} else if (!srv__ip_take(&c->pub.peer, svc->o.max_conns_per_ip)) {
 		c->busy = true;
-		atomic_fetch_add(&w->refused, 1);
+		srv__count(w, svc, SRV__M_REFUSED_LIMIT, 1);
 		srv_logkv(SRV_LOG_WARN, c->pub.id, "refused", "service",
 			  svc->name, "ip", c->pub.peer_ip, "reason",
 			  "per_ip_limit", NULL);
@@ -472,12 +483,12 @@ void srv__conn_accepted(struct srv__acceptor *a, int fd,
 	if (srv__conn_spawn(c, false) < 0) {
 		srv_logkv(SRV_LOG_ERR, c->pub.id, "accept", "service",
 			  svc->name, "error", "no fiber: out of memory", NULL);
-		atomic_fetch_add(&w->accept_errors, 1);
+		srv__count(w, svc, SRV__M_ACCEPT_ERRORS, 1);
 		c->state = SRV__CLOSED;
 		if (c->ip_counted)
 			srv__ip_put(&c->pub.peer);
 		ur_list_del(&c->link);
-		atomic_fetch_sub(&w->open, 1);
+		srv__count(w, svc, SRV__M_CONNECTIONS_OPEN, -1);
 		atomic_fetch_sub(&s->open, 1);
 		atomic_fetch_sub(&svc->open, 1);
 		if (ur_close(fd) < 0) {

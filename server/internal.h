@@ -10,6 +10,8 @@
 #include <ringprot/server.h>
 #include <ringprot/srv-log.h>
 
+#include "metrics.h"
+
 #include "../uring/list.h"
 
 /* Simultaneous accepts a worker keeps armed per listener. */
@@ -57,6 +59,7 @@ struct srv_service {
 	struct srv_service_opts o;
 	char *name;
 	char *busy_reply;
+	unsigned idx;	  /* in srv.services[] and the metrics */
 	atomic_uint open; /* connections of this service */
 };
 
@@ -82,9 +85,7 @@ struct srv__worker {
 	bool draining_over; /* drain deadline passed: fibers cancelled */
 	struct ur_timer drain;
 	int start_err;
-	/* Counters written by this worker only. */
-	atomic_uint_fast64_t open, parked, total, refused, accept_errors,
-		proxy_errors, tls_failures;
+	struct srv__metrics_shard *shard; /* this worker's counters */
 };
 
 enum srv__state {
@@ -143,8 +144,17 @@ struct srv {
 	bool started;
 	pthread_mutex_t tls_lock;
 	struct ssl_ctx_st *tls_ctx;
+	struct srv__metrics *metrics; /* made by srv_start */
 	char errbuf[256]; /* srv_listen's error text */
 };
+
+/* Count n (may be negative for a gauge) of id for svc on w's shard. */
+static inline void srv__count(struct srv__worker *w,
+			      const struct srv_service *svc, enum srv__msvc id,
+			      int64_t n)
+{
+	srv__metric_add(w->shard, svc->idx, id, (uint64_t)n);
+}
 
 
 /* listener.c */

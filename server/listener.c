@@ -490,7 +490,7 @@ static void accept_cb(struct ur_op *op)
 		srv__conn_accepted(a, s->o.direct ? UR_FIXED(res) : res,
 				   &acc->addr, acc->len);
 	} else if (res != -ECANCELED) {
-		atomic_fetch_add(&w->accept_errors, 1);
+		srv__count(w, a->l->svc, SRV__M_ACCEPT_ERRORS, 1);
 		if (!a->paused) /* once per pause, not per armed accept */
 			srv_logkv(SRV_LOG_WARN, 0, "accept", "service",
 				  a->l->svc->name, "error", strerror(-res),

@@ -158,7 +158,7 @@ int srv__park(struct srv__conn *c)
 			/* the event runs at the next wake instead */
 		}
 		c->state = SRV__PARKED;
-		atomic_fetch_add(&c->w->parked, 1);
+		srv__count(c->w, pub->service, SRV__M_CONNECTIONS_PARKED, 1);
 		return SRV_PARK;
 	}
 }

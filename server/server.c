@@ -96,6 +96,7 @@ int srv_service_add(struct srv *s, const struct srv_service_opts *o,
 		return -ENOMEM;
 	}
 	svc->o.name = svc->name;
+	svc->idx = s->nservices;
 	svc->o.busy_reply = svc->busy_reply;
 	if (svc->o.tls_timeout_ms == 0)
 		svc->o.tls_timeout_ms = 30000;
@@ -321,6 +322,7 @@ static void *worker_main(void *arg)
 	struct srv__worker *w = arg;
 	struct srv *s = w->srv;
 	struct ur_loop_opts lo = s->o.loop;
+	struct ur_loop_stats st;
 	int ret;
 
 	if (s->o.direct)
@@ -356,6 +358,8 @@ static void *worker_main(void *arg)
 		if (w->paused && w->go && !w->stopping)
 			srv__acceptors_resume(w); /* a missed post */
 		ret = ur_loop_run_once(w->loop, TURN_NS);
+		ur_loop_stats(w->loop, &st);
+		srv__metrics_publish_ring(w->shard, &st);
 		if (ret < 0 && ret != -EINTR && ret != -ETIME) {
 			srv_logkv(SRV_LOG_ERR, 0, "worker", "error",
 				  strerror(-ret), NULL);
@@ -396,6 +400,18 @@ int srv_start(struct srv *s)
 	ret = srv__listener_open_all(s);
 	if (ret < 0)
 		return ret;
+	{
+		const char *names[SRV__MAX_SERVICES];
+
+		for (unsigned i = 0; i < s->nservices; i++)
+			names[i] = s->services[i]->name;
+		ret = srv__metrics_new(s->nworkers, names, s->nservices,
+				       &s->metrics);
+		if (ret < 0)
+			return ret;
+		for (unsigned i = 0; i < s->nworkers; i++)
+			s->workers[i].shard = srv__metrics_shard(s->metrics, i);
+	}
 	/* A peer gone mid-send must be an error, never a signal. */
 	signal(SIGPIPE, SIG_IGN);
 	run_sigset(&set);
@@ -534,6 +550,7 @@ void srv_free(struct srv **sp)
 		free(s->services[i]);
 	}
 	srv__tlsctx_put(&s->tls_ctx);
+	srv__metrics_free(&s->metrics);
 	pthread_mutex_destroy(&s->tls_lock);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		pthread_rwlock_destroy(&s->workers[i].life);
@@ -543,16 +560,23 @@ void srv_free(struct srv **sp)
 
 void srv_stats(const struct srv *s, struct srv_stats *out)
 {
-	memset(out, 0, sizeof(*out));
-	for (unsigned i = 0; i < s->nworkers; i++) {
-		const struct srv__worker *w = &s->workers[i];
+	const struct srv__metrics *m = s->metrics;
 
-		out->conns_open += atomic_load(&w->open);
-		out->conns_parked += atomic_load(&w->parked);
-		out->conns_total += atomic_load(&w->total);
-		out->refused += atomic_load(&w->refused);
-		out->accept_errors += atomic_load(&w->accept_errors);
-		out->proxy_errors += atomic_load(&w->proxy_errors);
-		out->tls_failures += atomic_load(&w->tls_failures);
-	}
+	memset(out, 0, sizeof(*out));
+	if (m == NULL)
+		return; /* not started */
+	out->conns_open = (uint64_t)srv__metrics_total(m, -1,
+						       SRV__M_CONNECTIONS_OPEN);
+	out->conns_parked = (uint64_t)srv__metrics_total(
+		m, -1, SRV__M_CONNECTIONS_PARKED);
+	out->conns_total = (uint64_t)srv__metrics_total(m, -1,
+							SRV__M_CONNECTIONS);
+	out->refused = (uint64_t)srv__metrics_total(m, -1,
+						    SRV__M_REFUSED_LIMIT);
+	out->accept_errors = (uint64_t)srv__metrics_total(
+		m, -1, SRV__M_ACCEPT_ERRORS);
+	out->proxy_errors = (uint64_t)srv__metrics_total(m, -1,
+							 SRV__M_PROXY_ERRORS);
+	out->tls_failures = (uint64_t)srv__metrics_total(m, -1,
+							 SRV__M_TLS_FAILURES);
 }
