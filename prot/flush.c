@@ -917,8 +917,8 @@ int prot__flush_release(struct protstream *s)
 	struct prot__sender *snd = ps->snd;
 
 	if (prot__has_output(s) ||
-	    (snd != NULL && (snd->busy || snd->begun_len > 0 ||
-			     ur_op_is_busy(&snd->bop))))
+	    (snd != NULL &&
+	     (snd->busy || snd->begun_len > 0 || ur_op_is_busy(&snd->bop))))
 		return -EBUSY;
 	if (snd != NULL) {
 		if (snd->wdl_on)

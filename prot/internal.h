@@ -160,7 +160,7 @@ struct prot__stream {
 	const unsigned char *src;
 	size_t src_len, src_off;
 	struct ur_bufring *br; /* the loop's shared ring, referenced */
-	int bid;      /* provided buffer held, -1: none */
+	int bid;	       /* provided buffer held, -1: none */
 	int keep_bid; /* buffer kept for a window after a failed refill */
 	/* fill.c: how a file reads (FR_* there), 0 until the first read. */
 	uint8_t file_read;
@@ -177,7 +177,7 @@ struct prot__stream {
 	 */
 	unsigned char *park;
 	size_t park_size;
-	struct buf dec;	     /* layer output not yet exposed */
+	struct buf dec; /* layer output not yet exposed */
 	size_t dec_off;
 	/* dec, set aside for a window a decode would overwrite (fill.c) */
 	struct buf dec_keep;

@@ -560,6 +560,13 @@ static void tls_release(struct prot__layer *l)
  */
 #define TLS_SSL_ESTIMATE 8192
 
+/*
+ * OpenSSL's read buffer, which a record received in part keeps (it can
+ * be released only when empty): a maximal record, its overhead, the
+ * header, alignment.
+ */
+#define TLS_RBUF_ESTIMATE (16384 + 256 + 5 + 8)
+
 /* The state and the SSL count once, on the read stream. */
 static size_t tls_memory(const struct prot__layer *l)
 {
@@ -570,7 +577,13 @@ static size_t tls_memory(const struct prot__layer *l)
 		return n;
 	n += sizeof(*t) + bio_held(t->rbio) + bio_held(t->wbio) +
 	     t->held.alloc + t->ctl.alloc;
-	return t->ssl != NULL ? n + TLS_SSL_ESTIMATE : n;
+	if (t->ssl == NULL)
+		return n;
+	/* A record in part: see tls_eof on SSL_has_pending and "RB". */
+	if (SSL_has_pending(t->ssl) ||
+	    strcmp(SSL_rstate_string(t->ssl), "RB") == 0)
+		n += TLS_RBUF_ESTIMATE;
+	return n + TLS_SSL_ESTIMATE;
 }
 
 static const struct prot__layer_ops tls_read_ops = {

@@ -68,8 +68,8 @@ struct zl {
 	int level;  /* configured */
 	int cur;    /* the level deflate runs at now */
 	unsigned skip, backoff;
-	bool more_out;	      /* read: inflate may hold more output */
-	struct buf pend;      /* read: input inflate has not consumed */
+	bool more_out;	 /* read: inflate may hold more output */
+	struct buf pend; /* read: input inflate has not consumed */
 	struct pl_zlib_stats st;
 	size_t mem;	     /* bytes zlib holds (zl_alloc), usable sizes */
 	bool parked;	     /* z ended by zl_release; dict is its history */
@@ -391,9 +391,8 @@ static void zl_release(struct prot__layer *l)
 		zl->dict = malloc(len);
 		if (zl->dict == NULL)
 			return; /* keeps its state: only memory */
-		zret = zl->write
-			       ? deflateGetDictionary(&zl->z, zl->dict, &len)
-			       : inflateGetDictionary(&zl->z, zl->dict, &len);
+		zret = zl->write ? deflateGetDictionary(&zl->z, zl->dict, &len)
+				 : inflateGetDictionary(&zl->z, zl->dict, &len);
 		if (zret != Z_OK) {
 			free(zl->dict);
 			zl->dict = NULL;

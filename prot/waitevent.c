@@ -666,7 +666,8 @@ uint64_t prot_waitevent_next_ms(const struct protstream *s)
 	for (const struct prot_waitevent *ev = s->waitevent; ev != NULL;
 	     ev = ev->next) {
 		/* Rounded up: at that millisecond the event is due. */
-		uint64_t ms = (current_mark_ns(cwev_of(ev)) + NS_MS - 1) / NS_MS;
+		uint64_t ms =
+			(current_mark_ns(cwev_of(ev)) + NS_MS - 1) / NS_MS;
 
 		if (ms == 0)
 			ms = 1; /* long past, and 0 means none */
