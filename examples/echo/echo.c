@@ -44,7 +44,7 @@ static void usage(FILE *out)
 	(void)fprintf(
 		out,
 		"usage: ringprot-echo [-l addr:port] [-p pidfile] [-e engine]\n"
-		"                     [-w workers] [-n usecs] [-D]\n"
+		"                     [-w workers] [-n usecs] [-D] [-P]\n"
 		"  -l addr:port  listen address (default " ECHO_DEFAULT_LISTEN
 		"; port 0: ephemeral;\n"
 		"                IPv6 as [addr]:port; unix:/path; systemd:name)\n"
@@ -56,7 +56,9 @@ static void usage(FILE *out)
 		"  -n usecs      NAPI busy polling for up to usecs\n"
 		"  -D            connections as direct descriptors (io_uring:\n"
 		"                outside the process fd table; epoll: fds the\n"
-		"                loop holds, registered once)\n");
+		"                loop holds, registered once)\n"
+		"  -P            park idle connections: no fiber, no buffer\n"
+		"                while a client sends nothing\n");
 }
 
 /* A decimal unsigned 32-bit number: 0 or -EINVAL. */
@@ -110,8 +112,17 @@ static int parse_engine(const char *s, struct ur_loop_opts *opts)
 	return -EINVAL;
 }
 
-/* The service: every byte back, until the client is done. */
-static int echo_handler(struct srv_conn *c)
+/* -P: park a connection whenever it has no input buffered. */
+static bool park_idle;
+
+static int echo_resume(struct srv_conn *c, unsigned wake);
+
+/*
+ * The service: every byte back, until the client is done. With -P, a
+ * connection that has nothing more to read parks (no fiber, no buffer)
+ * and comes back in echo_resume when bytes arrive.
+ */
+static int echo_serve(struct srv_conn *c)
 {
 	char buf[4096];
 	int n;
@@ -121,10 +132,26 @@ static int echo_handler(struct srv_conn *c)
 			return prot_errno(c->out);
 		atomic_fetch_add_explicit(&echoed, (uint64_t)n,
 					  memory_order_relaxed);
+		if (park_idle && !prot_input_pending(c->in))
+			return srv_park(c, echo_resume);
 	}
 	if (prot_IS_ERROR(c->in))
 		return prot_errno(c->in);
 	return 0;
+}
+
+static int echo_resume(struct srv_conn *c, unsigned wake)
+{
+	if (wake & SRV_WAKE_SHUTDOWN)
+		return 0;
+	return echo_serve(c);
+}
+
+static int echo_handler(struct srv_conn *c)
+{
+	if (park_idle)
+		return srv_park(c, echo_resume);
+	return echo_serve(c);
 }
 
 static int write_pidfile(const char *path)
@@ -183,7 +210,7 @@ int main(int argc, char **argv)
 	unsigned napi_us = 0;
 	int opt, ret;
 
-	while ((opt = getopt(argc, argv, "l:p:e:w:n:Dh")) != -1) {
+	while ((opt = getopt(argc, argv, "l:p:e:w:n:DPh")) != -1) {
 		switch (opt) {
 		case 'l':
 			lo.addr = optarg;
@@ -213,6 +240,9 @@ int main(int argc, char **argv)
 		case 'D':
 			so.direct = true;
 			so.direct_files = ECHO_DIRECT_FILES;
+			break;
+		case 'P':
+			park_idle = true;
 			break;
 		case 'h':
 			usage(stdout);
