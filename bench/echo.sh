@@ -99,25 +99,25 @@ trap 'exit 130' INT TERM
 server_cmd() {
 	case "$1" in
 	ringprot-uring)
-		echo "env RINGPROT_BACKEND=uring build-bench/examples/ringprot-echo -l 127.0.0.1:0" ;;
+		echo "env RINGPROT_BACKEND=uring build-bench/examples/ringprot-echo -w 1 -l 127.0.0.1:0" ;;
 	ringprot-epoll)
-		echo "env RINGPROT_BACKEND=epoll build-bench/examples/ringprot-echo -l 127.0.0.1:0" ;;
+		echo "env RINGPROT_BACKEND=epoll build-bench/examples/ringprot-echo -w 1 -l 127.0.0.1:0" ;;
 	# Connections as direct descriptors (-D): on epoll, registered
 	# edge-triggered once instead of one epoll_ctl per wait.
 	ringprot-uring-D)
-		echo "env RINGPROT_BACKEND=uring build-bench/examples/ringprot-echo -D -l 127.0.0.1:0" ;;
+		echo "env RINGPROT_BACKEND=uring build-bench/examples/ringprot-echo -w 1 -D -l 127.0.0.1:0" ;;
 	ringprot-epoll-D)
-		echo "env RINGPROT_BACKEND=epoll build-bench/examples/ringprot-echo -D -l 127.0.0.1:0" ;;
+		echo "env RINGPROT_BACKEND=epoll build-bench/examples/ringprot-echo -w 1 -D -l 127.0.0.1:0" ;;
 	# Not in the default set: SQPOLL's poller thread is the server's,
 	# pinned with it to SERVER_CPU by taskset (it spins for its idle
 	# time after each submission, 100 ms by default).
 	ringprot-sqpoll)
-		echo "build-bench/examples/ringprot-echo -e sqpoll -l 127.0.0.1:0" ;;
+		echo "build-bench/examples/ringprot-echo -w 1 -e sqpoll -l 127.0.0.1:0" ;;
 	# The poller pinned to the client's CPU instead (IORING_SETUP_SQ_AFF).
 	ringprot-sqpoll-x)
-		echo "build-bench/examples/ringprot-echo -e sqpoll@$CLIENT_CPU -l 127.0.0.1:0" ;;
+		echo "build-bench/examples/ringprot-echo -w 1 -e sqpoll -o sqpoll_cpu=$CLIENT_CPU -l 127.0.0.1:0" ;;
 	ringprot-defer)
-		echo "build-bench/examples/ringprot-echo -e defer -l 127.0.0.1:0" ;;
+		echo "build-bench/examples/ringprot-echo -w 1 -e defer -l 127.0.0.1:0" ;;
 	epoll-lt) echo "build-bench/bench/epoll-echo -l 127.0.0.1:0" ;;
 	epoll-et) echo "build-bench/bench/epoll-echo -e -l 127.0.0.1:0" ;;
 	*) return 1 ;;

@@ -69,6 +69,20 @@ void srv__fmt_addr(const struct sockaddr_storage *a, char *ip, size_t n,
 	}
 }
 
+socklen_t srv__salen(const struct sockaddr_storage *a)
+{
+	switch (a->ss_family) {
+	case AF_INET:
+		return sizeof(struct sockaddr_in);
+	case AF_INET6:
+		return sizeof(struct sockaddr_in6);
+	case AF_UNIX:
+		return sizeof(struct sockaddr_un);
+	default:
+		return 0;
+	}
+}
+
 static bool is_loopback(const struct sockaddr_storage *a)
 {
 	if (a->ss_family == AF_UNIX)

@@ -121,6 +121,7 @@ struct srv__conn {
 	struct srv__hook *hooks;
 	void *arena;
 	struct ssl_ctx_st *tls_ctx; /* the context this connection uses */
+	void *auth;		    /* auth.c's state, in the arena */
 };
 
 static inline struct srv__conn *srv__conn_of(struct srv_conn *c)
@@ -145,6 +146,12 @@ struct srv {
 	pthread_mutex_t tls_lock;
 	struct ssl_ctx_st *tls_ctx;
 	struct srv__metrics *metrics; /* made by srv_start */
+	struct srv_config *const *main_cfg; /* srv_main's current one */
+	/* SASL (auth.c, srv_set_sasl). */
+	bool sasl_ready;
+	bool allowplaintext;
+	struct srv__authfail *authfail;
+	char fqdn[256];
 	char errbuf[256]; /* srv_listen's error text */
 };
 
@@ -175,6 +182,11 @@ bool srv__room(struct srv *s, struct srv_service *svc);
 void srv__conn_released(struct srv__worker *w);
 void srv__fmt_addr(const struct sockaddr_storage *a, char *ip, size_t n,
 		   uint16_t *port_out);
+
+socklen_t srv__salen(const struct sockaddr_storage *a);
+
+/* auth.c (with libsasl2): free what srv_set_sasl made. */
+void srv__sasl_fini(struct srv *s);
 
 /* park.c */
 int srv__park(struct srv__conn *c) RINGPROT_MUST_CHECK UR_MAY_YIELD;

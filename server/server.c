@@ -28,6 +28,7 @@
 #endif
 
 #include "internal.h"
+#include "sd.h"
 
 #define DRAIN_DEFAULT_MS   10000
 #define DIRECT_DEFAULT	   16384
@@ -106,6 +107,14 @@ int srv_service_add(struct srv *s, const struct srv_service_opts *o,
 	if (svc_out != NULL)
 		*svc_out = svc;
 	return 0;
+}
+
+struct srv_service *srv_service_find(const struct srv *s, const char *name)
+{
+	for (unsigned i = 0; i < s->nservices; i++)
+		if (strcmp(s->services[i]->name, name) == 0)
+			return s->services[i];
+	return NULL;
 }
 
 void *srv_service_data(const struct srv_service *svc)
@@ -454,7 +463,27 @@ void srv_stop(struct srv *s)
 struct run_ctx {
 	struct srv *s;
 	const struct srv_run_hooks *hooks;
+	struct ur_timer watchdog;
+	uint64_t watchdog_ns; /* half systemd's WatchdogSec, 0: none */
 };
+
+static void sd_say(const char *state)
+{
+	if (srv__sd_notify(state) < 0) {
+		/* systemd gone or the socket full: nothing to do about it */
+	}
+}
+
+/* systemd's watchdog: WATCHDOG=1 at half its interval while we run. */
+static void watchdog_cb(struct ur_timer *t, void *arg)
+{
+	struct run_ctx *r = arg;
+
+	sd_say("WATCHDOG=1");
+	if (ur_timer_start(t, r->watchdog_ns, watchdog_cb, r) < 0) {
+		/* a missed ping: systemd restarts us, as it should */
+	}
+}
 
 static void on_signal(struct ur_signal *sig, int signo, void *arg)
 {
@@ -465,8 +494,10 @@ static void on_signal(struct ur_signal *sig, int signo, void *arg)
 	case SIGHUP:
 		srv_logkv(SRV_LOG_INFO, 0, "signal", "signal", "HUP", "action",
 			  "reload", NULL);
+		sd_say("RELOADING=1");
 		if (r->hooks != NULL && r->hooks->reload != NULL)
 			r->hooks->reload(r->s, r->hooks->arg);
+		sd_say("READY=1");
 		break;
 	case SIGUSR1:
 		if (r->hooks != NULL && r->hooks->dump != NULL)
@@ -476,6 +507,7 @@ static void on_signal(struct ur_signal *sig, int signo, void *arg)
 		srv_logkv(SRV_LOG_INFO, 0, "signal", "signal",
 			  signo == SIGTERM ? "TERM" : "INT", "action", "stop",
 			  NULL);
+		sd_say("STOPPING=1");
 		srv_stop(r->s);
 		break;
 	}
@@ -507,6 +539,16 @@ int srv_run(struct srv *s, const struct srv_run_hooks *hooks)
 			/* gone already, or no memory: nothing to start */
 		}
 	}
+	if (ret == 0) {
+		uint64_t usec = 0;
+
+		sd_say("READY=1");
+		ur_timer_init(&r.watchdog, s->ctl);
+		if (srv__sd_watchdog_usec(&usec) > 0 && usec >= 2) {
+			r.watchdog_ns = usec / 2 * 1000ull;
+			watchdog_cb(&r.watchdog, &r);
+		}
+	}
 	while (ret == 0 && atomic_load(&s->workers_done) < s->nworkers) {
 		ret = ur_loop_run_once(s->ctl, TURN_NS);
 		if (ret == -EINTR || ret > 0)
@@ -522,6 +564,9 @@ int srv_run(struct srv *s, const struct srv_run_hooks *hooks)
 			pthread_join(s->workers[i].thread, NULL);
 			s->workers[i].thread_started = false;
 		}
+	}
+	if (ur_timer_is_armed(&r.watchdog) && ur_timer_stop(&r.watchdog) < 0) {
+		/* the loop goes next, and its timeouts with it */
 	}
 	ur_signal_stop(&sig);
 	ur_loop_free(&s->ctl);
@@ -551,6 +596,9 @@ void srv_free(struct srv **sp)
 	}
 	srv__tlsctx_put(&s->tls_ctx);
 	srv__metrics_free(&s->metrics);
+#ifdef RINGPROT_HAVE_SASL
+	srv__sasl_fini(s);
+#endif
 	pthread_mutex_destroy(&s->tls_lock);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		pthread_rwlock_destroy(&s->workers[i].life);

@@ -174,6 +174,66 @@ RINGPROT_API int srv_conn_starttls(struct srv_conn *c) RINGPROT_MUST_CHECK
 
 /*
  * ---------------------------------------------------------------------
+ * Authentication through SASL (needs srv_set_sasl; built with libsasl2).
+ * Plaintext mechanisms (and srv_conn_login) are offered only on a
+ * secure connection (TLS, loopback, Unix socket) unless the server
+ * allows plaintext. Every outcome is logged in the fixed fail2ban shape
+ * (srv-log.h) and counted; a failure is answered only after a delay
+ * that grows with the client address's recent failures.
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The protocol's framing of an exchange: send_challenge writes one
+ * challenge (base64, may be "") as the protocol wants it (IMAP
+ * "+ b64\r\n", SMTP/LMTP "334 b64\r\n") and flushes, 0 or -errno;
+ * read_response reads the client's line without CR LF into buf
+ * (NUL-terminated) and returns its length, or -errno (-EMSGSIZE when it
+ * does not fit). Both may yield.
+ */
+struct srv_sasl_io {
+	int (*send_challenge)(struct srv_conn *c, const char *b64);
+	ssize_t (*read_response)(struct srv_conn *c, char *buf, size_t size);
+};
+
+/*
+ * The mechanisms c may use now, space separated (for CAPABILITY, EHLO):
+ * *list_out is owned by c, valid until the next call. Returns their
+ * count, -ENOTSUP (no SASL set up), -ENOMEM.
+ */
+RINGPROT_API int srv_conn_sasl_mechs(struct srv_conn *c,
+				     const char **list_out) RINGPROT_MUST_CHECK;
+
+/* May c use plaintext passwords (LOGIN, PLAIN) now? */
+RINGPROT_API bool srv_conn_plaintext_ok(const struct srv_conn *c);
+
+/*
+ * Authenticate c with mechanism mech; initial is the client's initial
+ * response in base64 ("=" for an empty one, RFC 4959) or NULL. Returns 0
+ * with *user_out the user (owned by c, valid until it closes);
+ * -EACCES (failed), -ECANCELED (the client sent "*"), -EPROTO (bad
+ * base64 or a malformed response), -ENOPROTOOPT (mechanism unknown or
+ * not allowed now), -EMSGSIZE, -ENOTSUP, or the io callbacks' -errno.
+ * UR_MAY_YIELD (the exchange, the failure delay).
+ */
+RINGPROT_API int srv_conn_authenticate(struct srv_conn *c, const char *mech,
+				       const char *initial,
+				       const struct srv_sasl_io *io,
+				       const char **user_out)
+	RINGPROT_MUST_CHECK UR_MAY_YIELD;
+
+/*
+ * Check a plaintext password (IMAP LOGIN) through SASL's password
+ * check: 0 with *user_out (owned by c), -EACCES, -EPERM (plaintext not
+ * allowed on this connection: nothing is checked or logged), -ENOTSUP.
+ * UR_MAY_YIELD (the failure delay).
+ */
+RINGPROT_API int srv_conn_login(struct srv_conn *c, const char *user,
+				const char *pass, const char **user_out)
+	RINGPROT_MUST_CHECK UR_MAY_YIELD;
+
+/*
+ * ---------------------------------------------------------------------
  * Services and listeners.
  * ---------------------------------------------------------------------
  */
@@ -207,6 +267,9 @@ RINGPROT_API int srv_service_add(struct srv *s,
 				 const struct srv_service_opts *o,
 				 struct srv_service **svc_out) RINGPROT_MUST_CHECK;
 RINGPROT_API void *srv_service_data(const struct srv_service *svc);
+/* The service of s named name, or NULL. */
+RINGPROT_API struct srv_service *srv_service_find(const struct srv *s,
+						  const char *name);
 RINGPROT_API const char *srv_service_name(const struct srv_service *svc);
 
 struct srv_listen_opts {
@@ -280,6 +343,25 @@ RINGPROT_API int srv_set_tls_ctx(struct srv *s,
 				 struct ssl_ctx_st *ctx) RINGPROT_MUST_CHECK;
 
 /*
+ * SASL for the server's connections (before srv_start): libsasl2 is set
+ * up once per process (sasldb by default: its file is checked now, so a
+ * missing or unreadable one is a start-up error with *errstr_out
+ * saying why). Returns 0, -EALREADY, -ENOENT/-EACCES..., -ENOTSUP.
+ */
+struct srv_sasl_opts {
+	const char *appname;	    /* SASL config name; NULL: "ringprot" */
+	const char *sasldb_path;    /* auxprop's sasldb */
+	const char *pwcheck_method; /* "auxprop" (NULL) or "saslauthd" */
+	const char *saslauthd_path; /* saslauthd's socket; NULL: default */
+	const char *mech_list;	    /* NULL: every installed mechanism */
+	const char *realm;	    /* NULL: none */
+	const char *fqdn;	    /* the server's name; NULL: "localhost" */
+	bool allowplaintext;	    /* plaintext passwords without TLS */
+};
+RINGPROT_API int srv_set_sasl(struct srv *s, const struct srv_sasl_opts *o,
+			      const char **errstr_out) RINGPROT_MUST_CHECK;
+
+/*
  * Start the workers: each makes its loop (the listening sockets are
  * already open: clients may connect and wait in the backlog). Accepting
  * starts with srv_run. Returns 0, or -errno (a loop that cannot be
@@ -312,6 +394,69 @@ RINGPROT_API int srv_run(struct srv *s,
  * once every worker is done.
  */
 RINGPROT_API void srv_stop(struct srv *s);
+
+/*
+ * ---------------------------------------------------------------------
+ * srv_main: a whole daemon from a table of services. It reads the
+ * command line (-C file, -o key=value, -l, -p, -e, -w, -D, -n,
+ * --check-config, the program's own flags) and the configuration
+ * (srv-config.h: the runtime's keys, listed by --help, plus the
+ * program's), then sets up logging, the program (setup hook),
+ * listeners, pidfile, TLS, privilege drop, SASL and the workers, and
+ * serves until SIGTERM/SIGINT (drain); SIGHUP reloads the configuration
+ * file and the certificate, SIGUSR1 logs the counters. With
+ * metrics_listen set, GET /metrics serves them in Prometheus's text
+ * format. Each start-up failure is one line on stderr and exit status
+ * 1 (2: usage). Returns the exit status.
+ * ---------------------------------------------------------------------
+ */
+struct srv_config;
+struct srv_cfg_key;
+
+struct srv_main_service {
+	/* name, handler, data; limits and timeouts are defaults that the
+	 * configuration overrides (service_max_conns, max_conns_per_ip,
+	 * idle_timeout, write_timeout...). */
+	struct srv_service_opts opts;
+	const char *default_listen; /* when the configuration names none */
+	bool sasl;		    /* uses srv_conn_authenticate/login */
+};
+
+/* A program flag: -opt sets assign ("key=value") as -o would. */
+struct srv_main_flag {
+	char opt;
+	const char *assign;
+	const char *help;
+};
+
+struct srv_main_opts {
+	const char *prog;    /* for usage, errors, syslog */
+	const char *summary; /* one line for --help */
+	const struct srv_main_service *services;
+	size_t nservices;
+	const struct srv_cfg_key *keys; /* the program's own options */
+	size_t nkeys;
+	const struct srv_main_flag *flags;
+	size_t nflags;
+	/* After the configuration is read, before listening: 0, or -errno
+	 * after printing why (start-up stops). */
+	int (*setup)(struct srv *s, const struct srv_config *cfg, void *arg);
+	/* Listening, about to serve (print how to reach the server). */
+	void (*started)(struct srv *s, void *arg);
+	/* Served and stopped, before the server is freed. */
+	void (*stopped)(struct srv *s, void *arg);
+	void *arg;
+};
+
+RINGPROT_API int srv_main(int argc, char **argv,
+			  const struct srv_main_opts *mo);
+
+/*
+ * The configuration srv_main runs with now (replaced by a SIGHUP
+ * reload; an old one stays valid until srv_main returns), or NULL for a
+ * server not made by srv_main.
+ */
+RINGPROT_API const struct srv_config *srv_main_config(const struct srv *s);
 
 /* Free s (after srv_run returned, or if never started). Accepts NULL. */
 RINGPROT_API void srv_free(struct srv **sp);
