@@ -448,10 +448,18 @@ int srv_start(struct srv *s)
 	return ret;
 }
 
+static void sd_say(const char *state)
+{
+	if (srv__sd_notify(state) < 0) {
+		/* systemd gone or the socket full: nothing to do about it */
+	}
+}
+
 void srv_stop(struct srv *s)
 {
 	if (atomic_exchange(&s->stopping, true))
 		return;
+	sd_say("STOPPING=1");
 	for (unsigned i = 0; i < s->nworkers; i++) {
 		if (srv__worker_post(&s->workers[i], worker_stop,
 				     &s->workers[i]) < 0) {
@@ -466,13 +474,6 @@ struct run_ctx {
 	struct ur_timer watchdog;
 	uint64_t watchdog_ns; /* half systemd's WatchdogSec, 0: none */
 };
-
-static void sd_say(const char *state)
-{
-	if (srv__sd_notify(state) < 0) {
-		/* systemd gone or the socket full: nothing to do about it */
-	}
-}
 
 /* systemd's watchdog: WATCHDOG=1 at half its interval while we run. */
 static void watchdog_cb(struct ur_timer *t, void *arg)
@@ -507,7 +508,6 @@ static void on_signal(struct ur_signal *sig, int signo, void *arg)
 		srv_logkv(SRV_LOG_INFO, 0, "signal", "signal",
 			  signo == SIGTERM ? "TERM" : "INT", "action", "stop",
 			  NULL);
-		sd_say("STOPPING=1");
 		srv_stop(r->s);
 		break;
 	}
