@@ -480,7 +480,10 @@ static void watchdog_cb(struct ur_timer *t, void *arg)
 {
 	struct run_ctx *r = arg;
 
-	sd_say("WATCHDOG=1");
+	if (srv__sd_notifyf("WATCHDOG=1\nSTATUS=%u connections open",
+			    atomic_load(&r->s->open)) < 0) {
+		/* as sd_say */
+	}
 	if (ur_timer_start(t, r->watchdog_ns, watchdog_cb, r) < 0) {
 		/* a missed ping: systemd restarts us, as it should */
 	}
@@ -542,7 +545,7 @@ int srv_run(struct srv *s, const struct srv_run_hooks *hooks)
 	if (ret == 0) {
 		uint64_t usec = 0;
 
-		sd_say("READY=1");
+		sd_say("READY=1\nSTATUS=serving");
 		ur_timer_init(&r.watchdog, s->ctl);
 		if (srv__sd_watchdog_usec(&usec) > 0 && usec >= 2) {
 			r.watchdog_ns = usec / 2 * 1000ull;
