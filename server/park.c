@@ -4,7 +4,10 @@
  *
  * A parked connection is its record, its two streams with their buffers
  * released, one poll (POLLIN) on the socket and one timer at the
- * earliest wait event of c->in. Four things wake it: the poll, the
+ * earliest of c->in's wait events and read deadline (the idle timeout:
+ * past it, resume sees SRV_WAKE_INPUT and its read fails at once with
+ * "idle for too long"). The timer runs on CLOCK_REALTIME, the wait
+ * events' clock; the read deadline is converted at park time. Four things wake it: the poll, the
  * timer, a notification (posted to the connection's worker) and the
  * server's stop. Each ORs its reason into c->wake and calls unpark.
  *
@@ -64,10 +67,11 @@ static void poll_cb(struct ur_op *op)
 		spawn_or_retry(c);
 }
 
+/* Due wait events and a passed read deadline are found by ready_now. */
 static void timer_cb(struct ur_timer *t, void *arg)
 {
 	(void)t;
-	srv__unpark(arg, SRV_WAKE_EVENT);
+	srv__unpark(arg, 0);
 }
 
 void srv__unpark(struct srv__conn *c, unsigned wake)
@@ -94,14 +98,15 @@ static unsigned ready_now(struct srv__conn *c)
 {
 	struct srv_conn *pub = &c->pub;
 	unsigned wake = 0;
-	uint64_t next_ms;
+	uint64_t next_ms, idle_ns = prot_read_deadline_ns(pub->in);
 
 	if (atomic_exchange(&c->notify, 0) != 0)
 		wake |= SRV_WAKE_NOTIFY;
 	if (c->w->stopping)
 		wake |= SRV_WAKE_SHUTDOWN;
-	if (prot_input_pending(pub->in))
-		wake |= SRV_WAKE_INPUT;
+	if (prot_input_pending(pub->in) ||
+	    (idle_ns != 0 && idle_ns <= ur_now_ns(CLOCK_MONOTONIC)))
+		wake |= SRV_WAKE_INPUT; /* a read returns (or times out) */
 	next_ms = prot_waitevent_next_ms(pub->in);
 	if (next_ms != 0 && next_ms * 1000000ull <= ur_now_ns(CLOCK_REALTIME))
 		wake |= SRV_WAKE_EVENT;
@@ -117,7 +122,7 @@ static unsigned ready_now(struct srv__conn *c)
 int srv__park(struct srv__conn *c)
 {
 	struct srv_conn *pub = &c->pub;
-	uint64_t next_ms;
+	uint64_t next_ns, idle_ns;
 	unsigned wake;
 	int ret;
 
@@ -151,10 +156,19 @@ int srv__park(struct srv__conn *c)
 		ret = ur_poll_start(c->w->loop, &c->park_op, pub->fd, POLLIN);
 		if (ret < 0)
 			return ret;
-		next_ms = prot_waitevent_next_ms(pub->in);
-		if (next_ms != 0 &&
-		    ur_timer_start_abs(&c->park_timer, CLOCK_REALTIME,
-				       next_ms * 1000000ull, timer_cb, c) < 0) {
+		next_ns = prot_waitevent_next_ms(pub->in) * 1000000ull;
+		idle_ns = prot_read_deadline_ns(pub->in);
+		if (idle_ns != 0) {
+			uint64_t now = ur_now_ns(CLOCK_MONOTONIC);
+			uint64_t rt = ur_now_ns(CLOCK_REALTIME) +
+				      (idle_ns > now ? idle_ns - now : 0);
+
+			if (next_ns == 0 || rt < next_ns)
+				next_ns = rt;
+		}
+		if (next_ns != 0 &&
+		    ur_timer_start_abs(&c->park_timer, CLOCK_REALTIME, next_ns,
+				       timer_cb, c) < 0) {
 			/* the event runs at the next wake instead */
 		}
 		c->state = SRV__PARKED;

@@ -337,6 +337,34 @@ static void test_srv_park_resume(void **state)
 	fx_stop(&fx);
 }
 
+/* A parked connection still has its idle timeout. */
+static void test_srv_park_idle_timeout(void **state)
+{
+	struct srv_service_opts svo = line_service;
+	struct fixture fx;
+	char buf[256];
+	uint64_t t0;
+	int fd;
+
+	(void)state;
+	svo.idle_timeout_s = 1;
+	fx_start(&fx, NULL, &svo, NULL);
+	fd = client(fx.port);
+	recv_line(fd, buf, sizeof(buf));
+	send_str(fd, "park\r\n");
+	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "parking\r");
+	t0 = t_now_ms();
+	/* Resumed at the deadline; its read fails: the server closes. */
+	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "woke input\r");
+	assert_true(closed_within(fd, 5000));
+	assert_true(t_now_ms() - t0 >= 500);
+	close(fd);
+	pthread_mutex_lock(&parked_lock);
+	srv_conn_unref(&last_parked);
+	pthread_mutex_unlock(&parked_lock);
+	fx_stop(&fx);
+}
+
 /*
  * max_conns without a busy reply: client N+1 waits, then is served. One
  * worker: with several, an accept another worker armed before it heard
@@ -524,6 +552,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_srv_echo_lines),
 		cmocka_unit_test(test_srv_park_resume),
+		cmocka_unit_test(test_srv_park_idle_timeout),
 		cmocka_unit_test(test_srv_backpressure),
 		cmocka_unit_test(test_srv_per_ip_refused),
 		cmocka_unit_test(test_srv_drain),
