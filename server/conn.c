@@ -373,7 +373,9 @@ static int conn_main(void *arg)
 		/* First run: set up, then the handler. */
 		ret = conn_setup(c);
 		if (ret == 0 && c->busy) {
-			if (pub->service->busy_reply != NULL &&
+			/* A TLS client would take a plaintext refusal for
+			 * garbage: it only sees the close. */
+			if (pub->service->busy_reply != NULL && !c->l->o.tls &&
 			    prot_puts(pub->out, pub->service->busy_reply) ==
 				    EOF) {
 				/* closing anyway */
@@ -466,9 +468,10 @@ void srv__conn_accepted(struct srv__acceptor *a, int fd,
 		set_peer(&c->pub, peer);
 	}
 	/* The local address: the listener's, or the socket's own when the
-	 * listener is a wildcard and the fd is a real one. */
+	 * listener is a wildcard and the fd is a real one (a syscall only
+	 * then). */
 	c->pub.local = a->l->bound;
-	if (!UR_IS_FIXED(fd) &&
+	if (a->l->wildcard && !UR_IS_FIXED(fd) &&
 	    getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
 		c->pub.local = local;
 	ur_list_add_tail(&w->conns, &c->link);

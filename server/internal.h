@@ -49,6 +49,7 @@ struct srv__listener {
 	socklen_t bound_len;
 	bool per_worker; /* TCP: one SO_REUSEPORT socket per worker */
 	bool unix_path;	 /* a socket file we made: unlinked at free */
+	bool wildcard;	 /* bound to every address: ask each socket */
 	int *fds;	 /* per_worker: one per worker, else fds[0] */
 	unsigned nfds;
 	void *trust; /* PROXY trusted sources (proxy.c), NULL: all */

@@ -287,6 +287,13 @@ static int listener_open(struct srv *s, struct srv__listener *l,
 		return ret;
 	}
 	l->per_worker = true;
+	l->wildcard =
+		(l->bound.ss_family == AF_INET &&
+		 ((struct sockaddr_in *)&l->bound)->sin_addr.s_addr ==
+			 htonl(INADDR_ANY)) ||
+		(l->bound.ss_family == AF_INET6 &&
+		 IN6_IS_ADDR_UNSPECIFIED(
+			 &((struct sockaddr_in6 *)&l->bound)->sin6_addr));
 	l->fds = malloc(s->nworkers * sizeof(int));
 	if (l->fds == NULL)
 		return -ENOMEM;
@@ -356,6 +363,7 @@ static int listen_systemd(struct srv_service *svc,
 		}
 		l->fds[0] = fds[i].fd;
 		l->nfds = 1;
+		l->wildcard = true; /* unknown: ask each socket */
 		l->bound_len = sizeof(l->bound);
 		if (getsockname(fds[i].fd, (struct sockaddr *)&l->bound,
 				&l->bound_len) < 0)

@@ -123,7 +123,8 @@ int srv__park(struct srv__conn *c)
 {
 	struct srv_conn *pub = &c->pub;
 	uint64_t next_ns, idle_ns;
-	unsigned wake;
+	unsigned wake, spins = 0;
+	bool told_stop = false;
 	int ret;
 
 	for (;;) {
@@ -131,6 +132,8 @@ int srv__park(struct srv__conn *c)
 			return -EINVAL; /* SRV_PARK returned without srv_park */
 		wake = c->wake | ready_now(c);
 		c->wake = 0;
+		if (told_stop && (wake & SRV_WAKE_SHUTDOWN))
+			return 0; /* parked again after its goodbye: close */
 		if (wake & SRV_WAKE_EVENT) {
 			if (prot_waitevent_run_due(pub->in) < 0)
 				return prot_errno(pub->in);
@@ -138,6 +141,12 @@ int srv__park(struct srv__conn *c)
 		if (wake != 0) {
 			srv_resume_fn *fn = c->resume;
 
+			/* A resume that parks again at once, over and over
+			 * (input it does not read), must not starve the
+			 * worker. */
+			if (++spins % 64 == 0 && ur_fiber_yield() < 0)
+				return -ECANCELED;
+			told_stop |= (wake & SRV_WAKE_SHUTDOWN) != 0;
 			c->resume = NULL;
 			ret = fn(pub, wake);
 			if (ret != SRV_PARK)

@@ -337,6 +337,40 @@ static void test_srv_park_resume(void **state)
 	fx_stop(&fx);
 }
 
+/* A resume that always parks again, even when told to stop. */
+static int stubborn_resume(struct srv_conn *c, unsigned wake)
+{
+	(void)wake;
+	return srv_park(c, stubborn_resume);
+}
+
+static int stubborn_handler(struct srv_conn *c)
+{
+	prot_printf(c->out, "parking\r\n");
+	return srv_park(c, stubborn_resume);
+}
+
+/* The stop closes it after its goodbye instead of spinning. */
+static void test_srv_park_stubborn(void **state)
+{
+	struct srv_service_opts svo = {.name = "stubborn",
+				       .handler = stubborn_handler};
+	struct fixture fx;
+	char buf[64];
+	int fd;
+
+	(void)state;
+	fx_start(&fx, NULL, &svo, NULL);
+	fd = client(fx.port);
+	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "parking\r");
+	send_str(fd, "ignored\r\n"); /* input it never reads: no spin */
+	usleep(100000);
+	srv_stop(fx.s);
+	assert_true(closed_within(fd, 5000));
+	close(fd);
+	fx_stop(&fx);
+}
+
 /* A parked connection still has its idle timeout. */
 static void test_srv_park_idle_timeout(void **state)
 {
@@ -553,6 +587,7 @@ int main(void)
 		cmocka_unit_test(test_srv_echo_lines),
 		cmocka_unit_test(test_srv_park_resume),
 		cmocka_unit_test(test_srv_park_idle_timeout),
+		cmocka_unit_test(test_srv_park_stubborn),
 		cmocka_unit_test(test_srv_backpressure),
 		cmocka_unit_test(test_srv_per_ip_refused),
 		cmocka_unit_test(test_srv_drain),
