@@ -297,6 +297,11 @@ if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
 fi
 mkdir -p bench/results
 out=bench/results/$(date +%Y-%m-%d)-$sha-park-mem.txt
+i=2
+while [ -e "$out" ]; do
+	out=bench/results/$(date +%Y-%m-%d)-$sha-park-mem-$i.txt
+	i=$((i + 1))
+done
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 {
 	echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -358,7 +363,7 @@ python3 - "$tmp/runs.txt" "$tmp/skips.txt" "$CONFIGS" "$NS" \
 import statistics, sys
 
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-skips = [l.split(None, 2) for l in open(sys.argv[2]) if l.strip()]
+skips = [l.strip().split(None, 2) for l in open(sys.argv[2]) if l.strip()]
 configs = sys.argv[3].split()
 ns = [int(x) for x in sys.argv[4].split()]
 g = {}
