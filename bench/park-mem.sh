@@ -182,8 +182,8 @@ kernel_sample() {
 
 # user+nice+system ticks of all CPUs together.
 busy_ticks() {
-	local label u n s rest
-	read -r label u n s rest </proc/stat
+	local u n s
+	read -r _ u n s _ </proc/stat
 	echo $((u + n + s))
 }
 
@@ -237,6 +237,7 @@ measure() {
 	coproc LG { exec taskset -c "$CLIENT_CPU" "$loadgen" -m hold -D -g \
 		-c "$n" -t "$threads" -s "$LINE" -W "$WINDOW" -d 0 \
 		"127.0.0.1:$sport" 2>"$tmp/lg.err"; }
+	# shellcheck disable=SC2153 # set by coproc
 	lg_pid=$LG_PID
 	if ! expect_line "loadgen: ready" 300; then
 		echo "park-mem.sh: $name n=$n: loadgen failed:" \
@@ -317,9 +318,9 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 		"bench/park-mem.sh"
 	echo "limits:   RLIMIT_NOFILE $nofile, vm.max_map_count" \
 		"$(cat /proc/sys/vm/max_map_count), tcp_mem" \
-		"$(cat /proc/sys/net/ipv4/tcp_mem | tr '\t' ' ') pages," \
+		"$(tr '\t' ' ' </proc/sys/net/ipv4/tcp_mem) pages," \
 		"ip_local_port_range" \
-		"$(cat /proc/sys/net/ipv4/ip_local_port_range | tr '\t' '-')"
+		"$(tr '\t' '-' </proc/sys/net/ipv4/ip_local_port_range)"
 	echo "pinning:  server on CPU $SERVER_CPU, loadgen on CPU $CLIENT_CPU"
 	echo "loadgen:  $loadgen -m hold -D -g -c N -t ceil(N/$LG_PER_THREAD)" \
 		"-s $LINE -W $WINDOW -d 0 (direct descriptors; source addresses" \
