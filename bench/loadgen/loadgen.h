@@ -7,7 +7,7 @@
  * One io_uring per worker thread drives that worker's share of the
  * connections. What happens on a connection is a mode: a small state
  * machine that reacts to "connected", "sent" and "received" and calls
- * back into the worker to queue its I/O. echo and idle exist today;
+ * back into the worker to queue its I/O. echo, idle and hold exist today;
  * LMTP and IMAP sessions are meant to be further modes (a session opens
  * with a greeting and a login in connected(), then request() runs one
  * transaction).
@@ -86,6 +86,7 @@ struct lg_mode {
 
 extern const struct lg_mode lg_mode_echo;
 extern const struct lg_mode lg_mode_idle;
+extern const struct lg_mode lg_mode_hold;
 
 struct lg_opts {
 	const struct lg_mode *mode;
@@ -101,6 +102,7 @@ struct lg_opts {
 	struct in_addr src_base; /* first source address */
 	unsigned window;	 /* connects in flight per worker */
 	bool gate;		 /* wait for stdin around the measurement */
+	bool direct;		 /* connections as direct descriptors */
 };
 
 enum lg_conn_state {
@@ -115,7 +117,7 @@ enum lg_conn_state {
 struct lg_conn {
 	struct lg_worker *w;
 	void *priv; /* the mode's */
-	int fd;
+	int fd;		/* the socket, or its slot in the ring (direct) */
 	unsigned index; /* over all workers */
 	enum lg_conn_state state;
 	bool send_busy;
@@ -147,7 +149,7 @@ struct lg_worker {
 	struct lg_conn *conns;
 	unsigned nconns;
 	unsigned next_connect; /* next conns[] index to open */
-	unsigned connecting, ready, busy, dead;
+	unsigned connecting, opening, ready, busy, dead;
 	enum lg_phase phase;
 	bool record;
 	uint64_t deadline_ns;

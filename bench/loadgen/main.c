@@ -23,6 +23,11 @@
  * server (perf, /proc) around exactly the measured interval, with every
  * connection open and idle at both ends.
  *
+ * With -D the connections are direct descriptors (worker.c): they live in
+ * the workers' ring tables, not in the fd table, so one process can hold
+ * more connections than RLIMIT_NOFILE as long as each worker's share fits
+ * its table (at most RLIMIT_NOFILE slots per ring): use -t for more.
+ *
  * The last line is "result: key=value ..." for scripts.
  */
 
@@ -30,7 +35,8 @@
 #define LG_PORTS_PER_SRC 16384 /* of 32768-60999: leave room for others */
 #define LG_FD_SLACK	 32
 
-static const struct lg_mode *const lg_modes[] = {&lg_mode_echo, &lg_mode_idle};
+static const struct lg_mode *const lg_modes[] = {&lg_mode_echo, &lg_mode_idle,
+						 &lg_mode_hold};
 
 struct lg_main {
 	struct lg_opts o;
@@ -57,16 +63,20 @@ static void usage(FILE *out)
 	(void)fprintf(
 		out,
 		"usage: loadgen [options] host:port\n"
-		"  -m mode     echo (default) or idle\n"
+		"  -m mode     echo (default), idle or hold\n"
 		"  -c conns    connections (default 1)\n"
-		"  -s bytes    message size for echo (default 64)\n"
+		"  -s bytes    message size for echo, line size for hold\n"
+		"              (default 64)\n"
 		"  -d secs     measured duration, or hold time for idle (default 3)\n"
 		"  -w secs     warm-up before measuring (default 0.5)\n"
 		"  -t threads  worker threads, one ring each (default 1)\n"
 		"  -a count    source addresses from -b on (default: one per %d\n"
 		"              connections on 127/8, else the kernel's choice)\n"
 		"  -b addr     first source address (default 127.0.0.1)\n"
-		"  -W n        connects in flight per worker (default 256)\n"
+		"  -W n        connects (and hold's lines) in flight per worker\n"
+		"              (default 256)\n"
+		"  -D          connections as direct descriptors, outside the\n"
+		"              fd table (each worker's share: one ring table)\n"
 		"  -g          gate: wait for a line on stdin before measuring\n"
 		"              and before closing\n",
 		LG_PORTS_PER_SRC);
@@ -134,7 +144,7 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 	unsigned long v;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "m:c:s:d:w:t:a:b:W:gh")) != -1) {
+	while ((opt = getopt(argc, argv, "m:c:s:d:w:t:a:b:W:gDh")) != -1) {
 		int bad = 0;
 
 		switch (opt) {
@@ -178,6 +188,9 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 			break;
 		case 'g':
 			o->gate = true;
+			break;
+		case 'D':
+			o->direct = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -223,16 +236,32 @@ static void choose_sources(struct lg_main *m)
 		o->src_addrs = 0;
 }
 
-/* Raise the fd limit to its hard cap; fail early if conns cannot fit. */
+/*
+ * Raise the fd limit to its hard cap; fail early if conns cannot fit:
+ * in the fd table, or with -D in each worker's ring table (which the
+ * kernel caps at RLIMIT_NOFILE slots; a worker has one fd at a time).
+ */
 static int check_fds(const struct lg_opts *o)
 {
 	struct rlimit rl;
+	unsigned per_worker = (o->conns + o->threads - 1) / o->threads;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return -errno;
 	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (o->direct) {
+		if ((rlim_t)per_worker <= rl.rlim_cur &&
+		    (rlim_t)o->threads + LG_FD_SLACK <= rl.rlim_cur)
+			return 0;
+		(void)fprintf(stderr,
+			      "loadgen: %u connections per worker do not fit a "
+			      "ring's table of at most %llu; use more threads "
+			      "(-t)\n",
+			      per_worker, (unsigned long long)rl.rlim_cur);
+		return -EMFILE;
 	}
 	if ((rlim_t)o->conns + LG_FD_SLACK > rl.rlim_cur) {
 		(void)fprintf(
@@ -431,10 +460,11 @@ int main(int argc, char **argv)
 			m->abort = true;
 	if (!m->abort) {
 		printf("loadgen: connected %u connections to %s in %.2f s "
-		       "(%u source addresses, %u threads)\n",
+		       "(%u source addresses, %u threads%s)\n",
 		       m->o.conns, m->o.target,
 		       (double)(lg_now_ns() - tc) / 1e9,
-		       m->o.src_addrs > 0 ? m->o.src_addrs : 1, m->o.threads);
+		       m->o.src_addrs > 0 ? m->o.src_addrs : 1, m->o.threads,
+		       m->o.direct ? ", direct descriptors" : "");
 		(void)fflush(stdout);
 	}
 	wait_barrier(m); /* warm */

@@ -30,6 +30,20 @@
  * ends (-ENOBUFS when all buffers are out, or anything without
  * IORING_CQE_F_MORE) is re-armed at once: the buffers of this batch are
  * back before the next submit.
+ *
+ * At most -W connections per worker are connecting or opening (their
+ * session's first exchange, as hold's line) at once, so a server sees a
+ * bounded number of busy connections while the others are already idle.
+ *
+ * Direct descriptors (-D): each worker registers a sparse file table of
+ * one slot per connection. A socket is still made, set up and bound as
+ * an fd (socket, setsockopt and bind have no io_uring form on every
+ * kernel), then installed in its slot and closed at once: the fd table
+ * holds at most one of them at a time, so a worker may hold as many
+ * connections as its ring's table (up to RLIMIT_NOFILE slots each).
+ * Every operation then names the slot with IOSQE_FIXED_FILE. SO_LINGER 0
+ * is set before the socket leaves the fd table, since the ring's exit
+ * closes it.
  */
 
 #define LG_SQ_ENTRIES 1024
@@ -71,6 +85,13 @@ static struct io_uring_sqe *get_sqe(struct lg_worker *w)
 	return sqe;
 }
 
+/* The SQE names c's socket: its fd, or its slot in the ring's table. */
+static void set_file(struct io_uring_sqe *sqe, const struct lg_conn *c)
+{
+	if (c->w->o->direct)
+		sqe->flags |= IOSQE_FIXED_FILE;
+}
+
 static void set_data(struct io_uring_sqe *sqe, struct lg_conn *c, int op)
 {
 	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | (uint64_t)op);
@@ -84,6 +105,8 @@ static void conn_fail(struct lg_conn *c, int err, const char *what)
 		return;
 	if (c->state == LG_CONN_CONNECTING)
 		w->connecting--;
+	else if (c->state == LG_CONN_OPENING)
+		w->opening--;
 	else if (c->state == LG_CONN_BUSY)
 		w->busy--;
 	if (c->state == LG_CONN_READY || c->state == LG_CONN_BUSY)
@@ -107,8 +130,14 @@ static void conn_fail(struct lg_conn *c, int err, const char *what)
 		io_uring_sqe_set_data64(sqe, 0);
 		c->recv_armed = false;
 	}
-	if (c->fd >= 0)
+	if (c->fd >= 0 && w->o->direct) {
+		struct io_uring_sqe *sqe = get_sqe(w);
+
+		io_uring_prep_close_direct(sqe, (unsigned)c->fd);
+		io_uring_sqe_set_data64(sqe, 0);
+	} else if (c->fd >= 0) {
 		close(c->fd);
+	}
 	c->fd = -1;
 }
 
@@ -124,6 +153,7 @@ int lg_conn_send(struct lg_conn *c, const void *buf, size_t len)
 	c->send_busy = true;
 	sqe = get_sqe(c->w);
 	io_uring_prep_send(sqe, c->fd, buf, len, MSG_NOSIGNAL);
+	set_file(sqe, c);
 	set_data(sqe, c, OP_SEND);
 	return 0;
 }
@@ -135,6 +165,7 @@ static void arm_recv(struct lg_conn *c)
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = LG_BUF_GROUP;
+	set_file(sqe, c);
 	set_data(sqe, c, OP_RECV);
 	c->recv_armed = true;
 }
@@ -160,6 +191,8 @@ void lg_conn_ready(struct lg_conn *c)
 	struct lg_worker *w = c->w;
 	int ret;
 
+	if (c->state == LG_CONN_OPENING)
+		w->opening--;
 	c->state = LG_CONN_READY;
 	w->ready++;
 	if (w->phase != LG_PHASE_RUN || w->o->mode->request == NULL)
@@ -188,19 +221,13 @@ int lg_request_done(struct lg_conn *c)
 /*
  * Open conns[next_connect]: a socket with TCP_NODELAY (each message is
  * one write; Nagle would only add delay), bound to its source address if
- * there are several, then an async connect.
+ * there are several, moved to its slot if direct, then an async connect.
  */
-static int connect_one(struct lg_worker *w)
+/* Set up a new socket fd for c: options, source address. -errno. */
+static int sock_setup(const struct lg_opts *o, const struct lg_conn *c, int fd)
 {
-	const struct lg_opts *o = w->o;
-	struct lg_conn *c = &w->conns[w->next_connect];
-	struct io_uring_sqe *sqe;
-	int one = 1, fd;
+	int one = 1;
 
-	fd = socket(o->dst.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	c->fd = fd;
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 		return -errno;
 	if (o->src_addrs > 0) {
@@ -214,19 +241,53 @@ static int connect_one(struct lg_worker *w)
 		    bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0)
 			return -errno;
 	}
+	if (o->direct) {
+		struct linger lin = {.l_onoff = 1, .l_linger = 0};
+
+		if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin)) <
+		    0)
+			return -errno;
+	}
+	return 0;
+}
+
+static int connect_one(struct lg_worker *w)
+{
+	const struct lg_opts *o = w->o;
+	struct lg_conn *c = &w->conns[w->next_connect];
+	struct io_uring_sqe *sqe;
+	int fd, ret;
+
+	fd = socket(o->dst.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	ret = sock_setup(o, c, fd);
+	if (o->direct) {
+		/* Into slot next_connect; the fd goes either way. */
+		if (ret == 0)
+			ret = io_uring_register_files_update(
+				&w->ring, w->next_connect, &fd, 1);
+		close(fd);
+		fd = ret < 0 ? -1 : (int)w->next_connect;
+	}
+	c->fd = fd;
+	if (ret < 0)
+		return ret;
 	c->state = LG_CONN_CONNECTING;
 	w->connecting++;
 	w->next_connect++;
 	sqe = get_sqe(w);
-	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&o->dst,
+	io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)&o->dst,
 			      o->dst_len);
+	set_file(sqe, c);
 	set_data(sqe, c, OP_CONNECT);
 	return 0;
 }
 
 static void connect_more(struct lg_worker *w)
 {
-	while (w->next_connect < w->nconns && w->connecting < w->o->window) {
+	while (w->next_connect < w->nconns &&
+	       w->connecting + w->opening < w->o->window) {
 		struct lg_conn *c = &w->conns[w->next_connect];
 		int ret = connect_one(w);
 
@@ -252,6 +313,7 @@ static void on_connect(struct lg_conn *c, int res)
 		return;
 	}
 	c->w->connecting--;
+	c->w->opening++;
 	c->state = LG_CONN_OPENING;
 	arm_recv(c);
 	if (m->connected == NULL) {
@@ -280,6 +342,7 @@ static void on_send(struct lg_conn *c, int res)
 		sqe = get_sqe(c->w);
 		io_uring_prep_send(sqe, c->fd, c->sbuf + c->soff,
 				   c->slen - c->soff, MSG_NOSIGNAL);
+		set_file(sqe, c);
 		set_data(sqe, c, OP_SEND);
 		return;
 	}
@@ -454,6 +517,13 @@ int lg_worker_connect(struct lg_worker *w)
 		w->first_err_what = "provided buffers";
 		return err;
 	}
+	if (w->o->direct && w->nconns > 0) {
+		err = io_uring_register_files_sparse(&w->ring, w->nconns);
+		if (err < 0) {
+			w->first_err_what = "direct descriptor table";
+			return err;
+		}
+	}
 	w->phase = LG_PHASE_CONNECT;
 	connect_more(w);
 	while (w->ready + w->dead < w->nconns) {
@@ -550,9 +620,9 @@ out_conns:
 
 /*
  * Tear down: the ring first, which cancels what is still in flight and so
- * releases the buffers, then the sockets. They close with an RST
- * (SO_LINGER 0): nothing is in flight by now, and it leaves no
- * TIME_WAIT to use up source ports over many runs.
+ * releases the buffers (and closes direct descriptors), then the sockets.
+ * They close with an RST (SO_LINGER 0): nothing is in flight by now, and
+ * it leaves no TIME_WAIT to use up source ports over many runs.
  */
 void lg_worker_fini(struct lg_worker *w)
 {
@@ -571,7 +641,7 @@ void lg_worker_fini(struct lg_worker *w)
 	for (unsigned i = 0; i < w->nconns; i++) {
 		struct lg_conn *c = &w->conns[i];
 
-		if (c->fd >= 0) {
+		if (c->fd >= 0 && !w->o->direct) {
 			(void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lin,
 					 sizeof(lin));
 			close(c->fd);
