@@ -183,6 +183,7 @@ void srv__metrics_publish_ring(struct srv__metrics_shard *s,
 	set_worker(s, SRV__M_RING_OPS_INFLIGHT, st->ops_inflight);
 	set_worker(s, SRV__M_FIBERS_LIVE, st->fibers_live);
 	set_worker(s, SRV__M_STACKS_MAPPED, st->stacks_mapped);
+	set_worker(s, SRV__M_RING_ENOBUFS, st->enobufs);
 }
 
 static uint64_t load(const _Atomic uint64_t *v)

@@ -55,7 +55,7 @@ enum srv__mworker {
 	SRV__M_RING_CQES,
 	SRV__M_RING_SQ_FULL,
 	SRV__M_RING_CQ_OVERFLOW,
-	SRV__M_RING_ENOBUFS,	  /* counter the runtime bumps */
+	SRV__M_RING_ENOBUFS,	  /* provided-buffer ops that found none */
 	SRV__M_RING_OPS_INFLIGHT, /* gauge */
 	SRV__M_FIBERS_LIVE,	  /* gauge */
 	SRV__M_STACKS_MAPPED,	  /* gauge */

@@ -321,9 +321,12 @@ void ur__op_complete(struct ur_loop *loop, struct ur_op *op, int32_t res,
 		op->ur__state = UR_OP_DONE;
 		loop->st.ops_inflight--;
 	}
-	if (op->ur__bgid != 0)
+	if (op->ur__bgid != 0) {
+		if (res == -ENOBUFS)
+			loop->st.enobufs++;
 		ur__bufring_cqe(loop,
 				op); /* a provided buffer leaves the ring */
+	}
 	if (op->fn != NULL) {
 		op->fn(op); /* may free op: do not touch it afterwards */
 	} else if (op->ur__waiter != NULL) {

@@ -177,6 +177,7 @@ struct ur_loop_stats {
 	uint64_t sq_full;	/* io_uring: times the SQ was full and flushed */
 	uint64_t cq_overflow;	/* io_uring: times the kernel held CQEs back */
 	uint64_t stacks_mapped; /* fiber stacks mapped (pooled or in use) */
+	uint64_t enobufs;	/* provided-buffer ops that found none */
 };
 RINGPROT_API void ur_loop_stats(const struct ur_loop *loop,
 				struct ur_loop_stats *out);
