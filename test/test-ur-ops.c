@@ -73,6 +73,20 @@ static void test_ur_ops_files(void **state)
 	assert_int_equal(stat(a, &st), -1);
 	assert_int_equal(stat(b, &st), 0);
 	assert_int_equal(ur_openat(AT_FDCWD, a, O_RDONLY, 0), -ENOENT);
+	/* A hard link and a directory, as a Maildir delivery makes. */
+	snprintf(a, sizeof(a), "%s/d", dir);
+	assert_int_equal(ur_mkdirat(AT_FDCWD, a, 0700), 0);
+	assert_int_equal(stat(a, &st), 0);
+	assert_true(S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
+	assert_int_equal(ur_mkdirat(AT_FDCWD, a, 0700), -EEXIST);
+	snprintf(a, sizeof(a), "%s/d/link", dir);
+	assert_int_equal(ur_linkat(AT_FDCWD, b, AT_FDCWD, a, 0), 0);
+	assert_int_equal(stat(a, &st), 0);
+	assert_int_equal(st.st_nlink, 2);
+	assert_int_equal(ur_linkat(AT_FDCWD, b, AT_FDCWD, a, 0), -EEXIST);
+	assert_int_equal(ur_unlinkat(AT_FDCWD, a, 0), 0);
+	snprintf(a, sizeof(a), "%s/d", dir);
+	assert_int_equal(ur_unlinkat(AT_FDCWD, a, AT_REMOVEDIR), 0);
 	assert_int_equal(ur_unlinkat(AT_FDCWD, b, 0), 0);
 	assert_int_equal(ur_unlinkat(AT_FDCWD, dir, AT_REMOVEDIR), 0);
 }

@@ -899,6 +899,11 @@ static int inline_file_op(struct eloop *e, const struct ur__req *r)
 			renameat2(r->fd, r->buf, r->fd2, r->buf2, r->uflags));
 	case UR__UNLINKAT:
 		return errno_or(unlinkat(r->fd, r->buf, r->flags));
+	case UR__LINKAT:
+		return errno_or(
+			linkat(r->fd, r->buf, r->fd2, r->buf2, r->flags));
+	case UR__MKDIRAT:
+		return errno_or(mkdirat(r->fd, r->buf, (mode_t)r->len));
 	case UR__CLOSE:
 		if (UR_IS_FIXED(r->fd)) {
 			if (fd < 0)
@@ -1135,6 +1140,8 @@ static int e_start(struct ur_loop *loop, struct ur_op *op,
 	case UR__FSYNC:
 	case UR__RENAMEAT:
 	case UR__UNLINKAT:
+	case UR__LINKAT:
+	case UR__MKDIRAT:
 	case UR__CLOSE:
 	case UR__FILES_UPDATE:
 		ur__op_arm(loop, op, r->opcode);

@@ -459,6 +459,13 @@ static int u_start(struct ur_loop *loop, struct ur_op *op,
 	case UR__UNLINKAT:
 		io_uring_prep_unlinkat(sqe, r->fd, r->buf, r->flags);
 		break;
+	case UR__LINKAT:
+		io_uring_prep_linkat(sqe, r->fd, r->buf, r->fd2, r->buf2,
+				     r->flags);
+		break;
+	case UR__MKDIRAT:
+		io_uring_prep_mkdirat(sqe, r->fd, r->buf, (mode_t)r->len);
+		break;
 	default:
 		err = prep_io(u, sqe, op, r);
 		if (err < 0)

@@ -59,6 +59,8 @@ enum ur__opcode {
 	UR__FSYNC,
 	UR__RENAMEAT,
 	UR__UNLINKAT,
+	UR__LINKAT,
+	UR__MKDIRAT,
 	UR__RECV_PBUF,	/* recv into a provided buffer */
 	UR__READ_PBUF,	/* read (not a socket) into a provided buffer */
 	UR__RECV_MULTI, /* multishot recv into provided buffers */

@@ -340,6 +340,20 @@ int ur_unlinkat(int dfd, const char *path, int flags)
 			    .buf = (void *)path, .flags = flags));
 }
 
+int ur_linkat(int olddfd, const char *oldpath, int newdfd,
+	      const char *newpath, int flags)
+{
+	return block_on(REQ(.opcode = UR__LINKAT, .fd = olddfd,
+			    .buf = (void *)oldpath, .fd2 = newdfd,
+			    .buf2 = newpath, .flags = flags));
+}
+
+int ur_mkdirat(int dfd, const char *path, mode_t mode)
+{
+	return block_on(REQ(.opcode = UR__MKDIRAT, .fd = dfd,
+			    .buf = (void *)path, .len = mode));
+}
+
 int ur_poll(int fd, unsigned poll_mask)
 {
 	UR_BLOCK(ur_poll_start(loop, &op, fd, poll_mask));

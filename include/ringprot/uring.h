@@ -328,6 +328,9 @@ RINGPROT_API int ur_fsync(int fd, unsigned fsync_flags) UR_MAY_YIELD RINGPROT_MU
 RINGPROT_API int ur_renameat(int olddfd, const char *oldpath, int newdfd,
 			     const char *newpath, unsigned flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API int ur_unlinkat(int dfd, const char *path, int flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_linkat(int olddfd, const char *oldpath, int newdfd,
+			   const char *newpath, int flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
+RINGPROT_API int ur_mkdirat(int dfd, const char *path, mode_t mode) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 /* Returns the revents mask (POLLIN...) or -errno. */
 RINGPROT_API int ur_poll(int fd, unsigned poll_mask) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API int ur_nop(void) UR_MAY_YIELD RINGPROT_MUST_CHECK;
