@@ -363,6 +363,25 @@ static int conn_setup(struct srv__conn *c)
 	return 0;
 }
 
+/* At debug level: who connected, as the handler sees it. */
+static void log_connect(const struct srv__conn *c)
+{
+	const struct srv_conn *pub = &c->pub;
+	struct srv_logline l;
+
+	if (!srv_logline_begin(&l, SRV_LOG_DEBUG, pub->id, "connect"))
+		return;
+	srv_logline_str(&l, "service", pub->service->name);
+	srv_logline_str(&l, "ip", pub->peer_ip);
+	srv_logline_u64(&l, "port", pub->peer_port);
+	srv_logline_u64(&l, "worker", pub->worker);
+	if (pub->proxied)
+		srv_logline_str(&l, "proxied", "yes");
+	if (pub->tls)
+		srv_logline_str(&l, "tls", "yes");
+	srv_logline_end(&l);
+}
+
 static int conn_main(void *arg)
 {
 	struct srv__conn *c = arg;
@@ -381,6 +400,7 @@ static int conn_main(void *arg)
 				/* closing anyway */
 			}
 		} else if (ret == 0) {
+			log_connect(c);
 			ret = pub->service->o.handler(pub);
 		}
 	} else {
