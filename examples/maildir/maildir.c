@@ -44,13 +44,24 @@
  * whose fsync completes wakes every waiter whose link came before that
  * fsync started. Waiters live on other loops too (the cache is shared by
  * threads), so the wake must be an ur_loop_post() per waiting thread,
- * or the groups kept per thread. The spool's fdatasyncs can be grouped
- * the same way per filesystem (syncfs is too coarse). Nothing of that is
- * needed for correctness, only for fewer journal commits under load.
+ * or the groups kept per thread. The spool's fdatasyncs cannot be
+ * shared (one per file), but the ring runs concurrent ones in parallel
+ * and ext4/xfs fold them into one journal commit already. Nothing of
+ * that is needed for correctness, only for fewer ops under load. Later
+ * still: an O_TMPFILE spool linked in through /proc/self/fd would save
+ * the spool's unlinkat and leave nothing behind after a crash.
+ *
+ * Measured (2 vCPUs, 4 KiB messages, 16 fibers, one thread): on a fresh
+ * ext4, 740 durable deliveries/s at 0.16 s of CPU (kernel included) per
+ * 1,000 on io_uring; on tmpfs without syncs about 0.02-0.04 s per 1,000
+ * (the store's own cost). Benchmark on a fresh filesystem: an old, busy
+ * ext4 spends most of its time in inode allocation (recently_deleted).
  *
  * Directory listing (md_clean_tmp) has no ring op: it reads the
  * directory and stats with plain syscalls, and unlinks through the ring.
- * It is a maintenance path, not a delivery one.
+ * It is a maintenance path, not a delivery one. md_user_exists() fstats
+ * a cached directory (an open inode: never blocks) to see it was not
+ * removed.
  */
 #include "maildir.h"
 
@@ -507,27 +518,29 @@ static int dir_get(struct md_store *st, const char *user, const char *folder,
 {
 	uint64_t now = ur_now_ns(CLOCK_MONOTONIC);
 	struct md_dir *d, *other, *idle;
+	char key[MD_KEY_MAX];
+	size_t klen;
 	int ret;
 
-	d = malloc(sizeof(*d) + MD_KEY_MAX);
-	if (d == NULL)
-		return -ENOMEM;
 	if (folder != NULL)
-		snprintf(d->key, MD_KEY_MAX, "%s/.%s", user, folder);
+		snprintf(key, sizeof(key), "%s/.%s", user, folder);
 	else
-		snprintf(d->key, MD_KEY_MAX, "%s", user);
-
+		snprintf(key, sizeof(key), "%s", user);
 	pthread_mutex_lock(&st->lock);
-	other = dir_lookup(st, d->key, now, &idle);
+	other = dir_lookup(st, key, now, &idle);
 	pthread_mutex_unlock(&st->lock);
 	dir_free_idle(idle);
 	if (other != NULL) {
-		free(d);
 		*d_out = other;
 		*fresh_out = false;
 		return 0;
 	}
 
+	klen = strlen(key) + 1;
+	d = malloc(sizeof(*d) + klen);
+	if (d == NULL)
+		return -ENOMEM;
+	memcpy(d->key, key, klen);
 	ret = folder_open(st, user, folder, create, &d->fd, &d->new_fd);
 	if (ret < 0) {
 		free(d);
@@ -538,7 +551,10 @@ static int dir_get(struct md_store *st, const char *user, const char *folder,
 	d->opened_ns = now;
 	d->prev = d->next = NULL;
 
-	/* Another fiber or thread may have opened it meanwhile: keep one. */
+	/*
+	 * Another fiber or thread may have cached it meanwhile: then this
+	 * one serves this delivery only, and its dir_put() closes it.
+	 */
 	idle = NULL;
 	pthread_mutex_lock(&st->lock);
 	other = lru_find(st, d->key);
