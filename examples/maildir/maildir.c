@@ -82,7 +82,7 @@
 
 #include <ringprot/uring.h>
 
-#define MD_BUF_SIZE   (64 * 1024)
+#define MD_BUF_SIZE   ((size_t)64 * 1024)
 #define MD_DIR_CACHE  128
 #define MD_DIR_TTL_S  30
 #define MD_HOST_MAX   96  /* escaped host in names: keeps them < 255 */
@@ -174,7 +174,7 @@ static void host_escape(const char *host, char *out, size_t size)
 		    (unsigned char)c < 0x20 || c == 0x7f) {
 			if (o + 4 >= size)
 				break;
-			snprintf(out + o, 5, "\\%03o", (unsigned char)c);
+			(void)snprintf(out + o, 5, "\\%03o", (unsigned char)c);
 			o += 4;
 		} else {
 			if (o + 1 >= size)
@@ -194,9 +194,9 @@ static void uniq_name(const struct md_store *st, char *out, size_t size)
 		     1;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	snprintf(out, size, "%lld.M%06ldP%ldQ%llu.%s", (long long)ts.tv_sec,
-		 ts.tv_nsec / 1000, (long)getpid(), (unsigned long long)q,
-		 st->host);
+	(void)snprintf(out, size, "%lld.M%06ldP%ldQ%llu.%s",
+		       (long long)ts.tv_sec, ts.tv_nsec / 1000, (long)getpid(),
+		       (unsigned long long)q, st->host);
 }
 
 /* mkdirat where an existing directory is success. */
@@ -224,8 +224,8 @@ static int open_fail(int ret, const char *root, const char *what,
 		     const char **errstr_out)
 {
 	if (errstr_out != NULL) {
-		snprintf(md_errbuf, sizeof(md_errbuf), "%s%s%s", root,
-			 what[0] != '\0' ? "/" : "", what);
+		(void)snprintf(md_errbuf, sizeof(md_errbuf), "%s%s%s", root,
+			       what[0] != '\0' ? "/" : "", what);
 		*errstr_out = md_errbuf;
 	}
 	return ret;
@@ -249,9 +249,9 @@ int md_store_open(const struct md_store_opts *o, struct md_store **st_out,
 	st->root_fd = st->users_fd = st->spool_fd = -1;
 	st->no_fsync = o->no_fsync;
 	if (o->hostname != NULL) {
-		snprintf(host, sizeof(host), "%s", o->hostname);
+		(void)snprintf(host, sizeof(host), "%s", o->hostname);
 	} else if (gethostname(host, sizeof(host)) < 0) {
-		snprintf(host, sizeof(host), "localhost");
+		(void)snprintf(host, sizeof(host), "localhost");
 	}
 	host[sizeof(host) - 1] = '\0';
 	host_escape(host, st->host, sizeof(st->host));
@@ -440,7 +440,7 @@ static int folder_open(struct md_store *st, const char *user,
 		return ret == -ENOTDIR ? -ENOENT : ret;
 	fd = ufd;
 	if (folder != NULL) {
-		snprintf(sub, sizeof(sub), ".%s", folder);
+		(void)snprintf(sub, sizeof(sub), ".%s", folder);
 		fd = open_dir(ufd, sub);
 		if (fd == -ENOENT && create) {
 			ret = make_folder(st, ufd, sub);
@@ -523,9 +523,9 @@ static int dir_get(struct md_store *st, const char *user, const char *folder,
 	int ret;
 
 	if (folder != NULL)
-		snprintf(key, sizeof(key), "%s/.%s", user, folder);
+		(void)snprintf(key, sizeof(key), "%s/.%s", user, folder);
 	else
-		snprintf(key, sizeof(key), "%s", user);
+		(void)snprintf(key, sizeof(key), "%s", user);
 	pthread_mutex_lock(&st->lock);
 	other = dir_lookup(st, key, now, &idle);
 	pthread_mutex_unlock(&st->lock);
@@ -920,20 +920,20 @@ static int deliver_to(struct md_msg *m, struct md_dir *d, char *name,
 		      size_t name_size)
 {
 	char dst[MD_UNIQ_MAX + 8], tmp[MD_UNIQ_MAX + 8];
-	uint64_t size = md_msg_size(m);
+	uint64_t size = md_msg_size(m), vsize = size + m->bare_lf;
 	int ret = -EEXIST;
 
 	for (int i = 0; i < MD_LINK_TRIES && ret == -EEXIST; i++) {
 		char u[MD_BASE_MAX];
 
 		uniq_name(m->st, u, sizeof(u));
-		snprintf(name, name_size, "%s,S=%llu,W=%llu", u,
-			 (unsigned long long)size,
-			 (unsigned long long)(size + m->bare_lf));
-		snprintf(dst, sizeof(dst), "new/%s", name);
+		(void)snprintf(name, name_size, "%s,S=%llu,W=%llu", u,
+			       (unsigned long long)size,
+			       (unsigned long long)vsize);
+		(void)snprintf(dst, sizeof(dst), "new/%s", name);
 		ret = ur_linkat(m->st->spool_fd, m->name, d->fd, dst, 0);
 		if (ret == -EXDEV || ret == -EPERM || ret == -EMLINK) {
-			snprintf(tmp, sizeof(tmp), "tmp/%s", name);
+			(void)snprintf(tmp, sizeof(tmp), "tmp/%s", name);
 			ret = copy_in(m, d, tmp, dst);
 		}
 	}
@@ -993,7 +993,7 @@ int md_msg_deliver(struct md_msg *m, const char *user, const char *folder,
 	if (ret < 0)
 		return ret;
 	if (name_out != NULL)
-		snprintf(name_out, name_size, "%s", name);
+		(void)snprintf(name_out, name_size, "%s", name);
 	notify(m->st, user, folder);
 	return 0;
 }
@@ -1057,7 +1057,7 @@ static int clean_user(struct md_store *st, const char *user, time_t cutoff)
 	while (n >= 0 && (de = readdir(dir)) != NULL) {
 		if (de->d_name[0] != '.' || !md_name_ok(de->d_name + 1))
 			continue;
-		snprintf(path, sizeof(path), "%s/tmp", de->d_name);
+		(void)snprintf(path, sizeof(path), "%s/tmp", de->d_name);
 		ret = clean_dir(fd, path, cutoff);
 		n = ret < 0 ? ret : n + ret;
 	}
