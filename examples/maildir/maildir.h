@@ -22,9 +22,10 @@
  * fsynced, then for each recipient hard-linked into the recipient's
  * new/ (it is complete and synced: the link makes it appear whole; when
  * the link fails with EXDEV it is copied into tmp/, synced, and renamed
- * into new/), and new/ is fsynced. Only then is md_msg_deliver's 0 returned, and only
- * then may the caller acknowledge the recipient: an acknowledged message
- * is durable, and nothing half-written is ever visible in new/ or cur/.
+ * into new/), and new/ is fsynced. Only then is md_msg_deliver's 0
+ * returned, and only then may the caller acknowledge the recipient: an
+ * acknowledged message is durable, and nothing half-written is ever
+ * visible in new/ or cur/.
  * Every file operation goes through the ring (ur_openat, ur_write,
  * ur_fsync, ur_linkat, ur_renameat, ur_unlinkat, ur_mkdirat): calls
  * marked UR_MAY_YIELD park the calling fiber. Headers that differ per
@@ -99,9 +100,9 @@ uint64_t md_msg_size(const struct md_msg *m);
 int md_msg_finish(struct md_msg *m) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /*
- * Deliver the finished message to user's folder (NULL: INBOX): link (or
- * copy) into tmp/, rename into new/, fsync new/. The folder is made if
- * missing. 0 once it is durable in new/; -ENOENT (no such user),
+ * Deliver the finished message to user's folder (NULL: INBOX): link into
+ * new/ (or copy into tmp/, rename into new/), fsync new/. The folder is
+ * made if missing. 0 once it is durable in new/; -ENOENT (no such user),
  * -EINVAL, -ENOSPC/-EDQUOT/-EIO...: then nothing is left in new/ or
  * tmp/. name_out (may be NULL) gets the file's base name in new/
  * (MD_NAME_MAX + 1 bytes always hold it; a smaller buffer truncates).
