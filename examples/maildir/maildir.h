@@ -20,10 +20,12 @@
  * Delivery (Maildir's rules, as Dovecot does them): the message is
  * written once to a spool file (unique name: time, pid, counter, host),
  * fsynced, then for each recipient hard-linked into the recipient's
- * tmp/ (copied when the link fails with EXDEV), renamed into new/, and
- * new/ is fsynced. Only then is md_msg_deliver's 0 returned, and only
- * then may the caller acknowledge the recipient: an acknowledged message
- * is durable, and nothing half-written is ever visible in new/ or cur/.
+ * new/ (it is complete and synced: the link makes it appear whole; when
+ * the link fails with EXDEV it is copied into tmp/, synced, and renamed
+ * into new/), and new/ is fsynced. Only then is md_msg_deliver's 0
+ * returned, and only then may the caller acknowledge the recipient: an
+ * acknowledged message is durable, and nothing half-written is ever
+ * visible in new/ or cur/.
  * Every file operation goes through the ring (ur_openat, ur_write,
  * ur_fsync, ur_linkat, ur_renameat, ur_unlinkat, ur_mkdirat): calls
  * marked UR_MAY_YIELD park the calling fiber. Headers that differ per
@@ -98,11 +100,12 @@ uint64_t md_msg_size(const struct md_msg *m);
 int md_msg_finish(struct md_msg *m) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /*
- * Deliver the finished message to user's folder (NULL: INBOX): link (or
- * copy) into tmp/, rename into new/, fsync new/. The folder is made if
- * missing. 0 once it is durable in new/; -ENOENT (no such user),
+ * Deliver the finished message to user's folder (NULL: INBOX): link into
+ * new/ (or copy into tmp/, rename into new/), fsync new/. The folder is
+ * made if missing. 0 once it is durable in new/; -ENOENT (no such user),
  * -EINVAL, -ENOSPC/-EDQUOT/-EIO...: then nothing is left in new/ or
- * tmp/. name_out (may be NULL) gets the file's base name in new/.
+ * tmp/. name_out (may be NULL) gets the file's base name in new/
+ * (MD_NAME_MAX + 1 bytes always hold it; a smaller buffer truncates).
  */
 int md_msg_deliver(struct md_msg *m, const char *user, const char *folder,
 		   char *name_out, size_t name_size) RINGPROT_MUST_CHECK
@@ -121,9 +124,9 @@ typedef void md_notify_fn(const char *user, const char *folder, void *arg);
 void md_store_on_delivery(struct md_store *st, md_notify_fn *fn, void *arg);
 
 /*
- * Remove files in user's tmp/ (and the spool) older than max_age_s
- * (Maildir asks for 36 hours: 129600). Returns how many, or -errno.
- * UR_MAY_YIELD.
+ * Remove files in user's tmp/ (its folders' too, and the spool's; user
+ * NULL: only the spool's) older than max_age_s (Maildir asks for 36
+ * hours: 129600). Returns how many, or -errno. UR_MAY_YIELD.
  */
 int md_clean_tmp(struct md_store *st, const char *user,
 		 uint64_t max_age_s) RINGPROT_MUST_CHECK UR_MAY_YIELD;
