@@ -20,8 +20,9 @@ pkgs=(
 	python3-prometheus-client fail2ban haproxy nginx-light libnginx-mod-mail
 	# examples/lmtpd's integration test: smtp-source -L (Postfix's load
 	# generator; swaks and python3's smtplib are listed above). Postfix
-	# is installed unconfigured and never started: see below.
-	postfix
+	# is installed unconfigured and never started: see below. swaks
+	# needs Net::SSLeay for --tls.
+	postfix libnet-ssleay-perl
 )
 
 die() {
