@@ -275,9 +275,10 @@ int lmtp_rcpt_map(const char *addr, const struct lmtp_map_opts *o,
 	const char *detail = NULL;
 
 	user[0] = folder[0] = '\0';
-	/* Source routes ("@a:b@c") and quoted local parts are refused. */
+	/* Source routes ("@a:b@c"), quoted local parts and a second '@'
+	 * are refused. */
 	if (local_len == 0 || addr[0] == '@' || addr[0] == '"' ||
-	    strchr(addr, ':') != NULL)
+	    strchr(addr, ':') != NULL || strchr(addr, '@') != at)
 		return -EINVAL;
 	if (at != NULL) {
 		dom_len = strlen(at + 1);
