@@ -10,6 +10,8 @@ directory (users alice and bob exist), talks to it and stops it by pid
   - swaks --protocol LMTP delivers; with TLS configured, STARTTLS is
     advertised and swaks delivers over it (a certificate made by
     openssl req); without, it is not advertised;
+  - AUTH PLAIN and LOGIN (SMTP framing "334 b64") through SASL with a
+    sasldb, offered only with lmtp_auth=yes; a wrong password gets 535;
   - Python's smtplib.LMTP, and a raw pipelined batch, to several
     recipients with one unknown: one reply per recipient after the dot;
   - hostile input: a 1 MiB line, binary garbage, NUL bytes, an
@@ -267,6 +269,42 @@ def part_swaks(exe, tmp):
 
 
 # ---------------------------------------------------------------------
+# AUTH through SASL (a sasldb made by saslpasswd2), off by default.
+# ---------------------------------------------------------------------
+
+def part_auth(exe, tmp):
+    db = os.path.join(tmp, "sasldb")
+    subprocess.run(["saslpasswd2", "-f", db, "-c", "-p", "-u", "localhost",
+                    "alice"], input=b"s3cret", check=True, timeout=30)
+    srv = Server(exe, tmp, ["lmtp_auth=yes", f"sasldb_path={db}",
+                            "servername=localhost"])
+    try:
+        c = Client(srv.port)
+        caps = lhlo_caps(c)
+        check("AUTH" in caps, f"AUTH not offered: {caps}")
+        check(c.cmd("MAIL FROM:<a@b>")[0] == 250, "MAIL")
+        check(c.cmd("AUTH PLAIN")[0] == 503, "AUTH inside a transaction")
+        c.close()
+        for mech in ("PLAIN", "LOGIN"):
+            rc, out = swaks(srv.port, "alice@example.org", f"auth {mech}",
+                            "--auth", mech, "--auth-user", "alice",
+                            "--auth-password", "s3cret")
+            check(rc == 0 and "235 2.7.0" in out,
+                  f"AUTH {mech} failed ({rc}):\n{out}")
+        check("334 " in out, "AUTH LOGIN without 334 challenges")
+        rc, out = swaks(srv.port, "alice@example.org", "bad", "--auth",
+                        "PLAIN", "--auth-user", "alice",
+                        "--auth-password", "wrong")
+        check(rc != 0 and "535 5.7.8" in out,
+              f"a wrong password was not refused:\n{out}")
+        check(len(srv.new_files("alice")) == 2, "authenticated mail lost")
+        srv.stop()
+    finally:
+        srv.kill()
+    print("auth: PLAIN and LOGIN through SASL, a bad password refused")
+
+
+# ---------------------------------------------------------------------
 # Several recipients, one unknown: smtplib.LMTP and a pipelined batch.
 # ---------------------------------------------------------------------
 
@@ -500,6 +538,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="lmtpd-test-")
     try:
         part_swaks(exe, tmp)
+        part_auth(exe, tmp)
         part_recipients(exe, tmp)
         part_hostile(exe, tmp)
         part_smtp_source(exe, tmp)
