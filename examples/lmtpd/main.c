@@ -63,16 +63,17 @@ static const struct srv_cfg_key lmtpd_keys[] = {
 };
 
 static struct srv_main_service lmtpd_services[] = {
-	{.opts = {.name = "lmtp", .handler = lmtp_session_run,
-		  .idle_timeout_s = 300, .write_timeout_s = 300},
+	{.opts = {.name = "lmtp",
+		  .handler = lmtp_session_run,
+		  .idle_timeout_s = 300,
+		  .write_timeout_s = 300},
 	 .default_listen = LMTPD_DEFAULT_LISTEN},
 };
 
 static struct lmtp_config lmtpd_cfg;
 static char lmtpd_hostname[256];
 
-static int lmtpd_setup(struct srv *s, const struct srv_config *cfg,
-		       void *arg)
+static int lmtpd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 {
 	struct lmtp_config *lc = &lmtpd_cfg;
 	struct md_store_opts mo = {0};
@@ -82,8 +83,8 @@ static int lmtpd_setup(struct srv *s, const struct srv_config *cfg,
 	(void)s;
 	(void)arg;
 	name = srv_config_str(cfg, NULL, "servername");
-	if (name == NULL && gethostname(lmtpd_hostname,
-					sizeof(lmtpd_hostname) - 1) == 0)
+	if (name == NULL &&
+	    gethostname(lmtpd_hostname, sizeof(lmtpd_hostname) - 1) == 0)
 		name = lmtpd_hostname;
 	lc->hostname = name != NULL ? name : "localhost";
 	lc->max_size = srv_config_size(cfg, "lmtp", "max_message_size");
@@ -140,7 +141,8 @@ static void lmtpd_started(struct srv *s, void *arg)
 		if (ss.ss_family == AF_INET6) {
 			const struct sockaddr_in6 *a = (void *)&ss;
 
-			(void)inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+			(void)inet_ntop(AF_INET6, &a->sin6_addr, ip,
+					sizeof(ip));
 			printf("listening on [%s]:%u (%s)\n", ip,
 			       ntohs(a->sin6_port), srv_engine(s));
 		} else if (ss.ss_family == AF_INET) {

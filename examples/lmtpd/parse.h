@@ -103,7 +103,7 @@ int lmtp_rcpt_map(const char *addr, const struct lmtp_map_opts *o,
  *    as on the wire (0: no limit).
  */
 struct lmtp_dot {
-	unsigned state; /* private */
+	unsigned state;	 /* private */
 	size_t line_len; /* bytes of the current line so far (wire) */
 	size_t line_max;
 	uint64_t size; /* bytes of output so far */

@@ -151,8 +151,7 @@ static void do_lhlo(struct sess *s)
 		return;
 	if (cfg->starttls && !s->c->tls)
 		(void)prot_puts(out, "250-STARTTLS\r\n");
-	if (cfg->auth && !s->authed &&
-	    srv_conn_sasl_mechs(s->c, &mechs) > 0)
+	if (cfg->auth && !s->authed && srv_conn_sasl_mechs(s->c, &mechs) > 0)
 		(void)prot_printf(out, "250-AUTH %s\r\n", mechs);
 	if (cfg->max_size != 0)
 		(void)prot_printf(out, "250-SIZE %" PRIu64 "\r\n",
@@ -234,8 +233,8 @@ static void do_rcpt(struct sess *s, const struct lmtp_cmd *cmd)
 		return;
 	}
 	if (ret < 0) {
-		reply(s, ret == -EINVAL ? "550 5.1.3 Bad recipient address" :
-					  "451 4.3.0 Cannot check recipient");
+		reply(s, ret == -EINVAL ? "550 5.1.3 Bad recipient address"
+					: "451 4.3.0 Cannot check recipient");
 		return;
 	}
 	memcpy(r->addr, cmd->path, sizeof(r->addr));
@@ -298,8 +297,8 @@ static int read_body(struct sess *s, struct md_msg *m, struct lmtp_dot *d,
 		for (size_t left = used; left > 0;) {
 			char skip[512];
 			int n = prot_read(in, skip,
-					  left < sizeof(skip) ? (unsigned)left :
-								sizeof(skip));
+					  left < sizeof(skip) ? (unsigned)left
+							      : sizeof(skip));
 
 			if (n <= 0)
 				break; /* cannot happen: the bytes are there */
@@ -526,8 +525,8 @@ static int dispatch(struct sess *s, const struct lmtp_cmd *cmd)
 	case LMTP_VRFY:
 		reply(s, s->cfg->vrfy ? "252 2.5.2 Cannot VRFY user, but "
 					"will accept message and attempt "
-					"delivery" :
-					"502 5.5.1 VRFY disabled");
+					"delivery"
+				      : "502 5.5.1 VRFY disabled");
 		return 0;
 	case LMTP_STARTTLS:
 		return do_starttls(s);

@@ -56,7 +56,10 @@ static void check_name(const char *s, bool may_be_empty)
 static void check_map(const char *path)
 {
 	static const struct lmtp_map_opts opts[] = {
-		{false, '\0'}, {true, '\0'}, {false, '+'}, {true, '-'},
+		{false, '\0'},
+		{true, '\0'},
+		{false, '+'},
+		{true, '-'},
 	};
 	char user[LMTP_USER_MAX + 1], folder[LMTP_USER_MAX + 1];
 
