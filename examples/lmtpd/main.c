@@ -58,6 +58,8 @@ static const struct srv_cfg_key lmtpd_keys[] = {
 	 "the byte between user and detail"},
 	{"lmtp_vrfy", SRV_CFG_BOOL, "yes", NULL, 0, 0, 0,
 	 "answer VRFY with 252 (no: 502)"},
+	{"lmtp_chunking", SRV_CFG_BOOL, "yes", NULL, 0, 0, 0,
+	 "offer CHUNKING (BDAT, RFC 3030)"},
 	{"lmtp_auth", SRV_CFG_BOOL, "no", NULL, 0, 0, SRV_CFG_GLOBAL_ONLY,
 	 "offer AUTH through SASL (needs sasldb_path or saslauthd)"},
 };
@@ -109,6 +111,7 @@ static int lmtpd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 		lc->map.detail_delim = delim[0];
 	}
 	lc->vrfy = srv_config_bool(cfg, "lmtp", "lmtp_vrfy");
+	lc->chunking = srv_config_bool(cfg, "lmtp", "lmtp_chunking");
 	lc->auth = srv_config_bool(cfg, NULL, "lmtp_auth");
 	lc->starttls = srv_config_str(cfg, NULL, "tls_cert_file") != NULL;
 	lmtpd_services[0].sasl = lc->auth;

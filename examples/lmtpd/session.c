@@ -54,6 +54,12 @@ struct sess {
 	enum lmtp_body body;
 	struct rcpt *rcpts; /* heap: freed when the handler returns */
 	unsigned nrcpt, cap;
+	/* BDAT (RFC 3030): the message its chunks go to, and its faults
+	 * (nul; size in bdat_faults.size). */
+	bool bdat; /* a BDAT came in this transaction */
+	struct md_msg *bdat_msg;
+	struct lmtp_dot bdat_faults;
+	int bdat_err;
 };
 
 static void reply(struct sess *s, const char *text)
@@ -80,6 +86,10 @@ static void replyf(struct sess *s, const char *fmt, ...)
 
 static void txn_reset(struct sess *s)
 {
+	md_msg_free(&s->bdat_msg); /* unlinks a spool copy never delivered */
+	s->bdat = false;
+	s->bdat_err = 0;
+	lmtp_dot_init(&s->bdat_faults, 0);
 	s->mail = false;
 	s->from[0] = '\0';
 	s->body = LMTP_BODY_7BIT;
@@ -158,6 +168,8 @@ static void do_lhlo(struct sess *s)
 				  cfg->max_size);
 	else
 		(void)prot_puts(out, "250-SIZE\r\n");
+	if (cfg->chunking)
+		(void)prot_puts(out, "250-CHUNKING\r\n");
 	(void)prot_puts(out, "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
 			     "250 PIPELINING\r\n");
 }
@@ -367,6 +379,10 @@ static int do_data(struct sess *s)
 		reply(s, "503 5.5.1 No valid recipients");
 		return 0;
 	}
+	if (s->bdat) {
+		reply(s, "503 5.5.1 DATA after BDAT");
+		return 0;
+	}
 	ret = md_msg_new(s->cfg->store, &m);
 	if (ret == 0)
 		ret = write_headers(s, m);
@@ -384,6 +400,62 @@ static int do_data(struct sess *s)
 	}
 	deliver_all(s, m, &d, err);
 	md_msg_free(&m);
+	txn_reset(s);
+	return 0;
+}
+
+/*
+ * BDAT size [LAST] (RFC 3030). The chunk's bytes are read whatever the
+ * answer (the client sends them without waiting), into the message
+ * while no fault was seen; LAST delivers as the final dot does.
+ * Returns 0, or -errno when the session must end.
+ */
+static int do_bdat(struct sess *s, const struct lmtp_cmd *cmd)
+{
+	struct protstream *in = s->c->in;
+	uint64_t left = cmd->chunk, max = s->cfg->max_size;
+	bool ok = s->mail && s->nrcpt > 0 && s->cfg->chunking;
+	char buf[4096];
+
+	if (ok && !s->bdat) {
+		s->bdat = true;
+		s->bdat_err = md_msg_new(s->cfg->store, &s->bdat_msg);
+		if (s->bdat_err == 0)
+			s->bdat_err = write_headers(s, s->bdat_msg);
+	}
+	while (left > 0) {
+		unsigned want =
+			left < sizeof(buf) ? (unsigned)left : sizeof(buf);
+		int n = prot_read(in, buf, want);
+
+		if (n <= 0)
+			return prot_IS_ERROR(in) ? prot_errno(in) : -ENOTCONN;
+		left -= (uint64_t)n;
+		if (!ok)
+			continue;
+		s->bdat_faults.size += (uint64_t)n;
+		if (memchr(buf, '\0', (size_t)n) != NULL)
+			s->bdat_faults.nul = true;
+		if (max != 0 && s->bdat_faults.size > max)
+			s->bdat_err = -EFBIG;
+		if (s->bdat_err == 0 && !s->bdat_faults.nul)
+			s->bdat_err =
+				md_msg_write_crlf(s->bdat_msg, buf, (size_t)n);
+	}
+	if (!s->cfg->chunking) {
+		reply(s, "502 5.5.1 CHUNKING not offered");
+		return 0;
+	}
+	if (!ok) {
+		reply(s, s->mail ? "503 5.5.1 No valid recipients"
+				 : "503 5.5.1 Need MAIL command");
+		return 0;
+	}
+	if (!cmd->last) {
+		replyf(s, "250 2.0.0 %" PRIu64 " octets received", cmd->chunk);
+		return 0;
+	}
+	deliver_all(s, s->bdat_msg, &s->bdat_faults, s->bdat_err);
 	txn_reset(s);
 	return 0;
 }
@@ -512,6 +584,8 @@ static int dispatch(struct sess *s, const struct lmtp_cmd *cmd)
 		return 0;
 	case LMTP_DATA:
 		return do_data(s);
+	case LMTP_BDAT:
+		return do_bdat(s, cmd);
 	case LMTP_RSET:
 		txn_reset(s);
 		reply(s, "250 2.0.0 Ok");
@@ -595,6 +669,7 @@ int lmtp_session_run(struct srv_conn *c)
 	c->data = s;
 	replyf(s, "220 %s LMTP ringprot-lmtpd ready", cfg->hostname);
 	ret = serve(s);
+	txn_reset(s);
 	free(s->rcpts);
 	return ret;
 }

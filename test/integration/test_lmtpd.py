@@ -14,6 +14,7 @@ directory (users alice and bob exist), talks to it and stops it by pid
     sasldb, offered only with lmtp_auth=yes; a wrong password gets 535;
   - Python's smtplib.LMTP, and a raw pipelined batch, to several
     recipients with one unknown: one reply per recipient after the dot;
+  - CHUNKING: BDAT chunks pipelined, per-recipient replies after LAST;
   - hostile input: a 1 MiB line, binary garbage, NUL bytes, an
     oversized SIZE=, a SIZE lie, over-long text lines, a client gone
     mid-DATA, RCPT before MAIL, DATA without recipients, pipelined
@@ -355,6 +356,30 @@ def part_recipients(exe, tmp):
         check(len(srv.new_files("bob")) == 1, "bob: batch lost")
         check(len(srv.new_files("alice", "Lists")) == 1,
               "alice+Lists not in folder Lists")
+
+        # CHUNKING: BDAT pieces (no dot-stuffing), pipelined, one reply
+        # per chunk and one per recipient after LAST.
+        c = Client(srv.port)
+        check("CHUNKING" in lhlo_caps(c), "CHUNKING not offered")
+        wire = body.replace(b"\n", b"\r\n")
+        a, b2 = wire[:7], wire[7:]
+        c.send(b"MAIL FROM:<s@example.org>\r\nRCPT TO:<bob@example.org>"
+               b"\r\nRCPT TO:<ghost@example.org>\r\n"
+               b"RCPT TO:<alice@example.org>\r\n" +
+               f"BDAT {len(a)}\r\n".encode() + a +
+               f"BDAT {len(b2)} LAST\r\n".encode() + b2 + b"DATA\r\n")
+        got = c.codes(8)
+        check(got == [250, 250, 550, 250, 250, 250, 250, 503],
+              f"BDAT replies {got}")
+        # BDAT with no transaction: the chunk is read and refused.
+        c.send(b"BDAT 5 LAST\r\nabcdeNOOP\r\n")
+        check(c.codes(2) == [503, 250], "BDAT without MAIL")
+        c.close()
+        bob = srv.new_files("bob")
+        check(len(bob) == 2, f"bob has {len(bob)} messages, want 2")
+        check(all(stored_body(f) == body for f in bob),
+              "BDAT message differs")
+        check(len(srv.new_files("alice")) == 3, "alice: BDAT lost")
         srv.nothing_partial()
         srv.stop()
     finally:
