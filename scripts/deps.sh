@@ -18,6 +18,11 @@ pkgs=(
 	# whose example configs test/integration checks (nginx-light has no
 	# mail module: libnginx-mod-mail adds it).
 	python3-prometheus-client fail2ban haproxy nginx-light libnginx-mod-mail
+	# examples/lmtpd's integration test: smtp-source -L (Postfix's load
+	# generator; swaks and python3's smtplib are listed above). Postfix
+	# is installed unconfigured and never started: see below. swaks
+	# needs Net::SSLeay for --tls.
+	postfix libnet-ssleay-perl
 )
 
 die() {
@@ -51,6 +56,15 @@ elif command -v sudo >/dev/null 2>&1; then
 	as_root=(sudo)
 else
 	die "need root (or sudo) to install: ${missing[*]}"
+fi
+
+# Postfix: "No configuration" writes no main.cf, and its postinst then
+# starts nothing (no MTA on port 25); it replaces exim4 as the system's
+# mail-transport-agent (cyrus-common depends on one).
+if printf '%s\n' "${missing[@]}" | grep -qx postfix; then
+	echo "postfix postfix/main_mailer_type select No configuration" |
+		"${as_root[@]}" debconf-set-selections ||
+		die "debconf-set-selections failed for postfix"
 fi
 
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q ||
