@@ -18,6 +18,9 @@ pkgs=(
 	# whose example configs test/integration checks (nginx-light has no
 	# mail module: libnginx-mod-mail adds it).
 	python3-prometheus-client fail2ban haproxy nginx-light libnginx-mod-mail
+	# systemd-socket-activate, for the socket activation test
+	# (test/integration/test_server.py).
+	systemd
 )
 
 die() {
