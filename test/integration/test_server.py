@@ -285,16 +285,23 @@ def case_haproxy(exe):
                       "-o", "echo.proxy_protocol=yes",
                       "-o", "echo.proxy_trusted=127.0.0.1",
                       "-o", "echo.max_conns_per_ip=1",
-                      "-o", "echo.idle_timeout=1s"])
+                      "-o", "echo.idle_timeout=1s",
+                      "-o", "log_level=debug"])
         hap = None
         try:
             srv.port()
             hap = Haproxy(tmp, front, back)
             mark = srv.log_mark()
             # The "original" client is 127.0.0.2; haproxy talks to the
-            # server from 127.0.0.1.
+            # server from 127.0.0.1. The debug line of each connection
+            # shows the client as the handler sees it: address and port.
             a = connect(front, source="127.0.0.2")
             echo_ok(a, b"through haproxy\n")
+            a_port = a.getsockname()[1]
+            srv.wait_log(rf"level=debug event=connect conn=\d+ service=echo "
+                         rf"ip=127\.0\.0\.2 port={a_port} worker=\d+ "
+                         rf"proxied=yes", start=mark)
+            print(f"ok: the connection is logged as from 127.0.0.2:{a_port}")
             # The per-IP limit counts the original address: a second
             # client from 127.0.0.2 is closed, with a log line naming
             # it, while one from 127.0.0.3 is served.
