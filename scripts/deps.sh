@@ -23,6 +23,9 @@ pkgs=(
 	# is installed unconfigured and never started: see below. swaks
 	# needs Net::SSLeay for --tls.
 	postfix libnet-ssleay-perl
+	# systemd-socket-activate, for the socket activation test
+	# (test/integration/test_server.py).
+	systemd
 )
 
 die() {
