@@ -85,6 +85,8 @@ struct srv_config {
 	size_t hash_mask;
 	const char **svcs; /* NULL-terminated */
 	size_t nsvcs, svcs_cap;
+	const char *const *known; /* srv_config_set_services, borrowed */
+	size_t nknown;
 	struct chunk *arena;
 	bool frozen; /* something was loaded or set: no more keys */
 	char *err;
@@ -770,6 +772,16 @@ static int rehash(struct srv_config *cfg, size_t nslots)
 	return 0;
 }
 
+int srv_config_set_services(struct srv_config *cfg,
+			    const char *const *names, size_t n)
+{
+	if (cfg->frozen)
+		return -EBUSY;
+	cfg->known = names;
+	cfg->nknown = n;
+	return 0;
+}
+
 int srv_config_add_keys(struct srv_config *cfg, const struct srv_cfg_key *keys,
 			size_t n)
 {
@@ -900,6 +912,25 @@ static int unknown_key(const struct src *src, const char *svc, size_t sn,
 	return fail(src, "unknown key '%.*s%s%s'", (int)sn, svc, dot, q.s);
 }
 
+/* With a list of known services, is s[0..n) one of them? */
+static int check_known(const struct src *src, const char *s, size_t n)
+{
+	const struct srv_config *cfg = src->cfg;
+	char list[200] = "";
+	size_t off = 0;
+
+	if (cfg->known == NULL)
+		return 0;
+	for (size_t i = 0; i < cfg->nknown; i++)
+		if (name_eq(cfg->known[i], s, n))
+			return 0;
+	for (size_t i = 0; i < cfg->nknown && off < sizeof(list); i++)
+		off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
+					i > 0 ? ", " : "", cfg->known[i]);
+	return fail(src, "no such service '%s' (services: %s)",
+		    quote(s, n).s, list);
+}
+
 /*
  * Set key to value in src's scope (svc: a "svc." prefix or NULL for the
  * section's scope). The typed checks, then the scope rules.
@@ -918,6 +949,9 @@ static int apply(const struct src *src, const char *svc, size_t sn,
 		return unknown_key(src, svc, sn, key, kn);
 	name = s->k->name;
 	if (svc != NULL) {
+		idx = check_known(src, svc, sn);
+		if (idx < 0)
+			return idx;
 		idx = intern_svc(cfg, svc, sn);
 		if (idx < 0)
 			return set_err(cfg, idx, "%s", oom_msg);
@@ -1046,6 +1080,9 @@ static int section_line(struct src *src, const char *s, size_t n)
 	if (!is_name(name, nn))
 		return fail(src, "invalid service name '%s'",
 			    quote(name, nn).s);
+	idx = check_known(src, name, nn);
+	if (idx < 0)
+		return idx;
 	idx = intern_svc(src->cfg, name, nn);
 	if (idx < 0)
 		return set_err(src->cfg, idx, "%s", oom_msg);

@@ -263,6 +263,7 @@ static int read_proxy(struct srv__conn *c)
 		srv_logkv(SRV_LOG_WARN, pub->id, "proxy", "ip", pub->peer_ip,
 			  "error", "PROXY header from an untrusted source",
 			  NULL);
+		srv__count(c->w, pub->service, SRV__M_PROXY_ERRORS, 1);
 		return -EPERM;
 	}
 	ret = srv__proxy_read(pub->fd, deadline, &h);
@@ -272,28 +273,24 @@ static int read_proxy(struct srv__conn *c)
 			  ret == -EPROTO && h.error != NULL ? h.error :
 							      strerror(-ret),
 			  NULL);
+		srv__count(c->w, pub->service, SRV__M_PROXY_ERRORS, 1);
 		return ret;
 	}
 	if (h.family == AF_INET || h.family == AF_INET6) {
-		bool tls = pub->tls;
-
 		pub->local = h.dst;
 		pub->proxied = true;
-		pub->tls = tls;
-		if (c->ip_counted) {
-			srv__ip_put(&pub->peer);
-			c->ip_counted = false;
-		}
 		set_peer(pub, &h.src);
-		if (!srv__ip_take(&pub->peer,
-				  pub->service->o.max_conns_per_ip)) {
-			srv_logkv(SRV_LOG_WARN, pub->id, "refused", "ip",
-				  pub->peer_ip, "reason", "per_ip_limit", NULL);
-			srv__count(c->w, pub->service, SRV__M_REFUSED_LIMIT, 1);
-			return -EUSERS;
-		}
-		c->ip_counted = pub->service->o.max_conns_per_ip != 0;
 	}
+	/* The per-IP limit counts the real client (accept left it out:
+	 * every connection there came from the proxy). A LOCAL header
+	 * (the proxy's health check) counts the proxy. */
+	if (!srv__ip_take(&pub->peer, pub->service->o.max_conns_per_ip)) {
+		srv_logkv(SRV_LOG_WARN, pub->id, "refused", "ip", pub->peer_ip,
+			  "reason", "per_ip_limit", NULL);
+		srv__count(c->w, pub->service, SRV__M_REFUSED_LIMIT, 1);
+		return -EUSERS;
+	}
+	c->ip_counted = pub->service->o.max_conns_per_ip != 0;
 	return 0;
 }
 
@@ -337,15 +334,16 @@ static int conn_setup(struct srv__conn *c)
 
 	if (c->l->o.proxy) {
 		ret = read_proxy(c);
-		if (ret < 0) {
-			srv__count(c->w, pub->service, SRV__M_PROXY_ERRORS, 1);
+		if (ret < 0)
 			return ret;
-		}
 	}
 	pub->in = prot_new(pub->fd, 0);
 	pub->out = prot_new(pub->fd, 1);
-	if (pub->in == NULL || pub->out == NULL)
+	if (pub->in == NULL || pub->out == NULL) {
+		srv_logkv(SRV_LOG_ERR, pub->id, "close", "ip", pub->peer_ip,
+			  "error", "no memory for its streams", NULL);
 		return -ENOMEM;
+	}
 	prot_setflushonread(pub->in, pub->out);
 	if (so->idle_timeout_s != 0 &&
 	    prot_settimeout(pub->in, (int)so->idle_timeout_s) == EOF)
@@ -391,7 +389,13 @@ static int conn_main(void *arg)
 	if (c->state == SRV__RUNNING && pub->in == NULL) {
 		/* First run: set up, then the handler. */
 		ret = conn_setup(c);
-		if (ret == 0 && c->busy) {
+		if (ret < 0) {
+			/* Logged and counted where it failed (PROXY, TLS,
+			 * per-IP limit): the close needs no second line. */
+			conn_close(c);
+			return 0;
+		}
+		if (c->busy) {
 			/* A TLS client would take a plaintext refusal for
 			 * garbage: it only sees the close. */
 			if (pub->service->busy_reply != NULL && !c->l->o.tls &&
@@ -399,7 +403,7 @@ static int conn_main(void *arg)
 				    EOF) {
 				/* closing anyway */
 			}
-		} else if (ret == 0) {
+		} else {
 			log_connect(c);
 			ret = pub->service->o.handler(pub);
 		}
@@ -508,14 +512,16 @@ void srv__conn_accepted(struct srv__acceptor *a, int fd,
 		srv_logkv(SRV_LOG_WARN, c->pub.id, "refused", "service",
 			  svc->name, "ip", c->pub.peer_ip, "reason", "max_conns",
 			  NULL);
-	} else if (!srv__ip_take(&c->pub.peer, svc->o.max_conns_per_ip)) {
+	} else if (!a->l->o.proxy &&
+		   !srv__ip_take(&c->pub.peer, svc->o.max_conns_per_ip)) {
 		c->busy = true;
 		srv__count(w, svc, SRV__M_REFUSED_LIMIT, 1);
 		srv_logkv(SRV_LOG_WARN, c->pub.id, "refused", "service",
 			  svc->name, "ip", c->pub.peer_ip, "reason",
 			  "per_ip_limit", NULL);
 	} else {
-		c->ip_counted = svc->o.max_conns_per_ip != 0;
+		/* Behind a proxy the client is known after its header. */
+		c->ip_counted = !a->l->o.proxy && svc->o.max_conns_per_ip != 0;
 	}
 	if (srv__conn_spawn(c, false) < 0) {
 		srv_logkv(SRV_LOG_ERR, c->pub.id, "accept", "service",

@@ -52,6 +52,7 @@ struct srv__listener {
 	bool wildcard;	 /* bound to every address: ask each socket */
 	int *fds;	 /* per_worker: one per worker, else fds[0] */
 	unsigned nfds;
+	atomic_uint unused; /* workers done accepting on a shared fd */
 	void *trust; /* PROXY trusted sources (proxy.c), NULL: all */
 };
 
@@ -82,6 +83,7 @@ struct srv__worker {
 	unsigned nacceptors;
 	atomic_bool paused; /* some acceptor waits for room (backpressure) */
 	bool go; /* srv_run is up: accept */
+	bool listeners_closed; /* on stop, once its accepts are reaped */
 	bool stopping;
 	bool draining_over; /* drain deadline passed: fibers cancelled */
 	struct ur_timer drain;
@@ -171,6 +173,7 @@ void srv__listener_free(struct srv__listener **lp);
 int srv__acceptors_start(struct srv__worker *w) RINGPROT_MUST_CHECK;
 void srv__acceptors_stop(struct srv__worker *w);
 bool srv__acceptors_idle(const struct srv__worker *w);
+void srv__listeners_close(struct srv__worker *w);
 void srv__acceptors_resume(struct srv__worker *w);
 void srv__acceptors_check(struct srv__worker *w);
 void srv__limit_reached(struct srv__worker *w);

@@ -627,6 +627,34 @@ void srv__acceptors_stop(struct srv__worker *w)
 	atomic_store(&w->paused, false);
 }
 
+/*
+ * On stop, once w's accepts are reaped: close the listening sockets w
+ * alone uses (its SO_REUSEPORT ones), and a shared one when the last
+ * worker is done with it. New clients are then refused by the kernel
+ * at once (a load balancer fails over) instead of waiting in a backlog
+ * nobody serves; connections already accepted drain.
+ */
+void srv__listeners_close(struct srv__worker *w)
+{
+	struct srv *s = w->srv;
+
+	if (w->listeners_closed)
+		return;
+	w->listeners_closed = true;
+	for (unsigned i = 0; i < w->nacceptors; i++) {
+		struct srv__listener *l = w->acceptors[i].l;
+		int *fdp = l->per_worker ? &l->fds[w->idx] : &l->fds[0];
+
+		if (!l->per_worker &&
+		    atomic_fetch_add(&l->unused, 1) + 1 < s->nworkers)
+			continue;
+		if (*fdp >= 0) {
+			close(*fdp);
+			*fdp = -1;
+		}
+	}
+}
+
 bool srv__acceptors_idle(const struct srv__worker *w)
 {
 	for (unsigned i = 0; i < w->nacceptors; i++)

@@ -162,6 +162,8 @@ struct main_ctx {
 	struct srv_service *svcs[SRV__MAX_SERVICES];
 	bool tls_on;
 	bool pid_written; /* ours to remove at exit */
+	/* The program's services and "metrics": config sections. */
+	const char *svc_names[SRV__MAX_SERVICES + 1];
 #ifdef RINGPROT_HAVE_TLS
 	struct srv__tls *tls;
 #endif
@@ -246,6 +248,9 @@ static int config_build(struct main_ctx *m, struct srv_config **out,
 				  sizeof(runtime_keys) / sizeof(runtime_keys[0]));
 	if (ret == 0 && mo->nkeys > 0)
 		ret = srv_config_add_keys(cfg, mo->keys, mo->nkeys);
+	if (ret == 0)
+		ret = srv_config_set_services(cfg, m->svc_names,
+					      mo->nservices + 1);
 	if (ret < 0) {
 		say(m, "program keys: %s", strerror(-ret));
 		goto fail;
@@ -259,32 +264,6 @@ static int config_build(struct main_ctx *m, struct srv_config **out,
 		ret = srv_config_set(cfg, m->overrides[i], &err);
 		if (ret < 0)
 			goto fail_err;
-	}
-	/* Sections must name services this program has. */
-	{
-		const char *const *names;
-		size_t n = srv_config_services(cfg, &names);
-
-		for (size_t i = 0; i < n; i++) {
-			bool known = strcmp(names[i], "metrics") == 0;
-
-			for (size_t k = 0; k < mo->nservices; k++)
-				if (strcmp(names[i],
-					   mo->services[k].opts.name) == 0)
-					known = true;
-			if (!known) {
-				err = names[i];
-				ret = -EINVAL;
-				if (quiet_log)
-					srv_logkv(SRV_LOG_ERR, 0, "config",
-						  "error", "unknown service",
-						  "service", err, NULL);
-				else
-					say(m, "%s: no such service in %s",
-					    err, mo->prog);
-				goto fail;
-			}
-		}
 	}
 	*out = cfg;
 	return 0;
@@ -766,6 +745,14 @@ int srv_main(int argc, char **argv, const struct srv_main_opts *mo)
 	m->argc = argc;
 	m->argv = argv;
 	m->mo = mo;
+	if (mo->nservices >= SRV__MAX_SERVICES) {
+		(void)fprintf(stderr, "%s: too many services\n", mo->prog);
+		free(m);
+		return 1;
+	}
+	for (size_t i = 0; i < mo->nservices; i++)
+		m->svc_names[i] = mo->services[i].opts.name;
+	m->svc_names[mo->nservices] = "metrics";
 	hooks.arg = m;
 	ret = parse_cmdline(m, &check);
 	if (ret != 0) {

@@ -361,6 +361,8 @@ static void *worker_main(void *arg)
 		/* A stop whose post was lost (no memory) is seen here. */
 		if (!w->stopping && atomic_load(&s->stopping))
 			worker_stop(w);
+		if (w->stopping && srv__acceptors_idle(w))
+			srv__listeners_close(w);
 		if (w->stopping && ur_list_empty(&w->conns) &&
 		    w->closing == 0 && srv__acceptors_idle(w))
 			break;

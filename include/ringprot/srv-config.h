@@ -121,6 +121,15 @@ RINGPROT_API int srv_config_add_keys(struct srv_config *cfg,
 				     size_t n) RINGPROT_MUST_CHECK;
 
 /*
+ * The services a program has (names borrowed: they must outlive cfg).
+ * Once set, a [section] or service.key naming another service is an
+ * error at its file:line. Before any load or set: -EBUSY after.
+ */
+RINGPROT_API int srv_config_set_services(struct srv_config *cfg,
+					 const char *const *names,
+					 size_t n) RINGPROT_MUST_CHECK;
+
+/*
  * Read the file at path and apply it. May be called for several files:
  * a key set twice in one scope is an error across files too. Returns 0;
  * -EINVAL for bad contents ("path:line: message"); -EFBIG past
