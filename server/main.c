@@ -514,6 +514,27 @@ const struct srv_config *srv_main_config(const struct srv *s)
 	return s->main_cfg != NULL ? *s->main_cfg : NULL;
 }
 
+/* One line per bound listener (ports chosen by the kernel included). */
+static void log_listeners(const struct srv *s)
+{
+	for (unsigned k = 0; k < s->nservices; k++) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+
+		for (unsigned i = 0;
+		     srv_listen_addr(s->services[k], i, &ss, &len) == 0; i++) {
+			struct srv_logline l;
+
+			if (!srv_logline_begin(&l, SRV_LOG_INFO, 0, "listen"))
+				return;
+			srv_logline_str(&l, "service", s->services[k]->name);
+			srv_logline_addr(&l, "addr", (struct sockaddr *)&ss,
+					 len, true);
+			srv_logline_end(&l);
+		}
+	}
+}
+
 static int parse_cmdline(struct main_ctx *m, bool *check_out)
 {
 	static const struct option longopts[] = {
@@ -776,6 +797,7 @@ int srv_main(int argc, char **argv, const struct srv_main_opts *mo)
 	if (ret == 0) {
 		srv_logkv(SRV_LOG_INFO, 0, "start", "program", mo->prog,
 			  "engine", srv_engine(m->s), NULL);
+		log_listeners(m->s);
 		ret = srv_run(m->s, &hooks);
 		if (ret < 0)
 			say(m, "%s", strerror(-ret));
