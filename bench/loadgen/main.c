@@ -232,6 +232,10 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 	}
 	if (optind + 1 != argc)
 		return -EINVAL;
+	if (o->tls && o->mode != &lg_mode_hold) {
+		(void)fprintf(stderr, "loadgen: -T: only hold mode speaks TLS\n");
+		return -EINVAL;
+	}
 	if (o->rate > 0 && o->mode->request == NULL) {
 		(void)fprintf(stderr, "loadgen: -r: mode %s makes no requests\n",
 			      o->mode->name);
