@@ -28,10 +28,10 @@
 #
 # Environment: RUNS (3), DURATION seconds (3), WARMUP seconds (0.5),
 # CONNS (64), SIZE bytes (64), RATES ("10000 50000 100000 150000 200000
-# closed"), SERVERS ("ringprot-uring ringprot-epoll epoll-lt"), POLL (1),
-# SERVER_CPU (0), CLIENT_CPU (1), QUIET_WAIT (20), BUILD (build-bench,
-# configured release as bench/echo.sh does; another existing build dir is
-# only compiled). The report goes to stdout and to
+# 250000 closed"), SERVERS ("ringprot-uring ringprot-epoll epoll-lt"),
+# POLL (1), SERVER_CPU (0), CLIENT_CPU (1), QUIET_WAIT (20), BUILD
+# (build-bench, configured release as bench/echo.sh does; another
+# existing build dir is only compiled). The report goes to stdout and to
 # bench/results/<date>-<sha>-echo-open.txt.
 set -uo pipefail
 
@@ -43,7 +43,7 @@ DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-0.5}
 CONNS=${CONNS:-64}
 SIZE=${SIZE:-64}
-RATES=${RATES:-"10000 50000 100000 150000 200000 closed"}
+RATES=${RATES:-"10000 50000 100000 150000 200000 250000 closed"}
 SERVERS=${SERVERS:-"ringprot-uring ringprot-epoll epoll-lt"}
 POLL=${POLL:-1}
 SERVER_CPU=${SERVER_CPU:-0}
