@@ -154,11 +154,13 @@ cpu_ticks() {
 	echo $((${12} + ${13}))
 }
 
-# user+nice+system ticks of all CPUs together.
+# user+nice+system+irq+softirq ticks of all CPUs together (a process's
+# stime holds the softirq work done in its context, so leaving those out
+# would make other% negative).
 busy_ticks() {
-	local u n s
-	read -r _ u n s _ </proc/stat
-	echo $((u + n + s))
+	local u n s q sq
+	read -r _ u n s _ _ q sq _ </proc/stat
+	echo $((u + n + s + q + sq))
 }
 
 # Wait until other processes use under 5% of a CPU (0.5 s samples), for
