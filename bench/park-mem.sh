@@ -27,17 +27,27 @@
 # holds real fds, so it runs only where N fits the fd table; a
 # configuration that cannot fit N is skipped and says why.
 #
+# A configuration named ...-tls is the same server with an implicit TLS
+# listener (a self-signed P-256 certificate made in the temp dir) and
+# loadgen as a TLS client (-T): handshake, the line and its echo as
+# records, then silence; what a parked TLS connection costs next to a
+# plaintext one. The handshakes cost CPU at both ends, so each run also
+# reports the server's and loadgen's CPU time while connecting, per
+# connection, and the wall time connecting took.
+#
 # Kernel memory is not in a process's RSS: socket structures (both ends
 # of each loopback connection), the ring tables and poll entries are
 # slab. The report gives the machine's Slab delta per connection from
 # /proc/meminfo (both ends, and whatever else ran meanwhile) and the TCP
 # buffer pages of /proc/net/sockstat, as context only.
 #
-# Environment: RUNS (3), NS ("10000 100000"), CONFIGS (all four, by
-# name), WORKERS (8), LINE (16; 0: the client sends nothing), WINDOW
-# (256), SETTLE seconds (1), SERVER_CPU (0), CLIENT_CPU (1), QUIET_WAIT
-# (20), BUILD (build-bench, configured as bench/run.sh does; another
-# existing build dir is only compiled). The report goes to stdout and to
+# Environment: RUNS (3), NS ("10000 100000"), CONFIGS (by name: the
+# four plaintext ones, uring-park-tls and epoll-park-tls by default;
+# uring-fiber-tls and epoll-fiber-tls too), WORKERS (8), LINE (16; 0:
+# the client sends nothing), WINDOW (256), SETTLE seconds (1),
+# SERVER_CPU (0), CLIENT_CPU (1), QUIET_WAIT (20), BUILD (build-bench,
+# configured as bench/run.sh does; another existing build dir is only
+# compiled). The report goes to stdout and to
 # bench/results/<date>-<sha>-park-mem.txt.
 set -uo pipefail
 
@@ -46,7 +56,7 @@ cd "$root" || exit 1
 
 RUNS=${RUNS:-3}
 NS=${NS:-"10000 100000"}
-CONFIGS=${CONFIGS:-"uring-park uring-fiber epoll-park epoll-fiber"}
+CONFIGS=${CONFIGS:-"uring-park uring-fiber epoll-park epoll-fiber uring-park-tls epoll-park-tls"}
 WORKERS=${WORKERS:-8}
 LINE=${LINE:-16}
 WINDOW=${WINDOW:-256}
@@ -103,12 +113,24 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-server_args() {
+# Is configuration $1 a TLS one?
+is_tls() {
 	case "$1" in
-	uring-park) echo "-e uring -P -D -w $WORKERS" ;;
-	uring-fiber) echo "-e uring -D -w $WORKERS" ;;
-	epoll-park) echo "-e epoll -P -w $WORKERS" ;;
-	epoll-fiber) echo "-e epoll -w $WORKERS" ;;
+	*-tls) return 0 ;;
+	*) return 1 ;;
+	esac
+}
+
+server_args() {
+	local tls=""
+	is_tls "$1" && tls=" -o tls_cert_file=$tmp/cert.pem" &&
+		tls="$tls -o tls_key_file=$tmp/key.pem" &&
+		tls="$tls -o echo.tls_listen=127.0.0.1:0"
+	case "${1%-tls}" in
+	uring-park) echo "-e uring -P -D -w $WORKERS$tls" ;;
+	uring-fiber) echo "-e uring -D -w $WORKERS$tls" ;;
+	epoll-park) echo "-e epoll -P -w $WORKERS$tls" ;;
+	epoll-fiber) echo "-e epoll -w $WORKERS$tls" ;;
 	*) return 1 ;;
 	esac
 }
@@ -134,10 +156,12 @@ no_fit() {
 	esac
 }
 
-# Start server $1 on an ephemeral loopback port; sets spid and sport.
+# Start server $1 on an ephemeral loopback port; sets spid and sport
+# (with TLS, the port of the TLS listener: the second one printed).
 start_server() {
-	local name=$1 args i port=""
+	local name=$1 args i port="" which=1
 	args=$(server_args "$name") || die "unknown server: $name"
+	is_tls "$name" && which=2
 	: >"$tmp/server.out"
 	# shellcheck disable=SC2086
 	taskset -c "$SERVER_CPU" "$echo_exe" $args -l 127.0.0.1:0 \
@@ -145,7 +169,7 @@ start_server() {
 	spid=$!
 	for i in $(seq 100); do
 		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\) (.*)$/\1/p' \
-			"$tmp/server.out")
+			"$tmp/server.out" | sed -n "${which}p")
 		[ -n "$port" ] && break
 		kill -0 "$spid" 2>/dev/null ||
 			die "$name exited: $(head -n 3 "$tmp/server.err")"
@@ -153,7 +177,8 @@ start_server() {
 	done
 	[ -n "$port" ] || die "$name did not report its port"
 	sport=$port
-	engine=$(sed -n 's/^listening on .* (\(.*\))$/\1/p' "$tmp/server.out")
+	engine=$(sed -n 's/^listening on .* (\(.*\))$/\1/p' "$tmp/server.out" |
+		head -n 1)
 }
 
 stop_server() {
@@ -169,6 +194,16 @@ mem_sample() {
 	pss=$(awk '/^Pss:/ {print $2}' /proc/"$pid"/smaps_rollup) || return 1
 	vmas=$(wc -l <"/proc/$pid/maps")
 	echo "$rss $pss $vmas"
+}
+
+# utime+stime of a process in clock ticks (comm may hold spaces).
+cpu_ticks() {
+	local s
+	s=$(cat /proc/"$1"/stat) || return 1
+	s=${s##*) }
+	# shellcheck disable=SC2086
+	set -- $s
+	echo $((${12} + ${13}))
 }
 
 # "slab_kb tcp_mem_pages" of the whole machine.
@@ -220,9 +255,11 @@ expect_line() {
 
 # One run: server $1 holds $2 connections. Appends to runs.txt "name n
 # rss0 rss1 rss2 pss0 pss1 pss2 vmas0 vmas1 slab0 slab1 tcpmem1 quiet
-# connect_s".
+# connect_s sources lg_threads srv_connect_ticks lg_connect_ticks".
 measure() {
 	local name=$1 n=$2 threads quiet=1 s0 s1 s2 k0 k1 res connect="" line
+	local c0 c1 lc1 tls=()
+	is_tls "$name" && tls=(-T)
 	threads=$(((n + LG_PER_THREAD - 1) / LG_PER_THREAD))
 	wait_quiet || {
 		quiet=0
@@ -233,10 +270,11 @@ measure() {
 	sleep "$SETTLE"
 	s0=$(mem_sample "$spid") || die "cannot read /proc/$spid"
 	k0=$(kernel_sample)
+	c0=$(cpu_ticks "$spid")
 	: >"$tmp/lg.out"
 	coproc LG { exec taskset -c "$CLIENT_CPU" "$loadgen" -m hold -D -g \
-		-c "$n" -t "$threads" -s "$LINE" -W "$WINDOW" -d 0 \
-		"127.0.0.1:$sport" 2>"$tmp/lg.err"; }
+		"${tls[@]}" -c "$n" -t "$threads" -s "$LINE" -W "$WINDOW" \
+		-d 0 "127.0.0.1:$sport" 2>"$tmp/lg.err"; }
 	# shellcheck disable=SC2153 # set by coproc
 	lg_pid=$LG_PID
 	if ! expect_line "loadgen: ready" 300; then
@@ -248,6 +286,9 @@ measure() {
 		stop_server
 		return 1
 	fi
+	# Connecting is all either side has done so far.
+	c1=$(cpu_ticks "$spid")
+	lc1=$(cpu_ticks "$lg_pid")
 	line=$(grep '^loadgen: connected' "$tmp/lg.out")
 	connect=$(echo "$line" | sed -n 's/.* in \([0-9.]*\) s .*/\1/p')
 	sources=$(echo "$line" | sed -n 's/.*(\([0-9]*\) source addr.*/\1/p')
@@ -281,13 +322,17 @@ measure() {
 	set -- $s0 $s1 $s2 $k0 $k1
 	# rss0 pss0 vmas0 rss1 pss1 vmas1 rss2 pss2 vmas2 slab0 mem0 slab1 mem1
 	echo "$name $n $1 $4 $7 $2 $5 $8 $3 $6 ${10} ${12} ${13} $quiet" \
-		"${connect:-nan} ${sources:-?} $threads" >>"$tmp/runs.txt"
+		"${connect:-nan} ${sources:-?} $threads $((c1 - c0)) $lc1" \
+		>>"$tmp/runs.txt"
 	awk -v name="$name" -v n="$n" -v r0="$1" -v r1="$4" -v r2="$7" \
-		-v p0="$2" -v p1="$5" -v c="$connect" -v q="$quiet" 'BEGIN {
-		printf "  %-12s n=%-6d rss %7d -> %7d kB (%.2f KiB/conn), " \
+		-v p0="$2" -v p1="$5" -v c="$connect" -v q="$quiet" \
+		-v sc=$((c1 - c0)) -v lc="$lc1" -v hz="$hz" 'BEGIN {
+		printf "  %-14s n=%-6d rss %7d -> %7d kB (%.2f KiB/conn), " \
 			"pss %.2f KiB/conn, after close %+.2f KiB/conn, " \
-			"connect %s s%s\n", name, n, r0, r1, (r1 - r0) / n,
-			(p1 - p0) / n, (r2 - r0) / n, c, q ? "" : " (not quiet)"
+			"connect %s s, cpu/conn server %.0f us, loadgen %.0f " \
+			"us%s\n", name, n, r0, r1, (r1 - r0) / n,
+			(p1 - p0) / n, (r2 - r0) / n, c, sc / hz * 1e6 / n,
+			lc / hz * 1e6 / n, q ? "" : " (not quiet)"
 	}'
 }
 
@@ -323,8 +368,8 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 		"$(tr '\t' '-' </proc/sys/net/ipv4/ip_local_port_range)"
 	echo "pinning:  server on CPU $SERVER_CPU, loadgen on CPU $CLIENT_CPU"
 	echo "loadgen:  $loadgen -m hold -D -g -c N -t ceil(N/$LG_PER_THREAD)" \
-		"-s $LINE -W $WINDOW -d 0 (direct descriptors; source addresses" \
-		"127.0.0.1.. one per 16384 connections)"
+		"-s $LINE -W $WINDOW -d 0 [-T for -tls] (direct descriptors;" \
+		"source addresses 127.0.0.1.. one per 16384 connections)"
 	for name in $CONFIGS; do
 		echo "server:   $name: $echo_exe $(server_args "$name") -l 127.0.0.1:0"
 	done
@@ -333,13 +378,25 @@ cat "$tmp/head.txt"
 : >"$tmp/runs.txt"
 : >"$tmp/skips.txt"
 
+need_cert=0
 for name in $CONFIGS; do
 	server_args "$name" >/dev/null || die "unknown server: $name"
+	is_tls "$name" && need_cert=1
 	for n in $NS; do
 		why=$(no_fit "$name" "$n")
 		[ -n "$why" ] && echo "$name $n $why" >>"$tmp/skips.txt"
 	done
 done
+if [ "$need_cert" -eq 1 ]; then
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-days 2 -subj /CN=localhost -keyout "$tmp/key.pem" \
+		-out "$tmp/cert.pem" >/dev/null 2>&1 ||
+		die "cannot make a self-signed certificate (openssl req)"
+	echo "tls:      self-signed P-256 certificate (openssl req -x509" \
+		"-newkey ec -pkeyopt ec_paramgen_curve:P-256); loadgen -T:" \
+		"OpenSSL $(openssl version | cut -d' ' -f2), no verification," \
+		"no session resumption" >>"$tmp/head.txt"
+fi
 engines_seen=""
 for r in $(seq "$RUNS"); do
 	for n in $NS; do
@@ -359,7 +416,7 @@ for r in $(seq "$RUNS"); do
 done
 echo "engines:  ${engines_seen:-none}" >>"$tmp/head.txt"
 
-python3 - "$tmp/runs.txt" "$tmp/skips.txt" "$CONFIGS" "$NS" \
+python3 - "$tmp/runs.txt" "$tmp/skips.txt" "$CONFIGS" "$NS" "$hz" \
 	>"$tmp/table.txt" <<'EOF'
 import statistics, sys
 
@@ -367,6 +424,7 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 skips = [l.strip().split(None, 2) for l in open(sys.argv[2]) if l.strip()]
 configs = sys.argv[3].split()
 ns = [int(x) for x in sys.argv[4].split()]
+hz = float(sys.argv[5])
 g = {}
 for r in rows:
     g.setdefault((r[0], int(r[1])), []).append(r)
@@ -388,27 +446,38 @@ print("median (min-max) over the runs. RSS and PSS from")
 print("/proc/PID/smaps_rollup; kept = (after close - before) / N; vmas =")
 print("the server's mappings while holding; slab = the machine's")
 print("/proc/meminfo Slab delta / N: kernel memory, both ends of each")
-print("loopback connection, not in any RSS (context only).")
+print("loopback connection, not in any RSS (context only). connect: wall")
+print("time for all N, and utime+stime per connection while connecting")
+print("(for -tls rows: mostly the handshakes).")
 print()
 print("| server | N | runs | RSS KiB/conn | PSS KiB/conn | kept KiB/conn "
-      "| vmas | kernel slab KiB/conn | connect s |")
-print("|---|---|---|---|---|---|---|---|---|")
+      "| vmas | kernel slab KiB/conn | connect s | connect CPU us/conn "
+      "server, loadgen |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for name in configs:
     for n in ns:
         rs = g.get((name, n), [])
         if not rs:
             why = next((s[2] for s in skips if s[0] == name
                         and int(s[1]) == n), "every run failed")
-            print("| %s | %d | 0 | skipped: %s | | | | | |" % (name, n, why))
+            print("| %s | %d | 0 | skipped: %s | | | | | | |" % (name, n,
+                                                              why))
             continue
         noisy = sum(1 for r in rs if r[13] == "0")
-        print("| %s | %d | %d%s | %s | %s | %s | %s | %s | %s |" % (
+        # Clock ticks spent connecting, in us per connection.
+        def cpu(i):
+            if any(len(r) <= i for r in rs):
+                return "n/a"
+            return "%.0f" % statistics.median(
+                float(r[i]) / hz * 1e6 / n for r in rs)
+        print("| %s | %d | %d%s | %s | %s | %s | %s | %s | %s | %s, %s |" % (
             name, n, len(rs), " (%d not quiet)" % noisy if noisy else "",
             cell(per_conn(rs, 2, 3)), cell(per_conn(rs, 5, 6)),
             cell(per_conn(rs, 2, 4)),
             "%d" % statistics.median(int(r[9]) for r in rs),
             cell(per_conn(rs, 10, 11)),
-            "%.2f" % statistics.median(float(r[14]) for r in rs)))
+            "%.2f" % statistics.median(float(r[14]) for r in rs),
+            cpu(17), cpu(18)))
 print()
 if len(ns) >= 2:
     a, b = min(ns), max(ns)
@@ -439,7 +508,8 @@ EOF
 		echo
 	fi
 	echo "Runs (server n rss0 rss1 rss2 pss0 pss1 pss2 vmas0 vmas1 slab0"
-	echo "slab1 tcp_mem_pages1 quiet connect_s sources lg_threads; kB):"
+	echo "slab1 tcp_mem_pages1 quiet connect_s sources lg_threads"
+	echo "srv_connect_ticks lg_connect_ticks; kB, ticks of 1/$hz s):"
 	cat "$tmp/runs.txt"
 } >"$out"
 echo

@@ -25,6 +25,11 @@
  *  - The worker calls request() only on a connection that is ready and
  *    not busy, and only while the phase runs; the mode ends the request
  *    with lg_request_done(), which may call request() again at once.
+ *  - Closed loop (default): a connection starts its next request as soon
+ *    as the last one is done. Open loop (-r rate): the worker starts
+ *    requests on a fixed schedule instead (worker.c), and a request's
+ *    latency runs from the time it was due, not from when it went out.
+ *    Modes need not know which loop drives them.
  * Everything runs on the worker's thread.
  */
 
@@ -88,6 +93,30 @@ extern const struct lg_mode lg_mode_echo;
 extern const struct lg_mode lg_mode_idle;
 extern const struct lg_mode lg_mode_hold;
 
+/*
+ * TLS client sessions over the worker's I/O (tls.c), for modes that
+ * offer -T: OpenSSL runs on memory BIOs, the ring moves the records.
+ * Records come in through lg_tls_feed(), go out through lg_tls_flush()
+ * (at most one send in flight: call it again from sent()).
+ */
+struct lg_tls;
+int lg_tls_global_init(void);
+int lg_tls_new(struct lg_tls **t_out);
+void lg_tls_free(struct lg_tls *t);
+/* Handshake step: 1 done, 0 wants more input, -errno failed. */
+int lg_tls_handshake(struct lg_tls *t);
+/* Encrypt buf into the outgoing records. */
+int lg_tls_write(struct lg_tls *t, const void *buf, size_t len);
+/* Records received from the peer. */
+int lg_tls_feed(struct lg_tls *t, const unsigned char *data, size_t n);
+/* Decrypted bytes into buf: > 0 bytes, 0 none yet, -errno failed (a
+ * close_notify from the peer is -ECONNRESET). */
+int lg_tls_read(struct lg_tls *t, void *buf, size_t len);
+/* Send what is pending, unless a send is in flight. */
+int lg_tls_flush(struct lg_tls *t, struct lg_conn *c);
+/* The last send went out: its buffer is free again. */
+void lg_tls_sent(struct lg_tls *t);
+
 struct lg_opts {
 	const struct lg_mode *mode;
 	struct sockaddr_storage dst;
@@ -103,6 +132,9 @@ struct lg_opts {
 	unsigned window;	 /* connects in flight per worker */
 	bool gate;		 /* wait for stdin around the measurement */
 	bool direct;		 /* connections as direct descriptors */
+	double rate;		 /* open loop: requests/s in all; 0: closed */
+	bool tls;		 /* TLS client (modes that support it) */
+	bool busy_poll;		 /* poll the ring, never sleep, while running */
 };
 
 enum lg_conn_state {
@@ -124,7 +156,9 @@ struct lg_conn {
 	bool recv_armed; /* the multishot recv is live */
 	const unsigned char *sbuf;
 	size_t slen, soff;
-	uint64_t t_start; /* request start, CLOCK_MONOTONIC ns */
+	uint64_t t_start; /* request start, CLOCK_MONOTONIC ns; open
+			   * loop: when the request was due */
+	uint64_t next_j;  /* open loop: this connection's next request */
 };
 
 enum lg_phase {
@@ -155,6 +189,21 @@ struct lg_worker {
 	uint64_t deadline_ns;
 	struct lg_hist hist;
 	uint64_t requests;
+	/*
+	 * Open loop (-r). Slot k of the worker's schedule is request k / n
+	 * of its connection k % n, due at t0 + (index + j * conns) * period:
+	 * every connection once per conns * period, all of them spread
+	 * evenly over it, within and across the workers.
+	 */
+	uint64_t sched_t0;
+	double period_ns;      /* 1e9 / rate */
+	uint64_t slot;	       /* next slot not yet looked at */
+	bool timer_armed;      /* an IORING_OP_TIMEOUT is in flight */
+	struct __kernel_timespec timer_ts;
+	uint64_t sched;	       /* recorded: slots due before the deadline */
+	uint64_t started;      /* recorded: requests started */
+	uint64_t backlogged;   /* of those: due while their conn was busy */
+	struct lg_hist lag;    /* recorded: due -> sent, conn free when due */
 	int first_err; /* -errno of the first failed connection */
 	const char *first_err_what;
 };

@@ -28,12 +28,21 @@
  * more connections than RLIMIT_NOFILE as long as each worker's share fits
  * its table (at most RLIMIT_NOFILE slots per ring): use -t for more.
  *
+ * With -r the requests follow a schedule (open loop, worker.c): the
+ * report adds the rate asked and achieved, how many requests were due
+ * while their connection still waited for a reply (the server fell
+ * behind), how many were never sent by the deadline, and the client's own
+ * lag from due to sent; past LG_LAG_LIMIT_NS at p99 the client, not the
+ * server, is what limits the run, and the report says so.
+ *
  * The last line is "result: key=value ..." for scripts.
  */
 
 #define LG_MAX_THREADS	 64
 #define LG_PORTS_PER_SRC 16384 /* of 32768-60999: leave room for others */
 #define LG_FD_SLACK	 32
+#define LG_LAG_LIMIT_NS	 (1000 * 1000) /* open loop: client lag, p99 */
+#define LG_BEHIND_SHARE	 0.01 /* open loop: late or unsent requests */
 
 static const struct lg_mode *const lg_modes[] = {&lg_mode_echo, &lg_mode_idle,
 						 &lg_mode_hold};
@@ -78,7 +87,13 @@ static void usage(FILE *out)
 		"  -D          connections as direct descriptors, outside the\n"
 		"              fd table (each worker's share: one ring table)\n"
 		"  -g          gate: wait for a line on stdin before measuring\n"
-		"              and before closing\n",
+		"              and before closing\n"
+		"  -r rate     open loop: requests per second over all\n"
+		"              connections, on a fixed schedule; latency counts\n"
+		"              from when each request was due (default: closed)\n"
+		"  -B          busy-poll the ring while running: no sleep and\n"
+		"              no timer wake-ups, one whole CPU per thread\n"
+		"  -T          TLS client (hold mode): handshake first\n",
 		LG_PORTS_PER_SRC);
 	for (size_t i = 0; i < sizeof(lg_modes) / sizeof(lg_modes[0]); i++)
 		(void)fprintf(out, "mode %s: %s\n", lg_modes[i]->name,
@@ -144,7 +159,7 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 	unsigned long v;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "m:c:s:d:w:t:a:b:W:gDh")) != -1) {
+	while ((opt = getopt(argc, argv, "m:c:s:d:w:t:a:b:W:gDr:BTh")) != -1) {
 		int bad = 0;
 
 		switch (opt) {
@@ -192,6 +207,16 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 		case 'D':
 			o->direct = true;
 			break;
+		case 'r':
+			bad = parse_double(optarg, &o->rate) < 0 ||
+			      !(o->rate > 0) || o->rate > 1e9;
+			break;
+		case 'B':
+			o->busy_poll = true;
+			break;
+		case 'T':
+			o->tls = true;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -207,6 +232,15 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 	}
 	if (optind + 1 != argc)
 		return -EINVAL;
+	if (o->tls && o->mode != &lg_mode_hold) {
+		(void)fprintf(stderr, "loadgen: -T: only hold mode speaks TLS\n");
+		return -EINVAL;
+	}
+	if (o->rate > 0 && o->mode->request == NULL) {
+		(void)fprintf(stderr, "loadgen: -r: mode %s makes no requests\n",
+			      o->mode->name);
+		return -EINVAL;
+	}
 	o->target = argv[optind];
 	if (resolve(o, o->target) < 0) {
 		(void)fprintf(stderr, "loadgen: cannot resolve %s\n",
@@ -341,6 +375,66 @@ static double cpu_secs(void)
 		       1e6;
 }
 
+/*
+ * Open loop: what was asked against what happened, and who fell behind.
+ * Appends " key=value..." for the result line to kv.
+ */
+static void report_open(struct lg_main *m, double rps, char *kv, size_t kvlen)
+{
+	const struct lg_opts *o = &m->o;
+	static struct lg_hist lag; /* 15 KiB: off the stack */
+	uint64_t sched = 0, started = 0, backlogged = 0, unsent;
+	double lag_us[3], late_share;
+	bool client, server;
+
+	lg_hist_reset(&lag);
+	for (unsigned i = 0; i < o->threads; i++) {
+		lg_hist_merge(&lag, &m->workers[i].lag);
+		sched += m->workers[i].sched;
+		started += m->workers[i].started;
+		backlogged += m->workers[i].backlogged;
+	}
+	unsent = sched > started ? sched - started : 0;
+	lag_us[0] = (double)lg_hist_quantile(&lag, 0.50) / 1e3;
+	lag_us[1] = (double)lg_hist_quantile(&lag, 0.99) / 1e3;
+	lag_us[2] = (double)lag.max_ns / 1e3;
+	late_share = sched > 0 ? (double)(backlogged + unsent) / (double)sched
+			       : 0;
+	client = lg_hist_quantile(&lag, 0.99) > LG_LAG_LIMIT_NS;
+	server = late_share > LG_BEHIND_SHARE;
+	printf("loadgen: open loop: asked %.0f req/s, achieved %.0f req/s "
+	       "(%.1f%%); %llu due, %llu sent, %llu never sent\n",
+	       o->rate, rps, o->rate > 0 ? 100.0 * rps / o->rate : 0,
+	       (unsigned long long)sched, (unsigned long long)started,
+	       (unsigned long long)unsent);
+	printf("loadgen: %llu sent late behind a reply still awaited on their "
+	       "connection; the others' send lag p50 %.1f us, p99 %.1f us, "
+	       "max %.1f us\n",
+	       (unsigned long long)backlogged, lag_us[0], lag_us[1], lag_us[2]);
+	if (client)
+		printf("loadgen: the client could not keep up: send lag p99 "
+		       "over %.0f us; latencies hold its delay too\n",
+		       LG_LAG_LIMIT_NS / 1e3);
+	if (server)
+		printf("loadgen: the server fell behind: %.1f%% of the "
+		       "requests were sent late or never\n",
+		       100.0 * late_share);
+	if (!client && !server)
+		printf("loadgen: kept up with the schedule\n");
+	(void)snprintf(kv, kvlen,
+		       " rate=%.1f due=%llu backlogged=%llu unsent=%llu "
+		       "lag_p50_us=%.2f lag_p99_us=%.2f lag_max_us=%.2f "
+		       "behind=%s",
+		       o->rate, (unsigned long long)sched,
+		       (unsigned long long)backlogged,
+		       (unsigned long long)unsent, lag_us[0], lag_us[1],
+		       lag_us[2],
+		       client && server ? "both"
+		       : client		? "client"
+		       : server		? "server"
+					: "none");
+}
+
 static void report(struct lg_main *m, double secs, double cpu)
 {
 	const struct lg_opts *o = &m->o;
@@ -348,6 +442,7 @@ static void report(struct lg_main *m, double secs, double cpu)
 	uint64_t requests = 0, enobufs = 0;
 	unsigned dead = 0, ready = 0;
 	double rps, us[5];
+	char open_kv[256] = "";
 
 	lg_hist_reset(&h);
 	for (unsigned i = 0; i < o->threads; i++) {
@@ -368,9 +463,12 @@ static void report(struct lg_main *m, double secs, double cpu)
 		       "%llu requests, %.0f req/s\n",
 		       o->mode->name, o->target, o->conns, o->size, secs,
 		       (unsigned long long)requests, rps);
-		printf("loadgen: latency p50 %.1f us, p99 %.1f us, p99.9 %.1f "
-		       "us, max %.1f us, mean %.1f us\n",
-		       us[0], us[1], us[2], us[3], us[4]);
+		printf("loadgen: latency%s p50 %.1f us, p99 %.1f us, "
+		       "p99.9 %.1f us, max %.1f us, mean %.1f us\n",
+		       o->rate > 0 ? " from due time" : "", us[0], us[1],
+		       us[2], us[3], us[4]);
+		if (o->rate > 0)
+			report_open(m, rps, open_kv, sizeof(open_kv));
 	} else {
 		printf("loadgen: %s %s: held %u connections for %.2f s\n",
 		       o->mode->name, o->target, ready, secs);
@@ -389,10 +487,10 @@ static void report(struct lg_main *m, double secs, double cpu)
 		       (unsigned long long)enobufs);
 	printf("result: mode=%s conns=%u size=%zu threads=%u secs=%.4f "
 	       "requests=%llu rps=%.1f p50_us=%.2f p99_us=%.2f p999_us=%.2f "
-	       "max_us=%.2f mean_us=%.2f failed=%u cpu_pct=%.1f\n",
+	       "max_us=%.2f mean_us=%.2f failed=%u cpu_pct=%.1f%s\n",
 	       o->mode->name, o->conns, o->size, o->threads, secs,
 	       (unsigned long long)requests, rps, us[0], us[1], us[2], us[3],
-	       us[4], dead, secs > 0 ? 100.0 * cpu / secs : 0);
+	       us[4], dead, secs > 0 ? 100.0 * cpu / secs : 0, open_kv);
 	(void)fflush(stdout);
 }
 

@@ -44,6 +44,27 @@
  * Every operation then names the slot with IOSQE_FIXED_FILE. SO_LINGER 0
  * is set before the socket leaves the fd table, since the ring's exit
  * closes it.
+ *
+ * Open loop (-r): the worker walks its schedule of slots (loadgen.h) in
+ * due order. One IORING_OP_TIMEOUT with an absolute CLOCK_MONOTONIC
+ * deadline, the next slot's, wakes the loop; every slot due by then
+ * starts its request if its connection is free. A connection still
+ * waiting for its last reply when its slot comes starts the overdue
+ * request the moment that reply is in, and several in a row if it has
+ * fallen further behind. Either way the latency counts from the slot's
+ * due time, so a server that stalls is charged for every request it
+ * delayed, not just the one it was serving (no coordinated omission).
+ * Two kinds of lateness are told apart: "backlogged" requests were due
+ * while their connection was busy (the server's doing), and for the
+ * others the gap between due and sent is the client's own lag, kept in
+ * its own histogram so that a loadgen that cannot keep up shows.
+ *
+ * Sleeping until the next slot costs a wake-up per request at low rates
+ * (two with the reply's), which on a VM is several microseconds and
+ * tens of them late. With -B the worker polls instead while a phase
+ * runs: it submits and reaps without waiting (the kernel still runs its
+ * deferred completions on each enter) and needs no timer, at the price
+ * of a whole CPU.
  */
 
 #define LG_SQ_ENTRIES 1024
@@ -57,6 +78,7 @@ enum {
 	OP_CONNECT = 0,
 	OP_SEND = 1,
 	OP_RECV = 2,
+	OP_TIMER = 3, /* with no connection: the open loop's timer */
 	OP_MASK = 3,
 };
 
@@ -178,12 +200,92 @@ static void recycle_buf(struct lg_worker *w, unsigned bid)
 	io_uring_buf_ring_advance(w->br, 1);
 }
 
-static int request_start(struct lg_conn *c, uint64_t now)
+/* Latency of the request will count from t (now, or when it was due). */
+static int request_start(struct lg_conn *c, uint64_t t)
 {
 	c->state = LG_CONN_BUSY;
 	c->w->busy++;
-	c->t_start = now;
+	c->t_start = t;
 	return c->w->o->mode->request(c);
+}
+
+/* Open loop: when c's next request is due. */
+static uint64_t due_of(const struct lg_worker *w, const struct lg_conn *c)
+{
+	double k = (double)c->index + (double)c->next_j * (double)w->o->conns;
+
+	return w->sched_t0 + (uint64_t)(k * w->period_ns);
+}
+
+/* Open loop: when slot k is due. */
+static uint64_t slot_due(const struct lg_worker *w, uint64_t k)
+{
+	const struct lg_conn *c = &w->conns[k % w->nconns];
+	double j = (double)(k / w->nconns);
+
+	return w->sched_t0 +
+	       (uint64_t)(((double)c->index + j * (double)w->o->conns) *
+			  w->period_ns);
+}
+
+/* Open loop: start c's request that was due at due. */
+static int open_start(struct lg_conn *c, uint64_t due, uint64_t now,
+		      bool backlogged)
+{
+	struct lg_worker *w = c->w;
+
+	c->next_j++;
+	if (w->record) {
+		w->started++;
+		if (backlogged)
+			w->backlogged++;
+		else
+			lg_hist_add(&w->lag, now > due ? now - due : 0);
+	}
+	return request_start(c, due);
+}
+
+/*
+ * Open loop: start what is due by now, then arm the timer for the next
+ * slot before the deadline, or for the deadline. A slot whose connection is busy is left to
+ * lg_request_done(). A completion may already have started a slot's
+ * request before the slot was looked at (both in one batch of CQEs); its
+ * connection's next request is then not due yet, and the slot is done.
+ */
+static void pace(struct lg_worker *w, uint64_t now)
+{
+	struct io_uring_sqe *sqe;
+	uint64_t due;
+
+	if (w->nconns == 0)
+		return;
+	for (;;) {
+		struct lg_conn *c = &w->conns[w->slot % w->nconns];
+		int ret;
+
+		due = slot_due(w, w->slot);
+		if (due > now || due >= w->deadline_ns)
+			break;
+		w->slot++;
+		if (w->record)
+			w->sched++;
+		if (c->state != LG_CONN_READY || due_of(w, c) > now)
+			continue;
+		ret = open_start(c, due_of(w, c), now, false);
+		if (ret < 0)
+			conn_fail(c, ret, "request");
+	}
+	if (w->timer_armed || w->o->busy_poll)
+		return;
+	/* After the last slot, wake at the deadline to end the phase. */
+	if (due > w->deadline_ns)
+		due = w->deadline_ns;
+	w->timer_ts.tv_sec = (long long)(due / 1000000000ull);
+	w->timer_ts.tv_nsec = (long long)(due % 1000000000ull);
+	sqe = get_sqe(w);
+	io_uring_prep_timeout(sqe, &w->timer_ts, 0, IORING_TIMEOUT_ABS);
+	io_uring_sqe_set_data64(sqe, OP_TIMER);
+	w->timer_armed = true;
 }
 
 void lg_conn_ready(struct lg_conn *c)
@@ -195,7 +297,8 @@ void lg_conn_ready(struct lg_conn *c)
 		w->opening--;
 	c->state = LG_CONN_READY;
 	w->ready++;
-	if (w->phase != LG_PHASE_RUN || w->o->mode->request == NULL)
+	if (w->phase != LG_PHASE_RUN || w->o->mode->request == NULL ||
+	    w->o->rate > 0)
 		return;
 	ret = request_start(c, lg_now_ns());
 	if (ret < 0)
@@ -215,6 +318,15 @@ int lg_request_done(struct lg_conn *c)
 	w->busy--;
 	if (w->phase != LG_PHASE_RUN)
 		return 0;
+	if (w->o->rate > 0) {
+		uint64_t due = due_of(w, c);
+
+		/* Overdue while this one ran: start it now, from its due
+		 * time. Otherwise its slot will. */
+		if (due > now || due >= w->deadline_ns)
+			return 0;
+		return open_start(c, due, now, true);
+	}
 	return request_start(c, now);
 }
 
@@ -384,6 +496,10 @@ static void dispatch(struct lg_worker *w, struct io_uring_cqe *cqe)
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
 	struct lg_conn *c = (struct lg_conn *)(uintptr_t)(ud & ~(uint64_t)3);
 
+	if (ud == OP_TIMER) {
+		w->timer_armed = false; /* -ETIME: the deadline came */
+		return;
+	}
 	if (c != NULL && c->state != LG_CONN_DEAD) {
 		switch (ud & OP_MASK) {
 		case OP_CONNECT:
@@ -483,15 +599,22 @@ static int bufs_init(struct lg_worker *w)
 	return 0;
 }
 
-/* One loop turn: submit, wait up to a tick, handle what completed. */
-static int turn(struct lg_worker *w)
+/*
+ * One loop turn: submit, wait up to a tick (or, polling, not at all),
+ * handle what completed.
+ */
+static int turn(struct lg_worker *w, bool poll)
 {
 	struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = LG_TICK_NS};
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
 	int ret;
 
-	ret = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+	if (poll)
+		ret = io_uring_submit_and_get_events(&w->ring);
+	else
+		ret = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts,
+						       NULL);
 	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY)
 		return ret;
 	io_uring_for_each_cqe(&w->ring, head, cqe)
@@ -527,7 +650,7 @@ int lg_worker_connect(struct lg_worker *w)
 	w->phase = LG_PHASE_CONNECT;
 	connect_more(w);
 	while (w->ready + w->dead < w->nconns) {
-		int ret = turn(w);
+		int ret = turn(w, false);
 
 		if (ret < 0)
 			return ret;
@@ -547,7 +670,17 @@ int lg_worker_run(struct lg_worker *w, double secs, bool record)
 	w->deadline_ns = now + (uint64_t)(secs * 1e9);
 	w->record = record;
 	w->phase = LG_PHASE_RUN;
-	for (unsigned i = 0; i < w->nconns; i++) {
+	if (w->o->rate > 0) {
+		/* A new schedule from now; a timer left armed from the last
+		 * phase has expired and only wakes the loop once. */
+		w->sched_t0 = now;
+		w->period_ns = 1e9 / w->o->rate;
+		w->slot = 0;
+		for (unsigned i = 0; i < w->nconns; i++)
+			w->conns[i].next_j = 0;
+		pace(w, now);
+	}
+	for (unsigned i = 0; i < w->nconns && w->o->rate <= 0; i++) {
 		struct lg_conn *c = &w->conns[i];
 
 		if (c->state == LG_CONN_READY && w->o->mode->request != NULL) {
@@ -558,12 +691,15 @@ int lg_worker_run(struct lg_worker *w, double secs, bool record)
 		}
 	}
 	while (w->phase == LG_PHASE_RUN || w->busy > 0) {
-		int ret = turn(w);
+		int ret = turn(w, w->o->busy_poll);
 
 		if (ret < 0)
 			return ret;
-		if (w->phase == LG_PHASE_RUN && lg_now_ns() >= w->deadline_ns)
+		now = lg_now_ns();
+		if (w->phase == LG_PHASE_RUN && now >= w->deadline_ns)
 			w->phase = LG_PHASE_DRAIN;
+		if (w->phase == LG_PHASE_RUN && w->o->rate > 0)
+			pace(w, now);
 	}
 	w->phase = LG_PHASE_HOLD;
 	w->record = false;
@@ -576,7 +712,7 @@ int lg_worker_hold(struct lg_worker *w, double secs)
 	w->deadline_ns = lg_now_ns() + (uint64_t)(secs * 1e9);
 	w->phase = LG_PHASE_HOLD;
 	while (lg_now_ns() < w->deadline_ns) {
-		int ret = turn(w);
+		int ret = turn(w, false);
 
 		if (ret < 0)
 			return ret;
