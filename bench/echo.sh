@@ -170,9 +170,11 @@ cpu_ticks() {
 
 # user+nice+system ticks of all CPUs together.
 busy_ticks() {
-	local label u n s rest
-	read -r label u n s rest </proc/stat
-	echo $((u + n + s))
+	local u n s q sq
+	# user nice system idle iowait irq softirq: the server's softirq
+	# time is busy time too (without it, "other" went negative).
+	read -r _ u n s _ _ q sq _ </proc/stat
+	echo $((u + n + s + q + sq))
 }
 
 # Wait until other processes use under 5% of a CPU (0.5 s samples), for
