@@ -57,12 +57,17 @@ def check(cond, msg):
 class Server:
     """ringprot-lmtpd as a child, on port 0, with a fresh data dir."""
 
-    def __init__(self, exe, tmp, opts=()):
-        self.data = tempfile.mkdtemp(dir=tmp, prefix="data-")
-        for u in USERS:
-            for sub in ("tmp", "new", "cur"):
-                os.makedirs(os.path.join(self.data, "users", u, sub))
-        args = [exe, "-l", f"{HOST}:0", "-w", "2",
+    def __init__(self, exe, tmp, opts=(), data=None, listen=None):
+        """data: an existing data dir (a restart), else a fresh one;
+        listen: "unix:/path" instead of the loopback port."""
+        if data is None:
+            data = tempfile.mkdtemp(dir=tmp, prefix="data-")
+            for u in USERS:
+                for sub in ("tmp", "new", "cur"):
+                    os.makedirs(os.path.join(data, "users", u, sub),
+                                exist_ok=True)
+        self.data = data
+        args = [exe, "-l", listen or f"{HOST}:0", "-w", "2",
                 "-o", f"data_dir={self.data}"]
         for o in opts:
             args += ["-o", o]
@@ -73,6 +78,11 @@ class Server:
         line = self._next(START_TIMEOUT)
         check(line is not None,
               f"no 'listening on' line (exit {self.proc.poll()})")
+        if listen is not None and listen.startswith("unix:"):
+            check(line.startswith(f"listening on {listen[5:]} "),
+                  f"unexpected first line {line!r}")
+            self.port = None
+            return
         m = re.match(r"listening on 127\.0\.0\.1:(\d+) ", line)
         check(m is not None, f"unexpected first line {line!r}")
         self.port = int(m.group(1))
