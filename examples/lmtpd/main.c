@@ -60,6 +60,11 @@ static const struct srv_cfg_key lmtpd_keys[] = {
 	 "answer VRFY with 252 (no: 502)"},
 	{"lmtp_chunking", SRV_CFG_BOOL, "yes", NULL, 0, 0, 0,
 	 "offer CHUNKING (BDAT, RFC 3030)"},
+	{"lmtp_bare_lf", SRV_CFG_ENUM, "accept", "accept|refuse", 0, 0, 0,
+	 "a line ending in LF without CR, in a command or DATA: accept (as "
+	 "CR LF, \".\\n\" ends DATA too: Postfix's long-standing way) or refuse "
+	 "(550 5.5.2 and close: no SMTP smuggling); a bare CR is always "
+	 "data, never a line end, and BDAT chunks are taken as sent"},
 	{"lmtp_tmp_sweep", SRV_CFG_MS, "1h", NULL, 0, 0, SRV_CFG_GLOBAL_ONLY,
 	 "how often spool/ and every tmp/ are swept of files older than 36 "
 	 "hours (the spool is swept at start-up too), 0: never"},
@@ -115,6 +120,8 @@ static int lmtpd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 	}
 	lc->vrfy = srv_config_bool(cfg, "lmtp", "lmtp_vrfy");
 	lc->chunking = srv_config_bool(cfg, "lmtp", "lmtp_chunking");
+	lc->bare_lf_refuse =
+		srv_config_enum(cfg, "lmtp", "lmtp_bare_lf") == 1;
 	lc->auth = srv_config_bool(cfg, NULL, "lmtp_auth");
 	lc->starttls = srv_config_str(cfg, NULL, "tls_cert_file") != NULL;
 	lmtpd_services[0].sasl = lc->auth;
