@@ -28,7 +28,7 @@ struct lmtp_config {
 	bool starttls;		  /* STARTTLS offered (TLS set up) */
 	bool auth;		  /* AUTH offered (SASL set up) */
 	bool chunking;		  /* CHUNKING/BDAT offered */
-	bool bare_lf_refuse;	  /* a line ending in a bare LF: 550, close */
+	bool bare_lf_refuse;	  /* a bare LF line end: 550, close */
 };
 
 /* The service's handler: one LMTP session on c (service data: the

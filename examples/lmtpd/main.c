@@ -62,8 +62,8 @@ static const struct srv_cfg_key lmtpd_keys[] = {
 	 "offer CHUNKING (BDAT, RFC 3030)"},
 	{"lmtp_bare_lf", SRV_CFG_ENUM, "accept", "accept|refuse", 0, 0, 0,
 	 "a line ending in LF without CR, in a command or DATA: accept (as "
-	 "CR LF, \".\\n\" ends DATA too: Postfix's long-standing way) or refuse "
-	 "(550 5.5.2 and close: no SMTP smuggling); a bare CR is always "
+	 "CR LF, \".\\n\" ends DATA too: Postfix's long-standing way) or "
+	 "refuse (550 5.5.2 and close: no SMTP smuggling); a bare CR is always "
 	 "data, never a line end, and BDAT chunks are taken as sent"},
 	{"lmtp_tmp_sweep", SRV_CFG_MS, "1h", NULL, 0, 0, SRV_CFG_GLOBAL_ONLY,
 	 "how often spool/ and every tmp/ are swept of files older than 36 "
@@ -120,8 +120,7 @@ static int lmtpd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 	}
 	lc->vrfy = srv_config_bool(cfg, "lmtp", "lmtp_vrfy");
 	lc->chunking = srv_config_bool(cfg, "lmtp", "lmtp_chunking");
-	lc->bare_lf_refuse =
-		srv_config_enum(cfg, "lmtp", "lmtp_bare_lf") == 1;
+	lc->bare_lf_refuse = srv_config_enum(cfg, "lmtp", "lmtp_bare_lf") == 1;
 	lc->auth = srv_config_bool(cfg, NULL, "lmtp_auth");
 	lc->starttls = srv_config_str(cfg, NULL, "tls_cert_file") != NULL;
 	lmtpd_services[0].sasl = lc->auth;
@@ -146,8 +145,8 @@ static int lmtpd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 	ret = lmtp_sweep_init(lc->store, mo.root,
 			      srv_config_ms(cfg, NULL, "lmtp_tmp_sweep"));
 	if (ret < 0) {
-		(void)fprintf(stderr, "ringprot-lmtpd: %s/users: %s\n",
-			      mo.root, strerror(-ret));
+		(void)fprintf(stderr, "ringprot-lmtpd: %s/users: %s\n", mo.root,
+			      strerror(-ret));
 		md_store_close(&lc->store);
 		return ret;
 	}

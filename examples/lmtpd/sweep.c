@@ -128,9 +128,8 @@ static void *sweep_main(void *arg)
 			due.tv_sec++;
 			due.tv_nsec -= 1000000000L;
 		}
-		while (!sw->stop &&
-		       pthread_cond_timedwait(&sw->cond, &sw->lock, &due) !=
-			       ETIMEDOUT) {
+		while (!sw->stop && pthread_cond_timedwait(&sw->cond, &sw->lock,
+							   &due) != ETIMEDOUT) {
 			/* woken early (stop, or spuriously): look again */
 		}
 		if (sw->stop)
