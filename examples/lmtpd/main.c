@@ -14,6 +14,10 @@
  * A recipient is delivered when <data_dir>/users/<user>/ exists: make
  * it with `mkdir -p <data_dir>/users/alice/{tmp,new,cur}`.
  *
+ * What a crash leaves in spool/ is removed at start-up (older than 36
+ * hours, as Maildir asks), and a thread sweeps the spool and every tmp/
+ * each lmtp_tmp_sweep (sweep.c says why a thread).
+ *
  * SASL (AUTH) is off unless lmtp_auth is set: srv_main sets SASL up for
  * services whose table entry asks for it, so the setup hook flips that
  * entry before srv_main reads it (setup runs first).
