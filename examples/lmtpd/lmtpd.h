@@ -28,10 +28,27 @@ struct lmtp_config {
 	bool starttls;		  /* STARTTLS offered (TLS set up) */
 	bool auth;		  /* AUTH offered (SASL set up) */
 	bool chunking;		  /* CHUNKING/BDAT offered */
+	bool bare_lf_refuse;	  /* a bare LF line end: 550, close */
 };
 
 /* The service's handler: one LMTP session on c (service data: the
  * struct lmtp_config). Returns 0 or -errno as a srv handler does. */
 int lmtp_session_run(struct srv_conn *c) UR_MAY_YIELD;
+
+/*
+ * Cleanup of what deliveries leave behind (sweep.c): spool and tmp/
+ * files older than Maildir's 36 hours.
+ * lmtp_sweep_spool: the spool, now (start-up). Count or -errno.
+ * lmtp_sweep_init: note the store and open <data_dir>/users (before any
+ * chroot); interval_ms 0: no periodic sweep. 0 or -errno.
+ * lmtp_sweep_start: the sweep thread (the spool and every user's tmp/
+ * each interval). 0 or -errno.
+ * lmtp_sweep_stop: stop and join it, close what init opened.
+ */
+int lmtp_sweep_spool(struct md_store *st) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+int lmtp_sweep_init(struct md_store *st, const char *data_dir,
+		    uint64_t interval_ms) RINGPROT_MUST_CHECK;
+int lmtp_sweep_start(void) RINGPROT_MUST_CHECK;
+void lmtp_sweep_stop(void);
 
 #endif /* RINGPROT_LMTPD_H */

@@ -14,6 +14,10 @@
  * A recipient is delivered when <data_dir>/users/<user>/ exists: make
  * it with `mkdir -p <data_dir>/users/alice/{tmp,new,cur}`.
  *
+ * What a crash leaves in spool/ is removed at start-up (older than 36
+ * hours, as Maildir asks), and a thread sweeps the spool and every tmp/
+ * each lmtp_tmp_sweep (sweep.c says why a thread).
+ *
  * SASL (AUTH) is off unless lmtp_auth is set: srv_main sets SASL up for
  * services whose table entry asks for it, so the setup hook flips that
  * entry before srv_main reads it (setup runs first).
@@ -60,6 +64,14 @@ static const struct srv_cfg_key lmtpd_keys[] = {
 	 "answer VRFY with 252 (no: 502)"},
 	{"lmtp_chunking", SRV_CFG_BOOL, "yes", NULL, 0, 0, 0,
 	 "offer CHUNKING (BDAT, RFC 3030)"},
+	{"lmtp_bare_lf", SRV_CFG_ENUM, "accept", "accept|refuse", 0, 0, 0,
+	 "a line ending in LF without CR, in a command or DATA: accept (as "
+	 "CR LF, \".\\n\" ends DATA too: Postfix's long-standing way) or "
+	 "refuse (550 5.5.2 and close: no SMTP smuggling); a bare CR is always "
+	 "data, never a line end, and BDAT chunks are taken as sent"},
+	{"lmtp_tmp_sweep", SRV_CFG_MS, "1h", NULL, 0, 0, SRV_CFG_GLOBAL_ONLY,
+	 "how often spool/ and every tmp/ are swept of files older than 36 "
+	 "hours (the spool is swept at start-up too), 0: never"},
 	{"lmtp_auth", SRV_CFG_BOOL, "no", NULL, 0, 0, SRV_CFG_GLOBAL_ONLY,
 	 "offer AUTH through SASL (needs sasldb_path or saslauthd)"},
 };
@@ -112,6 +124,7 @@ static int lmtpd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 	}
 	lc->vrfy = srv_config_bool(cfg, "lmtp", "lmtp_vrfy");
 	lc->chunking = srv_config_bool(cfg, "lmtp", "lmtp_chunking");
+	lc->bare_lf_refuse = srv_config_enum(cfg, "lmtp", "lmtp_bare_lf") == 1;
 	lc->auth = srv_config_bool(cfg, NULL, "lmtp_auth");
 	lc->starttls = srv_config_str(cfg, NULL, "tls_cert_file") != NULL;
 	lmtpd_services[0].sasl = lc->auth;
@@ -128,6 +141,19 @@ static int lmtpd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 		(void)fprintf(stderr, "ringprot-lmtpd: fsync is off: an "
 				      "acknowledged message may be lost in "
 				      "a crash (benchmarks only)\n");
+	/* What a crash left in the spool (sweep.c: users' tmp/ later). */
+	ret = lmtp_sweep_spool(lc->store);
+	if (ret < 0)
+		(void)fprintf(stderr, "ringprot-lmtpd: spool cleanup: %s\n",
+			      strerror(-ret));
+	ret = lmtp_sweep_init(lc->store, mo.root,
+			      srv_config_ms(cfg, NULL, "lmtp_tmp_sweep"));
+	if (ret < 0) {
+		(void)fprintf(stderr, "ringprot-lmtpd: %s/users: %s\n", mo.root,
+			      strerror(-ret));
+		md_store_close(&lc->store);
+		return ret;
+	}
 	return 0;
 }
 
@@ -140,6 +166,10 @@ static void lmtpd_started(struct srv *s, void *arg)
 	char ip[SRV_IP_MAX];
 
 	(void)arg;
+	if (lmtp_sweep_start() < 0)
+		(void)fprintf(stderr, "ringprot-lmtpd: no tmp/ sweep thread: "
+				      "spool and tmp/ are cleaned at start-up "
+				      "only\n");
 	for (unsigned i = 0; srv_listen_addr(svc, i, &ss, &len) == 0; i++) {
 		if (ss.ss_family == AF_INET6) {
 			const struct sockaddr_in6 *a = (void *)&ss;
@@ -172,6 +202,7 @@ static void lmtpd_stopped(struct srv *s, void *arg)
 	printf("lmtpd: stopped: %llu connections\n",
 	       (unsigned long long)st.conns_total);
 	(void)fflush(stdout);
+	lmtp_sweep_stop();
 	md_store_close(&lmtpd_cfg.store);
 }
 

@@ -339,6 +339,9 @@ void lmtp_dot_init(struct lmtp_dot *d, size_t line_max)
 static size_t mid_byte(struct lmtp_dot *d, uint8_t ch, uint8_t *out)
 {
 	d->line_len++;
+	if (ch == '\n' && !d->cr)
+		d->bare_lf = true;
+	d->cr = ch == '\r';
 	if (ch == '\n') {
 		if (d->line_max != 0 && d->line_len > d->line_max)
 			d->long_line = true;
@@ -367,6 +370,7 @@ size_t lmtp_dot_feed(struct lmtp_dot *d, const uint8_t *in, size_t len,
 		case DOT_BOL:
 			if (ch == '.') {
 				d->line_len = 1;
+				d->cr = false;
 				d->state = DOT_DOT;
 				continue;
 			}
@@ -374,9 +378,11 @@ size_t lmtp_dot_feed(struct lmtp_dot *d, const uint8_t *in, size_t len,
 			break;
 		case DOT_DOT:
 			if (ch == '\n') {
+				d->bare_lf = true; /* ".\n" */
 				d->done = true;
 			} else if (ch == '\r') {
 				d->line_len++;
+				d->cr = true;
 				d->state = DOT_DOT_CR;
 			} else {
 				o += mid_byte(d, ch, out + o);
@@ -388,7 +394,7 @@ size_t lmtp_dot_feed(struct lmtp_dot *d, const uint8_t *in, size_t len,
 				break;
 			}
 			out[o++] = '\r'; /* ".\rX": the dot was stuffing */
-			o += mid_byte(d, ch, out + o);
+			o += mid_byte(d, ch, out + o); /* X is no LF here */
 			break;
 		default:
 			o += mid_byte(d, ch, out + o);

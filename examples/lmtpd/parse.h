@@ -100,16 +100,21 @@ int lmtp_rcpt_map(const char *addr, const struct lmtp_map_opts *o,
  * session stays in step with the client):
  *  - nul: a NUL byte (dropped from the output);
  *  - long_line: a line longer than line_max bytes counting its CR LF
- *    as on the wire (0: no limit).
+ *    as on the wire (0: no limit);
+ *  - bare_lf: an LF not right after a CR (the end line's included):
+ *    the session refuses the message with lmtp_bare_lf=refuse, since
+ *    then where the message ends is a guess (SMTP smuggling).
  */
 struct lmtp_dot {
 	unsigned state;	 /* private */
+	bool cr;	 /* private: the last byte read was a CR */
 	size_t line_len; /* bytes of the current line so far (wire) */
 	size_t line_max;
 	uint64_t size; /* bytes of output so far */
 	bool done;     /* the end line was read */
 	bool nul;
 	bool long_line;
+	bool bare_lf;
 };
 
 void lmtp_dot_init(struct lmtp_dot *d, size_t line_max);

@@ -15,6 +15,18 @@
  * that vanishes mid-DATA, a message refused at its end, or a failed
  * write leaves nothing visible.
  *
+ * Bare LF (a line ending in LF alone) is read as CR LF by default, in
+ * commands and in DATA (where ".\n" ends the message too), as Postfix
+ * long did. With lmtp_bare_lf=refuse a bare LF ends the session with
+ * 550 5.5.2: once a client's line ends are in doubt, so is where its
+ * message ends and its next command begins (SMTP smuggling), so
+ * nothing after it is read as a command. In DATA the body is still read
+ * to the end the reader sees, so that every recipient gets its 550
+ * before the close; nothing of it is delivered. A bare CR is never a
+ * line end: in DATA it is data and is stored as such; in a command it
+ * is a byte of the line (and the parser refuses it). BDAT chunks are
+ * counted bytes, not lines: they are taken as sent in either mode.
+ *
  * Over-long command lines are read to their end and dropped (500); in
  * DATA, faults (NUL, a line over the limit, too many bytes) are noted
  * and the body is read to its final dot without storing more, so that
@@ -99,7 +111,8 @@ static void txn_reset(struct sess *s)
 /*
  * Read one command line into s->line (CR LF dropped). Returns its
  * length; -EMSGSIZE (read to its end, dropped); -EILSEQ (it held a NUL
- * byte); -ENOTCONN at the end of input; the stream's -errno.
+ * byte); -EBADMSG (it ended in a bare LF and lmtp_bare_lf=refuse);
+ * -ENOTCONN at the end of input; the stream's -errno.
  */
 static int read_line(struct sess *s, char *buf, size_t max)
 {
@@ -123,6 +136,8 @@ static int read_line(struct sess *s, char *buf, size_t max)
 	}
 	if (n > 0 && buf[n - 1] == '\r')
 		n--;
+	else if (s->cfg->bare_lf_refuse)
+		return -EBADMSG; /* over-long or not: the line end decides */
 	buf[n] = '\0';
 	if (over)
 		return -EMSGSIZE;
@@ -318,12 +333,16 @@ static int read_body(struct sess *s, struct md_msg *m, struct lmtp_dot *d,
 		}
 		if (max != 0 && d->size > max)
 			*err = -EFBIG;
+		if (d->bare_lf && s->cfg->bare_lf_refuse)
+			olen = 0; /* refused at the end: store no more */
 		if (*err == 0 && !d->nul && !d->long_line && olen > 0)
 			*err = md_msg_write_crlf(m, out, olen);
 	}
 	free(out);
 	return ret;
 }
+
+#define E_BARE_LF "550 5.5.2 Bare <LF> received, closing connection"
 
 /* One reply per accepted recipient, after the final dot. */
 static void deliver_all(struct sess *s, struct md_msg *m,
@@ -332,7 +351,9 @@ static void deliver_all(struct sess *s, struct md_msg *m,
 	char why[64];
 	const char *fail = NULL;
 
-	if (err == -EFBIG)
+	if (d->bare_lf && s->cfg->bare_lf_refuse)
+		fail = E_BARE_LF;
+	else if (err == -EFBIG)
 		fail = "552 5.3.4 Message size exceeds fixed maximum "
 		       "message size";
 	else if (d->nul)
@@ -364,7 +385,8 @@ static void deliver_all(struct sess *s, struct md_msg *m,
 	}
 }
 
-/* DATA. Returns 0, or -errno when the session must end. */
+/* DATA. Returns 0, 1 (a refused bare LF: close), or -errno when the
+ * session must end. */
 static int do_data(struct sess *s)
 {
 	struct md_msg *m = NULL;
@@ -401,7 +423,7 @@ static int do_data(struct sess *s)
 	deliver_all(s, m, &d, err);
 	md_msg_free(&m);
 	txn_reset(s);
-	return 0;
+	return d.bare_lf && s->cfg->bare_lf_refuse ? 1 : 0;
 }
 
 /*
@@ -640,6 +662,9 @@ static int serve(struct sess *s)
 			ret = refuse(s, "500 5.5.2 Line too long");
 		} else if (n == -EILSEQ) {
 			ret = refuse(s, "500 5.5.2 NUL byte in command");
+		} else if (n == -EBADMSG) {
+			reply(s, E_BARE_LF);
+			return 0;
 		} else if (n == -ETIMEDOUT) {
 			reply(s, "421 4.4.2 Idle timeout, closing connection");
 			return 0;

@@ -130,7 +130,7 @@ static void commands(const uint8_t *data, size_t size)
 struct ref {
 	struct obuf out;
 	size_t consumed;
-	bool done, nul, long_line;
+	bool done, nul, long_line, bare_lf;
 };
 
 /* The DATA rules, line by line over the whole input. */
@@ -145,6 +145,10 @@ static void reference(const uint8_t *in, size_t len, size_t line_max,
 		size_t end = lf != NULL ? (size_t)(lf - in) + 1 : len;
 		const uint8_t *l = in + pos;
 		size_t n = end - pos;
+
+		/* An LF whose byte before (on the wire) is not a CR. */
+		if (lf != NULL && (end < 2 || in[end - 2] != '\r'))
+			r->bare_lf = true;
 
 		if (lf != NULL && ((n == 2 && l[0] == '.') ||
 				   (n == 3 && l[0] == '.' && l[1] == '\r'))) {
@@ -205,10 +209,12 @@ static void data_reader(const uint8_t *data, size_t size)
 	}
 	HINT(d.done && pos < len);
 	HINT(d.long_line);
+	HINT(d.bare_lf);
 	FUZZ_CHECK(d.done == ref.done);
 	FUZZ_CHECK(pos == ref.consumed);
 	FUZZ_CHECK(d.nul == ref.nul);
 	FUZZ_CHECK(d.long_line == ref.long_line);
+	FUZZ_CHECK(d.bare_lf == ref.bare_lf);
 	FUZZ_CHECK(d.size == total_out);
 	FUZZ_CHECK(got.len == ref.out.len);
 	FUZZ_CHECK(got.len == 0 || memcmp(got.p, ref.out.p, got.len) == 0);

@@ -20,6 +20,11 @@ directory (users alice and bob exist), talks to it and stops it by pid
     mid-DATA, RCPT before MAIL, DATA without recipients, pipelined
     commands after a failed one, path traversal: the right replies,
     nothing partial visible, the server keeps serving;
+  - bare LF: accepted by default (commands, DATA, ".\n" as the end
+    line), refused with lmtp_bare_lf=refuse (550 5.5.2 and close, a
+    smuggling attempt included); a bare CR is data in both;
+  - LMTP over a Unix socket: smtplib.LMTP with the socket's path, and
+    a raw AF_UNIX pipelined batch;
   - smtp-source -L (Postfix): 2000 messages over 16 sessions, each
     lands exactly once, byte-exact.
 Exits 0 on success, 1 on failure with the reason.
@@ -32,6 +37,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -57,12 +63,17 @@ def check(cond, msg):
 class Server:
     """ringprot-lmtpd as a child, on port 0, with a fresh data dir."""
 
-    def __init__(self, exe, tmp, opts=()):
-        self.data = tempfile.mkdtemp(dir=tmp, prefix="data-")
-        for u in USERS:
-            for sub in ("tmp", "new", "cur"):
-                os.makedirs(os.path.join(self.data, "users", u, sub))
-        args = [exe, "-l", f"{HOST}:0", "-w", "2",
+    def __init__(self, exe, tmp, opts=(), data=None, listen=None):
+        """data: an existing data dir (a restart), else a fresh one;
+        listen: "unix:/path" instead of the loopback port."""
+        if data is None:
+            data = tempfile.mkdtemp(dir=tmp, prefix="data-")
+            for u in USERS:
+                for sub in ("tmp", "new", "cur"):
+                    os.makedirs(os.path.join(data, "users", u, sub),
+                                exist_ok=True)
+        self.data = data
+        args = [exe, "-l", listen or f"{HOST}:0", "-w", "2",
                 "-o", f"data_dir={self.data}"]
         for o in opts:
             args += ["-o", o]
@@ -73,6 +84,11 @@ class Server:
         line = self._next(START_TIMEOUT)
         check(line is not None,
               f"no 'listening on' line (exit {self.proc.poll()})")
+        if listen is not None and listen.startswith("unix:"):
+            check(line.startswith(f"listening on {listen[5:]} "),
+                  f"unexpected first line {line!r}")
+            self.port = None
+            return
         m = re.match(r"listening on 127\.0\.0\.1:(\d+) ", line)
         check(m is not None, f"unexpected first line {line!r}")
         self.port = int(m.group(1))
@@ -507,6 +523,134 @@ def part_hostile(exe, tmp):
 
 
 # ---------------------------------------------------------------------
+# Bare LF and bare CR: lmtp_bare_lf=accept (default) and refuse.
+# ---------------------------------------------------------------------
+
+# Bare LFs in the header and the body, a bare CR, a dot-stuffed line
+# ended by a bare LF, and ".\n" as the end line.
+BARE_WIRE = (b"Subject: bare\n\r\nlf only\nbare\rcr\r\n..dot\nlast\r\n"
+             b".\n")
+BARE_STORED = b"Subject: bare\n\nlf only\nbare\rcr\n.dot\nlast\n"
+# SMTP smuggling: a bare LF before ".\r\n", then commands of a second
+# message in the same DATA.
+SMUGGLE = (b"Subject: outer\r\n\r\nhello\n.\r\n"
+           b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<bob@example.org>\r\n"
+           b"DATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n")
+
+
+def part_bare_lf(exe, tmp):
+    srv = Server(exe, tmp)
+    try:
+        # accept: bare LF is a line end (commands too), ".\n" ends DATA,
+        # a bare CR is data.
+        c = Client(srv.port)
+        c.send(b"LHLO x\nMAIL FROM:<s@example.org>\n"
+               b"RCPT TO:<alice@example.org>\nDATA\n")
+        check(c.codes(4) == [250, 250, 250, 354], "bare LF commands")
+        c.send(BARE_WIRE)
+        check(c.codes(1) == [250], "bare LF message refused")
+        check(c.cmd("NOOP")[0] == 250, "NOOP after a bare LF message")
+        c.close()
+        files = srv.new_files("alice")
+        check(len(files) == 1 and stored_body(files[0]) == BARE_STORED,
+              f"bare LF message stored as {read_file(files[0])!r}")
+        srv.stop()
+    finally:
+        srv.kill()
+
+    srv = Server(exe, tmp, ["lmtp_bare_lf=refuse"])
+    try:
+        # A command ending in a bare LF: 550, closed, nothing after read.
+        c = Client(srv.port)
+        c.send(b"LHLO x\nNOOP\r\n")
+        code, text = c.reply()
+        check(code == 550 and "5.5.2" in text, f"bare LF LHLO: {text}")
+        check(c.closed(), "no close after a bare LF command")
+        # CR LF throughout: delivered.
+        c = Client(srv.port)
+        begin(c, ("alice@example.org",))
+        c.send(stuff(b"Subject: clean\n\nok\n"))
+        check(c.codes(1) == [250], "a clean message refused")
+        # A bare LF in DATA: 550 for each recipient, closed, nothing
+        # delivered; the bare CR alone is fine (next message).
+        begin(c, ("alice@example.org", "bob@example.org"))
+        c.send(BARE_WIRE)
+        got = [c.reply() for _ in range(2)]
+        check([g[0] for g in got] == [550, 550] and "5.5.2" in got[0][1],
+              f"bare LF in DATA: {got}")
+        check(c.closed(), "no close after a bare LF message")
+        c = Client(srv.port)
+        begin(c, ("alice@example.org",))
+        c.send(b"Subject: cr\r\n\r\nbare\rcr\r\n.\r\n")
+        check(c.codes(1) == [250], "a bare CR refused")
+        # Smuggling: the outer message is refused, the inner never runs.
+        begin(c, ("alice@example.org",))
+        c.send(SMUGGLE)
+        check(c.codes(1) == [550], "smuggling attempt not refused")
+        check(c.closed(), "no close after the smuggling attempt")
+        time.sleep(0.2)
+        check(len(srv.new_files("alice")) == 2, "refused mail delivered")
+        check(not srv.new_files("bob"), "a smuggled message delivered")
+        alive(srv)
+        srv.nothing_partial()
+        srv.stop()
+    finally:
+        srv.kill()
+    print("bare LF: accepted by default, refused with lmtp_bare_lf=refuse "
+          "(no smuggling); bare CR kept as data")
+
+
+# ---------------------------------------------------------------------
+# LMTP over a Unix socket (Postfix's lmtp:unix:/path).
+# ---------------------------------------------------------------------
+
+def part_unix(exe, tmp):
+    path = os.path.join(tmp, "lmtp.sock")
+    srv = Server(exe, tmp, listen=f"unix:{path}")
+    try:
+        check(stat.S_ISSOCK(os.stat(path).st_mode), f"{path}: no socket")
+        # smtplib.LMTP takes a path as host (a leading '/').
+        s = smtplib.LMTP(path, timeout=IO_TIMEOUT)
+        s.ehlo_or_helo_if_needed()
+        body = b"Subject: unix\n\nover AF_UNIX\n"
+        refused = s.sendmail("s@example.org", ["alice@example.org"],
+                             body.replace(b"\n", b"\r\n"))
+        check(refused == {}, f"smtplib over AF_UNIX refused {refused}")
+        s.quit()
+        # Raw AF_UNIX: a pipelined batch, per-recipient replies.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(IO_TIMEOUT)
+        sock.connect(path)
+        f = sock.makefile("rb")
+        check(f.readline().startswith(b"220 "), "no greeting over unix")
+        sock.sendall(b"LHLO x\r\nMAIL FROM:<s@example.org>\r\n"
+                     b"RCPT TO:<alice@example.org>\r\n"
+                     b"RCPT TO:<ghost@example.org>\r\n"
+                     b"RCPT TO:<bob@example.org>\r\nDATA\r\n")
+        codes = []
+        while len(codes) < 6:
+            ln = f.readline()
+            check(ln, "unix socket closed early")
+            if ln[3:4] != b"-":
+                codes.append(int(ln[:3]))
+        check(codes == [250, 250, 250, 550, 250, 354],
+              f"unix pipelined replies {codes}")
+        sock.sendall(stuff(body) + b"QUIT\r\n")
+        codes = [int(f.readline()[:3]) for _ in range(3)]
+        check(codes == [250, 250, 221], f"unix after the dot {codes}")
+        sock.close()
+        a, b = srv.new_files("alice"), srv.new_files("bob")
+        check(len(a) == 2 and len(b) == 1, f"unix: {len(a)}, {len(b)}")
+        check(all(stored_body(x) == body for x in a + b),
+              "unix: body differs")
+        srv.stop()
+        check(not os.path.exists(path), "socket file left after stop")
+    finally:
+        srv.kill()
+    print("unix socket: smtplib.LMTP and a raw pipelined batch delivered")
+
+
+# ---------------------------------------------------------------------
 # smtp-source -L: 2000 messages over 16 sessions.
 # ---------------------------------------------------------------------
 
@@ -566,6 +710,8 @@ def main():
         part_auth(exe, tmp)
         part_recipients(exe, tmp)
         part_hostile(exe, tmp)
+        part_bare_lf(exe, tmp)
+        part_unix(exe, tmp)
         part_smtp_source(exe, tmp)
     except Failure as e:
         print(f"FAIL: {e}", file=sys.stderr)
