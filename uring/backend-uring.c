@@ -14,6 +14,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* ur_fsync's flags go to the kernel as they are. */
+_Static_assert(UR_FSYNC_DATASYNC == IORING_FSYNC_DATASYNC,
+	       "ur_fsync flags are io_uring's");
+
 /* user_data of internal completions nobody waits for (cancel, remove). */
 #define UD_IGNORE 0ULL
 /* user_data of the MSG_RING wakeup a ur_loop_post() sends. */

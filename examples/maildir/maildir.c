@@ -78,8 +78,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <linux/io_uring.h> /* IORING_FSYNC_DATASYNC: both engines */
-
 #include <ringprot/uring.h>
 
 #define MD_BUF_SIZE   ((size_t)64 * 1024)
@@ -829,7 +827,7 @@ int md_msg_finish(struct md_msg *m)
 	if (ret == 0)
 		ret = msg_flush(m);
 	if (ret == 0 && !m->st->no_fsync)
-		ret = ur_fsync(m->fd, IORING_FSYNC_DATASYNC);
+		ret = ur_fsync(m->fd, UR_FSYNC_DATASYNC);
 	if (ret < 0) {
 		m->err = ret;
 		return ret;
@@ -901,7 +899,7 @@ static int copy_in(struct md_msg *m, struct md_dir *d, const char *tmp,
 	}
 	free(buf);
 	if (ret == 0 && !st->no_fsync)
-		ret = ur_fsync(fd, IORING_FSYNC_DATASYNC);
+		ret = ur_fsync(fd, UR_FSYNC_DATASYNC);
 	fd_close(fd);
 	if (ret == 0) {
 		ret = ur_renameat(d->fd, tmp, d->fd, dst, RENAME_NOREPLACE);

@@ -324,6 +324,8 @@ RINGPROT_API int ur_connect(int fd, const struct sockaddr *addr,
 RINGPROT_API int ur_close(int fd) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API int ur_openat(int dfd, const char *path, int flags,
 			   mode_t mode) UR_MAY_YIELD RINGPROT_MUST_CHECK;
+/* ur_fsync's fsync_flags: 0 (fsync) or UR_FSYNC_DATASYNC (fdatasync). */
+#define UR_FSYNC_DATASYNC 1U
 RINGPROT_API int ur_fsync(int fd, unsigned fsync_flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API int ur_renameat(int olddfd, const char *oldpath, int newdfd,
 			     const char *newpath, unsigned flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
