@@ -64,6 +64,19 @@ void t_close_pair(int sv[2]);
 /* Connected TCP pair over 127.0.0.1 (ephemeral port). */
 void t_tcp_pair(int sv[2]);
 
+/*
+ * A blocking client of a server on 127.0.0.1:port (receives time out
+ * after 20 s), for tests of servers running on other threads.
+ */
+int t_tcp_client(uint16_t port);
+/* Send all of s (fails the test otherwise). */
+void t_send_str(int fd, const char *s);
+/* Read up to LF (retrying EINTR); the line without CR LF in buf, "" at
+ * end of input or on a timeout. */
+char *t_recv_line(int fd, char *buf, size_t size);
+/* Does the peer close (EOF or reset) within ms, with no byte first? */
+bool t_closed_within(int fd, int ms);
+
 /* Exit 77 (meson: skipped) if no loop can be made on any backend. */
 void t_require_loop(void);
 

@@ -160,45 +160,8 @@ static void fx_stop(struct fixture *fx)
 	srv_free(&fx->s);
 }
 
-static int client(uint16_t port)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_port = htons(port)};
-	struct timeval tv = {.tv_sec = 20};
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv,
-				    sizeof(tv)),
-			 0);
-	return fd;
-}
 
-static void send_str(int fd, const char *s)
-{
-	assert_int_equal(send(fd, s, strlen(s), MSG_NOSIGNAL),
-			 (ssize_t)strlen(s));
-}
-
-static char *recv_line(int fd, char *buf, size_t size)
-{
-	size_t n = 0;
-
-	while (n + 1 < size) {
-		ssize_t r = recv(fd, buf + n, 1, 0);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0 || buf[n] == '\n')
-			break;
-		n++;
-	}
-	if (n > 0 && buf[n - 1] == '\r')
-		n--;
-	buf[n] = '\0';
-	return buf;
-}
 
 /* base64 of "\0user\0pass" for PLAIN. */
 static void plain_b64(const char *user, const char *pass, char *out)
@@ -221,42 +184,42 @@ static void test_srv_auth_plain(void **state)
 
 	(void)state;
 	fx_start(&fx);
-	fd = client(fx.port);
-	recv_line(fd, buf, sizeof(buf));
+	fd = t_tcp_client(fx.port);
+	t_recv_line(fd, buf, sizeof(buf));
 	/* Loopback is secure: PLAIN is offered. */
 	assert_non_null(strstr(buf, "PLAIN"));
 
 	plain_b64(USER, PASS, b64);
 	snprintf(cmd, sizeof(cmd), "AUTH PLAIN %s\r\n", b64);
-	send_str(fd, cmd);
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)),
+	t_send_str(fd, cmd);
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)),
 			    "OK " USER "@" REALM);
 
 	/* Without an initial response (on a fresh connection: a success
 	 * ends SASL on a connection): an empty challenge first. */
 	close(fd);
-	fd = client(fx.port);
-	recv_line(fd, buf, sizeof(buf));
-	send_str(fd, "AUTH PLAIN\r\n");
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "+ ");
+	fd = t_tcp_client(fx.port);
+	t_recv_line(fd, buf, sizeof(buf));
+	t_send_str(fd, "AUTH PLAIN\r\n");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "+ ");
 	snprintf(cmd, sizeof(cmd), "%s\r\n", b64);
-	send_str(fd, cmd);
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)),
+	t_send_str(fd, cmd);
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)),
 			    "OK " USER "@" REALM);
 
 	/* "*" cancels. */
 	close(fd);
-	fd = client(fx.port);
-	recv_line(fd, buf, sizeof(buf));
-	send_str(fd, "AUTH PLAIN\r\n*\r\n");
-	recv_line(fd, buf, sizeof(buf));
+	fd = t_tcp_client(fx.port);
+	t_recv_line(fd, buf, sizeof(buf));
+	t_send_str(fd, "AUTH PLAIN\r\n*\r\n");
+	t_recv_line(fd, buf, sizeof(buf));
 	snprintf(cmd, sizeof(cmd), "NO %d", -ECANCELED);
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), cmd);
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), cmd);
 
 	/* Plaintext check. */
-	send_str(fd, "LOGIN " USER " wrong\r\n");
+	t_send_str(fd, "LOGIN " USER " wrong\r\n");
 	snprintf(cmd, sizeof(cmd), "NO %d", -EACCES);
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), cmd);
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), cmd);
 	close(fd);
 	fx_stop(&fx);
 }
@@ -271,15 +234,15 @@ static void test_srv_auth_delay(void **state)
 
 	(void)state;
 	fx_start(&fx);
-	fd = client(fx.port);
-	recv_line(fd, buf, sizeof(buf));
+	fd = t_tcp_client(fx.port);
+	t_recv_line(fd, buf, sizeof(buf));
 	plain_b64(USER, "bad", b64);
 	snprintf(cmd, sizeof(cmd), "AUTH PLAIN %s\r\n", b64);
 	snprintf(want, sizeof(want), "NO %d", -EACCES);
 	for (int i = 0; i < 4; i++) {
 		t0 = t_now_ms();
-		send_str(fd, cmd);
-		assert_string_equal(recv_line(fd, buf, sizeof(buf)), want);
+		t_send_str(fd, cmd);
+		assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), want);
 		took[i] = t_now_ms() - t0;
 	}
 	/* 0, 0, then 500 and 1000 ms at least. */
@@ -288,8 +251,8 @@ static void test_srv_auth_delay(void **state)
 	/* A success forgets the failures. */
 	plain_b64(USER, PASS, b64);
 	snprintf(cmd, sizeof(cmd), "AUTH PLAIN %s\r\n", b64);
-	send_str(fd, cmd);
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)),
+	t_send_str(fd, cmd);
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)),
 			    "OK " USER "@" REALM);
 	close(fd);
 	fx_stop(&fx);

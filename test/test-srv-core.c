@@ -78,61 +78,9 @@ static void fx_stop(struct fixture *fx)
 	srv_free(&fx->s);
 }
 
-static int client(uint16_t port)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET,
-				.sin_port = htons(port)};
-	struct timeval tv = {.tv_sec = 10};
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_true(fd >= 0);
-	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv,
-				    sizeof(tv)),
-			 0);
-	return fd;
-}
 
-static void send_str(int fd, const char *s)
-{
-	assert_int_equal(send(fd, s, strlen(s), MSG_NOSIGNAL),
-			 (ssize_t)strlen(s));
-}
 
-/* Read until a LF (or end); the line without it. */
-static char *recv_line(int fd, char *buf, size_t size)
-{
-	size_t n = 0;
-
-	while (n + 1 < size) {
-		ssize_t r = recv(fd, buf + n, 1, 0);
-
-		if (r < 0 && errno == EINTR)
-			continue; /* the test thread's own loop posted */
-		if (r <= 0)
-			break;
-		if (buf[n] == '\n')
-			break;
-		n++;
-	}
-	buf[n] = '\0';
-	return buf;
-}
-
-/* Does the peer close within ms (EOF or reset), without other bytes? */
-static bool closed_within(int fd, int ms)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	char c;
-	int n;
-
-	while ((n = poll(&p, 1, ms)) < 0 && errno == EINTR)
-		;
-	if (n != 1)
-		return false;
-	return recv(fd, &c, 1, 0) <= 0;
-}
 
 /*
  * A line service: "echo X" answers X, "park" parks the connection
@@ -233,8 +181,8 @@ static void test_srv_echo_lines(void **state)
 	(void)state;
 	fx_start(&fx, NULL, &line_service, NULL);
 	for (int i = 0; i < 16; i++) {
-		fds[i] = client(fx.port);
-		assert_int_equal(strncmp(recv_line(fds[i], buf, sizeof(buf)),
+		fds[i] = t_tcp_client(fx.port);
+		assert_int_equal(strncmp(t_recv_line(fds[i], buf, sizeof(buf)),
 					 "hello ", 6),
 				 0);
 	}
@@ -242,93 +190,90 @@ static void test_srv_echo_lines(void **state)
 		char msg[64];
 
 		snprintf(msg, sizeof(msg), "echo client %d\r\n", i);
-		send_str(fds[i], msg);
+		t_send_str(fds[i], msg);
 	}
 	for (int i = 0; i < 16; i++) {
 		char want[64];
 
-		snprintf(want, sizeof(want), "client %d\r", i);
-		assert_string_equal(recv_line(fds[i], buf, sizeof(buf)), want);
+		snprintf(want, sizeof(want), "client %d", i);
+		assert_string_equal(t_recv_line(fds[i], buf, sizeof(buf)), want);
 	}
-	send_str(fds[0], "whoami\r\n");
-	assert_string_equal(recv_line(fds[0], buf, sizeof(buf)),
-			    "127.0.0.1 secure\r");
+	t_send_str(fds[0], "whoami\r\n");
+	assert_string_equal(t_recv_line(fds[0], buf, sizeof(buf)),
+			    "127.0.0.1 secure");
 	/* An over-long line is answered, and the next one still works. */
 	memset(buf, 'x', 200);
 	buf[200] = '\0';
-	send_str(fds[1], buf);
-	send_str(fds[1], "\r\necho after\r\n");
-	assert_string_equal(recv_line(fds[1], buf, sizeof(buf)), "too long\r");
-	assert_string_equal(recv_line(fds[1], buf, sizeof(buf)), "after\r");
+	t_send_str(fds[1], buf);
+	t_send_str(fds[1], "\r\necho after\r\n");
+	assert_string_equal(t_recv_line(fds[1], buf, sizeof(buf)), "too long");
+	assert_string_equal(t_recv_line(fds[1], buf, sizeof(buf)), "after");
 	for (int i = 0; i < 16; i++) {
-		send_str(fds[i], "quit\r\n");
-		assert_string_equal(recv_line(fds[i], buf, sizeof(buf)),
-				    "bye\r");
-		assert_true(closed_within(fds[i], 5000));
+		t_send_str(fds[i], "quit\r\n");
+		assert_string_equal(t_recv_line(fds[i], buf, sizeof(buf)),
+				    "bye");
+		assert_true(t_closed_within(fds[i], 5000));
 		close(fds[i]);
 	}
 	fx_stop(&fx);
 }
 
+/* Wait (up to 2 s) until n connections are parked; fail otherwise. */
+static void wait_parked(struct srv *s, uint64_t n)
+{
+	struct srv_stats st;
+
+	for (int i = 0; i < 200; i++) {
+		srv_stats(s, &st);
+		if (st.conns_parked == n)
+			return;
+		usleep(10000);
+	}
+	assert_int_equal(st.conns_parked, n);
+}
+
 static void test_srv_park_resume(void **state)
 {
 	struct fixture fx;
-	struct srv_stats st;
 	char buf[256];
 	int fd;
 
 	(void)state;
 	fx_start(&fx, NULL, &line_service, NULL);
-	fd = client(fx.port);
-	recv_line(fd, buf, sizeof(buf));
+	fd = t_tcp_client(fx.port);
+	t_recv_line(fd, buf, sizeof(buf));
 
 	/* Input wakes it. */
-	send_str(fd, "park\r\n");
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "parking\r");
-	for (int i = 0; i < 200; i++) {
-		srv_stats(fx.s, &st);
-		if (st.conns_parked == 1)
-			break;
-		usleep(10000);
-	}
-	assert_int_equal(st.conns_parked, 1);
-	send_str(fd, "echo a\r\n");
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "woke input\r");
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "a\r");
+	t_send_str(fd, "park\r\n");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "parking");
+	wait_parked(fx.s, 1);
+	t_send_str(fd, "echo a\r\n");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "woke input");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "a");
 
 	/* A notification wakes it. */
-	send_str(fd, "park\r\n");
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "parking\r");
-	for (int i = 0; i < 200; i++) {
-		srv_stats(fx.s, &st);
-		if (st.conns_parked == 1)
-			break;
-		usleep(10000);
-	}
+	t_send_str(fd, "park\r\n");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "parking");
+	wait_parked(fx.s, 1);
 	pthread_mutex_lock(&parked_lock);
 	assert_int_equal(srv_conn_notify(last_parked), 0);
 	pthread_mutex_unlock(&parked_lock);
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "woke notify\r");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "woke notify");
 
 	/* A wait event wakes it: its callback runs, then resume. */
-	send_str(fd, "event\r\n");
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "parking\r");
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "event ran\r");
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "woke event\r");
+	t_send_str(fd, "event\r\n");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "parking");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "event ran");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "woke event");
 
 	/* Shutdown wakes the parked with SRV_WAKE_SHUTDOWN. */
-	send_str(fd, "park\r\n");
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "parking\r");
-	for (int i = 0; i < 200; i++) {
-		srv_stats(fx.s, &st);
-		if (st.conns_parked == 1)
-			break;
-		usleep(10000);
-	}
+	t_send_str(fd, "park\r\n");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "parking");
+	wait_parked(fx.s, 1);
 	srv_stop(fx.s);
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)),
-			    "woke shutdown\r");
-	assert_true(closed_within(fd, 5000));
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)),
+			    "woke shutdown");
+	assert_true(t_closed_within(fd, 5000));
 	close(fd);
 	pthread_mutex_lock(&parked_lock);
 	assert_int_equal(srv_conn_notify(last_parked), -ENOTCONN);
@@ -361,12 +306,12 @@ static void test_srv_park_stubborn(void **state)
 
 	(void)state;
 	fx_start(&fx, NULL, &svo, NULL);
-	fd = client(fx.port);
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "parking\r");
-	send_str(fd, "ignored\r\n"); /* input it never reads: no spin */
+	fd = t_tcp_client(fx.port);
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "parking");
+	t_send_str(fd, "ignored\r\n"); /* input it never reads: no spin */
 	usleep(100000);
 	srv_stop(fx.s);
-	assert_true(closed_within(fd, 5000));
+	assert_true(t_closed_within(fd, 5000));
 	close(fd);
 	fx_stop(&fx);
 }
@@ -383,14 +328,14 @@ static void test_srv_park_idle_timeout(void **state)
 	(void)state;
 	svo.idle_timeout_s = 1;
 	fx_start(&fx, NULL, &svo, NULL);
-	fd = client(fx.port);
-	recv_line(fd, buf, sizeof(buf));
-	send_str(fd, "park\r\n");
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "parking\r");
+	fd = t_tcp_client(fx.port);
+	t_recv_line(fd, buf, sizeof(buf));
+	t_send_str(fd, "park\r\n");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "parking");
 	t0 = t_now_ms();
 	/* Resumed at the deadline; its read fails: the server closes. */
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "woke input\r");
-	assert_true(closed_within(fd, 5000));
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "woke input");
+	assert_true(t_closed_within(fd, 5000));
 	assert_true(t_now_ms() - t0 >= 500);
 	close(fd);
 	pthread_mutex_lock(&parked_lock);
@@ -415,20 +360,20 @@ static void test_srv_backpressure(void **state)
 	(void)state;
 	svo.max_conns = 2;
 	fx_start(&fx, &so, &svo, NULL);
-	a = client(fx.port);
-	b = client(fx.port);
-	recv_line(a, buf, sizeof(buf));
-	recv_line(b, buf, sizeof(buf));
-	c = client(fx.port); /* in the backlog */
+	a = t_tcp_client(fx.port);
+	b = t_tcp_client(fx.port);
+	t_recv_line(a, buf, sizeof(buf));
+	t_recv_line(b, buf, sizeof(buf));
+	c = t_tcp_client(fx.port); /* in the backlog */
 	{
 		struct pollfd p = {.fd = c, .events = POLLIN};
 
 		assert_int_equal(poll(&p, 1, 300), 0); /* no greeting yet */
 	}
-	send_str(a, "quit\r\n");
-	recv_line(a, buf, sizeof(buf));
+	t_send_str(a, "quit\r\n");
+	t_recv_line(a, buf, sizeof(buf));
 	close(a);
-	assert_int_equal(strncmp(recv_line(c, buf, sizeof(buf)), "hello", 5),
+	assert_int_equal(strncmp(t_recv_line(c, buf, sizeof(buf)), "hello", 5),
 			 0);
 	close(b);
 	close(c);
@@ -448,14 +393,14 @@ static void test_srv_per_ip_refused(void **state)
 	svo.max_conns_per_ip = 1;
 	svo.busy_reply = "busy\r\n";
 	fx_start(&fx, NULL, &svo, NULL);
-	a = client(fx.port);
-	recv_line(a, buf, sizeof(buf));
-	b = client(fx.port);
-	assert_string_equal(recv_line(b, buf, sizeof(buf)), "busy\r");
-	assert_true(closed_within(b, 5000));
+	a = t_tcp_client(fx.port);
+	t_recv_line(a, buf, sizeof(buf));
+	b = t_tcp_client(fx.port);
+	assert_string_equal(t_recv_line(b, buf, sizeof(buf)), "busy");
+	assert_true(t_closed_within(b, 5000));
 	close(b);
-	send_str(a, "echo still\r\n");
-	assert_string_equal(recv_line(a, buf, sizeof(buf)), "still\r");
+	t_send_str(a, "echo still\r\n");
+	assert_string_equal(t_recv_line(a, buf, sizeof(buf)), "still");
 	close(a);
 	srv_stats(fx.s, &st);
 	assert_int_equal(st.refused, 1);
@@ -487,22 +432,22 @@ static void test_srv_drain(void **state)
 
 	(void)state;
 	fx_start(&fx, &so, &svo, NULL);
-	fd = client(fx.port);
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "working\r");
+	fd = t_tcp_client(fx.port);
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "working");
 	srv_stop(fx.s);
 	/* In-flight work finishes: the client sees its answer. */
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "done\r");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "done");
 	close(fd);
 	fx_stop(&fx);
 
 	/* A drain deadline shorter than the work cancels it. */
 	so.drain_ms = 50;
 	fx_start(&fx, &so, &svo, NULL);
-	fd = client(fx.port);
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "working\r");
+	fd = t_tcp_client(fx.port);
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "working");
 	srv_stop(fx.s);
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "");
-	assert_true(closed_within(fd, 5000));
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "");
+	assert_true(t_closed_within(fd, 5000));
 	close(fd);
 	fx_stop(&fx);
 }
@@ -530,10 +475,10 @@ static void test_srv_unix_and_errors(void **state)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	strcpy(a.sun_path, path);
 	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(strncmp(recv_line(fd, buf, sizeof(buf)), "hello", 5),
+	assert_int_equal(strncmp(t_recv_line(fd, buf, sizeof(buf)), "hello", 5),
 			 0);
-	send_str(fd, "whoami\r\n");
-	assert_string_equal(recv_line(fd, buf, sizeof(buf)), "unix secure\r");
+	t_send_str(fd, "whoami\r\n");
+	assert_string_equal(t_recv_line(fd, buf, sizeof(buf)), "unix secure");
 	close(fd);
 	fx_stop(&fx);
 	assert_int_not_equal(stat(path, &st), 0); /* removed at free */
