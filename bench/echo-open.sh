@@ -44,6 +44,8 @@ set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || exit 1
 cd "$root" || exit 1
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-3}
@@ -142,39 +144,6 @@ start_server() {
 	done
 	[ -n "$port" ] || die "$name did not report its port"
 	sport[$name]=$port
-}
-
-# utime+stime of a process in clock ticks (comm may hold spaces).
-cpu_ticks() {
-	local s
-	s=$(cat /proc/"$1"/stat) || return 1
-	s=${s##*) }
-	# shellcheck disable=SC2086
-	set -- $s
-	echo $((${12} + ${13}))
-}
-
-# user+nice+system+irq+softirq ticks of all CPUs together (a process's
-# stime holds the softirq work done in its context, so leaving those out
-# would make other% negative).
-busy_ticks() {
-	local u n s q sq
-	read -r _ u n s _ _ q sq _ </proc/stat
-	echo $((u + n + s + q + sq))
-}
-
-# Wait until other processes use under 5% of a CPU (0.5 s samples), for
-# at most QUIET_WAIT seconds.
-wait_quiet() {
-	local until=$((SECONDS + QUIET_WAIT)) b0 b1
-	while :; do
-		b0=$(busy_ticks)
-		sleep 0.5
-		b1=$(busy_ticks)
-		[ $(((b1 - b0) * 1000)) -le $((hz * 25 + 1000)) ] && return 0
-		[ "$SECONDS" -ge "$until" ] && return 1
-		sleep 1
-	done
 }
 
 # Read lines from the loadgen coprocess until one starts with $1.

@@ -53,6 +53,8 @@ set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || exit 1
 cd "$root" || exit 1
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 RUNS=${RUNS:-3}
 NS=${NS:-"10000 100000"}
@@ -196,16 +198,6 @@ mem_sample() {
 	echo "$rss $pss $vmas"
 }
 
-# utime+stime of a process in clock ticks (comm may hold spaces).
-cpu_ticks() {
-	local s
-	s=$(cat /proc/"$1"/stat) || return 1
-	s=${s##*) }
-	# shellcheck disable=SC2086
-	set -- $s
-	echo $((${12} + ${13}))
-}
-
 # "slab_kb tcp_mem_pages" of the whole machine.
 kernel_sample() {
 	local slab mem
@@ -213,27 +205,6 @@ kernel_sample() {
 	mem=$(awk '/^TCP:/ {for (i = 1; i < NF; i++) if ($i == "mem")
 		print $(i + 1)}' /proc/net/sockstat)
 	echo "$slab ${mem:-0}"
-}
-
-# user+nice+system ticks of all CPUs together.
-busy_ticks() {
-	local u n s
-	read -r _ u n s _ </proc/stat
-	echo $((u + n + s))
-}
-
-# Wait until the CPUs are idle (under 5% of one CPU over 0.5 s), for at
-# most QUIET_WAIT seconds; returns 1 if they never were.
-wait_quiet() {
-	local until=$((SECONDS + QUIET_WAIT)) b0 b1
-	while :; do
-		b0=$(busy_ticks)
-		sleep 0.5
-		b1=$(busy_ticks)
-		[ $(((b1 - b0) * 1000)) -le $((hz * 25 + 1000)) ] && return 0
-		[ "$SECONDS" -ge "$until" ] && return 1
-		sleep 1
-	done
 }
 
 # Read lines from the loadgen coprocess until one starts with $1, within
