@@ -439,6 +439,35 @@ int srv_listen_addr(const struct srv_service *svc, unsigned i,
 	return -ENOENT;
 }
 
+void srv_print_listeners(const struct srv *s, const struct srv_service *svc,
+			 FILE *out)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char ip[SRV_IP_MAX];
+
+	for (unsigned i = 0; srv_listen_addr(svc, i, &ss, &len) == 0; i++) {
+		if (ss.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (void *)&ss;
+
+			(void)inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+			(void)fprintf(out, "listening on [%s]:%u (%s)\n", ip,
+				      ntohs(a->sin6_port), srv_engine(s));
+		} else if (ss.ss_family == AF_INET) {
+			const struct sockaddr_in *a = (void *)&ss;
+
+			(void)inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+			(void)fprintf(out, "listening on %s:%u (%s)\n", ip,
+				      ntohs(a->sin_port), srv_engine(s));
+		} else {
+			(void)fprintf(out, "listening on %s (%s)\n",
+				      ((const struct sockaddr_un *)&ss)->sun_path,
+				      srv_engine(s));
+		}
+	}
+	(void)fflush(out);
+}
+
 int srv__listener_open_all(struct srv *s)
 {
 	if (s->nlisteners == 0)

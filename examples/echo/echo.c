@@ -8,11 +8,9 @@
  * what comes and writes it back; c->in flushes c->out before it waits
  * for more (prot_setflushonread), so a burst of input costs one send.
  */
-#include <arpa/inet.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <sys/un.h>
 
 #include <ringprot/server.h>
 #include <ringprot/srv-config.h>
@@ -89,32 +87,8 @@ static int echo_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 /* "listening on 127.0.0.1:7777 (io_uring defer-taskrun)" per listener. */
 static void echo_started(struct srv *s, void *arg)
 {
-	struct srv_service *svc = srv_service_find(s, "echo");
-	struct sockaddr_storage ss;
-	socklen_t len;
-	char ip[SRV_IP_MAX];
-
 	(void)arg;
-	for (unsigned i = 0; srv_listen_addr(svc, i, &ss, &len) == 0; i++) {
-		if (ss.ss_family == AF_INET6) {
-			const struct sockaddr_in6 *a = (void *)&ss;
-
-			(void)inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-			printf("listening on [%s]:%u (%s)\n", ip,
-			       ntohs(a->sin6_port), srv_engine(s));
-		} else if (ss.ss_family == AF_INET) {
-			const struct sockaddr_in *a = (void *)&ss;
-
-			(void)inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-			printf("listening on %s:%u (%s)\n", ip,
-			       ntohs(a->sin_port), srv_engine(s));
-		} else {
-			printf("listening on %s (%s)\n",
-			       ((const struct sockaddr_un *)&ss)->sun_path,
-			       srv_engine(s));
-		}
-	}
-	(void)fflush(stdout);
+	srv_print_listeners(s, srv_service_find(s, "echo"), stdout);
 }
 
 /* The closing summary the tests and the benchmark read. */

@@ -22,11 +22,9 @@
  * services whose table entry asks for it, so the setup hook flips that
  * entry before srv_main reads it (setup runs first).
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <ringprot/server.h>
@@ -161,36 +159,13 @@ static int lmtpd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 static void lmtpd_started(struct srv *s, void *arg)
 {
 	struct srv_service *svc = srv_service_find(s, "lmtp");
-	struct sockaddr_storage ss;
-	socklen_t len;
-	char ip[SRV_IP_MAX];
 
 	(void)arg;
 	if (lmtp_sweep_start() < 0)
 		(void)fprintf(stderr, "ringprot-lmtpd: no tmp/ sweep thread: "
 				      "spool and tmp/ are cleaned at start-up "
 				      "only\n");
-	for (unsigned i = 0; srv_listen_addr(svc, i, &ss, &len) == 0; i++) {
-		if (ss.ss_family == AF_INET6) {
-			const struct sockaddr_in6 *a = (void *)&ss;
-
-			(void)inet_ntop(AF_INET6, &a->sin6_addr, ip,
-					sizeof(ip));
-			printf("listening on [%s]:%u (%s)\n", ip,
-			       ntohs(a->sin6_port), srv_engine(s));
-		} else if (ss.ss_family == AF_INET) {
-			const struct sockaddr_in *a = (void *)&ss;
-
-			(void)inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-			printf("listening on %s:%u (%s)\n", ip,
-			       ntohs(a->sin_port), srv_engine(s));
-		} else {
-			printf("listening on %s (%s)\n",
-			       ((const struct sockaddr_un *)&ss)->sun_path,
-			       srv_engine(s));
-		}
-	}
-	(void)fflush(stdout);
+	srv_print_listeners(s, svc, stdout);
 }
 
 static void lmtpd_stopped(struct srv *s, void *arg)

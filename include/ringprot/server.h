@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include <ringprot/common.h>
@@ -472,6 +473,14 @@ struct srv_stats {
 	uint64_t tls_failures;
 };
 RINGPROT_API void srv_stats(const struct srv *s, struct srv_stats *out);
+
+/*
+ * Print "listening on ADDR (engine)" for each listener of svc ("[v6]:port"
+ * for IPv6, the path for a Unix socket), then flush out: what a program
+ * tells its user (and a test reads) once srv_start has bound the ports.
+ */
+RINGPROT_API void srv_print_listeners(const struct srv *s,
+				      const struct srv_service *svc, FILE *out);
 
 /* Worker count. */
 RINGPROT_API unsigned srv_workers(const struct srv *s);
