@@ -39,3 +39,45 @@ wait_quiet() {
 		sleep 1
 	done
 }
+
+# CPU ticks of process tree $1 (the process and its descendants, from
+# /proc/PID/stat) as "all named": all is utime + stime + cutime + cstime
+# summed over the tree; named sums utime + stime over the processes whose
+# name (comm) is $2, plus the cutime + cstime of $1 itself. A child that
+# exits moves its ticks into its parent's cutime + cstime when reaped, so
+# both sums only grow and the difference of two calls counts processes
+# that started or ended in between. In "named" every reaped child of $1
+# is taken to be a $2 process: in a daemon whose other children live as
+# long as it does (Dovecot's auth, log, ...; Cyrus's) that is so.
+tree_ticks() {
+	local root=$1 want=$2 f s pid comm all=0 named=0 q
+	local -A kids pname own reaped
+	for f in /proc/[0-9]*/stat; do
+		read -r s 2>/dev/null <"$f" || continue
+		pid=${s%% *}
+		comm=${s#*(}
+		comm=${comm%) *}
+		s=${s##*) }
+		# shellcheck disable=SC2086
+		set -- $s
+		kids[$2]+=" $pid"
+		pname[$pid]=$comm
+		own[$pid]=$((${12} + ${13}))
+		reaped[$pid]=$((${14} + ${15}))
+	done
+	[ -n "${own[$root]:-}" ] || return 1
+	named=${reaped[$root]}
+	q=$root
+	while [ -n "$q" ]; do
+		# shellcheck disable=SC2086
+		set -- $q
+		[ "$#" -gt 0 ] || break
+		pid=$1
+		shift
+		q="$* ${kids[$pid]:-}"
+		[ -n "${own[$pid]:-}" ] || continue
+		all=$((all + own[$pid] + reaped[$pid]))
+		[ "${pname[$pid]}" = "$want" ] && named=$((named + own[$pid]))
+	done
+	echo "$all $named"
+}

@@ -1,0 +1,539 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# LMTP delivery benchmark (issue 15): ringprot-lmtpd against Dovecot's
+# lmtp (dovecot-lmtpd) and Cyrus's lmtpd, all driven the same way by
+# Postfix's smtp-source -L (-d: one LMTP session per client, kept open).
+#
+# Cases: SESSIONS parallel sessions x RCPTS recipients per message x
+# FSYNCS (on, and off where the server allows it: ringprot fsync=no,
+# Dovecot mail_fsync=never; Cyrus has no such switch and runs "on" only).
+# Messages are SIZE bytes (smtp-source -l). A delivery is one message to
+# one recipient; a run is DELIVERIES deliveries (DELIVERIES / RCPTS
+# messages). Each server gets RUNS runs per case, interleaved (run 1 of
+# every server, then run 2...) so that drift on a shared VM hits all
+# alike; each figure is the median over the runs.
+#
+# Servers run privately: each from its own configuration in a temporary
+# directory, on a loopback port, stopped by pid at the end. Durability:
+#   ringprot  fsync=yes: each message file and its new/ directory fsynced
+#             before the 250 (fsync=no: neither).
+#   dovecot   maildir, mail_fsync=always (never): the message file is
+#             fsynced before its rename into new/.
+#   cyrus     its own store (not Maildir), fsyncs as it always does;
+#             duplicate suppression off (smtp-source's Message-Ids).
+# Users: smtp-source -r N sends to 1user..Nuser (it prefixes a number),
+# -r 1 to "user"; every server knows user, 1user..10user.
+#
+# Server CPU, from /proc/PID/stat (bench/lib.sh), taken right before and
+# after smtp-source runs:
+#   ringprot  utime + stime of the process (all its worker threads).
+#   dovecot   "cpu": the lmtp processes (comm "lmtp", one per session)
+#             plus the master's reaped children; "all": the whole tree
+#             under the dovecot master (auth, log, config, anvil, stats
+#             and the master too).
+#   cyrus     "cpu": the lmtpd processes plus the master's reaped
+#             children; "all": the whole tree under the Cyrus master.
+# For ringprot "cpu" and "all" are the same figure.
+#
+# The server is pinned to SERVER_CPU, smtp-source to CLIENT_CPU. Before
+# each run the script waits (QUIET_WAIT seconds at most) for the machine
+# to be idle; each run is preceded by an unmeasured warm-up (a few
+# messages to every user), and the maildirs' new/ are emptied between
+# runs so that no run delivers into a bigger directory than another
+# (Cyrus's store is left as it is).
+#
+# Environment: RUNS (3), DELIVERIES per run (4000), SIZE (4096), SESSIONS
+# ("1 16"), RCPTS ("1 10"), FSYNCS ("on off"), SERVERS ("ringprot
+# dovecot cyrus"), WORKERS for ringprot-lmtpd (1), SERVER_CPU (0),
+# CLIENT_CPU (1), QUIET_WAIT (10). The report goes to stdout and to
+# bench/results/<date>-<sha>-lmtp.txt.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || exit 1
+cd "$root" || exit 1
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
+RUNS=${RUNS:-3}
+DELIVERIES=${DELIVERIES:-4000}
+SIZE=${SIZE:-4096}
+SESSIONS=${SESSIONS:-"1 16"}
+RCPTS=${RCPTS:-"1 10"}
+FSYNCS=${FSYNCS:-"on off"}
+SERVERS=${SERVERS:-"ringprot dovecot cyrus"}
+WORKERS=${WORKERS:-1}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+QUIET_WAIT=${QUIET_WAIT:-10}
+hz=$(getconf CLK_TCK)
+smtp_source=/usr/sbin/smtp-source
+cyrus_bin=/usr/lib/cyrus/bin
+USERS="user 1user 2user 3user 4user 5user 6user 7user 8user 9user 10user"
+
+die() {
+	echo "lmtp.sh: $*" >&2
+	exit 1
+}
+
+as_root=()
+[ "$(id -u)" -eq 0 ] || as_root=(sudo)
+apt_install() {
+	echo "lmtp.sh: installing $*"
+	"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends "$@" \
+		</dev/null >/dev/null
+}
+
+bash scripts/deps.sh || die "scripts/deps.sh failed"
+[ -x "$smtp_source" ] || apt_install postfix || die "no smtp-source"
+case " $SERVERS " in
+*" dovecot "*)
+	if ! [ -x /usr/lib/dovecot/lmtp ] || ! command -v dovecot >/dev/null; then
+		apt_install dovecot-core dovecot-lmtpd ||
+			die "could not install dovecot-lmtpd"
+	fi
+	;;
+esac
+case " $SERVERS " in
+*" cyrus "*)
+	# cyrus-common holds lmtpd and master (cyrus-imapd, the IMAP
+	# server, is not needed).
+	[ -x "$cyrus_bin/lmtpd" ] || apt_install cyrus-common ||
+		die "could not install cyrus-common"
+	;;
+esac
+
+if [ -f build-bench/meson-private/coredata.dat ]; then
+	meson setup --reconfigure build-bench --buildtype=release >/dev/null
+else
+	meson setup build-bench --buildtype=release >/dev/null
+fi || die "meson setup failed"
+meson compile -C build-bench >/dev/null || die "build failed"
+lmtpd=build-bench/examples/ringprot-lmtpd
+[ -x "$lmtpd" ] || die "not built: $lmtpd"
+
+tmp=$(mktemp -d /tmp/ringprot-lmtp-bench.XXXXXX) || die "mktemp failed"
+chmod 755 "$tmp"
+declare -A spid sport scmd
+src_pid=""
+
+cleanup() {
+	local p
+	[ -n "$src_pid" ] && kill -TERM "$src_pid" 2>/dev/null
+	for p in "${spid[@]}"; do
+		stop_tree "$p"
+	done
+	wait 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Pids of process $1 and its descendants.
+tree_pids() {
+	local q=$1 p out=""
+	while [ -n "$q" ]; do
+		# shellcheck disable=SC2086
+		set -- $q
+		[ "$#" -gt 0 ] || break
+		p=$1
+		shift
+		out+=" $p"
+		q="$* $(cat /proc/"$p"/task/*/children 2>/dev/null | tr '\n' ' ')"
+	done
+	echo "$out"
+}
+
+# SIGTERM to process $1, then (after 5 s) SIGKILL to whatever is left of
+# its tree, each by pid.
+stop_tree() {
+	local pid=$1 pids p
+	pids=$(tree_pids "$pid")
+	kill -TERM "$pid" 2>/dev/null
+	for _ in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	for p in $pids; do
+		kill -KILL "$p" 2>/dev/null
+	done
+	wait "$pid" 2>/dev/null
+}
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Wait until something answers "220" on 127.0.0.1:$1 (server pid $2).
+wait_banner() {
+	local port=$1 pid=$2 l
+	for _ in $(seq 200); do
+		kill -0 "$pid" 2>/dev/null || return 1
+		# In a subshell: its exec and descriptor stay there.
+		l=$({ exec 9<>/dev/tcp/127.0.0.1/"$port" &&
+			read -r -t 5 l <&9 && printf 'QUIT\r\n' >&9 &&
+			echo "$l"; } 2>/dev/null)
+		case "$l" in 220*) return 0 ;; esac
+		sleep 0.1
+	done
+	return 1
+}
+
+# The store of server $1 (for counting and emptying new/).
+store_dir() {
+	echo "$tmp/$1/mail"
+}
+
+# Messages delivered in server $1's store so far.
+count_store() {
+	local d
+	d=$(store_dir "$1")
+	case "$1" in
+	cyrus) find "$d" -type f -name '[0-9]*.' | wc -l ;;
+	*) find "$d" -path '*/new/*' -type f | wc -l ;;
+	esac
+}
+
+empty_store() {
+	local d
+	d=$(store_dir "$1")
+	case "$1" in
+	cyrus) ;;
+	*) find "$d" -path '*/new/*' -type f -delete ;;
+	esac
+}
+
+start_ringprot() {
+	local fs=$1 d=$tmp/ringprot u port
+	mkdir -p "$d/mail"
+	for u in $USERS; do
+		mkdir -p "$d/mail/users/$u/"{tmp,new,cur}
+	done
+	local fsync=yes
+	[ "$fs" = off ] && fsync=no
+	scmd[ringprot]="$lmtpd -l 127.0.0.1:0 -w $WORKERS -o data_dir=$d/mail -o fsync=$fsync"
+	# shellcheck disable=SC2086
+	taskset -c "$SERVER_CPU" ${scmd[ringprot]} >"$d/out" 2>"$d/err" &
+	spid[ringprot]=$!
+	for _ in $(seq 100); do
+		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)\( (.*)\)\{0,1\}$/\1/p' \
+			"$d/out")
+		[ -n "$port" ] && break
+		kill -0 "${spid[ringprot]}" 2>/dev/null ||
+			die "ringprot-lmtpd exited: $(cat "$d/err")"
+		sleep 0.05
+	done
+	[ -n "$port" ] || die "ringprot-lmtpd did not report its port"
+	sport[ringprot]=$port
+}
+
+start_dovecot() {
+	local fs=$1 d=$tmp/dovecot u port fsync=always
+	[ "$fs" = off ] && fsync=never
+	mkdir -p "$d/run" "$d/state" "$d/mail"
+	port=$(free_port)
+	: >"$d/users"
+	for u in $USERS; do
+		echo "$u::65534:65534::$d/mail/$u::" >>"$d/users"
+	done
+	chown 65534:65534 "$d/mail"
+	cat >"$d/dovecot.conf" <<EOF
+# ringprot bench/lmtp.sh: a private LMTP-only Dovecot.
+base_dir = $d/run
+state_dir = $d/state
+log_path = $d/log
+info_log_path = $d/log
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+auth_username_format = %Ln
+first_valid_uid = 100
+mail_location = maildir:$d/mail/%u
+mail_fsync = $fsync
+lmtp_save_to_detail_mailbox = no
+passdb {
+  driver = passwd-file
+  args = $d/users
+}
+userdb {
+  driver = passwd-file
+  args = $d/users
+}
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = $port
+  }
+  unix_listener lmtp {
+    mode = 0600
+  }
+  process_limit = 64
+}
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+EOF
+	scmd[dovecot]="dovecot -F -c $d/dovecot.conf (mail_fsync = $fsync)"
+	taskset -c "$SERVER_CPU" dovecot -F -c "$d/dovecot.conf" \
+		>"$d/out" 2>"$d/err" &
+	spid[dovecot]=$!
+	sport[dovecot]=$port
+	wait_banner "$port" "${spid[dovecot]}" ||
+		die "dovecot did not start: $(cat "$d/err" "$d/log" 2>/dev/null | tail -n 5)"
+}
+
+start_cyrus() {
+	local d=$tmp/cyrus port u
+	mkdir -p "$d/conf/socket" "$d/conf/proc" "$d/conf/lock" \
+		"$d/conf/db" "$d/conf/sieve" "$d/mail"
+	chown -R cyrus:mail "$d"
+	port=$(free_port)
+	cat >"$d/imapd.conf" <<EOF
+configdirectory: $d/conf
+partition-default: $d/mail
+sievedir: $d/conf/sieve
+lmtpsocket: $d/conf/socket/lmtp
+idlesocket: $d/conf/socket/idle
+notifysocket: $d/conf/socket/notify
+servername: localhost
+admins: cyrus
+unixhierarchysep: yes
+virtdomains: off
+lmtp_downcase_rcpt: yes
+autocreate_post: yes
+autocreate_quota: 0
+duplicatesuppression: no
+syslog_prefix: ringprot-bench-cyrus
+EOF
+	cat >"$d/cyrus.conf" <<EOF
+START {
+  recover cmd="ctl_cyrusdb -r -C $d/imapd.conf"
+}
+SERVICES {
+  lmtp cmd="lmtpd -a -C $d/imapd.conf" listen="127.0.0.1:$port" prefork=1 maxchild=64
+}
+EVENTS {
+}
+DAEMON {
+}
+EOF
+	chown cyrus:mail "$d/imapd.conf" "$d/cyrus.conf"
+	scmd[cyrus]="$cyrus_bin/master -C $d/imapd.conf -M $d/cyrus.conf -p $d/master.pid"
+	# shellcheck disable=SC2086
+	taskset -c "$SERVER_CPU" ${scmd[cyrus]} >"$d/out" 2>"$d/err" &
+	spid[cyrus]=$!
+	sport[cyrus]=$port
+	wait_banner "$port" "${spid[cyrus]}" ||
+		die "cyrus did not start: $(tail -n 5 "$d/err")"
+}
+
+# Server $1's CPU ticks as "all named" (see the head comment).
+server_ticks() {
+	local t
+	case "$1" in
+	ringprot)
+		t=$(cpu_ticks "${spid[$1]}") || return 1
+		echo "$t $t"
+		;;
+	dovecot) tree_ticks "${spid[$1]}" lmtp ;;
+	cyrus) tree_ticks "${spid[$1]}" lmtpd ;;
+	esac
+}
+
+# smtp-source against server $1: $2 sessions, $3 recipients, $4
+# messages. Its exit status.
+drive() {
+	local name=$1 s=$2 r=$3 m=$4
+	taskset -c "$CLIENT_CPU" "$smtp_source" -L -d -s "$s" -m "$m" \
+		-l "$SIZE" -r "$r" -f bench@localhost -t user@localhost \
+		"127.0.0.1:${sport[$name]}" >"$tmp/src.out" 2>&1 &
+	src_pid=$!
+	wait "$src_pid"
+	local rc=$?
+	src_pid=""
+	return "$rc"
+}
+
+# One measured run: server $1, fsync $2, $3 sessions, $4 recipients.
+# Appends "name fsync sessions rcpts dps msgps cpu_ms all_ms other_pct".
+measure() {
+	local name=$1 fs=$2 s=$3 r=$4 t0 t1 n0 n1 b0 b1 c0 c1 secs dl rc
+	local m=$((DELIVERIES / $4))
+	empty_store "$name"
+	# Warm-up: every session opens and every user is delivered to.
+	drive "$name" "$s" 10 "$s" ||
+		echo "lmtp.sh: $name warm-up failed: $(tail -n 2 "$tmp/src.out")" >&2
+	wait_quiet || echo "lmtp.sh: machine not quiet after ${QUIET_WAIT}s;" \
+		"measuring anyway (see other%)" >&2
+	n0=$(count_store "$name")
+	c0=$(server_ticks "$name")
+	b0=$(busy_ticks)
+	t0=$(date +%s.%N)
+	drive "$name" "$s" "$r" "$m"
+	rc=$?
+	t1=$(date +%s.%N)
+	b1=$(busy_ticks)
+	c1=$(server_ticks "$name")
+	n1=$(count_store "$name")
+	if [ "$rc" -ne 0 ]; then
+		echo "lmtp.sh: $name fsync=$fs s=$s r=$r: smtp-source failed:" \
+			"$(tail -n 2 "$tmp/src.out")" >&2
+		return 1
+	fi
+	dl=$((m * r))
+	if [ $((n1 - n0)) -ne "$dl" ]; then
+		echo "lmtp.sh: $name fsync=$fs s=$s r=$r: $((n1 - n0)) messages" \
+			"stored, $dl expected" >&2
+		return 1
+	fi
+	# other%: machine busy time that neither the server nor
+	# smtp-source used (smtp-source's is not in the server's tree;
+	# taken as the client CPU's share: an estimate).
+	read -r secs <<<"$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.6f", b - a}')"
+	# Two "all named" pairs: word splitting wanted.
+	# shellcheck disable=SC2086
+	set -- $c0 $c1
+	awk -v name="$name" -v fs="$fs" -v s="$s" -v r="$r" -v m="$m" \
+		-v dl="$dl" -v secs="$secs" -v hz="$hz" -v a0="$1" -v n0="$2" \
+		-v a1="$3" -v n1="$4" -v busy=$((b1 - b0)) 'BEGIN {
+		srv = (n1 - n0) / hz; all = (a1 - a0) / hz
+		other = (busy / hz - all) / secs * 100
+		printf "%s %s %d %d %.1f %.1f %.3f %.3f %.1f\n", name, fs, s, r,
+			dl / secs, m / secs, srv / dl * 1000, all / dl * 1000, other
+	}' >>"$tmp/runs.txt"
+	tail -n 1 "$tmp/runs.txt" | awk '{printf "  %-8s fsync=%-3s s=%-2s r=%-2s %8.1f deliveries/s %8.1f msg/s  cpu %6.3f s/1000  all %6.3f s/1000  busy-other %s%%\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
+}
+
+# Does server $1 have an fsync=off mode?
+has_fsync_off() {
+	[ "$1" != cyrus ]
+}
+
+sha=$(git rev-parse --short HEAD 2>/dev/null || echo nocommit)
+mkdir -p bench/results
+out=bench/results/$(date +%Y-%m-%d)-$sha-lmtp.txt
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+fstype=$(stat -f -c %T "$tmp")
+{
+	echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "commit:   $(git rev-parse HEAD 2>/dev/null || echo none)"
+	echo "kernel:   $(uname -r)"
+	echo "cpu:      ${cpu:-unknown} ($(nproc) online)"
+	echo "storage:  $fstype under /tmp ($(df -P "$tmp" | awk 'NR == 2 {print $1}'))"
+	echo "compiler: $(cc --version | head -n 1)"
+	echo "build:    meson buildtype=release (build-bench/)"
+	echo "dovecot:  $(dovecot --version 2>/dev/null || echo none)"
+	echo "cyrus:    $(dpkg-query -W -f '${Version}' cyrus-common 2>/dev/null || echo none)"
+	echo "postfix:  $(dpkg-query -W -f '${Version}' postfix 2>/dev/null) (smtp-source -L -d)"
+	echo "command:  RUNS=$RUNS DELIVERIES=$DELIVERIES SIZE=$SIZE SESSIONS=\"$SESSIONS\"" \
+		"RCPTS=\"$RCPTS\" FSYNCS=\"$FSYNCS\" SERVERS=\"$SERVERS\"" \
+		"WORKERS=$WORKERS bench/lmtp.sh"
+	echo "load:     smtp-source -L -d -s SESSIONS -m $DELIVERIES/RCPTS -l $SIZE -r RCPTS" \
+		"-f bench@localhost -t user@localhost 127.0.0.1:PORT"
+	echo "pinning:  servers on CPU $SERVER_CPU, smtp-source on CPU $CLIENT_CPU"
+} >"$tmp/head.txt"
+cat "$tmp/head.txt"
+: >"$tmp/runs.txt"
+
+# One server process per (server, fsync): fsync is a start-up setting.
+for fs in $FSYNCS; do
+	names=""
+	for name in $SERVERS; do
+		[ "$fs" = off ] && ! has_fsync_off "$name" && continue
+		rm -rf "${tmp:?}/$name"
+		mkdir -p "$tmp/$name"
+		"start_$name" "$fs"
+		echo "server:   $name fsync=$fs: ${scmd[$name]} (pid ${spid[$name]}, port ${sport[$name]})" |
+			tee -a "$tmp/head.txt"
+		# One session first: Cyrus makes each INBOX on its first
+		# delivery (autocreate_post), and sessions racing to make
+		# the same one get 451.
+		{ drive "$name" 1 10 1 && drive "$name" 1 1 1; } ||
+			die "$name: first deliveries failed: $(tail -n 2 "$tmp/src.out")"
+		names+=" $name"
+	done
+	for s in $SESSIONS; do
+		for r in $RCPTS; do
+			for run in $(seq "$RUNS"); do
+				echo "fsync=$fs sessions=$s rcpts=$r run $run/$RUNS"
+				for name in $names; do
+					measure "$name" "$fs" "$s" "$r" ||
+						echo "lmtp.sh: $name fsync=$fs s=$s r=$r run $run failed" >&2
+				done
+			done
+		done
+	done
+	for name in $names; do
+		stop_tree "${spid[$name]}"
+		unset "spid[$name]"
+		rm -rf "${tmp:?}/$name"
+	done
+done
+
+python3 - "$tmp/runs.txt" "$SERVERS" >"$tmp/table.txt" <<'EOF'
+import statistics, sys
+
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+servers = sys.argv[2].split()
+groups = {}
+for r in rows:
+    groups.setdefault((r[1], int(r[2]), int(r[3]), r[0]), []).append(r)
+
+def med(key, col):
+    vals = [float(r[col]) for r in groups.get(key, [])]
+    return statistics.median(vals) if vals else float("nan")
+
+def fmt(v, f):
+    return "n/a" if v != v else f % v
+
+print("Medians. dlv/s = deliveries (message x recipient) per second;")
+print("cpu = server CPU seconds per 1,000 deliveries (ringprot: the")
+print("process; dovecot: its lmtp processes; cyrus: its lmtpd processes);")
+print("all = the whole server process tree; other = busy CPU % of one CPU")
+print("outside the server's tree (smtp-source included).")
+print()
+print("| fsync | sessions | rcpts | server | dlv/s | msg/s | cpu s/1000 | all s/1000 | other% | n |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+confs = sorted({k[:3] for k in groups}, key=lambda c: (c[0] != "on", c[1], c[2]))
+for c in confs:
+    for name in servers:
+        k = c + (name,)
+        if k not in groups:
+            continue
+        print("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %d |" % (
+            c[0], c[1], c[2], name, fmt(med(k, 4), "%.0f"),
+            fmt(med(k, 5), "%.0f"), fmt(med(k, 6), "%.3f"),
+            fmt(med(k, 7), "%.3f"), fmt(med(k, 8), "%.0f"), len(groups[k])))
+print()
+peers = [p for p in servers if p != "ringprot"]
+if "ringprot" in servers and peers:
+    print("Ratios of the medians, ringprot / peer at the same fsync setting:")
+    print("dlv/s (higher is better for ringprot), cpu per delivery (lower is")
+    print("better; lmtp processes only, and the whole tree).")
+    print()
+    print("| fsync | sessions | rcpts | peer | dlv/s | cpu | all |")
+    print("|---|---|---|---|---|---|---|")
+    for c in confs:
+        for p in peers:
+            ka, kb = c + ("ringprot",), c + (p,)
+            if ka not in groups or kb not in groups:
+                continue
+            def ratio(col):
+                x, y = med(ka, col), med(kb, col)
+                return fmt(x / y if y else float("nan"), "%.2f")
+            print("| %s | %d | %d | %s | %s | %s | %s |" % (
+                c[0], c[1], c[2], p, ratio(4), ratio(6), ratio(7)))
+EOF
+{
+	cat "$tmp/head.txt"
+	echo
+	cat "$tmp/table.txt"
+	echo
+	echo "Runs (server fsync sessions rcpts dlv/s msg/s cpu_s/1000 all_s/1000 other%):"
+	cat "$tmp/runs.txt"
+} >"$out"
+echo
+cat "$tmp/table.txt"
+echo "results: $out"
