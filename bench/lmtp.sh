@@ -37,10 +37,11 @@
 #
 # The server is pinned to SERVER_CPU, smtp-source to CLIENT_CPU. Before
 # each run the script waits (QUIET_WAIT seconds at most) for the machine
-# to be idle; each run is preceded by an unmeasured warm-up (a few
-# messages to every user), and the maildirs' new/ are emptied between
-# runs so that no run delivers into a bigger directory than another
-# (Cyrus's store is left as it is).
+# to be idle; every store is emptied before each run so that no run
+# delivers into a bigger mailbox than another (ringprot: new/ emptied;
+# Dovecot: the maildirs removed with their index and uidlist files;
+# Cyrus: every message expunged with ipurge), then an unmeasured
+# warm-up delivers a few messages to every user.
 #
 # Environment: RUNS (3), DELIVERIES per run (4000), SIZE (4096), SESSIONS
 # ("1 16"), RCPTS ("1 10"), FSYNCS ("on off"), SERVERS ("ringprot
@@ -194,12 +195,19 @@ count_store() {
 	esac
 }
 
+# Empty server $1's mailboxes between runs, with no run in progress.
 empty_store() {
 	local d
 	d=$(store_dir "$1")
 	case "$1" in
-	cyrus) ;;
-	*) find "$d" -path '*/new/*' -type f -delete ;;
+	ringprot) find "$d" -path '*/new/*' -type f -delete ;;
+	# Its uidlist and index files too: they keep growing otherwise
+	# (nothing expunges), and deliveries with them get slower.
+	dovecot) find "$d" -mindepth 1 -delete ;;
+	# Expunge everything (expunge_mode: immediate unlinks the files).
+	cyrus) runuser -u cyrus -- "$cyrus_bin/ipurge" -C "$tmp/cyrus/imapd.conf" \
+		-f -b 0 >/dev/null 2>&1 ||
+		echo "lmtp.sh: ipurge failed" >&2 ;;
 	esac
 }
 
@@ -305,6 +313,7 @@ lmtp_downcase_rcpt: yes
 autocreate_post: yes
 autocreate_quota: 0
 duplicatesuppression: no
+expunge_mode: immediate
 syslog_prefix: ringprot-bench-cyrus
 EOF
 	cat >"$d/cyrus.conf" <<EOF
