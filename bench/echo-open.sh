@@ -146,20 +146,6 @@ start_server() {
 	sport[$name]=$port
 }
 
-# Read lines from the loadgen coprocess until one starts with $1.
-expect_line() {
-	local want=$1 line
-	while IFS= read -r -t 60 -u "${LG[0]}" line; do
-		case "$line" in
-		"$want"*)
-			REPLY=$line
-			return 0
-			;;
-		esac
-	done
-	return 1
-}
-
 # One measured run: server $1 at rate $2 (or "closed"). Writes to
 # run.txt "name rate rps p50 p99 p999 max behind lag_p99 late_pct
 # unsent cpu_us lg_pct other_pct failed".

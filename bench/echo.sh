@@ -160,20 +160,6 @@ engines() {
 	echo "io_uring fds: $u, epoll fds: $e"
 }
 
-# Read lines from the loadgen coprocess until one starts with $1.
-expect_line() {
-	local want=$1 line
-	while IFS= read -r -t 60 -u "${LG[0]}" line; do
-		case "$line" in
-		"$want"*)
-			REPLY=$line
-			return 0
-			;;
-		esac
-	done
-	return 1
-}
-
 # One measured run: server $1, $2 connections, $3-byte messages.
 # Appends "name conns size rps cpu_us sys_per_req p50 p99 lg_cpu failed
 # other_pct".

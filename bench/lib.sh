@@ -81,3 +81,22 @@ tree_ticks() {
 	done
 	echo "$all $named"
 }
+
+# Read the load generator's output (coprocess LG) until a line starting
+# with $1, for at most $2 seconds (default 60); REPLY is that line.
+# With LG_LOG set, every line read is appended to that file. Returns 1
+# on timeout or end of output.
+expect_line() {
+	local want=$1 until=$((SECONDS + ${2:-60})) line
+	while [ "$SECONDS" -lt "$until" ] &&
+		IFS= read -r -t $((until - SECONDS + 1)) -u "${LG[0]}" line; do
+		[ -n "${LG_LOG:-}" ] && echo "$line" >>"$LG_LOG"
+		case "$line" in
+		"$want"*)
+			REPLY=$line
+			return 0
+			;;
+		esac
+	done
+	return 1
+}

@@ -207,23 +207,6 @@ kernel_sample() {
 	echo "$slab ${mem:-0}"
 }
 
-# Read lines from the loadgen coprocess until one starts with $1, within
-# $2 seconds; the lines go to $tmp/lg.out.
-expect_line() {
-	local want=$1 until=$((SECONDS + $2)) line
-	while [ "$SECONDS" -lt "$until" ] &&
-		IFS= read -r -t $((until - SECONDS + 1)) -u "${LG[0]}" line; do
-		echo "$line" >>"$tmp/lg.out"
-		case "$line" in
-		"$want"*)
-			REPLY=$line
-			return 0
-			;;
-		esac
-	done
-	return 1
-}
-
 # One run: server $1 holds $2 connections. Appends to runs.txt "name n
 # rss0 rss1 rss2 pss0 pss1 pss2 vmas0 vmas1 slab0 slab1 tcpmem1 quiet
 # connect_s sources lg_threads srv_connect_ticks lg_connect_ticks".
@@ -243,6 +226,7 @@ measure() {
 	k0=$(kernel_sample)
 	c0=$(cpu_ticks "$spid")
 	: >"$tmp/lg.out"
+	LG_LOG=$tmp/lg.out
 	coproc LG { exec taskset -c "$CLIENT_CPU" "$loadgen" -m hold -D -g \
 		"${tls[@]}" -c "$n" -t "$threads" -s "$LINE" -W "$WINDOW" \
 		-d 0 "127.0.0.1:$sport" 2>"$tmp/lg.err"; }
