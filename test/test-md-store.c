@@ -803,6 +803,7 @@ static void test_md_fibers(void **state)
 	struct fx *f = *state;
 	struct ur_fiber *fib[FIB_N];
 	struct fib args[FIB_N];
+	struct md_store_stats ss;
 	char dir[256];
 
 	for (int i = 0; i < FIB_N; i++) {
@@ -823,6 +824,21 @@ static void test_md_fibers(void **state)
 	check_ids(dir);
 	assert_int_equal(count_sub(f->root, "spool"), 0);
 	assert_int_equal(count_sub(f->root, "users/alice/tmp"), 0);
+
+	/*
+	 * FIB_N fibers deliver into the same two folders at once: on
+	 * io_uring their fsyncs of new/ are in flight together, and those
+	 * that find one running share the next instead of issuing their
+	 * own. (epoll runs file ops inline: little or nothing overlaps.)
+	 */
+	md_store_stats(f->st, &ss);
+	assert_int_equal(ss.deliveries, 2 * FIB_MSGS);
+	assert_true(ss.dir_syncs <= ss.deliveries);
+	if (!t_epoll())
+		assert_true(ss.dir_syncs < ss.deliveries);
+	print_message("%llu deliveries, %llu fsyncs of new/\n",
+		      (unsigned long long)ss.deliveries,
+		      (unsigned long long)ss.dir_syncs);
 }
 
 enum {

@@ -124,6 +124,18 @@ typedef void md_notify_fn(const char *user, const char *folder, void *arg);
 void md_store_on_delivery(struct md_store *st, md_notify_fn *fn, void *arg);
 
 /*
+ * Counters since md_store_open (all threads): durable deliveries, and
+ * fsyncs of new/ directories actually issued. Concurrent deliveries into
+ * one folder share an fsync (maildir.c), so under load dir_syncs grows
+ * slower than deliveries.
+ */
+struct md_store_stats {
+	uint64_t deliveries;
+	uint64_t dir_syncs;
+};
+void md_store_stats(const struct md_store *st, struct md_store_stats *out);
+
+/*
  * Remove files in user's tmp/ (its folders' too, and the spool's; user
  * NULL: only the spool's) older than max_age_s (Maildir asks for 36
  * hours: 129600). Returns how many, or -errno. UR_MAY_YIELD.
