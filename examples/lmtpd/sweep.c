@@ -64,12 +64,7 @@ int lmtp_sweep_spool(struct md_store *st)
 	return md_clean_tmp(st, NULL, SWEEP_MAX_AGE_S);
 }
 
-/*
- * The spool, then every user's tmp/. md_clean_tmp(st, user) reads the
- * spool again for each user: cheap, as the spool only holds the
- * messages being received, but a store of many users would want a
- * users-only call in maildir.h.
- */
+/* The spool, then every user's tmp/ (and their folders'). */
 static void sweep_all(struct sweep *sw)
 {
 	struct dirent *de;

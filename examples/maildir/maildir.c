@@ -1214,15 +1214,10 @@ int md_clean_tmp(struct md_store *st, const char *user, uint64_t max_age_s)
 {
 	time_t now = time(NULL);
 	time_t cutoff = max_age_s > (uint64_t)now ? 0 : now - (time_t)max_age_s;
-	int n = 0, ret;
 
-	if (user != NULL) {
-		if (!md_name_ok(user))
-			return -EINVAL;
-		n = clean_user(st, user, cutoff);
-		if (n < 0)
-			return n;
-	}
-	ret = clean_dir(st->spool_fd, ".", cutoff);
-	return ret < 0 ? ret : n + ret;
+	if (user == NULL)
+		return clean_dir(st->spool_fd, ".", cutoff);
+	if (!md_name_ok(user))
+		return -EINVAL;
+	return clean_user(st, user, cutoff);
 }

@@ -136,9 +136,10 @@ struct md_store_stats {
 void md_store_stats(const struct md_store *st, struct md_store_stats *out);
 
 /*
- * Remove files in user's tmp/ (its folders' too, and the spool's; user
- * NULL: only the spool's) older than max_age_s (Maildir asks for 36
- * hours: 129600). Returns how many, or -errno. UR_MAY_YIELD.
+ * Remove files older than max_age_s (Maildir asks for 36 hours: 129600)
+ * in user's tmp/ and its folders' tmp/, or with user NULL in the
+ * spool. Returns how many, or -errno (-ENOENT: no such user).
+ * UR_MAY_YIELD.
  */
 int md_clean_tmp(struct md_store *st, const char *user,
 		 uint64_t max_age_s) RINGPROT_MUST_CHECK UR_MAY_YIELD;
