@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include <ringprot/server.h>
+#include <ringprot/srv-config.h>
 
 #include "maildir.h"
 #include "parse.h"
@@ -30,6 +31,17 @@ struct lmtp_config {
 	bool chunking;		  /* CHUNKING/BDAT offered */
 	bool bare_lf_refuse;	  /* a bare LF line end: 550, close */
 };
+
+/*
+ * Configuration (config.c): the LMTP keys, for a program's key table,
+ * and their values for service svc read into lc (store: the opened
+ * store). 0, or -EINVAL after printing why.
+ */
+extern const struct srv_cfg_key lmtp_cfg_keys[];
+extern const size_t lmtp_cfg_nkeys;
+int lmtp_config_read(const struct srv_config *cfg, const char *svc,
+		     struct md_store *store,
+		     struct lmtp_config *lc) RINGPROT_MUST_CHECK;
 
 /* The service's handler: one LMTP session on c (service data: the
  * struct lmtp_config). Returns 0 or -errno as a srv handler does. */
