@@ -30,9 +30,12 @@ static size_t check_list(const char *s, size_t n)
 {
 	size_t p = 0;
 	int depth = 0;
+	bool sep = true; /* at the start, after "(" or " " */
 
 	while (p < n) {
 		char c = s[p];
+
+		FUZZ_CHECK(c != ')' || !sep); /* no "()", no " )" */
 
 		if (c == '(') {
 			depth++;
@@ -42,8 +45,11 @@ static size_t check_list(const char *s, size_t n)
 			depth--;
 			p++;
 		} else if (c == ' ') {
-			FUZZ_CHECK(p > 0 && s[p - 1] != ' ' && s[p - 1] != '(');
+			/* One space between values, none after "(". */
+			FUZZ_CHECK(!sep);
+			sep = true;
 			p++;
+			continue;
 		} else if (c == '"') {
 			for (p++; p < n && s[p] != '"'; p++) {
 				unsigned char u = (unsigned char)s[p];
@@ -81,6 +87,7 @@ static size_t check_list(const char *s, size_t n)
 				for (size_t i = st; i < p; i++)
 					FUZZ_CHECK(s[i] >= '0' && s[i] <= '9');
 		}
+		sep = c == '(';
 		if (depth == 0)
 			break;
 	}
