@@ -1,0 +1,889 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* test/imap-mime: examples/imapd's MIME parser, byte for byte. */
+#include "t-helpers.h" /* stdarg, stddef, setjmp, cmocka: in that order */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mime.h" /* examples/imapd */
+
+/*
+ * Expected strings are what RFC 3501 §7.4.2 prescribes, in Dovecot's
+ * spelling where the RFC leaves a choice (see mime.h). Every message is
+ * checked twice: as stored (LF) and as sent (CRLF); both must give the
+ * same structure and the same CRLF sizes.
+ */
+
+static struct imap_mime_msg msg;
+static char *msg_copy;
+
+/* Parse s with LF line ends (crlf false) or with each LF made CRLF. */
+static void parse(const char *s, bool crlf)
+{
+	size_t n = strlen(s), k = 0;
+
+	free(msg_copy);
+	msg_copy = malloc(2 * n + 1);
+	assert_non_null(msg_copy);
+	for (size_t i = 0; i < n; i++) {
+		if (crlf && s[i] == '\n' && (i == 0 || s[i - 1] != '\r'))
+			msg_copy[k++] = '\r';
+		msg_copy[k++] = s[i];
+	}
+	imap_mime_parse(&msg, msg_copy, k);
+}
+
+/* CR and LF shown as \r and \n in failure messages. */
+static const char *show(const char *s, size_t n)
+{
+	static char out[2][4096];
+	static int which;
+	char *o = out[which ^= 1];
+	size_t k = 0;
+
+	for (size_t i = 0; i < n && k + 3 < sizeof(out[0]); i++) {
+		if (s[i] == '\r' || s[i] == '\n') {
+			o[k++] = '\\';
+			o[k++] = s[i] == '\r' ? 'r' : 'n';
+		} else {
+			o[k++] = s[i];
+		}
+	}
+	o[k] = '\0';
+	return o;
+}
+
+static void expect_buf(struct buf *b, const char *want)
+{
+	if (b->len != strlen(want) || memcmp(b->s, want, b->len) != 0)
+		fail_msg("got  %s\nwant %s", show(b->s, b->len),
+			 show(want, strlen(want)));
+	free(b->s);
+	*b = (struct buf)BUF_INITIALIZER;
+}
+
+static void expect_env(int idx, const char *want)
+{
+	struct buf b = BUF_INITIALIZER;
+
+	assert_int_equal(imap_mime_envelope(&msg, idx, &b), 0);
+	expect_buf(&b, want);
+}
+
+static void expect_body(bool ext, const char *want)
+{
+	struct buf b = BUF_INITIALIZER;
+
+	assert_int_equal(imap_mime_bodystructure(&msg, 0, ext, &b), 0);
+	expect_buf(&b, want);
+}
+
+/* LF made CRLF (CRLF kept): the bytes as sent. Caller frees. */
+static char *to_crlf(const char *want)
+{
+	char *w = malloc(2 * strlen(want) + 1);
+	size_t k = 0;
+
+	assert_non_null(w);
+	for (size_t i = 0; want[i] != '\0'; i++) {
+		if (want[i] == '\n' && (i == 0 || want[i - 1] != '\r'))
+			w[k++] = '\r';
+		w[k++] = want[i];
+	}
+	w[k] = '\0';
+	return w;
+}
+
+/* The window [from, from+count) of a section: want exactly, as sent. */
+static void expect_section_part(const char *spec, uint64_t from,
+				uint64_t count, const char *want)
+{
+	struct imap_mime_section s;
+	struct buf b = BUF_INITIALIZER;
+
+	assert_int_equal(imap_mime_section_find(&msg, spec, strlen(spec), &s),
+			 0);
+	assert_int_equal(imap_mime_section_write(&msg, &s, from, count,
+						 imap_mime_buf_append, &b),
+			 0);
+	expect_buf(&b, want);
+}
+
+/* The whole section: want with LF made CRLF, and its announced size. */
+static void expect_section(const char *spec, const char *want)
+{
+	struct imap_mime_section s;
+	char *w = to_crlf(want);
+
+	assert_int_equal(imap_mime_section_find(&msg, spec, strlen(spec), &s),
+			 0);
+	assert_int_equal(s.size, strlen(w));
+	expect_section_part(spec, 0, UINT64_MAX, w);
+	free(w);
+}
+
+static void expect_section_err(const char *spec, int err)
+{
+	struct imap_mime_section s;
+
+	assert_int_equal(imap_mime_section_find(&msg, spec, strlen(spec), &s),
+			 err);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	free(msg_copy);
+	msg_copy = NULL;
+	return 0;
+}
+
+/* ---- single part ---- */
+
+static const char simple[] =
+	"Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\n"
+	"From: Terry Gray <gray@cac.washington.edu>\n"
+	"Subject: IMAP4rev1 WG mtg summary and minutes\n"
+	"To: imap@cac.washington.edu\n"
+	"cc: minutes@CNRI.Reston.VA.US,\n"
+	"\tJohn Klensin <KLENSIN@MIT.EDU>\n"
+	"Message-Id: <B27397-0100000@cac.washington.edu>\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\n"
+	"\n"
+	"Hello\n"
+	"World\n";
+
+static const char simple_hdr[] =
+	"Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\n"
+	"From: Terry Gray <gray@cac.washington.edu>\n"
+	"Subject: IMAP4rev1 WG mtg summary and minutes\n"
+	"To: imap@cac.washington.edu\n"
+	"cc: minutes@CNRI.Reston.VA.US,\n"
+	"\tJohn Klensin <KLENSIN@MIT.EDU>\n"
+	"Message-Id: <B27397-0100000@cac.washington.edu>\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\n"
+	"\n";
+
+static void test_imap_mime_simple(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(simple, crlf);
+		/* RFC 3501 §8's example envelope, Sender and Reply-To from From. */
+		expect_env(0, "(\"Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\" "
+			      "\"IMAP4rev1 WG mtg summary and minutes\" "
+			      "((\"Terry Gray\" NIL \"gray\" "
+			      "\"cac.washington.edu\")) "
+			      "((\"Terry Gray\" NIL \"gray\" "
+			      "\"cac.washington.edu\")) "
+			      "((\"Terry Gray\" NIL \"gray\" "
+			      "\"cac.washington.edu\")) "
+			      "((NIL NIL \"imap\" \"cac.washington.edu\")) "
+			      "((NIL NIL \"minutes\" \"CNRI.Reston.VA.US\")"
+			      "(\"John Klensin\" NIL \"KLENSIN\" \"MIT.EDU\")) "
+			      "NIL NIL "
+			      "\"<B27397-0100000@cac.washington.edu>\")");
+		expect_body(true, "(\"TEXT\" \"PLAIN\" (\"CHARSET\" "
+				  "\"US-ASCII\") NIL NIL \"7bit\" 14 2 "
+				  "NIL NIL NIL NIL)");
+		expect_body(false, "(\"TEXT\" \"PLAIN\" (\"CHARSET\" "
+				   "\"US-ASCII\") NIL NIL \"7bit\" 14 2)");
+		/* RFC822.SIZE: bytes plus bare LFs. */
+		assert_int_equal(imap_mime_crlf_len(msg.base, 0, msg.len),
+				 strlen(simple) + 12);
+		expect_section("", simple);
+		expect_section("1", "Hello\nWorld\n");
+		expect_section("TEXT", "Hello\nWorld\n");
+		/* Part 1 of a single-part message: its MIME header is the
+		 * message header. */
+		expect_section("1.MIME", simple_hdr);
+		expect_section_err("2", -ENOENT);
+		expect_section_err("1.1", -ENOENT);
+		expect_section_err("0", -EINVAL);
+		expect_section_err("1.", -EINVAL);
+		expect_section_err("BOGUS", -EINVAL);
+		expect_section_err("MIME", -EINVAL);
+		expect_section_err("1.HEADER", -ENOENT);
+	}
+}
+
+static void test_imap_mime_header_sections(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(simple, crlf);
+		expect_section("HEADER", simple_hdr);
+		/* Case-insensitive names, folded lines kept, blank line. */
+		expect_section("HEADER.FIELDS (CC \"from\")",
+			       "From: Terry Gray <gray@cac.washington.edu>\n"
+			       "cc: minutes@CNRI.Reston.VA.US,\n"
+			       "\tJohn Klensin <KLENSIN@MIT.EDU>\n"
+			       "\n");
+		expect_section("header.fields.not (Date From Subject To Cc "
+			       "Content-Type)",
+			       "Message-Id: <B27397-0100000@cac.washington.edu>\n"
+			       "MIME-Version: 1.0\n"
+			       "\n");
+		/* Nothing matches: still the blank line. */
+		expect_section("HEADER.FIELDS (X-None)", "\n");
+		expect_section_err("HEADER.FIELDS ()", -EINVAL);
+		expect_section_err("HEADER.FIELDS From", -EINVAL);
+		expect_section_err("HEADER.FIELDS (From", -EINVAL);
+	}
+}
+
+static void test_imap_mime_partial(void **state)
+{
+	(void)state;
+	parse("Subject: x\n\nab\ncd\nef\n", false);
+	/* As sent: "Subject: x\r\n\r\nab\r\ncd\r\nef\r\n" (26 octets). */
+	expect_section_part("", 0, 10, "Subject: x");
+	expect_section_part("", 10, 1, "\r");
+	expect_section_part("", 11, 3, "\n\r\n");
+	expect_section_part("", 13, 100, "\nab\r\ncd\r\nef\r\n");
+	expect_section_part("", 26, 5, "");
+	expect_section_part("", 24, 5, "\r\n");
+	expect_section_part("", 500, 5, "");
+	expect_section_part("TEXT", 3, 4, "\ncd\r");
+	expect_section_part("TEXT", 0, UINT64_MAX, "ab\r\ncd\r\nef\r\n");
+	expect_section_part("HEADER.FIELDS (subject)", 5, 100,
+			    "ct: x\r\n\r\n");
+	/* CRLF input: the same bytes, the same windows. */
+	parse("Subject: x\r\n\r\nab\r\ncd\r\nef\r\n", false);
+	expect_section_part("", 11, 3, "\n\r\n");
+	expect_section_part("TEXT", 3, 4, "\ncd\r");
+	expect_section_part("1", 0, 0, "");
+}
+
+static void test_imap_mime_defaults(void **state)
+{
+	(void)state;
+	/* No header at all, no Content-Type: text/plain us-ascii, NILs. */
+	parse("\nbody\n", false);
+	expect_env(0, "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)");
+	expect_body(true, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+			  "NIL \"7bit\" 6 1 NIL NIL NIL NIL)");
+	expect_section("HEADER", "\n");
+	expect_section("TEXT", "body\n");
+
+	/* Header only, no blank line, no trailing newline. */
+	parse("Subject: only", false);
+	expect_env(0, "(NIL \"only\" NIL NIL NIL NIL NIL NIL NIL NIL)");
+	expect_body(false, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			   "NIL NIL \"7bit\" 0 0)");
+	expect_section("HEADER", "Subject: only");
+	expect_section("TEXT", "");
+
+	/* Empty message. */
+	parse("", false);
+	expect_body(false, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			   "NIL NIL \"7bit\" 0 0)");
+	expect_section("", "");
+
+	/* Non-text without subtype; text with parameters but no charset. */
+	parse("Content-Type: application\n\nx", false);
+	expect_body(false, "(\"application\" \"unknown\" NIL NIL NIL \"7bit\" "
+			   "1)");
+	parse("Content-Type: text/html; format=flowed\n"
+	      "Content-Transfer-Encoding: quoted-printable\n\nx\n",
+	      false);
+	expect_body(false, "(\"text\" \"html\" (\"format\" \"flowed\" "
+			   "\"charset\" \"us-ascii\") NIL NIL "
+			   "\"quoted-printable\" 3 1)");
+}
+
+/* ---- multipart ---- */
+
+static const char mixed[] =
+	"From: a@example.com\n"
+	"Subject: multi\n"
+	"Content-Type: multipart/mixed; boundary=\"==outer==\"\n"
+	"\n"
+	"This is a multi-part message in MIME format.\n"
+	"--==outer==\n"
+	"Content-Type: multipart/alternative;\n"
+	" boundary=\"==outer==-alt\"\n"
+	"\n"
+	"--==outer==-alt\n"
+	"Content-Type: text/plain; charset=utf-8\n"
+	"Content-Transfer-Encoding: quoted-printable\n"
+	"\n"
+	"Caf=C3=A9 au lait=\n"
+	" please\n"
+	"\n"
+	"--==outer==-alt\n"
+	"Content-Type: text/html; charset=utf-8\n"
+	"\n"
+	"<p>Caf\xc3\xa9</p>\n"
+	"\n"
+	"--==outer==-alt--\n"
+	"\n"
+	"--==outer==\n"
+	"Content-Type: application/pdf; name=\"report.pdf\"\n"
+	"Content-Disposition: attachment; filename=\"report.pdf\";\n"
+	" size=12\n"
+	"Content-Transfer-Encoding: base64\n"
+	"Content-ID: <part3@example.com>\n"
+	"Content-Description: The \"report\"\n"
+	"Content-Language: en, fr\n"
+	"Content-Location: http://example.com/r.pdf\n"
+	"Content-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==\n"
+	"\n"
+	"JVBERi0xLjQK\n"
+	"aGVsbG8=\n"
+	"--==outer==--\n"
+	"epilogue\n";
+
+static void test_imap_mime_multipart(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(mixed, crlf);
+		assert_int_equal(msg.nparts, 5);
+		expect_body(true,
+			    "(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL "
+			    "NIL \"quoted-printable\" 29 2 NIL NIL NIL NIL)"
+			    "(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL "
+			    "\"7bit\" 14 1 NIL NIL NIL NIL) \"alternative\" "
+			    "(\"boundary\" \"==outer==-alt\") NIL NIL NIL)"
+			    "(\"application\" \"pdf\" (\"name\" \"report.pdf\") "
+			    "\"<part3@example.com>\" \"The \\\"report\\\"\" "
+			    "\"base64\" 22 \"Q2hlY2sgSW50ZWdyaXR5IQ==\" "
+			    "(\"attachment\" (\"filename\" \"report.pdf\" "
+			    "\"size\" \"12\")) (\"en\" \"fr\") "
+			    "\"http://example.com/r.pdf\") \"mixed\" "
+			    "(\"boundary\" \"==outer==\") NIL NIL NIL)");
+		expect_body(false,
+			    "(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL "
+			    "NIL \"quoted-printable\" 29 2)"
+			    "(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL "
+			    "\"7bit\" 14 1) \"alternative\")"
+			    "(\"application\" \"pdf\" (\"name\" \"report.pdf\") "
+			    "\"<part3@example.com>\" \"The \\\"report\\\"\" "
+			    "\"base64\" 22) \"mixed\")");
+		expect_section("1.1", "Caf=C3=A9 au lait=\n please\n");
+		expect_section("1.2", "<p>Caf\xc3\xa9</p>\n");
+		expect_section("1.2.MIME",
+			       "Content-Type: text/html; charset=utf-8\n\n");
+		expect_section("2", "JVBERi0xLjQK\naGVsbG8=");
+		expect_section("1", "--==outer==-alt\n"
+				    "Content-Type: text/plain; charset=utf-8\n"
+				    "Content-Transfer-Encoding: "
+				    "quoted-printable\n"
+				    "\n"
+				    "Caf=C3=A9 au lait=\n"
+				    " please\n"
+				    "\n"
+				    "--==outer==-alt\n"
+				    "Content-Type: text/html; charset=utf-8\n"
+				    "\n"
+				    "<p>Caf\xc3\xa9</p>\n"
+				    "\n"
+				    "--==outer==-alt--\n");
+		expect_section_err("3", -ENOENT);
+		expect_section_err("1.3", -ENOENT);
+		expect_section_err("2.1", -ENOENT);
+		expect_section_err("1.HEADER", -ENOENT);
+		expect_section_err("1.TEXT", -ENOENT);
+	}
+}
+
+static void test_imap_mime_multipart_broken(void **state)
+{
+	(void)state;
+	/* Missing close delimiter: the last part runs to the end. */
+	parse("Content-Type: multipart/mixed; boundary=b\n\n"
+	      "--b\n\none\n--b\nContent-Type: text/x-foo\n\ntwo\n",
+	      false);
+	expect_body(false, "((\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			   "NIL NIL \"7bit\" 3 0)(\"text\" \"x-foo\" "
+			   "(\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 1) "
+			   "\"mixed\")");
+	expect_section("2", "two\n");
+
+	/* No boundary at all: an empty multipart, as Dovecot writes it. */
+	parse("Content-Type: multipart/mixed; boundary=zz\n\nno parts\n",
+	      false);
+	expect_body(true, "((\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			  "NIL NIL \"7bit\" 0 0) \"mixed\" (\"boundary\" "
+			  "\"zz\") NIL NIL NIL)");
+	expect_section_err("1", -ENOENT);
+
+	/* Multipart without a boundary parameter: one opaque part. */
+	parse("Content-Type: multipart/mixed\n\n--x\n\nbody\n", false);
+	expect_body(false, "(\"multipart\" \"mixed\" NIL NIL NIL \"7bit\" 13)");
+
+	/* "--b" inside "--bb" lines, trailing blanks, empty parts. */
+	parse("Content-Type: multipart/mixed; boundary=b\n\n"
+	      "--bb\n--b \t\n\n--b\n--b--junk\nepilogue\n--b\n\nlost\n",
+	      false);
+	expect_body(false, "((\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			   "NIL NIL \"7bit\" 0 0)(\"text\" \"plain\" "
+			   "(\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) "
+			   "\"mixed\")");
+
+	/* Boundary at the very start of the body; CR LF before it. */
+	parse("Content-Type: multipart/related; boundary=\"q\\\"x\"\n\n"
+	      "--q\"x\r\n\r\nA\r\n--q\"x--\r\n",
+	      false);
+	expect_body(false, "((\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			   "NIL NIL \"7bit\" 1 0) \"related\")");
+	expect_section("1", "A");
+}
+
+static void test_imap_mime_digest(void **state)
+{
+	(void)state;
+	/* RFC 2046 §5.1.5: parts of a digest default to message/rfc822. */
+	parse("Content-Type: multipart/digest; boundary=d\n\n"
+	      "--d\n\nFrom: x@y\nSubject: one\n\nbody one\n"
+	      "--d\nContent-Type: text/plain\n\nnote\n--d--\n",
+	      false);
+	expect_body(false,
+		    "((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 35 "
+		    "(NIL \"one\" ((NIL NIL \"x\" \"y\")) ((NIL NIL \"x\" "
+		    "\"y\")) ((NIL NIL \"x\" \"y\")) NIL NIL NIL NIL NIL) "
+		    "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL "
+		    "\"7bit\" 8 0) 3)(\"text\" \"plain\" (\"charset\" "
+		    "\"us-ascii\") NIL NIL \"7bit\" 4 0) \"digest\")");
+	expect_section("1.HEADER", "From: x@y\nSubject: one\n\n");
+	expect_section("1.TEXT", "body one");
+	expect_section("1.1", "body one");
+}
+
+/* ---- message/rfc822 ---- */
+
+static const char forwarded[] =
+	"From: Fwd <fwd@example.org>\n"
+	"Subject: Fwd: hi\n"
+	"Content-Type: multipart/mixed; boundary=o\n"
+	"\n"
+	"--o\n"
+	"\n"
+	"see below\n"
+	"--o\n"
+	"Content-Type: message/rfc822\n"
+	"Content-Disposition: inline\n"
+	"\n"
+	"From: \"Orig, Sender\" <orig@example.net>\n"
+	"To: undisclosed-recipients:;\n"
+	"Subject: hi\n"
+	"Message-ID: <1@example.net>\n"
+	"In-Reply-To: <0@example.net>\n"
+	"Content-Type: multipart/alternative; boundary=i\n"
+	"\n"
+	"--i\n"
+	"\n"
+	"plain\n"
+	"--i\n"
+	"Content-Type: text/html\n"
+	"\n"
+	"<b>html</b>\n"
+	"--i--\n"
+	"--o--\n";
+
+static void test_imap_mime_rfc822(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(forwarded, crlf);
+		expect_body(true,
+			    "((\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			    "NIL NIL \"7bit\" 9 0 NIL NIL NIL NIL)"
+			    "(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 258 "
+			    "(NIL \"hi\" ((\"Orig, Sender\" NIL \"orig\" "
+			    "\"example.net\")) ((\"Orig, Sender\" NIL \"orig\" "
+			    "\"example.net\")) ((\"Orig, Sender\" NIL \"orig\" "
+			    "\"example.net\")) ((NIL NIL "
+			    "\"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) "
+			    "NIL NIL \"<0@example.net>\" \"<1@example.net>\") "
+			    "((\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			    "NIL NIL \"7bit\" 5 0 NIL NIL NIL NIL)(\"text\" "
+			    "\"html\" (\"charset\" \"us-ascii\") NIL NIL "
+			    "\"7bit\" 11 0 NIL NIL NIL NIL) \"alternative\" "
+			    "(\"boundary\" \"i\") NIL NIL NIL) 14 NIL "
+			    "(\"inline\" NIL) NIL NIL) \"mixed\" (\"boundary\" "
+			    "\"o\") NIL NIL NIL)");
+		expect_section("2.HEADER",
+			       "From: \"Orig, Sender\" <orig@example.net>\n"
+			       "To: undisclosed-recipients:;\n"
+			       "Subject: hi\n"
+			       "Message-ID: <1@example.net>\n"
+			       "In-Reply-To: <0@example.net>\n"
+			       "Content-Type: multipart/alternative; "
+			       "boundary=i\n"
+			       "\n");
+		expect_section("2.HEADER.FIELDS (Subject)", "Subject: hi\n\n");
+		expect_section("2.TEXT", "--i\n\nplain\n--i\nContent-Type: "
+					 "text/html\n\n<b>html</b>\n--i--");
+		expect_section("2.1", "plain");
+		expect_section("2.2", "<b>html</b>");
+		expect_section("2.2.MIME", "Content-Type: text/html\n\n");
+		expect_section("2.MIME", "Content-Type: message/rfc822\n"
+					 "Content-Disposition: inline\n\n");
+		expect_section_err("2.3", -ENOENT);
+		expect_section_err("2.1.1", -ENOENT);
+		expect_env(msg.part[2].child,
+			   "(NIL \"hi\" ((\"Orig, Sender\" NIL \"orig\" "
+			   "\"example.net\")) ((\"Orig, Sender\" NIL \"orig\" "
+			   "\"example.net\")) ((\"Orig, Sender\" NIL \"orig\" "
+			   "\"example.net\")) ((NIL NIL "
+			   "\"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) "
+			   "NIL NIL \"<0@example.net>\" \"<1@example.net>\")");
+		{
+			struct buf b = BUF_INITIALIZER;
+
+			assert_int_equal(imap_mime_envelope(&msg, 1, &b),
+					 -EINVAL);
+			free(b.s);
+		}
+	}
+}
+
+static void test_imap_mime_rfc822_single(void **state)
+{
+	(void)state;
+	/* A whole message that is message/rfc822: 1 is the inner message. */
+	parse("Content-Type: message/rfc822\n\nSubject: in\n\ninner\n", false);
+	expect_body(false, "(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 22 "
+			   "(NIL \"in\" NIL NIL NIL NIL NIL NIL NIL NIL) "
+			   "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+			   "NIL \"7bit\" 7 1) 3)");
+	expect_section("1", "Subject: in\n\ninner\n");
+	expect_section("1.HEADER", "Subject: in\n\n");
+	expect_section("1.TEXT", "inner\n");
+	expect_section("1.1", "inner\n");
+
+	/* Encoded message/rfc822 is opaque: no envelope to give. */
+	parse("Content-Type: message/rfc822\n"
+	      "Content-Transfer-Encoding: base64\n\nU3ViamVjdDogeA==\n",
+	      false);
+	expect_body(false, "(\"application\" \"octet-stream\" NIL NIL NIL "
+			   "\"base64\" 18)");
+}
+
+static void test_imap_mime_depth(void **state)
+{
+	struct buf b = BUF_INITIALIZER;
+	char *s = malloc(64 * 40 + 16), *p = s;
+
+	(void)state;
+	assert_non_null(s);
+	for (int i = 0; i < 40; i++)
+		p += sprintf(p, "Content-Type: message/rfc822\n\n");
+	strcpy(p, "x\n");
+	imap_mime_parse(&msg, s, strlen(s));
+	assert_true(msg.truncated);
+	assert_int_equal(msg.nparts, IMAP_MIME_MAX_DEPTH + 1);
+	assert_int_equal(imap_mime_bodystructure(&msg, 0, true, &b), 0);
+	/* The deepest part is opaque: 32 envelopes, no more. */
+	assert_non_null(strstr(b.s, "\"application\" \"octet-stream\""));
+	free(b.s);
+	free(s);
+}
+
+static void test_imap_mime_many_parts(void **state)
+{
+	struct buf b = BUF_INITIALIZER;
+	char *s = malloc(20 * 400 + 100), *p = s;
+	struct imap_mime_section sec;
+
+	(void)state;
+	assert_non_null(s);
+	p += sprintf(p, "Content-Type: multipart/mixed; boundary=b\n\n");
+	for (int i = 0; i < 400; i++)
+		p += sprintf(p, "--b\n\n%d\n", i);
+	imap_mime_parse(&msg, s, strlen(s));
+	assert_true(msg.truncated);
+	assert_int_equal(msg.nparts, IMAP_MIME_MAX_PARTS);
+	assert_int_equal(imap_mime_bodystructure(&msg, 0, false, &b), 0);
+	assert_int_equal(imap_mime_section_find(&msg, "255", 3, &sec), 0);
+	assert_int_equal(imap_mime_section_find(&msg, "256", 3, &sec),
+			 -ENOENT);
+	free(b.s);
+	free(s);
+}
+
+/* ---- addresses ---- */
+
+static void expect_from(const char *from, const char *want)
+{
+	char m[2048];
+	struct buf b = BUF_INITIALIZER;
+	const char *p;
+
+	(void)snprintf(m, sizeof(m), "From: %s\n\n", from);
+	parse(m, false);
+	assert_int_equal(imap_mime_envelope(&msg, 0, &b), 0);
+	/* The From list: after "NIL NIL " (no Date, no Subject). */
+	assert_true(b.len > 8);
+	p = b.s + 9;
+	if (strncmp(p, want, strlen(want)) != 0 ||
+	    p[strlen(want)] != ' ')
+		fail_msg("From: %s\ngot  %.*s\nwant %s", from,
+			 (int)(b.len - 9), p, want);
+	free(b.s);
+}
+
+static void test_imap_mime_addresses(void **state)
+{
+	(void)state;
+	expect_from("a@b", "((NIL NIL \"a\" \"b\"))");
+	expect_from("<a@b>", "((NIL NIL \"a\" \"b\"))");
+	expect_from("John Q. Public <JQP@x.example>",
+		    "((\"John Q. Public\" NIL \"JQP\" \"x.example\"))");
+	expect_from("\"Joe \\\"Q\\\" Doe\" <j@x>",
+		    "((\"Joe \\\"Q\\\" Doe\" NIL \"j\" \"x\"))");
+	expect_from("\"john doe\"@example.com",
+		    "((NIL NIL \"\\\"john doe\\\"\" \"example.com\"))");
+	expect_from("pete(his account)@silly.test(his host)",
+		    "((\"his host\" NIL \"pete\" \"silly.test\"))");
+	expect_from("a@b (Real Name)", "((\"Real Name\" NIL \"a\" \"b\"))");
+	expect_from("Mary Smith <mary@x.test>, jdoe@example.org, Who? "
+		    "<one@y.test>",
+		    "((\"Mary Smith\" NIL \"mary\" \"x.test\")(NIL NIL "
+		    "\"jdoe\" \"example.org\")(\"Who?\" NIL \"one\" "
+		    "\"y.test\"))");
+	expect_from("A Group:Ed Jones <c@a.test>,joe@where.test,John "
+		    "<jdoe@one.test>;",
+		    "((NIL NIL \"A Group\" NIL)(\"Ed Jones\" NIL \"c\" "
+		    "\"a.test\")(NIL NIL \"joe\" \"where.test\")(\"John\" NIL "
+		    "\"jdoe\" \"one.test\")(NIL NIL NIL NIL))");
+	expect_from("Undisclosed recipients:;",
+		    "((NIL NIL \"Undisclosed recipients\" NIL)"
+		    "(NIL NIL NIL NIL))");
+	expect_from("<@a.test,@b.test:joe@c.test>",
+		    "((NIL \"@a.test,@b.test\" \"joe\" \"c.test\"))");
+	expect_from("=?utf-8?q?J=C3=B6rg?= <j@x>",
+		    "((\"=?utf-8?q?J=C3=B6rg?=\" NIL \"j\" \"x\"))");
+	expect_from("joe@[192.0.2.1]", "((NIL NIL \"joe\" \"[192.0.2.1]\"))");
+	expect_from("\"folded\n name\" <f@x>",
+		    "((\"folded name\" NIL \"f\" \"x\"))");
+	/* Broken input: still addresses, never NIL hosts for mailboxes. */
+	expect_from("justaname", "((NIL NIL \"justaname\" \"MISSING_DOMAIN\"))");
+	expect_from("@nolocal", "((NIL NIL \"MISSING_MAILBOX\" \"nolocal\"))");
+	expect_from("Name <broken", "((\"Name\" NIL \"broken\" "
+				    "\"MISSING_DOMAIN\"))");
+	expect_from(", , a@b,,", "((NIL NIL \"a\" \"b\"))");
+	expect_from("<>", "NIL");
+	expect_from("", "NIL");
+	expect_from("G: a@b", "((NIL NIL \"G\" NIL)(NIL NIL \"a\" \"b\")"
+			      "(NIL NIL NIL NIL))");
+	/* An unclosed quote runs to the end: one odd local part. */
+	expect_from("\"unterminated <x@y>", "((NIL NIL \"\\\"unterminated <x@y>\" "
+					     "\"MISSING_DOMAIN\"))");
+	expect_from("B\xc3\xa4r <b@x>", "(({4}\r\nB\xc3\xa4r NIL \"b\" \"x\"))");
+}
+
+static void test_imap_mime_envelope_fields(void **state)
+{
+	(void)state;
+	/* Empty Sender and Reply-To take From (RFC 3501 §7.4.2). */
+	parse("From: f@x\nSender:\nReply-To: r@x\nTo: t@x\nBcc: b@x\n"
+	      "Subject: =?iso-8859-1?q?caf=E9?=  \n"
+	      "Message-ID:\n <folded@x>\n\n",
+	      false);
+	expect_env(0, "(NIL \"=?iso-8859-1?q?caf=E9?=\" ((NIL NIL \"f\" \"x\")) "
+		      "((NIL NIL \"f\" \"x\")) ((NIL NIL \"r\" \"x\")) "
+		      "((NIL NIL \"t\" \"x\")) NIL ((NIL NIL \"b\" \"x\")) "
+		      "NIL \"<folded@x>\")");
+	/* Quotes and backslashes escaped; 8-bit and long text: literals. */
+	parse("Subject: say \"hi\" \\o/\nIn-Reply-To: caf\xc3\xa9\n\n", false);
+	expect_env(0, "(NIL \"say \\\"hi\\\" \\\\o/\" NIL NIL NIL NIL NIL NIL "
+		      "{5}\r\ncaf\xc3\xa9 NIL)");
+	/* The first of repeated fields counts; an empty Subject is "". */
+	parse("Subject:\nSubject: second\n\n", false);
+	expect_env(0, "(NIL \"\" NIL NIL NIL NIL NIL NIL NIL NIL)");
+}
+
+static void test_imap_mime_params(void **state)
+{
+	(void)state;
+	/* RFC 2231 continuations joined; extended ones keep name*. */
+	parse("Content-Type: application/x-stuff;\n"
+	      " title*0*=us-ascii'en'This%20is%20even%20more%20;\n"
+	      " title*1*=%2A%2A%2Afun%2A%2A%2A%20;\n"
+	      " title*2=\"isn't it!\"; NAME=plain (comment);\n"
+	      " junk; =novalue; x=\"a\\\\b\"\n"
+	      "Content-Disposition: ATTACHMENT; filename*0=\"long\";"
+	      " filename*1=\"name.txt\"\n\n",
+	      false);
+	expect_body(true,
+		    "(\"application\" \"x-stuff\" (\"title*\" "
+		    "\"us-ascii'en'This%20is%20even%20more%20%2A%2A%2Afun%2A%2A"
+		    "%2A%20isn't it!\" \"NAME\" \"plain\" \"x\" \"a\\\\b\") "
+		    "NIL NIL \"7bit\" 0 NIL (\"ATTACHMENT\" (\"filename\" "
+		    "\"longname.txt\")) NIL NIL)");
+}
+
+/* ---- search, dates, binary ---- */
+
+static void test_imap_mime_search(void **state)
+{
+	size_t off, len;
+
+	(void)state;
+	parse(mixed, false);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "subject", "MULT", 4),
+			 1);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "from", "multi", 5),
+			 0);
+	assert_int_equal(imap_mime_header_search(&msg, 0, NULL, "FROM: A@", 8),
+			 1);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "Subject", "", 0),
+			 1);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "X-None", "", 0), 0);
+	/* QP decoded, soft line break joined, across chunks. */
+	assert_int_equal(imap_mime_body_search(&msg, "caf\xc3\xa9 au laIT please",
+					       20),
+			 1);
+	assert_int_equal(imap_mime_body_search(&msg, "=C3", 3), 0);
+	/* The base64 part is no text: not searched. */
+	assert_int_equal(imap_mime_body_search(&msg, "hello", 5), 0);
+	assert_int_equal(imap_mime_body_search(&msg, "<P>CAF", 6), 1);
+	/* Folded header values are unfolded for search. */
+	parse("Subject: abc\n def\n\nbase64 below\n", false);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "subject", "abc def",
+						 7),
+			 1);
+	assert_int_equal(imap_mime_header_get(&msg, 0, "SUBJECT", 0, &off,
+					      &len),
+			 0);
+	assert_memory_equal(msg.base + off, " abc\n def", len);
+	assert_int_equal(imap_mime_header_get(&msg, 0, "subject", 1, &off,
+					      &len),
+			 -ENOENT);
+	parse("Content-Transfer-Encoding: base64\n\naGVs\nbG8g\nd29y bGQ=\n",
+	      false);
+	assert_int_equal(imap_mime_body_search(&msg, "LO WOR", 6), 1);
+	assert_int_equal(imap_mime_body_search(&msg, "aGVs", 4), 0);
+	{
+		static char big[IMAP_MIME_NEEDLE_MAX + 1];
+
+		assert_int_equal(imap_mime_body_search(&msg, big, sizeof(big)),
+				 -E2BIG);
+	}
+	/* KMP: a needle whose prefix repeats. */
+	parse("\naaab aabaab\n", false);
+	assert_int_equal(imap_mime_body_search(&msg, "aabaab", 6), 1);
+	assert_int_equal(imap_mime_body_search(&msg, "aaaa", 4), 0);
+}
+
+static void expect_date(const char *s, long want, int want_zone)
+{
+	time_t t;
+	int zone = 12345;
+
+	assert_int_equal(imap_mime_date_parse(s, strlen(s), &t, &zone), 0);
+	if ((long)t != want || zone != want_zone)
+		fail_msg("%s: got %ld %d, want %ld %d", s, (long)t, zone, want,
+			 want_zone);
+}
+
+static void test_imap_mime_dates(void **state)
+{
+	time_t t;
+
+	(void)state;
+	/* date -u -d '1996-07-17 09:23:25' +%s = 837595405 */
+	expect_date("Wed, 17 Jul 1996 02:23:25 -0700 (PDT)", 837595405, -420);
+	expect_date("17 Jul 1996 09:23:25 +0000", 837595405, 0);
+	expect_date(" 17 jul 96 09:23:25 GMT", 837595405, 0);
+	expect_date("Wed,17 Jul 1996 05:23:25 EDT", 837595405, -240);
+	expect_date("Thu, 1 Jan 1970 00:00 +0100", -3600, 60);
+	expect_date("29 Feb 2024 23:59:60 +0000", 1709251200, 0);
+	expect_date("1 Mar 2000 00:00:00 XYZ", 951868800, 0);
+	expect_date("1 March 2000", 951868800, 0);
+	expect_date("Sat, 1 Jan 05 12:00:00 +0000 (comment)", 1104580800, 0);
+	assert_int_equal(imap_mime_date_parse("", 0, &t, NULL), -EINVAL);
+	assert_int_equal(imap_mime_date_parse("32 Jan 2000", 11, &t, NULL),
+			 -EINVAL);
+	assert_int_equal(imap_mime_date_parse("1 Foo 2000", 10, &t, NULL),
+			 -EINVAL);
+	assert_int_equal(imap_mime_date_parse("1 Jan 2000 25:00", 16, &t,
+					      NULL),
+			 -EINVAL);
+	assert_int_equal(imap_mime_date_parse("1 Jan", 5, &t, NULL), -EINVAL);
+	parse(simple, false);
+	assert_int_equal(imap_mime_date(&msg, 0, &t, NULL), 0);
+	assert_int_equal((long)t, 837595405);
+	parse("\n", false);
+	assert_int_equal(imap_mime_date(&msg, 0, &t, NULL), -ENOENT);
+}
+
+static void expect_binary(int idx, uint64_t from, uint64_t count,
+			  const char *want, size_t n)
+{
+	struct buf b = BUF_INITIALIZER;
+	uint64_t size;
+
+	assert_int_equal(imap_mime_binary_write(&msg, idx, from, count,
+						imap_mime_buf_append, &b,
+						NULL),
+			 0);
+	assert_int_equal(b.len, n);
+	assert_memory_equal(b.s, want, n);
+	if (count == UINT64_MAX && from == 0) {
+		assert_int_equal(imap_mime_binary_size(&msg, idx, &size), 0);
+		assert_int_equal(size, n);
+	}
+	free(b.s);
+}
+
+static void test_imap_mime_binary(void **state)
+{
+	uint64_t size;
+
+	(void)state;
+	parse(mixed, false);
+	/* Part 1.1 (QP), 1.2 (identity: CRLF), 2 (base64: two blocks). */
+	expect_binary(2, 0, UINT64_MAX, "Caf\xc3\xa9 au lait please\r\n", 22);
+	expect_binary(3, 0, UINT64_MAX, "<p>Caf\xc3\xa9</p>\r\n", 14);
+	expect_binary(4, 0, UINT64_MAX, "%PDF-1.4\nhello", 14);
+	expect_binary(4, 9, 3, "hel", 3);
+	assert_int_equal(imap_mime_binary_write(&msg, 0, 0, UINT64_MAX,
+						imap_mime_buf_append, NULL,
+						NULL),
+			 -EINVAL);
+	parse("Content-Transfer-Encoding: x-uuencode\n\nbegin\n", false);
+	assert_int_equal(imap_mime_binary_size(&msg, 0, &size),
+			 -EPROTONOSUPPORT);
+	/* Broken QP: "=" kept, "=4" kept, trailing blanks dropped. */
+	parse("Content-Transfer-Encoding: Quoted-Printable\n\n"
+	      "a=zz=4\nb  \t\nc=3d=\n",
+	      false);
+	expect_binary(0, 0, UINT64_MAX, "a=zz=4\r\nb\r\nc=", 13);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_imap_mime_simple, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_header_sections,
+					  teardown),
+		cmocka_unit_test_teardown(test_imap_mime_partial, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_defaults, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_multipart, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_multipart_broken,
+					  teardown),
+		cmocka_unit_test_teardown(test_imap_mime_digest, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_rfc822, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_rfc822_single,
+					  teardown),
+		cmocka_unit_test_teardown(test_imap_mime_depth, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_many_parts, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_addresses, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_envelope_fields,
+					  teardown),
+		cmocka_unit_test_teardown(test_imap_mime_params, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_search, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_dates, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_binary, teardown),
+	};
+
+	return cmocka_run_group_tests_name("imap-mime", tests, NULL, NULL);
+}
