@@ -254,7 +254,8 @@ enum {
 	PER_PROC = 15
 };
 
-/* A child process: delivers and syncs, writing "uid base" lines seen. */
+/* A child process: delivers, syncs and changes flags, writing the
+ * "uid base" pairs it saw. */
 static void child_sync(const char *root, int idx)
 {
 	struct md_store *st = store_open(root);
@@ -281,6 +282,11 @@ static void child_sync(const char *root, int idx)
 		if (md_mbox_open(st, "alice", "INBOX", i % 2 == 0, &mb) < 0)
 			_exit(4);
 		m = md_mbox_msgs(mb, &n);
+		/* Renames in cur/ while others list it. */
+		if (!md_mbox_readonly(mb) && n > 0 &&
+		    md_mbox_store(mb, m[i % n].uid, m[i % n].flags ^ MD_F_SEEN,
+				  0) < 0)
+			_exit(5);
 		for (size_t k = 0; k < n; k++)
 			fprintf(out, "%u %.*s\n", m[k].uid,
 				(int)md_base_len(strchr(m[k].path, '/') + 1),

@@ -656,6 +656,29 @@ static long ents_find(const struct ents *ev, const char *base, size_t blen)
 	return -1;
 }
 
+/* One entry per base: a file seen in new/ and then in cur/ (moved while
+ * listed) is the cur/ one. */
+static void dedup(struct ents *ev)
+{
+	size_t w = 0;
+
+	for (size_t i = 0; i < ev->n; i++) {
+		struct ent *e = &ev->v[i];
+
+		if (w > 0 && ent_cmp(&ev->v[w - 1], e) == 0) {
+			if (ev->v[w - 1].in_new && !e->in_new) {
+				free(ev->v[w - 1].fname);
+				ev->v[w - 1] = *e;
+			} else {
+				free(e->fname);
+			}
+			continue;
+		}
+		ev->v[w++] = *e;
+	}
+	ev->n = w;
+}
+
 /*
  * new/ then cur/, sorted by base name. In that order: a file moves only
  * from new/ to cur/, so one moving while we list is seen in one of them
@@ -676,6 +699,7 @@ static int scan(struct md_mbox *mb, struct ents *ev)
 		return ret;
 	}
 	qsort(ev->v, ev->n, sizeof(*ev->v), ent_cmp);
+	dedup(ev);
 	return 0;
 }
 
@@ -714,7 +738,7 @@ static size_t match(struct uidlist *ul, struct ents *ev)
 		long k = ents_find(ev, le->base, strlen(le->base));
 
 		le->ei = k;
-		if (k >= 0 && ev->v[k].li < 0)
+		if (k >= 0)
 			ev->v[k].li = (long)i;
 		else
 			missing++;
@@ -774,8 +798,7 @@ static int assign(struct uidlist *ul, struct ents *ev)
 	if (fresh == NULL)
 		return -ENOMEM;
 	for (size_t i = 0; i < ev->n; i++)
-		if (ev->v[i].li < 0 &&
-		    (i == 0 || ent_cmp(&ev->v[i - 1], &ev->v[i]) != 0))
+		if (ev->v[i].li < 0)
 			fresh[nf++] = &ev->v[i];
 	qsort(fresh, nf, sizeof(*fresh), new_cmp);
 	for (size_t i = 0; i < nf && ret == 0; i++) {
