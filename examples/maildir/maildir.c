@@ -71,6 +71,7 @@
  * removed.
  */
 #include "maildir.h"
+#include "md-internal.h"
 
 #include <errno.h>
 #include <dirent.h>
@@ -1220,4 +1221,43 @@ int md_clean_tmp(struct md_store *st, const char *user, uint64_t max_age_s)
 	if (!md_name_ok(user))
 		return -EINVAL;
 	return clean_user(st, user, cutoff);
+}
+
+/* -------------------------------------------------------------------- */
+/* For mailbox.c (md-internal.h) */
+
+int md__users_fd(const struct md_store *st)
+{
+	return st->users_fd;
+}
+
+bool md__no_fsync(const struct md_store *st)
+{
+	return st->no_fsync;
+}
+
+void md__uniq_name(const struct md_store *st, char *out, size_t size)
+{
+	uniq_name(st, out, size);
+}
+
+void md__folder_forget(struct md_store *st, const char *user,
+		       const char *folder)
+{
+	char key[MD_KEY_MAX];
+	struct md_dir *d, *idle = NULL;
+
+	if (folder != NULL)
+		(void)snprintf(key, sizeof(key), "%s/.%s", user, folder);
+	else
+		(void)snprintf(key, sizeof(key), "%s", user);
+	pthread_mutex_lock(&st->lock);
+	d = lru_find(st, key);
+	if (d != NULL) {
+		lru_unhook(st, d);
+		if (d->refs == 0)
+			idle = d;
+	}
+	pthread_mutex_unlock(&st->lock);
+	dir_free_idle(idle);
 }

@@ -1,0 +1,1427 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * examples/maildir: a selected mailbox: the uidlist, sync, flags,
+ * keywords, and the message operations (read, store, expunge, copy,
+ * move). Longer than most files: the operations all share the one
+ * struct md_mbox and its invariants, and splitting them would spread
+ * those over several files.
+ *
+ * One rule settles every race: a message is its file, found by its base
+ * name (the name without ":2,flags"), and the uidlist is the only place
+ * UIDs live. Whoever changes the uidlist holds its lock, reads it again
+ * under the lock, and writes it back whole; nobody else writes it. A
+ * file rename (flags), an unlink (expunge) or a link (copy) needs no
+ * lock: each is atomic, and the next sync of every handle sees it.
+ *
+ * Sync lists cur/ before taking the lock and matches the list against
+ * the uidlist read under the lock. An entry whose file was not listed
+ * may have been renamed (a flag change elsewhere) during the listing
+ * (readdir does not promise to see an entry renamed while it runs):
+ * before dropping any entry the listing is done again once, and only
+ * entries missing from both are dropped. A file that appears after the
+ * listing gets its UID at the next sync (its directory's mtime moved).
+ *
+ * The cheap check: fstat of new/ and cur/ (open fds) and a stat of the
+ * uidlist; a sync with the same mtimes (and uidlist inode) does nothing.
+ * mtimes come from a coarse clock, so a stamp less than 2 s old is not
+ * trusted: the next sync lists again.
+ */
+#include "mailbox.h"
+#include "maildir.h"
+#include "mbox-internal.h"
+#include "md-internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ringprot/uring.h>
+
+#define MB_READ_CHUNK ((size_t)64 * 1024)
+#define MB_FNAME_MAX  256
+#define MB_PATH_MAX   (MB_FNAME_MAX + 8)
+#define MB_TRIES      3 /* store/open after another process's rename */
+
+unsigned md_mbox_lock_timeout_ms = 10000;
+
+/* A file found in cur/ (or new/). */
+struct ent {
+	char *fname;
+	size_t blen; /* base length */
+	long li;     /* matching uidlist entry, -1 */
+	bool in_new;
+};
+
+struct ents {
+	struct ent *v;
+	size_t n, cap;
+};
+
+struct list_ent {
+	uint32_t uid;
+	char *base;
+	long ei; /* matching struct ent, -1 */
+};
+
+struct uidlist {
+	uint32_t uidvalidity, next;
+	struct list_ent *v;
+	size_t n, cap;
+};
+
+/* -------------------------------------------------------------------- */
+/* Small helpers */
+
+void mb__close(int fd)
+{
+	if (fd >= 0 && ur_close(fd) < 0) {
+		/* the fd is released anyway */
+	}
+}
+
+int mb__sync_fd(const struct md_store *st, int fd)
+{
+	return md__no_fsync(st) ? 0 : ur_fsync(fd, 0);
+}
+
+int mb__user_open(struct md_store *st, const char *user)
+{
+	int fd;
+
+	if (!md_name_ok(user))
+		return -EINVAL;
+	fd = ur_openat(md__users_fd(st), user, O_RDONLY | O_DIRECTORY, 0);
+	return fd == -ENOTDIR ? -ENOENT : fd;
+}
+
+void mb__dir_name(const char *name, char *out, size_t size)
+{
+	(void)snprintf(out, size, ".%s", name);
+}
+
+int mb__folder_open(struct md_store *st, const char *user, const char *name)
+{
+	char dir[MD_MBOX_NAME_MAX + 2];
+	int ufd, fd;
+
+	if (md_mbox_name_check(name) < 0)
+		return -EINVAL;
+	ufd = mb__user_open(st, user);
+	if (ufd < 0 || md_mbox_is_inbox(name))
+		return ufd;
+	mb__dir_name(name, dir, sizeof(dir));
+	fd = ur_openat(ufd, dir, O_RDONLY | O_DIRECTORY, 0);
+	mb__close(ufd);
+	return fd == -ENOTDIR ? -ENOENT : fd;
+}
+
+static uint64_t ms_now(void)
+{
+	return ur_now_ns(CLOCK_MONOTONIC) / 1000000;
+}
+
+int mb__lock(int dfd, const char *name, int *fd_out)
+{
+	uint64_t deadline = ms_now() + md_mbox_lock_timeout_ms;
+	int fd, ret;
+
+	fd = ur_openat(dfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return fd;
+	for (unsigned wait_ms = 1;; wait_ms = wait_ms < 32 ? wait_ms * 2 : 32) {
+		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+
+		/* Never F_OFD_SETLKW: it would block the worker thread. */
+		if (fcntl(fd, F_OFD_SETLK, &fl) == 0) {
+			*fd_out = fd;
+			return 0;
+		}
+		ret = -errno;
+		if (ret != -EAGAIN && ret != -EACCES && ret != -EINTR)
+			break;
+		if (ms_now() >= deadline) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		ret = ur_sleep_until(CLOCK_MONOTONIC,
+				     ur_now_ns(CLOCK_MONOTONIC) +
+					     (uint64_t)wait_ms * 1000000);
+		if (ret < 0)
+			break;
+	}
+	mb__close(fd);
+	return ret;
+}
+
+void mb__unlock(int fd)
+{
+	/* The last close of the open file description drops the lock. */
+	mb__close(fd);
+}
+
+static int read_all(int fd, char *buf, size_t len, uint64_t off)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = ur_read(fd, buf + got, len - got,
+				    (int64_t)(off + got));
+
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (int)(got == len ? 0 : -EIO);
+}
+
+int mb__read_file(int dfd, const char *name, size_t max, char **buf_out,
+		  size_t *len_out)
+{
+	struct stat sb;
+	char *buf;
+	int fd, ret;
+
+	fd = ur_openat(dfd, name, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &sb) < 0) {
+		ret = -errno;
+		goto out_close;
+	}
+	ret = -EFBIG;
+	if ((uint64_t)sb.st_size > max)
+		goto out_close;
+	ret = -ENOMEM;
+	buf = malloc((size_t)sb.st_size + 1);
+	if (buf == NULL)
+		goto out_close;
+	ret = read_all(fd, buf, (size_t)sb.st_size, 0);
+	if (ret < 0) {
+		free(buf);
+		goto out_close;
+	}
+	buf[sb.st_size] = '\0';
+	*buf_out = buf;
+	*len_out = (size_t)sb.st_size;
+out_close:
+	mb__close(fd);
+	return ret;
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = ur_write(fd, buf + done, len - done, (int64_t)done);
+
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int mb__write_file(const struct md_store *st, int dfd, const char *name,
+		   const char *buf, size_t len)
+{
+	char tmp[64];
+	int fd, ret;
+
+	(void)snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	fd = ur_openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		       0600);
+	if (fd < 0)
+		return fd;
+	ret = write_all(fd, buf, len);
+	if (ret == 0 && !md__no_fsync(st))
+		ret = ur_fsync(fd, UR_FSYNC_DATASYNC);
+	mb__close(fd);
+	if (ret == 0)
+		ret = ur_renameat(dfd, tmp, dfd, name, 0);
+	if (ret == 0)
+		return mb__sync_fd(st, dfd);
+	if (ur_unlinkat(dfd, tmp, 0) < 0) {
+		/* rewritten by the next writer (O_TRUNC) */
+	}
+	return ret;
+}
+
+/* -------------------------------------------------------------------- */
+/* The uidlist (call with its lock held) */
+
+static void uidlist_free(struct uidlist *ul)
+{
+	for (size_t i = 0; i < ul->n; i++)
+		free(ul->v[i].base);
+	free(ul->v);
+	memset(ul, 0, sizeof(*ul));
+}
+
+static int uidlist_push(struct uidlist *ul, uint32_t uid, const char *base,
+			size_t blen)
+{
+	struct list_ent *e;
+
+	if (ul->n == ul->cap) {
+		size_t cap = ul->cap ? ul->cap * 2 : 64;
+
+		e = realloc(ul->v, cap * sizeof(*e));
+		if (e == NULL)
+			return -ENOMEM;
+		ul->v = e;
+		ul->cap = cap;
+	}
+	e = &ul->v[ul->n];
+	e->base = strndup(base, blen);
+	if (e->base == NULL)
+		return -ENOMEM;
+	e->uid = uid;
+	e->ei = -1;
+	ul->n++;
+	return 0;
+}
+
+/* Lines: entries must ascend and stay below next; others are dropped
+ * (their files get fresh UIDs: never two files with one UID). */
+static int uidlist_parse(struct uidlist *ul, char *buf)
+{
+	char *line = buf, *nl;
+	uint32_t a, b, last = 0;
+	bool first = true;
+	int ret;
+
+	for (; *line != '\0'; line = nl + 1) {
+		nl = strchr(line, '\n');
+		if (nl == NULL)
+			break; /* a torn last line: never written by us */
+		*nl = '\0';
+		if (first) {
+			if (md_uidlist_parse(line, 1, &a, &b) < 0)
+				return -EINVAL;
+			ul->uidvalidity = a;
+			ul->next = b;
+			first = false;
+			continue;
+		}
+		if (md_uidlist_parse(line, 0, &a, &b) != 1 || a <= last ||
+		    a >= ul->next)
+			continue;
+		ret = uidlist_push(ul, a, line + b, strlen(line + b));
+		if (ret < 0)
+			return ret;
+		last = a;
+	}
+	return first ? -EINVAL : 0;
+}
+
+/* A fresh UIDVALIDITY: the time, as Dovecot and Cyrus make it. */
+static uint32_t new_uidvalidity(void)
+{
+	time_t now = time(NULL);
+
+	return now > 0 ? (uint32_t)now : 1;
+}
+
+/* *created_out: the file was missing or unreadable (write it back). */
+static int uidlist_load(int dfd, struct uidlist *ul, bool *created_out)
+{
+	size_t len;
+	char *buf;
+	int ret;
+
+	memset(ul, 0, sizeof(*ul));
+	*created_out = false;
+	ret = mb__read_file(dfd, MB_UIDLIST, MB_FILE_MAX, &buf, &len);
+	if (ret == 0) {
+		ret = uidlist_parse(ul, buf);
+		free(buf);
+	}
+	if (ret == -ENOENT || ret == -EINVAL) {
+		/* Lost or corrupt: new UIDVALIDITY, clients start over. */
+		uidlist_free(ul);
+		ul->uidvalidity = new_uidvalidity();
+		ul->next = 1;
+		*created_out = true;
+		ret = 0;
+	}
+	if (ret < 0)
+		uidlist_free(ul);
+	return ret;
+}
+
+static int uidlist_save(const struct md_store *st, int dfd,
+			const struct uidlist *ul)
+{
+	size_t cap = 64, len;
+	char *buf, *p;
+	int ret;
+
+	for (size_t i = 0; i < ul->n; i++)
+		cap += strlen(ul->v[i].base) + 12;
+	buf = malloc(cap);
+	if (buf == NULL)
+		return -ENOMEM;
+	p = buf;
+	p += snprintf(p, 64, "ringprot-uidlist 1 %u %u\n", ul->uidvalidity,
+		      ul->next);
+	for (size_t i = 0; i < ul->n; i++)
+		p += snprintf(p, cap - (size_t)(p - buf), "%u %s\n",
+			      ul->v[i].uid, ul->v[i].base);
+	len = (size_t)(p - buf);
+	ret = mb__write_file(st, dfd, MB_UIDLIST, buf, len);
+	free(buf);
+	return ret;
+}
+
+int mb__uidlist_init(const struct md_store *st, int dfd)
+{
+	struct uidlist ul;
+	bool created;
+	int lfd, ret;
+
+	ret = mb__lock(dfd, MB_UIDLIST_LOCK, &lfd);
+	if (ret < 0)
+		return ret;
+	ret = uidlist_load(dfd, &ul, &created);
+	if (ret == 0 && created)
+		ret = uidlist_save(st, dfd, &ul);
+	uidlist_free(&ul);
+	mb__unlock(lfd);
+	return ret;
+}
+
+int mb__assign_bases(struct md_mbox *mb, char *const *bases, size_t n,
+		     uint32_t *uids_out, uint32_t *uidvalidity_out)
+{
+	struct uidlist ul;
+	bool created;
+	int lfd, ret;
+
+	ret = mb__lock(mb->dfd, MB_UIDLIST_LOCK, &lfd);
+	if (ret < 0)
+		return ret;
+	ret = uidlist_load(mb->dfd, &ul, &created);
+	for (size_t i = 0; ret == 0 && i < n; i++) {
+		size_t k = ul.n;
+
+		/* Recent entries are last: look from the end. */
+		while (k > 0 && strcmp(ul.v[k - 1].base, bases[i]) != 0)
+			k--;
+		if (k > 0) {
+			uids_out[i] = ul.v[k - 1].uid;
+			continue;
+		}
+		if (ul.next == UINT32_MAX) {
+			ret = -EOVERFLOW;
+			break;
+		}
+		uids_out[i] = ul.next;
+		ret = uidlist_push(&ul, ul.next, bases[i], strlen(bases[i]));
+		if (ret == 0)
+			ul.next++;
+	}
+	if (ret == 0)
+		ret = uidlist_save(mb->st, mb->dfd, &ul);
+	*uidvalidity_out = ul.uidvalidity;
+	uidlist_free(&ul);
+	mb__unlock(lfd);
+	return ret;
+}
+
+/* -------------------------------------------------------------------- */
+/* Keywords (the file is written under the uidlist lock) */
+
+static void kw_clear(struct md_mbox *mb)
+{
+	for (unsigned i = 0; i < MD_KW_MAX; i++) {
+		free(mb->kw[i]);
+		mb->kw[i] = NULL;
+	}
+	mb->nkw = 0;
+}
+
+static int kw_load(struct md_mbox *mb)
+{
+	char *buf, *line, *nl;
+	size_t len;
+	int ret;
+
+	ret = mb__read_file(mb->dfd, MB_KEYWORDS, MB_FILE_MAX, &buf, &len);
+	if (ret == -ENOENT)
+		return 0;
+	if (ret < 0)
+		return ret;
+	kw_clear(mb);
+	for (line = buf; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+		char *end;
+		long i;
+
+		*nl = '\0';
+		i = strtol(line, &end, 10);
+		if (end == line || *end != ' ' || i < 0 || i >= MD_KW_MAX ||
+		    !md_keyword_ok(end + 1) || mb->kw[i] != NULL)
+			continue;
+		mb->kw[i] = strdup(end + 1);
+		if (mb->kw[i] == NULL) {
+			ret = -ENOMEM;
+			break;
+		}
+		if ((unsigned)i + 1 > mb->nkw)
+			mb->nkw = (unsigned)i + 1;
+	}
+	free(buf);
+	return ret;
+}
+
+static int kw_find(const struct md_mbox *mb, const char *kw)
+{
+	for (unsigned i = 0; i < mb->nkw; i++)
+		if (mb->kw[i] != NULL && strcasecmp(mb->kw[i], kw) == 0)
+			return (int)i;
+	return -ENOENT;
+}
+
+static int kw_save(const struct md_mbox *mb)
+{
+	char buf[MD_KW_MAX * (MD_KW_LEN_MAX + 5)];
+	size_t len = 0;
+
+	for (unsigned i = 0; i < mb->nkw; i++)
+		if (mb->kw[i] != NULL)
+			len += (size_t)snprintf(buf + len, sizeof(buf) - len,
+						"%u %s\n", i, mb->kw[i]);
+	return mb__write_file(mb->st, mb->dfd, MB_KEYWORDS, buf, len);
+}
+
+int md_mbox_keyword_index(struct md_mbox *mb, const char *kw)
+{
+	int lfd, ret;
+
+	if (!md_keyword_ok(kw))
+		return -EINVAL;
+	ret = kw_find(mb, kw);
+	if (ret >= 0)
+		return ret;
+	ret = mb__lock(mb->dfd, MB_UIDLIST_LOCK, &lfd);
+	if (ret < 0)
+		return ret;
+	ret = kw_load(mb);
+	if (ret == 0)
+		ret = kw_find(mb, kw);
+	if (ret == -ENOENT) {
+		ret = -ENOSPC;
+		if (mb->nkw < MD_KW_MAX) {
+			ret = -ENOMEM;
+			mb->kw[mb->nkw] = strdup(kw);
+			if (mb->kw[mb->nkw] != NULL) {
+				ret = (int)mb->nkw++;
+				if (kw_save(mb) < 0) {
+					free(mb->kw[--mb->nkw]);
+					mb->kw[mb->nkw] = NULL;
+					ret = -EIO;
+				}
+			}
+		}
+	}
+	mb__unlock(lfd);
+	return ret;
+}
+
+const char *md_mbox_keyword(const struct md_mbox *mb, unsigned i)
+{
+	return i < mb->nkw ? mb->kw[i] : NULL;
+}
+
+unsigned md_mbox_keyword_count(const struct md_mbox *mb)
+{
+	return mb->nkw;
+}
+
+/* -------------------------------------------------------------------- */
+/* Listing new/ and cur/ */
+
+static void ents_free(struct ents *ev)
+{
+	for (size_t i = 0; i < ev->n; i++)
+		free(ev->v[i].fname);
+	free(ev->v);
+	memset(ev, 0, sizeof(*ev));
+}
+
+static int ents_push(struct ents *ev, const char *fname, bool in_new)
+{
+	struct ent *e;
+
+	if (ev->n == ev->cap) {
+		size_t cap = ev->cap ? ev->cap * 2 : 64;
+
+		e = realloc(ev->v, cap * sizeof(*e));
+		if (e == NULL)
+			return -ENOMEM;
+		ev->v = e;
+		ev->cap = cap;
+	}
+	e = &ev->v[ev->n];
+	e->fname = strdup(fname);
+	if (e->fname == NULL)
+		return -ENOMEM;
+	e->blen = md_base_len(fname);
+	e->li = -1;
+	e->in_new = in_new;
+	ev->n++;
+	return 0;
+}
+
+/* Call fn for each plausible message file name in dfd's sub. */
+static int list_dir(int dfd, const char *sub,
+		    int (*fn)(void *arg, const char *fname), void *arg)
+{
+	struct dirent *de;
+	DIR *dir;
+	int fd, ret = 0;
+
+	fd = ur_openat(dfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return fd;
+	dir = fdopendir(fd);
+	if (dir == NULL) {
+		ret = -errno;
+		mb__close(fd);
+		return ret;
+	}
+	while (ret == 0 && (de = readdir(dir)) != NULL) {
+		if (de->d_name[0] == '.' || de->d_type == DT_DIR ||
+		    md_base_len(de->d_name) == 0 ||
+		    strlen(de->d_name) >= MB_FNAME_MAX - 40)
+			continue;
+		ret = fn(arg, de->d_name);
+	}
+	closedir(dir);
+	return ret;
+}
+
+static int push_cur(void *arg, const char *fname)
+{
+	return ents_push(arg, fname, false);
+}
+
+static int push_new(void *arg, const char *fname)
+{
+	return ents_push(arg, fname, true);
+}
+
+static int base_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+	int c = memcmp(a, b, alen < blen ? alen : blen);
+
+	if (c != 0)
+		return c;
+	return alen < blen ? -1 : alen > blen;
+}
+
+static int ent_cmp(const void *x, const void *y)
+{
+	const struct ent *a = x, *b = y;
+
+	return base_cmp(a->fname, a->blen, b->fname, b->blen);
+}
+
+static long ents_find(const struct ents *ev, const char *base, size_t blen)
+{
+	size_t lo = 0, hi = ev->n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const struct ent *e = &ev->v[mid];
+		int c = base_cmp(e->fname, e->blen, base, blen);
+
+		if (c == 0)
+			return (long)mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/* One entry per base: a file seen in new/ and then in cur/ (moved while
+ * listed) is the cur/ one. */
+static void dedup(struct ents *ev)
+{
+	size_t w = 0;
+
+	for (size_t i = 0; i < ev->n; i++) {
+		struct ent *e = &ev->v[i];
+
+		if (w > 0 && ent_cmp(&ev->v[w - 1], e) == 0) {
+			if (ev->v[w - 1].in_new && !e->in_new) {
+				free(ev->v[w - 1].fname);
+				ev->v[w - 1] = *e;
+			} else {
+				free(e->fname);
+			}
+			continue;
+		}
+		ev->v[w++] = *e;
+	}
+	ev->n = w;
+}
+
+/*
+ * new/ then cur/, sorted by base name. In that order: a file moves only
+ * from new/ to cur/, so one moving while we list is seen in one of them
+ * (cur/ first could miss it in both, and its UID would be dropped).
+ * new/ is listed by every handle: a read-only one (or another process)
+ * may have given a UID to a file still there.
+ */
+static int scan(struct md_mbox *mb, struct ents *ev)
+{
+	int ret;
+
+	memset(ev, 0, sizeof(*ev));
+	ret = list_dir(mb->dfd, "new", push_new, ev);
+	if (ret == 0)
+		ret = list_dir(mb->dfd, "cur", push_cur, ev);
+	if (ret < 0) {
+		ents_free(ev);
+		return ret;
+	}
+	qsort(ev->v, ev->n, sizeof(*ev->v), ent_cmp);
+	dedup(ev);
+	return 0;
+}
+
+struct claim {
+	struct md_mbox *mb;
+	struct ents *claimed;
+};
+
+/* Move new/fname into cur/ with an empty flag part: ours if it works. */
+static int claim_one(void *arg, const char *fname)
+{
+	struct claim *c = arg;
+	char src[MB_PATH_MAX], dst[MB_PATH_MAX + 4];
+	int ret;
+
+	(void)snprintf(src, sizeof(src), "new/%s", fname);
+	(void)snprintf(dst, sizeof(dst), "cur/%s%s", fname,
+		       strchr(fname, ':') != NULL ? "" : ":2,");
+	ret = ur_renameat(c->mb->dfd, src, c->mb->dfd, dst, 0);
+	if (ret == -ENOENT)
+		return 0; /* another session claimed it */
+	if (ret < 0)
+		return ret;
+	return ents_push(c->claimed, fname, true);
+}
+
+/* Match each uidlist entry to a listed file (ev sorted by base). */
+static size_t match(struct uidlist *ul, struct ents *ev)
+{
+	size_t missing = 0;
+
+	for (size_t i = 0; i < ev->n; i++)
+		ev->v[i].li = -1;
+	for (size_t i = 0; i < ul->n; i++) {
+		struct list_ent *le = &ul->v[i];
+		long k = ents_find(ev, le->base, strlen(le->base));
+
+		le->ei = k;
+		if (k >= 0)
+			ev->v[k].li = (long)i;
+		else
+			missing++;
+	}
+	return missing;
+}
+
+/* Unix seconds and microseconds of a unique name "sec.M<usec>...". */
+static void name_time(const char *fname, uint64_t *sec, uint64_t *usec)
+{
+	char *end;
+
+	*sec = strtoull(fname, &end, 10);
+	*usec = 0;
+	if (end[0] == '.' && end[1] == 'M')
+		*usec = strtoull(end + 2, NULL, 10);
+}
+
+static int new_cmp(const void *x, const void *y)
+{
+	const struct ent *a = *(const struct ent *const *)x;
+	const struct ent *b = *(const struct ent *const *)y;
+	uint64_t as, au, bs, bu;
+
+	name_time(a->fname, &as, &au);
+	name_time(b->fname, &bs, &bu);
+	if (as != bs)
+		return as < bs ? -1 : 1;
+	if (au != bu)
+		return au < bu ? -1 : 1;
+	return ent_cmp(a, b);
+}
+
+/*
+ * Drop entries without a file, give UIDs to files without an entry (in
+ * delivery order). Returns how many entries changed, or -errno.
+ */
+static int assign(struct uidlist *ul, struct ents *ev)
+{
+	struct ent **fresh;
+	size_t nf = 0, w = 0;
+	int changed = 0, ret = 0;
+
+	for (size_t i = 0; i < ul->n; i++) {
+		if (ul->v[i].ei < 0 ||
+		    ev->v[ul->v[i].ei].li != (long)i) {
+			free(ul->v[i].base);
+			changed++;
+			continue;
+		}
+		ul->v[w] = ul->v[i];
+		ev->v[ul->v[w].ei].li = (long)w;
+		w++;
+	}
+	ul->n = w;
+	fresh = malloc((ev->n + 1) * sizeof(*fresh));
+	if (fresh == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < ev->n; i++)
+		if (ev->v[i].li < 0)
+			fresh[nf++] = &ev->v[i];
+	qsort(fresh, nf, sizeof(*fresh), new_cmp);
+	for (size_t i = 0; i < nf && ret == 0; i++) {
+		struct ent *e = fresh[i];
+
+		if (ul->next == UINT32_MAX) {
+			ret = -EOVERFLOW; /* RFC 3501: a new UIDVALIDITY */
+			break;
+		}
+		ret = uidlist_push(ul, ul->next, e->fname, e->blen);
+		if (ret == 0) {
+			ul->v[ul->n - 1].ei = e - ev->v;
+			e->li = (long)(ul->n - 1);
+			ul->next++;
+			changed++;
+		}
+	}
+	free(fresh);
+	return ret < 0 ? ret : changed;
+}
+
+/* -------------------------------------------------------------------- */
+/* Sync */
+
+static bool ts_eq(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* Is t less than 2 s old (a change in the same clock tick could hide)? */
+static bool ts_fresh(const struct timespec *t)
+{
+	return t->tv_sec + 2 >= time(NULL);
+}
+
+static int stamp_dirs(const struct md_mbox *mb, struct stamp *s)
+{
+	struct stat a, b;
+
+	if (fstat(mb->new_fd, &a) < 0 || fstat(mb->cur_fd, &b) < 0)
+		return -errno;
+	s->new_m = a.st_mtim;
+	s->cur_m = b.st_mtim;
+	return 0;
+}
+
+static int stamp_list(const struct md_mbox *mb, struct stamp *s)
+{
+	struct stat sb;
+
+	if (fstatat(mb->dfd, MB_UIDLIST, &sb, 0) < 0)
+		return -errno;
+	s->list_m = sb.st_mtim;
+	s->list_ino = sb.st_ino;
+	return 0;
+}
+
+/* Size with CRLF line ends: the stored size plus its bare LFs. */
+static int crlf_size(int dfd, const char *path, uint64_t *out)
+{
+	uint64_t off = 0, lf = 0;
+	char last = '\n';
+	char *buf;
+	int fd;
+
+	fd = ur_openat(dfd, path, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return fd;
+	buf = malloc(MB_READ_CHUNK);
+	if (buf == NULL) {
+		mb__close(fd);
+		return -ENOMEM;
+	}
+	for (;;) {
+		ssize_t n = ur_read(fd, buf, MB_READ_CHUNK, (int64_t)off);
+
+		if (n <= 0) {
+			fd = n < 0 ? (int)n : 0;
+			break;
+		}
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n' && (i ? buf[i - 1] : last) != '\r')
+				lf++;
+		}
+		last = buf[n - 1];
+		off += (uint64_t)n;
+	}
+	free(buf);
+	*out = off + lf;
+	return fd;
+}
+
+long md_mbox_find(const struct md_mbox *mb, uint32_t uid)
+{
+	size_t lo = 0, hi = mb->n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (mb->msgs[mid].uid == uid)
+			return (long)mid;
+		if (mb->msgs[mid].uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -ENOENT;
+}
+
+/* Fill m for file e (uid set); what an old entry knew is kept. */
+static int msg_fill(struct md_mbox *mb, struct md_msg_info *m,
+		    const struct ent *e, const struct ents *claimed)
+{
+	long old = md_mbox_find(mb, m->uid);
+	struct stat sb;
+	int ret;
+
+	md_flags_parse(e->fname, &m->flags, &m->keywords);
+	if (asprintf(&m->path, "%s/%s", e->in_new ? "new" : "cur",
+		     e->fname) < 0) {
+		m->path = NULL;
+		return -ENOMEM;
+	}
+	if (ents_find(claimed, e->fname, e->blen) >= 0)
+		m->flags |= MD_F_RECENT;
+	if (old >= 0) {
+		const struct md_msg_info *o = &mb->msgs[old];
+
+		m->size = o->size;
+		m->internal_date = o->internal_date;
+		m->flags |= o->flags & MD_F_RECENT;
+		return 0;
+	}
+	if (fstatat(mb->dfd, m->path, &sb, 0) < 0)
+		return errno == ENOENT ? 0 : -errno; /* gone: next sync */
+	m->internal_date = sb.st_mtim.tv_sec;
+	if (md_name_field(e->fname, 'W', &m->size) == 0)
+		return 0;
+	ret = crlf_size(mb->dfd, m->path, &m->size);
+	return ret == -ENOENT ? 0 : ret;
+}
+
+static void msgs_free(struct md_msg_info *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].path);
+	free(v);
+}
+
+/* Compare old and new lists into mb->chg (added, vanished, flagged). */
+static int diff(struct md_mbox *mb, const struct md_msg_info *nv, size_t nn,
+		struct md_mbox_changes *ch)
+{
+	size_t i = 0, k = 0, na = 0, nv_ = 0, nf = 0, cap = mb->n + nn + 1;
+	uint32_t *add, *van, *flg;
+
+	free(mb->chg);
+	mb->chg = malloc(3 * cap * sizeof(uint32_t));
+	if (mb->chg == NULL)
+		return -ENOMEM;
+	add = mb->chg;
+	van = add + cap;
+	flg = van + cap;
+	while (i < mb->n || k < nn) {
+		if (k == nn || (i < mb->n && mb->msgs[i].uid < nv[k].uid)) {
+			van[nv_++] = mb->msgs[i++].uid;
+		} else if (i == mb->n || nv[k].uid < mb->msgs[i].uid) {
+			add[na++] = nv[k++].uid;
+		} else {
+			if (mb->msgs[i].flags != nv[k].flags ||
+			    mb->msgs[i].keywords != nv[k].keywords)
+				flg[nf++] = nv[k].uid;
+			i++;
+			k++;
+		}
+	}
+	if (ch != NULL)
+		*ch = (struct md_mbox_changes){add, na, van, nv_, flg, nf};
+	return 0;
+}
+
+/* Lock, read the uidlist, match ev, assign, write back, read keywords. */
+static int sync_list(struct md_mbox *mb, struct ents *ev, struct uidlist *ul,
+		     struct stamp *s)
+{
+	bool created;
+	int lfd, ret;
+
+	ret = mb__lock(mb->dfd, MB_UIDLIST_LOCK, &lfd);
+	if (ret < 0)
+		return ret;
+	ret = uidlist_load(mb->dfd, ul, &created);
+	if (ret < 0)
+		goto out_unlock;
+	if (match(ul, ev) > 0) {
+		/* Listed again: a file renamed during the listing. */
+		ents_free(ev);
+		ret = scan(mb, ev);
+		if (ret < 0)
+			goto out_unlock;
+		(void)match(ul, ev);
+	}
+	ret = assign(ul, ev);
+	if (ret > 0 || (ret == 0 && created))
+		ret = uidlist_save(mb->st, mb->dfd, ul);
+	if (ret == 0)
+		ret = stamp_list(mb, s);
+	if (ret == 0)
+		ret = kw_load(mb);
+out_unlock:
+	mb__unlock(lfd);
+	return ret;
+}
+
+static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
+{
+	struct ents ev, claimed = {0};
+	struct md_msg_info *nv = NULL;
+	struct uidlist ul = {0};
+	struct claim c = {mb, &claimed};
+	struct stamp s;
+	size_t nn = 0;
+	int ret = 0;
+
+	if (!mb->ro)
+		ret = list_dir(mb->dfd, "new", claim_one, &c);
+	if (ret == 0)
+		ret = stamp_dirs(mb, &s);
+	if (ret == 0)
+		ret = scan(mb, &ev);
+	if (ret < 0) {
+		ents_free(&claimed);
+		return ret;
+	}
+	qsort(claimed.v, claimed.n, sizeof(*claimed.v), ent_cmp);
+	ret = sync_list(mb, &ev, &ul, &s);
+	if (ret == 0 && ul.n > 0) {
+		nv = calloc(ul.n, sizeof(*nv));
+		ret = nv == NULL ? -ENOMEM : 0;
+	}
+	for (size_t i = 0; ret == 0 && i < ul.n; i++) {
+		nv[nn].uid = ul.v[i].uid;
+		ret = msg_fill(mb, &nv[nn], &ev.v[ul.v[i].ei], &claimed);
+		nn++;
+	}
+	if (ret == 0)
+		ret = diff(mb, nv, nn, ch);
+	if (ret == 0) {
+		msgs_free(mb->msgs, mb->n);
+		mb->msgs = nv;
+		mb->n = nn;
+		mb->uidvalidity = ul.uidvalidity;
+		mb->uidnext = ul.next;
+		mb->stamp = s;
+		mb->stamped = !ts_fresh(&s.new_m) && !ts_fresh(&s.cur_m) &&
+			      !ts_fresh(&s.list_m);
+	} else {
+		msgs_free(nv, nn);
+	}
+	uidlist_free(&ul);
+	ents_free(&ev);
+	ents_free(&claimed);
+	return ret;
+}
+
+int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
+{
+	struct stamp s;
+
+	if (ch_out != NULL)
+		*ch_out = (struct md_mbox_changes){0};
+	if (mb->stamped && stamp_dirs(mb, &s) == 0 &&
+	    stamp_list(mb, &s) == 0 && ts_eq(&s.new_m, &mb->stamp.new_m) &&
+	    ts_eq(&s.cur_m, &mb->stamp.cur_m) &&
+	    ts_eq(&s.list_m, &mb->stamp.list_m) &&
+	    s.list_ino == mb->stamp.list_ino)
+		return 0;
+	return sync_full(mb, ch_out);
+}
+
+/* -------------------------------------------------------------------- */
+/* Open, close, accessors */
+
+int mb__mbox_new(struct md_store *st, const char *user, const char *name,
+		    bool readonly, struct md_mbox **mb_out)
+{
+	struct md_mbox *mb;
+	int ret;
+
+	mb = calloc(1, sizeof(*mb));
+	if (mb == NULL)
+		return -ENOMEM;
+	mb->st = st;
+	mb->ro = readonly;
+	mb->new_fd = mb->cur_fd = -1;
+	mb->user = strdup(user);
+	if (mb->user == NULL) {
+		free(mb);
+		return -ENOMEM;
+	}
+	mb->dfd = ret = mb__folder_open(st, user, name);
+	if (ret >= 0)
+		mb->new_fd = ret = ur_openat(mb->dfd, "new",
+					     O_RDONLY | O_DIRECTORY, 0);
+	if (ret >= 0)
+		mb->cur_fd = ret = ur_openat(mb->dfd, "cur",
+					     O_RDONLY | O_DIRECTORY, 0);
+	if (ret < 0) {
+		md_mbox_close(&mb);
+		return ret == -ENOTDIR ? -ENOENT : ret;
+	}
+	*mb_out = mb;
+	return 0;
+}
+
+int md_mbox_open(struct md_store *st, const char *user, const char *name,
+		 bool readonly, struct md_mbox **mb_out)
+{
+	struct md_mbox *mb;
+	int ret;
+
+	*mb_out = NULL;
+	ret = mb__mbox_new(st, user, name, readonly, &mb);
+	if (ret < 0)
+		return ret;
+	ret = md_mbox_sync(mb, NULL);
+	if (ret < 0) {
+		md_mbox_close(&mb);
+		return ret;
+	}
+	*mb_out = mb;
+	return 0;
+}
+
+void md_mbox_close(struct md_mbox **mbp)
+{
+	struct md_mbox *mb = *mbp;
+
+	if (mb == NULL)
+		return;
+	*mbp = NULL;
+	mb__close(mb->cur_fd);
+	mb__close(mb->new_fd);
+	mb__close(mb->dfd);
+	msgs_free(mb->msgs, mb->n);
+	kw_clear(mb);
+	free(mb->chg);
+	free(mb->user);
+	free(mb);
+}
+
+const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb,
+				       size_t *n_out)
+{
+	*n_out = mb->n;
+	return mb->msgs;
+}
+
+uint32_t md_mbox_uidvalidity(const struct md_mbox *mb)
+{
+	return mb->uidvalidity;
+}
+
+uint32_t md_mbox_uidnext(const struct md_mbox *mb)
+{
+	return mb->uidnext;
+}
+
+bool md_mbox_readonly(const struct md_mbox *mb)
+{
+	return mb->ro;
+}
+
+int md_mbox_watch_paths(const struct md_mbox *mb, char *new_out,
+			char *cur_out, char *uidlist_out, size_t size)
+{
+	char link[32], dir[4096];
+	ssize_t n;
+
+	(void)snprintf(link, sizeof(link), "/proc/self/fd/%d", mb->dfd);
+	n = readlink(link, dir, sizeof(dir) - 1);
+	if (n < 0)
+		return -errno;
+	dir[n] = '\0';
+	if ((size_t)n + sizeof(MB_UIDLIST) + 1 > size)
+		return -ENAMETOOLONG;
+	(void)snprintf(new_out, size, "%s/new", dir);
+	(void)snprintf(cur_out, size, "%s/cur", dir);
+	(void)snprintf(uidlist_out, size, "%s/%s", dir, MB_UIDLIST);
+	return 0;
+}
+
+/* -------------------------------------------------------------------- */
+/* Messages */
+
+struct relocate {
+	const char *base;
+	size_t blen;
+	char *found; /* "cur/<fname>" */
+};
+
+static int relocate_one(void *arg, const char *fname, const char *sub)
+{
+	struct relocate *r = arg;
+
+	if (r->found != NULL || md_base_len(fname) != r->blen ||
+	    memcmp(fname, r->base, r->blen) != 0)
+		return 0;
+	if (asprintf(&r->found, "%s/%s", sub, fname) < 0) {
+		r->found = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int relocate_cur(void *arg, const char *fname)
+{
+	return relocate_one(arg, fname, "cur");
+}
+
+static int relocate_new(void *arg, const char *fname)
+{
+	return relocate_one(arg, fname, "new");
+}
+
+/*
+ * The file of msgs[i] was renamed by someone else: find it by its base
+ * name and update the path (not the flags: the next sync reports them).
+ * -ENOENT: it is gone (expunged elsewhere).
+ */
+int mb__relocate(struct md_mbox *mb, size_t i)
+{
+	struct md_msg_info *m = &mb->msgs[i];
+	const char *fname = strchr(m->path, '/') + 1;
+	struct relocate r = {fname, md_base_len(fname), NULL};
+	char base[MB_FNAME_MAX];
+	int ret;
+
+	(void)snprintf(base, sizeof(base), "%.*s", (int)r.blen, fname);
+	r.base = base;
+	ret = list_dir(mb->dfd, "cur", relocate_cur, &r);
+	if (ret == 0 && r.found == NULL)
+		ret = list_dir(mb->dfd, "new", relocate_new, &r);
+	if (ret < 0) {
+		free(r.found);
+		return ret;
+	}
+	if (r.found == NULL)
+		return -ENOENT;
+	free(m->path);
+	m->path = r.found;
+	return 0;
+}
+
+int md_mbox_msg_open(struct md_mbox *mb, uint32_t uid)
+{
+	long i = md_mbox_find(mb, uid);
+	int ret = -ENOENT;
+
+	for (int t = 0; i >= 0 && t < MB_TRIES; t++) {
+		ret = ur_openat(mb->dfd, mb->msgs[i].path, O_RDONLY | O_CLOEXEC,
+				0);
+		if (ret != -ENOENT)
+			break;
+		ret = mb__relocate(mb, (size_t)i);
+		if (ret < 0)
+			break;
+		ret = -ENOENT;
+	}
+	return ret;
+}
+
+int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
+		     char **buf_out, size_t *len_out)
+{
+	struct stat sb;
+	char *buf;
+	int fd, ret;
+
+	fd = md_mbox_msg_open(mb, uid);
+	if (fd < 0)
+		return fd;
+	ret = fstat(fd, &sb) < 0 ? -errno : 0;
+	if (ret == 0 && (uint64_t)sb.st_size > max)
+		ret = -EFBIG;
+	buf = ret == 0 ? malloc((size_t)sb.st_size + 1) : NULL;
+	if (ret == 0 && buf == NULL)
+		ret = -ENOMEM;
+	if (ret == 0)
+		ret = read_all(fd, buf, (size_t)sb.st_size, 0);
+	mb__close(fd);
+	if (ret < 0) {
+		free(buf);
+		return ret;
+	}
+	buf[sb.st_size] = '\0';
+	*buf_out = buf;
+	*len_out = (size_t)sb.st_size;
+	return 0;
+}
+
+int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,
+		  uint32_t keywords)
+{
+	char dst[MB_PATH_MAX + 48], suf[48];
+	long i = md_mbox_find(mb, uid);
+	struct md_msg_info *m;
+	const char *fname;
+	int ret = -ENOENT;
+
+	if (mb->ro)
+		return -EROFS;
+	if (i < 0)
+		return -ENOENT;
+	m = &mb->msgs[i];
+	keywords &= mb->nkw >= 32 ? UINT32_MAX : (1U << mb->nkw) - 1;
+	(void)md_flags_format(flags & MD_F_STORED, keywords, suf, sizeof(suf));
+	for (int t = 0; t < MB_TRIES; t++) {
+		fname = strchr(m->path, '/') + 1;
+		(void)snprintf(dst, sizeof(dst), "cur/%.*s%s",
+			       (int)md_base_len(fname), fname, suf);
+		if (strcmp(dst, m->path) == 0) {
+			ret = 0;
+			break;
+		}
+		ret = ur_renameat(mb->dfd, m->path, mb->dfd, dst, 0);
+		if (ret != -ENOENT)
+			break;
+		ret = mb__relocate(mb, (size_t)i);
+		if (ret < 0)
+			return ret;
+		ret = -ENOENT;
+	}
+	if (ret < 0)
+		return ret;
+	if (strcmp(dst, m->path) != 0) {
+		char *p = strdup(dst);
+
+		if (p == NULL)
+			return -ENOMEM; /* renamed: the next sync sees it */
+		free(m->path);
+		m->path = p;
+	}
+	m->flags = (flags & MD_F_STORED) | (m->flags & MD_F_RECENT);
+	m->keywords = keywords;
+	return 0;
+}
+
+static bool uid_in(const uint32_t *uids, size_t n, uint32_t uid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (uids[i] == uid)
+			return true;
+	return false;
+}
+
+/* Unlink msgs[i]'s file, wherever it went; gone already is fine. */
+static int unlink_msg(struct md_mbox *mb, size_t i)
+{
+	int ret = -ENOENT;
+
+	for (int t = 0; t < MB_TRIES && ret == -ENOENT; t++) {
+		ret = ur_unlinkat(mb->dfd, mb->msgs[i].path, 0);
+		if (ret == -ENOENT && mb__relocate(mb, i) == -ENOENT)
+			return 0;
+	}
+	return ret;
+}
+
+/* Remove msgs[i] from the list (its UID reported by the caller). */
+void mb__msgs_drop(struct md_mbox *mb, size_t i)
+{
+	free(mb->msgs[i].path);
+	memmove(&mb->msgs[i], &mb->msgs[i + 1],
+		(mb->n - i - 1) * sizeof(*mb->msgs));
+	mb->n--;
+}
+
+int md_mbox_expunge(struct md_mbox *mb, const uint32_t *uids, size_t n,
+		    uint32_t **out, size_t *n_out)
+{
+	uint32_t *v = NULL;
+	size_t nv = 0;
+	int ret = 0;
+
+	*out = NULL;
+	*n_out = 0;
+	if (mb->ro)
+		return -EROFS;
+	for (size_t i = 0; i < mb->n;) {
+		const struct md_msg_info *m = &mb->msgs[i];
+
+		if (!(m->flags & MD_F_DELETED) ||
+		    (uids != NULL && !uid_in(uids, n, m->uid))) {
+			i++;
+			continue;
+		}
+		if (v == NULL) {
+			v = malloc(mb->n * sizeof(*v));
+			if (v == NULL)
+				return -ENOMEM;
+		}
+		ret = unlink_msg(mb, i);
+		if (ret < 0)
+			break;
+		v[nv++] = m->uid;
+		mb__msgs_drop(mb, i);
+	}
+	if (ret == 0 && nv > 0)
+		ret = mb__sync_fd(mb->st, mb->cur_fd);
+	/* What was unlinked is gone even on a later error: report it. */
+	*out = v;
+	*n_out = nv;
+	if (nv == 0) {
+		free(v);
+		*out = NULL;
+	}
+	return ret;
+}
+
+void md_copy_result_fini(struct md_copy_result *r)
+{
+	free(r->src);
+	free(r->dst);
+	memset(r, 0, sizeof(*r));
+}

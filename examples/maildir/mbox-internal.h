@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* examples/maildir: what mailbox.c and folder.c share. */
+#ifndef RINGPROT_EXAMPLES_MBOX_INTERNAL_H
+#define RINGPROT_EXAMPLES_MBOX_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ringprot/common.h>
+
+#include "mailbox.h"
+
+struct md_store;
+
+#define MB_UIDLIST	"ringprot-uidlist"
+#define MB_UIDLIST_LOCK "ringprot-uidlist.lock"
+#define MB_KEYWORDS	"ringprot-keywords"
+#define MB_FILE_MAX	((size_t)64 << 20) /* uidlist, keywords, subs */
+
+/* The user's directory: an fd, -ENOENT, -EINVAL (bad user name). */
+int mb__user_open(struct md_store *st, const char *user) RINGPROT_MUST_CHECK
+	UR_MAY_YIELD;
+/* ".name" of a checked, non-INBOX name into out (MD_MBOX_NAME_MAX + 2). */
+void mb__dir_name(const char *name, char *out, size_t size);
+/* The folder's directory (INBOX: the user's): an fd, -ENOENT, -EINVAL. */
+int mb__folder_open(struct md_store *st, const char *user,
+		    const char *name) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+
+/* Take the OFD write lock on dfd's lock file name (made if missing):
+ * *fd_out holds it until mb__unlock(). -ETIMEDOUT, -errno. */
+int mb__lock(int dfd, const char *name, int *fd_out) RINGPROT_MUST_CHECK
+	UR_MAY_YIELD;
+void mb__unlock(int fd) UR_MAY_YIELD;
+
+/* The whole of a small file (NUL-terminated, malloc'd); -ENOENT, -EFBIG
+ * over max. */
+int mb__read_file(int dfd, const char *name, size_t max, char **buf_out,
+		  size_t *len_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+/* Replace dfd's name by buf atomically: name.tmp, fsync, rename, fsync
+ * of dfd (not with no_fsync). Call with the file's lock held. */
+int mb__write_file(const struct md_store *st, int dfd, const char *name,
+		   const char *buf, size_t len) RINGPROT_MUST_CHECK
+	UR_MAY_YIELD;
+
+/* Make the folder's uidlist if it has none (a fresh UIDVALIDITY). */
+int mb__uidlist_init(const struct md_store *st, int dfd) RINGPROT_MUST_CHECK
+	UR_MAY_YIELD;
+
+#include <sys/types.h>
+#include <time.h>
+
+struct md_msg_info;
+
+struct stamp {
+	struct timespec new_m, cur_m, list_m;
+	ino_t list_ino;
+};
+
+/* A mailbox handle (mailbox.c), used by mbox-save.c too. */
+struct md_mbox {
+	struct md_store *st;
+	char *user;
+	int dfd, new_fd, cur_fd;
+	bool ro;
+	bool stamped;
+	struct stamp stamp;
+	uint32_t uidvalidity, uidnext;
+	struct md_msg_info *msgs;
+	size_t n;
+	char *kw[MD_KW_MAX];
+	unsigned nkw;
+	uint32_t *chg; /* added, vanished, flagged of the last sync */
+};
+
+/* A handle without the first sync (copy and append targets). */
+int mb__mbox_new(struct md_store *st, const char *user, const char *name,
+		 bool readonly, struct md_mbox **mb_out) RINGPROT_MUST_CHECK
+	UR_MAY_YIELD;
+/* Find msgs[i]'s file again after a rename elsewhere; -ENOENT gone. */
+int mb__relocate(struct md_mbox *mb, size_t i) RINGPROT_MUST_CHECK
+	UR_MAY_YIELD;
+/* Remove msgs[i] from the handle's list. */
+void mb__msgs_drop(struct md_mbox *mb, size_t i);
+/* fsync(fd) unless the store has no_fsync. */
+int mb__sync_fd(const struct md_store *st, int fd) RINGPROT_MUST_CHECK
+	UR_MAY_YIELD;
+/*
+ * Give UIDs to the files with these base names, in this order, under
+ * the lock (a base that has one already, from another process's sync,
+ * keeps it): uids_out[i], and *uidvalidity_out.
+ */
+int mb__assign_bases(struct md_mbox *mb, char *const *bases, size_t n,
+		     uint32_t *uids_out,
+		     uint32_t *uidvalidity_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+
+/* Close an fd through the ring, ignoring the result (close(2) frees it
+ * in any case). */
+void mb__close(int fd) UR_MAY_YIELD;
+
+#endif /* RINGPROT_EXAMPLES_MBOX_INTERNAL_H */
