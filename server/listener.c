@@ -115,6 +115,13 @@ static int parse_inet(const char *text, struct sockaddr_storage *ss,
 	return 0;
 }
 
+/*
+ * TCP_NODELAY on the listener: accepted sockets inherit it (Linux copies
+ * the listener's TCP state into each child), so no connection pays a
+ * setsockopt. A protstream sends whole responses at its flushes; Nagle
+ * could only hold a small one back until the peer's delayed ACK (40 ms:
+ * an IMAP IDLE "* n EXISTS" after "+ idling" waited that long).
+ */
 static int inet_socket(const struct sockaddr_storage *a, socklen_t alen,
 		       unsigned backlog)
 {
@@ -125,6 +132,7 @@ static int inet_socket(const struct sockaddr_storage *a, socklen_t alen,
 		return -errno;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
 	    (a->ss_family == AF_INET6 &&
 	     IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)a)->sin6_addr) &&
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) <
