@@ -86,7 +86,10 @@ static int auth_get(struct srv__conn *c, struct auth_state **out)
 		a = srv_conn_alloc(pub, sizeof(*a));
 		if (a == NULL)
 			return -ENOMEM;
-		ret = srv__sasl_conn_new(pub->service->name, s->fqdn,
+		ret = srv__sasl_conn_new(pub->service->sasl_service != NULL ?
+						 pub->service->sasl_service :
+						 pub->service->name,
+					 s->fqdn,
 					 (const struct sockaddr *)&pub->local,
 					 (const struct sockaddr *)&pub->peer,
 					 &a->conn);

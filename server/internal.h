@@ -60,6 +60,7 @@ struct srv_service {
 	struct srv *srv;
 	struct srv_service_opts o;
 	char *name;
+	char *sasl_service; /* NULL: name */
 	char *busy_reply;
 	unsigned idx;	  /* in srv.services[] and the metrics */
 	atomic_uint open; /* connections of this service */

@@ -90,15 +90,20 @@ int srv_service_add(struct srv *s, const struct srv_service_opts *o,
 	svc->o = *o;
 	svc->name = strdup(o->name);
 	svc->busy_reply = o->busy_reply != NULL ? strdup(o->busy_reply) : NULL;
-	if (svc->name == NULL || (o->busy_reply != NULL && !svc->busy_reply)) {
+	svc->sasl_service =
+		o->sasl_service != NULL ? strdup(o->sasl_service) : NULL;
+	if (svc->name == NULL || (o->busy_reply != NULL && !svc->busy_reply) ||
+	    (o->sasl_service != NULL && !svc->sasl_service)) {
 		free(svc->name);
 		free(svc->busy_reply);
+		free(svc->sasl_service);
 		free(svc);
 		return -ENOMEM;
 	}
 	svc->o.name = svc->name;
 	svc->idx = s->nservices;
 	svc->o.busy_reply = svc->busy_reply;
+	svc->o.sasl_service = svc->sasl_service;
 	if (svc->o.tls_timeout_ms == 0)
 		svc->o.tls_timeout_ms = 30000;
 	if (svc->o.proxy_timeout_ms == 0)
@@ -596,6 +601,7 @@ void srv_free(struct srv **sp)
 		srv__listener_free(&s->listeners[i]);
 	for (unsigned i = 0; i < s->nservices; i++) {
 		free(s->services[i]->name);
+		free(s->services[i]->sasl_service);
 		free(s->services[i]->busy_reply);
 		free(s->services[i]);
 	}

@@ -240,6 +240,10 @@ RINGPROT_API int srv_conn_login(struct srv_conn *c, const char *user,
  */
 struct srv_service_opts {
 	const char *name; /* "imap", "lmtp": logs, config section; copied */
+	/* The service name SASL sees (DIGEST-MD5's digest-uri, GSSAPI's
+	 * principal, sasldb's entries per service): NULL for name; an
+	 * implicit-TLS "imaps" service says "imap". Copied. */
+	const char *sasl_service;
 	srv_handler_fn *handler;
 	void *data; /* srv_service_data() */
 	/* Limits (0: none). */
