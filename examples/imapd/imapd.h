@@ -15,8 +15,11 @@
  * The daemon's settings, read once at start-up (main.c) and shared
  * read-only by every worker thread's sessions.
  */
+struct md_watch_hub;
+
 struct imap_config {
 	struct md_store *store;
+	struct md_watch_hub *watch; /* IDLE's change notification */
 	size_t line_max;	    /* imap_max_line: command bytes */
 	uint64_t literal_max;	    /* imap_max_literal: APPENDLIMIT */
 	bool literal_plus;	    /* LITERAL+ (else LITERAL-: {n+} <= 4096) */

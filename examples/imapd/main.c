@@ -18,6 +18,13 @@
  * service (imap.listen, imaps.tls_listen): a global listen applies to
  * both.
  *
+ * A third service, "lmtp", delivers into the same store in the same
+ * process when lmtp.listen is set (no listener otherwise): the demo mail
+ * server runs that way, and IDLE then hears of a delivery from the store
+ * itself, with no kernel round trip. Its keys are lmtpd's (lmtp_*).
+ * Changes made by other processes (a separate ringprot-lmtpd, another
+ * imapd) reach IDLE through inotify (examples/maildir/watch.c).
+ *
  * Users log in through SASL (LOGIN and AUTHENTICATE): sasldb by
  * default. With no sasldb at sasldb_path the server still starts, and
  * every login is answered NO [UNAVAILABLE], so that a first run with no
@@ -25,6 +32,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -33,6 +41,8 @@
 #include <ringprot/srv-config.h>
 
 #include "imapd.h"
+#include "lmtpd.h"
+#include "watch.h"
 
 #define IMAPD_DEFAULT_LISTEN "127.0.0.1:1143"
 
@@ -73,14 +83,22 @@ static struct srv_main_service imapd_services[] = {
 	 .default_listen = IMAPD_DEFAULT_LISTEN,
 	 .sasl = true},
 	{.opts = {.name = "imaps",
+		  .sasl_service = "imap",
 		  .handler = imap_session_run,
 		  .idle_timeout_s = 1800,
 		  .write_timeout_s = 300,
 		  .busy_reply = "* BYE Too many connections\r\n"},
 	 .sasl = true},
+	{.opts = {.name = "lmtp",
+		  .handler = lmtp_session_run,
+		  .idle_timeout_s = 300,
+		  .write_timeout_s = 300}},
 };
+#define NSERVICES (sizeof(imapd_services) / sizeof(imapd_services[0]))
+#define NKEYS	  (sizeof(imapd_keys) / sizeof(imapd_keys[0]))
 
 static struct imap_config imapd_cfg;
+static struct lmtp_config lmtp_cfg;
 
 /* Can SASL be set up with this configuration (srv_main would fail)? */
 static bool sasl_usable(const struct srv_config *cfg)
@@ -134,14 +152,39 @@ static int imapd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 			      err != NULL ? err : mo.root, strerror(-ret));
 		return ret;
 	}
-	return 0;
+	ret = lmtp_config_read(cfg, "lmtp", ic->store, &lmtp_cfg);
+	if (ret == 0) {
+		imapd_services[2].sasl = lmtp_cfg.auth;
+		ret = md_watch_hub_new(ic->store, mo.root, true, &ic->watch);
+		if (ret < 0)
+			(void)fprintf(stderr,
+				      "ringprot-imapd: change notification: "
+				      "%s\n",
+				      strerror(-ret));
+	}
+	/* What a crash left in spool/ and tmp/ (APPENDs, deliveries). */
+	if (ret == 0 && lmtp_sweep_spool(ic->store) < 0)
+		(void)fprintf(stderr, "ringprot-imapd: spool cleanup failed\n");
+	if (ret == 0)
+		ret = lmtp_sweep_init(ic->store, mo.root,
+				      srv_config_ms(cfg, NULL,
+						    "lmtp_tmp_sweep"));
+	if (ret < 0) {
+		md_watch_hub_free(&ic->watch);
+		md_store_close(&ic->store);
+	}
+	return ret;
 }
 
 /* "listening on 127.0.0.1:1143 (io_uring defer-taskrun)" per listener. */
 static void imapd_started(struct srv *s, void *arg)
 {
 	(void)arg;
-	for (size_t i = 0; i < 2; i++)
+	if (lmtp_sweep_start() < 0)
+		(void)fprintf(stderr, "ringprot-imapd: no tmp/ sweep thread: "
+				      "spool and tmp/ are cleaned at start-up "
+				      "only\n");
+	for (size_t i = 0; i < NSERVICES; i++)
 		srv_print_listeners(s,
 				    srv_service_find(s,
 						     imapd_services[i].opts.name),
@@ -157,27 +200,40 @@ static void imapd_stopped(struct srv *s, void *arg)
 	printf("imapd: stopped: %llu connections\n",
 	       (unsigned long long)st.conns_total);
 	(void)fflush(stdout);
+	lmtp_sweep_stop();
+	md_watch_hub_free(&imapd_cfg.watch);
 	md_store_close(&imapd_cfg.store);
 }
 
 int main(int argc, char **argv)
 {
-	static const struct srv_main_opts mo = {
+	struct srv_cfg_key *keys =
+		malloc((NKEYS + lmtp_cfg_nkeys) * sizeof(*keys));
+	struct srv_main_opts mo = {
 		.prog = "ringprot-imapd",
 		.summary = "IMAP4rev1 (RFC 3501) on the Maildir store under "
 			   "data_dir (default listen " IMAPD_DEFAULT_LISTEN
 			   ", data_dir ./imapd-data; implicit TLS: "
 			   "-o imaps.tls_listen=ADDR)",
 		.services = imapd_services,
-		.nservices = 2,
-		.keys = imapd_keys,
-		.nkeys = sizeof(imapd_keys) / sizeof(imapd_keys[0]),
+		.nservices = NSERVICES,
+		.keys = keys,
+		.nkeys = NKEYS + lmtp_cfg_nkeys,
 		.setup = imapd_setup,
 		.started = imapd_started,
 		.stopped = imapd_stopped,
 	};
 
+	int ret;
+
+	if (keys == NULL)
+		return 1;
+	memcpy(keys, imapd_keys, sizeof(imapd_keys));
+	memcpy(keys + NKEYS, lmtp_cfg_keys, lmtp_cfg_nkeys * sizeof(*keys));
 	imapd_services[0].opts.data = &imapd_cfg;
 	imapd_services[1].opts.data = &imapd_cfg;
-	return srv_main(argc, argv, &mo);
+	imapd_services[2].opts.data = &lmtp_cfg;
+	ret = srv_main(argc, argv, &mo);
+	free(keys);
+	return ret;
 }

@@ -42,11 +42,13 @@
  * as commands; the session logs them.
  */
 #include "imapd.h"
+#include "mbox.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -110,7 +112,8 @@ void imap_print_capability(struct imap_sess *s)
 	(void)prot_printf(out,
 			  "IMAP4rev1 %s SASL-IR ID ENABLE IDLE NAMESPACE "
 			  "UIDPLUS UNSELECT MOVE CHILDREN SPECIAL-USE "
-			  "LIST-EXTENDED ESEARCH APPENDLIMIT=%" PRIu64,
+			  "LIST-EXTENDED ESEARCH MULTIAPPEND STATUS=SIZE "
+			  "APPENDLIMIT=%" PRIu64,
 			  cfg->literal_plus ? "LITERAL+" : "LITERAL-",
 			  cfg->literal_max);
 	if (cfg->utf8_accept)
@@ -156,13 +159,17 @@ static int cmd_capability(struct imap_sess *s, const char *tag)
 	return 0;
 }
 
+/* NOOP (and CHECK) is how a client polls: tell what changed. */
 static int cmd_noop(struct imap_sess *s, const char *tag)
 {
 	int ret = no_args(s);
 
 	if (ret < 0)
 		return ret;
-	imap_tagged(s, tag, "OK", "NOOP completed");
+	if (imap_mbox_sync(s, true) < 0)
+		imap_tagged(s, tag, "NO", "[SERVERBUG] Mailbox error");
+	else
+		imap_tagged(s, tag, "OK", "NOOP completed");
 	return 0;
 }
 
@@ -244,16 +251,27 @@ static int cmd_starttls(struct imap_sess *s, const char *tag)
 }
 
 /* After a successful login: the user's store, made on first login. */
+/*
+ * A user logs in: the store must have them (lmtpd delivers only to
+ * existing users; a login for one it lacks makes the INBOX). Sent,
+ * Drafts, Trash and Junk (SPECIAL-USE) are made and subscribed when
+ * missing, as Dovecot's "auto = subscribe" does: clients expect them.
+ */
 static int logged_in(struct imap_sess *s, const char *tag, const char *user)
 {
 	static const char *const folders[] = {"Sent", "Drafts", "Trash",
 					      "Junk"};
 	int ret = md_user_exists(s->cfg->store, user);
 
-	if (ret == 0) {
+	if (ret == 0)
 		ret = md_user_create(s->cfg->store, user, NULL);
-		for (size_t i = 0; ret == 0 && i < 4; i++)
-			ret = md_user_create(s->cfg->store, user, folders[i]);
+	for (size_t i = 0; ret >= 0 && i < 4; i++) {
+		ret = md_folder_create(s->cfg->store, user, folders[i]);
+		if (ret == 0)
+			ret = md_subscribe(s->cfg->store, user, folders[i],
+					   true);
+		else if (ret == -EEXIST)
+			ret = 0;
 	}
 	if (ret < 0) {
 		srv_logkv(SRV_LOG_ERR, s->c->id, "login", "user", user,
@@ -457,6 +475,29 @@ static const struct imap_cmd cmds[] = {
 	{"ENABLE", IMAP_STATES_AUTHED, false, cmd_enable},
 	{"NAMESPACE", IMAP_STATES_AUTHED, false, cmd_namespace},
 	{"COMPRESS", IMAP_STATES_AUTHED, false, cmd_compress},
+	/* folders.c */
+	{"LIST", IMAP_STATES_AUTHED, false, cmd_list},
+	{"LSUB", IMAP_STATES_AUTHED, false, cmd_lsub},
+	{"CREATE", IMAP_STATES_AUTHED, false, cmd_create},
+	{"DELETE", IMAP_STATES_AUTHED, false, cmd_delete},
+	{"RENAME", IMAP_STATES_AUTHED, false, cmd_rename},
+	{"SUBSCRIBE", IMAP_STATES_AUTHED, false, cmd_subscribe},
+	{"UNSUBSCRIBE", IMAP_STATES_AUTHED, false, cmd_unsubscribe},
+	{"STATUS", IMAP_STATES_AUTHED, false, cmd_status},
+	{"APPEND", IMAP_STATES_AUTHED, false, cmd_append},
+	/* mbox.c, fetch.c, search.c */
+	{"SELECT", IMAP_STATES_AUTHED, false, cmd_select},
+	{"EXAMINE", IMAP_STATES_AUTHED, false, cmd_examine},
+	{"IDLE", IMAP_STATES_AUTHED, false, cmd_idle},
+	{"CHECK", IMAP_STATE_SELECTED, false, cmd_check},
+	{"CLOSE", IMAP_STATE_SELECTED, false, cmd_close},
+	{"UNSELECT", IMAP_STATE_SELECTED, false, cmd_unselect},
+	{"EXPUNGE", IMAP_STATE_SELECTED, true, cmd_expunge},
+	{"FETCH", IMAP_STATE_SELECTED, true, cmd_fetch},
+	{"STORE", IMAP_STATE_SELECTED, true, cmd_store},
+	{"SEARCH", IMAP_STATE_SELECTED, true, cmd_search},
+	{"COPY", IMAP_STATE_SELECTED, true, cmd_copy},
+	{"MOVE", IMAP_STATE_SELECTED, true, cmd_move},
 };
 
 static const struct imap_cmd *cmd_find(const char *name, bool uid)
@@ -556,7 +597,7 @@ static int one_command(struct imap_sess *s)
 	ret = cmd->fn(s, s->tag);
 	if (ret < 0)
 		return refuse(s, s->tag, ret);
-	return 0;
+	return ret; /* 0, or IMAP_PARK */
 }
 
 static void sess_end(struct imap_sess *s, int err)
@@ -569,21 +610,69 @@ static void sess_end(struct imap_sess *s, int err)
 		imap_untagged(s, "BYE Server shutting down");
 }
 
+/*
+ * The command loop. The pool (per-command memory, as large as the
+ * longest command line) exists only while the session has a fiber: it
+ * is freed before the session parks (IDLE), so that a waiting client
+ * costs its small session record and the runtime's parked state, not
+ * a line buffer.
+ */
+int imap_session_continue(struct imap_sess *s)
+{
+	struct srv_conn *c = s->c;
+	int ret = 0;
+
+	if (s->pool.base == NULL) {
+		size_t size = s->cfg->line_max * 2 + 4096;
+		void *base = malloc(size);
+
+		if (base == NULL)
+			return -ENOMEM;
+		imap_pool_init(&s->pool, base, size);
+	}
+	while (s->state != IMAP_STATE_LOGOUT) {
+		ret = one_command(s);
+		if (ret < 0)
+			break;
+		if (ret == IMAP_PARK) {
+			free(s->pool.base);
+			s->pool = (struct imap_pool){0};
+			return srv_park(c, imap_idle_resume);
+		}
+	}
+	sess_end(s, ret);
+	free(s->pool.base);
+	s->pool = (struct imap_pool){0};
+	/* A client gone or a protocol end is a normal close. */
+	if (ret == -ENOTCONN || ret == -EPROTO || ret == -E2BIG ||
+	    ret == -ETIMEDOUT || ret == -ECONNRESET || ret == -EPIPE)
+		return 0;
+	return ret;
+}
+
+/* The session record lives as long as the connection: closing it closes
+ * the mailbox (a session parked in IDLE ends without a fiber). */
+static void sess_closed(void *arg)
+{
+	struct imap_sess *s = arg;
+
+	if (s->mbox_close != NULL)
+		s->mbox_close(s);
+	free(s->pool.base);
+	s->pool = (struct imap_pool){0};
+}
+
 int imap_session_run(struct srv_conn *c)
 {
 	const struct imap_config *cfg = srv_service_data(c->service);
 	struct imap_sess *s = srv_conn_alloc(c, sizeof(*s));
-	size_t pool_size = cfg->line_max * 2 + 4096;
-	void *pool = srv_conn_alloc(c, pool_size);
-	int ret = 0;
 
-	if (s == NULL || pool == NULL)
+	if (s == NULL || srv_conn_on_close(c, sess_closed, s) < 0)
 		return -ENOMEM;
 	s->c = c;
 	s->cfg = cfg;
 	s->state = IMAP_STATE_NOAUTH;
 	c->data = s;
-	imap_pool_init(&s->pool, pool, pool_size);
 	s->lx.in = c->in;
 	s->lx.out = c->out;
 	s->lx.line_max = cfg->line_max;
@@ -595,15 +684,5 @@ int imap_session_run(struct srv_conn *c)
 	(void)prot_puts(c->out, "* OK [CAPABILITY ");
 	imap_print_capability(s);
 	(void)prot_puts(c->out, "] ringprot IMAP ready\r\n");
-	while (s->state != IMAP_STATE_LOGOUT) {
-		ret = one_command(s);
-		if (ret < 0)
-			break;
-	}
-	sess_end(s, ret);
-	/* A client gone or a protocol end is a normal close. */
-	if (ret == -ENOTCONN || ret == -EPROTO || ret == -E2BIG ||
-	    ret == -ETIMEDOUT || ret == -ECONNRESET || ret == -EPIPE)
-		return 0;
-	return ret;
+	return imap_session_continue(s);
 }

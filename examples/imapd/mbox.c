@@ -1,0 +1,1079 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/*
+ * examples/imapd/mbox: the selected state. SELECT/EXAMINE open a
+ * mailbox of the store (examples/maildir/mailbox.h) and start the
+ * client's view (mbox.h says what a view is); CLOSE, UNSELECT, CHECK,
+ * EXPUNGE, STORE, COPY, MOVE and IDLE work on it.
+ *
+ * The view is an array of UIDs, ascending, one per sequence number.
+ * Removals by others arrive from md_mbox_sync() as "vanished" UIDs; they
+ * wait in pend[] until a command that may send EXPUNGE syncs, then each
+ * is told ("* n EXPUNGE", highest first so that no number shifts under
+ * the next) and leaves the view. New messages are appended (UIDs only
+ * grow) and told with EXISTS. Flag changes by others are told as FETCH
+ * FLAGS for the messages still in the view.
+ *
+ * IDLE parks the connection (srv_park): no fiber, no stack while the
+ * client waits. The folder is watched (examples/maildir/watch.h:
+ * in-process deliveries and inotify) for the time of the IDLE; a change
+ * wakes the connection with srv_conn_notify, the resume syncs and
+ * tells, and parks again. A wait event on the input stream sends
+ * "* OK Still here" every imap_idle_keepalive (NAT boxes drop silent
+ * connections) and ends an IDLE that passed imap_idle_max with BYE
+ * (RFC 3501: a client re-issues IDLE within 29 minutes).
+ */
+#include "mbox.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <ringprot/prot.h>
+
+#include "watch.h"
+
+struct imap_mbox {
+	struct md_mbox *mb;
+	char *name; /* as stored (mUTF-7) */
+	bool readonly;
+	uint32_t *view; /* UIDs by sequence number - 1 */
+	uint32_t n, cap;
+	uint32_t *pend; /* vanished, not yet told */
+	uint32_t npend, cappend;
+	uint32_t recent_told;
+	/* IDLE */
+	struct md_watch watch;
+	bool watching;
+	char idle_tag[IMAP_TAG_MAX + 1];
+	time_t idle_start;
+	struct prot_waitevent *keepalive;
+};
+
+static struct imap_mbox *mbox_of(const struct imap_sess *s)
+{
+	return s->state == IMAP_STATE_SELECTED ? s->mbox : NULL;
+}
+
+uint32_t imap_mbox_exists(const struct imap_sess *s)
+{
+	const struct imap_mbox *m = mbox_of(s);
+
+	return m != NULL ? m->n : 0;
+}
+
+struct md_mbox *imap_mbox_md(const struct imap_sess *s)
+{
+	const struct imap_mbox *m = mbox_of(s);
+
+	return m != NULL ? m->mb : NULL;
+}
+
+uint32_t imap_mbox_uid(const struct imap_sess *s, uint32_t seq)
+{
+	const struct imap_mbox *m = mbox_of(s);
+
+	return m != NULL && seq >= 1 && seq <= m->n ? m->view[seq - 1] : 0;
+}
+
+const struct md_msg_info *imap_mbox_info(const struct imap_sess *s,
+					 uint32_t seq)
+{
+	const struct imap_mbox *m = mbox_of(s);
+	const struct md_msg_info *msgs;
+	size_t n;
+	long i;
+
+	if (m == NULL || seq < 1 || seq > m->n)
+		return NULL;
+	i = md_mbox_find(m->mb, m->view[seq - 1]);
+	if (i < 0)
+		return NULL;
+	msgs = md_mbox_msgs(m->mb, &n);
+	return &msgs[i];
+}
+
+/* Sequence number of uid in the view, 0 if absent. */
+static uint32_t view_seq(const struct imap_mbox *m, uint32_t uid)
+{
+	uint32_t lo = 0, hi = m->n;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (m->view[mid] < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < m->n && m->view[lo] == uid ? lo + 1 : 0;
+}
+
+static int grow(uint32_t **a, uint32_t *cap, uint32_t need)
+{
+	uint32_t ncap = *cap != 0 ? *cap : 64;
+	uint32_t *p;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	p = realloc(*a, (size_t)ncap * sizeof(**a));
+	if (p == NULL)
+		return -ENOMEM;
+	*a = p;
+	*cap = ncap;
+	return 0;
+}
+
+/* -------------------------------------------------------------------- */
+/* Flags */
+
+static const struct {
+	unsigned md;
+	unsigned imap;
+	const char *name;
+} sysflags[] = {
+	{MD_F_ANSWERED, IMAP_FLAG_ANSWERED, "\\Answered"},
+	{MD_F_FLAGGED, IMAP_FLAG_FLAGGED, "\\Flagged"},
+	{MD_F_DELETED, IMAP_FLAG_DELETED, "\\Deleted"},
+	{MD_F_SEEN, IMAP_FLAG_SEEN, "\\Seen"},
+	{MD_F_DRAFT, IMAP_FLAG_DRAFT, "\\Draft"},
+};
+#define NSYSFLAGS (sizeof(sysflags) / sizeof(sysflags[0]))
+
+static unsigned md_from_imap(unsigned imap)
+{
+	unsigned md = 0;
+
+	for (size_t i = 0; i < NSYSFLAGS; i++)
+		if (imap & sysflags[i].imap)
+			md |= sysflags[i].md;
+	return md;
+}
+
+void imap_print_flags(struct imap_sess *s, const struct md_msg_info *mi)
+{
+	struct protstream *out = s->c->out;
+	const struct imap_mbox *m = mbox_of(s);
+	bool first = true;
+
+	(void)prot_putc('(', out);
+	for (size_t i = 0; i < NSYSFLAGS; i++) {
+		if (mi->flags & sysflags[i].md) {
+			(void)prot_printf(out, "%s%s", first ? "" : " ",
+					  sysflags[i].name);
+			first = false;
+		}
+	}
+	if (mi->flags & MD_F_RECENT) {
+		(void)prot_printf(out, "%s\\Recent", first ? "" : " ");
+		first = false;
+	}
+	for (unsigned k = 0; m != NULL && k < MD_KW_MAX; k++) {
+		const char *kw;
+
+		if (!(mi->keywords & (1U << k)))
+			continue;
+		kw = md_mbox_keyword(m->mb, k);
+		if (kw == NULL)
+			continue;
+		(void)prot_printf(out, "%s%s", first ? "" : " ", kw);
+		first = false;
+	}
+	(void)prot_putc(')', out);
+}
+
+/* "FLAGS (...)" and "PERMANENTFLAGS (...)" lists of SELECT. */
+static void print_flag_list(struct imap_sess *s, const struct imap_mbox *m,
+			    bool permanent)
+{
+	struct protstream *out = s->c->out;
+
+	(void)prot_puts(out, "(\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+	for (unsigned k = 0; k < md_mbox_keyword_count(m->mb); k++) {
+		const char *kw = md_mbox_keyword(m->mb, k);
+
+		if (kw != NULL)
+			(void)prot_printf(out, " %s", kw);
+	}
+	if (permanent && md_mbox_keyword_count(m->mb) < MD_KW_MAX)
+		(void)prot_puts(out, " \\*");
+	(void)prot_putc(')', out);
+}
+
+static void print_fetch_flags(struct imap_sess *s, uint32_t seq,
+			      const struct md_msg_info *mi, bool with_uid)
+{
+	(void)prot_printf(s->c->out, "* %" PRIu32 " FETCH (", seq);
+	if (with_uid)
+		(void)prot_printf(s->c->out, "UID %" PRIu32 " ", mi->uid);
+	(void)prot_puts(s->c->out, "FLAGS ");
+	imap_print_flags(s, mi);
+	(void)prot_puts(s->c->out, ")\r\n");
+}
+
+/* -------------------------------------------------------------------- */
+/* The view */
+
+/* Tell and drop the pending removals, highest sequence number first. */
+static void tell_expunges(struct imap_sess *s, struct imap_mbox *m,
+			  const uint32_t *uids, uint32_t n)
+{
+	for (uint32_t i = n; i-- > 0;) {
+		uint32_t seq = view_seq(m, uids[i]);
+
+		if (seq == 0)
+			continue;
+		imap_untagged(s, "%" PRIu32 " EXPUNGE", seq);
+		memmove(&m->view[seq - 1], &m->view[seq],
+			(size_t)(m->n - seq) * sizeof(m->view[0]));
+		m->n--;
+	}
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static uint32_t count_recent(const struct imap_mbox *m)
+{
+	const struct md_msg_info *msgs;
+	size_t n;
+	uint32_t r = 0;
+
+	msgs = md_mbox_msgs(m->mb, &n);
+	for (size_t i = 0; i < n; i++)
+		if (msgs[i].flags & MD_F_RECENT)
+			r++;
+	return r;
+}
+
+int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
+{
+	struct imap_mbox *m = mbox_of(s);
+	struct md_mbox_changes ch;
+	uint32_t before;
+	int ret;
+
+	if (m == NULL)
+		return 0;
+	ret = md_mbox_sync(m->mb, &ch);
+	if (ret < 0)
+		return ret;
+	/* Flags others changed, for messages the client knows. */
+	for (size_t i = 0; i < ch.n_flagged; i++) {
+		uint32_t seq = view_seq(m, ch.flagged[i]);
+		long k = md_mbox_find(m->mb, ch.flagged[i]);
+
+		if (seq != 0 && k >= 0)
+			print_fetch_flags(s, seq,
+					  &md_mbox_msgs(m->mb, &(size_t){0})[k],
+					  s->uid);
+	}
+	if (ch.n_vanished > 0) {
+		ret = grow(&m->pend, &m->cappend,
+			   m->npend + (uint32_t)ch.n_vanished);
+		if (ret < 0)
+			return ret;
+		memcpy(&m->pend[m->npend], ch.vanished,
+		       ch.n_vanished * sizeof(uint32_t));
+		m->npend += (uint32_t)ch.n_vanished;
+		qsort(m->pend, m->npend, sizeof(uint32_t), cmp_u32);
+	}
+	if (expunge_ok && m->npend > 0) {
+		tell_expunges(s, m, m->pend, m->npend);
+		m->npend = 0;
+	}
+	before = m->n;
+	if (ch.n_added > 0) {
+		ret = grow(&m->view, &m->cap, m->n + (uint32_t)ch.n_added);
+		if (ret < 0)
+			return ret;
+		for (size_t i = 0; i < ch.n_added; i++) {
+			uint32_t uid = ch.added[i];
+
+			if (m->n > 0 && uid <= m->view[m->n - 1]) {
+				/* Not expected (UIDs only grow): keep the
+				 * view sorted all the same. */
+				if (view_seq(m, uid) != 0)
+					continue;
+				m->view[m->n++] = uid;
+				qsort(m->view, m->n, sizeof(uint32_t),
+				      cmp_u32);
+				continue;
+			}
+			m->view[m->n++] = uid;
+		}
+	}
+	if (m->n != before || ch.n_added > 0) {
+		uint32_t recent = count_recent(m);
+
+		imap_untagged(s, "%" PRIu32 " EXISTS", m->n);
+		if (recent != m->recent_told) {
+			imap_untagged(s, "%" PRIu32 " RECENT", recent);
+			m->recent_told = recent;
+		}
+	}
+	return 0;
+}
+
+int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set,
+		   bool uid, imap_each_fn *fn, void *arg, unsigned *ghosts_out)
+{
+	struct imap_mbox *m = mbox_of(s);
+	unsigned ghosts = 0;
+	uint32_t max;
+	int ret = 0;
+
+	if (ghosts_out != NULL)
+		*ghosts_out = 0;
+	if (m == NULL || m->n == 0)
+		return 0;
+	max = uid ? m->view[m->n - 1] : m->n;
+	for (uint32_t seq = 1; seq <= m->n && ret == 0; seq++) {
+		uint32_t v = uid ? m->view[seq - 1] : seq;
+		const struct md_msg_info *mi;
+
+		if (!imap_seqset_contains(set, v, max))
+			continue;
+		mi = imap_mbox_info(s, seq);
+		if (mi == NULL) {
+			ghosts++;
+			continue;
+		}
+		ret = fn(s, seq, mi, arg);
+	}
+	if (ghosts_out != NULL)
+		*ghosts_out = ghosts;
+	return ret;
+}
+
+int imap_mbox_name_arg(struct imap_sess *s, const struct imap_arg *a,
+		       const char **name_out)
+{
+	const char *name;
+	bool high = false;
+
+	if (!imap_arg_astring(a, &name)) {
+		s->lx.err = "mailbox name expected";
+		return -EPROTO;
+	}
+	for (const char *p = name; *p != '\0'; p++)
+		if ((unsigned char)*p >= 0x80)
+			high = true;
+	if (high && (s->enabled & IMAP_ENABLED_UTF8)) {
+		size_t size = strlen(name) * 3 + 8;
+		char *out = imap_pool_alloc(&s->pool, size);
+
+		if (out == NULL || imap_utf8_to_mutf7(name, out, size) < 0) {
+			s->lx.err = "invalid UTF-8 in mailbox name";
+			return -EPROTO;
+		}
+		name = out;
+	}
+	if (!imap_mutf7_valid(name)) {
+		s->lx.err = "mailbox name is not valid modified UTF-7";
+		return -EPROTO;
+	}
+	*name_out = name;
+	return 0;
+}
+
+/* -------------------------------------------------------------------- */
+/* SELECT, EXAMINE, CLOSE, UNSELECT, CHECK */
+
+static void watch_stop(struct imap_sess *s, struct imap_mbox *m)
+{
+	if (m->watching) {
+		md_watch_del(s->cfg->watch, &m->watch);
+		m->watching = false;
+	}
+}
+
+static void mbox_free(struct imap_sess *s)
+{
+	struct imap_mbox *m = s->mbox;
+
+	if (m == NULL)
+		return;
+	watch_stop(s, m);
+	md_mbox_close(&m->mb);
+	free(m->view);
+	free(m->pend);
+	free(m->name);
+	free(m);
+	s->mbox = NULL;
+	s->mbox_close = NULL;
+}
+
+void imap_mbox_unselect(struct imap_sess *s)
+{
+	mbox_free(s);
+	if (s->state == IMAP_STATE_SELECTED)
+		s->state = IMAP_STATE_AUTH;
+}
+
+/* The NO text for a store error on a mailbox. */
+static const char *mbox_err(int err)
+{
+	switch (err) {
+	case -ENOENT:
+		return "[NONEXISTENT] No such mailbox";
+	case -EINVAL:
+		return "[CANNOT] Invalid mailbox name";
+	case -EROFS:
+		return "[READ-ONLY] Mailbox is read-only";
+	case -ETIMEDOUT:
+		return "[INUSE] Mailbox is locked, try again";
+	case -ENOSPC:
+	case -EDQUOT:
+		return "[OVERQUOTA] Out of space";
+	default:
+		return "[SERVERBUG] Mailbox error";
+	}
+}
+
+static int do_select(struct imap_sess *s, const char *tag, bool readonly)
+{
+	struct imap_arg *a;
+	struct imap_mbox *m;
+	const char *name;
+	const struct md_msg_info *msgs;
+	size_t n;
+	uint32_t unseen = 0;
+	int ret;
+
+	ret = imap_args(s, &a);
+	if (ret < 0)
+		return ret;
+	if (ret != 1) {
+		s->lx.err = "SELECT takes one mailbox name";
+		return -EPROTO;
+	}
+	ret = imap_mbox_name_arg(s, a, &name);
+	if (ret < 0)
+		return ret;
+	/* RFC 3501 6.3.1: a failed SELECT leaves no mailbox selected. */
+	imap_mbox_unselect(s);
+	m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return -ENOMEM;
+	m->name = strdup(name);
+	m->readonly = readonly;
+	ret = m->name == NULL ? -ENOMEM :
+			      md_mbox_open(s->cfg->store, s->user, name,
+					   readonly, &m->mb);
+	if (ret < 0) {
+		free(m->name);
+		free(m);
+		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+		return 0;
+	}
+	msgs = md_mbox_msgs(m->mb, &n);
+	ret = grow(&m->view, &m->cap, (uint32_t)n);
+	if (ret < 0) {
+		md_mbox_close(&m->mb);
+		free(m->name);
+		free(m);
+		return ret;
+	}
+	for (size_t i = 0; i < n; i++) {
+		m->view[i] = msgs[i].uid;
+		if (unseen == 0 && !(msgs[i].flags & MD_F_SEEN))
+			unseen = (uint32_t)i + 1;
+	}
+	m->n = (uint32_t)n;
+	s->mbox = m;
+	s->mbox_close = mbox_free;
+	s->state = IMAP_STATE_SELECTED;
+	m->recent_told = count_recent(m);
+
+	(void)prot_puts(s->c->out, "* FLAGS ");
+	print_flag_list(s, m, false);
+	(void)prot_puts(s->c->out, "\r\n* OK [PERMANENTFLAGS ");
+	if (readonly)
+		(void)prot_puts(s->c->out, "()");
+	else
+		print_flag_list(s, m, true);
+	(void)prot_puts(s->c->out, "] Flags permitted\r\n");
+	imap_untagged(s, "%" PRIu32 " EXISTS", m->n);
+	imap_untagged(s, "%" PRIu32 " RECENT", m->recent_told);
+	if (unseen != 0)
+		imap_untagged(s, "OK [UNSEEN %" PRIu32 "] First unseen",
+			      unseen);
+	imap_untagged(s, "OK [UIDVALIDITY %" PRIu32 "] UIDs valid",
+		      md_mbox_uidvalidity(m->mb));
+	imap_untagged(s, "OK [UIDNEXT %" PRIu32 "] Predicted next UID",
+		      md_mbox_uidnext(m->mb));
+	imap_tagged(s, tag, "OK", "[%s] %s completed",
+		    readonly ? "READ-ONLY" : "READ-WRITE",
+		    readonly ? "EXAMINE" : "SELECT");
+	return 0;
+}
+
+int cmd_select(struct imap_sess *s, const char *tag)
+{
+	return do_select(s, tag, false);
+}
+
+int cmd_examine(struct imap_sess *s, const char *tag)
+{
+	return do_select(s, tag, true);
+}
+
+static int no_args_here(struct imap_sess *s)
+{
+	struct imap_arg *a;
+	int ret = imap_args(s, &a);
+
+	if (ret > 0) {
+		s->lx.err = "unexpected arguments";
+		return -EPROTO;
+	}
+	return ret;
+}
+
+int cmd_close(struct imap_sess *s, const char *tag)
+{
+	struct imap_mbox *m = mbox_of(s);
+	uint32_t *gone = NULL;
+	size_t ngone = 0;
+	int ret = no_args_here(s);
+
+	if (ret < 0)
+		return ret;
+	/* RFC 3501 6.4.2: expunge silently, unless read-only. */
+	if (m != NULL && !m->readonly &&
+	    md_mbox_expunge(m->mb, NULL, 0, &gone, &ngone) < 0) {
+		/* CLOSE still closes; the messages stay \Deleted */
+	}
+	free(gone);
+	imap_mbox_unselect(s);
+	imap_tagged(s, tag, "OK", "CLOSE completed");
+	return 0;
+}
+
+int cmd_unselect(struct imap_sess *s, const char *tag)
+{
+	int ret = no_args_here(s);
+
+	if (ret < 0)
+		return ret;
+	imap_mbox_unselect(s);
+	imap_tagged(s, tag, "OK", "UNSELECT completed");
+	return 0;
+}
+
+int cmd_check(struct imap_sess *s, const char *tag)
+{
+	int ret = no_args_here(s);
+
+	if (ret < 0)
+		return ret;
+	ret = imap_mbox_sync(s, true);
+	if (ret < 0)
+		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+	else
+		imap_tagged(s, tag, "OK", "CHECK completed");
+	return 0;
+}
+
+/* -------------------------------------------------------------------- */
+/* EXPUNGE, UID EXPUNGE */
+
+struct uid_list {
+	uint32_t *v;
+	uint32_t n, cap;
+};
+
+static int collect_uid(struct imap_sess *s, uint32_t seq,
+		       const struct md_msg_info *mi, void *arg)
+{
+	struct uid_list *l = arg;
+
+	(void)s;
+	(void)seq;
+	if (grow(&l->v, &l->cap, l->n + 1) < 0)
+		return -ENOMEM;
+	l->v[l->n++] = mi->uid;
+	return 0;
+}
+
+/* The sequence set argument a as a set (s->lx.err on error). */
+static int set_arg(struct imap_sess *s, const struct imap_arg *a,
+		   struct imap_seqset *set)
+{
+	if (a == NULL || a->type != IMAP_ARG_ATOM) {
+		s->lx.err = "sequence set expected";
+		return -EPROTO;
+	}
+	return imap_seqset_parse(a->str, &s->pool, set, &s->lx.err);
+}
+
+int cmd_expunge(struct imap_sess *s, const char *tag)
+{
+	struct imap_mbox *m = mbox_of(s);
+	struct uid_list l = {0};
+	struct imap_seqset set;
+	struct imap_arg *a;
+	uint32_t *gone = NULL;
+	size_t ngone = 0;
+	int ret;
+
+	ret = imap_args(s, &a);
+	if (ret < 0)
+		return ret;
+	if (ret != (s->uid ? 1 : 0)) {
+		s->lx.err = s->uid ? "UID EXPUNGE takes a UID set" :
+				     "EXPUNGE takes no arguments";
+		return -EPROTO;
+	}
+	if (s->uid) {
+		ret = set_arg(s, a, &set);
+		if (ret < 0)
+			return ret;
+		ret = imap_mbox_each(s, &set, true, collect_uid, &l, NULL);
+		if (ret < 0) {
+			free(l.v);
+			return ret;
+		}
+	}
+	if (m->readonly) {
+		free(l.v);
+		imap_tagged(s, tag, "NO", "%s", mbox_err(-EROFS));
+		return 0;
+	}
+	if (!s->uid || l.n > 0)
+		ret = md_mbox_expunge(m->mb, s->uid ? l.v : NULL, l.n, &gone,
+				      &ngone);
+	free(l.v);
+	if (ret < 0) {
+		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+		return 0;
+	}
+	tell_expunges(s, m, gone, (uint32_t)ngone);
+	free(gone);
+	ret = imap_mbox_sync(s, true);
+	if (ret < 0)
+		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+	else
+		imap_tagged(s, tag, "OK", "EXPUNGE completed");
+	return 0;
+}
+
+/* -------------------------------------------------------------------- */
+/* STORE */
+
+enum store_mode { STORE_SET, STORE_ADD, STORE_DEL };
+
+struct store_job {
+	enum store_mode mode;
+	bool silent;
+	unsigned md_flags;
+	uint32_t kw; /* keyword bits */
+	struct uid_list uids;
+};
+
+static int store_collect(struct imap_sess *s, uint32_t seq,
+			 const struct md_msg_info *mi, void *arg)
+{
+	struct store_job *j = arg;
+
+	return collect_uid(s, seq, mi, &j->uids);
+}
+
+int cmd_store(struct imap_sess *s, const char *tag)
+{
+	struct imap_mbox *m = mbox_of(s);
+	struct store_job j = {0};
+	struct imap_seqset set;
+	struct imap_flags fl;
+	struct imap_arg *a, *item, *flags;
+	const char *it;
+	size_t itlen;
+	int ret;
+
+	ret = imap_args(s, &a);
+	if (ret < 0)
+		return ret;
+	if (ret < 3) {
+		s->lx.err = "STORE takes a set, an item and flags";
+		return -EPROTO;
+	}
+	ret = set_arg(s, a, &set);
+	if (ret < 0)
+		return ret;
+	item = a->next;
+	flags = item->next;
+	if (item->type != IMAP_ARG_ATOM) {
+		s->lx.err = "STORE item expected";
+		return -EPROTO;
+	}
+	it = item->str;
+	if (*it == '+' || *it == '-') {
+		j.mode = *it == '+' ? STORE_ADD : STORE_DEL;
+		it++;
+	}
+	itlen = strlen(it);
+	if (itlen >= 7 && strcasecmp(it + itlen - 7, ".SILENT") == 0) {
+		j.silent = true;
+		itlen -= 7;
+	}
+	if (itlen != 5 || strncasecmp(it, "FLAGS", 5) != 0) {
+		s->lx.err = "STORE item must be [+-]FLAGS[.SILENT]";
+		return -EPROTO;
+	}
+	/* "(\Seen)" or, after the item, flags without parentheses. */
+	if (flags->type == IMAP_ARG_LIST && flags->next == NULL) {
+		ret = imap_parse_flags(flags, false, &s->pool, &fl,
+				       &s->lx.err);
+	} else {
+		struct imap_arg list = {.type = IMAP_ARG_LIST,
+					.child = flags};
+
+		for (struct imap_arg *f = flags; f != NULL; f = f->next)
+			list.count++;
+		ret = imap_parse_flags(&list, true, &s->pool, &fl,
+				       &s->lx.err);
+	}
+	if (ret < 0)
+		return ret;
+	if (m->readonly) {
+		imap_tagged(s, tag, "NO", "%s", mbox_err(-EROFS));
+		return 0;
+	}
+	j.md_flags = md_from_imap(fl.sys);
+	for (unsigned k = 0; k < fl.nkeywords; k++) {
+		ret = md_mbox_keyword_index(m->mb, fl.keywords[k]);
+		if (ret == -EINVAL) {
+			s->lx.err = "invalid keyword";
+			return -EPROTO;
+		}
+		if (ret < 0) {
+			imap_tagged(s, tag, "NO", "%s",
+				    ret == -ENOSPC ?
+					    "[LIMIT] Too many keywords" :
+					    mbox_err(ret));
+			return 0;
+		}
+		j.kw |= 1U << ret;
+	}
+	ret = imap_mbox_each(s, &set, s->uid, store_collect, &j, NULL);
+	for (uint32_t i = 0; ret == 0 && i < j.uids.n; i++) {
+		long k = md_mbox_find(m->mb, j.uids.v[i]);
+		const struct md_msg_info *mi;
+		unsigned f;
+		uint32_t kw;
+
+		if (k < 0)
+			continue; /* gone meanwhile */
+		mi = &md_mbox_msgs(m->mb, &(size_t){0})[k];
+		f = mi->flags & MD_F_STORED;
+		kw = mi->keywords;
+		switch (j.mode) {
+		case STORE_SET:
+			f = (f & MD_F_PASSED) | j.md_flags;
+			kw = j.kw;
+			break;
+		case STORE_ADD:
+			f |= j.md_flags;
+			kw |= j.kw;
+			break;
+		case STORE_DEL:
+			f &= ~j.md_flags;
+			kw &= ~j.kw;
+			break;
+		}
+		if (f != (mi->flags & MD_F_STORED) || kw != mi->keywords) {
+			ret = md_mbox_store(m->mb, j.uids.v[i], f, kw);
+			if (ret == -ENOENT) {
+				ret = 0; /* expunged elsewhere: skip */
+				continue;
+			}
+		}
+		if (ret == 0 && !j.silent) {
+			k = md_mbox_find(m->mb, j.uids.v[i]);
+			if (k >= 0)
+				print_fetch_flags(
+					s, view_seq(m, j.uids.v[i]),
+					&md_mbox_msgs(m->mb, &(size_t){0})[k],
+					s->uid);
+		}
+	}
+	free(j.uids.v);
+	if (ret == -ENOMEM)
+		return ret;
+	if (ret == 0)
+		ret = imap_mbox_sync(s, s->uid);
+	if (ret < 0)
+		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+	else
+		imap_tagged(s, tag, "OK", "STORE completed");
+	return 0;
+}
+
+/* -------------------------------------------------------------------- */
+/* COPY, MOVE */
+
+/* "1:3,7" for the ascending uids (at most n entries) into out. */
+static void print_uid_set(struct protstream *out, const uint32_t *v,
+			  size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t j = i;
+
+		while (j + 1 < n && v[j + 1] == v[j] + 1)
+			j++;
+		if (i > 0)
+			(void)prot_putc(',', out);
+		if (j == i)
+			(void)prot_printf(out, "%" PRIu32, v[i]);
+		else
+			(void)prot_printf(out, "%" PRIu32 ":%" PRIu32, v[i],
+					  v[j]);
+		i = j + 1;
+	}
+}
+
+/* COPYUID's sets: the source set sorted, the targets in its order. */
+static bool run_of(const uint32_t *src, const uint32_t *dst, size_t n)
+{
+	for (size_t i = 1; i < n; i++)
+		if (src[i] != src[i - 1] + 1 || dst[i] != dst[i - 1] + 1)
+			return false;
+	return true;
+}
+
+static void print_copyuid(struct imap_sess *s, const struct md_copy_result *r)
+{
+	struct protstream *out = s->c->out;
+
+	(void)prot_printf(out, "[COPYUID %" PRIu32 " ", r->uidvalidity);
+	if (run_of(r->src, r->dst, r->n)) {
+		print_uid_set(out, r->src, r->n);
+		(void)prot_putc(' ', out);
+		print_uid_set(out, r->dst, r->n);
+	} else {
+		/* Sets as lists, pairwise in order (RFC 4315). */
+		for (size_t i = 0; i < r->n; i++)
+			(void)prot_printf(out, "%s%" PRIu32, i ? "," : "",
+					  r->src[i]);
+		(void)prot_putc(' ', out);
+		for (size_t i = 0; i < r->n; i++)
+			(void)prot_printf(out, "%s%" PRIu32, i ? "," : "",
+					  r->dst[i]);
+	}
+	(void)prot_putc(']', out);
+}
+
+static int do_copy(struct imap_sess *s, const char *tag, bool move)
+{
+	struct imap_mbox *m = mbox_of(s);
+	struct md_copy_result r = {0};
+	struct uid_list l = {0};
+	struct imap_seqset set;
+	struct imap_arg *a;
+	const char *dest;
+	int ret;
+
+	ret = imap_args(s, &a);
+	if (ret < 0)
+		return ret;
+	if (ret != 2) {
+		s->lx.err = "takes a set and a mailbox name";
+		return -EPROTO;
+	}
+	ret = set_arg(s, a, &set);
+	if (ret == 0)
+		ret = imap_mbox_name_arg(s, a->next, &dest);
+	if (ret < 0)
+		return ret;
+	if (move && m->readonly) {
+		imap_tagged(s, tag, "NO", "%s", mbox_err(-EROFS));
+		return 0;
+	}
+	ret = imap_mbox_each(s, &set, s->uid, collect_uid, &l, NULL);
+	if (ret == 0 && l.n > 0)
+		ret = md_mbox_copy(m->mb, l.v, l.n, dest, move, &r);
+	free(l.v);
+	if (ret == -ENOMEM)
+		return ret;
+	if (ret < 0) {
+		md_copy_result_fini(&r);
+		if (ret == -ENOENT)
+			imap_tagged(s, tag, "NO",
+				    "[TRYCREATE] No such mailbox");
+		else
+			imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+		return 0;
+	}
+	if (move) {
+		/* RFC 6851: COPYUID untagged, then the EXPUNGEs. */
+		if (r.n > 0) {
+			(void)prot_puts(s->c->out, "* OK ");
+			print_copyuid(s, &r);
+			(void)prot_puts(s->c->out, " Moved\r\n");
+		}
+		tell_expunges(s, m, r.src, (uint32_t)r.n);
+	}
+	ret = imap_mbox_sync(s, move || s->uid);
+	if (ret < 0) {
+		md_copy_result_fini(&r);
+		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+		return 0;
+	}
+	(void)prot_printf(s->c->out, "%s OK ", tag);
+	if (!move && r.n > 0) {
+		print_copyuid(s, &r);
+		(void)prot_putc(' ', s->c->out);
+	}
+	(void)prot_printf(s->c->out, "%s completed\r\n",
+			  move ? "MOVE" : "COPY");
+	md_copy_result_fini(&r);
+	return 0;
+}
+
+int cmd_copy(struct imap_sess *s, const char *tag)
+{
+	return do_copy(s, tag, false);
+}
+
+int cmd_move(struct imap_sess *s, const char *tag)
+{
+	return do_copy(s, tag, true);
+}
+
+/* -------------------------------------------------------------------- */
+/* IDLE */
+
+static void idle_wake(void *arg)
+{
+	if (srv_conn_notify(arg) < 0) {
+		/* closed meanwhile: its close removes the watch */
+	}
+}
+
+/* Keepalive and the IDLE limit (a wait event on c->in). */
+static struct prot_waitevent *idle_tick(struct protstream *in,
+					struct prot_waitevent *ev, void *rock)
+{
+	struct imap_sess *s = rock;
+	struct imap_mbox *m = s->mbox;
+	time_t now = time(NULL);
+	time_t keep = (time_t)(s->cfg->idle_keepalive_ms / 1000);
+
+	(void)in;
+	if (m == NULL)
+		return NULL;
+	if (s->cfg->idle_max_ms != 0 &&
+	    now - m->idle_start >= (time_t)(s->cfg->idle_max_ms / 1000)) {
+		/* The resume sees idle_start reset and says BYE. */
+		m->idle_start = 0;
+		m->keepalive = NULL;
+		return NULL;
+	}
+	(void)prot_puts(s->c->out, "* OK Still here\r\n");
+	(void)prot_flush(s->c->out);
+	ev->mark = now + (keep > 0 ? keep : 60);
+	return ev;
+}
+
+static void idle_end(struct imap_sess *s, struct imap_mbox *m)
+{
+	watch_stop(s, m);
+	if (m->keepalive != NULL) {
+		prot_removewaitevent(s->c->in, m->keepalive);
+		m->keepalive = NULL;
+	}
+}
+
+int cmd_idle(struct imap_sess *s, const char *tag)
+{
+	struct imap_mbox *m = s->mbox;
+	time_t keep = (time_t)(s->cfg->idle_keepalive_ms / 1000);
+	int ret = no_args_here(s);
+
+	if (ret < 0)
+		return ret;
+	if (m == NULL) {
+		/* IDLE in the authenticated state: nothing to watch, but
+		 * the client may still wait; keep a record for the tag. */
+		m = calloc(1, sizeof(*m));
+		if (m == NULL)
+			return -ENOMEM;
+		s->mbox = m;
+		s->mbox_close = mbox_free;
+	}
+	ret = imap_mbox_sync(s, true);
+	if (ret < 0) {
+		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+		return 0;
+	}
+	(void)snprintf(m->idle_tag, sizeof(m->idle_tag), "%s", tag);
+	m->idle_start = time(NULL);
+	if (m->mb != NULL && s->cfg->watch != NULL) {
+		const char *folder = md_mbox_is_inbox(m->name) ? NULL : m->name;
+
+		ret = md_watch_add(s->cfg->watch, &m->watch, s->user, folder,
+				   idle_wake, s->c);
+		m->watching = ret == 0;
+	}
+	if (keep > 0 || s->cfg->idle_max_ms != 0)
+		m->keepalive = prot_addwaitevent(
+			s->c->in, m->idle_start + (keep > 0 ? keep : 60),
+			idle_tick, s);
+	(void)prot_puts(s->c->out, "+ idling\r\n");
+	return IMAP_PARK;
+}
+
+int imap_idle_resume(struct srv_conn *c, unsigned wake)
+{
+	struct imap_sess *s = c->data;
+	struct imap_mbox *m = s->mbox;
+	char line[64];
+	int ret;
+
+	if (wake & SRV_WAKE_SHUTDOWN) {
+		idle_end(s, m);
+		(void)prot_puts(c->out, "* BYE Server shutting down\r\n");
+		return 0;
+	}
+	if (m->idle_start == 0) {
+		idle_end(s, m);
+		(void)prot_puts(c->out, "* BYE IDLE for too long\r\n");
+		return 0;
+	}
+	if (m->mb != NULL && (wake & (SRV_WAKE_NOTIFY | SRV_WAKE_EVENT))) {
+		(void)srv_conn_take_notify(c);
+		s->uid = false;
+		ret = imap_mbox_sync(s, true);
+		if (ret < 0) {
+			idle_end(s, m);
+			(void)prot_printf(c->out, "* BYE Mailbox error\r\n");
+			return 0;
+		}
+	}
+	if (!(wake & SRV_WAKE_INPUT) && !prot_input_pending(c->in))
+		return srv_park(c, imap_idle_resume);
+	ret = imap_lex_line(&s->lx, line, sizeof(line));
+	if (ret == -ENOTCONN || ret == -ETIMEDOUT || ret == -EIO ||
+	    ret == -ECONNRESET) {
+		idle_end(s, m);
+		return 0;
+	}
+	idle_end(s, m);
+	if (ret >= 0 && strcasecmp(line, "DONE") == 0)
+		imap_tagged(s, m->idle_tag, "OK", "IDLE terminated");
+	else
+		imap_tagged(s, m->idle_tag, "BAD", "Expected DONE");
+	if (m->mb == NULL)
+		mbox_free(s); /* the record IDLE made in the auth state */
+	return imap_session_continue(s);
+}
