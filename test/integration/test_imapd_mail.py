@@ -43,8 +43,9 @@ PASSWORD = "s3cret-pw"
 class Env:
     """A fresh server with users alice and bob, a sasldb and a cert."""
 
-    def __init__(self, exe, tmp):
+    def __init__(self, exe, tmp, extra=()):
         self.tmp = tmp
+        self.exe = exe
         self.data = os.path.join(tmp, "data")
         for u in ("alice", "bob"):
             for sub in ("tmp", "new", "cur"):
@@ -70,7 +71,7 @@ class Env:
                            "-o", "imap.listen=127.0.0.1:0",
                            "-o", "imaps.tls_listen=127.0.0.1:0",
                            "-o", "lmtp.listen=127.0.0.1:0",
-                           "-o", "imap_idle_keepalive=0"])
+                           "-o", "imap_idle_keepalive=0", *extra])
         (_, self.imap), (_, self.imaps), (_, self.lmtp) = \
             self.srv.listening(3)
 
@@ -375,6 +376,32 @@ def part_idle(env):
     s.close()
 
 
+def part_idle_limits(env):
+    """Keepalive and the IDLE time limit, on a server of their own."""
+    tmp = tempfile.mkdtemp(prefix="imapd-idle-", dir=env.tmp)
+    e2 = Env(env.exe, tmp, ["-o", "imap_idle_keepalive=1s",
+                            "-o", "imap_idle_timeout=3s"])
+    try:
+        s, f = raw_connect(e2)
+        raw(s, f, "l", f"LOGIN alice {PASSWORD}")
+        raw(s, f, "s", "SELECT INBOX")
+        t0 = time.monotonic()
+        s.sendall(b"i IDLE\r\n")
+        check(f.readline().startswith(b"+ "), "IDLE continuation")
+        line = f.readline()
+        check(line == b"* OK Still here\r\n" and
+              time.monotonic() - t0 < 2.5, f"keepalive: {line!r}")
+        while line.startswith(b"* OK Still here"):
+            line = f.readline()
+        took = time.monotonic() - t0
+        check(line.startswith(b"* BYE") and 2.5 < took < 6,
+              f"BYE at the IDLE limit (3 s), after {took:.1f} s: {line!r}")
+        check(f.readline() == b"", "closed after BYE")
+        s.close()
+    finally:
+        e2.stop()
+
+
 def part_append_cut(env):
     before_cur = env.files("bob", "cur") + env.files("bob", "new")
     s, f = raw_connect(env)
@@ -447,6 +474,7 @@ PARTS = {
     "sessions": part_sessions,
     "search": part_search,
     "idle": part_idle,
+    "idle-limits": part_idle_limits,
     "append-cut": part_append_cut,
     "tls": part_tls,
     "compress": part_compress,
