@@ -109,8 +109,8 @@ static void test_watch_in_process(void **state)
 	assert_int_equal(md_watch_hub_new(f->st, f->root, false, &hub), 0);
 	assert_int_equal(md_watch_add(hub, &wa, "alice", NULL, count_fn, &na),
 			 0);
-	assert_int_equal(
-		md_watch_add(hub, &ws, "alice", "Sent", count_fn, &ns), 0);
+	assert_int_equal(md_watch_add(hub, &ws, "alice", "Sent", count_fn, &ns),
+			 0);
 	deliver(f->st, "alice", NULL);
 	assert_int_equal(atomic_load(&na), 1); /* at once, on this thread */
 	assert_int_equal(atomic_load(&ns), 0);
@@ -202,8 +202,8 @@ static void test_watch_inotify(void **state)
 
 static void test_watch_bad_and_missing(void **state)
 {
-	static const char *const bad[] = {"", ".", "..", "../alice", "a/b",
-					  ".hidden", "a\nb"};
+	static const char *const bad[] = {"",	 ".",	    "..",  "../alice",
+					  "a/b", ".hidden", "a\nb"};
 	struct fx *f = *state;
 	struct md_watch_hub *hub;
 	struct md_watch w = {0};
@@ -222,8 +222,8 @@ static void test_watch_bad_and_missing(void **state)
 	md_watch_del(hub, &w); /* never added */
 
 	/* No such folder yet: inotify refuses, in-process still works. */
-	assert_int_equal(
-		md_watch_add(hub, &w, "alice", "Later", count_fn, &n), 0);
+	assert_int_equal(md_watch_add(hub, &w, "alice", "Later", count_fn, &n),
+			 0);
 	md_watch_hub_stats(hub, &hs);
 	assert_int_equal(hs.folders, 1);
 	assert_int_equal(hs.inotify_dirs, 0);
@@ -234,9 +234,9 @@ static void test_watch_bad_and_missing(void **state)
 	md_watch_del(hub, &w);
 	md_watch_hub_free(&hub);
 
-	assert_int_equal(md_watch_hub_new(f->st, "/nonexistent/dir", true,
-					  &hub),
-			 -ENOENT);
+	assert_int_equal(
+		md_watch_hub_new(f->st, "/nonexistent/dir", true, &hub),
+		-ENOENT);
 	assert_null(hub);
 }
 

@@ -40,9 +40,8 @@ struct fetch_job {
 	const char *err_text;
 };
 
-static const char *const month[] = {"Jan", "Feb", "Mar", "Apr",
-				    "May", "Jun", "Jul", "Aug",
-				    "Sep", "Oct", "Nov", "Dec"};
+static const char *const month[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+				    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
 static void print_internaldate(struct protstream *out, int64_t t)
 {
@@ -173,8 +172,8 @@ static int send_section(struct imap_sess *s, struct fetch_job *j,
 		(void)prot_printf(out, " %s{%" PRIu64 "}\r\n", nul ? "~" : "",
 				  len);
 	}
-	return imap_mime_binary_write(j->mime, ms.part, from, count,
-				      out_write, out, NULL);
+	return imap_mime_binary_write(j->mime, ms.part, from, count, out_write,
+				      out, NULL);
 }
 
 /* A whole-message item (RFC822, RFC822.HEADER, RFC822.TEXT). */
@@ -220,8 +219,8 @@ static int fetch_one(struct imap_sess *s, uint32_t seq,
 	int ret = 0;
 
 	/* \Seen first: the store may move the file, and FLAGS must say it. */
-	if ((f->sets_seen || (items & (IMAP_FETCH_RFC822 |
-				       IMAP_FETCH_RFC822_TEXT))) &&
+	if ((f->sets_seen ||
+	     (items & (IMAP_FETCH_RFC822 | IMAP_FETCH_RFC822_TEXT))) &&
 	    !j->readonly && !(mi->flags & MD_F_SEEN)) {
 		ret = md_mbox_store(mb, uid,
 				    (mi->flags & MD_F_STORED) | MD_F_SEEN,

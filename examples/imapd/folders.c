@@ -26,7 +26,7 @@
 
 #include <ringprot/prot.h>
 
-#define APPEND_CHUNK 16384
+#define APPEND_CHUNK	  16384
 #define LIST_PATTERNS_MAX 32
 
 /* The NO text for a store error on a named mailbox. */
@@ -238,8 +238,7 @@ static int do_list(struct imap_sess *s, const char *tag, bool lsub)
 			return ret;
 		a = a->next;
 	}
-	if (a == NULL || a->next == NULL ||
-	    !imap_arg_astring(a, &ref)) {
+	if (a == NULL || a->next == NULL || !imap_arg_astring(a, &ref)) {
 		s->lx.err = "reference and pattern expected";
 		return -EPROTO;
 	}
@@ -278,7 +277,8 @@ static int do_list(struct imap_sess *s, const char *tag, bool lsub)
 	if (npats == 1 && pats[0][0] == '\0') {
 		imap_untagged(s, "%s (\\Noselect) \".\" \"\"",
 			      lsub ? "LSUB" : "LIST");
-		imap_tagged(s, tag, "OK", "%s completed", lsub ? "LSUB" : "LIST");
+		imap_tagged(s, tag, "OK", "%s completed",
+			    lsub ? "LSUB" : "LIST");
 		return 0;
 	}
 	for (unsigned i = 0; i < npats; i++) {
@@ -380,8 +380,8 @@ int cmd_create(struct imap_sess *s, const char *tag)
 	memcpy(n, name, len + 1);
 	if (len > 1 && n[len - 1] == '.')
 		n[len - 1] = '\0';
-	ret = md_mbox_is_inbox(n) ? -EEXIST :
-				  md_folder_create(s->cfg->store, s->user, n);
+	ret = md_mbox_is_inbox(n) ? -EEXIST
+				  : md_folder_create(s->cfg->store, s->user, n);
 	reply(s, tag, ret, "CREATE");
 	return 0;
 }
@@ -447,7 +447,7 @@ int cmd_unsubscribe(struct imap_sess *s, const char *tag)
 
 int cmd_status(struct imap_sess *s, const char *tag)
 {
-	static const char *const items[] = {"MESSAGES", "RECENT", "UIDNEXT",
+	static const char *const items[] = {"MESSAGES",	   "RECENT", "UIDNEXT",
 					    "UIDVALIDITY", "UNSEEN", "SIZE"};
 	struct md_status st;
 	struct imap_arg *a;
@@ -491,12 +491,12 @@ int cmd_status(struct imap_sess *s, const char *tag)
 
 		if (!(want & (1u << k)))
 			continue;
-		v = k == 0 ? st.messages :
-		    k == 1 ? st.recent :
-		    k == 2 ? st.uidnext :
-		    k == 3 ? st.uidvalidity :
-		    k == 4 ? st.unseen :
-			     st.size;
+		v = k == 0   ? st.messages
+		    : k == 1 ? st.recent
+		    : k == 2 ? st.uidnext
+		    : k == 3 ? st.uidvalidity
+		    : k == 4 ? st.unseen
+			     : st.size;
 		(void)prot_printf(s->c->out, "%s%s %" PRIu64, first ? "" : " ",
 				  items[k], v);
 		first = false;
@@ -515,15 +515,15 @@ int cmd_status(struct imap_sess *s, const char *tag)
  * 0, or -ENOTCONN when the client went away, or the store's error (the
  * rest of the literal is still read, so the session stays in step).
  */
-static int take_literal(struct imap_sess *s, struct md_append *ap,
-			uint64_t n)
+static int take_literal(struct imap_sess *s, struct md_append *ap, uint64_t n)
 {
 	char buf[APPEND_CHUNK];
 	int err = 0;
 
 	while (n > 0) {
-		int got = prot_read(s->c->in, buf,
-				    n < sizeof(buf) ? (int)n : (int)sizeof(buf));
+		int got =
+			prot_read(s->c->in, buf,
+				  n < sizeof(buf) ? (int)n : (int)sizeof(buf));
 
 		if (got <= 0)
 			return -ENOTCONN;
@@ -541,8 +541,8 @@ struct append_uids {
 };
 
 /* One message: [flags] [date] literal. a: the arguments before it. */
-static int append_one(struct imap_sess *s, const char *name,
-		      struct imap_arg *a, struct append_uids *u, int *store_err)
+static int append_one(struct imap_sess *s, const char *name, struct imap_arg *a,
+		      struct append_uids *u, int *store_err)
 {
 	struct imap_flags fl = {0};
 	const char **kw = NULL;
@@ -661,9 +661,8 @@ int cmd_append(struct imap_sess *s, const char *tag)
 		 * ones appended stay (their UIDs are not reported). */
 		free(u.v);
 		imap_tagged(s, tag, "NO", "%s",
-			    store_err == -ENOENT ?
-				    "[TRYCREATE] No such mailbox" :
-				    folder_err(store_err));
+			    store_err == -ENOENT ? "[TRYCREATE] No such mailbox"
+						 : folder_err(store_err));
 		return 0;
 	}
 	ret = imap_mbox_sync(s, true);

@@ -305,8 +305,7 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 				if (view_seq(m, uid) != 0)
 					continue;
 				m->view[m->n++] = uid;
-				qsort(m->view, m->n, sizeof(uint32_t),
-				      cmp_u32);
+				qsort(m->view, m->n, sizeof(uint32_t), cmp_u32);
 				continue;
 			}
 			m->view[m->n++] = uid;
@@ -324,8 +323,8 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 	return 0;
 }
 
-int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set,
-		   bool uid, imap_each_fn *fn, void *arg, unsigned *ghosts_out)
+int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set, bool uid,
+		   imap_each_fn *fn, void *arg, unsigned *ghosts_out)
 {
 	struct imap_mbox *m = mbox_of(s);
 	unsigned ghosts = 0;
@@ -467,9 +466,9 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 		return -ENOMEM;
 	m->name = strdup(name);
 	m->readonly = readonly;
-	ret = m->name == NULL ? -ENOMEM :
-			      md_mbox_open(s->cfg->store, s->user, name,
-					   readonly, &m->mb);
+	ret = m->name == NULL ? -ENOMEM
+			      : md_mbox_open(s->cfg->store, s->user, name,
+					     readonly, &m->mb);
 	if (ret < 0) {
 		free(m->name);
 		free(m);
@@ -631,8 +630,8 @@ int cmd_expunge(struct imap_sess *s, const char *tag)
 	if (ret < 0)
 		return ret;
 	if (ret != (s->uid ? 1 : 0)) {
-		s->lx.err = s->uid ? "UID EXPUNGE takes a UID set" :
-				     "EXPUNGE takes no arguments";
+		s->lx.err = s->uid ? "UID EXPUNGE takes a UID set"
+				   : "EXPUNGE takes no arguments";
 		return -EPROTO;
 	}
 	if (s->uid) {
@@ -671,7 +670,11 @@ int cmd_expunge(struct imap_sess *s, const char *tag)
 /* -------------------------------------------------------------------- */
 /* STORE */
 
-enum store_mode { STORE_SET, STORE_ADD, STORE_DEL };
+enum store_mode {
+	STORE_SET,
+	STORE_ADD,
+	STORE_DEL
+};
 
 struct store_job {
 	enum store_mode mode;
@@ -732,16 +735,13 @@ int cmd_store(struct imap_sess *s, const char *tag)
 	}
 	/* "(\Seen)" or, after the item, flags without parentheses. */
 	if (flags->type == IMAP_ARG_LIST && flags->next == NULL) {
-		ret = imap_parse_flags(flags, false, &s->pool, &fl,
-				       &s->lx.err);
+		ret = imap_parse_flags(flags, false, &s->pool, &fl, &s->lx.err);
 	} else {
-		struct imap_arg list = {.type = IMAP_ARG_LIST,
-					.child = flags};
+		struct imap_arg list = {.type = IMAP_ARG_LIST, .child = flags};
 
 		for (struct imap_arg *f = flags; f != NULL; f = f->next)
 			list.count++;
-		ret = imap_parse_flags(&list, true, &s->pool, &fl,
-				       &s->lx.err);
+		ret = imap_parse_flags(&list, true, &s->pool, &fl, &s->lx.err);
 	}
 	if (ret < 0)
 		return ret;
@@ -758,9 +758,8 @@ int cmd_store(struct imap_sess *s, const char *tag)
 		}
 		if (ret < 0) {
 			imap_tagged(s, tag, "NO", "%s",
-				    ret == -ENOSPC ?
-					    "[LIMIT] Too many keywords" :
-					    mbox_err(ret));
+				    ret == -ENOSPC ? "[LIMIT] Too many keywords"
+						   : mbox_err(ret));
 			return 0;
 		}
 		j.kw |= 1U << ret;
@@ -823,8 +822,7 @@ int cmd_store(struct imap_sess *s, const char *tag)
 /* COPY, MOVE */
 
 /* "1:3,7" for the ascending uids (at most n entries) into out. */
-static void print_uid_set(struct protstream *out, const uint32_t *v,
-			  size_t n)
+static void print_uid_set(struct protstream *out, const uint32_t *v, size_t n)
 {
 	for (size_t i = 0; i < n;) {
 		size_t j = i;

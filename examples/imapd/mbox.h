@@ -42,8 +42,8 @@ const struct md_msg_info *imap_mbox_info(const struct imap_sess *s,
  */
 typedef int imap_each_fn(struct imap_sess *s, uint32_t seq,
 			 const struct md_msg_info *mi, void *arg);
-int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set,
-		   bool uid, imap_each_fn *fn, void *arg,
+int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set, bool uid,
+		   imap_each_fn *fn, void *arg,
 		   unsigned *ghosts_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /*

@@ -172,9 +172,9 @@ static bool match(struct search_job *j, const struct imap_search_key *k)
 		if (m == NULL || imap_mime_date(m, 0, &t, &zone) < 0)
 			return false;
 		d = day_of((int64_t)t + (int64_t)zone * 60);
-		return k->op == IMAP_SK_SENTBEFORE ? d < k->days :
-		       k->op == IMAP_SK_SENTON	   ? d == k->days :
-						     d >= k->days;
+		return k->op == IMAP_SK_SENTBEFORE ? d < k->days
+		       : k->op == IMAP_SK_SENTON   ? d == k->days
+						   : d >= k->days;
 	}
 	case IMAP_SK_HEADER:
 		m = content(j);
@@ -197,8 +197,7 @@ static bool match(struct search_job *j, const struct imap_search_key *k)
 		m = content(j);
 		if (m == NULL)
 			return false;
-		r = imap_mime_header_search(m, 0, NULL, k->str,
-					    strlen(k->str));
+		r = imap_mime_header_search(m, 0, NULL, k->str, strlen(k->str));
 		if (r == 0)
 			r = imap_mime_body_search(m, k->str, strlen(k->str));
 		if (r < 0)
@@ -268,8 +267,8 @@ int cmd_search(struct imap_sess *s, const char *tag)
 	ret = imap_parse_search(a, &s->pool, &q, &s->lx.err);
 	if (ret == -ENOENT) {
 		imap_tagged(s, tag, "NO", "[BADCHARSET (US-ASCII UTF-8)] %s",
-			    s->lx.err != NULL ? s->lx.err :
-						"Unsupported charset");
+			    s->lx.err != NULL ? s->lx.err
+					      : "Unsupported charset");
 		return 0;
 	}
 	if (ret < 0)

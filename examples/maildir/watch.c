@@ -42,7 +42,7 @@
 #include <ringprot/uring.h>
 
 #define WATCH_BUCKETS 4096
-#define WATCH_MASK                                                   \
+#define WATCH_MASK                                                          \
 	(IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ONLYDIR | \
 	 IN_EXCL_UNLINK)
 #define WATCH_KEY_MAX (2 * MD_NAME_MAX + 3)
@@ -78,7 +78,7 @@ struct md_watch_hub {
 	struct ur_op poll_op;
 	bool stopping;	/* on the hub's loop only */
 	bool loop_gone; /* the thread left its loop (lock) */
-	int thread_err;	/* lock */
+	int thread_err; /* lock */
 };
 
 static unsigned key_hash(const char *s)
@@ -107,8 +107,7 @@ static int make_key(const char *user, const char *folder, char *key,
 	return 0;
 }
 
-static struct md_watch_ent *ent_find(struct md_watch_hub *hub,
-				     const char *key)
+static struct md_watch_ent *ent_find(struct md_watch_hub *hub, const char *key)
 {
 	struct md_watch_ent *e = hub->by_key[key_hash(key)];
 
@@ -138,8 +137,7 @@ static void wd_add(struct md_watch_hub *hub, struct md_watch_ent *e, int i,
 	l->ent = e;
 	if (hub->ifd < 0)
 		return;
-	(void)snprintf(path, sizeof(path), "%s/%s/%s", hub->users, e->key,
-		       sub);
+	(void)snprintf(path, sizeof(path), "%s/%s/%s", hub->users, e->key, sub);
 	wd = inotify_add_watch(hub->ifd, path, WATCH_MASK);
 	if (wd < 0) {
 		hub->stats.inotify_errors++;
@@ -174,7 +172,8 @@ static void wd_del(struct md_watch_hub *hub, struct wd_link *l)
 /* Read every queued event and wake whom they concern. Hub's thread. */
 static void read_events(struct md_watch_hub *hub)
 {
-	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+	char buf[16384]
+		__attribute__((aligned(__alignof__(struct inotify_event))));
 
 	for (;;) {
 		ssize_t n = read(hub->ifd, buf, sizeof(buf));
@@ -245,8 +244,7 @@ static void *hub_thread(void *arg)
 	ret = ur_loop_new(&lo, &hub->loop);
 	if (ret == 0) {
 		ur_op_init(&hub->poll_op, poll_done, hub);
-		ret = ur_poll_start(hub->loop, &hub->poll_op, hub->ifd,
-				    POLLIN);
+		ret = ur_poll_start(hub->loop, &hub->poll_op, hub->ifd, POLLIN);
 	}
 	pthread_mutex_lock(&hub->lock);
 	hub->thread_err = ret;
@@ -370,9 +368,8 @@ void md_watch_hub_free(struct md_watch_hub **hubp)
 	free(hub);
 }
 
-int md_watch_add(struct md_watch_hub *hub, struct md_watch *w,
-		 const char *user, const char *folder, md_watch_fn *fn,
-		 void *arg)
+int md_watch_add(struct md_watch_hub *hub, struct md_watch *w, const char *user,
+		 const char *folder, md_watch_fn *fn, void *arg)
 {
 	char key[WATCH_KEY_MAX];
 	struct md_watch_ent *e;

@@ -68,8 +68,8 @@ void md_watch_hub_free(struct md_watch_hub **hubp);
  * still added, for in-process deliveries, and the refusal is counted in
  * md_watch_hub_stats().
  */
-int md_watch_add(struct md_watch_hub *hub, struct md_watch *w,
-		 const char *user, const char *folder, md_watch_fn *fn,
+int md_watch_add(struct md_watch_hub *hub, struct md_watch *w, const char *user,
+		 const char *folder, md_watch_fn *fn,
 		 void *arg) RINGPROT_MUST_CHECK;
 /* Stop watching; w may be reused. Accepts a watch never added (zeroed). */
 void md_watch_del(struct md_watch_hub *hub, struct md_watch *w);
