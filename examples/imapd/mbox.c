@@ -2,8 +2,9 @@
 /*
  * examples/imapd/mbox: the selected state. SELECT/EXAMINE open a
  * mailbox of the store (examples/maildir/mailbox.h) and start the
- * client's view (mbox.h says what a view is); CLOSE, UNSELECT, CHECK,
- * EXPUNGE, STORE, COPY, MOVE and IDLE work on it.
+ * client's view (mbox.h says what a view is); CLOSE, UNSELECT, CHECK
+ * and EXPUNGE work on it here, STORE, COPY and MOVE in store.c, IDLE in
+ * idle.c.
  *
  * The view is an array of UIDs, ascending, one per sequence number.
  * Removals by others arrive from md_mbox_sync() as "vanished" UIDs; they
@@ -12,17 +13,8 @@
  * the next) and leaves the view. New messages are appended (UIDs only
  * grow) and told with EXISTS. Flag changes by others are told as FETCH
  * FLAGS for the messages still in the view.
- *
- * IDLE parks the connection (srv_park): no fiber, no stack while the
- * client waits. The folder is watched (examples/maildir/watch.h:
- * in-process deliveries and inotify) for the time of the IDLE; a change
- * wakes the connection with srv_conn_notify, the resume syncs and
- * tells, and parks again. A wait event on the input stream sends
- * "* OK Still here" every imap_idle_keepalive (NAT boxes drop silent
- * connections) and ends an IDLE that passed imap_idle_max with BYE
- * (RFC 3501: a client re-issues IDLE within 29 minutes).
  */
-#include "mbox.h"
+#include "mbox-int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -34,47 +26,28 @@
 
 #include <ringprot/prot.h>
 
-#include "watch.h"
-
-struct imap_mbox {
-	struct md_mbox *mb;
-	char *name; /* as stored (mUTF-7) */
-	bool readonly;
-	uint32_t *view; /* UIDs by sequence number - 1 */
-	uint32_t n, cap;
-	uint32_t *pend; /* vanished, not yet told */
-	uint32_t npend, cappend;
-	uint32_t recent_told;
-	/* IDLE */
-	struct md_watch watch;
-	bool watching;
-	char idle_tag[IMAP_TAG_MAX + 1];
-	time_t idle_start;
-	struct prot_waitevent *keepalive;
-};
-
-static struct imap_mbox *mbox_of(const struct imap_sess *s)
+struct imap_mbox *imap__mbox_of(const struct imap_sess *s)
 {
 	return s->state == IMAP_STATE_SELECTED ? s->mbox : NULL;
 }
 
 uint32_t imap_mbox_exists(const struct imap_sess *s)
 {
-	const struct imap_mbox *m = mbox_of(s);
+	const struct imap_mbox *m = imap__mbox_of(s);
 
 	return m != NULL ? m->n : 0;
 }
 
 struct md_mbox *imap_mbox_md(const struct imap_sess *s)
 {
-	const struct imap_mbox *m = mbox_of(s);
+	const struct imap_mbox *m = imap__mbox_of(s);
 
 	return m != NULL ? m->mb : NULL;
 }
 
 uint32_t imap_mbox_uid(const struct imap_sess *s, uint32_t seq)
 {
-	const struct imap_mbox *m = mbox_of(s);
+	const struct imap_mbox *m = imap__mbox_of(s);
 
 	return m != NULL && seq >= 1 && seq <= m->n ? m->view[seq - 1] : 0;
 }
@@ -82,7 +55,7 @@ uint32_t imap_mbox_uid(const struct imap_sess *s, uint32_t seq)
 const struct md_msg_info *imap_mbox_info(const struct imap_sess *s,
 					 uint32_t seq)
 {
-	const struct imap_mbox *m = mbox_of(s);
+	const struct imap_mbox *m = imap__mbox_of(s);
 	const struct md_msg_info *msgs;
 	size_t n;
 	long i;
@@ -97,7 +70,7 @@ const struct md_msg_info *imap_mbox_info(const struct imap_sess *s,
 }
 
 /* Sequence number of uid in the view, 0 if absent. */
-static uint32_t view_seq(const struct imap_mbox *m, uint32_t uid)
+uint32_t imap__view_seq(const struct imap_mbox *m, uint32_t uid)
 {
 	uint32_t lo = 0, hi = m->n;
 
@@ -112,7 +85,7 @@ static uint32_t view_seq(const struct imap_mbox *m, uint32_t uid)
 	return lo < m->n && m->view[lo] == uid ? lo + 1 : 0;
 }
 
-static int grow(uint32_t **a, uint32_t *cap, uint32_t need)
+int imap__grow(uint32_t **a, uint32_t *cap, uint32_t need)
 {
 	uint32_t ncap = *cap != 0 ? *cap : 64;
 	uint32_t *p;
@@ -145,7 +118,7 @@ static const struct {
 };
 #define NSYSFLAGS (sizeof(sysflags) / sizeof(sysflags[0]))
 
-static unsigned md_from_imap(unsigned imap)
+unsigned imap__md_flags(unsigned imap)
 {
 	unsigned md = 0;
 
@@ -158,7 +131,7 @@ static unsigned md_from_imap(unsigned imap)
 void imap_print_flags(struct imap_sess *s, const struct md_msg_info *mi)
 {
 	struct protstream *out = s->c->out;
-	const struct imap_mbox *m = mbox_of(s);
+	const struct imap_mbox *m = imap__mbox_of(s);
 	bool first = true;
 
 	(void)prot_putc('(', out);
@@ -205,8 +178,8 @@ static void print_flag_list(struct imap_sess *s, const struct imap_mbox *m,
 	(void)prot_putc(')', out);
 }
 
-static void print_fetch_flags(struct imap_sess *s, uint32_t seq,
-			      const struct md_msg_info *mi, bool with_uid)
+void imap__print_fetch_flags(struct imap_sess *s, uint32_t seq,
+			     const struct md_msg_info *mi, bool with_uid)
 {
 	(void)prot_printf(s->c->out, "* %" PRIu32 " FETCH (", seq);
 	if (with_uid)
@@ -220,11 +193,11 @@ static void print_fetch_flags(struct imap_sess *s, uint32_t seq,
 /* The view */
 
 /* Tell and drop the pending removals, highest sequence number first. */
-static void tell_expunges(struct imap_sess *s, struct imap_mbox *m,
-			  const uint32_t *uids, uint32_t n)
+void imap__tell_expunges(struct imap_sess *s, struct imap_mbox *m,
+			 const uint32_t *uids, uint32_t n)
 {
 	for (uint32_t i = n; i-- > 0;) {
-		uint32_t seq = view_seq(m, uids[i]);
+		uint32_t seq = imap__view_seq(m, uids[i]);
 
 		if (seq == 0)
 			continue;
@@ -257,7 +230,7 @@ static uint32_t count_recent(const struct imap_mbox *m)
 
 int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 {
-	struct imap_mbox *m = mbox_of(s);
+	struct imap_mbox *m = imap__mbox_of(s);
 	struct md_mbox_changes ch;
 	uint32_t before;
 	int ret;
@@ -269,17 +242,17 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 		return ret;
 	/* Flags others changed, for messages the client knows. */
 	for (size_t i = 0; i < ch.n_flagged; i++) {
-		uint32_t seq = view_seq(m, ch.flagged[i]);
+		uint32_t seq = imap__view_seq(m, ch.flagged[i]);
 		long k = md_mbox_find(m->mb, ch.flagged[i]);
 
 		if (seq != 0 && k >= 0)
-			print_fetch_flags(s, seq,
-					  &md_mbox_msgs(m->mb, &(size_t){0})[k],
-					  s->uid);
+			imap__print_fetch_flags(
+				s, seq, &md_mbox_msgs(m->mb, &(size_t){0})[k],
+				s->uid);
 	}
 	if (ch.n_vanished > 0) {
-		ret = grow(&m->pend, &m->cappend,
-			   m->npend + (uint32_t)ch.n_vanished);
+		ret = imap__grow(&m->pend, &m->cappend,
+				 m->npend + (uint32_t)ch.n_vanished);
 		if (ret < 0)
 			return ret;
 		memcpy(&m->pend[m->npend], ch.vanished,
@@ -288,21 +261,22 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 		qsort(m->pend, m->npend, sizeof(uint32_t), cmp_u32);
 	}
 	if (expunge_ok && m->npend > 0) {
-		tell_expunges(s, m, m->pend, m->npend);
+		imap__tell_expunges(s, m, m->pend, m->npend);
 		m->npend = 0;
 	}
 	before = m->n;
 	if (ch.n_added > 0) {
-		ret = grow(&m->view, &m->cap, m->n + (uint32_t)ch.n_added);
+		ret = imap__grow(&m->view, &m->cap,
+				 m->n + (uint32_t)ch.n_added);
 		if (ret < 0)
 			return ret;
 		for (size_t i = 0; i < ch.n_added; i++) {
 			uint32_t uid = ch.added[i];
 
 			if (m->n > 0 && uid <= m->view[m->n - 1]) {
-				/* Not expected (UIDs only grow): keep the
+				/* Not expected (UIDs only imap__grow): keep the
 				 * view sorted all the same. */
-				if (view_seq(m, uid) != 0)
+				if (imap__view_seq(m, uid) != 0)
 					continue;
 				m->view[m->n++] = uid;
 				qsort(m->view, m->n, sizeof(uint32_t), cmp_u32);
@@ -326,7 +300,7 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set, bool uid,
 		   imap_each_fn *fn, void *arg, unsigned *ghosts_out)
 {
-	struct imap_mbox *m = mbox_of(s);
+	struct imap_mbox *m = imap__mbox_of(s);
 	unsigned ghosts = 0;
 	uint32_t max;
 	int ret = 0;
@@ -388,7 +362,7 @@ int imap_mbox_name_arg(struct imap_sess *s, const struct imap_arg *a,
 /* -------------------------------------------------------------------- */
 /* SELECT, EXAMINE, CLOSE, UNSELECT, CHECK */
 
-static void watch_stop(struct imap_sess *s, struct imap_mbox *m)
+void imap__watch_stop(struct imap_sess *s, struct imap_mbox *m)
 {
 	if (m->watching) {
 		md_watch_del(s->cfg->watch, &m->watch);
@@ -396,13 +370,13 @@ static void watch_stop(struct imap_sess *s, struct imap_mbox *m)
 	}
 }
 
-static void mbox_free(struct imap_sess *s)
+void imap__mbox_free(struct imap_sess *s)
 {
 	struct imap_mbox *m = s->mbox;
 
 	if (m == NULL)
 		return;
-	watch_stop(s, m);
+	imap__watch_stop(s, m);
 	md_mbox_close(&m->mb);
 	free(m->view);
 	free(m->pend);
@@ -414,13 +388,13 @@ static void mbox_free(struct imap_sess *s)
 
 void imap_mbox_unselect(struct imap_sess *s)
 {
-	mbox_free(s);
+	imap__mbox_free(s);
 	if (s->state == IMAP_STATE_SELECTED)
 		s->state = IMAP_STATE_AUTH;
 }
 
 /* The NO text for a store error on a mailbox. */
-static const char *mbox_err(int err)
+const char *imap__mbox_err(int err)
 {
 	switch (err) {
 	case -ENOENT:
@@ -472,11 +446,11 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 	if (ret < 0) {
 		free(m->name);
 		free(m);
-		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 		return 0;
 	}
 	msgs = md_mbox_msgs(m->mb, &n);
-	ret = grow(&m->view, &m->cap, (uint32_t)n);
+	ret = imap__grow(&m->view, &m->cap, (uint32_t)n);
 	if (ret < 0) {
 		md_mbox_close(&m->mb);
 		free(m->name);
@@ -490,7 +464,7 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 	}
 	m->n = (uint32_t)n;
 	s->mbox = m;
-	s->mbox_close = mbox_free;
+	s->mbox_close = imap__mbox_free;
 	s->state = IMAP_STATE_SELECTED;
 	m->recent_told = count_recent(m);
 
@@ -527,7 +501,7 @@ int cmd_examine(struct imap_sess *s, const char *tag)
 	return do_select(s, tag, true);
 }
 
-static int no_args_here(struct imap_sess *s)
+int imap__no_args(struct imap_sess *s)
 {
 	struct imap_arg *a;
 	int ret = imap_args(s, &a);
@@ -541,10 +515,10 @@ static int no_args_here(struct imap_sess *s)
 
 int cmd_close(struct imap_sess *s, const char *tag)
 {
-	struct imap_mbox *m = mbox_of(s);
+	struct imap_mbox *m = imap__mbox_of(s);
 	uint32_t *gone = NULL;
 	size_t ngone = 0;
-	int ret = no_args_here(s);
+	int ret = imap__no_args(s);
 
 	if (ret < 0)
 		return ret;
@@ -561,7 +535,7 @@ int cmd_close(struct imap_sess *s, const char *tag)
 
 int cmd_unselect(struct imap_sess *s, const char *tag)
 {
-	int ret = no_args_here(s);
+	int ret = imap__no_args(s);
 
 	if (ret < 0)
 		return ret;
@@ -572,13 +546,13 @@ int cmd_unselect(struct imap_sess *s, const char *tag)
 
 int cmd_check(struct imap_sess *s, const char *tag)
 {
-	int ret = no_args_here(s);
+	int ret = imap__no_args(s);
 
 	if (ret < 0)
 		return ret;
 	ret = imap_mbox_sync(s, true);
 	if (ret < 0)
-		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 	else
 		imap_tagged(s, tag, "OK", "CHECK completed");
 	return 0;
@@ -587,27 +561,22 @@ int cmd_check(struct imap_sess *s, const char *tag)
 /* -------------------------------------------------------------------- */
 /* EXPUNGE, UID EXPUNGE */
 
-struct uid_list {
-	uint32_t *v;
-	uint32_t n, cap;
-};
-
-static int collect_uid(struct imap_sess *s, uint32_t seq,
-		       const struct md_msg_info *mi, void *arg)
+int imap__collect_uid(struct imap_sess *s, uint32_t seq,
+		      const struct md_msg_info *mi, void *arg)
 {
 	struct uid_list *l = arg;
 
 	(void)s;
 	(void)seq;
-	if (grow(&l->v, &l->cap, l->n + 1) < 0)
+	if (imap__grow(&l->v, &l->cap, l->n + 1) < 0)
 		return -ENOMEM;
 	l->v[l->n++] = mi->uid;
 	return 0;
 }
 
 /* The sequence set argument a as a set (s->lx.err on error). */
-static int set_arg(struct imap_sess *s, const struct imap_arg *a,
-		   struct imap_seqset *set)
+int imap__set_arg(struct imap_sess *s, const struct imap_arg *a,
+		  struct imap_seqset *set)
 {
 	if (a == NULL || a->type != IMAP_ARG_ATOM) {
 		s->lx.err = "sequence set expected";
@@ -618,7 +587,7 @@ static int set_arg(struct imap_sess *s, const struct imap_arg *a,
 
 int cmd_expunge(struct imap_sess *s, const char *tag)
 {
-	struct imap_mbox *m = mbox_of(s);
+	struct imap_mbox *m = imap__mbox_of(s);
 	struct uid_list l = {0};
 	struct imap_seqset set;
 	struct imap_arg *a;
@@ -635,10 +604,11 @@ int cmd_expunge(struct imap_sess *s, const char *tag)
 		return -EPROTO;
 	}
 	if (s->uid) {
-		ret = set_arg(s, a, &set);
+		ret = imap__set_arg(s, a, &set);
 		if (ret < 0)
 			return ret;
-		ret = imap_mbox_each(s, &set, true, collect_uid, &l, NULL);
+		ret = imap_mbox_each(s, &set, true, imap__collect_uid, &l,
+				     NULL);
 		if (ret < 0) {
 			free(l.v);
 			return ret;
@@ -646,7 +616,7 @@ int cmd_expunge(struct imap_sess *s, const char *tag)
 	}
 	if (m->readonly) {
 		free(l.v);
-		imap_tagged(s, tag, "NO", "%s", mbox_err(-EROFS));
+		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(-EROFS));
 		return 0;
 	}
 	if (!s->uid || l.n > 0)
@@ -654,424 +624,15 @@ int cmd_expunge(struct imap_sess *s, const char *tag)
 				      &ngone);
 	free(l.v);
 	if (ret < 0) {
-		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 		return 0;
 	}
-	tell_expunges(s, m, gone, (uint32_t)ngone);
+	imap__tell_expunges(s, m, gone, (uint32_t)ngone);
 	free(gone);
 	ret = imap_mbox_sync(s, true);
 	if (ret < 0)
-		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
+		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 	else
 		imap_tagged(s, tag, "OK", "EXPUNGE completed");
 	return 0;
-}
-
-/* -------------------------------------------------------------------- */
-/* STORE */
-
-enum store_mode {
-	STORE_SET,
-	STORE_ADD,
-	STORE_DEL
-};
-
-struct store_job {
-	enum store_mode mode;
-	bool silent;
-	unsigned md_flags;
-	uint32_t kw; /* keyword bits */
-	struct uid_list uids;
-};
-
-static int store_collect(struct imap_sess *s, uint32_t seq,
-			 const struct md_msg_info *mi, void *arg)
-{
-	struct store_job *j = arg;
-
-	return collect_uid(s, seq, mi, &j->uids);
-}
-
-int cmd_store(struct imap_sess *s, const char *tag)
-{
-	struct imap_mbox *m = mbox_of(s);
-	struct store_job j = {0};
-	struct imap_seqset set;
-	struct imap_flags fl;
-	struct imap_arg *a, *item, *flags;
-	const char *it;
-	size_t itlen;
-	int ret;
-
-	ret = imap_args(s, &a);
-	if (ret < 0)
-		return ret;
-	if (ret < 3) {
-		s->lx.err = "STORE takes a set, an item and flags";
-		return -EPROTO;
-	}
-	ret = set_arg(s, a, &set);
-	if (ret < 0)
-		return ret;
-	item = a->next;
-	flags = item->next;
-	if (item->type != IMAP_ARG_ATOM) {
-		s->lx.err = "STORE item expected";
-		return -EPROTO;
-	}
-	it = item->str;
-	if (*it == '+' || *it == '-') {
-		j.mode = *it == '+' ? STORE_ADD : STORE_DEL;
-		it++;
-	}
-	itlen = strlen(it);
-	if (itlen >= 7 && strcasecmp(it + itlen - 7, ".SILENT") == 0) {
-		j.silent = true;
-		itlen -= 7;
-	}
-	if (itlen != 5 || strncasecmp(it, "FLAGS", 5) != 0) {
-		s->lx.err = "STORE item must be [+-]FLAGS[.SILENT]";
-		return -EPROTO;
-	}
-	/* "(\Seen)" or, after the item, flags without parentheses. */
-	if (flags->type == IMAP_ARG_LIST && flags->next == NULL) {
-		ret = imap_parse_flags(flags, false, &s->pool, &fl, &s->lx.err);
-	} else {
-		struct imap_arg list = {.type = IMAP_ARG_LIST, .child = flags};
-
-		for (struct imap_arg *f = flags; f != NULL; f = f->next)
-			list.count++;
-		ret = imap_parse_flags(&list, true, &s->pool, &fl, &s->lx.err);
-	}
-	if (ret < 0)
-		return ret;
-	if (m->readonly) {
-		imap_tagged(s, tag, "NO", "%s", mbox_err(-EROFS));
-		return 0;
-	}
-	j.md_flags = md_from_imap(fl.sys);
-	for (unsigned k = 0; k < fl.nkeywords; k++) {
-		ret = md_mbox_keyword_index(m->mb, fl.keywords[k]);
-		if (ret == -EINVAL) {
-			s->lx.err = "invalid keyword";
-			return -EPROTO;
-		}
-		if (ret < 0) {
-			imap_tagged(s, tag, "NO", "%s",
-				    ret == -ENOSPC ? "[LIMIT] Too many keywords"
-						   : mbox_err(ret));
-			return 0;
-		}
-		j.kw |= 1U << ret;
-	}
-	ret = imap_mbox_each(s, &set, s->uid, store_collect, &j, NULL);
-	for (uint32_t i = 0; ret == 0 && i < j.uids.n; i++) {
-		long k = md_mbox_find(m->mb, j.uids.v[i]);
-		const struct md_msg_info *mi;
-		unsigned f;
-		uint32_t kw;
-
-		if (k < 0)
-			continue; /* gone meanwhile */
-		mi = &md_mbox_msgs(m->mb, &(size_t){0})[k];
-		f = mi->flags & MD_F_STORED;
-		kw = mi->keywords;
-		switch (j.mode) {
-		case STORE_SET:
-			f = (f & MD_F_PASSED) | j.md_flags;
-			kw = j.kw;
-			break;
-		case STORE_ADD:
-			f |= j.md_flags;
-			kw |= j.kw;
-			break;
-		case STORE_DEL:
-			f &= ~j.md_flags;
-			kw &= ~j.kw;
-			break;
-		}
-		if (f != (mi->flags & MD_F_STORED) || kw != mi->keywords) {
-			ret = md_mbox_store(m->mb, j.uids.v[i], f, kw);
-			if (ret == -ENOENT) {
-				ret = 0; /* expunged elsewhere: skip */
-				continue;
-			}
-		}
-		if (ret == 0 && !j.silent) {
-			k = md_mbox_find(m->mb, j.uids.v[i]);
-			if (k >= 0)
-				print_fetch_flags(
-					s, view_seq(m, j.uids.v[i]),
-					&md_mbox_msgs(m->mb, &(size_t){0})[k],
-					s->uid);
-		}
-	}
-	free(j.uids.v);
-	if (ret == -ENOMEM)
-		return ret;
-	if (ret == 0)
-		ret = imap_mbox_sync(s, s->uid);
-	if (ret < 0)
-		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
-	else
-		imap_tagged(s, tag, "OK", "STORE completed");
-	return 0;
-}
-
-/* -------------------------------------------------------------------- */
-/* COPY, MOVE */
-
-/* "1:3,7" for the ascending uids (at most n entries) into out. */
-static void print_uid_set(struct protstream *out, const uint32_t *v, size_t n)
-{
-	for (size_t i = 0; i < n;) {
-		size_t j = i;
-
-		while (j + 1 < n && v[j + 1] == v[j] + 1)
-			j++;
-		if (i > 0)
-			(void)prot_putc(',', out);
-		if (j == i)
-			(void)prot_printf(out, "%" PRIu32, v[i]);
-		else
-			(void)prot_printf(out, "%" PRIu32 ":%" PRIu32, v[i],
-					  v[j]);
-		i = j + 1;
-	}
-}
-
-/* COPYUID's sets: the source set sorted, the targets in its order. */
-static bool run_of(const uint32_t *src, const uint32_t *dst, size_t n)
-{
-	for (size_t i = 1; i < n; i++)
-		if (src[i] != src[i - 1] + 1 || dst[i] != dst[i - 1] + 1)
-			return false;
-	return true;
-}
-
-static void print_copyuid(struct imap_sess *s, const struct md_copy_result *r)
-{
-	struct protstream *out = s->c->out;
-
-	(void)prot_printf(out, "[COPYUID %" PRIu32 " ", r->uidvalidity);
-	if (run_of(r->src, r->dst, r->n)) {
-		print_uid_set(out, r->src, r->n);
-		(void)prot_putc(' ', out);
-		print_uid_set(out, r->dst, r->n);
-	} else {
-		/* Sets as lists, pairwise in order (RFC 4315). */
-		for (size_t i = 0; i < r->n; i++)
-			(void)prot_printf(out, "%s%" PRIu32, i ? "," : "",
-					  r->src[i]);
-		(void)prot_putc(' ', out);
-		for (size_t i = 0; i < r->n; i++)
-			(void)prot_printf(out, "%s%" PRIu32, i ? "," : "",
-					  r->dst[i]);
-	}
-	(void)prot_putc(']', out);
-}
-
-static int do_copy(struct imap_sess *s, const char *tag, bool move)
-{
-	struct imap_mbox *m = mbox_of(s);
-	struct md_copy_result r = {0};
-	struct uid_list l = {0};
-	struct imap_seqset set;
-	struct imap_arg *a;
-	const char *dest;
-	int ret;
-
-	ret = imap_args(s, &a);
-	if (ret < 0)
-		return ret;
-	if (ret != 2) {
-		s->lx.err = "takes a set and a mailbox name";
-		return -EPROTO;
-	}
-	ret = set_arg(s, a, &set);
-	if (ret == 0)
-		ret = imap_mbox_name_arg(s, a->next, &dest);
-	if (ret < 0)
-		return ret;
-	if (move && m->readonly) {
-		imap_tagged(s, tag, "NO", "%s", mbox_err(-EROFS));
-		return 0;
-	}
-	ret = imap_mbox_each(s, &set, s->uid, collect_uid, &l, NULL);
-	if (ret == 0 && l.n > 0)
-		ret = md_mbox_copy(m->mb, l.v, l.n, dest, move, &r);
-	free(l.v);
-	if (ret == -ENOMEM)
-		return ret;
-	if (ret < 0) {
-		md_copy_result_fini(&r);
-		if (ret == -ENOENT)
-			imap_tagged(s, tag, "NO",
-				    "[TRYCREATE] No such mailbox");
-		else
-			imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
-		return 0;
-	}
-	if (move) {
-		/* RFC 6851: COPYUID untagged, then the EXPUNGEs. */
-		if (r.n > 0) {
-			(void)prot_puts(s->c->out, "* OK ");
-			print_copyuid(s, &r);
-			(void)prot_puts(s->c->out, " Moved\r\n");
-		}
-		tell_expunges(s, m, r.src, (uint32_t)r.n);
-	}
-	ret = imap_mbox_sync(s, move || s->uid);
-	if (ret < 0) {
-		md_copy_result_fini(&r);
-		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
-		return 0;
-	}
-	(void)prot_printf(s->c->out, "%s OK ", tag);
-	if (!move && r.n > 0) {
-		print_copyuid(s, &r);
-		(void)prot_putc(' ', s->c->out);
-	}
-	(void)prot_printf(s->c->out, "%s completed\r\n",
-			  move ? "MOVE" : "COPY");
-	md_copy_result_fini(&r);
-	return 0;
-}
-
-int cmd_copy(struct imap_sess *s, const char *tag)
-{
-	return do_copy(s, tag, false);
-}
-
-int cmd_move(struct imap_sess *s, const char *tag)
-{
-	return do_copy(s, tag, true);
-}
-
-/* -------------------------------------------------------------------- */
-/* IDLE */
-
-static void idle_wake(void *arg)
-{
-	if (srv_conn_notify(arg) < 0) {
-		/* closed meanwhile: its close removes the watch */
-	}
-}
-
-/* Keepalive and the IDLE limit (a wait event on c->in). */
-static struct prot_waitevent *idle_tick(struct protstream *in,
-					struct prot_waitevent *ev, void *rock)
-{
-	struct imap_sess *s = rock;
-	struct imap_mbox *m = s->mbox;
-	time_t now = time(NULL);
-	time_t keep = (time_t)(s->cfg->idle_keepalive_ms / 1000);
-
-	(void)in;
-	if (m == NULL)
-		return NULL;
-	if (s->cfg->idle_max_ms != 0 &&
-	    now - m->idle_start >= (time_t)(s->cfg->idle_max_ms / 1000)) {
-		/* The resume sees idle_start reset and says BYE. */
-		m->idle_start = 0;
-		m->keepalive = NULL;
-		return NULL;
-	}
-	(void)prot_puts(s->c->out, "* OK Still here\r\n");
-	(void)prot_flush(s->c->out);
-	ev->mark = now + (keep > 0 ? keep : 60);
-	return ev;
-}
-
-static void idle_end(struct imap_sess *s, struct imap_mbox *m)
-{
-	watch_stop(s, m);
-	if (m->keepalive != NULL) {
-		prot_removewaitevent(s->c->in, m->keepalive);
-		m->keepalive = NULL;
-	}
-}
-
-int cmd_idle(struct imap_sess *s, const char *tag)
-{
-	struct imap_mbox *m = s->mbox;
-	time_t keep = (time_t)(s->cfg->idle_keepalive_ms / 1000);
-	int ret = no_args_here(s);
-
-	if (ret < 0)
-		return ret;
-	if (m == NULL) {
-		/* IDLE in the authenticated state: nothing to watch, but
-		 * the client may still wait; keep a record for the tag. */
-		m = calloc(1, sizeof(*m));
-		if (m == NULL)
-			return -ENOMEM;
-		s->mbox = m;
-		s->mbox_close = mbox_free;
-	}
-	ret = imap_mbox_sync(s, true);
-	if (ret < 0) {
-		imap_tagged(s, tag, "NO", "%s", mbox_err(ret));
-		return 0;
-	}
-	(void)snprintf(m->idle_tag, sizeof(m->idle_tag), "%s", tag);
-	m->idle_start = time(NULL);
-	if (m->mb != NULL && s->cfg->watch != NULL) {
-		const char *folder = md_mbox_is_inbox(m->name) ? NULL : m->name;
-
-		ret = md_watch_add(s->cfg->watch, &m->watch, s->user, folder,
-				   idle_wake, s->c);
-		m->watching = ret == 0;
-	}
-	if (keep > 0 || s->cfg->idle_max_ms != 0)
-		m->keepalive = prot_addwaitevent(
-			s->c->in, m->idle_start + (keep > 0 ? keep : 60),
-			idle_tick, s);
-	(void)prot_puts(s->c->out, "+ idling\r\n");
-	return IMAP_PARK;
-}
-
-int imap_idle_resume(struct srv_conn *c, unsigned wake)
-{
-	struct imap_sess *s = c->data;
-	struct imap_mbox *m = s->mbox;
-	char line[64];
-	int ret;
-
-	if (wake & SRV_WAKE_SHUTDOWN) {
-		idle_end(s, m);
-		(void)prot_puts(c->out, "* BYE Server shutting down\r\n");
-		return 0;
-	}
-	if (m->idle_start == 0) {
-		idle_end(s, m);
-		(void)prot_puts(c->out, "* BYE IDLE for too long\r\n");
-		return 0;
-	}
-	if (m->mb != NULL && (wake & (SRV_WAKE_NOTIFY | SRV_WAKE_EVENT))) {
-		(void)srv_conn_take_notify(c);
-		s->uid = false;
-		ret = imap_mbox_sync(s, true);
-		if (ret < 0) {
-			idle_end(s, m);
-			(void)prot_printf(c->out, "* BYE Mailbox error\r\n");
-			return 0;
-		}
-	}
-	if (!(wake & SRV_WAKE_INPUT) && !prot_input_pending(c->in))
-		return srv_park(c, imap_idle_resume);
-	ret = imap_lex_line(&s->lx, line, sizeof(line));
-	if (ret == -ENOTCONN || ret == -ETIMEDOUT || ret == -EIO ||
-	    ret == -ECONNRESET) {
-		idle_end(s, m);
-		return 0;
-	}
-	idle_end(s, m);
-	if (ret >= 0 && strcasecmp(line, "DONE") == 0)
-		imap_tagged(s, m->idle_tag, "OK", "IDLE terminated");
-	else
-		imap_tagged(s, m->idle_tag, "BAD", "Expected DONE");
-	if (m->mb == NULL)
-		mbox_free(s); /* the record IDLE made in the auth state */
-	return imap_session_continue(s);
 }
