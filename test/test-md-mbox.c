@@ -227,9 +227,8 @@ static void test_md_mbox_two_handles(void **state)
 	/* UID EXPUNGE: only the listed \Deleted ones. */
 	assert_int_equal(md_mbox_store(b, 1, MD_F_DELETED, 0), 0);
 	assert_int_equal(md_mbox_store(b, 2, MD_F_DELETED, 0), 0);
-	assert_int_equal(md_mbox_expunge(b, (uint32_t[]){2, 4}, 2, &gone,
-					 &ngone),
-			 0);
+	assert_int_equal(
+		md_mbox_expunge(b, (uint32_t[]){2, 4}, 2, &gone, &ngone), 0);
 	assert_int_equal(ngone, 1);
 	assert_int_equal(gone[0], 2);
 	free(gone);
@@ -324,7 +323,9 @@ static void check_obs(const char *root, char **by_uid, size_t max)
 static void test_md_mbox_processes(void **state)
 {
 	struct fx *f = *state;
-	enum { MAX = PROCS * PER_PROC + 2 };
+	enum {
+		MAX = PROCS * PER_PROC + 2
+	};
 	char *by_uid[MAX] = {0};
 	const struct md_msg_info *m;
 	struct md_mbox *mb;
@@ -394,11 +395,10 @@ static void test_md_mbox_flags_names(void **state)
 
 	deliver(f->st, NULL, "a\n");
 	mb = open_mb(f, "INBOX", false);
-	assert_int_equal(md_mbox_store(mb, 1,
-				       MD_F_ANSWERED | MD_F_FLAGGED |
-					       MD_F_PASSED,
-				       0),
-			 0);
+	assert_int_equal(
+		md_mbox_store(mb, 1, MD_F_ANSWERED | MD_F_FLAGGED | MD_F_PASSED,
+			      0),
+		0);
 	m = md_mbox_msgs(mb, &n);
 	assert_non_null(strstr(m[0].path, ":2,FPR"));
 	snprintf(path, sizeof(path), "%s/users/alice/%s", f->root, m[0].path);
@@ -468,9 +468,9 @@ static void test_md_mbox_copy_move_append(void **state)
 	assert_int_equal(md_append_begin(f->st, "alice", "Archive", &ap), 0);
 	assert_int_equal(md_append_write(ap, "Subject: a\r", 11), 0);
 	assert_int_equal(md_append_write(ap, "\n\r\nbody\r\n", 9), 0);
-	assert_int_equal(md_append_commit(&ap, MD_F_SEEN, kws, 1,
-					  1000000000, &uv, &uid),
-			 0);
+	assert_int_equal(
+		md_append_commit(&ap, MD_F_SEEN, kws, 1, 1000000000, &uv, &uid),
+		0);
 	assert_null(ap);
 	assert_int_equal(uid, 1);
 	ar = open_mb(f, "Archive", false);
@@ -496,8 +496,7 @@ static void test_md_mbox_copy_move_append(void **state)
 	assert_int_equal(md_append_write(ap, "half", 4), 0);
 	md_append_abort(&ap);
 	assert_int_equal(count_dir(f->root, "users/alice/.Archive/tmp"), 0);
-	assert_int_equal(md_append_begin(f->st, "alice", "Nope", &ap),
-			 -ENOENT);
+	assert_int_equal(md_append_begin(f->st, "alice", "Nope", &ap), -ENOENT);
 
 	/* COPY: new UIDs in the target, flags and keywords carried. */
 	deliver(f->st, NULL, "one\n");
@@ -528,9 +527,9 @@ static void test_md_mbox_copy_move_append(void **state)
 	assert_int_equal(n, 3);
 
 	/* MOVE: gone from the source, reported as such. */
-	assert_int_equal(md_mbox_copy(in, (uint32_t[]){1, 3}, 2, "Archive",
-				      true, &r),
-			 0);
+	assert_int_equal(
+		md_mbox_copy(in, (uint32_t[]){1, 3}, 2, "Archive", true, &r),
+		0);
 	assert_int_equal(r.n, 2);
 	assert_int_equal(r.src[0], 1);
 	assert_int_equal(r.dst[0], 4);
@@ -540,14 +539,14 @@ static void test_md_mbox_copy_move_append(void **state)
 	assert_int_equal(n, 1);
 	assert_int_equal(m[0].uid, 2);
 	assert_int_equal(count_dir(f->root, "users/alice/cur"), 1);
-	assert_int_equal(md_mbox_copy(in, (uint32_t[]){2}, 1, "Nope", false,
-				      &r),
-			 -ENOENT);
+	assert_int_equal(
+		md_mbox_copy(in, (uint32_t[]){2}, 1, "Nope", false, &r),
+		-ENOENT);
 	md_mbox_close(&in);
 	in = open_mb(f, "INBOX", true);
-	assert_int_equal(md_mbox_copy(in, (uint32_t[]){2}, 1, "Archive", true,
-				      &r),
-			 -EROFS);
+	assert_int_equal(
+		md_mbox_copy(in, (uint32_t[]){2}, 1, "Archive", true, &r),
+		-EROFS);
 	md_mbox_close(&in);
 	assert_int_equal(md_mbox_sync(ar, NULL), 0);
 	md_mbox_msgs(ar, &n);
@@ -603,8 +602,7 @@ static void test_md_mbox_folders(void **state)
 
 	/* RENAME with children: A.B.C follows A.B; parents made. */
 	assert_int_equal(md_folder_rename(f->st, "alice", "A.B", "Z.Y"), 0);
-	assert_int_equal(md_folder_rename(f->st, "alice", "Z", "Z.Q"),
-			 -EINVAL);
+	assert_int_equal(md_folder_rename(f->st, "alice", "Z", "Z.Q"), -EINVAL);
 	assert_int_equal(md_folder_rename(f->st, "alice", "Z.Y", "Sent"),
 			 -EEXIST);
 	assert_int_equal(md_folder_rename(f->st, "alice", "Q", "R"), -ENOENT);
@@ -654,13 +652,14 @@ static void test_md_mbox_bad_names(void **state)
 {
 	struct fx *f = *state;
 	static const char *const bad[] = {
-		"", ".", "..", ".A", "A.", "A..B", "A/B", "../x", "A\tB",
-		"A\x7f", "caf\xc3\xa9", "A*", "%", "INBOX.x", "inbox.Sub",
-		"&", "&Jjo", "&Jjo!-", "x&",
+		"",    ".",	  "..",	       ".A",	"A.",	       "A..B",
+		"A/B", "../x",	  "A\tB",      "A\x7f", "caf\xc3\xa9", "A*",
+		"%",   "INBOX.x", "inbox.Sub", "&",	"&Jjo",	       "&Jjo!-",
+		"x&",
 	};
 	static const char *const good[] = {
-		"INBOX", "iNbOx", "A", "A.B.C", "Caf&AOk-", "&-", "A B",
-		"Lists.rust", "INBOXES",
+		"INBOX", "iNbOx", "A",		"A.B.C",   "Caf&AOk-",
+		"&-",	 "A B",	  "Lists.rust", "INBOXES",
 	};
 	struct md_mbox *mb = (void *)1;
 	char longname[MD_MBOX_NAME_MAX + 2];
@@ -670,9 +669,9 @@ static void test_md_mbox_bad_names(void **state)
 			fail_msg("accepted \"%s\"", bad[i]);
 		assert_int_equal(md_folder_create(f->st, "alice", bad[i]),
 				 -EINVAL);
-		assert_int_equal(md_mbox_open(f->st, "alice", bad[i], false,
-					      &mb),
-				 -EINVAL);
+		assert_int_equal(
+			md_mbox_open(f->st, "alice", bad[i], false, &mb),
+			-EINVAL);
 		assert_null(mb);
 	}
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
@@ -756,6 +755,133 @@ static void test_md_mbox_stale_lock(void **state)
 	md_mbox_close(&mb);
 }
 
+enum {
+	FIB_N = 4,
+	FIB_MSGS = 8
+};
+
+struct fib {
+	struct md_store *st;
+	int idx;
+	int ticks; /* sleeper: turns while the other waits on the lock */
+	const int *stop;
+};
+
+/* A session in a fiber: appends, then flags what it appended. */
+static int fib_session(void *arg)
+{
+	struct fib *fb = arg;
+	uint32_t uids[FIB_MSGS], uv;
+	struct md_mbox *mb;
+	int ret = 0;
+
+	for (int i = 0; i < FIB_MSGS && ret == 0; i++) {
+		struct md_append *ap;
+
+		ret = md_append_begin(fb->st, "alice", "Shared", &ap);
+		if (ret == 0)
+			ret = md_append_write(ap, "Subject: f\r\n\r\nx\r\n",
+					      18);
+		if (ret == 0)
+			ret = md_append_commit(&ap, 0, NULL, 0, 0, &uv,
+					       &uids[i]);
+		else
+			md_append_abort(&ap);
+	}
+	if (ret == 0)
+		ret = md_mbox_open(fb->st, "alice", "Shared", false, &mb);
+	for (int i = 0; i < FIB_MSGS && ret == 0; i++)
+		ret = md_mbox_store(mb, uids[i], MD_F_SEEN, 0);
+	if (ret == 0)
+		md_mbox_close(&mb);
+	return ret;
+}
+
+static void test_md_mbox_fibers(void **state)
+{
+	struct fx *f = *state;
+	struct ur_fiber *fib[FIB_N];
+	struct fib args[FIB_N];
+	const struct md_msg_info *m;
+	struct md_mbox *mb;
+	size_t n;
+
+	assert_int_equal(md_folder_create(f->st, "alice", "Shared"), 0);
+	for (int i = 0; i < FIB_N; i++) {
+		args[i] = (struct fib){.st = f->st, .idx = i};
+		assert_int_equal(ur_fiber_spawn(f->tl->loop, fib_session,
+						&args[i], NULL, &fib[i]),
+				 0);
+	}
+	for (int i = 0; i < FIB_N; i++) {
+		int ret = -1;
+
+		assert_int_equal(ur_fiber_join(fib[i], &ret), 0);
+		assert_int_equal(ret, 0);
+	}
+	mb = open_mb(f, "Shared", true);
+	m = md_mbox_msgs(mb, &n);
+	assert_int_equal(n, FIB_N * FIB_MSGS);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(m[i].uid, i + 1);
+		assert_int_equal(m[i].flags, MD_F_SEEN);
+		assert_int_equal(m[i].size, 18);
+	}
+	md_mbox_close(&mb);
+}
+
+static int fib_open(void *arg)
+{
+	struct fib *fb = arg;
+	struct md_mbox *mb = NULL;
+	int ret = md_mbox_open(fb->st, "alice", "INBOX", false, &mb);
+
+	md_mbox_close(&mb);
+	return ret;
+}
+
+static int fib_tick(void *arg)
+{
+	struct fib *fb = arg;
+
+	while (!*fb->stop) {
+		int ret = ur_sleep_until(CLOCK_MONOTONIC,
+					 ur_now_ns(CLOCK_MONOTONIC) + 10000000);
+
+		if (ret < 0)
+			return ret;
+		fb->ticks++;
+	}
+	return 0;
+}
+
+/* A fiber waiting for a held lock leaves its thread to the others. */
+static void test_md_mbox_lock_wait_yields(void **state)
+{
+	struct fx *f = *state;
+	struct ur_fiber *opener, *ticker;
+	struct fib a = {.st = f->st}, b = {.st = f->st};
+	int stop = 0, ret = 0, status;
+	pid_t pid;
+
+	b.stop = &stop;
+	deliver(f->st, NULL, "a\n");
+	pid = lock_holder(f->root, false);
+	md_mbox_lock_timeout_ms = 300;
+	assert_int_equal(
+		ur_fiber_spawn(f->tl->loop, fib_open, &a, NULL, &opener), 0);
+	assert_int_equal(
+		ur_fiber_spawn(f->tl->loop, fib_tick, &b, NULL, &ticker), 0);
+	assert_int_equal(ur_fiber_join(opener, &ret), 0);
+	assert_int_equal(ret, -ETIMEDOUT);
+	stop = 1;
+	assert_int_equal(ur_fiber_join(ticker, &ret), 0);
+	assert_int_equal(ret, 0);
+	assert_true(b.ticks >= 10); /* 300 ms of 10 ms sleeps */
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+}
+
 static void test_md_mbox_watch_paths(void **state)
 {
 	struct fx *f = *state;
@@ -779,20 +905,15 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_md_mbox_uids_persist),
-		T(test_md_mbox_two_handles),
-		T(test_md_mbox_processes),
-		T(test_md_mbox_flags_names),
-		T(test_md_mbox_keywords),
-		T(test_md_mbox_copy_move_append),
-		T(test_md_mbox_folders),
-		T(test_md_mbox_bad_names),
-		T(test_md_mbox_stale_lock),
-		T(test_md_mbox_watch_paths),
+		T(test_md_mbox_uids_persist), T(test_md_mbox_two_handles),
+		T(test_md_mbox_processes),    T(test_md_mbox_flags_names),
+		T(test_md_mbox_keywords),     T(test_md_mbox_copy_move_append),
+		T(test_md_mbox_folders),      T(test_md_mbox_bad_names),
+		T(test_md_mbox_stale_lock),   T(test_md_mbox_watch_paths),
+		T(test_md_mbox_fibers),	      T(test_md_mbox_lock_wait_yields),
 	};
 #undef T
 
 	t_require_loop();
-	return t_run_groups("md-mbox", tests,
-			    sizeof(tests) / sizeof(tests[0]));
+	return t_run_groups("md-mbox", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -77,8 +77,7 @@ static bool is_folder(int fd, const struct dirent *de)
 {
 	struct stat sb;
 
-	if (de->d_name[0] != '.' ||
-	    md_mbox_name_check(de->d_name + 1) < 0 ||
+	if (de->d_name[0] != '.' || md_mbox_name_check(de->d_name + 1) < 0 ||
 	    md_mbox_is_inbox(de->d_name + 1))
 		return false;
 	if (de->d_type == DT_DIR)
@@ -90,8 +89,7 @@ static bool is_folder(int fd, const struct dirent *de)
 
 /* Each folder of the user's directory, and each of its parents as a
  * \Noselect candidate (deduplicated later). */
-static int read_folders(struct md_store *st, const char *user,
-			struct names *nv)
+static int read_folders(struct md_store *st, const char *user, struct names *nv)
 {
 	struct dirent *de;
 	DIR *dir;
@@ -176,8 +174,9 @@ static void finish_list(struct names *nv, char **subs, size_t nsubs)
 		bool kids = false;
 
 		/* Names with f's as a prefix follow it in sorted order. */
-		for (size_t j = i + 1; i > 0 && j < nv->n && !kids &&
-				       strncmp(nv->v[j].name, f->name, len) == 0;
+		for (size_t j = i + 1;
+		     i > 0 && j < nv->n && !kids &&
+		     strncmp(nv->v[j].name, f->name, len) == 0;
 		     j++)
 			kids = nv->v[j].name[len] == '.';
 		f->attrs |= kids ? MD_ATTR_HASCHILDREN : MD_ATTR_HASNOCHILDREN;
@@ -229,8 +228,7 @@ static int dir_exists(int ufd, const char *name)
 }
 
 /* Make name's missing parents (each a real, empty folder). */
-static int make_parents(struct md_store *st, const char *user,
-			const char *name)
+static int make_parents(struct md_store *st, const char *user, const char *name)
 {
 	char prefix[MD_MBOX_NAME_MAX + 1];
 	int ret = 0;
@@ -244,8 +242,7 @@ static int make_parents(struct md_store *st, const char *user,
 	return ret;
 }
 
-static int create_leaf(struct md_store *st, const char *user,
-		       const char *name)
+static int create_leaf(struct md_store *st, const char *user, const char *name)
 {
 	int fd, ret;
 
@@ -421,8 +418,7 @@ static int rename_check(int ufd, const char *to, const struct names *nv)
 }
 
 static int rename_dirs(struct md_store *st, const char *user, int ufd,
-		       const char *from, const char *to,
-		       const struct names *nv)
+		       const char *from, const char *to, const struct names *nv)
 {
 	char a[DIR_MAX + 1], b[DIR_MAX + 1];
 	int ret = 0;

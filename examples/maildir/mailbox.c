@@ -170,8 +170,8 @@ static int read_all(int fd, char *buf, size_t len, uint64_t off)
 	size_t got = 0;
 
 	while (got < len) {
-		ssize_t n = ur_read(fd, buf + got, len - got,
-				    (int64_t)(off + got));
+		ssize_t n =
+			ur_read(fd, buf + got, len - got, (int64_t)(off + got));
 
 		if (n < 0)
 			return (int)n;
@@ -783,8 +783,7 @@ static int assign(struct uidlist *ul, struct ents *ev)
 	int changed = 0, ret = 0;
 
 	for (size_t i = 0; i < ul->n; i++) {
-		if (ul->v[i].ei < 0 ||
-		    ev->v[ul->v[i].ei].li != (long)i) {
+		if (ul->v[i].ei < 0 || ev->v[ul->v[i].ei].li != (long)i) {
 			free(ul->v[i].base);
 			changed++;
 			continue;
@@ -917,8 +916,8 @@ static int msg_fill(struct md_mbox *mb, struct md_msg_info *m,
 	int ret;
 
 	md_flags_parse(e->fname, &m->flags, &m->keywords);
-	if (asprintf(&m->path, "%s/%s", e->in_new ? "new" : "cur",
-		     e->fname) < 0) {
+	if (asprintf(&m->path, "%s/%s", e->in_new ? "new" : "cur", e->fname) <
+	    0) {
 		m->path = NULL;
 		return -ENOMEM;
 	}
@@ -1070,8 +1069,8 @@ int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 
 	if (ch_out != NULL)
 		*ch_out = (struct md_mbox_changes){0};
-	if (mb->stamped && stamp_dirs(mb, &s) == 0 &&
-	    stamp_list(mb, &s) == 0 && ts_eq(&s.new_m, &mb->stamp.new_m) &&
+	if (mb->stamped && stamp_dirs(mb, &s) == 0 && stamp_list(mb, &s) == 0 &&
+	    ts_eq(&s.new_m, &mb->stamp.new_m) &&
 	    ts_eq(&s.cur_m, &mb->stamp.cur_m) &&
 	    ts_eq(&s.list_m, &mb->stamp.list_m) &&
 	    s.list_ino == mb->stamp.list_ino)
@@ -1083,7 +1082,7 @@ int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 /* Open, close, accessors */
 
 int mb__mbox_new(struct md_store *st, const char *user, const char *name,
-		    bool readonly, struct md_mbox **mb_out)
+		 bool readonly, struct md_mbox **mb_out)
 {
 	struct md_mbox *mb;
 	int ret;
@@ -1101,11 +1100,11 @@ int mb__mbox_new(struct md_store *st, const char *user, const char *name,
 	}
 	mb->dfd = ret = mb__folder_open(st, user, name);
 	if (ret >= 0)
-		mb->new_fd = ret = ur_openat(mb->dfd, "new",
-					     O_RDONLY | O_DIRECTORY, 0);
+		mb->new_fd = ret =
+			ur_openat(mb->dfd, "new", O_RDONLY | O_DIRECTORY, 0);
 	if (ret >= 0)
-		mb->cur_fd = ret = ur_openat(mb->dfd, "cur",
-					     O_RDONLY | O_DIRECTORY, 0);
+		mb->cur_fd = ret =
+			ur_openat(mb->dfd, "cur", O_RDONLY | O_DIRECTORY, 0);
 	if (ret < 0) {
 		md_mbox_close(&mb);
 		return ret == -ENOTDIR ? -ENOENT : ret;
@@ -1150,8 +1149,7 @@ void md_mbox_close(struct md_mbox **mbp)
 	free(mb);
 }
 
-const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb,
-				       size_t *n_out)
+const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb, size_t *n_out)
 {
 	*n_out = mb->n;
 	return mb->msgs;
@@ -1172,8 +1170,8 @@ bool md_mbox_readonly(const struct md_mbox *mb)
 	return mb->ro;
 }
 
-int md_mbox_watch_paths(const struct md_mbox *mb, char *new_out,
-			char *cur_out, char *uidlist_out, size_t size)
+int md_mbox_watch_paths(const struct md_mbox *mb, char *new_out, char *cur_out,
+			char *uidlist_out, size_t size)
 {
 	char link[32], dir[4096];
 	ssize_t n;

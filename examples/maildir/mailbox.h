@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* examples/maildir: mailboxes of the Maildir store, as an IMAP server sees them. */
+/* examples/maildir: the store's mailboxes, as an IMAP server sees them. */
 #ifndef RINGPROT_EXAMPLES_MAILBOX_H
 #define RINGPROT_EXAMPLES_MAILBOX_H
 
@@ -80,10 +80,10 @@ enum {
 
 /* Folder attributes (md_folder_info.attrs). */
 enum {
-	MD_ATTR_NOSELECT = 1U << 0,	 /* a missing parent */
+	MD_ATTR_NOSELECT = 1U << 0, /* a missing parent */
 	MD_ATTR_HASCHILDREN = 1U << 1,
 	MD_ATTR_HASNOCHILDREN = 1U << 2,
-	MD_ATTR_SENT = 1U << 3,		 /* RFC 6154, by name */
+	MD_ATTR_SENT = 1U << 3, /* RFC 6154, by name */
 	MD_ATTR_DRAFTS = 1U << 4,
 	MD_ATTR_TRASH = 1U << 5,
 	MD_ATTR_JUNK = 1U << 6,
@@ -105,8 +105,7 @@ int md_mbox_name_check(const char *name) RINGPROT_MUST_CHECK;
  * 1 to MD_KW_LEN_MAX bytes)? */
 bool md_keyword_ok(const char *kw);
 /* Flags and keyword bits from a file name's ":2," part (none: 0, 0). */
-void md_flags_parse(const char *fname, unsigned *flags_out,
-		    uint32_t *kw_out);
+void md_flags_parse(const char *fname, unsigned *flags_out, uint32_t *kw_out);
 /* ":2,<letters>" for flags (MD_F_STORED bits) and kw into out (at least
  * 40 bytes). Returns its length. */
 size_t md_flags_format(unsigned flags, uint32_t kw, char *out, size_t size);
@@ -221,8 +220,8 @@ struct md_mbox_changes {
  * such mailbox, or a \Noselect one), -EINVAL, -ETIMEDOUT, -errno.
  */
 int md_mbox_open(struct md_store *st, const char *user, const char *name,
-		 bool readonly, struct md_mbox **mb_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+		 bool readonly,
+		 struct md_mbox **mb_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 void md_mbox_close(struct md_mbox **mbp) UR_MAY_YIELD;
 
 /*
@@ -234,13 +233,11 @@ void md_mbox_close(struct md_mbox **mbp) UR_MAY_YIELD;
  * last sync of this handle or its own md_mbox_store/expunge. When
  * nothing changed (stat of new/, cur/ and the uidlist), costs 3 fstats.
  */
-int md_mbox_sync(struct md_mbox *mb,
-		 struct md_mbox_changes *ch_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
+	RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /* The messages by ascending UID, borrowed until the next call on mb. */
-const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb,
-				       size_t *n_out);
+const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb, size_t *n_out);
 /* Index of uid in md_mbox_msgs(), or -ENOENT. */
 long md_mbox_find(const struct md_mbox *mb, uint32_t uid);
 uint32_t md_mbox_uidvalidity(const struct md_mbox *mb);
@@ -259,20 +256,19 @@ int md_mbox_keyword_index(struct md_mbox *mb,
  * cur/ directories and its uidlist, absolute, into 3 buffers of size
  * bytes (PATH_MAX is enough). -ENAMETOOLONG, -errno.
  */
-int md_mbox_watch_paths(const struct md_mbox *mb, char *new_out,
-			char *cur_out, char *uidlist_out,
-			size_t size) RINGPROT_MUST_CHECK;
+int md_mbox_watch_paths(const struct md_mbox *mb, char *new_out, char *cur_out,
+			char *uidlist_out, size_t size) RINGPROT_MUST_CHECK;
 
 /* Open message uid for reading: an fd (O_RDONLY, the caller closes it)
  * or -ENOENT (expunged meanwhile). A file renamed by another process is
  * found again. */
-int md_mbox_msg_open(struct md_mbox *mb, uint32_t uid) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+int md_mbox_msg_open(struct md_mbox *mb,
+		     uint32_t uid) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 /* The whole file (LF line ends, as stored) in a malloc'd buffer; -EFBIG
  * if it is larger than max. */
 int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
-		     char **buf_out, size_t *len_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+		     char **buf_out,
+		     size_t *len_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /*
  * Set uid's flags (MD_F_STORED bits; MD_F_RECENT is kept as it was) and
@@ -290,8 +286,8 @@ int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,
  * are no longer in md_mbox_msgs() and no sync reports them again.
  */
 int md_mbox_expunge(struct md_mbox *mb, const uint32_t *uids, size_t n,
-		    uint32_t **out, size_t *n_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+		    uint32_t **out,
+		    size_t *n_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 struct md_copy_result {
 	uint32_t uidvalidity; /* the target's */
@@ -324,8 +320,7 @@ int md_mbox_copy(struct md_mbox *mb, const uint32_t *uids, size_t n,
  * the tmp/ file and frees; commit frees too. Accepts NULL.
  */
 int md_append_begin(struct md_store *st, const char *user, const char *name,
-		    struct md_append **ap_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+		    struct md_append **ap_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 int md_append_write(struct md_append *ap, const void *buf,
 		    size_t len) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 int md_append_commit(struct md_append **app, unsigned flags,

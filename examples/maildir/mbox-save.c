@@ -148,8 +148,8 @@ static int uid_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int place_one(struct md_mbox *mb, size_t i, struct md_mbox *t,
-		     bool move, struct placed *p)
+static int place_one(struct md_mbox *mb, size_t i, struct md_mbox *t, bool move,
+		     struct placed *p)
 {
 	const struct md_msg_info *m = &mb->msgs[i];
 	char base[SAVE_NAME], suf[48];
@@ -285,10 +285,9 @@ int md_append_begin(struct md_store *st, const char *user, const char *name,
 	if (ret == 0) {
 		md__uniq_name(st, ap->uniq, sizeof(ap->uniq));
 		(void)snprintf(ap->tmp, sizeof(ap->tmp), "tmp/%s", ap->uniq);
-		ap->fd = ret = ur_openat(ap->t->dfd, ap->tmp,
-					 O_WRONLY | O_CREAT | O_EXCL |
-						 O_CLOEXEC,
-					 0600);
+		ap->fd = ret = ur_openat(
+			ap->t->dfd, ap->tmp,
+			O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	}
 	if (ret < 0) {
 		md_mbox_close(&ap->t);
@@ -444,8 +443,7 @@ static uint32_t ap_keywords(struct md_append *ap, const char *const *kw,
 
 int md_append_commit(struct md_append **app, unsigned flags,
 		     const char *const *keywords, size_t n_keywords,
-		     int64_t date, uint32_t *uidvalidity_out,
-		     uint32_t *uid_out)
+		     int64_t date, uint32_t *uidvalidity_out, uint32_t *uid_out)
 {
 	struct md_append *ap = *app;
 	char base[SAVE_NAME], dst[SAVE_NAME + 64], suf[48], *bp = base;
