@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 struct fx {
@@ -755,6 +756,49 @@ static void test_md_mbox_stale_lock(void **state)
 	md_mbox_close(&mb);
 }
 
+/* Set path's mtime (under alice's INBOX) to when. */
+static void set_mtime(const char *root, const char *sub, time_t when)
+{
+	struct timespec ts[2] = {{when, 0}, {when, 0}};
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/users/alice/%s", root, sub);
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+/* A sync with nothing changed only compares stamps: a change that
+ * keeps every stamp is not seen; one that moves a stamp is. */
+static void test_md_mbox_cheap_sync(void **state)
+{
+	struct fx *f = *state;
+	time_t old = time(NULL) - 100;
+	const struct md_msg_info *m;
+	struct md_mbox_changes ch;
+	struct md_mbox *a, *b;
+	size_t n;
+
+	deliver(f->st, NULL, "a\n");
+	a = open_mb(f, "INBOX", false);
+	b = open_mb(f, "INBOX", false);
+	set_mtime(f->root, "new", old);
+	set_mtime(f->root, "cur", old);
+	set_mtime(f->root, "ringprot-uidlist", old);
+	/* Stamps older than 2 s: trusted from now on. */
+	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(ch.n_added + ch.n_flagged + ch.n_vanished, 0);
+	assert_int_equal(md_mbox_store(a, 1, MD_F_SEEN, 0), 0);
+	set_mtime(f->root, "cur", old);
+	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(ch.n_flagged, 0); /* not looked at */
+	m = md_mbox_msgs(b, &n);
+	assert_int_equal(m[0].flags, 0);
+	set_mtime(f->root, "cur", old + 1);
+	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(ch.n_flagged, 1);
+	md_mbox_close(&a);
+	md_mbox_close(&b);
+}
+
 enum {
 	FIB_N = 4,
 	FIB_MSGS = 8
@@ -911,6 +955,7 @@ int main(void)
 		T(test_md_mbox_folders),      T(test_md_mbox_bad_names),
 		T(test_md_mbox_stale_lock),   T(test_md_mbox_watch_paths),
 		T(test_md_mbox_fibers),	      T(test_md_mbox_lock_wait_yields),
+		T(test_md_mbox_cheap_sync),
 	};
 #undef T
 

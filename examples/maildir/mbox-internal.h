@@ -37,6 +37,9 @@ void mb__unlock(int fd) UR_MAY_YIELD;
  * over max. */
 int mb__read_file(int dfd, const char *name, size_t max, char **buf_out,
 		  size_t *len_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+/* Read len bytes at off, all of them (-EIO if the file is shorter). */
+int mb__read_all(int fd, char *buf, size_t len,
+		 uint64_t off) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 /* Replace dfd's name by buf atomically: name.tmp, fsync, rename, fsync
  * of dfd (not with no_fsync). Call with the file's lock held. */
 int mb__write_file(const struct md_store *st, int dfd, const char *name,
