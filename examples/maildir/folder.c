@@ -277,15 +277,19 @@ int md_folder_create(struct md_store *st, const char *user, const char *name)
 /* -------------------------------------------------------------------- */
 /* DELETE */
 
-/* Remove everything under dfd's path, then path itself. */
-static int rm_tree(int dfd, const char *path, int depth)
+/*
+ * Unlink what is in dfd's path, then remove path. A subdirectory is
+ * handed to sub (NULL: it stays, and so does path: -ENOTEMPTY). A folder
+ * is its directory plus tmp/ new/ cur/: rm_folder() goes two levels
+ * down and no further; anything deeper was not made by us.
+ */
+static int rm_dir(int dfd, const char *path,
+		  int (*sub)(int dfd, const char *path))
 {
 	struct dirent *de;
 	DIR *dir;
 	int fd, ret = 0;
 
-	if (depth > 3)
-		return -ELOOP; /* a folder is two levels deep */
 	fd = ur_openat(dfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
 	if (fd < 0)
 		return fd;
@@ -300,13 +304,23 @@ static int rm_tree(int dfd, const char *path, int depth)
 		    strcmp(de->d_name, "..") == 0)
 			continue;
 		ret = ur_unlinkat(fd, de->d_name, 0);
-		if (ret == -EISDIR || ret == -EPERM)
-			ret = rm_tree(fd, de->d_name, depth + 1);
+		if (sub != NULL && (ret == -EISDIR || ret == -EPERM))
+			ret = sub(fd, de->d_name);
 		if (ret == -ENOENT)
 			ret = 0;
 	}
 	closedir(dir);
 	return ret < 0 ? ret : ur_unlinkat(dfd, path, AT_REMOVEDIR);
+}
+
+static int rm_files(int dfd, const char *path)
+{
+	return rm_dir(dfd, path, NULL);
+}
+
+static int rm_folder(int dfd, const char *path)
+{
+	return rm_dir(dfd, path, rm_files);
 }
 
 /* Does some folder ".name.x" exist? */
@@ -357,7 +371,7 @@ int md_folder_delete(struct md_store *st, const char *user, const char *name)
 	}
 	if (ret == 0) {
 		md__folder_forget(st, user, name);
-		if (rm_tree(ufd, gone, 0) < 0) {
+		if (rm_folder(ufd, gone) < 0) {
 			/* Out of sight already; the rest stays as garbage. */
 		}
 		ret = mb__sync_fd(st, ufd);

@@ -516,7 +516,8 @@ static int scan(struct md_mbox *mb, struct ents *ev)
 		ents_free(ev);
 		return ret;
 	}
-	qsort(ev->v, ev->n, sizeof(*ev->v), ent_cmp);
+	if (ev->n > 0)
+		qsort(ev->v, ev->n, sizeof(*ev->v), ent_cmp);
 	dedup(ev);
 	return 0;
 }
@@ -611,13 +612,14 @@ static int assign(struct uidlist *ul, struct ents *ev)
 		w++;
 	}
 	ul->n = w;
-	fresh = malloc((ev->n + 1) * sizeof(*fresh));
+	fresh = malloc((ev->n + 1) * sizeof(struct ent *));
 	if (fresh == NULL)
 		return -ENOMEM;
 	for (size_t i = 0; i < ev->n; i++)
 		if (ev->v[i].li < 0)
 			fresh[nf++] = &ev->v[i];
-	qsort(fresh, nf, sizeof(*fresh), new_cmp);
+	if (nf > 0)
+		qsort(fresh, nf, sizeof(struct ent *), new_cmp);
 	for (size_t i = 0; i < nf && ret == 0; i++) {
 		struct ent *e = fresh[i];
 
@@ -832,11 +834,11 @@ out_unlock:
 
 static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 {
-	struct ents ev, claimed = {0};
+	struct ents ev = {0}, claimed = {0};
 	struct md_msg_info *nv = NULL;
 	struct uidlist ul = {0};
 	struct claim c = {mb, &claimed};
-	struct stamp s;
+	struct stamp s = {0};
 	size_t nn = 0;
 	int ret = 0;
 
@@ -850,7 +852,8 @@ static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 		ents_free(&claimed);
 		return ret;
 	}
-	qsort(claimed.v, claimed.n, sizeof(*claimed.v), ent_cmp);
+	if (claimed.n > 0)
+		qsort(claimed.v, claimed.n, sizeof(*claimed.v), ent_cmp);
 	ret = sync_list(mb, &ev, &ul, &s);
 	if (ret == 0 && ul.n > 0) {
 		nv = calloc(ul.n, sizeof(*nv));
@@ -1097,23 +1100,28 @@ int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
 	fd = md_mbox_msg_open(mb, uid);
 	if (fd < 0)
 		return fd;
-	ret = fstat(fd, &sb) < 0 ? -errno : 0;
-	if (ret == 0 && (uint64_t)sb.st_size > max)
-		ret = -EFBIG;
-	buf = ret == 0 ? malloc((size_t)sb.st_size + 1) : NULL;
-	if (ret == 0 && buf == NULL)
-		ret = -ENOMEM;
-	if (ret == 0)
-		ret = mb__read_all(fd, buf, (size_t)sb.st_size, 0);
-	mb__close(fd);
+	if (fstat(fd, &sb) < 0) {
+		ret = -errno;
+		goto out_close;
+	}
+	ret = -EFBIG;
+	if ((uint64_t)sb.st_size > max)
+		goto out_close;
+	ret = -ENOMEM;
+	buf = malloc((size_t)sb.st_size + 1);
+	if (buf == NULL)
+		goto out_close;
+	ret = mb__read_all(fd, buf, (size_t)sb.st_size, 0);
 	if (ret < 0) {
 		free(buf);
-		return ret;
+		goto out_close;
 	}
 	buf[sb.st_size] = '\0';
 	*buf_out = buf;
 	*len_out = (size_t)sb.st_size;
-	return 0;
+out_close:
+	mb__close(fd);
+	return ret;
 }
 
 int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,

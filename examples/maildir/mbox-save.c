@@ -448,6 +448,7 @@ int md_append_commit(struct md_append **app, unsigned flags,
 	struct md_append *ap = *app;
 	char base[SAVE_NAME], dst[SAVE_NAME + 64], suf[48], *bp = base;
 	struct md_mbox *t;
+	uint64_t vsize;
 	uint32_t kw;
 	int ret = 0;
 
@@ -459,9 +460,9 @@ int md_append_commit(struct md_append **app, unsigned flags,
 		ret = ap_finish(ap, date);
 	if (ret < 0)
 		goto out_abort;
+	vsize = ap->off + ap->bare_lf;
 	(void)snprintf(base, sizeof(base), "%s,S=%llu,W=%llu", ap->uniq,
-		       (unsigned long long)ap->off,
-		       (unsigned long long)(ap->off + ap->bare_lf));
+		       (unsigned long long)ap->off, (unsigned long long)vsize);
 	(void)md_flags_format(flags & MD_F_STORED, kw, suf, sizeof(suf));
 	(void)snprintf(dst, sizeof(dst), "cur/%s%s", base, suf);
 	ret = ur_renameat(t->dfd, ap->tmp, t->dfd, dst, RENAME_NOREPLACE);
