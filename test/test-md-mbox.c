@@ -99,6 +99,23 @@ static int count_dir(const char *root, const char *sub)
 	return n;
 }
 
+/* Is there an entry of root/sub whose name starts with prefix? */
+static bool has_prefix(const char *root, const char *sub, const char *prefix)
+{
+	char path[256];
+	struct dirent *de;
+	bool found = false;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/%s", root, sub);
+	d = opendir(path);
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL)
+		found |= strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+	closedir(d);
+	return found;
+}
+
 /* Deliver text into alice's folder (NULL: INBOX) through lmtpd's path. */
 static void deliver(struct md_store *st, const char *folder, const char *text)
 {
@@ -167,6 +184,49 @@ static void test_md_mbox_uids_persist(void **state)
 	assert_int_equal(md_mbox_sync(mb, &ch), 0);
 	assert_int_equal(ch.n_added, 1);
 	assert_int_equal(ch.added[0], 5);
+	md_mbox_close(&mb);
+}
+
+/* A lost or torn uidlist: a new UIDVALIDITY, fresh UIDs for all. */
+static void test_md_mbox_uidlist_lost(void **state)
+{
+	struct fx *f = *state;
+	const struct md_msg_info *m;
+	struct md_mbox *mb;
+	char path[256];
+	uint32_t uv;
+	size_t n;
+	FILE *fp;
+
+	deliver(f->st, NULL, "a\n");
+	deliver(f->st, NULL, "b\n");
+	mb = open_mb(f, "INBOX", false);
+	uv = md_mbox_uidvalidity(mb);
+	md_mbox_close(&mb);
+	snprintf(path, sizeof(path), "%s/users/alice/ringprot-uidlist",
+		 f->root);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs("ringprot-uidlist 1 7", fp); /* no LF: torn */
+	fclose(fp);
+	mb = open_mb(f, "INBOX", false);
+	assert_true(md_mbox_uidvalidity(mb) > uv);
+	m = md_mbox_msgs(mb, &n);
+	assert_int_equal(n, 2);
+	assert_int_equal(m[1].uid, 2);
+	md_mbox_close(&mb);
+
+	/* Deleted and made again at once: never the same UIDVALIDITY. */
+	assert_int_equal(md_folder_create(f->st, "alice", "T"), 0);
+	mb = open_mb(f, "T", false);
+	uv = md_mbox_uidvalidity(mb);
+	md_mbox_close(&mb);
+	assert_int_equal(md_folder_delete(f->st, "alice", "T"), 0);
+	assert_false(has_prefix(f->root, "users/alice", "..del"));
+	assert_false(has_prefix(f->root, "users/alice", ".T"));
+	assert_int_equal(md_folder_create(f->st, "alice", "T"), 0);
+	mb = open_mb(f, "T", false);
+	assert_int_not_equal(md_mbox_uidvalidity(mb), uv);
 	md_mbox_close(&mb);
 }
 
@@ -955,7 +1015,7 @@ int main(void)
 		T(test_md_mbox_folders),      T(test_md_mbox_bad_names),
 		T(test_md_mbox_stale_lock),   T(test_md_mbox_watch_paths),
 		T(test_md_mbox_fibers),	      T(test_md_mbox_lock_wait_yields),
-		T(test_md_mbox_cheap_sync),
+		T(test_md_mbox_cheap_sync),   T(test_md_mbox_uidlist_lost),
 	};
 #undef T
 

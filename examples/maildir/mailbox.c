@@ -34,6 +34,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,12 +142,27 @@ static int uidlist_parse(struct uidlist *ul, char *buf)
 	return first ? -EINVAL : 0;
 }
 
-/* A fresh UIDVALIDITY: the time, as Dovecot and Cyrus make it. */
+/* The last UIDVALIDITY this process made. */
+static atomic_uint_fast32_t last_uidvalidity;
+
+/*
+ * A fresh UIDVALIDITY: the time, as Dovecot and Cyrus make it, but
+ * always above the last one this process made, so that a folder deleted
+ * and made again (or a lost uidlist) within one second still gets a new
+ * one (RFC 3501 2.3.1.1). Two processes within one second can still
+ * meet: that needs a store-wide counter file (not done).
+ */
 static uint32_t new_uidvalidity(void)
 {
 	time_t now = time(NULL);
+	uint32_t want = now > 0 ? (uint32_t)now : 1;
+	uint_fast32_t last = atomic_load(&last_uidvalidity);
 
-	return now > 0 ? (uint32_t)now : 1;
+	do {
+		if (want <= last)
+			want = (uint32_t)last + 1;
+	} while (!atomic_compare_exchange_weak(&last_uidvalidity, &last, want));
+	return want;
 }
 
 /* *created_out: the file was missing or unreadable (write it back). */
