@@ -239,6 +239,7 @@ static void test_md_mbox_two_handles(void **state)
 	uint32_t *gone;
 	size_t n, ngone;
 	char *buf;
+	int fd;
 
 	for (int i = 0; i < 4; i++)
 		deliver(f->st, NULL, "Subject: x\n\nbody\n");
@@ -284,6 +285,17 @@ static void test_md_mbox_two_handles(void **state)
 	assert_int_equal(n, 3);
 	assert_int_equal(m[1].flags, MD_F_ANSWERED);
 	assert_int_equal(md_mbox_msg_open(b, 3), -ENOENT);
+
+	/* b takes \Deleted off uid 4 behind a's back: a keeps it. */
+	assert_int_equal(md_mbox_store(a, 4, MD_F_DELETED, 0), 0);
+	assert_int_equal(md_mbox_sync(b, NULL), 0);
+	assert_int_equal(md_mbox_store(b, 4, MD_F_SEEN, 0), 0);
+	assert_int_equal(md_mbox_expunge(a, NULL, 0, &gone, &ngone), 0);
+	assert_int_equal(ngone, 0);
+	assert_null(gone);
+	fd = md_mbox_msg_open(b, 4);
+	assert_true(fd >= 0);
+	close(fd);
 
 	/* UID EXPUNGE: only the listed \Deleted ones. */
 	assert_int_equal(md_mbox_store(b, 1, MD_F_DELETED, 0), 0);

@@ -1195,15 +1195,27 @@ static bool uid_in(const uint32_t *uids, size_t n, uint32_t uid)
 	return false;
 }
 
-/* Unlink msgs[i]'s file, wherever it went; gone already is fine. */
+/*
+ * Unlink msgs[i]'s file, wherever it went: 0 (gone already is fine), 1
+ * if another session took its \Deleted away meanwhile (kept: the next
+ * sync reports the flags), or -errno.
+ */
 static int unlink_msg(struct md_mbox *mb, size_t i)
 {
 	int ret = -ENOENT;
 
 	for (int t = 0; t < MB_TRIES && ret == -ENOENT; t++) {
+		unsigned flags;
+		uint32_t kw;
+
 		ret = ur_unlinkat(mb->dfd, mb->msgs[i].path, 0);
-		if (ret == -ENOENT && mb__relocate(mb, i) == -ENOENT)
+		if (ret != -ENOENT)
+			break;
+		if (mb__relocate(mb, i) == -ENOENT)
 			return 0;
+		md_flags_parse(mb->msgs[i].path, &flags, &kw);
+		if (!(flags & MD_F_DELETED))
+			return 1;
 	}
 	return ret;
 }
@@ -1244,6 +1256,11 @@ int md_mbox_expunge(struct md_mbox *mb, const uint32_t *uids, size_t n,
 		ret = unlink_msg(mb, i);
 		if (ret < 0)
 			break;
+		if (ret > 0) {
+			ret = 0;
+			i++;
+			continue;
+		}
 		v[nv++] = m->uid;
 		mb__msgs_drop(mb, i);
 	}

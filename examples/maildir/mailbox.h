@@ -281,9 +281,10 @@ int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,
 
 /*
  * Expunge the \Deleted messages (uids NULL), or those of uids[0..n) that
- * are \Deleted (UID EXPUNGE). *out gets the expunged UIDs, ascending
- * (malloc'd, the caller frees; NULL when none), *n_out their count; they
- * are no longer in md_mbox_msgs() and no sync reports them again.
+ * are \Deleted (UID EXPUNGE). A message whose \Deleted another session
+ * took away meanwhile (its file renamed) is kept. *out gets the expunged UIDs,
+ * ascending (malloc'd, the caller frees; NULL when none), *n_out their count;
+ * they are no longer in md_mbox_msgs() and no sync reports them again.
  */
 int md_mbox_expunge(struct md_mbox *mb, const uint32_t *uids, size_t n,
 		    uint32_t **out,
