@@ -297,6 +297,23 @@ static void test_md_mbox_two_handles(void **state)
 	assert_true(fd >= 0);
 	close(fd);
 
+	/* +FLAGS from two stale handles: both flags stay. */
+	assert_int_equal(md_mbox_store_op(a, 4, MD_STORE_ADD, MD_F_FLAGGED, 0),
+			 0);
+	assert_int_equal(md_mbox_store_op(b, 4, MD_STORE_ADD, MD_F_ANSWERED, 0),
+			 0);
+	m = md_mbox_msgs(b, &n);
+	assert_int_equal(m[md_mbox_find(b, 4)].flags,
+			 MD_F_SEEN | MD_F_FLAGGED | MD_F_ANSWERED);
+	assert_int_equal(md_mbox_store_op(a, 4, MD_STORE_REMOVE,
+					  MD_F_SEEN | MD_F_DRAFT, 0),
+			 0);
+	m = md_mbox_msgs(a, &n);
+	assert_int_equal(m[md_mbox_find(a, 4)].flags,
+			 MD_F_FLAGGED | MD_F_ANSWERED | MD_F_RECENT);
+	assert_int_equal(md_mbox_store_op(a, 4, (enum md_store_op)7, 0, 0),
+			 -EINVAL);
+
 	/* UID EXPUNGE: only the listed \Deleted ones. */
 	assert_int_equal(md_mbox_store(b, 1, MD_F_DELETED, 0), 0);
 	assert_int_equal(md_mbox_store(b, 2, MD_F_DELETED, 0), 0);

@@ -1140,38 +1140,72 @@ out_close:
 	return ret;
 }
 
-int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,
-		  uint32_t keywords)
+/* The flags op makes of what the file name says now. */
+static void apply_op(const char *fname, enum md_store_op op, unsigned *flags,
+		     uint32_t *kw)
 {
-	char dst[MB_PATH_MAX + 48], suf[48];
+	unsigned cf;
+	uint32_t ck;
+
+	md_flags_parse(fname, &cf, &ck);
+	if (op == MD_STORE_ADD) {
+		*flags |= cf;
+		*kw |= ck;
+	} else if (op == MD_STORE_REMOVE) {
+		*flags = cf & ~*flags;
+		*kw = ck & ~*kw;
+	}
+}
+
+/* Rename msgs[i] to carry flags and kw (after op on its current name),
+ * following renames by others. */
+static int store_rename(struct md_mbox *mb, size_t i, enum md_store_op op,
+			unsigned flags, uint32_t kw, char *dst, size_t size)
+{
+	struct md_msg_info *m = &mb->msgs[i];
+	int ret = -ENOENT;
+
+	for (int t = 0; t < MB_TRIES && ret == -ENOENT; t++) {
+		const char *fname = strchr(m->path, '/') + 1;
+		unsigned nf = flags;
+		uint32_t nk = kw;
+		char suf[48];
+
+		apply_op(fname, op, &nf, &nk);
+		(void)md_flags_format(nf & MD_F_STORED, nk, suf, sizeof(suf));
+		(void)snprintf(dst, size, "cur/%.*s%s", (int)md_base_len(fname),
+			       fname, suf);
+		if (strcmp(dst, m->path) == 0)
+			return 0;
+		ret = ur_renameat(mb->dfd, m->path, mb->dfd, dst, 0);
+		if (ret == -ENOENT) {
+			ret = mb__relocate(mb, i);
+			if (ret == 0)
+				ret = -ENOENT;
+		}
+	}
+	return ret;
+}
+
+int md_mbox_store_op(struct md_mbox *mb, uint32_t uid, enum md_store_op op,
+		     unsigned flags, uint32_t keywords)
+{
+	char dst[MB_PATH_MAX + 48];
 	long i = md_mbox_find(mb, uid);
 	struct md_msg_info *m;
-	const char *fname;
-	int ret = -ENOENT;
+	int ret;
 
 	if (mb->ro)
 		return -EROFS;
 	if (i < 0)
 		return -ENOENT;
+	if (op != MD_STORE_SET && op != MD_STORE_ADD && op != MD_STORE_REMOVE)
+		return -EINVAL;
 	m = &mb->msgs[i];
+	flags &= MD_F_STORED;
 	keywords &= mb->nkw >= 32 ? UINT32_MAX : (1U << mb->nkw) - 1;
-	(void)md_flags_format(flags & MD_F_STORED, keywords, suf, sizeof(suf));
-	for (int t = 0; t < MB_TRIES; t++) {
-		fname = strchr(m->path, '/') + 1;
-		(void)snprintf(dst, sizeof(dst), "cur/%.*s%s",
-			       (int)md_base_len(fname), fname, suf);
-		if (strcmp(dst, m->path) == 0) {
-			ret = 0;
-			break;
-		}
-		ret = ur_renameat(mb->dfd, m->path, mb->dfd, dst, 0);
-		if (ret != -ENOENT)
-			break;
-		ret = mb__relocate(mb, (size_t)i);
-		if (ret < 0)
-			return ret;
-		ret = -ENOENT;
-	}
+	ret = store_rename(mb, (size_t)i, op, flags, keywords, dst,
+			   sizeof(dst));
 	if (ret < 0)
 		return ret;
 	if (strcmp(dst, m->path) != 0) {
@@ -1182,9 +1216,16 @@ int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,
 		free(m->path);
 		m->path = p;
 	}
-	m->flags = (flags & MD_F_STORED) | (m->flags & MD_F_RECENT);
+	md_flags_parse(m->path, &flags, &keywords);
+	m->flags = flags | (m->flags & MD_F_RECENT);
 	m->keywords = keywords;
 	return 0;
+}
+
+int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,
+		  uint32_t keywords)
+{
+	return md_mbox_store_op(mb, uid, MD_STORE_SET, flags, keywords);
 }
 
 static bool uid_in(const uint32_t *uids, size_t n, uint32_t uid)

@@ -279,6 +279,23 @@ int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
 int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,
 		  uint32_t keywords) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
+/* STORE FLAGS, +FLAGS, -FLAGS. */
+enum md_store_op {
+	MD_STORE_SET,
+	MD_STORE_ADD,
+	MD_STORE_REMOVE,
+};
+
+/*
+ * As md_mbox_store, with +FLAGS/-FLAGS applied to the flags the file's
+ * name carries at the rename (not to this handle's possibly older
+ * view): two sessions adding different flags at once both keep theirs.
+ * md_mbox_msgs() then holds the result. -EINVAL: no such op.
+ */
+int md_mbox_store_op(struct md_mbox *mb, uint32_t uid, enum md_store_op op,
+		     unsigned flags,
+		     uint32_t keywords) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+
 /*
  * Expunge the \Deleted messages (uids NULL), or those of uids[0..n) that
  * are \Deleted (UID EXPUNGE). A message whose \Deleted another session
