@@ -752,7 +752,7 @@ static void test_md_mbox_bad_names(void **state)
 		"&-",	 "A B",	  "Lists.rust", "INBOXES",
 	};
 	struct md_mbox *mb = (void *)1;
-	char longname[MD_MBOX_NAME_MAX + 2];
+	char longname[MD_MBOX_NAME_MAX + 2], path[256];
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		if (md_mbox_name_check(bad[i]) != -EINVAL)
@@ -777,6 +777,11 @@ static void test_md_mbox_bad_names(void **state)
 	assert_int_equal(md_mbox_open(f->st, "alice", "Nope", false, &mb),
 			 -ENOENT);
 	assert_int_equal(md_mbox_open(f->st, "bob", "INBOX", false, &mb),
+			 -ENOENT);
+	/* A folder that is a symlink (to another user's mail) is none. */
+	snprintf(path, sizeof(path), "%s/users/alice/.Link", f->root);
+	assert_int_equal(symlink("/tmp", path), 0);
+	assert_int_equal(md_mbox_open(f->st, "alice", "Link", false, &mb),
 			 -ENOENT);
 	assert_int_equal(md_folder_rename(f->st, "alice", "INBOX", "A..B"),
 			 -EINVAL);

@@ -68,9 +68,10 @@ int mb__folder_open(struct md_store *st, const char *user, const char *name)
 	if (ufd < 0 || md_mbox_is_inbox(name))
 		return ufd;
 	mb__dir_name(name, dir, sizeof(dir));
-	fd = ur_openat(ufd, dir, O_RDONLY | O_DIRECTORY, 0);
+	/* Not through a symlink: LIST does not show those either. */
+	fd = ur_openat(ufd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
 	mb__close(ufd);
-	return fd == -ENOTDIR ? -ENOENT : fd;
+	return fd == -ENOTDIR || fd == -ELOOP ? -ENOENT : fd;
 }
 
 static uint64_t ms_now(void)
