@@ -23,8 +23,10 @@
  *   ringprot-keywords      "<index> <keyword>" lines, index 0-25 = the
  *                          letters a-z in file names
  * Both files are rewritten whole: a temporary file, fsync, rename, fsync
- * of the directory. UIDVALIDITY is the creation time (seconds) and kept;
- * UIDs are never reused (the next UID only grows). The lock is taken
+ * of the directory. UIDVALIDITY is the creation time (seconds, above any
+ * this process made before) and kept; UIDs are never reused (the next
+ * UID only grows). A lost or torn uidlist is made again with a new
+ * UIDVALIDITY (clients then resynchronise). The lock is taken
  * without blocking the thread (non-blocking attempts, ur_sleep_until in
  * between) and given up after md_mbox_lock_timeout_ms (-ETIMEDOUT). A
  * lock file left by a dead process holds no lock (the kernel drops OFD
@@ -197,7 +199,8 @@ struct md_msg_info {
 	uint32_t uid;
 	unsigned flags;	       /* MD_F_*, MD_F_RECENT included */
 	uint32_t keywords;     /* bit i: md_mbox_keyword(mb, i) */
-	uint64_t size;	       /* with CRLF line ends (RFC822.SIZE) */
+	uint64_t size;	       /* with CRLF line ends (RFC822.SIZE); 0 if
+				* the file vanished before it was read */
 	int64_t internal_date; /* seconds since the epoch (file mtime) */
 	char *path;	       /* "cur/<file>" (or "new/<file>"), borrowed */
 };
@@ -214,10 +217,10 @@ struct md_mbox_changes {
 };
 
 /*
- * Open user's mailbox name and sync it once (every message is then
- * "added"). readonly (EXAMINE): new/ is not claimed, flags and expunges
- * are refused (-EROFS), UIDs are still assigned. Returns 0, -ENOENT (no
- * such mailbox, or a \Noselect one), -EINVAL, -ETIMEDOUT, -errno.
+ * Open user's mailbox name and sync it once (no changes reported: the
+ * caller reads md_mbox_msgs()). readonly (EXAMINE): new/ is not claimed, flags
+ * and expunges are refused (-EROFS), UIDs are still assigned. Returns 0,
+ * -ENOENT (no such mailbox, or a \Noselect one), -EINVAL, -ETIMEDOUT, -errno.
  */
 int md_mbox_open(struct md_store *st, const char *user, const char *name,
 		 bool readonly,
@@ -231,7 +234,8 @@ void md_mbox_close(struct md_mbox **mbp) UR_MAY_YIELD;
  * name's time, then the name), drop entries whose file is gone, read
  * flags from names. ch_out (may be NULL) tells what changed since the
  * last sync of this handle or its own md_mbox_store/expunge. When
- * nothing changed (stat of new/, cur/ and the uidlist), costs 3 fstats.
+ * nothing changed (mtimes of new/, cur/ and the uidlist, once they are
+ * over 2 s old: coarse clocks), it costs 3 stats and no listing.
  */
 int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 	RINGPROT_MUST_CHECK UR_MAY_YIELD;
