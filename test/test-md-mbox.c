@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -75,7 +76,12 @@ static int fx_teardown(void **state)
 {
 	struct fx *f = *state;
 
+	char far[128];
+
 	md_store_close(&f->st);
+	/* test_md_mbox_copy_exdev's mount, if it failed before umount. */
+	snprintf(far, sizeof(far), "%s/users/alice/.Far", f->root);
+	umount2(far, MNT_DETACH);
 	nftw(f->root, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 	*state = f->tl;
 	free(f);
@@ -646,6 +652,64 @@ static void test_md_mbox_copy_move_append(void **state)
 
 #define MISSING 0xdeadU
 
+/* COPY and MOVE into a folder on another filesystem: data copied. */
+static void test_md_mbox_copy_exdev(void **state)
+{
+	struct fx *f = *state;
+	const struct md_msg_info *m;
+	struct md_copy_result r;
+	struct md_mbox *in, *far;
+	char dir[128], *buf;
+	struct stat sb;
+	size_t n;
+
+	snprintf(dir, sizeof(dir), "%s/users/alice/.Far", f->root);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	if (mount("tmpfs", dir, "tmpfs", 0, "size=1m") < 0) {
+		print_message("mount tmpfs on %s: %s\n", dir, strerror(errno));
+		skip();
+	}
+	assert_int_equal(md_user_create(f->st, "alice", "Far"), 0);
+	deliver(f->st, NULL, "Subject: far\n\naway\n");
+	deliver(f->st, NULL, "Subject: moved\n\n");
+	in = open_mb(f, "INBOX", false);
+	assert_int_equal(md_mbox_store(in, 1, MD_F_SEEN, 0), 0);
+	assert_int_equal(md_mbox_copy(in, (uint32_t[]){1}, 1, "Far", false, &r),
+			 0);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(r.dst[0], 1);
+	md_copy_result_fini(&r);
+	assert_int_equal(md_mbox_copy(in, (uint32_t[]){2}, 1, "Far", true, &r),
+			 0);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(r.dst[0], 2);
+	md_copy_result_fini(&r);
+	md_mbox_msgs(in, &n);
+	assert_int_equal(n, 1);
+	assert_int_equal(count_dir(f->root, "users/alice/cur"), 1);
+
+	far = open_mb(f, "Far", false);
+	m = md_mbox_msgs(far, &n);
+	assert_int_equal(n, 2);
+	assert_int_equal(m[0].flags, MD_F_SEEN);
+	assert_int_equal(m[0].size, 22);
+	assert_int_equal(m[0].internal_date,
+			 md_mbox_msgs(in, &n)[0].internal_date);
+	assert_int_equal(md_mbox_msg_read(far, 1, 100, &buf, &n), 0);
+	assert_int_equal(n, 19);
+	assert_memory_equal(buf, "Subject: far\n\naway\n", 19);
+	free(buf);
+	snprintf(dir, sizeof(dir), "%s/users/alice/.Far/%s", f->root,
+		 m[0].path);
+	assert_int_equal(stat(dir, &sb), 0);
+	assert_int_equal(sb.st_nlink, 1);
+	assert_int_equal(count_dir(f->root, "users/alice/.Far/tmp"), 0);
+	md_mbox_close(&far);
+	md_mbox_close(&in);
+	snprintf(dir, sizeof(dir), "%s/users/alice/.Far", f->root);
+	assert_int_equal(umount2(dir, MNT_DETACH), 0);
+}
+
 /* The attributes of the entry named name in the list, or MISSING. */
 static unsigned attrs_of(const struct md_folder_info *v, size_t n,
 			 const char *name)
@@ -1050,6 +1114,7 @@ int main(void)
 		T(test_md_mbox_stale_lock),   T(test_md_mbox_watch_paths),
 		T(test_md_mbox_fibers),	      T(test_md_mbox_lock_wait_yields),
 		T(test_md_mbox_cheap_sync),   T(test_md_mbox_uidlist_lost),
+		T(test_md_mbox_copy_exdev),
 	};
 #undef T
 

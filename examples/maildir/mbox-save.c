@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * examples/maildir: putting messages into a mailbox: COPY and MOVE (hard
- * links or renames under fresh names) and APPEND (a new file).
+ * links or renames under fresh names; a copy of the data, with its
+ * mtime, when the target is on another filesystem) and APPEND (a new
+ * file).
  *
  * Order, for every path: the file gets its final name in the target's
  * cur/ by one atomic link or rename of a complete (and for APPEND,
@@ -78,24 +80,130 @@ static int new_base(struct md_mbox *mb, size_t i, char *out, size_t size)
 	return 0;
 }
 
-/* Link (or rename, for move) msgs[i] to dst in t, finding it again if
- * it was renamed meanwhile. -ENOENT: expunged elsewhere. */
+/* Write all of buf at off. */
+static int pwrite_all(int fd, const char *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = ur_write(fd, buf + done, len - done,
+				     (int64_t)(off + done));
+
+		if (n <= 0)
+			return n < 0 ? (int)n : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Copy sfd's data and mtime (the INTERNALDATE) into the new file fd. */
+static int copy_fd(const struct md_store *st, int sfd, int fd)
+{
+	struct timespec ts[2];
+	uint64_t off = 0;
+	struct stat sb;
+	char *buf;
+	int ret = 0;
+
+	buf = malloc(SAVE_BUF);
+	if (buf == NULL)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = ur_read(sfd, buf, SAVE_BUF, (int64_t)off);
+
+		if (n <= 0) {
+			ret = (int)n;
+			break;
+		}
+		ret = pwrite_all(fd, buf, (size_t)n, off);
+		if (ret < 0)
+			break;
+		off += (uint64_t)n;
+	}
+	free(buf);
+	if (ret == 0 && fstat(sfd, &sb) < 0)
+		ret = -errno;
+	if (ret == 0) {
+		ts[0] = sb.st_atim;
+		ts[1] = sb.st_mtim;
+		if (futimens(fd, ts) < 0)
+			ret = -errno;
+	}
+	if (ret == 0 && !md__no_fsync(st))
+		ret = ur_fsync(fd, UR_FSYNC_DATASYNC);
+	return ret;
+}
+
+/*
+ * No hard link possible (the target folder on another filesystem, or
+ * one without links): copy into the target's tmp/, sync, rename to dst
+ * ("cur/..."), sync cur/. -ENOENT: the source is gone (renamed).
+ */
+static int copy_data(struct md_mbox *mb, size_t i, struct md_mbox *t,
+		     const char *dst)
+{
+	char tmp[SAVE_NAME + 64];
+	int sfd, fd, ret;
+
+	sfd = ur_openat(mb->dfd, mb->msgs[i].path, O_RDONLY | O_CLOEXEC, 0);
+	if (sfd < 0)
+		return sfd;
+	(void)snprintf(tmp, sizeof(tmp), "tmp/%s", dst + 4);
+	fd = ur_openat(t->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		       0600);
+	if (fd < 0) {
+		mb__close(sfd);
+		return fd;
+	}
+	ret = copy_fd(t->st, sfd, fd);
+	mb__close(fd);
+	mb__close(sfd);
+	if (ret == 0)
+		ret = ur_renameat(t->dfd, tmp, t->dfd, dst, 0);
+	if (ret == 0)
+		return mb__sync_fd(t->st, t->cur_fd);
+	if (ur_unlinkat(t->dfd, tmp, 0) < 0) {
+		/* md_clean_tmp() takes it later */
+	}
+	return ret;
+}
+
+/* Link, or rename for a move, msgs[i] to dst in t; a copy of the data
+ * where that cannot be done (then a move unlinks the source). */
+static int place_file(struct md_mbox *mb, size_t i, struct md_mbox *t,
+		      const char *dst, bool move)
+{
+	const char *src = mb->msgs[i].path;
+	int ret;
+
+	if (move) {
+		ret = ur_renameat(mb->dfd, src, t->dfd, dst, RENAME_NOREPLACE);
+		if (ret == -EINVAL)
+			ret = ur_renameat(mb->dfd, src, t->dfd, dst, 0);
+	} else {
+		ret = ur_linkat(mb->dfd, src, t->dfd, dst, 0);
+	}
+	if (ret != -EXDEV && ret != -EPERM && ret != -EMLINK)
+		return ret;
+	ret = copy_data(mb, i, t, dst);
+	if (ret == 0 && move) {
+		ret = ur_unlinkat(mb->dfd, src, 0);
+		if (ret < 0 && ur_unlinkat(t->dfd, dst, 0) < 0) {
+			/* in both folders: a duplicate, never a loss */
+		}
+	}
+	return ret;
+}
+
+/* Place msgs[i] at dst in t, finding it again if it was renamed
+ * meanwhile. -ENOENT: expunged elsewhere. */
 static int place(struct md_mbox *mb, size_t i, struct md_mbox *t,
 		 const char *dst, bool move)
 {
 	int ret = -ENOENT;
 
 	for (int k = 0; k < SAVE_TRIES && ret == -ENOENT; k++) {
-		const char *src = mb->msgs[i].path;
-
-		if (move) {
-			ret = ur_renameat(mb->dfd, src, t->dfd, dst,
-					  RENAME_NOREPLACE);
-			if (ret == -EINVAL)
-				ret = ur_renameat(mb->dfd, src, t->dfd, dst, 0);
-		} else {
-			ret = ur_linkat(mb->dfd, src, t->dfd, dst, 0);
-		}
+		ret = place_file(mb, i, t, dst, move);
 		if (ret == -ENOENT) {
 			ret = mb__relocate(mb, i);
 			if (ret < 0)
