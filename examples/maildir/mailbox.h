@@ -9,8 +9,9 @@
  * "INBOX" (any case) is the user's Maildir itself, "A.B" the Maildir++
  * folder <user>/.A.B/. A name is refused (-EINVAL) unless: 1 to
  * MD_MBOX_NAME_MAX bytes of printable ASCII, no '/', '*', '%', no empty
- * level (no leading or trailing '.', no ".."), '&' only as a well-formed
- * modified UTF-7 shift ("&-" or "&<base64>-"), and no level below INBOX
+ * level (no leading or trailing '.', no ".."), '&' only as a modified
+ * UTF-7 shift of the right syntax ("&-" or "&<base64>-": whether it
+ * decodes to valid UTF-16 is the session's check), no level below INBOX
  * ("INBOX.x": INBOX has no children here). Nothing built from a name can
  * leave the user's directory.
  *
