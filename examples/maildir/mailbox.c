@@ -14,12 +14,14 @@
  * lock: each is atomic, and the next sync of every handle sees it.
  *
  * Sync lists new/ and cur/ before taking the lock and matches the list
- * against the uidlist read under the lock. An entry whose file was not listed
- * may have been renamed (a flag change elsewhere) during the listing
- * (readdir does not promise to see an entry renamed while it runs):
- * before dropping any entry the listing is done again once, and only
- * entries missing from both are dropped. A file that appears after the
- * listing gets its UID at the next sync (its directory's mtime moved).
+ * against the uidlist read under the lock. An entry whose file was not
+ * listed may have been added since, or renamed (a flag change elsewhere)
+ * during the listing: readdir does not promise to see an entry renamed
+ * while it runs. Before dropping any entry the listing is done again,
+ * and again while the directories' mtimes keep moving (a few times at
+ * most): only entries missing from a listing the directories stood
+ * still for are dropped. A file that appears after the listing gets its
+ * UID at the next sync (its directory's mtime moved).
  *
  * The cheap check: fstat of new/ and cur/ (open fds) and a stat of the
  * uidlist; a sync with the same mtimes (and uidlist inode) does nothing.
@@ -815,6 +817,43 @@ static int diff(struct md_mbox *mb, const struct md_msg_info *nv, size_t nn,
 	return 0;
 }
 
+/* Have new/ or cur/ changed since s was taken? */
+static bool dirs_moved(const struct md_mbox *mb, const struct stamp *s)
+{
+	struct stamp now;
+
+	return stamp_dirs(mb, &now) < 0 || !ts_eq(&now.new_m, &s->new_m) ||
+	       !ts_eq(&now.cur_m, &s->cur_m);
+}
+
+/*
+ * Entries without a listed file: listed before the lock (another process
+ * may have added and assigned files since), or renamed while we listed
+ * (a flag change: readdir may miss an entry renamed during the walk).
+ * List again, and again while the directories keep changing (at most
+ * MB_TRIES times): what is still missing when they stood still is gone.
+ * s is re-stamped before each listing.
+ */
+static int rematch(struct md_mbox *mb, struct uidlist *ul, struct ents *ev,
+		   struct stamp *s)
+{
+	size_t missing = match(ul, ev);
+	int ret = 0;
+
+	for (int t = 0; missing > 0 && t < MB_TRIES; t++) {
+		if (t > 0 && !dirs_moved(mb, s))
+			break;
+		ents_free(ev);
+		ret = stamp_dirs(mb, s);
+		if (ret == 0)
+			ret = scan(mb, ev);
+		if (ret < 0)
+			return ret;
+		missing = match(ul, ev);
+	}
+	return 0;
+}
+
 /* Lock, read the uidlist, match ev, assign, write back, read keywords. */
 static int sync_list(struct md_mbox *mb, struct ents *ev, struct uidlist *ul,
 		     struct stamp *s)
@@ -828,14 +867,9 @@ static int sync_list(struct md_mbox *mb, struct ents *ev, struct uidlist *ul,
 	ret = uidlist_load(mb->dfd, ul, &created);
 	if (ret < 0)
 		goto out_unlock;
-	if (match(ul, ev) > 0) {
-		/* Listed again: a file renamed during the listing. */
-		ents_free(ev);
-		ret = scan(mb, ev);
-		if (ret < 0)
-			goto out_unlock;
-		(void)match(ul, ev);
-	}
+	ret = rematch(mb, ul, ev, s);
+	if (ret < 0)
+		goto out_unlock;
 	ret = assign(ul, ev);
 	if (ret > 0 || (ret == 0 && created))
 		ret = uidlist_save(mb->st, mb->dfd, ul);
