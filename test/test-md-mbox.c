@@ -724,6 +724,8 @@ static void test_md_mbox_folders(void **state)
 {
 	struct fx *f = *state;
 	struct md_folder_info *v;
+	struct md_mbox_changes ch;
+	struct md_mbox *mb;
 	struct md_status s;
 	char **subs;
 	size_t n;
@@ -753,6 +755,17 @@ static void test_md_mbox_folders(void **state)
 	assert_int_equal(md_folder_delete(f->st, "alice", "INBOX"), -EPERM);
 	assert_int_equal(md_folder_delete(f->st, "alice", "Zz"), -ENOENT);
 	assert_int_equal(md_folder_status(f->st, "alice", "A", &s), -ENOENT);
+
+	/* An open handle follows a rename, and learns of a delete. */
+	assert_int_equal(md_folder_create(f->st, "alice", "Sel"), 0);
+	mb = open_mb(f, "Sel", false);
+	assert_int_equal(md_folder_rename(f->st, "alice", "Sel", "Moved"), 0);
+	deliver(f->st, "Moved", "x\n");
+	assert_int_equal(md_mbox_sync(mb, &ch), 0);
+	assert_int_equal(ch.n_added, 1);
+	assert_int_equal(md_folder_delete(f->st, "alice", "Moved"), 0);
+	assert_int_equal(md_mbox_sync(mb, &ch), -ENOENT);
+	md_mbox_close(&mb);
 
 	/* RENAME with children: A.B.C follows A.B; parents made. */
 	assert_int_equal(md_folder_rename(f->st, "alice", "A.B", "Z.Y"), 0);

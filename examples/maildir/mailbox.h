@@ -237,6 +237,8 @@ void md_mbox_close(struct md_mbox **mbp) UR_MAY_YIELD;
  * last sync of this handle or its own md_mbox_store/expunge. When
  * nothing changed (mtimes of new/, cur/ and the uidlist, once they are
  * over 2 s old: coarse clocks), it costs 3 stats and no listing.
+ * -ENOENT: the folder was deleted (a rename elsewhere is followed: the
+ * handle holds the directory, not its name).
  */
 int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 	RINGPROT_MUST_CHECK UR_MAY_YIELD;
