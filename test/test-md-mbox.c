@@ -28,7 +28,22 @@ struct fx {
 	struct t_loop *tl;
 	char root[64];
 	struct md_store *st;
+	int fds; /* open at setup: teardown finds as many (no leak) */
 };
+
+static int count_fds(void)
+{
+	struct dirent *de;
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
 
 static int rm_one(const char *path, const struct stat *sb, int flag,
 		  struct FTW *ftw)
@@ -64,6 +79,7 @@ static int fx_setup(void **state)
 	snprintf(f->root, sizeof(f->root), "/tmp/md-mbox-XXXXXX");
 	if (mkdtemp(f->root) == NULL)
 		return -1;
+	f->fds = count_fds();
 	f->st = store_open(f->root);
 	if (md_user_create(f->st, "alice", NULL) < 0)
 		return -1;
@@ -79,6 +95,7 @@ static int fx_teardown(void **state)
 	char far[128];
 
 	md_store_close(&f->st);
+	assert_int_equal(count_fds(), f->fds);
 	/* test_md_mbox_copy_exdev's mount, if it failed before umount. */
 	snprintf(far, sizeof(far), "%s/users/alice/.Far", f->root);
 	umount2(far, MNT_DETACH);
