@@ -139,6 +139,24 @@ static bool has_prefix(const char *root, const char *sub, const char *prefix)
 	return found;
 }
 
+/* The file's bytes (malloc'd, NUL added). */
+static char *slurp(const char *path, size_t *len_out)
+{
+	struct stat sb;
+	char *buf;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 || fstat(fd, &sb) < 0)
+		fail_msg("open %s: %s", path, strerror(errno));
+	buf = malloc((size_t)sb.st_size + 1);
+	assert_non_null(buf);
+	assert_int_equal(read(fd, buf, (size_t)sb.st_size), sb.st_size);
+	buf[sb.st_size] = '\0';
+	close(fd);
+	*len_out = (size_t)sb.st_size;
+	return buf;
+}
+
 /* Deliver text into alice's folder (NULL: INBOX) through lmtpd's path. */
 static void deliver(struct md_store *st, const char *folder, const char *text)
 {
@@ -250,6 +268,68 @@ static void test_md_mbox_uidlist_lost(void **state)
 	assert_int_equal(md_folder_create(f->st, "alice", "T"), 0);
 	mb = open_mb(f, "T", false);
 	assert_int_not_equal(md_mbox_uidvalidity(mb), uv);
+	md_mbox_close(&mb);
+}
+
+static ino_t uidlist_ino(const char *root, char *path, size_t size)
+{
+	struct stat sb;
+
+	snprintf(path, size, "%s/users/alice/ringprot-uidlist", root);
+	assert_int_equal(stat(path, &sb), 0);
+	return sb.st_ino;
+}
+
+/* New mail appends to the uidlist; a drop or a torn tail rewrites it. */
+static void test_md_mbox_uidlist_append(void **state)
+{
+	struct fx *f = *state;
+	const struct md_msg_info *m;
+	struct md_mbox *mb;
+	char path[256], *text;
+	uint32_t *gone;
+	size_t n, len;
+	ino_t ino;
+	FILE *fp;
+
+	deliver(f->st, NULL, "a\n");
+	mb = open_mb(f, "INBOX", false);
+	ino = uidlist_ino(f->root, path, sizeof(path));
+	deliver(f->st, NULL, "b\n");
+	deliver(f->st, NULL, "c\n");
+	assert_int_equal(md_mbox_sync(mb, NULL), 0);
+	assert_int_equal(uidlist_ino(f->root, path, sizeof(path)), ino);
+	assert_int_equal(md_mbox_uidnext(mb), 4);
+	md_mbox_close(&mb);
+
+	/* A torn append (a crash mid-write): the whole lines count. */
+	fp = fopen(path, "a");
+	assert_non_null(fp);
+	fputs("9 torn.name", fp);
+	fclose(fp);
+	mb = open_mb(f, "INBOX", false);
+	m = md_mbox_msgs(mb, &n);
+	assert_int_equal(n, 3);
+	assert_int_equal(m[2].uid, 3);
+	deliver(f->st, NULL, "d\n");
+	assert_int_equal(md_mbox_sync(mb, NULL), 0);
+	assert_int_not_equal(uidlist_ino(f->root, path, sizeof(path)), ino);
+	ino = uidlist_ino(f->root, path, sizeof(path));
+	text = slurp(path, &len);
+	assert_null(strstr(text, "torn"));
+	assert_memory_equal(text, "ringprot-uidlist 1 ", 19);
+	free(text);
+
+	/* An expunge: rewritten, without the gone entry. */
+	assert_int_equal(md_mbox_store(mb, 2, MD_F_DELETED, 0), 0);
+	assert_int_equal(md_mbox_expunge(mb, NULL, 0, &gone, &n), 0);
+	free(gone);
+	assert_int_equal(md_mbox_sync(mb, NULL), 0);
+	assert_int_not_equal(uidlist_ino(f->root, path, sizeof(path)), ino);
+	text = slurp(path, &len);
+	assert_null(strstr(text, "\n2 "));
+	assert_non_null(strstr(text, "\n4 "));
+	free(text);
 	md_mbox_close(&mb);
 }
 
@@ -1144,7 +1224,7 @@ int main(void)
 		T(test_md_mbox_stale_lock),   T(test_md_mbox_watch_paths),
 		T(test_md_mbox_fibers),	      T(test_md_mbox_lock_wait_yields),
 		T(test_md_mbox_cheap_sync),   T(test_md_mbox_uidlist_lost),
-		T(test_md_mbox_copy_exdev),
+		T(test_md_mbox_copy_exdev),   T(test_md_mbox_uidlist_append),
 	};
 #undef T
 

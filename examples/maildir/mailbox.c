@@ -74,6 +74,10 @@ struct uidlist {
 	uint32_t uidvalidity, next;
 	struct list_ent *v;
 	size_t n, cap;
+	uint64_t file_len; /* bytes in the file as read */
+	size_t n_file;	   /* entries read from it (v[0..n_file)) */
+	bool tidy;	   /* every line parsed, LF at the end: appendable */
+	bool dropped;	   /* entries removed: the file must be rewritten */
 };
 
 /* -------------------------------------------------------------------- */
@@ -120,10 +124,13 @@ static int uidlist_parse(struct uidlist *ul, char *buf)
 	bool first = true;
 	int ret;
 
+	ul->tidy = true;
 	for (; *line != '\0'; line = nl + 1) {
 		nl = strchr(line, '\n');
-		if (nl == NULL)
-			break; /* a torn last line: never written by us */
+		if (nl == NULL) {
+			ul->tidy = false; /* a torn append: rewrite it */
+			break;
+		}
 		*nl = '\0';
 		if (first) {
 			if (md_uidlist_parse(line, 1, &a, &b) < 0)
@@ -133,13 +140,18 @@ static int uidlist_parse(struct uidlist *ul, char *buf)
 			first = false;
 			continue;
 		}
+		/* Appended entries may pass the header's next UID. */
 		if (md_uidlist_parse(line, 0, &a, &b) != 1 || a <= last ||
-		    a >= ul->next)
+		    a == UINT32_MAX) {
+			ul->tidy = false;
 			continue;
+		}
 		ret = uidlist_push(ul, a, line + b, strlen(line + b));
 		if (ret < 0)
 			return ret;
 		last = a;
+		if (a >= ul->next)
+			ul->next = a + 1;
 	}
 	return first ? -EINVAL : 0;
 }
@@ -179,6 +191,8 @@ static int uidlist_load(int dfd, struct uidlist *ul, bool *created_out)
 	ret = mb__read_file(dfd, MB_UIDLIST, MB_FILE_MAX, &buf, &len);
 	if (ret == 0) {
 		ret = uidlist_parse(ul, buf);
+		ul->file_len = len;
+		ul->n_file = ul->n;
 		free(buf);
 	}
 	if (ret == -ENOENT || ret == -EINVAL) {
@@ -194,8 +208,8 @@ static int uidlist_load(int dfd, struct uidlist *ul, bool *created_out)
 	return ret;
 }
 
-static int uidlist_save(const struct md_store *st, int dfd,
-			const struct uidlist *ul)
+static int uidlist_write(const struct md_store *st, int dfd,
+			 const struct uidlist *ul)
 {
 	size_t cap = 64, len;
 	char *buf, *p;
@@ -218,6 +232,63 @@ static int uidlist_save(const struct md_store *st, int dfd,
 	return ret;
 }
 
+/* Append the entries added since the load (v[n_file..n)) at the end. */
+static int uidlist_append(const struct md_store *st, int dfd,
+			  const struct uidlist *ul)
+{
+	size_t cap = 1, len = 0, done = 0;
+	char *buf;
+	int fd, ret = 0;
+
+	for (size_t i = ul->n_file; i < ul->n; i++)
+		cap += strlen(ul->v[i].base) + 12;
+	buf = malloc(cap);
+	if (buf == NULL)
+		return -ENOMEM;
+	for (size_t i = ul->n_file; i < ul->n; i++)
+		len += (size_t)snprintf(buf + len, cap - len, "%u %s\n",
+					ul->v[i].uid, ul->v[i].base);
+	fd = ur_openat(dfd, MB_UIDLIST, O_WRONLY | O_CLOEXEC, 0);
+	if (fd < 0) {
+		free(buf);
+		return fd;
+	}
+	while (ret == 0 && done < len) {
+		ssize_t n = ur_write(fd, buf + done, len - done,
+				     (int64_t)(ul->file_len + done));
+
+		if (n <= 0)
+			ret = n < 0 ? (int)n : -EIO;
+		else
+			done += (size_t)n;
+	}
+	if (ret == 0 && !md__no_fsync(st))
+		ret = ur_fsync(fd, UR_FSYNC_DATASYNC);
+	/* Half an append would be a torn line: take it back. */
+	if (ret < 0 && ftruncate(fd, (off_t)ul->file_len) < 0) {
+		/* the next load sees it torn and rewrites the file */
+	}
+	mb__close(fd);
+	free(buf);
+	return ret;
+}
+
+/*
+ * Store the list under the lock: appended lines when entries were only
+ * added to a tidy file (the common case: new mail; no rewrite of a long
+ * list, one fdatasync), the whole file when any were dropped (expunges)
+ * or it was missing or torn.
+ */
+static int uidlist_save(const struct md_store *st, int dfd, bool created,
+			const struct uidlist *ul)
+{
+	if (created || ul->dropped || !ul->tidy)
+		return uidlist_write(st, dfd, ul);
+	if (ul->n > ul->n_file)
+		return uidlist_append(st, dfd, ul);
+	return 0;
+}
+
 int mb__uidlist_init(const struct md_store *st, int dfd)
 {
 	struct uidlist ul;
@@ -229,7 +300,7 @@ int mb__uidlist_init(const struct md_store *st, int dfd)
 		return ret;
 	ret = uidlist_load(dfd, &ul, &created);
 	if (ret == 0 && created)
-		ret = uidlist_save(st, dfd, &ul);
+		ret = uidlist_save(st, dfd, created, &ul);
 	uidlist_free(&ul);
 	mb__unlock(lfd);
 	return ret;
@@ -268,7 +339,7 @@ int mb__assign_bases(struct md_mbox *mb, char *const *bases, size_t n,
 		added = true;
 	}
 	if (ret == 0 && added)
-		ret = uidlist_save(mb->st, mb->dfd, &ul);
+		ret = uidlist_save(mb->st, mb->dfd, created, &ul);
 	*uidvalidity_out = ul.uidvalidity;
 	uidlist_free(&ul);
 	mb__unlock(lfd);
@@ -622,6 +693,7 @@ static int assign(struct uidlist *ul, struct ents *ev)
 	for (size_t i = 0; i < ul->n; i++) {
 		if (ul->v[i].ei < 0 || ev->v[ul->v[i].ei].li != (long)i) {
 			free(ul->v[i].base);
+			ul->dropped = true;
 			changed++;
 			continue;
 		}
@@ -872,7 +944,7 @@ static int sync_list(struct md_mbox *mb, struct ents *ev, struct uidlist *ul,
 		goto out_unlock;
 	ret = assign(ul, ev);
 	if (ret > 0 || (ret == 0 && created))
-		ret = uidlist_save(mb->st, mb->dfd, ul);
+		ret = uidlist_save(mb->st, mb->dfd, created, ul);
 	if (ret == 0)
 		ret = stamp_list(mb, s);
 	if (ret == 0)

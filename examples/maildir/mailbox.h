@@ -23,9 +23,12 @@
  *                          the two files below across processes
  *   ringprot-keywords      "<index> <keyword>" lines, index 0-25 = the
  *                          letters a-z in file names
- * Both files are rewritten whole: a temporary file, fsync, rename, fsync
- * of the directory. UIDVALIDITY is the creation time (seconds, above any
- * this process made before) and kept; UIDs are never reused (the next
+ * New UIDs are appended to the uidlist (one fdatasync; the next UID is
+ * then the greater of the header's and the last entry's plus one); when
+ * entries are dropped, or the file was torn by a crash, it is rewritten
+ * whole, as the keywords file always is: a temporary file, fsync,
+ * rename, fsync of the directory. UIDVALIDITY is the creation time (seconds,
+ * above any this process made before) and kept; UIDs are never reused (the next
  * UID only grows). A lost or torn uidlist is made again with a new
  * UIDVALIDITY (clients then resynchronise). The lock is taken
  * without blocking the thread (non-blocking attempts, ur_sleep_until in
