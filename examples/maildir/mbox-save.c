@@ -45,8 +45,6 @@ static uint32_t map_keywords(struct md_mbox *src, struct md_mbox *dst,
 {
 	uint32_t out = 0;
 
-	if (src == dst)
-		return kw;
 	for (unsigned i = 0; i < MD_KW_MAX; i++) {
 		const char *name = md_mbox_keyword(src, i);
 		int k;
