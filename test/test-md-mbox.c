@@ -18,15 +18,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 struct fx {
 	struct t_loop *tl;
 	char root[64];
 	struct md_store *st;
+	int fds; /* open at setup: teardown finds as many (no leak) */
 };
+
+static int count_fds(void)
+{
+	struct dirent *de;
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
 
 static int rm_one(const char *path, const struct stat *sb, int flag,
 		  struct FTW *ftw)
@@ -62,6 +79,7 @@ static int fx_setup(void **state)
 	snprintf(f->root, sizeof(f->root), "/tmp/md-mbox-XXXXXX");
 	if (mkdtemp(f->root) == NULL)
 		return -1;
+	f->fds = count_fds();
 	f->st = store_open(f->root);
 	if (md_user_create(f->st, "alice", NULL) < 0)
 		return -1;
@@ -74,7 +92,13 @@ static int fx_teardown(void **state)
 {
 	struct fx *f = *state;
 
+	char far[128];
+
 	md_store_close(&f->st);
+	assert_int_equal(count_fds(), f->fds);
+	/* test_md_mbox_copy_exdev's mount, if it failed before umount. */
+	snprintf(far, sizeof(far), "%s/users/alice/.Far", f->root);
+	umount2(far, MNT_DETACH);
 	nftw(f->root, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 	*state = f->tl;
 	free(f);
@@ -96,6 +120,41 @@ static int count_dir(const char *root, const char *sub)
 		n += de->d_name[0] != '.';
 	closedir(d);
 	return n;
+}
+
+/* Is there an entry of root/sub whose name starts with prefix? */
+static bool has_prefix(const char *root, const char *sub, const char *prefix)
+{
+	char path[256];
+	struct dirent *de;
+	bool found = false;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/%s", root, sub);
+	d = opendir(path);
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL)
+		found |= strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+	closedir(d);
+	return found;
+}
+
+/* The file's bytes (malloc'd, NUL added). */
+static char *slurp(const char *path, size_t *len_out)
+{
+	struct stat sb;
+	char *buf;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 || fstat(fd, &sb) < 0)
+		fail_msg("open %s: %s", path, strerror(errno));
+	buf = malloc((size_t)sb.st_size + 1);
+	assert_non_null(buf);
+	assert_int_equal(read(fd, buf, (size_t)sb.st_size), sb.st_size);
+	buf[sb.st_size] = '\0';
+	close(fd);
+	*len_out = (size_t)sb.st_size;
+	return buf;
 }
 
 /* Deliver text into alice's folder (NULL: INBOX) through lmtpd's path. */
@@ -169,6 +228,111 @@ static void test_md_mbox_uids_persist(void **state)
 	md_mbox_close(&mb);
 }
 
+/* A lost or torn uidlist: a new UIDVALIDITY, fresh UIDs for all. */
+static void test_md_mbox_uidlist_lost(void **state)
+{
+	struct fx *f = *state;
+	const struct md_msg_info *m;
+	struct md_mbox *mb;
+	char path[256];
+	uint32_t uv;
+	size_t n;
+	FILE *fp;
+
+	deliver(f->st, NULL, "a\n");
+	deliver(f->st, NULL, "b\n");
+	mb = open_mb(f, "INBOX", false);
+	uv = md_mbox_uidvalidity(mb);
+	md_mbox_close(&mb);
+	snprintf(path, sizeof(path), "%s/users/alice/ringprot-uidlist",
+		 f->root);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs("ringprot-uidlist 1 7", fp); /* no LF: torn */
+	fclose(fp);
+	mb = open_mb(f, "INBOX", false);
+	assert_true(md_mbox_uidvalidity(mb) > uv);
+	m = md_mbox_msgs(mb, &n);
+	assert_int_equal(n, 2);
+	assert_int_equal(m[1].uid, 2);
+	md_mbox_close(&mb);
+
+	/* Deleted and made again at once: never the same UIDVALIDITY. */
+	assert_int_equal(md_folder_create(f->st, "alice", "T"), 0);
+	mb = open_mb(f, "T", false);
+	uv = md_mbox_uidvalidity(mb);
+	md_mbox_close(&mb);
+	assert_int_equal(md_folder_delete(f->st, "alice", "T"), 0);
+	assert_false(has_prefix(f->root, "users/alice", "..del"));
+	assert_false(has_prefix(f->root, "users/alice", ".T"));
+	assert_int_equal(md_folder_create(f->st, "alice", "T"), 0);
+	mb = open_mb(f, "T", false);
+	assert_int_not_equal(md_mbox_uidvalidity(mb), uv);
+	md_mbox_close(&mb);
+}
+
+static ino_t uidlist_ino(const char *root, char *path, size_t size)
+{
+	struct stat sb;
+
+	snprintf(path, size, "%s/users/alice/ringprot-uidlist", root);
+	assert_int_equal(stat(path, &sb), 0);
+	return sb.st_ino;
+}
+
+/* New mail appends to the uidlist; a drop or a torn tail rewrites it. */
+static void test_md_mbox_uidlist_append(void **state)
+{
+	struct fx *f = *state;
+	const struct md_msg_info *m;
+	struct md_mbox *mb;
+	char path[256], *text;
+	uint32_t *gone;
+	size_t n, len;
+	ino_t ino;
+	FILE *fp;
+
+	deliver(f->st, NULL, "a\n");
+	mb = open_mb(f, "INBOX", false);
+	ino = uidlist_ino(f->root, path, sizeof(path));
+	deliver(f->st, NULL, "b\n");
+	deliver(f->st, NULL, "c\n");
+	assert_int_equal(md_mbox_sync(mb, NULL), 0);
+	assert_int_equal(uidlist_ino(f->root, path, sizeof(path)), ino);
+	assert_int_equal(md_mbox_uidnext(mb), 4);
+	md_mbox_close(&mb);
+
+	/* A torn append (a crash mid-write): the whole lines count. */
+	fp = fopen(path, "a");
+	assert_non_null(fp);
+	fputs("9 torn.name", fp);
+	fclose(fp);
+	mb = open_mb(f, "INBOX", false);
+	m = md_mbox_msgs(mb, &n);
+	assert_int_equal(n, 3);
+	assert_int_equal(m[2].uid, 3);
+	deliver(f->st, NULL, "d\n");
+	assert_int_equal(md_mbox_sync(mb, NULL), 0);
+	assert_int_not_equal(uidlist_ino(f->root, path, sizeof(path)), ino);
+	ino = uidlist_ino(f->root, path, sizeof(path));
+	text = slurp(path, &len);
+	assert_null(strstr(text, "torn"));
+	assert_memory_equal(text, "ringprot-uidlist 1 ", 19);
+	free(text);
+
+	/* An expunge: rewritten, without the gone entry. */
+	assert_int_equal(md_mbox_store(mb, 2, MD_F_DELETED, 0), 0);
+	assert_int_equal(md_mbox_expunge(mb, NULL, 0, &gone, &n), 0);
+	free(gone);
+	assert_int_equal(md_mbox_sync(mb, NULL), 0);
+	assert_int_not_equal(uidlist_ino(f->root, path, sizeof(path)), ino);
+	text = slurp(path, &len);
+	assert_null(strstr(text, "\n2 "));
+	assert_non_null(strstr(text, "\n4 "));
+	free(text);
+	md_mbox_close(&mb);
+}
+
 static void test_md_mbox_two_handles(void **state)
 {
 	struct fx *f = *state;
@@ -178,6 +342,7 @@ static void test_md_mbox_two_handles(void **state)
 	uint32_t *gone;
 	size_t n, ngone;
 	char *buf;
+	int fd;
 
 	for (int i = 0; i < 4; i++)
 		deliver(f->st, NULL, "Subject: x\n\nbody\n");
@@ -224,12 +389,39 @@ static void test_md_mbox_two_handles(void **state)
 	assert_int_equal(m[1].flags, MD_F_ANSWERED);
 	assert_int_equal(md_mbox_msg_open(b, 3), -ENOENT);
 
+	/* b takes \Deleted off uid 4 behind a's back: a keeps it. */
+	assert_int_equal(md_mbox_store(a, 4, MD_F_DELETED, 0), 0);
+	assert_int_equal(md_mbox_sync(b, NULL), 0);
+	assert_int_equal(md_mbox_store(b, 4, MD_F_SEEN, 0), 0);
+	assert_int_equal(md_mbox_expunge(a, NULL, 0, &gone, &ngone), 0);
+	assert_int_equal(ngone, 0);
+	assert_null(gone);
+	fd = md_mbox_msg_open(b, 4);
+	assert_true(fd >= 0);
+	close(fd);
+
+	/* +FLAGS from two stale handles: both flags stay. */
+	assert_int_equal(md_mbox_store_op(a, 4, MD_STORE_ADD, MD_F_FLAGGED, 0),
+			 0);
+	assert_int_equal(md_mbox_store_op(b, 4, MD_STORE_ADD, MD_F_ANSWERED, 0),
+			 0);
+	m = md_mbox_msgs(b, &n);
+	assert_int_equal(m[md_mbox_find(b, 4)].flags,
+			 MD_F_SEEN | MD_F_FLAGGED | MD_F_ANSWERED);
+	assert_int_equal(md_mbox_store_op(a, 4, MD_STORE_REMOVE,
+					  MD_F_SEEN | MD_F_DRAFT, 0),
+			 0);
+	m = md_mbox_msgs(a, &n);
+	assert_int_equal(m[md_mbox_find(a, 4)].flags,
+			 MD_F_FLAGGED | MD_F_ANSWERED | MD_F_RECENT);
+	assert_int_equal(md_mbox_store_op(a, 4, (enum md_store_op)7, 0, 0),
+			 -EINVAL);
+
 	/* UID EXPUNGE: only the listed \Deleted ones. */
 	assert_int_equal(md_mbox_store(b, 1, MD_F_DELETED, 0), 0);
 	assert_int_equal(md_mbox_store(b, 2, MD_F_DELETED, 0), 0);
-	assert_int_equal(md_mbox_expunge(b, (uint32_t[]){2, 4}, 2, &gone,
-					 &ngone),
-			 0);
+	assert_int_equal(
+		md_mbox_expunge(b, (uint32_t[]){2, 4}, 2, &gone, &ngone), 0);
 	assert_int_equal(ngone, 1);
 	assert_int_equal(gone[0], 2);
 	free(gone);
@@ -324,7 +516,9 @@ static void check_obs(const char *root, char **by_uid, size_t max)
 static void test_md_mbox_processes(void **state)
 {
 	struct fx *f = *state;
-	enum { MAX = PROCS * PER_PROC + 2 };
+	enum {
+		MAX = PROCS * PER_PROC + 2
+	};
 	char *by_uid[MAX] = {0};
 	const struct md_msg_info *m;
 	struct md_mbox *mb;
@@ -394,11 +588,10 @@ static void test_md_mbox_flags_names(void **state)
 
 	deliver(f->st, NULL, "a\n");
 	mb = open_mb(f, "INBOX", false);
-	assert_int_equal(md_mbox_store(mb, 1,
-				       MD_F_ANSWERED | MD_F_FLAGGED |
-					       MD_F_PASSED,
-				       0),
-			 0);
+	assert_int_equal(
+		md_mbox_store(mb, 1, MD_F_ANSWERED | MD_F_FLAGGED | MD_F_PASSED,
+			      0),
+		0);
 	m = md_mbox_msgs(mb, &n);
 	assert_non_null(strstr(m[0].path, ":2,FPR"));
 	snprintf(path, sizeof(path), "%s/users/alice/%s", f->root, m[0].path);
@@ -468,9 +661,9 @@ static void test_md_mbox_copy_move_append(void **state)
 	assert_int_equal(md_append_begin(f->st, "alice", "Archive", &ap), 0);
 	assert_int_equal(md_append_write(ap, "Subject: a\r", 11), 0);
 	assert_int_equal(md_append_write(ap, "\n\r\nbody\r\n", 9), 0);
-	assert_int_equal(md_append_commit(&ap, MD_F_SEEN, kws, 1,
-					  1000000000, &uv, &uid),
-			 0);
+	assert_int_equal(
+		md_append_commit(&ap, MD_F_SEEN, kws, 1, 1000000000, &uv, &uid),
+		0);
 	assert_null(ap);
 	assert_int_equal(uid, 1);
 	ar = open_mb(f, "Archive", false);
@@ -496,8 +689,7 @@ static void test_md_mbox_copy_move_append(void **state)
 	assert_int_equal(md_append_write(ap, "half", 4), 0);
 	md_append_abort(&ap);
 	assert_int_equal(count_dir(f->root, "users/alice/.Archive/tmp"), 0);
-	assert_int_equal(md_append_begin(f->st, "alice", "Nope", &ap),
-			 -ENOENT);
+	assert_int_equal(md_append_begin(f->st, "alice", "Nope", &ap), -ENOENT);
 
 	/* COPY: new UIDs in the target, flags and keywords carried. */
 	deliver(f->st, NULL, "one\n");
@@ -528,9 +720,9 @@ static void test_md_mbox_copy_move_append(void **state)
 	assert_int_equal(n, 3);
 
 	/* MOVE: gone from the source, reported as such. */
-	assert_int_equal(md_mbox_copy(in, (uint32_t[]){1, 3}, 2, "Archive",
-				      true, &r),
-			 0);
+	assert_int_equal(
+		md_mbox_copy(in, (uint32_t[]){1, 3}, 2, "Archive", true, &r),
+		0);
 	assert_int_equal(r.n, 2);
 	assert_int_equal(r.src[0], 1);
 	assert_int_equal(r.dst[0], 4);
@@ -540,14 +732,14 @@ static void test_md_mbox_copy_move_append(void **state)
 	assert_int_equal(n, 1);
 	assert_int_equal(m[0].uid, 2);
 	assert_int_equal(count_dir(f->root, "users/alice/cur"), 1);
-	assert_int_equal(md_mbox_copy(in, (uint32_t[]){2}, 1, "Nope", false,
-				      &r),
-			 -ENOENT);
+	assert_int_equal(
+		md_mbox_copy(in, (uint32_t[]){2}, 1, "Nope", false, &r),
+		-ENOENT);
 	md_mbox_close(&in);
 	in = open_mb(f, "INBOX", true);
-	assert_int_equal(md_mbox_copy(in, (uint32_t[]){2}, 1, "Archive", true,
-				      &r),
-			 -EROFS);
+	assert_int_equal(
+		md_mbox_copy(in, (uint32_t[]){2}, 1, "Archive", true, &r),
+		-EROFS);
 	md_mbox_close(&in);
 	assert_int_equal(md_mbox_sync(ar, NULL), 0);
 	md_mbox_msgs(ar, &n);
@@ -556,6 +748,64 @@ static void test_md_mbox_copy_move_append(void **state)
 }
 
 #define MISSING 0xdeadU
+
+/* COPY and MOVE into a folder on another filesystem: data copied. */
+static void test_md_mbox_copy_exdev(void **state)
+{
+	struct fx *f = *state;
+	const struct md_msg_info *m;
+	struct md_copy_result r;
+	struct md_mbox *in, *far;
+	char dir[128], *buf;
+	struct stat sb;
+	size_t n;
+
+	snprintf(dir, sizeof(dir), "%s/users/alice/.Far", f->root);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	if (mount("tmpfs", dir, "tmpfs", 0, "size=1m") < 0) {
+		print_message("mount tmpfs on %s: %s\n", dir, strerror(errno));
+		skip();
+	}
+	assert_int_equal(md_user_create(f->st, "alice", "Far"), 0);
+	deliver(f->st, NULL, "Subject: far\n\naway\n");
+	deliver(f->st, NULL, "Subject: moved\n\n");
+	in = open_mb(f, "INBOX", false);
+	assert_int_equal(md_mbox_store(in, 1, MD_F_SEEN, 0), 0);
+	assert_int_equal(md_mbox_copy(in, (uint32_t[]){1}, 1, "Far", false, &r),
+			 0);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(r.dst[0], 1);
+	md_copy_result_fini(&r);
+	assert_int_equal(md_mbox_copy(in, (uint32_t[]){2}, 1, "Far", true, &r),
+			 0);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(r.dst[0], 2);
+	md_copy_result_fini(&r);
+	md_mbox_msgs(in, &n);
+	assert_int_equal(n, 1);
+	assert_int_equal(count_dir(f->root, "users/alice/cur"), 1);
+
+	far = open_mb(f, "Far", false);
+	m = md_mbox_msgs(far, &n);
+	assert_int_equal(n, 2);
+	assert_int_equal(m[0].flags, MD_F_SEEN);
+	assert_int_equal(m[0].size, 22);
+	assert_int_equal(m[0].internal_date,
+			 md_mbox_msgs(in, &n)[0].internal_date);
+	assert_int_equal(md_mbox_msg_read(far, 1, 100, &buf, &n), 0);
+	assert_int_equal(n, 19);
+	assert_memory_equal(buf, "Subject: far\n\naway\n", 19);
+	free(buf);
+	snprintf(dir, sizeof(dir), "%s/users/alice/.Far/%s", f->root,
+		 m[0].path);
+	assert_int_equal(stat(dir, &sb), 0);
+	assert_int_equal(sb.st_nlink, 1);
+	assert_int_equal(count_dir(f->root, "users/alice/.Far/tmp"), 0);
+	md_mbox_close(&far);
+	md_mbox_close(&in);
+	snprintf(dir, sizeof(dir), "%s/users/alice/.Far", f->root);
+	assert_int_equal(umount2(dir, MNT_DETACH), 0);
+}
 
 /* The attributes of the entry named name in the list, or MISSING. */
 static unsigned attrs_of(const struct md_folder_info *v, size_t n,
@@ -571,6 +821,8 @@ static void test_md_mbox_folders(void **state)
 {
 	struct fx *f = *state;
 	struct md_folder_info *v;
+	struct md_mbox_changes ch;
+	struct md_mbox *mb;
 	struct md_status s;
 	char **subs;
 	size_t n;
@@ -601,10 +853,20 @@ static void test_md_mbox_folders(void **state)
 	assert_int_equal(md_folder_delete(f->st, "alice", "Zz"), -ENOENT);
 	assert_int_equal(md_folder_status(f->st, "alice", "A", &s), -ENOENT);
 
+	/* An open handle follows a rename, and learns of a delete. */
+	assert_int_equal(md_folder_create(f->st, "alice", "Sel"), 0);
+	mb = open_mb(f, "Sel", false);
+	assert_int_equal(md_folder_rename(f->st, "alice", "Sel", "Moved"), 0);
+	deliver(f->st, "Moved", "x\n");
+	assert_int_equal(md_mbox_sync(mb, &ch), 0);
+	assert_int_equal(ch.n_added, 1);
+	assert_int_equal(md_folder_delete(f->st, "alice", "Moved"), 0);
+	assert_int_equal(md_mbox_sync(mb, &ch), -ENOENT);
+	md_mbox_close(&mb);
+
 	/* RENAME with children: A.B.C follows A.B; parents made. */
 	assert_int_equal(md_folder_rename(f->st, "alice", "A.B", "Z.Y"), 0);
-	assert_int_equal(md_folder_rename(f->st, "alice", "Z", "Z.Q"),
-			 -EINVAL);
+	assert_int_equal(md_folder_rename(f->st, "alice", "Z", "Z.Q"), -EINVAL);
 	assert_int_equal(md_folder_rename(f->st, "alice", "Z.Y", "Sent"),
 			 -EEXIST);
 	assert_int_equal(md_folder_rename(f->st, "alice", "Q", "R"), -ENOENT);
@@ -654,25 +916,26 @@ static void test_md_mbox_bad_names(void **state)
 {
 	struct fx *f = *state;
 	static const char *const bad[] = {
-		"", ".", "..", ".A", "A.", "A..B", "A/B", "../x", "A\tB",
-		"A\x7f", "caf\xc3\xa9", "A*", "%", "INBOX.x", "inbox.Sub",
-		"&", "&Jjo", "&Jjo!-", "x&",
+		"",    ".",	  "..",	       ".A",	"A.",	       "A..B",
+		"A/B", "../x",	  "A\tB",      "A\x7f", "caf\xc3\xa9", "A*",
+		"%",   "INBOX.x", "inbox.Sub", "&",	"&Jjo",	       "&Jjo!-",
+		"x&",
 	};
 	static const char *const good[] = {
-		"INBOX", "iNbOx", "A", "A.B.C", "Caf&AOk-", "&-", "A B",
-		"Lists.rust", "INBOXES",
+		"INBOX", "iNbOx", "A",		"A.B.C",   "Caf&AOk-",
+		"&-",	 "A B",	  "Lists.rust", "INBOXES",
 	};
 	struct md_mbox *mb = (void *)1;
-	char longname[MD_MBOX_NAME_MAX + 2];
+	char longname[MD_MBOX_NAME_MAX + 2], path[256];
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		if (md_mbox_name_check(bad[i]) != -EINVAL)
 			fail_msg("accepted \"%s\"", bad[i]);
 		assert_int_equal(md_folder_create(f->st, "alice", bad[i]),
 				 -EINVAL);
-		assert_int_equal(md_mbox_open(f->st, "alice", bad[i], false,
-					      &mb),
-				 -EINVAL);
+		assert_int_equal(
+			md_mbox_open(f->st, "alice", bad[i], false, &mb),
+			-EINVAL);
 		assert_null(mb);
 	}
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
@@ -688,6 +951,11 @@ static void test_md_mbox_bad_names(void **state)
 	assert_int_equal(md_mbox_open(f->st, "alice", "Nope", false, &mb),
 			 -ENOENT);
 	assert_int_equal(md_mbox_open(f->st, "bob", "INBOX", false, &mb),
+			 -ENOENT);
+	/* A folder that is a symlink (to another user's mail) is none. */
+	snprintf(path, sizeof(path), "%s/users/alice/.Link", f->root);
+	assert_int_equal(symlink("/tmp", path), 0);
+	assert_int_equal(md_mbox_open(f->st, "alice", "Link", false, &mb),
 			 -ENOENT);
 	assert_int_equal(md_folder_rename(f->st, "alice", "INBOX", "A..B"),
 			 -EINVAL);
@@ -756,6 +1024,176 @@ static void test_md_mbox_stale_lock(void **state)
 	md_mbox_close(&mb);
 }
 
+/* Set path's mtime (under alice's INBOX) to when. */
+static void set_mtime(const char *root, const char *sub, time_t when)
+{
+	struct timespec ts[2] = {{when, 0}, {when, 0}};
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/users/alice/%s", root, sub);
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+/* A sync with nothing changed only compares stamps: a change that
+ * keeps every stamp is not seen; one that moves a stamp is. */
+static void test_md_mbox_cheap_sync(void **state)
+{
+	struct fx *f = *state;
+	time_t old = time(NULL) - 100;
+	const struct md_msg_info *m;
+	struct md_mbox_changes ch;
+	struct md_mbox *a, *b;
+	size_t n;
+
+	deliver(f->st, NULL, "a\n");
+	a = open_mb(f, "INBOX", false);
+	b = open_mb(f, "INBOX", false);
+	set_mtime(f->root, "new", old);
+	set_mtime(f->root, "cur", old);
+	set_mtime(f->root, "ringprot-uidlist", old);
+	/* Stamps older than 2 s: trusted from now on. */
+	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(ch.n_added + ch.n_flagged + ch.n_vanished, 0);
+	assert_int_equal(md_mbox_store(a, 1, MD_F_SEEN, 0), 0);
+	set_mtime(f->root, "cur", old);
+	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(ch.n_flagged, 0); /* not looked at */
+	m = md_mbox_msgs(b, &n);
+	assert_int_equal(m[0].flags, 0);
+	set_mtime(f->root, "cur", old + 1);
+	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(ch.n_flagged, 1);
+	md_mbox_close(&a);
+	md_mbox_close(&b);
+}
+
+enum {
+	FIB_N = 4,
+	FIB_MSGS = 8
+};
+
+struct fib {
+	struct md_store *st;
+	int idx;
+	int ticks; /* sleeper: turns while the other waits on the lock */
+	const int *stop;
+};
+
+/* A session in a fiber: appends, then flags what it appended. */
+static int fib_session(void *arg)
+{
+	struct fib *fb = arg;
+	uint32_t uids[FIB_MSGS], uv;
+	struct md_mbox *mb;
+	int ret = 0;
+
+	for (int i = 0; i < FIB_MSGS && ret == 0; i++) {
+		struct md_append *ap;
+
+		ret = md_append_begin(fb->st, "alice", "Shared", &ap);
+		if (ret == 0)
+			ret = md_append_write(ap, "Subject: f\r\n\r\nx\r\n",
+					      18);
+		if (ret == 0)
+			ret = md_append_commit(&ap, 0, NULL, 0, 0, &uv,
+					       &uids[i]);
+		else
+			md_append_abort(&ap);
+	}
+	if (ret == 0)
+		ret = md_mbox_open(fb->st, "alice", "Shared", false, &mb);
+	for (int i = 0; i < FIB_MSGS && ret == 0; i++)
+		ret = md_mbox_store(mb, uids[i], MD_F_SEEN, 0);
+	if (ret == 0)
+		md_mbox_close(&mb);
+	return ret;
+}
+
+static void test_md_mbox_fibers(void **state)
+{
+	struct fx *f = *state;
+	struct ur_fiber *fib[FIB_N];
+	struct fib args[FIB_N];
+	const struct md_msg_info *m;
+	struct md_mbox *mb;
+	size_t n;
+
+	assert_int_equal(md_folder_create(f->st, "alice", "Shared"), 0);
+	for (int i = 0; i < FIB_N; i++) {
+		args[i] = (struct fib){.st = f->st, .idx = i};
+		assert_int_equal(ur_fiber_spawn(f->tl->loop, fib_session,
+						&args[i], NULL, &fib[i]),
+				 0);
+	}
+	for (int i = 0; i < FIB_N; i++) {
+		int ret = -1;
+
+		assert_int_equal(ur_fiber_join(fib[i], &ret), 0);
+		assert_int_equal(ret, 0);
+	}
+	mb = open_mb(f, "Shared", true);
+	m = md_mbox_msgs(mb, &n);
+	assert_int_equal(n, FIB_N * FIB_MSGS);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(m[i].uid, i + 1);
+		assert_int_equal(m[i].flags, MD_F_SEEN);
+		assert_int_equal(m[i].size, 18);
+	}
+	md_mbox_close(&mb);
+}
+
+static int fib_open(void *arg)
+{
+	struct fib *fb = arg;
+	struct md_mbox *mb = NULL;
+	int ret = md_mbox_open(fb->st, "alice", "INBOX", false, &mb);
+
+	md_mbox_close(&mb);
+	return ret;
+}
+
+static int fib_tick(void *arg)
+{
+	struct fib *fb = arg;
+
+	while (!*fb->stop) {
+		int ret = ur_sleep_until(CLOCK_MONOTONIC,
+					 ur_now_ns(CLOCK_MONOTONIC) + 10000000);
+
+		if (ret < 0)
+			return ret;
+		fb->ticks++;
+	}
+	return 0;
+}
+
+/* A fiber waiting for a held lock leaves its thread to the others. */
+static void test_md_mbox_lock_wait_yields(void **state)
+{
+	struct fx *f = *state;
+	struct ur_fiber *opener, *ticker;
+	struct fib a = {.st = f->st}, b = {.st = f->st};
+	int stop = 0, ret = 0, status;
+	pid_t pid;
+
+	b.stop = &stop;
+	deliver(f->st, NULL, "a\n");
+	pid = lock_holder(f->root, false);
+	md_mbox_lock_timeout_ms = 300;
+	assert_int_equal(
+		ur_fiber_spawn(f->tl->loop, fib_open, &a, NULL, &opener), 0);
+	assert_int_equal(
+		ur_fiber_spawn(f->tl->loop, fib_tick, &b, NULL, &ticker), 0);
+	assert_int_equal(ur_fiber_join(opener, &ret), 0);
+	assert_int_equal(ret, -ETIMEDOUT);
+	stop = 1;
+	assert_int_equal(ur_fiber_join(ticker, &ret), 0);
+	assert_int_equal(ret, 0);
+	assert_true(b.ticks >= 10); /* 300 ms of 10 ms sleeps */
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+}
+
 static void test_md_mbox_watch_paths(void **state)
 {
 	struct fx *f = *state;
@@ -779,20 +1217,17 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_md_mbox_uids_persist),
-		T(test_md_mbox_two_handles),
-		T(test_md_mbox_processes),
-		T(test_md_mbox_flags_names),
-		T(test_md_mbox_keywords),
-		T(test_md_mbox_copy_move_append),
-		T(test_md_mbox_folders),
-		T(test_md_mbox_bad_names),
-		T(test_md_mbox_stale_lock),
-		T(test_md_mbox_watch_paths),
+		T(test_md_mbox_uids_persist), T(test_md_mbox_two_handles),
+		T(test_md_mbox_processes),    T(test_md_mbox_flags_names),
+		T(test_md_mbox_keywords),     T(test_md_mbox_copy_move_append),
+		T(test_md_mbox_folders),      T(test_md_mbox_bad_names),
+		T(test_md_mbox_stale_lock),   T(test_md_mbox_watch_paths),
+		T(test_md_mbox_fibers),	      T(test_md_mbox_lock_wait_yields),
+		T(test_md_mbox_cheap_sync),   T(test_md_mbox_uidlist_lost),
+		T(test_md_mbox_copy_exdev),   T(test_md_mbox_uidlist_append),
 	};
 #undef T
 
 	t_require_loop();
-	return t_run_groups("md-mbox", tests,
-			    sizeof(tests) / sizeof(tests[0]));
+	return t_run_groups("md-mbox", tests, sizeof(tests) / sizeof(tests[0]));
 }

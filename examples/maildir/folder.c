@@ -77,8 +77,7 @@ static bool is_folder(int fd, const struct dirent *de)
 {
 	struct stat sb;
 
-	if (de->d_name[0] != '.' ||
-	    md_mbox_name_check(de->d_name + 1) < 0 ||
+	if (de->d_name[0] != '.' || md_mbox_name_check(de->d_name + 1) < 0 ||
 	    md_mbox_is_inbox(de->d_name + 1))
 		return false;
 	if (de->d_type == DT_DIR)
@@ -90,8 +89,7 @@ static bool is_folder(int fd, const struct dirent *de)
 
 /* Each folder of the user's directory, and each of its parents as a
  * \Noselect candidate (deduplicated later). */
-static int read_folders(struct md_store *st, const char *user,
-			struct names *nv)
+static int read_folders(struct md_store *st, const char *user, struct names *nv)
 {
 	struct dirent *de;
 	DIR *dir;
@@ -176,8 +174,9 @@ static void finish_list(struct names *nv, char **subs, size_t nsubs)
 		bool kids = false;
 
 		/* Names with f's as a prefix follow it in sorted order. */
-		for (size_t j = i + 1; i > 0 && j < nv->n && !kids &&
-				       strncmp(nv->v[j].name, f->name, len) == 0;
+		for (size_t j = i + 1;
+		     i > 0 && j < nv->n && !kids &&
+		     strncmp(nv->v[j].name, f->name, len) == 0;
 		     j++)
 			kids = nv->v[j].name[len] == '.';
 		f->attrs |= kids ? MD_ATTR_HASCHILDREN : MD_ATTR_HASNOCHILDREN;
@@ -229,8 +228,7 @@ static int dir_exists(int ufd, const char *name)
 }
 
 /* Make name's missing parents (each a real, empty folder). */
-static int make_parents(struct md_store *st, const char *user,
-			const char *name)
+static int make_parents(struct md_store *st, const char *user, const char *name)
 {
 	char prefix[MD_MBOX_NAME_MAX + 1];
 	int ret = 0;
@@ -244,8 +242,7 @@ static int make_parents(struct md_store *st, const char *user,
 	return ret;
 }
 
-static int create_leaf(struct md_store *st, const char *user,
-		       const char *name)
+static int create_leaf(struct md_store *st, const char *user, const char *name)
 {
 	int fd, ret;
 
@@ -280,15 +277,19 @@ int md_folder_create(struct md_store *st, const char *user, const char *name)
 /* -------------------------------------------------------------------- */
 /* DELETE */
 
-/* Remove everything under dfd's path, then path itself. */
-static int rm_tree(int dfd, const char *path, int depth)
+/*
+ * Unlink what is in dfd's path, then remove path. A subdirectory is
+ * handed to sub (NULL: it stays, and so does path: -ENOTEMPTY). A folder
+ * is its directory plus tmp/ new/ cur/: rm_folder() goes two levels
+ * down and no further; anything deeper was not made by us.
+ */
+static int rm_dir(int dfd, const char *path,
+		  int (*sub)(int dfd, const char *path))
 {
 	struct dirent *de;
 	DIR *dir;
 	int fd, ret = 0;
 
-	if (depth > 3)
-		return -ELOOP; /* a folder is two levels deep */
 	fd = ur_openat(dfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
 	if (fd < 0)
 		return fd;
@@ -303,13 +304,23 @@ static int rm_tree(int dfd, const char *path, int depth)
 		    strcmp(de->d_name, "..") == 0)
 			continue;
 		ret = ur_unlinkat(fd, de->d_name, 0);
-		if (ret == -EISDIR || ret == -EPERM)
-			ret = rm_tree(fd, de->d_name, depth + 1);
+		if (sub != NULL && (ret == -EISDIR || ret == -EPERM))
+			ret = sub(fd, de->d_name);
 		if (ret == -ENOENT)
 			ret = 0;
 	}
 	closedir(dir);
 	return ret < 0 ? ret : ur_unlinkat(dfd, path, AT_REMOVEDIR);
+}
+
+static int rm_files(int dfd, const char *path)
+{
+	return rm_dir(dfd, path, NULL);
+}
+
+static int rm_folder(int dfd, const char *path)
+{
+	return rm_dir(dfd, path, rm_files);
 }
 
 /* Does some folder ".name.x" exist? */
@@ -360,7 +371,7 @@ int md_folder_delete(struct md_store *st, const char *user, const char *name)
 	}
 	if (ret == 0) {
 		md__folder_forget(st, user, name);
-		if (rm_tree(ufd, gone, 0) < 0) {
+		if (rm_folder(ufd, gone) < 0) {
 			/* Out of sight already; the rest stays as garbage. */
 		}
 		ret = mb__sync_fd(st, ufd);
@@ -421,8 +432,7 @@ static int rename_check(int ufd, const char *to, const struct names *nv)
 }
 
 static int rename_dirs(struct md_store *st, const char *user, int ufd,
-		       const char *from, const char *to,
-		       const struct names *nv)
+		       const char *from, const char *to, const struct names *nv)
 {
 	char a[DIR_MAX + 1], b[DIR_MAX + 1];
 	int ret = 0;

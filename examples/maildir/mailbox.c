@@ -13,13 +13,15 @@
  * file rename (flags), an unlink (expunge) or a link (copy) needs no
  * lock: each is atomic, and the next sync of every handle sees it.
  *
- * Sync lists cur/ before taking the lock and matches the list against
- * the uidlist read under the lock. An entry whose file was not listed
- * may have been renamed (a flag change elsewhere) during the listing
- * (readdir does not promise to see an entry renamed while it runs):
- * before dropping any entry the listing is done again once, and only
- * entries missing from both are dropped. A file that appears after the
- * listing gets its UID at the next sync (its directory's mtime moved).
+ * Sync lists new/ and cur/ before taking the lock and matches the list
+ * against the uidlist read under the lock. An entry whose file was not
+ * listed may have been added since, or renamed (a flag change elsewhere)
+ * during the listing: readdir does not promise to see an entry renamed
+ * while it runs. Before dropping any entry the listing is done again,
+ * and again while the directories' mtimes keep moving (a few times at
+ * most): only entries missing from a listing the directories stood
+ * still for are dropped. A file that appears after the listing gets its
+ * UID at the next sync (its directory's mtime moved).
  *
  * The cheap check: fstat of new/ and cur/ (open fds) and a stat of the
  * uidlist; a sync with the same mtimes (and uidlist inode) does nothing.
@@ -34,6 +36,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +50,6 @@
 #define MB_FNAME_MAX  256
 #define MB_PATH_MAX   (MB_FNAME_MAX + 8)
 #define MB_TRIES      3 /* store/open after another process's rename */
-
-unsigned md_mbox_lock_timeout_ms = 10000;
 
 /* A file found in cur/ (or new/). */
 struct ent {
@@ -73,189 +74,11 @@ struct uidlist {
 	uint32_t uidvalidity, next;
 	struct list_ent *v;
 	size_t n, cap;
+	uint64_t file_len; /* bytes in the file as read */
+	size_t n_file;	   /* entries read from it (v[0..n_file)) */
+	bool tidy;	   /* every line parsed, LF at the end: appendable */
+	bool dropped;	   /* entries removed: the file must be rewritten */
 };
-
-/* -------------------------------------------------------------------- */
-/* Small helpers */
-
-void mb__close(int fd)
-{
-	if (fd >= 0 && ur_close(fd) < 0) {
-		/* the fd is released anyway */
-	}
-}
-
-int mb__sync_fd(const struct md_store *st, int fd)
-{
-	return md__no_fsync(st) ? 0 : ur_fsync(fd, 0);
-}
-
-int mb__user_open(struct md_store *st, const char *user)
-{
-	int fd;
-
-	if (!md_name_ok(user))
-		return -EINVAL;
-	fd = ur_openat(md__users_fd(st), user, O_RDONLY | O_DIRECTORY, 0);
-	return fd == -ENOTDIR ? -ENOENT : fd;
-}
-
-void mb__dir_name(const char *name, char *out, size_t size)
-{
-	(void)snprintf(out, size, ".%s", name);
-}
-
-int mb__folder_open(struct md_store *st, const char *user, const char *name)
-{
-	char dir[MD_MBOX_NAME_MAX + 2];
-	int ufd, fd;
-
-	if (md_mbox_name_check(name) < 0)
-		return -EINVAL;
-	ufd = mb__user_open(st, user);
-	if (ufd < 0 || md_mbox_is_inbox(name))
-		return ufd;
-	mb__dir_name(name, dir, sizeof(dir));
-	fd = ur_openat(ufd, dir, O_RDONLY | O_DIRECTORY, 0);
-	mb__close(ufd);
-	return fd == -ENOTDIR ? -ENOENT : fd;
-}
-
-static uint64_t ms_now(void)
-{
-	return ur_now_ns(CLOCK_MONOTONIC) / 1000000;
-}
-
-int mb__lock(int dfd, const char *name, int *fd_out)
-{
-	uint64_t deadline = ms_now() + md_mbox_lock_timeout_ms;
-	int fd, ret;
-
-	fd = ur_openat(dfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return fd;
-	for (unsigned wait_ms = 1;; wait_ms = wait_ms < 32 ? wait_ms * 2 : 32) {
-		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-
-		/* Never F_OFD_SETLKW: it would block the worker thread. */
-		if (fcntl(fd, F_OFD_SETLK, &fl) == 0) {
-			*fd_out = fd;
-			return 0;
-		}
-		ret = -errno;
-		if (ret != -EAGAIN && ret != -EACCES && ret != -EINTR)
-			break;
-		if (ms_now() >= deadline) {
-			ret = -ETIMEDOUT;
-			break;
-		}
-		ret = ur_sleep_until(CLOCK_MONOTONIC,
-				     ur_now_ns(CLOCK_MONOTONIC) +
-					     (uint64_t)wait_ms * 1000000);
-		if (ret < 0)
-			break;
-	}
-	mb__close(fd);
-	return ret;
-}
-
-void mb__unlock(int fd)
-{
-	/* The last close of the open file description drops the lock. */
-	mb__close(fd);
-}
-
-static int read_all(int fd, char *buf, size_t len, uint64_t off)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = ur_read(fd, buf + got, len - got,
-				    (int64_t)(off + got));
-
-		if (n < 0)
-			return (int)n;
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (int)(got == len ? 0 : -EIO);
-}
-
-int mb__read_file(int dfd, const char *name, size_t max, char **buf_out,
-		  size_t *len_out)
-{
-	struct stat sb;
-	char *buf;
-	int fd, ret;
-
-	fd = ur_openat(dfd, name, O_RDONLY | O_CLOEXEC, 0);
-	if (fd < 0)
-		return fd;
-	if (fstat(fd, &sb) < 0) {
-		ret = -errno;
-		goto out_close;
-	}
-	ret = -EFBIG;
-	if ((uint64_t)sb.st_size > max)
-		goto out_close;
-	ret = -ENOMEM;
-	buf = malloc((size_t)sb.st_size + 1);
-	if (buf == NULL)
-		goto out_close;
-	ret = read_all(fd, buf, (size_t)sb.st_size, 0);
-	if (ret < 0) {
-		free(buf);
-		goto out_close;
-	}
-	buf[sb.st_size] = '\0';
-	*buf_out = buf;
-	*len_out = (size_t)sb.st_size;
-out_close:
-	mb__close(fd);
-	return ret;
-}
-
-static int write_all(int fd, const char *buf, size_t len)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = ur_write(fd, buf + done, len - done, (int64_t)done);
-
-		if (n < 0)
-			return (int)n;
-		if (n == 0)
-			return -EIO;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
-int mb__write_file(const struct md_store *st, int dfd, const char *name,
-		   const char *buf, size_t len)
-{
-	char tmp[64];
-	int fd, ret;
-
-	(void)snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-	fd = ur_openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-		       0600);
-	if (fd < 0)
-		return fd;
-	ret = write_all(fd, buf, len);
-	if (ret == 0 && !md__no_fsync(st))
-		ret = ur_fsync(fd, UR_FSYNC_DATASYNC);
-	mb__close(fd);
-	if (ret == 0)
-		ret = ur_renameat(dfd, tmp, dfd, name, 0);
-	if (ret == 0)
-		return mb__sync_fd(st, dfd);
-	if (ur_unlinkat(dfd, tmp, 0) < 0) {
-		/* rewritten by the next writer (O_TRUNC) */
-	}
-	return ret;
-}
 
 /* -------------------------------------------------------------------- */
 /* The uidlist (call with its lock held) */
@@ -301,10 +124,13 @@ static int uidlist_parse(struct uidlist *ul, char *buf)
 	bool first = true;
 	int ret;
 
+	ul->tidy = true;
 	for (; *line != '\0'; line = nl + 1) {
 		nl = strchr(line, '\n');
-		if (nl == NULL)
-			break; /* a torn last line: never written by us */
+		if (nl == NULL) {
+			ul->tidy = false; /* a torn append: rewrite it */
+			break;
+		}
 		*nl = '\0';
 		if (first) {
 			if (md_uidlist_parse(line, 1, &a, &b) < 0)
@@ -314,23 +140,43 @@ static int uidlist_parse(struct uidlist *ul, char *buf)
 			first = false;
 			continue;
 		}
+		/* Appended entries may pass the header's next UID. */
 		if (md_uidlist_parse(line, 0, &a, &b) != 1 || a <= last ||
-		    a >= ul->next)
+		    a == UINT32_MAX) {
+			ul->tidy = false;
 			continue;
+		}
 		ret = uidlist_push(ul, a, line + b, strlen(line + b));
 		if (ret < 0)
 			return ret;
 		last = a;
+		if (a >= ul->next)
+			ul->next = a + 1;
 	}
 	return first ? -EINVAL : 0;
 }
 
-/* A fresh UIDVALIDITY: the time, as Dovecot and Cyrus make it. */
+/* The last UIDVALIDITY this process made. */
+static atomic_uint_fast32_t last_uidvalidity;
+
+/*
+ * A fresh UIDVALIDITY: the time, as Dovecot and Cyrus make it, but
+ * always above the last one this process made, so that a folder deleted
+ * and made again (or a lost uidlist) within one second still gets a new
+ * one (RFC 3501 2.3.1.1). Two processes within one second can still
+ * meet: that needs a store-wide counter file (not done).
+ */
 static uint32_t new_uidvalidity(void)
 {
 	time_t now = time(NULL);
+	uint32_t want = now > 0 ? (uint32_t)now : 1;
+	uint_fast32_t last = atomic_load(&last_uidvalidity);
 
-	return now > 0 ? (uint32_t)now : 1;
+	do {
+		if (want <= last)
+			want = (uint32_t)last + 1;
+	} while (!atomic_compare_exchange_weak(&last_uidvalidity, &last, want));
+	return want;
 }
 
 /* *created_out: the file was missing or unreadable (write it back). */
@@ -345,6 +191,8 @@ static int uidlist_load(int dfd, struct uidlist *ul, bool *created_out)
 	ret = mb__read_file(dfd, MB_UIDLIST, MB_FILE_MAX, &buf, &len);
 	if (ret == 0) {
 		ret = uidlist_parse(ul, buf);
+		ul->file_len = len;
+		ul->n_file = ul->n;
 		free(buf);
 	}
 	if (ret == -ENOENT || ret == -EINVAL) {
@@ -360,8 +208,8 @@ static int uidlist_load(int dfd, struct uidlist *ul, bool *created_out)
 	return ret;
 }
 
-static int uidlist_save(const struct md_store *st, int dfd,
-			const struct uidlist *ul)
+static int uidlist_write(const struct md_store *st, int dfd,
+			 const struct uidlist *ul)
 {
 	size_t cap = 64, len;
 	char *buf, *p;
@@ -384,6 +232,63 @@ static int uidlist_save(const struct md_store *st, int dfd,
 	return ret;
 }
 
+/* Append the entries added since the load (v[n_file..n)) at the end. */
+static int uidlist_append(const struct md_store *st, int dfd,
+			  const struct uidlist *ul)
+{
+	size_t cap = 1, len = 0, done = 0;
+	char *buf;
+	int fd, ret = 0;
+
+	for (size_t i = ul->n_file; i < ul->n; i++)
+		cap += strlen(ul->v[i].base) + 12;
+	buf = malloc(cap);
+	if (buf == NULL)
+		return -ENOMEM;
+	for (size_t i = ul->n_file; i < ul->n; i++)
+		len += (size_t)snprintf(buf + len, cap - len, "%u %s\n",
+					ul->v[i].uid, ul->v[i].base);
+	fd = ur_openat(dfd, MB_UIDLIST, O_WRONLY | O_CLOEXEC, 0);
+	if (fd < 0) {
+		free(buf);
+		return fd;
+	}
+	while (ret == 0 && done < len) {
+		ssize_t n = ur_write(fd, buf + done, len - done,
+				     (int64_t)(ul->file_len + done));
+
+		if (n <= 0)
+			ret = n < 0 ? (int)n : -EIO;
+		else
+			done += (size_t)n;
+	}
+	if (ret == 0 && !md__no_fsync(st))
+		ret = ur_fsync(fd, UR_FSYNC_DATASYNC);
+	/* Half an append would be a torn line: take it back. */
+	if (ret < 0 && ftruncate(fd, (off_t)ul->file_len) < 0) {
+		/* the next load sees it torn and rewrites the file */
+	}
+	mb__close(fd);
+	free(buf);
+	return ret;
+}
+
+/*
+ * Store the list under the lock: appended lines when entries were only
+ * added to a tidy file (the common case: new mail; no rewrite of a long
+ * list, one fdatasync), the whole file when any were dropped (expunges)
+ * or it was missing or torn.
+ */
+static int uidlist_save(const struct md_store *st, int dfd, bool created,
+			const struct uidlist *ul)
+{
+	if (created || ul->dropped || !ul->tidy)
+		return uidlist_write(st, dfd, ul);
+	if (ul->n > ul->n_file)
+		return uidlist_append(st, dfd, ul);
+	return 0;
+}
+
 int mb__uidlist_init(const struct md_store *st, int dfd)
 {
 	struct uidlist ul;
@@ -395,7 +300,7 @@ int mb__uidlist_init(const struct md_store *st, int dfd)
 		return ret;
 	ret = uidlist_load(dfd, &ul, &created);
 	if (ret == 0 && created)
-		ret = uidlist_save(st, dfd, &ul);
+		ret = uidlist_save(st, dfd, created, &ul);
 	uidlist_free(&ul);
 	mb__unlock(lfd);
 	return ret;
@@ -405,13 +310,14 @@ int mb__assign_bases(struct md_mbox *mb, char *const *bases, size_t n,
 		     uint32_t *uids_out, uint32_t *uidvalidity_out)
 {
 	struct uidlist ul;
-	bool created;
+	bool created, added;
 	int lfd, ret;
 
 	ret = mb__lock(mb->dfd, MB_UIDLIST_LOCK, &lfd);
 	if (ret < 0)
 		return ret;
 	ret = uidlist_load(mb->dfd, &ul, &created);
+	added = created;
 	for (size_t i = 0; ret == 0 && i < n; i++) {
 		size_t k = ul.n;
 
@@ -430,9 +336,10 @@ int mb__assign_bases(struct md_mbox *mb, char *const *bases, size_t n,
 		ret = uidlist_push(&ul, ul.next, bases[i], strlen(bases[i]));
 		if (ret == 0)
 			ul.next++;
+		added = true;
 	}
-	if (ret == 0)
-		ret = uidlist_save(mb->st, mb->dfd, &ul);
+	if (ret == 0 && added)
+		ret = uidlist_save(mb->st, mb->dfd, created, &ul);
 	*uidvalidity_out = ul.uidvalidity;
 	uidlist_free(&ul);
 	mb__unlock(lfd);
@@ -698,7 +605,8 @@ static int scan(struct md_mbox *mb, struct ents *ev)
 		ents_free(ev);
 		return ret;
 	}
-	qsort(ev->v, ev->n, sizeof(*ev->v), ent_cmp);
+	if (ev->n > 0)
+		qsort(ev->v, ev->n, sizeof(*ev->v), ent_cmp);
 	dedup(ev);
 	return 0;
 }
@@ -783,9 +691,9 @@ static int assign(struct uidlist *ul, struct ents *ev)
 	int changed = 0, ret = 0;
 
 	for (size_t i = 0; i < ul->n; i++) {
-		if (ul->v[i].ei < 0 ||
-		    ev->v[ul->v[i].ei].li != (long)i) {
+		if (ul->v[i].ei < 0 || ev->v[ul->v[i].ei].li != (long)i) {
 			free(ul->v[i].base);
+			ul->dropped = true;
 			changed++;
 			continue;
 		}
@@ -794,13 +702,14 @@ static int assign(struct uidlist *ul, struct ents *ev)
 		w++;
 	}
 	ul->n = w;
-	fresh = malloc((ev->n + 1) * sizeof(*fresh));
+	fresh = malloc((ev->n + 1) * sizeof(struct ent *));
 	if (fresh == NULL)
 		return -ENOMEM;
 	for (size_t i = 0; i < ev->n; i++)
 		if (ev->v[i].li < 0)
 			fresh[nf++] = &ev->v[i];
-	qsort(fresh, nf, sizeof(*fresh), new_cmp);
+	if (nf > 0)
+		qsort(fresh, nf, sizeof(struct ent *), new_cmp);
 	for (size_t i = 0; i < nf && ret == 0; i++) {
 		struct ent *e = fresh[i];
 
@@ -917,8 +826,8 @@ static int msg_fill(struct md_mbox *mb, struct md_msg_info *m,
 	int ret;
 
 	md_flags_parse(e->fname, &m->flags, &m->keywords);
-	if (asprintf(&m->path, "%s/%s", e->in_new ? "new" : "cur",
-		     e->fname) < 0) {
+	if (asprintf(&m->path, "%s/%s", e->in_new ? "new" : "cur", e->fname) <
+	    0) {
 		m->path = NULL;
 		return -ENOMEM;
 	}
@@ -980,6 +889,43 @@ static int diff(struct md_mbox *mb, const struct md_msg_info *nv, size_t nn,
 	return 0;
 }
 
+/* Have new/ or cur/ changed since s was taken? */
+static bool dirs_moved(const struct md_mbox *mb, const struct stamp *s)
+{
+	struct stamp now;
+
+	return stamp_dirs(mb, &now) < 0 || !ts_eq(&now.new_m, &s->new_m) ||
+	       !ts_eq(&now.cur_m, &s->cur_m);
+}
+
+/*
+ * Entries without a listed file: listed before the lock (another process
+ * may have added and assigned files since), or renamed while we listed
+ * (a flag change: readdir may miss an entry renamed during the walk).
+ * List again, and again while the directories keep changing (at most
+ * MB_TRIES times): what is still missing when they stood still is gone.
+ * s is re-stamped before each listing.
+ */
+static int rematch(struct md_mbox *mb, struct uidlist *ul, struct ents *ev,
+		   struct stamp *s)
+{
+	size_t missing = match(ul, ev);
+	int ret = 0;
+
+	for (int t = 0; missing > 0 && t < MB_TRIES; t++) {
+		if (t > 0 && !dirs_moved(mb, s))
+			break;
+		ents_free(ev);
+		ret = stamp_dirs(mb, s);
+		if (ret == 0)
+			ret = scan(mb, ev);
+		if (ret < 0)
+			return ret;
+		missing = match(ul, ev);
+	}
+	return 0;
+}
+
 /* Lock, read the uidlist, match ev, assign, write back, read keywords. */
 static int sync_list(struct md_mbox *mb, struct ents *ev, struct uidlist *ul,
 		     struct stamp *s)
@@ -993,17 +939,12 @@ static int sync_list(struct md_mbox *mb, struct ents *ev, struct uidlist *ul,
 	ret = uidlist_load(mb->dfd, ul, &created);
 	if (ret < 0)
 		goto out_unlock;
-	if (match(ul, ev) > 0) {
-		/* Listed again: a file renamed during the listing. */
-		ents_free(ev);
-		ret = scan(mb, ev);
-		if (ret < 0)
-			goto out_unlock;
-		(void)match(ul, ev);
-	}
+	ret = rematch(mb, ul, ev, s);
+	if (ret < 0)
+		goto out_unlock;
 	ret = assign(ul, ev);
 	if (ret > 0 || (ret == 0 && created))
-		ret = uidlist_save(mb->st, mb->dfd, ul);
+		ret = uidlist_save(mb->st, mb->dfd, created, ul);
 	if (ret == 0)
 		ret = stamp_list(mb, s);
 	if (ret == 0)
@@ -1015,11 +956,11 @@ out_unlock:
 
 static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 {
-	struct ents ev, claimed = {0};
+	struct ents ev = {0}, claimed = {0};
 	struct md_msg_info *nv = NULL;
 	struct uidlist ul = {0};
 	struct claim c = {mb, &claimed};
-	struct stamp s;
+	struct stamp s = {0};
 	size_t nn = 0;
 	int ret = 0;
 
@@ -1033,7 +974,8 @@ static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 		ents_free(&claimed);
 		return ret;
 	}
-	qsort(claimed.v, claimed.n, sizeof(*claimed.v), ent_cmp);
+	if (claimed.n > 0)
+		qsort(claimed.v, claimed.n, sizeof(*claimed.v), ent_cmp);
 	ret = sync_list(mb, &ev, &ul, &s);
 	if (ret == 0 && ul.n > 0) {
 		nv = calloc(ul.n, sizeof(*nv));
@@ -1070,8 +1012,8 @@ int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 
 	if (ch_out != NULL)
 		*ch_out = (struct md_mbox_changes){0};
-	if (mb->stamped && stamp_dirs(mb, &s) == 0 &&
-	    stamp_list(mb, &s) == 0 && ts_eq(&s.new_m, &mb->stamp.new_m) &&
+	if (mb->stamped && stamp_dirs(mb, &s) == 0 && stamp_list(mb, &s) == 0 &&
+	    ts_eq(&s.new_m, &mb->stamp.new_m) &&
 	    ts_eq(&s.cur_m, &mb->stamp.cur_m) &&
 	    ts_eq(&s.list_m, &mb->stamp.list_m) &&
 	    s.list_ino == mb->stamp.list_ino)
@@ -1083,7 +1025,7 @@ int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 /* Open, close, accessors */
 
 int mb__mbox_new(struct md_store *st, const char *user, const char *name,
-		    bool readonly, struct md_mbox **mb_out)
+		 bool readonly, struct md_mbox **mb_out)
 {
 	struct md_mbox *mb;
 	int ret;
@@ -1101,11 +1043,11 @@ int mb__mbox_new(struct md_store *st, const char *user, const char *name,
 	}
 	mb->dfd = ret = mb__folder_open(st, user, name);
 	if (ret >= 0)
-		mb->new_fd = ret = ur_openat(mb->dfd, "new",
-					     O_RDONLY | O_DIRECTORY, 0);
+		mb->new_fd = ret =
+			ur_openat(mb->dfd, "new", O_RDONLY | O_DIRECTORY, 0);
 	if (ret >= 0)
-		mb->cur_fd = ret = ur_openat(mb->dfd, "cur",
-					     O_RDONLY | O_DIRECTORY, 0);
+		mb->cur_fd = ret =
+			ur_openat(mb->dfd, "cur", O_RDONLY | O_DIRECTORY, 0);
 	if (ret < 0) {
 		md_mbox_close(&mb);
 		return ret == -ENOTDIR ? -ENOENT : ret;
@@ -1150,8 +1092,7 @@ void md_mbox_close(struct md_mbox **mbp)
 	free(mb);
 }
 
-const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb,
-				       size_t *n_out)
+const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb, size_t *n_out)
 {
 	*n_out = mb->n;
 	return mb->msgs;
@@ -1172,8 +1113,8 @@ bool md_mbox_readonly(const struct md_mbox *mb)
 	return mb->ro;
 }
 
-int md_mbox_watch_paths(const struct md_mbox *mb, char *new_out,
-			char *cur_out, char *uidlist_out, size_t size)
+int md_mbox_watch_paths(const struct md_mbox *mb, char *new_out, char *cur_out,
+			char *uidlist_out, size_t size)
 {
 	char link[32], dir[4096];
 	ssize_t n;
@@ -1281,57 +1222,96 @@ int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
 	fd = md_mbox_msg_open(mb, uid);
 	if (fd < 0)
 		return fd;
-	ret = fstat(fd, &sb) < 0 ? -errno : 0;
-	if (ret == 0 && (uint64_t)sb.st_size > max)
-		ret = -EFBIG;
-	buf = ret == 0 ? malloc((size_t)sb.st_size + 1) : NULL;
-	if (ret == 0 && buf == NULL)
-		ret = -ENOMEM;
-	if (ret == 0)
-		ret = read_all(fd, buf, (size_t)sb.st_size, 0);
-	mb__close(fd);
+	if (fstat(fd, &sb) < 0) {
+		ret = -errno;
+		goto out_close;
+	}
+	ret = -EFBIG;
+	if ((uint64_t)sb.st_size > max)
+		goto out_close;
+	ret = -ENOMEM;
+	buf = malloc((size_t)sb.st_size + 1);
+	if (buf == NULL)
+		goto out_close;
+	ret = mb__read_all(fd, buf, (size_t)sb.st_size, 0);
 	if (ret < 0) {
 		free(buf);
-		return ret;
+		goto out_close;
 	}
 	buf[sb.st_size] = '\0';
 	*buf_out = buf;
 	*len_out = (size_t)sb.st_size;
-	return 0;
+out_close:
+	mb__close(fd);
+	return ret;
 }
 
-int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,
-		  uint32_t keywords)
+/* The flags op makes of what the file name says now. */
+static void apply_op(const char *fname, enum md_store_op op, unsigned *flags,
+		     uint32_t *kw)
 {
-	char dst[MB_PATH_MAX + 48], suf[48];
+	unsigned cf;
+	uint32_t ck;
+
+	md_flags_parse(fname, &cf, &ck);
+	if (op == MD_STORE_ADD) {
+		*flags |= cf;
+		*kw |= ck;
+	} else if (op == MD_STORE_REMOVE) {
+		*flags = cf & ~*flags;
+		*kw = ck & ~*kw;
+	}
+}
+
+/* Rename msgs[i] to carry flags and kw (after op on its current name),
+ * following renames by others. */
+static int store_rename(struct md_mbox *mb, size_t i, enum md_store_op op,
+			unsigned flags, uint32_t kw, char *dst, size_t size)
+{
+	struct md_msg_info *m = &mb->msgs[i];
+	int ret = -ENOENT;
+
+	for (int t = 0; t < MB_TRIES && ret == -ENOENT; t++) {
+		const char *fname = strchr(m->path, '/') + 1;
+		unsigned nf = flags;
+		uint32_t nk = kw;
+		char suf[48];
+
+		apply_op(fname, op, &nf, &nk);
+		(void)md_flags_format(nf & MD_F_STORED, nk, suf, sizeof(suf));
+		(void)snprintf(dst, size, "cur/%.*s%s", (int)md_base_len(fname),
+			       fname, suf);
+		if (strcmp(dst, m->path) == 0)
+			return 0;
+		ret = ur_renameat(mb->dfd, m->path, mb->dfd, dst, 0);
+		if (ret == -ENOENT) {
+			ret = mb__relocate(mb, i);
+			if (ret == 0)
+				ret = -ENOENT;
+		}
+	}
+	return ret;
+}
+
+int md_mbox_store_op(struct md_mbox *mb, uint32_t uid, enum md_store_op op,
+		     unsigned flags, uint32_t keywords)
+{
+	char dst[MB_PATH_MAX + 48];
 	long i = md_mbox_find(mb, uid);
 	struct md_msg_info *m;
-	const char *fname;
-	int ret = -ENOENT;
+	int ret;
 
 	if (mb->ro)
 		return -EROFS;
 	if (i < 0)
 		return -ENOENT;
+	if (op != MD_STORE_SET && op != MD_STORE_ADD && op != MD_STORE_REMOVE)
+		return -EINVAL;
 	m = &mb->msgs[i];
+	flags &= MD_F_STORED;
 	keywords &= mb->nkw >= 32 ? UINT32_MAX : (1U << mb->nkw) - 1;
-	(void)md_flags_format(flags & MD_F_STORED, keywords, suf, sizeof(suf));
-	for (int t = 0; t < MB_TRIES; t++) {
-		fname = strchr(m->path, '/') + 1;
-		(void)snprintf(dst, sizeof(dst), "cur/%.*s%s",
-			       (int)md_base_len(fname), fname, suf);
-		if (strcmp(dst, m->path) == 0) {
-			ret = 0;
-			break;
-		}
-		ret = ur_renameat(mb->dfd, m->path, mb->dfd, dst, 0);
-		if (ret != -ENOENT)
-			break;
-		ret = mb__relocate(mb, (size_t)i);
-		if (ret < 0)
-			return ret;
-		ret = -ENOENT;
-	}
+	ret = store_rename(mb, (size_t)i, op, flags, keywords, dst,
+			   sizeof(dst));
 	if (ret < 0)
 		return ret;
 	if (strcmp(dst, m->path) != 0) {
@@ -1342,9 +1322,16 @@ int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,
 		free(m->path);
 		m->path = p;
 	}
-	m->flags = (flags & MD_F_STORED) | (m->flags & MD_F_RECENT);
+	md_flags_parse(m->path, &flags, &keywords);
+	m->flags = flags | (m->flags & MD_F_RECENT);
 	m->keywords = keywords;
 	return 0;
+}
+
+int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,
+		  uint32_t keywords)
+{
+	return md_mbox_store_op(mb, uid, MD_STORE_SET, flags, keywords);
 }
 
 static bool uid_in(const uint32_t *uids, size_t n, uint32_t uid)
@@ -1355,15 +1342,27 @@ static bool uid_in(const uint32_t *uids, size_t n, uint32_t uid)
 	return false;
 }
 
-/* Unlink msgs[i]'s file, wherever it went; gone already is fine. */
+/*
+ * Unlink msgs[i]'s file, wherever it went: 0 (gone already is fine), 1
+ * if another session took its \Deleted away meanwhile (kept: the next
+ * sync reports the flags), or -errno.
+ */
 static int unlink_msg(struct md_mbox *mb, size_t i)
 {
 	int ret = -ENOENT;
 
 	for (int t = 0; t < MB_TRIES && ret == -ENOENT; t++) {
+		unsigned flags;
+		uint32_t kw;
+
 		ret = ur_unlinkat(mb->dfd, mb->msgs[i].path, 0);
-		if (ret == -ENOENT && mb__relocate(mb, i) == -ENOENT)
+		if (ret != -ENOENT)
+			break;
+		if (mb__relocate(mb, i) == -ENOENT)
 			return 0;
+		md_flags_parse(mb->msgs[i].path, &flags, &kw);
+		if (!(flags & MD_F_DELETED))
+			return 1;
 	}
 	return ret;
 }
@@ -1404,6 +1403,11 @@ int md_mbox_expunge(struct md_mbox *mb, const uint32_t *uids, size_t n,
 		ret = unlink_msg(mb, i);
 		if (ret < 0)
 			break;
+		if (ret > 0) {
+			ret = 0;
+			i++;
+			continue;
+		}
 		v[nv++] = m->uid;
 		mb__msgs_drop(mb, i);
 	}

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* examples/maildir: mailboxes of the Maildir store, as an IMAP server sees them. */
+/* examples/maildir: the store's mailboxes, as an IMAP server sees them. */
 #ifndef RINGPROT_EXAMPLES_MAILBOX_H
 #define RINGPROT_EXAMPLES_MAILBOX_H
 
@@ -9,8 +9,9 @@
  * "INBOX" (any case) is the user's Maildir itself, "A.B" the Maildir++
  * folder <user>/.A.B/. A name is refused (-EINVAL) unless: 1 to
  * MD_MBOX_NAME_MAX bytes of printable ASCII, no '/', '*', '%', no empty
- * level (no leading or trailing '.', no ".."), '&' only as a well-formed
- * modified UTF-7 shift ("&-" or "&<base64>-"), and no level below INBOX
+ * level (no leading or trailing '.', no ".."), '&' only as a modified
+ * UTF-7 shift of the right syntax ("&-" or "&<base64>-": whether it
+ * decodes to valid UTF-16 is the session's check), no level below INBOX
  * ("INBOX.x": INBOX has no children here). Nothing built from a name can
  * leave the user's directory.
  *
@@ -22,9 +23,14 @@
  *                          the two files below across processes
  *   ringprot-keywords      "<index> <keyword>" lines, index 0-25 = the
  *                          letters a-z in file names
- * Both files are rewritten whole: a temporary file, fsync, rename, fsync
- * of the directory. UIDVALIDITY is the creation time (seconds) and kept;
- * UIDs are never reused (the next UID only grows). The lock is taken
+ * New UIDs are appended to the uidlist (one fdatasync; the next UID is
+ * then the greater of the header's and the last entry's plus one); when
+ * entries are dropped, or the file was torn by a crash, it is rewritten
+ * whole, as the keywords file always is: a temporary file, fsync,
+ * rename, fsync of the directory. UIDVALIDITY is the creation time (seconds,
+ * above any this process made before) and kept; UIDs are never reused (the next
+ * UID only grows). A lost or torn uidlist is made again with a new
+ * UIDVALIDITY (clients then resynchronise). The lock is taken
  * without blocking the thread (non-blocking attempts, ur_sleep_until in
  * between) and given up after md_mbox_lock_timeout_ms (-ETIMEDOUT). A
  * lock file left by a dead process holds no lock (the kernel drops OFD
@@ -80,10 +86,10 @@ enum {
 
 /* Folder attributes (md_folder_info.attrs). */
 enum {
-	MD_ATTR_NOSELECT = 1U << 0,	 /* a missing parent */
+	MD_ATTR_NOSELECT = 1U << 0, /* a missing parent */
 	MD_ATTR_HASCHILDREN = 1U << 1,
 	MD_ATTR_HASNOCHILDREN = 1U << 2,
-	MD_ATTR_SENT = 1U << 3,		 /* RFC 6154, by name */
+	MD_ATTR_SENT = 1U << 3, /* RFC 6154, by name */
 	MD_ATTR_DRAFTS = 1U << 4,
 	MD_ATTR_TRASH = 1U << 5,
 	MD_ATTR_JUNK = 1U << 6,
@@ -105,8 +111,7 @@ int md_mbox_name_check(const char *name) RINGPROT_MUST_CHECK;
  * 1 to MD_KW_LEN_MAX bytes)? */
 bool md_keyword_ok(const char *kw);
 /* Flags and keyword bits from a file name's ":2," part (none: 0, 0). */
-void md_flags_parse(const char *fname, unsigned *flags_out,
-		    uint32_t *kw_out);
+void md_flags_parse(const char *fname, unsigned *flags_out, uint32_t *kw_out);
 /* ":2,<letters>" for flags (MD_F_STORED bits) and kw into out (at least
  * 40 bytes). Returns its length. */
 size_t md_flags_format(unsigned flags, uint32_t kw, char *out, size_t size);
@@ -198,7 +203,8 @@ struct md_msg_info {
 	uint32_t uid;
 	unsigned flags;	       /* MD_F_*, MD_F_RECENT included */
 	uint32_t keywords;     /* bit i: md_mbox_keyword(mb, i) */
-	uint64_t size;	       /* with CRLF line ends (RFC822.SIZE) */
+	uint64_t size;	       /* with CRLF line ends (RFC822.SIZE); 0 if
+				* the file vanished before it was read */
 	int64_t internal_date; /* seconds since the epoch (file mtime) */
 	char *path;	       /* "cur/<file>" (or "new/<file>"), borrowed */
 };
@@ -215,14 +221,14 @@ struct md_mbox_changes {
 };
 
 /*
- * Open user's mailbox name and sync it once (every message is then
- * "added"). readonly (EXAMINE): new/ is not claimed, flags and expunges
- * are refused (-EROFS), UIDs are still assigned. Returns 0, -ENOENT (no
- * such mailbox, or a \Noselect one), -EINVAL, -ETIMEDOUT, -errno.
+ * Open user's mailbox name and sync it once (no changes reported: the
+ * caller reads md_mbox_msgs()). readonly (EXAMINE): new/ is not claimed, flags
+ * and expunges are refused (-EROFS), UIDs are still assigned. Returns 0,
+ * -ENOENT (no such mailbox, or a \Noselect one), -EINVAL, -ETIMEDOUT, -errno.
  */
 int md_mbox_open(struct md_store *st, const char *user, const char *name,
-		 bool readonly, struct md_mbox **mb_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+		 bool readonly,
+		 struct md_mbox **mb_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 void md_mbox_close(struct md_mbox **mbp) UR_MAY_YIELD;
 
 /*
@@ -232,15 +238,16 @@ void md_mbox_close(struct md_mbox **mbp) UR_MAY_YIELD;
  * name's time, then the name), drop entries whose file is gone, read
  * flags from names. ch_out (may be NULL) tells what changed since the
  * last sync of this handle or its own md_mbox_store/expunge. When
- * nothing changed (stat of new/, cur/ and the uidlist), costs 3 fstats.
+ * nothing changed (mtimes of new/, cur/ and the uidlist, once they are
+ * over 2 s old: coarse clocks), it costs 3 stats and no listing.
+ * -ENOENT: the folder was deleted (a rename elsewhere is followed: the
+ * handle holds the directory, not its name).
  */
-int md_mbox_sync(struct md_mbox *mb,
-		 struct md_mbox_changes *ch_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
+	RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /* The messages by ascending UID, borrowed until the next call on mb. */
-const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb,
-				       size_t *n_out);
+const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb, size_t *n_out);
 /* Index of uid in md_mbox_msgs(), or -ENOENT. */
 long md_mbox_find(const struct md_mbox *mb, uint32_t uid);
 uint32_t md_mbox_uidvalidity(const struct md_mbox *mb);
@@ -259,20 +266,19 @@ int md_mbox_keyword_index(struct md_mbox *mb,
  * cur/ directories and its uidlist, absolute, into 3 buffers of size
  * bytes (PATH_MAX is enough). -ENAMETOOLONG, -errno.
  */
-int md_mbox_watch_paths(const struct md_mbox *mb, char *new_out,
-			char *cur_out, char *uidlist_out,
-			size_t size) RINGPROT_MUST_CHECK;
+int md_mbox_watch_paths(const struct md_mbox *mb, char *new_out, char *cur_out,
+			char *uidlist_out, size_t size) RINGPROT_MUST_CHECK;
 
 /* Open message uid for reading: an fd (O_RDONLY, the caller closes it)
  * or -ENOENT (expunged meanwhile). A file renamed by another process is
  * found again. */
-int md_mbox_msg_open(struct md_mbox *mb, uint32_t uid) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+int md_mbox_msg_open(struct md_mbox *mb,
+		     uint32_t uid) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 /* The whole file (LF line ends, as stored) in a malloc'd buffer; -EFBIG
  * if it is larger than max. */
 int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
-		     char **buf_out, size_t *len_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+		     char **buf_out,
+		     size_t *len_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /*
  * Set uid's flags (MD_F_STORED bits; MD_F_RECENT is kept as it was) and
@@ -283,15 +289,33 @@ int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
 int md_mbox_store(struct md_mbox *mb, uint32_t uid, unsigned flags,
 		  uint32_t keywords) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
+/* STORE FLAGS, +FLAGS, -FLAGS. */
+enum md_store_op {
+	MD_STORE_SET,
+	MD_STORE_ADD,
+	MD_STORE_REMOVE,
+};
+
+/*
+ * As md_mbox_store, with +FLAGS/-FLAGS applied to the flags the file's
+ * name carries at the rename (not to this handle's possibly older
+ * view): two sessions adding different flags at once both keep theirs.
+ * md_mbox_msgs() then holds the result. -EINVAL: no such op.
+ */
+int md_mbox_store_op(struct md_mbox *mb, uint32_t uid, enum md_store_op op,
+		     unsigned flags,
+		     uint32_t keywords) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+
 /*
  * Expunge the \Deleted messages (uids NULL), or those of uids[0..n) that
- * are \Deleted (UID EXPUNGE). *out gets the expunged UIDs, ascending
- * (malloc'd, the caller frees; NULL when none), *n_out their count; they
- * are no longer in md_mbox_msgs() and no sync reports them again.
+ * are \Deleted (UID EXPUNGE). A message whose \Deleted another session
+ * took away meanwhile (its file renamed) is kept. *out gets the expunged UIDs,
+ * ascending (malloc'd, the caller frees; NULL when none), *n_out their count;
+ * they are no longer in md_mbox_msgs() and no sync reports them again.
  */
 int md_mbox_expunge(struct md_mbox *mb, const uint32_t *uids, size_t n,
-		    uint32_t **out, size_t *n_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+		    uint32_t **out,
+		    size_t *n_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 struct md_copy_result {
 	uint32_t uidvalidity; /* the target's */
@@ -324,8 +348,7 @@ int md_mbox_copy(struct md_mbox *mb, const uint32_t *uids, size_t n,
  * the tmp/ file and frees; commit frees too. Accepts NULL.
  */
 int md_append_begin(struct md_store *st, const char *user, const char *name,
-		    struct md_append **ap_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+		    struct md_append **ap_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 int md_append_write(struct md_append *ap, const void *buf,
 		    size_t len) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 int md_append_commit(struct md_append **app, unsigned flags,

@@ -19,8 +19,8 @@ struct md_store;
 #define MB_FILE_MAX	((size_t)64 << 20) /* uidlist, keywords, subs */
 
 /* The user's directory: an fd, -ENOENT, -EINVAL (bad user name). */
-int mb__user_open(struct md_store *st, const char *user) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+int mb__user_open(struct md_store *st,
+		  const char *user) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 /* ".name" of a checked, non-INBOX name into out (MD_MBOX_NAME_MAX + 2). */
 void mb__dir_name(const char *name, char *out, size_t size);
 /* The folder's directory (INBOX: the user's): an fd, -ENOENT, -EINVAL. */
@@ -29,23 +29,26 @@ int mb__folder_open(struct md_store *st, const char *user,
 
 /* Take the OFD write lock on dfd's lock file name (made if missing):
  * *fd_out holds it until mb__unlock(). -ETIMEDOUT, -errno. */
-int mb__lock(int dfd, const char *name, int *fd_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+int mb__lock(int dfd, const char *name,
+	     int *fd_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 void mb__unlock(int fd) UR_MAY_YIELD;
 
 /* The whole of a small file (NUL-terminated, malloc'd); -ENOENT, -EFBIG
  * over max. */
 int mb__read_file(int dfd, const char *name, size_t max, char **buf_out,
 		  size_t *len_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+/* Read len bytes at off, all of them (-EIO if the file is shorter). */
+int mb__read_all(int fd, char *buf, size_t len,
+		 uint64_t off) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 /* Replace dfd's name by buf atomically: name.tmp, fsync, rename, fsync
  * of dfd (not with no_fsync). Call with the file's lock held. */
 int mb__write_file(const struct md_store *st, int dfd, const char *name,
-		   const char *buf, size_t len) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+		   const char *buf,
+		   size_t len) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /* Make the folder's uidlist if it has none (a fresh UIDVALIDITY). */
-int mb__uidlist_init(const struct md_store *st, int dfd) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+int mb__uidlist_init(const struct md_store *st,
+		     int dfd) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 #include <sys/types.h>
 #include <time.h>
@@ -75,24 +78,23 @@ struct md_mbox {
 
 /* A handle without the first sync (copy and append targets). */
 int mb__mbox_new(struct md_store *st, const char *user, const char *name,
-		 bool readonly, struct md_mbox **mb_out) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+		 bool readonly,
+		 struct md_mbox **mb_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 /* Find msgs[i]'s file again after a rename elsewhere; -ENOENT gone. */
-int mb__relocate(struct md_mbox *mb, size_t i) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+int mb__relocate(struct md_mbox *mb, size_t i) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 /* Remove msgs[i] from the handle's list. */
 void mb__msgs_drop(struct md_mbox *mb, size_t i);
 /* fsync(fd) unless the store has no_fsync. */
-int mb__sync_fd(const struct md_store *st, int fd) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+int mb__sync_fd(const struct md_store *st,
+		int fd) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 /*
  * Give UIDs to the files with these base names, in this order, under
  * the lock (a base that has one already, from another process's sync,
  * keeps it): uids_out[i], and *uidvalidity_out.
  */
 int mb__assign_bases(struct md_mbox *mb, char *const *bases, size_t n,
-		     uint32_t *uids_out,
-		     uint32_t *uidvalidity_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+		     uint32_t *uids_out, uint32_t *uidvalidity_out)
+	RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /* Close an fd through the ring, ignoring the result (close(2) frees it
  * in any case). */

@@ -99,8 +99,8 @@ void md_flags_parse(const char *fname, unsigned *flags_out, uint32_t *kw_out)
 
 	if (p != NULL) {
 		for (p += 3; *p != '\0'; p++) {
-			const char *f = *p != '\0' ? strchr(flag_letters, *p)
-						   : NULL;
+			const char *f =
+				*p != '\0' ? strchr(flag_letters, *p) : NULL;
 
 			if (f != NULL)
 				flags |= 1U << (f - flag_letters);

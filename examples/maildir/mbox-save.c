@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * examples/maildir: putting messages into a mailbox: COPY and MOVE (hard
- * links or renames under fresh names) and APPEND (a new file).
+ * links or renames under fresh names; a copy of the data, with its
+ * mtime, when the target is on another filesystem) and APPEND (a new
+ * file).
  *
  * Order, for every path: the file gets its final name in the target's
  * cur/ by one atomic link or rename of a complete (and for APPEND,
@@ -43,8 +45,6 @@ static uint32_t map_keywords(struct md_mbox *src, struct md_mbox *dst,
 {
 	uint32_t out = 0;
 
-	if (src == dst)
-		return kw;
 	for (unsigned i = 0; i < MD_KW_MAX; i++) {
 		const char *name = md_mbox_keyword(src, i);
 		int k;
@@ -78,24 +78,130 @@ static int new_base(struct md_mbox *mb, size_t i, char *out, size_t size)
 	return 0;
 }
 
-/* Link (or rename, for move) msgs[i] to dst in t, finding it again if
- * it was renamed meanwhile. -ENOENT: expunged elsewhere. */
+/* Write all of buf at off. */
+static int pwrite_all(int fd, const char *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = ur_write(fd, buf + done, len - done,
+				     (int64_t)(off + done));
+
+		if (n <= 0)
+			return n < 0 ? (int)n : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Copy sfd's data and mtime (the INTERNALDATE) into the new file fd. */
+static int copy_fd(const struct md_store *st, int sfd, int fd)
+{
+	struct timespec ts[2];
+	uint64_t off = 0;
+	struct stat sb;
+	char *buf;
+	int ret = 0;
+
+	buf = malloc(SAVE_BUF);
+	if (buf == NULL)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = ur_read(sfd, buf, SAVE_BUF, (int64_t)off);
+
+		if (n <= 0) {
+			ret = (int)n;
+			break;
+		}
+		ret = pwrite_all(fd, buf, (size_t)n, off);
+		if (ret < 0)
+			break;
+		off += (uint64_t)n;
+	}
+	free(buf);
+	if (ret == 0 && fstat(sfd, &sb) < 0)
+		ret = -errno;
+	if (ret == 0) {
+		ts[0] = sb.st_atim;
+		ts[1] = sb.st_mtim;
+		if (futimens(fd, ts) < 0)
+			ret = -errno;
+	}
+	if (ret == 0 && !md__no_fsync(st))
+		ret = ur_fsync(fd, UR_FSYNC_DATASYNC);
+	return ret;
+}
+
+/*
+ * No hard link possible (the target folder on another filesystem, or
+ * one without links): copy into the target's tmp/, sync, rename to dst
+ * ("cur/..."), sync cur/. -ENOENT: the source is gone (renamed).
+ */
+static int copy_data(struct md_mbox *mb, size_t i, struct md_mbox *t,
+		     const char *dst)
+{
+	char tmp[SAVE_NAME + 64];
+	int sfd, fd, ret;
+
+	sfd = ur_openat(mb->dfd, mb->msgs[i].path, O_RDONLY | O_CLOEXEC, 0);
+	if (sfd < 0)
+		return sfd;
+	(void)snprintf(tmp, sizeof(tmp), "tmp/%s", dst + 4);
+	fd = ur_openat(t->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		       0600);
+	if (fd < 0) {
+		mb__close(sfd);
+		return fd;
+	}
+	ret = copy_fd(t->st, sfd, fd);
+	mb__close(fd);
+	mb__close(sfd);
+	if (ret == 0)
+		ret = ur_renameat(t->dfd, tmp, t->dfd, dst, 0);
+	if (ret == 0)
+		return mb__sync_fd(t->st, t->cur_fd);
+	if (ur_unlinkat(t->dfd, tmp, 0) < 0) {
+		/* md_clean_tmp() takes it later */
+	}
+	return ret;
+}
+
+/* Link, or rename for a move, msgs[i] to dst in t; a copy of the data
+ * where that cannot be done (then a move unlinks the source). */
+static int place_file(struct md_mbox *mb, size_t i, struct md_mbox *t,
+		      const char *dst, bool move)
+{
+	const char *src = mb->msgs[i].path;
+	int ret;
+
+	if (move) {
+		ret = ur_renameat(mb->dfd, src, t->dfd, dst, RENAME_NOREPLACE);
+		if (ret == -EINVAL)
+			ret = ur_renameat(mb->dfd, src, t->dfd, dst, 0);
+	} else {
+		ret = ur_linkat(mb->dfd, src, t->dfd, dst, 0);
+	}
+	if (ret != -EXDEV && ret != -EPERM && ret != -EMLINK)
+		return ret;
+	ret = copy_data(mb, i, t, dst);
+	if (ret == 0 && move) {
+		ret = ur_unlinkat(mb->dfd, src, 0);
+		if (ret < 0 && ur_unlinkat(t->dfd, dst, 0) < 0) {
+			/* in both folders: a duplicate, never a loss */
+		}
+	}
+	return ret;
+}
+
+/* Place msgs[i] at dst in t, finding it again if it was renamed
+ * meanwhile. -ENOENT: expunged elsewhere. */
 static int place(struct md_mbox *mb, size_t i, struct md_mbox *t,
 		 const char *dst, bool move)
 {
 	int ret = -ENOENT;
 
 	for (int k = 0; k < SAVE_TRIES && ret == -ENOENT; k++) {
-		const char *src = mb->msgs[i].path;
-
-		if (move) {
-			ret = ur_renameat(mb->dfd, src, t->dfd, dst,
-					  RENAME_NOREPLACE);
-			if (ret == -EINVAL)
-				ret = ur_renameat(mb->dfd, src, t->dfd, dst, 0);
-		} else {
-			ret = ur_linkat(mb->dfd, src, t->dfd, dst, 0);
-		}
+		ret = place_file(mb, i, t, dst, move);
 		if (ret == -ENOENT) {
 			ret = mb__relocate(mb, i);
 			if (ret < 0)
@@ -148,8 +254,8 @@ static int uid_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int place_one(struct md_mbox *mb, size_t i, struct md_mbox *t,
-		     bool move, struct placed *p)
+static int place_one(struct md_mbox *mb, size_t i, struct md_mbox *t, bool move,
+		     struct placed *p)
 {
 	const struct md_msg_info *m = &mb->msgs[i];
 	char base[SAVE_NAME], suf[48];
@@ -285,10 +391,9 @@ int md_append_begin(struct md_store *st, const char *user, const char *name,
 	if (ret == 0) {
 		md__uniq_name(st, ap->uniq, sizeof(ap->uniq));
 		(void)snprintf(ap->tmp, sizeof(ap->tmp), "tmp/%s", ap->uniq);
-		ap->fd = ret = ur_openat(ap->t->dfd, ap->tmp,
-					 O_WRONLY | O_CREAT | O_EXCL |
-						 O_CLOEXEC,
-					 0600);
+		ap->fd = ret = ur_openat(
+			ap->t->dfd, ap->tmp,
+			O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	}
 	if (ret < 0) {
 		md_mbox_close(&ap->t);
@@ -444,12 +549,12 @@ static uint32_t ap_keywords(struct md_append *ap, const char *const *kw,
 
 int md_append_commit(struct md_append **app, unsigned flags,
 		     const char *const *keywords, size_t n_keywords,
-		     int64_t date, uint32_t *uidvalidity_out,
-		     uint32_t *uid_out)
+		     int64_t date, uint32_t *uidvalidity_out, uint32_t *uid_out)
 {
 	struct md_append *ap = *app;
 	char base[SAVE_NAME], dst[SAVE_NAME + 64], suf[48], *bp = base;
 	struct md_mbox *t;
+	uint64_t vsize;
 	uint32_t kw;
 	int ret = 0;
 
@@ -461,9 +566,9 @@ int md_append_commit(struct md_append **app, unsigned flags,
 		ret = ap_finish(ap, date);
 	if (ret < 0)
 		goto out_abort;
+	vsize = ap->off + ap->bare_lf;
 	(void)snprintf(base, sizeof(base), "%s,S=%llu,W=%llu", ap->uniq,
-		       (unsigned long long)ap->off,
-		       (unsigned long long)(ap->off + ap->bare_lf));
+		       (unsigned long long)ap->off, (unsigned long long)vsize);
 	(void)md_flags_format(flags & MD_F_STORED, kw, suf, sizeof(suf));
 	(void)snprintf(dst, sizeof(dst), "cur/%s%s", base, suf);
 	ret = ur_renameat(t->dfd, ap->tmp, t->dfd, dst, RENAME_NOREPLACE);

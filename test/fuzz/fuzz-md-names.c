@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* test/fuzz/md-names: examples/maildir's mailbox name, flag and uidlist parsers. */
+/* test/fuzz/md-names: examples/maildir's name, flag and uidlist parsers. */
 #include "fuzz.h"
 
 #include <errno.h>
