@@ -1213,6 +1213,37 @@ static void test_md_mbox_watch_paths(void **state)
 	md_mbox_close(&mb);
 }
 
+/* A released handle holds no descriptor and picks up where it was. */
+static void test_md_mbox_release(void **state)
+{
+	struct fx *f = *state;
+	struct md_mbox_changes ch;
+	struct md_mbox *mb;
+	int before;
+
+	assert_int_equal(md_folder_create(f->st, "alice", "Box"), 0);
+	deliver(f->st, "Box", "Subject: one\n\nx\n");
+	mb = open_mb(f, "Box", false);
+	before = count_fds();
+	md_mbox_release(mb);
+	assert_int_equal(count_fds(), before - 3);
+	md_mbox_release(mb); /* twice: nothing more */
+	assert_int_equal(count_fds(), before - 3);
+	deliver(f->st, "Box", "Subject: two\n\nx\n");
+	assert_int_equal(md_mbox_sync(mb, &ch), 0); /* reacquires */
+	assert_int_equal(count_fds(), before);
+	assert_int_equal(ch.n_added, 1);
+	assert_int_equal(ch.added[0], 2);
+	/* Renamed while released: the name is gone. */
+	md_mbox_release(mb);
+	assert_int_equal(md_folder_rename(f->st, "alice", "Box", "Other"), 0);
+	before = count_fds(); /* the rename dropped the delivery cache's */
+	assert_int_equal(md_mbox_sync(mb, &ch), -ENOENT);
+	assert_int_equal(md_mbox_reacquire(mb), -ENOENT);
+	assert_int_equal(count_fds(), before);
+	md_mbox_close(&mb);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -1225,6 +1256,7 @@ int main(void)
 		T(test_md_mbox_fibers),	      T(test_md_mbox_lock_wait_yields),
 		T(test_md_mbox_cheap_sync),   T(test_md_mbox_uidlist_lost),
 		T(test_md_mbox_copy_exdev),   T(test_md_mbox_uidlist_append),
+		T(test_md_mbox_release),
 	};
 #undef T
 

@@ -72,6 +72,13 @@ static void idle_end(struct imap_sess *s, struct imap_mbox *m)
 	}
 }
 
+/* A parked IDLE holds no descriptor of its mailbox (mailbox.h). */
+static void idle_park_fds(struct imap_mbox *m)
+{
+	if (m->mb != NULL)
+		md_mbox_release(m->mb);
+}
+
 int cmd_idle(struct imap_sess *s, const char *tag)
 {
 	struct imap_mbox *m = s->mbox;
@@ -108,6 +115,7 @@ int cmd_idle(struct imap_sess *s, const char *tag)
 			s->c->in, m->idle_start + (keep > 0 ? keep : 60),
 			idle_tick, s);
 	(void)prot_puts(s->c->out, "+ idling\r\n");
+	idle_park_fds(m);
 	return IMAP_PARK;
 }
 
@@ -138,8 +146,10 @@ int imap_idle_resume(struct srv_conn *c, unsigned wake)
 			return 0;
 		}
 	}
-	if (!(wake & SRV_WAKE_INPUT) && !prot_input_pending(c->in))
+	if (!(wake & SRV_WAKE_INPUT) && !prot_input_pending(c->in)) {
+		idle_park_fds(m);
 		return srv_park(c, imap_idle_resume);
+	}
 	ret = imap_lex_line(&s->lx, line, sizeof(line));
 	if (ret == -ENOTCONN || ret == -ETIMEDOUT || ret == -EIO ||
 	    ret == -ECONNRESET) {
@@ -147,6 +157,11 @@ int imap_idle_resume(struct srv_conn *c, unsigned wake)
 		return 0;
 	}
 	idle_end(s, m);
+	/* The mailbox's descriptors back, and what changed last told. */
+	if (m->mb != NULL && imap_mbox_sync(s, true) < 0) {
+		(void)prot_printf(c->out, "* BYE Mailbox error\r\n");
+		return 0;
+	}
 	if (ret >= 0 && strcasecmp(line, "DONE") == 0)
 		imap_tagged(s, m->idle_tag, "OK", "IDLE terminated");
 	else

@@ -118,36 +118,23 @@ int cmd_store(struct imap_sess *s, const char *tag)
 	}
 	ret = imap_mbox_each(s, &set, s->uid, store_collect, &j, NULL);
 	for (uint32_t i = 0; ret == 0 && i < j.uids.n; i++) {
-		long k = md_mbox_find(m->mb, j.uids.v[i]);
-		const struct md_msg_info *mi;
-		unsigned f;
-		uint32_t kw;
+		static const enum md_store_op ops[] = {
+			[STORE_SET] = MD_STORE_SET,
+			[STORE_ADD] = MD_STORE_ADD,
+			[STORE_DEL] = MD_STORE_REMOVE,
+		};
+		long k;
 
-		if (k < 0)
-			continue; /* gone meanwhile */
-		mi = &md_mbox_msgs(m->mb, &(size_t){0})[k];
-		f = mi->flags & MD_F_STORED;
-		kw = mi->keywords;
-		switch (j.mode) {
-		case STORE_SET:
-			f = (f & MD_F_PASSED) | j.md_flags;
-			kw = j.kw;
-			break;
-		case STORE_ADD:
-			f |= j.md_flags;
-			kw |= j.kw;
-			break;
-		case STORE_DEL:
-			f &= ~j.md_flags;
-			kw &= ~j.kw;
-			break;
-		}
-		if (f != (mi->flags & MD_F_STORED) || kw != mi->keywords) {
-			ret = md_mbox_store(m->mb, j.uids.v[i], f, kw);
-			if (ret == -ENOENT) {
-				ret = 0; /* expunged elsewhere: skip */
-				continue;
-			}
+		/*
+		 * +FLAGS and -FLAGS apply to the flags the file carries at
+		 * the rename, not to this session's older view: two
+		 * sessions adding different flags both keep theirs.
+		 */
+		ret = md_mbox_store_op(m->mb, j.uids.v[i], ops[j.mode],
+				       j.md_flags, j.kw);
+		if (ret == -ENOENT) {
+			ret = 0; /* expunged elsewhere: skip */
+			continue;
 		}
 		if (ret == 0 && !j.silent) {
 			k = md_mbox_find(m->mb, j.uids.v[i]);

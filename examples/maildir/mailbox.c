@@ -1009,9 +1009,13 @@ static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 {
 	struct stamp s;
+	int ret;
 
 	if (ch_out != NULL)
 		*ch_out = (struct md_mbox_changes){0};
+	ret = md_mbox_reacquire(mb);
+	if (ret < 0)
+		return ret;
 	if (mb->stamped && stamp_dirs(mb, &s) == 0 && stamp_list(mb, &s) == 0 &&
 	    ts_eq(&s.new_m, &mb->stamp.new_m) &&
 	    ts_eq(&s.cur_m, &mb->stamp.cur_m) &&
@@ -1037,7 +1041,10 @@ int mb__mbox_new(struct md_store *st, const char *user, const char *name,
 	mb->ro = readonly;
 	mb->new_fd = mb->cur_fd = -1;
 	mb->user = strdup(user);
-	if (mb->user == NULL) {
+	mb->name = strdup(name);
+	if (mb->user == NULL || mb->name == NULL) {
+		free(mb->user);
+		free(mb->name);
 		free(mb);
 		return -ENOMEM;
 	}
@@ -1089,7 +1096,50 @@ void md_mbox_close(struct md_mbox **mbp)
 	kw_clear(mb);
 	free(mb->chg);
 	free(mb->user);
+	free(mb->name);
 	free(mb);
+}
+
+/*
+ * A handle whose session waits (IMAP IDLE, parked) should hold no
+ * descriptor: 10,000 of them would take 30,000 of a process's 20,000.
+ * Released, it keeps its message list and change stamp; reacquired, it
+ * opens the folder by name again, so a folder renamed or removed
+ * meanwhile is -ENOENT (the session then ends its selection), and the
+ * next sync compares the new directories' times with the old stamp
+ * (a changed inode is a change).
+ */
+void md_mbox_release(struct md_mbox *mb)
+{
+	if (mb->dfd < 0)
+		return;
+	mb__close(mb->cur_fd);
+	mb__close(mb->new_fd);
+	mb__close(mb->dfd);
+	mb->dfd = mb->new_fd = mb->cur_fd = -1;
+}
+
+int md_mbox_reacquire(struct md_mbox *mb)
+{
+	int dfd, nfd, cfd;
+
+	if (mb->dfd >= 0)
+		return 0;
+	dfd = mb__folder_open(mb->st, mb->user, mb->name);
+	if (dfd < 0)
+		return dfd == -ENOTDIR ? -ENOENT : dfd;
+	nfd = ur_openat(dfd, "new", O_RDONLY | O_DIRECTORY, 0);
+	cfd = nfd < 0 ? nfd : ur_openat(dfd, "cur", O_RDONLY | O_DIRECTORY, 0);
+	if (cfd < 0) {
+		if (nfd >= 0)
+			mb__close(nfd);
+		mb__close(dfd);
+		return cfd == -ENOTDIR ? -ENOENT : cfd;
+	}
+	mb->dfd = dfd;
+	mb->new_fd = nfd;
+	mb->cur_fd = cfd;
+	return 0;
 }
 
 const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb, size_t *n_out)

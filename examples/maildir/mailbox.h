@@ -246,6 +246,16 @@ void md_mbox_close(struct md_mbox **mbp) UR_MAY_YIELD;
 int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 	RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
+/*
+ * Close the handle's descriptors (three directories) while its user
+ * waits, keeping everything else: md_mbox_sync() (or
+ * md_mbox_reacquire()) opens them again, by the name the handle was
+ * opened with (a folder renamed or removed meanwhile: -ENOENT). Other
+ * calls on a released handle fail (-EBADF). UR_MAY_YIELD.
+ */
+void md_mbox_release(struct md_mbox *mb) UR_MAY_YIELD;
+int md_mbox_reacquire(struct md_mbox *mb) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+
 /* The messages by ascending UID, borrowed until the next call on mb. */
 const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb, size_t *n_out);
 /* Index of uid in md_mbox_msgs(), or -ENOENT. */

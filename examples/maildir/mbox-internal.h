@@ -64,7 +64,8 @@ struct stamp {
 struct md_mbox {
 	struct md_store *st;
 	char *user;
-	int dfd, new_fd, cur_fd;
+	char *name; /* as opened: md_mbox_reacquire() opens it again */
+	int dfd, new_fd, cur_fd; /* -1 after md_mbox_release() */
 	bool ro;
 	bool stamped;
 	struct stamp stamp;

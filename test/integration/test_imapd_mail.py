@@ -170,6 +170,13 @@ def part_deliver(env):
           b"the quick brown fox\r\n", f"BODY[TEXT]: {text!r}")
     flags = ok(m.fetch("1", "(FLAGS)"), "FLAGS")[0]
     check(b"\\Seen" in flags, f"BODY[] without PEEK sets \\Seen: {flags!r}")
+    d = ok(m.store("1", "-FLAGS", "(\\Seen)"), "STORE -FLAGS")[0]
+    check(b"\\Seen" not in d, f"-FLAGS answers without it: {d!r}")
+    d = ok(m.store("1", "FLAGS.SILENT", "(\\Seen \\Answered)"), "STORE")
+    check(d == [None], f".SILENT answers nothing: {d!r}")
+    flags = ok(m.fetch("1", "(FLAGS)"), "FLAGS")[0]
+    check(b"\\Seen" in flags and b"\\Answered" in flags,
+          f"FLAGS replaced: {flags!r}")
     env_ = ok(m.fetch("1", "(ENVELOPE)"), "ENVELOPE")[0]
     check(b'"first message"' in env_ and
           b'("Bob Example" NIL "bob" "example.com")' in env_ and
