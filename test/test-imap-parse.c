@@ -480,8 +480,8 @@ static void test_imap_search(void **state)
 		"FOO", "OR ALL", "NOT", "SINCE 31-Feb-2024", "LARGER x",
 		"HEADER From", "()", "RETURN (BOGUS) ALL", "KEYWORD \\Seen",
 		"UID x", "SINCE 1-Foo-2024",
-		"NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT "
-		"NOT NOT ALL",
+		("NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT "
+		 "NOT NOT ALL"),
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		a = args_of(&f, bad[i]);
