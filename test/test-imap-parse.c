@@ -417,7 +417,7 @@ static void test_imap_fetch(void **state)
 		"()", "(FLAGS ALL)", "BODY[MIME]", "BODY[1.]", "BODY[0]",
 		"BODY[HEADER.FIELDS]", "BODY[HEADER.FIELDS ()]", "BODY[]<1>",
 		"BODY[]<1.0>", "BINARY[TEXT]", "BINARY.SIZE[1]<0.1>", "FOO",
-		"BODY[TEXT]x", "\"FLAGS\"",
+		"BODY[TEXT]x", "\"FLAGS\"", "BODY[1TEXT]", "BODY[1.2.]",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		a = args_of(&f, bad[i]);

@@ -402,6 +402,9 @@ static int section_spec(const char *p, const char **end_out,
 			break;
 		p++;
 	}
+	/* "1TEXT": a part number needs its '.' before a msgtext. */
+	if (sec->nparts > 0 && *p != ']' && p[-1] != '.')
+		return bad(err_out, "Invalid section");
 	if (sec->kind != IMAP_BODY_SECTION || *p == ']') {
 		if (*p != ']' || (sec->nparts > 0 && p[-1] == '.'))
 			return bad(err_out, "Invalid section");
