@@ -69,8 +69,7 @@ static void client_got(struct fx *f, char *buf, size_t size)
 	buf[n > 0 ? n : 0] = '\0';
 }
 
-static int lex_cmd(struct fx *f, char *tag, char *name,
-		   struct imap_arg **args)
+static int lex_cmd(struct fx *f, char *tag, char *name, struct imap_arg **args)
 {
 	int ret = imap_lex_tag(&f->lx, tag);
 
@@ -141,8 +140,8 @@ static void test_imap_lex_literal_sync(void **state)
 /* A literal over the limit: refused from its size, no "+", line over. */
 static void test_imap_lex_literal_refused(void **state)
 {
-	struct fx *f = fx_new("t APPEND INBOX {2147483648}\r\nt2 NOOP\r\n",
-			      1024);
+	struct fx *f =
+		fx_new("t APPEND INBOX {2147483648}\r\nt2 NOOP\r\n", 1024);
 	char tag[IMAP_TAG_MAX + 1], name[32], got[64];
 	struct imap_arg *a;
 
@@ -326,9 +325,9 @@ static void test_imap_seqset(void **state)
 
 	(void)state;
 	imap_pool_init(&pool, mem, sizeof(mem));
-	assert_int_equal(imap_seqset_parse("7,1:3,5,4,20:10,30:*", &pool, &set,
-					   &err),
-			 0);
+	assert_int_equal(
+		imap_seqset_parse("7,1:3,5,4,20:10,30:*", &pool, &set, &err),
+		0);
 	assert_int_equal(set.n, 3); /* merged: 1:5, 7, 10:20 */
 	assert_int_equal(set.nstar, 1);
 	assert_true(imap_seqset_contains(&set, 4, 100));
@@ -348,8 +347,8 @@ static void test_imap_seqset(void **state)
 	assert_int_equal(imap_seqset_parse("$", &pool, &set, &err), 0);
 	assert_true(set.dollar);
 	static const char *const bad_sets[] = {
-		"", "0", "1:", ":1", "1,,2", "1:2:3", "4294967296", "a", "1,",
-		"01", "$,1", "-1",
+		"",	      "0", "1:", ":1", "1,,2", "1:2:3",
+		"4294967296", "a", "1,", "01", "$,1",  "-1",
 	};
 	for (size_t i = 0; i < sizeof(bad_sets) / sizeof(bad_sets[0]); i++)
 		if (imap_seqset_parse(bad_sets[i], &pool, &set, &err) !=
@@ -414,10 +413,22 @@ static void test_imap_fetch(void **state)
 	fx_free(f);
 
 	static const char *const bad[] = {
-		"()", "(FLAGS ALL)", "BODY[MIME]", "BODY[1.]", "BODY[0]",
-		"BODY[HEADER.FIELDS]", "BODY[HEADER.FIELDS ()]", "BODY[]<1>",
-		"BODY[]<1.0>", "BINARY[TEXT]", "BINARY.SIZE[1]<0.1>", "FOO",
-		"BODY[TEXT]x", "\"FLAGS\"", "BODY[1TEXT]", "BODY[1.2.]",
+		"()",
+		"(FLAGS ALL)",
+		"BODY[MIME]",
+		"BODY[1.]",
+		"BODY[0]",
+		"BODY[HEADER.FIELDS]",
+		"BODY[HEADER.FIELDS ()]",
+		"BODY[]<1>",
+		"BODY[]<1.0>",
+		"BINARY[TEXT]",
+		"BINARY.SIZE[1]<0.1>",
+		"FOO",
+		"BODY[TEXT]x",
+		"\"FLAGS\"",
+		"BODY[1TEXT]",
+		"BODY[1.2.]",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		a = args_of(&f, bad[i]);
@@ -477,9 +488,17 @@ static void test_imap_search(void **state)
 	fx_free(f);
 
 	static const char *const bad[] = {
-		"FOO", "OR ALL", "NOT", "SINCE 31-Feb-2024", "LARGER x",
-		"HEADER From", "()", "RETURN (BOGUS) ALL", "KEYWORD \\Seen",
-		"UID x", "SINCE 1-Foo-2024",
+		"FOO",
+		"OR ALL",
+		"NOT",
+		"SINCE 31-Feb-2024",
+		"LARGER x",
+		"HEADER From",
+		"()",
+		"RETURN (BOGUS) ALL",
+		"KEYWORD \\Seen",
+		"UID x",
+		"SINCE 1-Foo-2024",
 		("NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT NOT "
 		 "NOT NOT ALL"),
 	};
@@ -535,20 +554,19 @@ static void test_imap_dates(void **state)
 	assert_int_equal(imap_parse_date("1-Jan-70", &d), -EPROTO);
 	assert_int_equal(imap_parse_date("001-Jan-1970", &d), -EPROTO);
 	assert_int_equal(imap_parse_date("1-Jan-1970x", &d), -EPROTO);
-	assert_int_equal(imap_parse_datetime("17-Jul-1996 02:44:25 -0700", &t,
-					     &zone),
-			 0);
+	assert_int_equal(
+		imap_parse_datetime("17-Jul-1996 02:44:25 -0700", &t, &zone),
+		0);
 	assert_int_equal(t, 837596665);
 	assert_int_equal(zone, -420);
-	assert_int_equal(imap_parse_datetime(" 1-Jan-1970 00:00:00 +0100", &t,
-					     &zone),
-			 0);
+	assert_int_equal(
+		imap_parse_datetime(" 1-Jan-1970 00:00:00 +0100", &t, &zone),
+		0);
 	assert_int_equal(t, -3600);
-	assert_int_equal(imap_parse_datetime("17-Jul-1996 24:00:00 +0000", &t,
-					     &zone),
-			 -EPROTO);
-	assert_int_equal(imap_parse_datetime("17-Jul-1996 02:44:25", &t,
-					     &zone),
+	assert_int_equal(
+		imap_parse_datetime("17-Jul-1996 24:00:00 +0000", &t, &zone),
+		-EPROTO);
+	assert_int_equal(imap_parse_datetime("17-Jul-1996 02:44:25", &t, &zone),
 			 -EPROTO);
 }
 
@@ -559,7 +577,8 @@ static void test_imap_mutf7(void **state)
 	} ok[] = {
 		{"INBOX", "INBOX"},
 		{"&-", "&"},
-		{"Entw&APw-rfe", "Entw\xc3\xbc" "rfe"},
+		{"Entw&APw-rfe", "Entw\xc3\xbc"
+				 "rfe"},
 		{"&ZeVnLIqe-", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e"},
 		{"~peter/mail/&U,BTFw-/&ZeVnLIqe-",
 		 "~peter/mail/\xe5\x8f\xb0\xe5\x8c\x97/"
@@ -567,21 +586,21 @@ static void test_imap_mutf7(void **state)
 		{"&2D3eAA-", "\xf0\x9f\x98\x80"},
 	};
 	static const char *const bad[] = {
-		"&", "&Jjo", "&Jjo!-", "&AGE-", "&2D0-", "&3gA-", "&AAA-",
-		"a\x01", "caf\xc3\xa9", "&Jj-", "&U,BTF2-",
+		"&",	 "&Jjo",  "&Jjo!-",	 "&AGE-", "&2D0-",    "&3gA-",
+		"&AAA-", "a\x01", "caf\xc3\xa9", "&Jj-",  "&U,BTF2-",
 	};
 	char buf[128];
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		assert_true(imap_mutf7_valid(ok[i].mutf7));
-		assert_int_equal(imap_mutf7_to_utf8(ok[i].mutf7, buf,
-						    sizeof(buf)),
-				 (int)strlen(ok[i].utf8));
+		assert_int_equal(
+			imap_mutf7_to_utf8(ok[i].mutf7, buf, sizeof(buf)),
+			(int)strlen(ok[i].utf8));
 		assert_string_equal(buf, ok[i].utf8);
-		assert_int_equal(imap_utf8_to_mutf7(ok[i].utf8, buf,
-						    sizeof(buf)),
-				 (int)strlen(ok[i].mutf7));
+		assert_int_equal(
+			imap_utf8_to_mutf7(ok[i].utf8, buf, sizeof(buf)),
+			(int)strlen(ok[i].mutf7));
 		assert_string_equal(buf, ok[i].mutf7);
 	}
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)

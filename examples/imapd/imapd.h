@@ -36,7 +36,7 @@ enum imap_state {
 	IMAP_STATE_SELECTED = 1u << 2,
 	IMAP_STATE_LOGOUT = 1u << 3,
 };
-#define IMAP_STATES_ANY                                                     \
+#define IMAP_STATES_ANY \
 	(IMAP_STATE_NOAUTH | IMAP_STATE_AUTH | IMAP_STATE_SELECTED)
 #define IMAP_STATES_AUTHED (IMAP_STATE_AUTH | IMAP_STATE_SELECTED)
 
@@ -50,16 +50,16 @@ enum imap_state {
 struct imap_sess {
 	struct srv_conn *c;
 	const struct imap_config *cfg;
-	struct imap_lex lx;	 /* the command being read (lx.pool) */
-	struct imap_pool pool;	 /* reset at each command */
-	unsigned state;		 /* IMAP_STATE_*: SELECT/CLOSE change it */
-	const char *user;	 /* logged-in user (owned by c), or NULL */
-	bool uid;		 /* this command came as "UID <name>" */
+	struct imap_lex lx;    /* the command being read (lx.pool) */
+	struct imap_pool pool; /* reset at each command */
+	unsigned state;	       /* IMAP_STATE_*: SELECT/CLOSE change it */
+	const char *user;      /* logged-in user (owned by c), or NULL */
+	bool uid;	       /* this command came as "UID <name>" */
 	char tag[IMAP_TAG_MAX + 1];
-	char name[32];		 /* this command's name, uppercase */
-	unsigned errors;	 /* BAD replies so far */
-	unsigned enabled;	 /* IMAP_ENABLED_* */
-	bool compressed;	 /* COMPRESS DEFLATE is on */
+	char name[32];	  /* this command's name, uppercase */
+	unsigned errors;  /* BAD replies so far */
+	unsigned enabled; /* IMAP_ENABLED_* */
+	bool compressed;  /* COMPRESS DEFLATE is on */
 	/*
 	 * The selected mailbox, owned by the mailbox commands: set by
 	 * SELECT/EXAMINE with mbox_close, which the session calls (with

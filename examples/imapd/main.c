@@ -106,10 +106,10 @@ static int imapd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 	if (ic->literal_max == 0 || ic->literal_max > UINT32_MAX)
 		ic->literal_max = UINT32_MAX; /* RFC 3501: number is 32-bit */
 	ic->literal_plus = srv_config_bool(cfg, NULL, "imap_literal_plus");
-	ic->max_errors = (unsigned)srv_config_int(cfg, "imap",
-						  "imap_max_errors");
-	ic->idle_keepalive_ms = srv_config_ms(cfg, "imap",
-					      "imap_idle_keepalive");
+	ic->max_errors =
+		(unsigned)srv_config_int(cfg, "imap", "imap_max_errors");
+	ic->idle_keepalive_ms =
+		srv_config_ms(cfg, "imap", "imap_idle_keepalive");
 	ic->idle_max_ms = srv_config_ms(cfg, "imap", "imap_idle_timeout");
 	ic->compress = srv_config_bool(cfg, "imap", "imap_compress") &&
 		       (pl_features() & PL_HAVE_ZLIB);
@@ -142,10 +142,9 @@ static void imapd_started(struct srv *s, void *arg)
 {
 	(void)arg;
 	for (size_t i = 0; i < 2; i++)
-		srv_print_listeners(s,
-				    srv_service_find(s,
-						     imapd_services[i].opts.name),
-				    stdout);
+		srv_print_listeners(
+			s, srv_service_find(s, imapd_services[i].opts.name),
+			stdout);
 }
 
 static void imapd_stopped(struct srv *s, void *arg)

@@ -205,8 +205,8 @@ int imap_lex_tag(struct imap_lex *lx, char *tag)
 			if (ret < 0)
 				return ret;
 			return fail(lx, n == 0 ? -ENODATA : -EPROTO,
-				    n == 0 ? "Empty command line" :
-					     "Missing command");
+				    n == 0 ? "Empty command line"
+					   : "Missing command");
 		}
 		if (!astring_char(c) || c == '+')
 			return fail(lx, -EPROTO, "Invalid tag");
@@ -284,8 +284,7 @@ static int tok_put(struct imap_lex *lx, struct tok *t, int c)
 }
 
 /* NUL-terminate and keep the token: it becomes arg->str. */
-static void tok_commit(struct imap_lex *lx, struct tok *t,
-		       struct imap_arg *a)
+static void tok_commit(struct imap_lex *lx, struct tok *t, struct imap_arg *a)
 {
 	t->p[t->n] = '\0';
 	a->str = t->p;
@@ -331,8 +330,8 @@ static int read_atom(struct imap_lex *lx, struct imap_arg *a)
 	}
 	if (t.n == 0)
 		return fail(lx, -EPROTO,
-			    c >= 0x80 ? "8-bit byte outside a string" :
-					"Unexpected character");
+			    c >= 0x80 ? "8-bit byte outside a string"
+				      : "Unexpected character");
 	a->type = IMAP_ARG_ATOM;
 	tok_commit(lx, &t, a);
 	return 0;
@@ -422,8 +421,9 @@ static int read_literal_size(struct imap_lex *lx, uint64_t *n_out,
 	/* The bytes after the literal continue the same command line. */
 	lx->eol = false;
 	if (*nonsync_out && n > lx->nonsync_max)
-		return fail(lx, -E2BIG, "[TOOBIG] Non-synchronizing literal "
-					"too big");
+		return fail(lx, -E2BIG,
+			    "[TOOBIG] Non-synchronizing literal "
+			    "too big");
 	return 0;
 }
 
@@ -455,8 +455,8 @@ static int read_literal(struct imap_lex *lx, struct imap_arg *a)
 	ret = read_literal_size(lx, &n, &nonsync);
 	if (ret < 0)
 		return ret;
-	if (n > lx->line_max - (lx->len < lx->line_max ? lx->len :
-							 lx->line_max)) {
+	if (n >
+	    lx->line_max - (lx->len < lx->line_max ? lx->len : lx->line_max)) {
 		if (nonsync)
 			return fail(lx, -E2BIG, "Literal too big");
 		return refuse_literal(lx, "[TOOBIG] Literal too big");
@@ -465,8 +465,8 @@ static int read_literal(struct imap_lex *lx, struct imap_arg *a)
 	if (ret < 0)
 		return ret;
 	if (n >= t.cap)
-		return nonsync ? fail(lx, -E2BIG, "Literal too big") :
-				 refuse_literal(lx, "Literal too big");
+		return nonsync ? fail(lx, -E2BIG, "Literal too big")
+			       : refuse_literal(lx, "Literal too big");
 	if (!nonsync) {
 		ret = go_ahead(lx);
 		if (ret < 0)
@@ -632,7 +632,8 @@ static int skip_bytes(struct imap_lex *lx, uint64_t n)
 
 	while (n > 0) {
 		int got = prot_read(lx->in, junk,
-				    n < sizeof(junk) ? (int)n : (int)sizeof(junk));
+				    n < sizeof(junk) ? (int)n
+						     : (int)sizeof(junk));
 
 		if (got <= 0)
 			return stream_end(lx);
@@ -672,8 +673,8 @@ int imap_lex_skip_line(struct imap_lex *lx)
 			st = 1;
 			n = 0;
 		} else if (st == 1 && c >= '0' && c <= '9') {
-			n = n < UINT64_MAX / 10 ? n * 10 + (unsigned)(c - '0') :
-						  UINT64_MAX;
+			n = n < UINT64_MAX / 10 ? n * 10 + (unsigned)(c - '0')
+						: UINT64_MAX;
 		} else if (st == 1 && c == '+') {
 			st = 2;
 		} else if (st == 2 && c == '}') {

@@ -188,15 +188,18 @@ static int cmd_id(struct imap_sess *s, const char *tag)
 
 	if (ret < 0)
 		return ret;
-	if (ret != 1 || (!imap_arg_is_atom(a, "NIL") &&
-			 a->type != IMAP_ARG_LIST)) {
+	if (ret != 1 ||
+	    (!imap_arg_is_atom(a, "NIL") && a->type != IMAP_ARG_LIST)) {
 		s->lx.err = "ID takes NIL or a list";
 		return -EPROTO;
 	}
 	for (const struct imap_arg *f = a->child; f != NULL; f = f->next) {
-		if (n % 2 == 0 ? !imap_arg_astring(f, &v) ||
-					 f->type == IMAP_ARG_ATOM :
-				 !imap_arg_nstring(f, &v)) {
+		/* Fields are strings, values nstrings (RFC 2971). */
+		bool ok = n % 2 == 0 ? f->type != IMAP_ARG_ATOM &&
+					       imap_arg_astring(f, &v)
+				     : imap_arg_nstring(f, &v);
+
+		if (!ok) {
 			s->lx.err = "Invalid ID field";
 			return -EPROTO;
 		}
@@ -225,8 +228,9 @@ static int cmd_starttls(struct imap_sess *s, const char *tag)
 	if (ret < 0)
 		return ret;
 	if (!s->cfg->starttls || c->tls) {
-		imap_tagged(s, tag, "BAD", c->tls ? "TLS is already active" :
-						    "TLS is not available");
+		imap_tagged(s, tag, "BAD",
+			    c->tls ? "TLS is already active"
+				   : "TLS is not available");
 		return 0;
 	}
 	if (prot_input_pending(c->in))
@@ -256,10 +260,11 @@ static int logged_in(struct imap_sess *s, const char *tag, const char *user)
 			ret = md_user_create(s->cfg->store, user, folders[i]);
 	}
 	if (ret < 0) {
-		srv_logkv(SRV_LOG_ERR, s->c->id, "login", "user", user,
-			  "error", strerror(-ret), NULL);
-		imap_tagged(s, tag, "NO", "[UNAVAILABLE] Mail store of %s not "
-					  "available",
+		srv_logkv(SRV_LOG_ERR, s->c->id, "login", "user", user, "error",
+			  strerror(-ret), NULL);
+		imap_tagged(s, tag, "NO",
+			    "[UNAVAILABLE] Mail store of %s not "
+			    "available",
 			    ret == -EINVAL ? "this user name" : "this user");
 		return 0;
 	}
@@ -276,12 +281,14 @@ static int auth_failed(struct imap_sess *s, const char *tag, int err)
 {
 	switch (err) {
 	case -EACCES:
-		imap_tagged(s, tag, "NO", "[AUTHENTICATIONFAILED] "
-					  "Authentication failed");
+		imap_tagged(s, tag, "NO",
+			    "[AUTHENTICATIONFAILED] "
+			    "Authentication failed");
 		return 0;
 	case -EPERM:
-		imap_tagged(s, tag, "NO", "[PRIVACYREQUIRED] LOGINDISABLED: "
-					  "use STARTTLS first");
+		imap_tagged(s, tag, "NO",
+			    "[PRIVACYREQUIRED] LOGINDISABLED: "
+			    "use STARTTLS first");
 		return 0;
 	case -ECANCELED:
 		imap_tagged(s, tag, "BAD", "Authentication cancelled");
@@ -293,11 +300,13 @@ static int auth_failed(struct imap_sess *s, const char *tag, int err)
 		imap_tagged(s, tag, "BAD", "Response too long");
 		return 0;
 	case -ENOPROTOOPT:
-		imap_tagged(s, tag, "NO", "Unsupported authentication mechanism");
+		imap_tagged(s, tag, "NO",
+			    "Unsupported authentication mechanism");
 		return 0;
 	case -ENOTSUP:
-		imap_tagged(s, tag, "NO", "[UNAVAILABLE] Authentication is not "
-					  "available");
+		imap_tagged(s, tag, "NO",
+			    "[UNAVAILABLE] Authentication is not "
+			    "available");
 		return 0;
 	default:
 		return err;
@@ -388,8 +397,7 @@ static int cmd_enable(struct imap_sess *s, const char *tag)
 		}
 		/* Only what is advertised may be enabled (RFC 5161 3.1). */
 		if (strcasecmp(a->str, "UTF8=ACCEPT") == 0 &&
-		    s->cfg->utf8_accept &&
-		    !(s->enabled & IMAP_ENABLED_UTF8))
+		    s->cfg->utf8_accept && !(s->enabled & IMAP_ENABLED_UTF8))
 			utf8 = true;
 	}
 	if (utf8) {
@@ -548,9 +556,9 @@ static int one_command(struct imap_sess *s)
 		return refuse(s, s->tag, -EPROTO);
 	}
 	if (!(cmd->states & s->state)) {
-		s->lx.err = s->state == IMAP_STATE_NOAUTH ?
-				    "Log in first" :
-				    "Command not valid in this state";
+		s->lx.err = s->state == IMAP_STATE_NOAUTH
+				    ? "Log in first"
+				    : "Command not valid in this state";
 		return refuse(s, s->tag, -EPROTO);
 	}
 	ret = cmd->fn(s, s->tag);
@@ -588,8 +596,8 @@ int imap_session_run(struct srv_conn *c)
 	s->lx.out = c->out;
 	s->lx.line_max = cfg->line_max;
 	s->lx.literal_max = cfg->literal_max;
-	s->lx.nonsync_max = cfg->literal_plus ? cfg->literal_max :
-						IMAP_NONSYNC_MAX;
+	s->lx.nonsync_max =
+		cfg->literal_plus ? cfg->literal_max : IMAP_NONSYNC_MAX;
 	s->lx.pool = &s->pool;
 
 	(void)prot_puts(c->out, "* OK [CAPABILITY ");

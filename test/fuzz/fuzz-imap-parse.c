@@ -197,14 +197,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		imap_lex_begin(&lx);
 		ret = imap_lex_tag(&lx, tag);
 		if (ret == 0) {
-			FUZZ_CHECK(strlen(tag) >= 1 && strlen(tag) <= IMAP_TAG_MAX);
+			FUZZ_CHECK(strlen(tag) >= 1 &&
+				   strlen(tag) <= IMAP_TAG_MAX);
 			ret = imap_lex_name(&lx, name, sizeof(name));
 		}
 		if (ret == 0) {
-			ret = imap_lex_args(&lx,
-					    literal_size ? IMAP_LEX_LITERAL_SIZE :
-							   0,
-					    &first);
+			ret = imap_lex_args(
+				&lx, literal_size ? IMAP_LEX_LITERAL_SIZE : 0,
+				&first);
 			while (ret > 0 && literal_size) {
 				struct imap_arg *last = first;
 				char junk[256];
@@ -220,9 +220,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				for (left = last->len; left > 0;) {
 					int got = prot_read(
 						in, junk,
-						left < sizeof(junk) ?
-							(int)left :
-							(int)sizeof(junk));
+						left < sizeof(junk)
+							? (int)left
+							: (int)sizeof(junk));
 
 					if (got <= 0)
 						break;
