@@ -539,6 +539,9 @@ static int read_level(struct imap_lex *lx, unsigned flags, unsigned depth,
 
 		if (a == NULL)
 			return fail(lx, -ENOMEM, "Too many arguments");
+		/* "() () ..." has no token to count its bytes: count here. */
+		if (too_long(lx))
+			return fail(lx, -EMSGSIZE, "Line too long");
 		c = next(lx);
 		if (c < 0)
 			return c;

@@ -20,8 +20,8 @@
  * top-level literals are left for the caller (APPEND), who then reads
  * their bytes.
  *
- * Checked: a command's bytes never pass line_max by more than the token
- * that crossed it; the pool is never overrun; "+ go ahead" is the only
+ * Checked: a command's bytes never pass line_max by more than the
+ * closing of its lists; the pool is never overrun; "+ go ahead" is the only
  * thing written, once per synchronizing literal accepted; and every
  * command's arguments go through every parser, whose results keep
  * their promises (sequence sets sorted and merged, fetch sections with
@@ -229,7 +229,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					left -= (size_t)got;
 				}
 				if (left > 0) {
-					ret = -ENOTCONN;
+					ret = -ENOTCONN; /* cut short */
+					lx.err = "input ended in a literal";
 					break;
 				}
 				ret = imap_lex_args(&lx, IMAP_LEX_LITERAL_SIZE,
@@ -239,6 +240,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(pool.used <= pool.size);
 		if (ret >= 0) {
 			FUZZ_CHECK(lx.eol || literal_size);
+			/* Past line_max by at most the closing of lists (or
+			 * a tag and a name alone). */
+			FUZZ_CHECK(lx.len <= lx.line_max + IMAP_DEPTH_MAX + 2 ||
+				   lx.len <= IMAP_TAG_MAX + 36);
 			accepted += sync_literals(first);
 			parse_all(first, &pool);
 			FUZZ_CHECK(pool.used <= pool.size);
