@@ -222,6 +222,30 @@ static void test_imap_lex_line_too_long(void **state)
 	free(big);
 }
 
+/* Bytes outside tokens count too: a line of empty lists. */
+static void test_imap_lex_empty_lists_too_long(void **state)
+{
+	char *big = malloc(4000);
+	char tag[IMAP_TAG_MAX + 1], name[32];
+	struct imap_arg *a;
+	struct fx *f;
+	size_t n = 4;
+
+	(void)state;
+	assert_non_null(big);
+	memcpy(big, "t X ", 4);
+	while (n < 360) {
+		memcpy(big + n, "() ", 3);
+		n += 3;
+	}
+	strcpy(big + n, "()\r\n");
+	f = fx_new(big, 256);
+	assert_int_equal(lex_cmd(f, tag, name, &a), -EMSGSIZE);
+	assert_true(f->lx.len <= 256 + 3); /* "() " after the last check */
+	fx_free(f);
+	free(big);
+}
+
 /* Skipping a bad line drops the {n+} literal that ends it too. */
 static void test_imap_lex_skip_nonsync(void **state)
 {
@@ -623,6 +647,7 @@ int main(void)
 		T(test_imap_lex_literal_size),
 		T(test_imap_lex_nonsync_too_big),
 		T(test_imap_lex_line_too_long),
+		T(test_imap_lex_empty_lists_too_long),
 		T(test_imap_lex_skip_nonsync),
 		T(test_imap_lex_bad_input),
 		T(test_imap_lex_utf8),

@@ -242,7 +242,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(lx.eol || literal_size);
 			/* Past line_max by at most the closing of lists (or
 			 * a tag and a name alone). */
-			FUZZ_CHECK(lx.len <= lx.line_max + IMAP_DEPTH_MAX + 2 ||
+			FUZZ_CHECK(lx.len <= lx.line_max + IMAP_DEPTH_MAX + 4 ||
 				   lx.len <= IMAP_TAG_MAX + 36);
 			accepted += sync_literals(first);
 			parse_all(first, &pool);
