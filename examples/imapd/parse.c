@@ -513,6 +513,71 @@ static int literal_size(struct imap_lex *lx, struct imap_arg *a)
 	return 0;
 }
 
+static int read_level(struct imap_lex *lx, unsigned flags, unsigned depth,
+		      struct imap_arg **first_out, bool *stop_out);
+
+/*
+ * One argument into a, its first byte c read. 0, 1 when it is a literal
+ * left unread (IMAP_LEX_LITERAL_SIZE: the call ends), or -errno.
+ */
+static int read_arg(struct imap_lex *lx, unsigned flags, unsigned depth, int c,
+		    struct imap_arg *a, bool *stop_out)
+{
+	int ret;
+
+	switch (c) {
+	case '(':
+		if (depth + 1 >= IMAP_DEPTH_MAX)
+			return fail(lx, -ELOOP, "Too deeply nested");
+		a->type = IMAP_ARG_LIST;
+		a->str = "";
+		ret = read_level(lx, 0, depth + 1, &a->child, stop_out);
+		if (ret < 0)
+			return ret;
+		a->count = (unsigned)ret;
+		return 0;
+	case '"':
+		return read_quoted(lx, a);
+	case '{':
+		if (depth > 0 || !(flags & IMAP_LEX_LITERAL_SIZE))
+			return read_literal(lx, a);
+		ret = literal_size(lx, a);
+		return ret < 0 ? ret : 1;
+	default:
+		back(lx, c);
+		return read_atom(lx, a);
+	}
+}
+
+/*
+ * What follows an argument: 1 when another comes (SP read), 0 at the
+ * end of the level (')' or the line's end read), or -errno.
+ */
+static int after_arg(struct imap_lex *lx, unsigned depth)
+{
+	int c = next(lx);
+
+	if (c < 0)
+		return c;
+	if (c == ' ') {
+		c = peek(lx);
+		if (c < 0)
+			return c;
+		if (c == ' ' || c == '\r' || c == '\n' || c == ')')
+			return fail(lx, -EPROTO, "Unexpected space");
+		return 1;
+	}
+	if (c == ')' && depth > 0)
+		return 0;
+	if ((c == '\r' || c == '\n') && depth == 0)
+		return line_end(lx, c);
+	if (c == '\r' || c == '\n') {
+		back(lx, c);
+		return fail(lx, -EPROTO, "Missing )");
+	}
+	return fail(lx, -EPROTO, c == ')' ? "Unexpected )" : "Missing space");
+}
+
 /*
  * The arguments of one level: the top (ends at CR LF) or a list (ends
  * at ')'). Returns the count or -errno; *stop_out set when a top-level
@@ -534,7 +599,7 @@ static int read_level(struct imap_lex *lx, unsigned flags, unsigned depth,
 	}
 	if (depth == 0 && (c == '\r' || c == '\n'))
 		return line_end(lx, next(lx));
-	for (;;) {
+	do {
 		struct imap_arg *a = imap_pool_alloc(lx->pool, sizeof(*a));
 
 		if (a == NULL)
@@ -545,59 +610,21 @@ static int read_level(struct imap_lex *lx, unsigned flags, unsigned depth,
 		c = next(lx);
 		if (c < 0)
 			return c;
-		if (c == '(') {
-			if (depth + 1 >= IMAP_DEPTH_MAX)
-				return fail(lx, -ELOOP, "Too deeply nested");
-			a->type = IMAP_ARG_LIST;
-			a->str = "";
-			ret = read_level(lx, 0, depth + 1, &a->child, stop_out);
-			if (ret >= 0)
-				a->count = (unsigned)ret;
-		} else if (c == '"') {
-			ret = read_quoted(lx, a);
-		} else if (c == '{' && depth == 0 &&
-			   (flags & IMAP_LEX_LITERAL_SIZE)) {
-			ret = literal_size(lx, a);
-			if (ret == 0) {
-				*tail = a;
-				*stop_out = true;
-				return count + 1;
-			}
-		} else if (c == '{') {
-			ret = read_literal(lx, a);
-		} else {
-			back(lx, c);
-			ret = read_atom(lx, a);
-		}
+		ret = read_arg(lx, flags, depth, c, a, stop_out);
 		if (ret < 0)
 			return ret;
 		*tail = a;
 		tail = &a->next;
 		count++;
-		c = next(lx);
-		if (c < 0)
-			return c;
-		if (c == ' ') {
-			c = peek(lx);
-			if (c < 0)
-				return c;
-			if (c == ' ' || c == '\r' || c == '\n' || c == ')')
-				return fail(lx, -EPROTO, "Unexpected space");
-			continue;
-		}
-		if (c == ')' && depth > 0)
+		if (ret == 1) {
+			*stop_out = true;
 			return count;
-		if ((c == '\r' || c == '\n') && depth == 0) {
-			ret = line_end(lx, c);
-			return ret < 0 ? ret : count;
 		}
-		if (c == '\r' || c == '\n') {
-			back(lx, c);
-			return fail(lx, -EPROTO, "Missing )");
-		}
-		return fail(lx, -EPROTO,
-			    c == ')' ? "Unexpected )" : "Missing space");
-	}
+		ret = after_arg(lx, depth);
+		if (ret < 0)
+			return ret;
+	} while (ret == 1);
+	return count;
 }
 
 int imap_lex_args(struct imap_lex *lx, unsigned flags,
