@@ -136,7 +136,8 @@ void imap_lex_begin(struct imap_lex *lx);
 /*
  * The tag (1 to IMAP_TAG_MAX ASTRING-CHARs but '+') and the single SP
  * after it, into tag (IMAP_TAG_MAX + 1 bytes). An empty line gives
- * -EPROTO with eol set (the caller answers "* BAD"). UR_MAY_YIELD.
+ * -ENODATA with eol set (nothing to answer); a bad tag -EPROTO (the
+ * caller answers "* BAD" and skips the line). UR_MAY_YIELD.
  */
 int imap_lex_tag(struct imap_lex *lx,
 		 char *tag) RINGPROT_MUST_CHECK UR_MAY_YIELD;
