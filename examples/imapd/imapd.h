@@ -63,7 +63,8 @@ struct imap_sess {
 	/*
 	 * The selected mailbox, owned by the mailbox commands: set by
 	 * SELECT/EXAMINE with mbox_close, which the session calls (with
-	 * the session) when it ends, at LOGOUT and before another SELECT.
+	 * the session) when it ends; SELECT, CLOSE and UNSELECT call it
+	 * themselves before they replace or drop the mailbox.
 	 */
 	void *mbox;
 	void (*mbox_close)(struct imap_sess *s);
@@ -73,7 +74,8 @@ struct imap_sess {
  * A command: one row of the table in session.c. fn runs after the name
  * (and its SP, if arguments follow: s->lx.eol tells). It reads its own
  * arguments (imap_args(), or imap_lex_args() for APPEND's literals),
- * sends what it has to say and its tagged reply, and returns 0. A
+ * sends what it has to say and its tagged reply, and returns 0 (or
+ * SRV_PARK from srv_park(s->c, resume): IDLE). A
  * negative return without a tagged reply: -EPROTO, -EMSGSIZE, -ENOMEM,
  * -ELOOP, -EILSEQ get "tag BAD <s->lx.err>", -EFBIG and -ENOENT
  * "tag NO <s->lx.err>", and the rest of the line is skipped; any other
@@ -89,6 +91,13 @@ struct imap_cmd {
 /* The service's handler: one IMAP session on c (service data: the
  * struct imap_config). */
 int imap_session_run(struct srv_conn *c) UR_MAY_YIELD;
+
+/*
+ * The command loop of s, from its next command: what a resume function
+ * returns after finishing a command that parked (IDLE). Returns as a
+ * handler does.
+ */
+int imap_session_serve(struct imap_sess *s) UR_MAY_YIELD;
 
 /*
  * Replies (session.c). Output errors are sticky on the stream: the next

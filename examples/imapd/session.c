@@ -20,8 +20,9 @@
  *  A command may use: s->c (streams, peer), s->cfg (settings, the
  *  store), s->user (after login), s->state (SELECT sets
  *  IMAP_STATE_SELECTED, CLOSE/UNSELECT set IMAP_STATE_AUTH), s->mbox and
- *  s->mbox_close (the selected mailbox: the session calls mbox_close at
- *  the end and before dropping it), s->enabled (ENABLE), s->pool and
+ *  s->mbox_close (the selected mailbox: the session calls mbox_close
+ *  when it ends; SELECT, CLOSE and UNSELECT call it themselves before
+ *  they replace or drop it), s->enabled (ENABLE), s->pool and
  *  s->lx.utf8. Untagged responses: imap_untagged(s, "%u EXISTS", n),
  *  or prot_printf/prot_write/prot_printliteral on s->c->out for
  *  literals and big data; the tagged reply last: imap_tagged(s, tag,
@@ -29,6 +30,12 @@
  *  s->lx.err set (the parsers' err_out can point there): the session
  *  answers BAD and skips the rest of the line. Output is buffered and
  *  flushed when the session next waits for input.
+ *
+ *  A command that parks the connection (IDLE) returns
+ *  srv_park(s->c, resume): the handler returns it at once, and the
+ *  session (c->data, in the connection's arena with its pool) is kept;
+ *  resume finishes the command and goes on with
+ *  imap_session_serve(c->data).
  *
  * Errors: each BAD counts; past imap_max_errors the session ends with
  * BYE. An over-long line is read to its end and answered BAD (RFC 3501
@@ -564,7 +571,7 @@ static int one_command(struct imap_sess *s)
 	ret = cmd->fn(s, s->tag);
 	if (ret < 0)
 		return refuse(s, s->tag, ret);
-	return 0;
+	return ret; /* 0, or SRV_PARK */
 }
 
 static void sess_end(struct imap_sess *s, int err)
@@ -583,7 +590,6 @@ int imap_session_run(struct srv_conn *c)
 	struct imap_sess *s = srv_conn_alloc(c, sizeof(*s));
 	size_t pool_size = cfg->line_max * 2 + 4096;
 	void *pool = srv_conn_alloc(c, pool_size);
-	int ret = 0;
 
 	if (s == NULL || pool == NULL)
 		return -ENOMEM;
@@ -603,8 +609,17 @@ int imap_session_run(struct srv_conn *c)
 	(void)prot_puts(c->out, "* OK [CAPABILITY ");
 	imap_print_capability(s);
 	(void)prot_puts(c->out, "] ringprot IMAP ready\r\n");
+	return imap_session_serve(s);
+}
+
+int imap_session_serve(struct imap_sess *s)
+{
+	int ret = 0;
+
 	while (s->state != IMAP_STATE_LOGOUT) {
 		ret = one_command(s);
+		if (ret == SRV_PARK)
+			return ret; /* the command parked c (IDLE) */
 		if (ret < 0)
 			break;
 	}
