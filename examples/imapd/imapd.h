@@ -39,7 +39,7 @@ enum imap_state {
 	IMAP_STATE_SELECTED = 1u << 2,
 	IMAP_STATE_LOGOUT = 1u << 3,
 };
-#define IMAP_STATES_ANY                                                     \
+#define IMAP_STATES_ANY \
 	(IMAP_STATE_NOAUTH | IMAP_STATE_AUTH | IMAP_STATE_SELECTED)
 #define IMAP_STATES_AUTHED (IMAP_STATE_AUTH | IMAP_STATE_SELECTED)
 
@@ -53,20 +53,21 @@ enum imap_state {
 struct imap_sess {
 	struct srv_conn *c;
 	const struct imap_config *cfg;
-	struct imap_lex lx;	 /* the command being read (lx.pool) */
-	struct imap_pool pool;	 /* reset at each command */
-	unsigned state;		 /* IMAP_STATE_*: SELECT/CLOSE change it */
-	const char *user;	 /* logged-in user (owned by c), or NULL */
-	bool uid;		 /* this command came as "UID <name>" */
+	struct imap_lex lx;    /* the command being read (lx.pool) */
+	struct imap_pool pool; /* reset at each command */
+	unsigned state;	       /* IMAP_STATE_*: SELECT/CLOSE change it */
+	const char *user;      /* logged-in user (owned by c), or NULL */
+	bool uid;	       /* this command came as "UID <name>" */
 	char tag[IMAP_TAG_MAX + 1];
-	char name[32];		 /* this command's name, uppercase */
-	unsigned errors;	 /* BAD replies so far */
-	unsigned enabled;	 /* IMAP_ENABLED_* */
-	bool compressed;	 /* COMPRESS DEFLATE is on */
+	char name[32];	  /* this command's name, uppercase */
+	unsigned errors;  /* BAD replies so far */
+	unsigned enabled; /* IMAP_ENABLED_* */
+	bool compressed;  /* COMPRESS DEFLATE is on */
 	/*
 	 * The selected mailbox, owned by the mailbox commands: set by
 	 * SELECT/EXAMINE with mbox_close, which the session calls (with
-	 * the session) when it ends, at LOGOUT and before another SELECT.
+	 * the session) when it ends; SELECT, CLOSE and UNSELECT call it
+	 * themselves before they replace or drop the mailbox.
 	 */
 	void *mbox;
 	void (*mbox_close)(struct imap_sess *s);
@@ -76,7 +77,8 @@ struct imap_sess {
  * A command: one row of the table in session.c. fn runs after the name
  * (and its SP, if arguments follow: s->lx.eol tells). It reads its own
  * arguments (imap_args(), or imap_lex_args() for APPEND's literals),
- * sends what it has to say and its tagged reply, and returns 0. A
+ * sends what it has to say and its tagged reply, and returns 0 (or
+ * IMAP_PARK (mbox.h: IDLE parks the session). A
  * negative return without a tagged reply: -EPROTO, -EMSGSIZE, -ENOMEM,
  * -ELOOP, -EILSEQ get "tag BAD <s->lx.err>", -EFBIG and -ENOENT
  * "tag NO <s->lx.err>", and the rest of the line is skipped; any other

@@ -16,7 +16,8 @@
  * and "imaps" (implicit TLS, RFC 8314: no listener unless
  * imaps.tls_listen is set, which needs tls_cert_file). Set listeners per
  * service (imap.listen, imaps.tls_listen): a global listen applies to
- * both.
+ * both. The program's own keys are global: both services share one
+ * struct imap_config.
  *
  * A third service, "lmtp", delivers into the same store in the same
  * process when lmtp.listen is set (no listener otherwise): the demo mail
@@ -62,16 +63,19 @@ static const struct srv_cfg_key imapd_keys[] = {
 	 SRV_CFG_GLOBAL_ONLY,
 	 "offer LITERAL+ (non-synchronizing literals up to "
 	 "imap_max_literal); no: LITERAL- (up to 4096 bytes)"},
-	{"imap_max_errors", SRV_CFG_INT, "20", NULL, 1, 100000, 0,
+	{"imap_max_errors", SRV_CFG_INT, "20", NULL, 1, 100000,
+	 SRV_CFG_GLOBAL_ONLY,
 	 "BAD replies before the session is closed with BYE"},
-	{"imap_idle_keepalive", SRV_CFG_MS, "2m", NULL, 0, 0, 0,
+	{"imap_idle_keepalive", SRV_CFG_MS, "2m", NULL, 0, 0,
+	 SRV_CFG_GLOBAL_ONLY,
 	 "during IDLE, \"* OK Still here\" this often (NAT boxes), 0: never"},
-	{"imap_idle_timeout", SRV_CFG_MS, "30m", NULL, 0, 0, 0,
+	{"imap_idle_timeout", SRV_CFG_MS, "30m", NULL, 0, 0,
+	 SRV_CFG_GLOBAL_ONLY,
 	 "IDLE ends after this (RFC 3501: at least 30 minutes)"},
-	{"imap_compress", SRV_CFG_BOOL, "yes", NULL, 0, 0, 0,
+	{"imap_compress", SRV_CFG_BOOL, "yes", NULL, 0, 0, SRV_CFG_GLOBAL_ONLY,
 	 "offer COMPRESS=DEFLATE (RFC 4978)"},
-	{"imap_utf8_accept", SRV_CFG_BOOL, "no", NULL, 0, 0, 0,
-	 "offer UTF8=ACCEPT (RFC 6855)"},
+	{"imap_utf8_accept", SRV_CFG_BOOL, "no", NULL, 0, 0,
+	 SRV_CFG_GLOBAL_ONLY, "offer UTF8=ACCEPT (RFC 6855)"},
 };
 
 static struct srv_main_service imapd_services[] = {
@@ -124,14 +128,12 @@ static int imapd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 	if (ic->literal_max == 0 || ic->literal_max > UINT32_MAX)
 		ic->literal_max = UINT32_MAX; /* RFC 3501: number is 32-bit */
 	ic->literal_plus = srv_config_bool(cfg, NULL, "imap_literal_plus");
-	ic->max_errors = (unsigned)srv_config_int(cfg, "imap",
-						  "imap_max_errors");
-	ic->idle_keepalive_ms = srv_config_ms(cfg, "imap",
-					      "imap_idle_keepalive");
-	ic->idle_max_ms = srv_config_ms(cfg, "imap", "imap_idle_timeout");
-	ic->compress = srv_config_bool(cfg, "imap", "imap_compress") &&
+	ic->max_errors = (unsigned)srv_config_int(cfg, NULL, "imap_max_errors");
+	ic->idle_keepalive_ms = srv_config_ms(cfg, NULL, "imap_idle_keepalive");
+	ic->idle_max_ms = srv_config_ms(cfg, NULL, "imap_idle_timeout");
+	ic->compress = srv_config_bool(cfg, NULL, "imap_compress") &&
 		       (pl_features() & PL_HAVE_ZLIB);
-	ic->utf8_accept = srv_config_bool(cfg, "imap", "imap_utf8_accept");
+	ic->utf8_accept = srv_config_bool(cfg, NULL, "imap_utf8_accept");
 	ic->starttls = srv_config_str(cfg, NULL, "tls_cert_file") != NULL &&
 		       (pl_features() & PL_HAVE_TLS);
 	ic->auth = (pl_features() & PL_HAVE_SASL) && sasl_usable(cfg);

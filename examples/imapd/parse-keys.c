@@ -111,8 +111,8 @@ int imap_seqset_parse(const char *s, struct imap_pool *pool,
 	qsort(r, n, sizeof(*r), range_cmp);
 	m = 0;
 	for (unsigned i = 0; i < n; i++) {
-		if (m > 0 && (r[m - 1].hi == UINT32_MAX ||
-			      r[i].lo <= r[m - 1].hi + 1)) {
+		if (m > 0 &&
+		    (r[m - 1].hi == UINT32_MAX || r[i].lo <= r[m - 1].hi + 1)) {
 			if (r[i].hi > r[m - 1].hi)
 				r[m - 1].hi = r[i].hi;
 			continue;
@@ -171,9 +171,12 @@ unsigned imap_sysflag(const char *name)
 		const char *name;
 		unsigned flag;
 	} sys[] = {
-		{"\\Seen", IMAP_FLAG_SEEN},	  {"\\Answered", IMAP_FLAG_ANSWERED},
-		{"\\Flagged", IMAP_FLAG_FLAGGED}, {"\\Deleted", IMAP_FLAG_DELETED},
-		{"\\Draft", IMAP_FLAG_DRAFT},	  {"\\Recent", IMAP_FLAG_RECENT},
+		{"\\Seen", IMAP_FLAG_SEEN},
+		{"\\Answered", IMAP_FLAG_ANSWERED},
+		{"\\Flagged", IMAP_FLAG_FLAGGED},
+		{"\\Deleted", IMAP_FLAG_DELETED},
+		{"\\Draft", IMAP_FLAG_DRAFT},
+		{"\\Recent", IMAP_FLAG_RECENT},
 	};
 
 	for (size_t i = 0; i < sizeof(sys) / sizeof(sys[0]); i++)
@@ -368,7 +371,8 @@ static int header_list(const char *p, const char **end_out,
 			if ((unsigned char)*t <= 0x20 || *t == ':' ||
 			    (unsigned char)*t >= 0x7f || *t == '"' ||
 			    *t == '{' || *t == '(' || *t == '\\')
-				return bad(err_out, "Invalid header field name");
+				return bad(err_out,
+					   "Invalid header field name");
 		name = imap_pool_alloc(pool, (size_t)(e - p) + 1);
 		if (name == NULL)
 			return bad(err_out, "Too many header fields"), -ENOMEM;
@@ -402,6 +406,9 @@ static int section_spec(const char *p, const char **end_out,
 			break;
 		p++;
 	}
+	/* "1TEXT": a part number needs its '.' before a msgtext. */
+	if (sec->nparts > 0 && *p != ']' && p[-1] != '.')
+		return bad(err_out, "Invalid section");
 	if (sec->kind != IMAP_BODY_SECTION || *p == ']') {
 		if (*p != ']' || (sec->nparts > 0 && p[-1] == '.'))
 			return bad(err_out, "Invalid section");
@@ -555,8 +562,8 @@ int imap_parse_fetch(const struct imap_arg *a, struct imap_pool *pool,
 		else if (strcasecmp(a->str, "ALL") == 0)
 			out->items = fast | IMAP_FETCH_ENVELOPE;
 		else if (strcasecmp(a->str, "FULL") == 0)
-			out->items = fast | IMAP_FETCH_ENVELOPE |
-				     IMAP_FETCH_BODY;
+			out->items =
+				fast | IMAP_FETCH_ENVELOPE | IMAP_FETCH_BODY;
 		else
 			return fetch_att(a->str, pool, out, err_out);
 		return 0;
@@ -741,8 +748,8 @@ static int search_key(struct sctx *x, const struct imap_arg **cur,
 		return bad(x->err_out, "Too many search keys"), -ENOMEM;
 	*key_out = k;
 	if (strcasecmp(a->str, "NOT") == 0 || strcasecmp(a->str, "OR") == 0) {
-		k->op = a->str[0] == 'N' || a->str[0] == 'n' ? IMAP_SK_NOT :
-							       IMAP_SK_OR;
+		k->op = a->str[0] == 'N' || a->str[0] == 'n' ? IMAP_SK_NOT
+							     : IMAP_SK_OR;
 		ret = search_key(x, cur, depth + 1, &k->child);
 		if (ret == 0 && k->op == IMAP_SK_OR)
 			ret = search_key(x, cur, depth + 1, &k->child->next);
@@ -770,8 +777,10 @@ static int search_return(struct sctx *x, const struct imap_arg *a,
 		const char *name;
 		unsigned bit;
 	} opts[] = {
-		{"MIN", IMAP_SEARCH_RET_MIN},	  {"MAX", IMAP_SEARCH_RET_MAX},
-		{"ALL", IMAP_SEARCH_RET_ALL},	  {"COUNT", IMAP_SEARCH_RET_COUNT},
+		{"MIN", IMAP_SEARCH_RET_MIN},
+		{"MAX", IMAP_SEARCH_RET_MAX},
+		{"ALL", IMAP_SEARCH_RET_ALL},
+		{"COUNT", IMAP_SEARCH_RET_COUNT},
 		{"SAVE", IMAP_SEARCH_RET_SAVE},
 	};
 
@@ -1063,8 +1072,9 @@ int imap_utf8_to_mutf7(const char *in, char *out, size_t size)
 			nbits += 16;
 			while (nbits >= 6 && ret == 0) {
 				nbits -= 6;
-				ret = put_byte(out, size, &n,
-					       b64_chars[(bits >> nbits) & 0x3f]);
+				ret = put_byte(
+					out, size, &n,
+					b64_chars[(bits >> nbits) & 0x3f]);
 			}
 		}
 	}

@@ -205,8 +205,8 @@ int imap_lex_tag(struct imap_lex *lx, char *tag)
 			if (ret < 0)
 				return ret;
 			return fail(lx, n == 0 ? -ENODATA : -EPROTO,
-				    n == 0 ? "Empty command line" :
-					     "Missing command");
+				    n == 0 ? "Empty command line"
+					   : "Missing command");
 		}
 		if (!astring_char(c) || c == '+')
 			return fail(lx, -EPROTO, "Invalid tag");
@@ -284,8 +284,7 @@ static int tok_put(struct imap_lex *lx, struct tok *t, int c)
 }
 
 /* NUL-terminate and keep the token: it becomes arg->str. */
-static void tok_commit(struct imap_lex *lx, struct tok *t,
-		       struct imap_arg *a)
+static void tok_commit(struct imap_lex *lx, struct tok *t, struct imap_arg *a)
 {
 	t->p[t->n] = '\0';
 	a->str = t->p;
@@ -331,8 +330,8 @@ static int read_atom(struct imap_lex *lx, struct imap_arg *a)
 	}
 	if (t.n == 0)
 		return fail(lx, -EPROTO,
-			    c >= 0x80 ? "8-bit byte outside a string" :
-					"Unexpected character");
+			    c >= 0x80 ? "8-bit byte outside a string"
+				      : "Unexpected character");
 	a->type = IMAP_ARG_ATOM;
 	tok_commit(lx, &t, a);
 	return 0;
@@ -422,8 +421,9 @@ static int read_literal_size(struct imap_lex *lx, uint64_t *n_out,
 	/* The bytes after the literal continue the same command line. */
 	lx->eol = false;
 	if (*nonsync_out && n > lx->nonsync_max)
-		return fail(lx, -E2BIG, "[TOOBIG] Non-synchronizing literal "
-					"too big");
+		return fail(lx, -E2BIG,
+			    "[TOOBIG] Non-synchronizing literal "
+			    "too big");
 	return 0;
 }
 
@@ -455,8 +455,8 @@ static int read_literal(struct imap_lex *lx, struct imap_arg *a)
 	ret = read_literal_size(lx, &n, &nonsync);
 	if (ret < 0)
 		return ret;
-	if (n > lx->line_max - (lx->len < lx->line_max ? lx->len :
-							 lx->line_max)) {
+	if (n >
+	    lx->line_max - (lx->len < lx->line_max ? lx->len : lx->line_max)) {
 		if (nonsync)
 			return fail(lx, -E2BIG, "Literal too big");
 		return refuse_literal(lx, "[TOOBIG] Literal too big");
@@ -465,8 +465,8 @@ static int read_literal(struct imap_lex *lx, struct imap_arg *a)
 	if (ret < 0)
 		return ret;
 	if (n >= t.cap)
-		return nonsync ? fail(lx, -E2BIG, "Literal too big") :
-				 refuse_literal(lx, "Literal too big");
+		return nonsync ? fail(lx, -E2BIG, "Literal too big")
+			       : refuse_literal(lx, "Literal too big");
 	if (!nonsync) {
 		ret = go_ahead(lx);
 		if (ret < 0)
@@ -513,6 +513,71 @@ static int literal_size(struct imap_lex *lx, struct imap_arg *a)
 	return 0;
 }
 
+static int read_level(struct imap_lex *lx, unsigned flags, unsigned depth,
+		      struct imap_arg **first_out, bool *stop_out);
+
+/*
+ * One argument into a, its first byte c read. 0, 1 when it is a literal
+ * left unread (IMAP_LEX_LITERAL_SIZE: the call ends), or -errno.
+ */
+static int read_arg(struct imap_lex *lx, unsigned flags, unsigned depth, int c,
+		    struct imap_arg *a, bool *stop_out)
+{
+	int ret;
+
+	switch (c) {
+	case '(':
+		if (depth + 1 >= IMAP_DEPTH_MAX)
+			return fail(lx, -ELOOP, "Too deeply nested");
+		a->type = IMAP_ARG_LIST;
+		a->str = "";
+		ret = read_level(lx, 0, depth + 1, &a->child, stop_out);
+		if (ret < 0)
+			return ret;
+		a->count = (unsigned)ret;
+		return 0;
+	case '"':
+		return read_quoted(lx, a);
+	case '{':
+		if (depth > 0 || !(flags & IMAP_LEX_LITERAL_SIZE))
+			return read_literal(lx, a);
+		ret = literal_size(lx, a);
+		return ret < 0 ? ret : 1;
+	default:
+		back(lx, c);
+		return read_atom(lx, a);
+	}
+}
+
+/*
+ * What follows an argument: 1 when another comes (SP read), 0 at the
+ * end of the level (')' or the line's end read), or -errno.
+ */
+static int after_arg(struct imap_lex *lx, unsigned depth)
+{
+	int c = next(lx);
+
+	if (c < 0)
+		return c;
+	if (c == ' ') {
+		c = peek(lx);
+		if (c < 0)
+			return c;
+		if (c == ' ' || c == '\r' || c == '\n' || c == ')')
+			return fail(lx, -EPROTO, "Unexpected space");
+		return 1;
+	}
+	if (c == ')' && depth > 0)
+		return 0;
+	if ((c == '\r' || c == '\n') && depth == 0)
+		return line_end(lx, c);
+	if (c == '\r' || c == '\n') {
+		back(lx, c);
+		return fail(lx, -EPROTO, "Missing )");
+	}
+	return fail(lx, -EPROTO, c == ')' ? "Unexpected )" : "Missing space");
+}
+
 /*
  * The arguments of one level: the top (ends at CR LF) or a list (ends
  * at ')'). Returns the count or -errno; *stop_out set when a top-level
@@ -534,67 +599,32 @@ static int read_level(struct imap_lex *lx, unsigned flags, unsigned depth,
 	}
 	if (depth == 0 && (c == '\r' || c == '\n'))
 		return line_end(lx, next(lx));
-	for (;;) {
+	do {
 		struct imap_arg *a = imap_pool_alloc(lx->pool, sizeof(*a));
 
 		if (a == NULL)
 			return fail(lx, -ENOMEM, "Too many arguments");
+		/* "() () ..." has no token to count its bytes: count here. */
+		if (too_long(lx))
+			return fail(lx, -EMSGSIZE, "Line too long");
 		c = next(lx);
 		if (c < 0)
 			return c;
-		if (c == '(') {
-			if (depth + 1 >= IMAP_DEPTH_MAX)
-				return fail(lx, -ELOOP, "Too deeply nested");
-			a->type = IMAP_ARG_LIST;
-			a->str = "";
-			ret = read_level(lx, 0, depth + 1, &a->child, stop_out);
-			if (ret >= 0)
-				a->count = (unsigned)ret;
-		} else if (c == '"') {
-			ret = read_quoted(lx, a);
-		} else if (c == '{' && depth == 0 &&
-			   (flags & IMAP_LEX_LITERAL_SIZE)) {
-			ret = literal_size(lx, a);
-			if (ret == 0) {
-				*tail = a;
-				*stop_out = true;
-				return count + 1;
-			}
-		} else if (c == '{') {
-			ret = read_literal(lx, a);
-		} else {
-			back(lx, c);
-			ret = read_atom(lx, a);
-		}
+		ret = read_arg(lx, flags, depth, c, a, stop_out);
 		if (ret < 0)
 			return ret;
 		*tail = a;
 		tail = &a->next;
 		count++;
-		c = next(lx);
-		if (c < 0)
-			return c;
-		if (c == ' ') {
-			c = peek(lx);
-			if (c < 0)
-				return c;
-			if (c == ' ' || c == '\r' || c == '\n' || c == ')')
-				return fail(lx, -EPROTO, "Unexpected space");
-			continue;
-		}
-		if (c == ')' && depth > 0)
+		if (ret == 1) {
+			*stop_out = true;
 			return count;
-		if ((c == '\r' || c == '\n') && depth == 0) {
-			ret = line_end(lx, c);
-			return ret < 0 ? ret : count;
 		}
-		if (c == '\r' || c == '\n') {
-			back(lx, c);
-			return fail(lx, -EPROTO, "Missing )");
-		}
-		return fail(lx, -EPROTO,
-			    c == ')' ? "Unexpected )" : "Missing space");
-	}
+		ret = after_arg(lx, depth);
+		if (ret < 0)
+			return ret;
+	} while (ret == 1);
+	return count;
 }
 
 int imap_lex_args(struct imap_lex *lx, unsigned flags,
@@ -632,7 +662,8 @@ static int skip_bytes(struct imap_lex *lx, uint64_t n)
 
 	while (n > 0) {
 		int got = prot_read(lx->in, junk,
-				    n < sizeof(junk) ? (int)n : (int)sizeof(junk));
+				    n < sizeof(junk) ? (int)n
+						     : (int)sizeof(junk));
 
 		if (got <= 0)
 			return stream_end(lx);
@@ -672,8 +703,8 @@ int imap_lex_skip_line(struct imap_lex *lx)
 			st = 1;
 			n = 0;
 		} else if (st == 1 && c >= '0' && c <= '9') {
-			n = n < UINT64_MAX / 10 ? n * 10 + (unsigned)(c - '0') :
-						  UINT64_MAX;
+			n = n < UINT64_MAX / 10 ? n * 10 + (unsigned)(c - '0')
+						: UINT64_MAX;
 		} else if (st == 1 && c == '+') {
 			st = 2;
 		} else if (st == 2 && c == '}') {

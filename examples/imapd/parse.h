@@ -47,11 +47,11 @@
 
 struct protstream;
 
-#define IMAP_TAG_MAX	  64  /* longer tags are refused (BAD) */
-#define IMAP_DEPTH_MAX	  16  /* nested lists, search groups, NOT */
-#define IMAP_NONSYNC_MAX  4096 /* RFC 7888 LITERAL-: the largest {n+} */
-#define IMAP_PART_MAX	  32  /* part numbers in a section: 1.2.3 */
-#define IMAP_STAR	  0   /* '*' in a sequence set (numbers are >0) */
+#define IMAP_TAG_MAX	 64   /* longer tags are refused (BAD) */
+#define IMAP_DEPTH_MAX	 16   /* nested lists, search groups, NOT */
+#define IMAP_NONSYNC_MAX 4096 /* RFC 7888 LITERAL-: the largest {n+} */
+#define IMAP_PART_MAX	 32   /* part numbers in a section: 1.2.3 */
+#define IMAP_STAR	 0    /* '*' in a sequence set (numbers are >0) */
 
 /*
  * ---------------------------------------------------------------------
@@ -76,11 +76,11 @@ void *imap_pool_alloc(struct imap_pool *p, size_t n);
  * ---------------------------------------------------------------------
  */
 enum imap_arg_type {
-	IMAP_ARG_ATOM = 1,	   /* atom (NIL included), \Flag, 1:*, BODY[..]<..> */
-	IMAP_ARG_STRING,	   /* quoted string */
-	IMAP_ARG_LITERAL,	   /* literal read into memory */
-	IMAP_ARG_LIST,		   /* ( ... ) */
-	IMAP_ARG_LITERAL_SIZE,	   /* a literal left unread (IMAP_LEX_LITERAL_SIZE) */
+	IMAP_ARG_ATOM = 1,     /* atom, NIL, \Flag, 1:*, BODY[..]<..> */
+	IMAP_ARG_STRING,       /* quoted string */
+	IMAP_ARG_LITERAL,      /* literal read into memory */
+	IMAP_ARG_LIST,	       /* ( ... ) */
+	IMAP_ARG_LITERAL_SIZE, /* left unread: IMAP_LEX_LITERAL_SIZE */
 };
 
 struct imap_arg {
@@ -112,16 +112,16 @@ bool imap_arg_nstring(const struct imap_arg *a, const char **s_out);
 struct imap_lex {
 	/* Set by the caller. */
 	struct protstream *in;
-	struct protstream *out;	  /* "+ go ahead" for synchronizing literals */
-	size_t line_max;	  /* command bytes outside big literals */
-	uint64_t literal_max;	  /* IMAP_ARG_LITERAL_SIZE literals (APPEND) */
-	uint64_t nonsync_max;	  /* largest {n+}: IMAP_NONSYNC_MAX (LITERAL-) */
-	bool utf8;		  /* UTF8=ACCEPT: 8-bit in quoted strings */
+	struct protstream *out; /* "+ go ahead" for synchronizing literals */
+	size_t line_max;	/* command bytes outside big literals */
+	uint64_t literal_max;	/* IMAP_ARG_LITERAL_SIZE literals (APPEND) */
+	uint64_t nonsync_max;	/* largest {n+}: IMAP_NONSYNC_MAX (LITERAL-) */
+	bool utf8;		/* UTF8=ACCEPT: 8-bit in quoted strings */
 	struct imap_pool *pool;
 	/* State, read-only for the caller. */
-	size_t len;		  /* bytes of this command so far */
-	bool eol;		  /* the line's end was consumed */
-	const char *err;	  /* reason of the last error */
+	size_t len;	 /* bytes of this command so far */
+	bool eol;	 /* the line's end was consumed */
+	const char *err; /* reason of the last error */
 };
 
 /* Flags of imap_lex_args. */
@@ -136,10 +136,11 @@ void imap_lex_begin(struct imap_lex *lx);
 /*
  * The tag (1 to IMAP_TAG_MAX ASTRING-CHARs but '+') and the single SP
  * after it, into tag (IMAP_TAG_MAX + 1 bytes). An empty line gives
- * -EPROTO with eol set (the caller answers "* BAD"). UR_MAY_YIELD.
+ * -ENODATA with eol set (nothing to answer); a bad tag -EPROTO (the
+ * caller answers "* BAD" and skips the line). UR_MAY_YIELD.
  */
-int imap_lex_tag(struct imap_lex *lx, char *tag) RINGPROT_MUST_CHECK
-	UR_MAY_YIELD;
+int imap_lex_tag(struct imap_lex *lx,
+		 char *tag) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /*
  * The command name (an atom of letters, digits, '-', '.'; at most size-1
@@ -263,7 +264,7 @@ enum {
 	IMAP_FETCH_INTERNALDATE = 1u << 2,
 	IMAP_FETCH_RFC822_SIZE = 1u << 3,
 	IMAP_FETCH_ENVELOPE = 1u << 4,
-	IMAP_FETCH_BODY = 1u << 5,	    /* BODY (no section) */
+	IMAP_FETCH_BODY = 1u << 5, /* BODY (no section) */
 	IMAP_FETCH_BODYSTRUCTURE = 1u << 6,
 	IMAP_FETCH_RFC822 = 1u << 7,	    /* = BODY[] and \Seen */
 	IMAP_FETCH_RFC822_HEADER = 1u << 8, /* = BODY.PEEK[HEADER] */
@@ -271,12 +272,12 @@ enum {
 };
 
 enum imap_section_spec {
-	IMAP_SECTION_ALL = 0,	      /* BODY[] or BODY[1.2] */
+	IMAP_SECTION_ALL = 0, /* BODY[] or BODY[1.2] */
 	IMAP_SECTION_HEADER,
 	IMAP_SECTION_HEADER_FIELDS,
 	IMAP_SECTION_HEADER_FIELDS_NOT,
 	IMAP_SECTION_TEXT,
-	IMAP_SECTION_MIME,	      /* needs a part number */
+	IMAP_SECTION_MIME, /* needs a part number */
 };
 
 enum imap_section_kind {
@@ -287,15 +288,15 @@ enum imap_section_kind {
 
 struct imap_section {
 	enum imap_section_kind kind;
-	bool peek;			   /* .PEEK: \Seen not set */
-	uint32_t part[IMAP_PART_MAX];	   /* 1.2.3 */
+	bool peek;		      /* .PEEK: \Seen not set */
+	uint32_t part[IMAP_PART_MAX]; /* 1.2.3 */
 	unsigned nparts;
 	enum imap_section_spec spec;
-	const char **fields;		   /* HEADER.FIELDS: names, pool */
+	const char **fields; /* HEADER.FIELDS: names, pool */
 	unsigned nfields;
-	bool partial;			   /* <off.len> */
+	bool partial; /* <off.len> */
 	uint32_t off, len;
-	const char *name;		   /* as the client wrote it (pool) */
+	const char *name; /* as the client wrote it (pool) */
 	struct imap_section *next;
 };
 
@@ -321,34 +322,35 @@ int imap_parse_fetch(const struct imap_arg *a, struct imap_pool *pool,
  */
 enum imap_search_op {
 	IMAP_SK_ALL = 1,
-	IMAP_SK_AND,	  /* children: every one (a group, the top level) */
-	IMAP_SK_OR,	  /* children: two */
-	IMAP_SK_NOT,	  /* children: one */
-	IMAP_SK_FLAG,	  /* flag: IMAP_FLAG_* set */
-	IMAP_SK_UNFLAG,	  /* flag: IMAP_FLAG_* clear */
-	IMAP_SK_NEW,	  /* RECENT UNSEEN */
-	IMAP_SK_OLD,	  /* NOT RECENT */
-	IMAP_SK_KEYWORD,  /* str */
+	IMAP_SK_AND,	 /* children: every one (a group, the top level) */
+	IMAP_SK_OR,	 /* children: two */
+	IMAP_SK_NOT,	 /* children: one */
+	IMAP_SK_FLAG,	 /* flag: IMAP_FLAG_* set */
+	IMAP_SK_UNFLAG,	 /* flag: IMAP_FLAG_* clear */
+	IMAP_SK_NEW,	 /* RECENT UNSEEN */
+	IMAP_SK_OLD,	 /* NOT RECENT */
+	IMAP_SK_KEYWORD, /* str */
 	IMAP_SK_UNKEYWORD,
-	IMAP_SK_SEQSET,	  /* set */
-	IMAP_SK_UIDSET,	  /* set */
-	IMAP_SK_BEFORE,	  /* days, internal date */
+	IMAP_SK_SEQSET, /* set */
+	IMAP_SK_UIDSET, /* set */
+	IMAP_SK_BEFORE, /* days, internal date */
 	IMAP_SK_ON,
 	IMAP_SK_SINCE,
 	IMAP_SK_SENTBEFORE, /* days, Date: header */
 	IMAP_SK_SENTON,
 	IMAP_SK_SENTSINCE,
-	IMAP_SK_LARGER,	  /* size */
+	IMAP_SK_LARGER, /* size */
 	IMAP_SK_SMALLER,
-	IMAP_SK_HEADER,	  /* field, str */
-	IMAP_SK_BODY,	  /* str */
-	IMAP_SK_TEXT,	  /* str */
+	IMAP_SK_HEADER, /* field, str */
+	IMAP_SK_BODY,	/* str */
+	IMAP_SK_TEXT,	/* str */
 };
 
 struct imap_search_key {
 	enum imap_search_op op;
 	unsigned flag;
-	const char *field; /* HEADER's, or "From"... for FROM/TO/CC/BCC/SUBJECT */
+	const char
+		*field; /* HEADER's, or "From"... for FROM/TO/CC/BCC/SUBJECT */
 	const char *str;
 	struct imap_seqset set;
 	int64_t days;
@@ -366,9 +368,9 @@ enum {
 };
 
 struct imap_search {
-	bool esearch;	  /* RETURN (...) given: answer ESEARCH */
-	unsigned ret;	  /* IMAP_SEARCH_RET_*; RETURN () means ALL */
-	bool utf8;	  /* CHARSET UTF-8 */
+	bool esearch; /* RETURN (...) given: answer ESEARCH */
+	unsigned ret; /* IMAP_SEARCH_RET_*; RETURN () means ALL */
+	bool utf8;    /* CHARSET UTF-8 */
 	struct imap_search_key *root; /* AND of the keys */
 };
 

@@ -20,8 +20,9 @@
  *  A command may use: s->c (streams, peer), s->cfg (settings, the
  *  store), s->user (after login), s->state (SELECT sets
  *  IMAP_STATE_SELECTED, CLOSE/UNSELECT set IMAP_STATE_AUTH), s->mbox and
- *  s->mbox_close (the selected mailbox: the session calls mbox_close at
- *  the end and before dropping it), s->enabled (ENABLE), s->pool and
+ *  s->mbox_close (the selected mailbox: the session calls mbox_close
+ *  when it ends; SELECT, CLOSE and UNSELECT call it themselves before
+ *  they replace or drop it), s->enabled (ENABLE), s->pool and
  *  s->lx.utf8. Untagged responses: imap_untagged(s, "%u EXISTS", n),
  *  or prot_printf/prot_write/prot_printliteral on s->c->out for
  *  literals and big data; the tagged reply last: imap_tagged(s, tag,
@@ -29,6 +30,11 @@
  *  s->lx.err set (the parsers' err_out can point there): the session
  *  answers BAD and skips the rest of the line. Output is buffered and
  *  flushed when the session next waits for input.
+ *
+ *  A command that parks the connection (IDLE) returns IMAP_PARK: the
+ *  loop frees the command pool and returns srv_park(c, resume); the
+ *  session (c->data, in the connection's arena) is kept, and resume
+ *  finishes the command and goes on with imap_session_continue().
  *
  * Errors: each BAD counts; past imap_max_errors the session ends with
  * BYE. An over-long line is read to its end and answered BAD (RFC 3501
@@ -195,15 +201,18 @@ static int cmd_id(struct imap_sess *s, const char *tag)
 
 	if (ret < 0)
 		return ret;
-	if (ret != 1 || (!imap_arg_is_atom(a, "NIL") &&
-			 a->type != IMAP_ARG_LIST)) {
+	if (ret != 1 ||
+	    (!imap_arg_is_atom(a, "NIL") && a->type != IMAP_ARG_LIST)) {
 		s->lx.err = "ID takes NIL or a list";
 		return -EPROTO;
 	}
 	for (const struct imap_arg *f = a->child; f != NULL; f = f->next) {
-		if (n % 2 == 0 ? !imap_arg_astring(f, &v) ||
-					 f->type == IMAP_ARG_ATOM :
-				 !imap_arg_nstring(f, &v)) {
+		/* Fields are strings, values nstrings (RFC 2971). */
+		bool ok = n % 2 == 0 ? f->type != IMAP_ARG_ATOM &&
+					       imap_arg_astring(f, &v)
+				     : imap_arg_nstring(f, &v);
+
+		if (!ok) {
 			s->lx.err = "Invalid ID field";
 			return -EPROTO;
 		}
@@ -232,8 +241,9 @@ static int cmd_starttls(struct imap_sess *s, const char *tag)
 	if (ret < 0)
 		return ret;
 	if (!s->cfg->starttls || c->tls) {
-		imap_tagged(s, tag, "BAD", c->tls ? "TLS is already active" :
-						    "TLS is not available");
+		imap_tagged(s, tag, "BAD",
+			    c->tls ? "TLS is already active"
+				   : "TLS is not available");
 		return 0;
 	}
 	if (prot_input_pending(c->in))
@@ -274,10 +284,11 @@ static int logged_in(struct imap_sess *s, const char *tag, const char *user)
 			ret = 0;
 	}
 	if (ret < 0) {
-		srv_logkv(SRV_LOG_ERR, s->c->id, "login", "user", user,
-			  "error", strerror(-ret), NULL);
-		imap_tagged(s, tag, "NO", "[UNAVAILABLE] Mail store of %s not "
-					  "available",
+		srv_logkv(SRV_LOG_ERR, s->c->id, "login", "user", user, "error",
+			  strerror(-ret), NULL);
+		imap_tagged(s, tag, "NO",
+			    "[UNAVAILABLE] Mail store of %s not "
+			    "available",
 			    ret == -EINVAL ? "this user name" : "this user");
 		return 0;
 	}
@@ -294,12 +305,14 @@ static int auth_failed(struct imap_sess *s, const char *tag, int err)
 {
 	switch (err) {
 	case -EACCES:
-		imap_tagged(s, tag, "NO", "[AUTHENTICATIONFAILED] "
-					  "Authentication failed");
+		imap_tagged(s, tag, "NO",
+			    "[AUTHENTICATIONFAILED] "
+			    "Authentication failed");
 		return 0;
 	case -EPERM:
-		imap_tagged(s, tag, "NO", "[PRIVACYREQUIRED] LOGINDISABLED: "
-					  "use STARTTLS first");
+		imap_tagged(s, tag, "NO",
+			    "[PRIVACYREQUIRED] LOGINDISABLED: "
+			    "use STARTTLS first");
 		return 0;
 	case -ECANCELED:
 		imap_tagged(s, tag, "BAD", "Authentication cancelled");
@@ -311,11 +324,13 @@ static int auth_failed(struct imap_sess *s, const char *tag, int err)
 		imap_tagged(s, tag, "BAD", "Response too long");
 		return 0;
 	case -ENOPROTOOPT:
-		imap_tagged(s, tag, "NO", "Unsupported authentication mechanism");
+		imap_tagged(s, tag, "NO",
+			    "Unsupported authentication mechanism");
 		return 0;
 	case -ENOTSUP:
-		imap_tagged(s, tag, "NO", "[UNAVAILABLE] Authentication is not "
-					  "available");
+		imap_tagged(s, tag, "NO",
+			    "[UNAVAILABLE] Authentication is not "
+			    "available");
 		return 0;
 	default:
 		return err;
@@ -406,8 +421,7 @@ static int cmd_enable(struct imap_sess *s, const char *tag)
 		}
 		/* Only what is advertised may be enabled (RFC 5161 3.1). */
 		if (strcasecmp(a->str, "UTF8=ACCEPT") == 0 &&
-		    s->cfg->utf8_accept &&
-		    !(s->enabled & IMAP_ENABLED_UTF8))
+		    s->cfg->utf8_accept && !(s->enabled & IMAP_ENABLED_UTF8))
 			utf8 = true;
 	}
 	if (utf8) {
@@ -589,9 +603,9 @@ static int one_command(struct imap_sess *s)
 		return refuse(s, s->tag, -EPROTO);
 	}
 	if (!(cmd->states & s->state)) {
-		s->lx.err = s->state == IMAP_STATE_NOAUTH ?
-				    "Log in first" :
-				    "Command not valid in this state";
+		s->lx.err = s->state == IMAP_STATE_NOAUTH
+				    ? "Log in first"
+				    : "Command not valid in this state";
 		return refuse(s, s->tag, -EPROTO);
 	}
 	ret = cmd->fn(s, s->tag);
@@ -677,8 +691,8 @@ int imap_session_run(struct srv_conn *c)
 	s->lx.out = c->out;
 	s->lx.line_max = cfg->line_max;
 	s->lx.literal_max = cfg->literal_max;
-	s->lx.nonsync_max = cfg->literal_plus ? cfg->literal_max :
-						IMAP_NONSYNC_MAX;
+	s->lx.nonsync_max =
+		cfg->literal_plus ? cfg->literal_max : IMAP_NONSYNC_MAX;
 	s->lx.pool = &s->pool;
 
 	(void)prot_puts(c->out, "* OK [CAPABILITY ");
