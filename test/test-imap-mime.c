@@ -455,6 +455,75 @@ static void test_imap_mime_digest(void **state)
 	expect_section("1.1", "body one");
 }
 
+/* A Postfix bounce: multipart/report, message/delivery-status (no line
+ * count: not text), text/rfc822-headers (text: default charset). */
+static const char bounce[] =
+	"Return-Path: <>\n"
+	"Date: Mon, 7 Dec 2026 10:00:00 +0100\n"
+	"From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\n"
+	"To: alice@example.org\n"
+	"Subject: Undelivered Mail Returned to Sender\n"
+	"Auto-Submitted: auto-replied\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/report; report-type=delivery-status;\n"
+	"\tboundary=\"4F1C2A.1701.mx\"\n"
+	"Message-Id: <20261207090000.4F1C2A@mx.example.org>\n"
+	"\n"
+	"This is a MIME-encapsulated message.\n"
+	"\n"
+	"--4F1C2A.1701.mx\n"
+	"Content-Description: Notification\n"
+	"Content-Type: text/plain; charset=us-ascii\n"
+	"\n"
+	"I am sorry.\n"
+	"\n"
+	"--4F1C2A.1701.mx\n"
+	"Content-Description: Delivery report\n"
+	"Content-Type: message/delivery-status\n"
+	"\n"
+	"Reporting-MTA: dns; mx.example.org\n"
+	"\n"
+	"Final-Recipient: rfc822; bob@example.net\n"
+	"Action: failed\n"
+	"\n"
+	"--4F1C2A.1701.mx\n"
+	"Content-Description: Undelivered Message Headers\n"
+	"Content-Type: text/rfc822-headers\n"
+	"\n"
+	"From: alice@example.org\n"
+	"Subject: hi\n"
+	"\n"
+	"--4F1C2A.1701.mx--\n";
+
+static void test_imap_mime_bounce(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(bounce, crlf);
+		expect_env(0, "(\"Mon, 7 Dec 2026 10:00:00 +0100\" "
+			      "\"Undelivered Mail Returned to Sender\" "
+			      "((\"Mail Delivery System\" NIL \"MAILER-DAEMON\" "
+			      "\"mx.example.org\")) ((\"Mail Delivery System\" "
+			      "NIL \"MAILER-DAEMON\" \"mx.example.org\")) "
+			      "((\"Mail Delivery System\" NIL \"MAILER-DAEMON\" "
+			      "\"mx.example.org\")) ((NIL NIL \"alice\" "
+			      "\"example.org\")) NIL NIL NIL "
+			      "\"<20261207090000.4F1C2A@mx.example.org>\")");
+		expect_body(true,
+			    "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+			    "\"Notification\" \"7bit\" 13 1 NIL NIL NIL NIL)"
+			    "(\"message\" \"delivery-status\" NIL NIL "
+			    "\"Delivery report\" \"7bit\" 96 NIL NIL NIL NIL)"
+			    "(\"text\" \"rfc822-headers\" (\"charset\" "
+			    "\"us-ascii\") NIL \"Undelivered Message Headers\" "
+			    "\"7bit\" 38 2 NIL NIL NIL NIL) \"report\" "
+			    "(\"report-type\" \"delivery-status\" \"boundary\" "
+			    "\"4F1C2A.1701.mx\") NIL NIL NIL)");
+		expect_section("3", "From: alice@example.org\nSubject: hi\n");
+		expect_section("1", "I am sorry.\n");
+	}
+}
+
 /* ---- message/rfc822 ---- */
 
 static const char forwarded[] =
@@ -525,6 +594,20 @@ static void test_imap_mime_rfc822(void **state)
 		expect_section("2.2.MIME", "Content-Type: text/html\n\n");
 		expect_section("2.MIME", "Content-Type: message/rfc822\n"
 					 "Content-Disposition: inline\n\n");
+		{
+			struct imap_mime_section a, h, t;
+
+			assert_int_equal(imap_mime_section_find(&msg, "2", 1, &a),
+					 0);
+			assert_int_equal(imap_mime_section_find(&msg, "2.HEADER",
+								8, &h),
+					 0);
+			assert_int_equal(imap_mime_section_find(&msg, "2.TEXT", 6,
+								&t),
+					 0);
+			assert_int_equal(a.size, 258);
+			assert_int_equal(h.size + t.size, a.size);
+		}
 		expect_section_err("2.3", -ENOENT);
 		expect_section_err("2.1.1", -ENOENT);
 		expect_env(msg.part[2].child,
@@ -757,6 +840,21 @@ static void test_imap_mime_search(void **state)
 	assert_int_equal(imap_mime_header_get(&msg, 0, "subject", 1, &off,
 					      &len),
 			 -ENOENT);
+	/* RFC 2047: decoded, blanks between encoded words dropped. */
+	parse("Subject: =?utf-8?q?caf=C3=A9_au?=\n =?UTF-8?B?IGxhaXQ=?= "
+	      "=?x?q?broken ?= tail\nX-Empty:\n\n",
+	      false);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "subject",
+						 "caf\xc3\xa9 au lait ", 14),
+			 1);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "subject",
+						 "lait =?x?q?broken ?= TAIL",
+						 25),
+			 1);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "subject", "C3", 2),
+			 0);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "x-empty", "", 0), 1);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "x-empty", " ", 1), 0);
 	parse("Content-Transfer-Encoding: base64\n\naGVs\nbG8g\nd29y bGQ=\n",
 	      false);
 	assert_int_equal(imap_mime_body_search(&msg, "LO WOR", 6), 1);
@@ -871,6 +969,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_imap_mime_multipart_broken,
 					  teardown),
 		cmocka_unit_test_teardown(test_imap_mime_digest, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_bounce, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_rfc822, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_rfc822_single,
 					  teardown),

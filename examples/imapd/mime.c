@@ -1812,6 +1812,19 @@ static void win_qp(struct win *w, const char *b, size_t off, size_t len)
 	dec_flush(&d);
 }
 
+/* Raw header bytes, unfolded: CR and LF left out. */
+static void win_text(struct win *w, const char *b, size_t s, size_t e)
+{
+	while (s < e) {
+		size_t j = s;
+
+		while (j < e && b[j] != '\r' && b[j] != '\n')
+			j++;
+		win_put(w, b + s, j - s);
+		s = j + 1;
+	}
+}
+
 static int win_decoded(struct win *w, const struct imap_mime_msg *m,
 		       const struct imap_mime_part *p)
 {
@@ -1905,22 +1918,89 @@ static int match_fn(void *arg, const char *p, size_t len)
 	return 0;
 }
 
-/* Feed b[off..off+len) without its line breaks (unfolded). */
-static bool match_unfolded(struct match *mt, const char *b, size_t off,
-			   size_t len)
+/*
+ * RFC 2047 encoded word at p: "=?charset?Q|B?text?=". Returns its end (0:
+ * none) with the encoding and the text range.
+ */
+static size_t ew_parse(const char *b, size_t p, size_t end, char *enc,
+		       size_t *text, size_t *text_end)
 {
-	size_t i = off, end = off + len;
+	size_t q = p + 2;
 
-	while (i < end) {
-		size_t j = i;
+	if (end - p < 8 || b[p] != '=' || b[p + 1] != '?')
+		return 0;
+	while (q < end && b[q] != '?' && is_tchar(b[q]))
+		q++;
+	if (q == p + 2 || end - q < 5 || b[q] != '?' || b[q + 2] != '?')
+		return 0;
+	*enc = (char)lc((unsigned char)b[q + 1]);
+	if (*enc != 'q' && *enc != 'b')
+		return 0;
+	q += 3;
+	*text = q;
+	for (; q + 1 < end && !(b[q] == '?' && b[q + 1] == '='); q++)
+		if (b[q] == ' ' || b[q] == '\t' || b[q] == '\r' || b[q] == '\n')
+			return 0;
+	if (q + 1 >= end)
+		return 0;
+	*text_end = q;
+	return q + 2;
+}
 
-		while (j < end && b[j] != '\r' && b[j] != '\n')
-			j++;
-		if (match_fn(mt, b + i, j - i) != 0)
-			return true;
-		i = j + 1;
+static void win_ew_q(struct win *w, const char *b, size_t s, size_t e)
+{
+	struct dec d = {.w = w, .n = 0};
+
+	for (size_t i = s; i < e; i++) {
+		int hi = i + 2 < e ? hex_val(b[i + 1]) : -1;
+		int lo = i + 2 < e ? hex_val(b[i + 2]) : -1;
+
+		if (b[i] == '_') {
+			dec_put(&d, ' ');
+		} else if (b[i] == '=' && hi >= 0 && lo >= 0) {
+			dec_put(&d, (char)(hi << 4 | lo));
+			i += 2;
+		} else {
+			dec_put(&d, b[i]);
+		}
 	}
-	return false;
+	dec_flush(&d);
+}
+
+/*
+ * A header value as SEARCH sees it: unfolded, encoded words decoded
+ * (their bytes in their own charset, not converted), and the blanks
+ * between two adjacent encoded words dropped (RFC 2047 §6.2).
+ */
+static void win_header_value(struct win *w, const char *b, size_t off,
+			     size_t len)
+{
+	size_t i = off, end = off + len, run = off, ws = ABSENT;
+	bool after_ew = false;
+
+	while (i < end && w->ret == 0) {
+		size_t ts, te, ee;
+		char enc;
+
+		if (b[i] == '=' && (ee = ew_parse(b, i, end, &enc, &ts, &te))) {
+			if (!(after_ew && ws == run))
+				win_text(w, b, run, i);
+			if (enc == 'q')
+				win_ew_q(w, b, ts, te);
+			else
+				win_base64(w, b, ts, te - ts);
+			i = run = ee;
+			ws = ee;
+			after_ew = true;
+			continue;
+		}
+		if (!is_wsp(b[i]) && b[i] != '\r' && b[i] != '\n') {
+			after_ew = false;
+			ws = ABSENT;
+		}
+		i++;
+	}
+	win_text(w, b, run, end);
 }
 
 int imap_mime_header_get(const struct imap_mime_msg *m, int idx,
@@ -1961,14 +2041,19 @@ int imap_mime_header_search(const struct imap_mime_msg *m, int idx,
 	p = &m->part[idx];
 	pos = p->hdr_off;
 	while (field_next(m->base, &pos, p->hdr_off + p->hdr_len, &f)) {
+		struct win w = {0, 0, UINT64_MAX, match_fn, &mt, 0};
+
 		if (name != NULL && !field_is(m->base, &f, name))
 			continue;
+		if (n == 0)
+			return 1;
 		mt.k = 0;
-		if (name == NULL
-			    ? match_unfolded(&mt, m->base, f.start,
-					     f.val_end - f.start)
-			    : match_unfolded(&mt, m->base, f.val,
-					     f.val_end - f.val))
+		if (name == NULL) {
+			/* TEXT: the field's name too. */
+			win_text(&w, m->base, f.start, f.val);
+		}
+		win_header_value(&w, m->base, f.val, f.val_end - f.val);
+		if (w.ret == 1)
 			return 1;
 	}
 	return 0;

@@ -177,9 +177,10 @@ int imap_mime_header_get(const struct imap_mime_msg *m, int idx,
 /*
  * SEARCH HEADER: 1 if any field called name (NULL: any field, names
  * included, as TEXT searches) of the header of part idx contains needle,
- * ASCII case-insensitive, in its unfolded value; else 0. An empty needle
- * matches every present field. -E2BIG for a needle longer than
- * IMAP_MIME_NEEDLE_MAX.
+ * ASCII case-insensitive, in its unfolded value with RFC 2047 encoded
+ * words decoded (bytes in their own charset: no conversion); else 0. An
+ * empty needle matches every present field. -E2BIG for a needle longer
+ * than IMAP_MIME_NEEDLE_MAX.
  */
 int imap_mime_header_search(const struct imap_mime_msg *m, int idx,
 			    const char *name, const char *needle,
