@@ -97,8 +97,8 @@ static char *to_crlf(const char *want)
 }
 
 /* The window [from, from+count) of a section: want exactly, as sent. */
-static void expect_section_part(const char *spec, uint64_t from,
-				uint64_t count, const char *want)
+static void expect_section_part(const char *spec, uint64_t from, uint64_t count,
+				const char *want)
 {
 	struct imap_mime_section s;
 	struct buf b = BUF_INITIALIZER;
@@ -142,19 +142,18 @@ static int teardown(void **state)
 
 /* ---- single part ---- */
 
-static const char simple[] =
-	"Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\n"
-	"From: Terry Gray <gray@cac.washington.edu>\n"
-	"Subject: IMAP4rev1 WG mtg summary and minutes\n"
-	"To: imap@cac.washington.edu\n"
-	"cc: minutes@CNRI.Reston.VA.US,\n"
-	"\tJohn Klensin <KLENSIN@MIT.EDU>\n"
-	"Message-Id: <B27397-0100000@cac.washington.edu>\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\n"
-	"\n"
-	"Hello\n"
-	"World\n";
+static const char simple[] = "Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\n"
+			     "From: Terry Gray <gray@cac.washington.edu>\n"
+			     "Subject: IMAP4rev1 WG mtg summary and minutes\n"
+			     "To: imap@cac.washington.edu\n"
+			     "cc: minutes@CNRI.Reston.VA.US,\n"
+			     "\tJohn Klensin <KLENSIN@MIT.EDU>\n"
+			     "Message-Id: <B27397-0100000@cac.washington.edu>\n"
+			     "MIME-Version: 1.0\n"
+			     "Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\n"
+			     "\n"
+			     "Hello\n"
+			     "World\n";
 
 static const char simple_hdr[] =
 	"Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\n"
@@ -173,7 +172,8 @@ static void test_imap_mime_simple(void **state)
 	(void)state;
 	for (int crlf = 0; crlf < 2; crlf++) {
 		parse(simple, crlf);
-		/* RFC 3501 §8's example envelope, Sender and Reply-To from From. */
+		/* RFC 3501 §8's example envelope, Sender and Reply-To from
+		 * From. */
 		expect_env(0, "(\"Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\" "
 			      "\"IMAP4rev1 WG mtg summary and minutes\" "
 			      "((\"Terry Gray\" NIL \"gray\" "
@@ -223,11 +223,12 @@ static void test_imap_mime_header_sections(void **state)
 			       "cc: minutes@CNRI.Reston.VA.US,\n"
 			       "\tJohn Klensin <KLENSIN@MIT.EDU>\n"
 			       "\n");
-		expect_section("header.fields.not (Date From Subject To Cc "
-			       "Content-Type)",
-			       "Message-Id: <B27397-0100000@cac.washington.edu>\n"
-			       "MIME-Version: 1.0\n"
-			       "\n");
+		expect_section(
+			"header.fields.not (Date From Subject To Cc "
+			"Content-Type)",
+			"Message-Id: <B27397-0100000@cac.washington.edu>\n"
+			"MIME-Version: 1.0\n"
+			"\n");
 		/* Nothing matches: still the blank line. */
 		expect_section("HEADER.FIELDS (X-None)", "\n");
 		expect_section_err("HEADER.FIELDS ()", -EINVAL);
@@ -250,8 +251,7 @@ static void test_imap_mime_partial(void **state)
 	expect_section_part("", 500, 5, "");
 	expect_section_part("TEXT", 3, 4, "\ncd\r");
 	expect_section_part("TEXT", 0, UINT64_MAX, "ab\r\ncd\r\nef\r\n");
-	expect_section_part("HEADER.FIELDS (subject)", 5, 100,
-			    "ct: x\r\n\r\n");
+	expect_section_part("HEADER.FIELDS (subject)", 5, 100, "ct: x\r\n\r\n");
 	/* CRLF input: the same bytes, the same windows. */
 	parse("Subject: x\r\n\r\nab\r\ncd\r\nef\r\n", false);
 	expect_section_part("", 11, 3, "\n\r\n");
@@ -344,27 +344,29 @@ static void test_imap_mime_multipart(void **state)
 	for (int crlf = 0; crlf < 2; crlf++) {
 		parse(mixed, crlf);
 		assert_int_equal(msg.nparts, 5);
-		expect_body(true,
-			    "(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL "
-			    "NIL \"quoted-printable\" 29 2 NIL NIL NIL NIL)"
-			    "(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL "
-			    "\"7bit\" 14 1 NIL NIL NIL NIL) \"alternative\" "
-			    "(\"boundary\" \"==outer==-alt\") NIL NIL NIL)"
-			    "(\"application\" \"pdf\" (\"name\" \"report.pdf\") "
-			    "\"<part3@example.com>\" \"The \\\"report\\\"\" "
-			    "\"base64\" 22 \"Q2hlY2sgSW50ZWdyaXR5IQ==\" "
-			    "(\"attachment\" (\"filename\" \"report.pdf\" "
-			    "\"size\" \"12\")) (\"en\" \"fr\") "
-			    "\"http://example.com/r.pdf\") \"mixed\" "
-			    "(\"boundary\" \"==outer==\") NIL NIL NIL)");
-		expect_body(false,
-			    "(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL "
-			    "NIL \"quoted-printable\" 29 2)"
-			    "(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL "
-			    "\"7bit\" 14 1) \"alternative\")"
-			    "(\"application\" \"pdf\" (\"name\" \"report.pdf\") "
-			    "\"<part3@example.com>\" \"The \\\"report\\\"\" "
-			    "\"base64\" 22) \"mixed\")");
+		expect_body(
+			true,
+			"(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL "
+			"NIL \"quoted-printable\" 29 2 NIL NIL NIL NIL)"
+			"(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL "
+			"\"7bit\" 14 1 NIL NIL NIL NIL) \"alternative\" "
+			"(\"boundary\" \"==outer==-alt\") NIL NIL NIL)"
+			"(\"application\" \"pdf\" (\"name\" \"report.pdf\") "
+			"\"<part3@example.com>\" \"The \\\"report\\\"\" "
+			"\"base64\" 22 \"Q2hlY2sgSW50ZWdyaXR5IQ==\" "
+			"(\"attachment\" (\"filename\" \"report.pdf\" "
+			"\"size\" \"12\")) (\"en\" \"fr\") "
+			"\"http://example.com/r.pdf\") \"mixed\" "
+			"(\"boundary\" \"==outer==\") NIL NIL NIL)");
+		expect_body(
+			false,
+			"(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL "
+			"NIL \"quoted-printable\" 29 2)"
+			"(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL "
+			"\"7bit\" 14 1) \"alternative\")"
+			"(\"application\" \"pdf\" (\"name\" \"report.pdf\") "
+			"\"<part3@example.com>\" \"The \\\"report\\\"\" "
+			"\"base64\" 22) \"mixed\")");
 		expect_section("1.1", "Caf=C3=A9 au lait=\n please\n");
 		expect_section("1.2", "<p>Caf\xc3\xa9</p>\n");
 		expect_section("1.2.MIME",
@@ -500,25 +502,27 @@ static void test_imap_mime_bounce(void **state)
 	(void)state;
 	for (int crlf = 0; crlf < 2; crlf++) {
 		parse(bounce, crlf);
-		expect_env(0, "(\"Mon, 7 Dec 2026 10:00:00 +0100\" "
-			      "\"Undelivered Mail Returned to Sender\" "
-			      "((\"Mail Delivery System\" NIL \"MAILER-DAEMON\" "
-			      "\"mx.example.org\")) ((\"Mail Delivery System\" "
-			      "NIL \"MAILER-DAEMON\" \"mx.example.org\")) "
-			      "((\"Mail Delivery System\" NIL \"MAILER-DAEMON\" "
-			      "\"mx.example.org\")) ((NIL NIL \"alice\" "
-			      "\"example.org\")) NIL NIL NIL "
-			      "\"<20261207090000.4F1C2A@mx.example.org>\")");
-		expect_body(true,
-			    "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
-			    "\"Notification\" \"7bit\" 13 1 NIL NIL NIL NIL)"
-			    "(\"message\" \"delivery-status\" NIL NIL "
-			    "\"Delivery report\" \"7bit\" 96 NIL NIL NIL NIL)"
-			    "(\"text\" \"rfc822-headers\" (\"charset\" "
-			    "\"us-ascii\") NIL \"Undelivered Message Headers\" "
-			    "\"7bit\" 38 2 NIL NIL NIL NIL) \"report\" "
-			    "(\"report-type\" \"delivery-status\" \"boundary\" "
-			    "\"4F1C2A.1701.mx\") NIL NIL NIL)");
+		expect_env(0,
+			   "(\"Mon, 7 Dec 2026 10:00:00 +0100\" "
+			   "\"Undelivered Mail Returned to Sender\" "
+			   "((\"Mail Delivery System\" NIL \"MAILER-DAEMON\" "
+			   "\"mx.example.org\")) ((\"Mail Delivery System\" "
+			   "NIL \"MAILER-DAEMON\" \"mx.example.org\")) "
+			   "((\"Mail Delivery System\" NIL \"MAILER-DAEMON\" "
+			   "\"mx.example.org\")) ((NIL NIL \"alice\" "
+			   "\"example.org\")) NIL NIL NIL "
+			   "\"<20261207090000.4F1C2A@mx.example.org>\")");
+		expect_body(
+			true,
+			"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+			"\"Notification\" \"7bit\" 13 1 NIL NIL NIL NIL)"
+			"(\"message\" \"delivery-status\" NIL NIL "
+			"\"Delivery report\" \"7bit\" 96 NIL NIL NIL NIL)"
+			"(\"text\" \"rfc822-headers\" (\"charset\" "
+			"\"us-ascii\") NIL \"Undelivered Message Headers\" "
+			"\"7bit\" 38 2 NIL NIL NIL NIL) \"report\" "
+			"(\"report-type\" \"delivery-status\" \"boundary\" "
+			"\"4F1C2A.1701.mx\") NIL NIL NIL)");
 		expect_section("3", "From: alice@example.org\nSubject: hi\n");
 		expect_section("1", "I am sorry.\n");
 	}
@@ -597,14 +601,14 @@ static void test_imap_mime_rfc822(void **state)
 		{
 			struct imap_mime_section a, h, t;
 
-			assert_int_equal(imap_mime_section_find(&msg, "2", 1, &a),
-					 0);
-			assert_int_equal(imap_mime_section_find(&msg, "2.HEADER",
-								8, &h),
-					 0);
-			assert_int_equal(imap_mime_section_find(&msg, "2.TEXT", 6,
-								&t),
-					 0);
+			assert_int_equal(
+				imap_mime_section_find(&msg, "2", 1, &a), 0);
+			assert_int_equal(
+				imap_mime_section_find(&msg, "2.HEADER", 8, &h),
+				0);
+			assert_int_equal(
+				imap_mime_section_find(&msg, "2.TEXT", 6, &t),
+				0);
 			assert_int_equal(a.size, 258);
 			assert_int_equal(h.size + t.size, a.size);
 		}
@@ -685,8 +689,7 @@ static void test_imap_mime_many_parts(void **state)
 	assert_int_equal(msg.nparts, IMAP_MIME_MAX_PARTS);
 	assert_int_equal(imap_mime_bodystructure(&msg, 0, false, &b), 0);
 	assert_int_equal(imap_mime_section_find(&msg, "255", 3, &sec), 0);
-	assert_int_equal(imap_mime_section_find(&msg, "256", 3, &sec),
-			 -ENOENT);
+	assert_int_equal(imap_mime_section_find(&msg, "256", 3, &sec), -ENOENT);
 	free(b.s);
 	free(s);
 }
@@ -705,10 +708,9 @@ static void expect_from(const char *from, const char *want)
 	/* The From list: after "NIL NIL " (no Date, no Subject). */
 	assert_true(b.len > 8);
 	p = b.s + 9;
-	if (strncmp(p, want, strlen(want)) != 0 ||
-	    p[strlen(want)] != ' ')
-		fail_msg("From: %s\ngot  %.*s\nwant %s", from,
-			 (int)(b.len - 9), p, want);
+	if (strncmp(p, want, strlen(want)) != 0 || p[strlen(want)] != ' ')
+		fail_msg("From: %s\ngot  %.*s\nwant %s", from, (int)(b.len - 9),
+			 p, want);
 	free(b.s);
 }
 
@@ -747,7 +749,8 @@ static void test_imap_mime_addresses(void **state)
 	expect_from("\"folded\n name\" <f@x>",
 		    "((\"folded name\" NIL \"f\" \"x\"))");
 	/* Broken input: still addresses, never NIL hosts for mailboxes. */
-	expect_from("justaname", "((NIL NIL \"justaname\" \"MISSING_DOMAIN\"))");
+	expect_from("justaname",
+		    "((NIL NIL \"justaname\" \"MISSING_DOMAIN\"))");
 	expect_from("@nolocal", "((NIL NIL \"MISSING_MAILBOX\" \"nolocal\"))");
 	expect_from("Name <broken", "((\"Name\" NIL \"broken\" "
 				    "\"MISSING_DOMAIN\"))");
@@ -757,9 +760,11 @@ static void test_imap_mime_addresses(void **state)
 	expect_from("G: a@b", "((NIL NIL \"G\" NIL)(NIL NIL \"a\" \"b\")"
 			      "(NIL NIL NIL NIL))");
 	/* An unclosed quote runs to the end: one odd local part. */
-	expect_from("\"unterminated <x@y>", "((NIL NIL \"\\\"unterminated <x@y>\" "
-					     "\"MISSING_DOMAIN\"))");
-	expect_from("B\xc3\xa4r <b@x>", "(({4}\r\nB\xc3\xa4r NIL \"b\" \"x\"))");
+	expect_from("\"unterminated <x@y>",
+		    "((NIL NIL \"\\\"unterminated <x@y>\" "
+		    "\"MISSING_DOMAIN\"))");
+	expect_from("B\xc3\xa4r <b@x>",
+		    "(({4}\r\nB\xc3\xa4r NIL \"b\" \"x\"))");
 }
 
 static void test_imap_mime_envelope_fields(void **state)
@@ -770,10 +775,11 @@ static void test_imap_mime_envelope_fields(void **state)
 	      "Subject: =?iso-8859-1?q?caf=E9?=  \n"
 	      "Message-ID:\n <folded@x>\n\n",
 	      false);
-	expect_env(0, "(NIL \"=?iso-8859-1?q?caf=E9?=\" ((NIL NIL \"f\" \"x\")) "
-		      "((NIL NIL \"f\" \"x\")) ((NIL NIL \"r\" \"x\")) "
-		      "((NIL NIL \"t\" \"x\")) NIL ((NIL NIL \"b\" \"x\")) "
-		      "NIL \"<folded@x>\")");
+	expect_env(0,
+		   "(NIL \"=?iso-8859-1?q?caf=E9?=\" ((NIL NIL \"f\" \"x\")) "
+		   "((NIL NIL \"f\" \"x\")) ((NIL NIL \"r\" \"x\")) "
+		   "((NIL NIL \"t\" \"x\")) NIL ((NIL NIL \"b\" \"x\")) "
+		   "NIL \"<folded@x>\")");
 	/* Quotes and backslashes escaped; 8-bit and long text: literals. */
 	parse("Subject: say \"hi\" \\o/\nIn-Reply-To: caf\xc3\xa9\n\n", false);
 	expect_env(0, "(NIL \"say \\\"hi\\\" \\\\o/\" NIL NIL NIL NIL NIL NIL "
@@ -817,29 +823,26 @@ static void test_imap_mime_search(void **state)
 			 0);
 	assert_int_equal(imap_mime_header_search(&msg, 0, NULL, "FROM: A@", 8),
 			 1);
-	assert_int_equal(imap_mime_header_search(&msg, 0, "Subject", "", 0),
-			 1);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "Subject", "", 0), 1);
 	assert_int_equal(imap_mime_header_search(&msg, 0, "X-None", "", 0), 0);
 	/* QP decoded, soft line break joined, across chunks. */
-	assert_int_equal(imap_mime_body_search(&msg, "caf\xc3\xa9 au laIT please",
-					       20),
-			 1);
+	assert_int_equal(
+		imap_mime_body_search(&msg, "caf\xc3\xa9 au laIT please", 20),
+		1);
 	assert_int_equal(imap_mime_body_search(&msg, "=C3", 3), 0);
 	/* The base64 part is no text: not searched. */
 	assert_int_equal(imap_mime_body_search(&msg, "hello", 5), 0);
 	assert_int_equal(imap_mime_body_search(&msg, "<P>CAF", 6), 1);
 	/* Folded header values are unfolded for search. */
 	parse("Subject: abc\n def\n\nbase64 below\n", false);
-	assert_int_equal(imap_mime_header_search(&msg, 0, "subject", "abc def",
-						 7),
-			 1);
-	assert_int_equal(imap_mime_header_get(&msg, 0, "SUBJECT", 0, &off,
-					      &len),
-			 0);
+	assert_int_equal(
+		imap_mime_header_search(&msg, 0, "subject", "abc def", 7), 1);
+	assert_int_equal(
+		imap_mime_header_get(&msg, 0, "SUBJECT", 0, &off, &len), 0);
 	assert_memory_equal(msg.base + off, " abc\n def", len);
-	assert_int_equal(imap_mime_header_get(&msg, 0, "subject", 1, &off,
-					      &len),
-			 -ENOENT);
+	assert_int_equal(
+		imap_mime_header_get(&msg, 0, "subject", 1, &off, &len),
+		-ENOENT);
 	/* RFC 2047: decoded, blanks between encoded words dropped. */
 	parse("Subject: =?utf-8?q?caf=C3=A9_au?=\n =?UTF-8?B?IGxhaXQ=?= "
 	      "=?x?q?broken ?= tail\nX-Empty:\n\n",
@@ -854,7 +857,8 @@ static void test_imap_mime_search(void **state)
 	assert_int_equal(imap_mime_header_search(&msg, 0, "subject", "C3", 2),
 			 0);
 	assert_int_equal(imap_mime_header_search(&msg, 0, "x-empty", "", 0), 1);
-	assert_int_equal(imap_mime_header_search(&msg, 0, "x-empty", " ", 1), 0);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "x-empty", " ", 1),
+			 0);
 	parse("Content-Transfer-Encoding: base64\n\naGVs\nbG8g\nd29y bGQ=\n",
 	      false);
 	assert_int_equal(imap_mime_body_search(&msg, "LO WOR", 6), 1);
@@ -902,8 +906,7 @@ static void test_imap_mime_dates(void **state)
 			 -EINVAL);
 	assert_int_equal(imap_mime_date_parse("1 Foo 2000", 10, &t, NULL),
 			 -EINVAL);
-	assert_int_equal(imap_mime_date_parse("1 Jan 2000 25:00", 16, &t,
-					      NULL),
+	assert_int_equal(imap_mime_date_parse("1 Jan 2000 25:00", 16, &t, NULL),
 			 -EINVAL);
 	assert_int_equal(imap_mime_date_parse("1 Jan", 5, &t, NULL), -EINVAL);
 	parse(simple, false);
@@ -920,8 +923,7 @@ static void expect_binary(int idx, uint64_t from, uint64_t count,
 	uint64_t size;
 
 	assert_int_equal(imap_mime_binary_write(&msg, idx, from, count,
-						imap_mime_buf_append, &b,
-						NULL),
+						imap_mime_buf_append, &b, NULL),
 			 0);
 	assert_int_equal(b.len, n);
 	assert_memory_equal(b.s, want, n);

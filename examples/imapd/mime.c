@@ -130,8 +130,7 @@ struct field {
  * The next field of a header in [*pos, hend). Lines that are no field (no
  * colon, or stray continuation lines) are skipped, as Dovecot does.
  */
-static bool field_next(const char *b, size_t *pos, size_t hend,
-		       struct field *f)
+static bool field_next(const char *b, size_t *pos, size_t hend, struct field *f)
 {
 	size_t p = *pos;
 
@@ -279,8 +278,7 @@ struct param {
 };
 
 /* The next "; name=value" in [*pos, end); junk is skipped. */
-static bool param_next(const char *b, size_t *pos, size_t end,
-		       struct param *pr)
+static bool param_next(const char *b, size_t *pos, size_t end, struct param *pr)
 {
 	size_t p = *pos;
 
@@ -426,9 +424,8 @@ static void multipart_split(struct imap_mime_msg *m, int idx, const char *bd,
 static void part_fields(struct imap_mime_msg *m, struct imap_mime_part *p)
 {
 	const char *b = m->base;
-	struct imap_mime_span *s[] = {&p->ctype, &p->cte,  &p->cid,
-				      &p->cdesc, &p->cdisp, &p->clang,
-				      &p->cloc,	 &p->cmd5};
+	struct imap_mime_span *s[] = {&p->ctype, &p->cte,   &p->cid,  &p->cdesc,
+				      &p->cdisp, &p->clang, &p->cloc, &p->cmd5};
 	static const char *const names[] = {
 		"Content-Type",	       "Content-Transfer-Encoding",
 		"Content-ID",	       "Content-Description",
@@ -458,8 +455,8 @@ static bool cte_is_identity(const char *b, const struct imap_mime_span *s)
 	end = s->off + s->len;
 	skip_cfws(b, &p, end);
 	n = token(b, &p, end);
-	return n == 0 || ieq(b + p - n, n, "7bit") || ieq(b + p - n, n, "8bit") ||
-	       ieq(b + p - n, n, "binary");
+	return n == 0 || ieq(b + p - n, n, "7bit") ||
+	       ieq(b + p - n, n, "8bit") || ieq(b + p - n, n, "binary");
 }
 
 static int part_parse(struct imap_mime_msg *m, int parent, size_t off,
@@ -701,8 +698,8 @@ static void out_nvalue(struct out *o, const char *b,
 	e = s->off + s->len;
 	while (p < e && (is_wsp(b[p]) || b[p] == '\r' || b[p] == '\n'))
 		p++;
-	while (e > p && (is_wsp(b[e - 1]) || b[e - 1] == '\r' ||
-			 b[e - 1] == '\n'))
+	while (e > p &&
+	       (is_wsp(b[e - 1]) || b[e - 1] == '\r' || b[e - 1] == '\n'))
 		e--;
 	st = str_begin(o);
 	out_text(o, b + p, e - p);
@@ -850,8 +847,7 @@ static void words_add(struct words *w, const struct tok *t)
 }
 
 /* Collect words, dots and domain literals up to the next special. */
-static void lex_words(struct lex *lx, struct words *w, struct tok *t,
-		      bool dlit)
+static void lex_words(struct lex *lx, struct words *w, struct tok *t, bool dlit)
 {
 	w->n = 0;
 	for (;;) {
@@ -954,7 +950,8 @@ static void skip_item(struct lex *lx, struct tok *t)
  * One address list. Returns the number of entries written (group
  * markers included); 0 means "NIL" was written.
  */
-static unsigned addr_list(struct out *o, const char *b, const struct imap_mime_span *s)
+static unsigned addr_list(struct out *o, const char *b,
+			  const struct imap_mime_span *s)
 {
 	struct lex lx = {b, s->off, s->off + s->len, ABSENT, 0};
 	size_t start = o->b->len;
@@ -1043,7 +1040,7 @@ static void envelope(struct out *o, const struct imap_mime_msg *m,
 		     const struct imap_mime_part *p)
 {
 	static const char *const names[ENV_N] = {
-		"Date", "Subject", "From", "Sender", "Reply-To",
+		"Date", "Subject", "From", "Sender",	  "Reply-To",
 		"To",	"Cc",	   "Bcc",  "In-Reply-To", "Message-ID",
 	};
 	struct imap_mime_span s[ENV_N];
@@ -1584,7 +1581,7 @@ int imap_mime_section_find(const struct imap_mime_msg *m, const char *spec,
 	memset(out, 0, sizeof(*out));
 	out->part = idx;
 	/* HEADER and TEXT of a part: of the message it encapsulates. */
-	enc = pos == 0			       ? p
+	enc = pos == 0			     ? p
 	      : p->kind == IMAP_MIME_MESSAGE ? &m->part[p->child]
 					     : NULL;
 	if (rest == 0) {
@@ -1608,8 +1605,9 @@ int imap_mime_section_find(const struct imap_mime_msg *m, const char *spec,
 		out->fields_len = rest - 18;
 		out->fields_not = true;
 	} else {
-		return pos > 0 && enc == NULL && (ieq(t, rest, "HEADER") ||
-						  ieq(t, rest, "TEXT"))
+		return pos > 0 && enc == NULL &&
+				       (ieq(t, rest, "HEADER") ||
+					ieq(t, rest, "TEXT"))
 			       ? -ENOENT
 			       : -EINVAL;
 	}
@@ -1617,9 +1615,9 @@ int imap_mime_section_find(const struct imap_mime_msg *m, const char *spec,
 		if (!flist_valid(out->fields, out->fields_len))
 			return -EINVAL;
 		out->off = enc->hdr_off;
-		out->len = header_fields_end(m->base, enc->hdr_off,
-					     enc->hdr_len) -
-			   enc->hdr_off;
+		out->len =
+			header_fields_end(m->base, enc->hdr_off, enc->hdr_len) -
+			enc->hdr_off;
 		struct win w = {0, 0, UINT64_MAX, count_fn, NULL, 0};
 
 		win_fields(&w, m, out);
@@ -1845,8 +1843,9 @@ static int win_decoded(struct win *w, const struct imap_mime_msg *m,
 }
 
 int imap_mime_binary_write(const struct imap_mime_msg *m, int idx,
-			   uint64_t from, uint64_t count, imap_mime_write_fn *fn,
-			   void *arg, uint64_t *size_out)
+			   uint64_t from, uint64_t count,
+			   imap_mime_write_fn *fn, void *arg,
+			   uint64_t *size_out)
 {
 	struct win w = {0, from, UINT64_MAX, fn, arg, 0};
 	int ret;
@@ -1888,8 +1887,8 @@ static void match_init(struct match *mt, const char *nd, size_t n)
 	if (n > 0)
 		mt->fail[0] = 0;
 	for (size_t i = 1; i < n; i++) {
-		while (k > 0 && lc((unsigned char)nd[i]) !=
-					lc((unsigned char)nd[k]))
+		while (k > 0 &&
+		       lc((unsigned char)nd[i]) != lc((unsigned char)nd[k]))
 			k = mt->fail[k - 1];
 		if (lc((unsigned char)nd[i]) == lc((unsigned char)nd[k]))
 			k++;
@@ -2143,7 +2142,7 @@ static int date_zone(const char *s, size_t p, size_t n)
 		const char *name;
 		int min;
 	} zones[] = {
-		{"UT", 0},	   {"GMT", 0},	     {"Z", 0},
+		{"UT", 0},	  {"GMT", 0},	    {"Z", 0},
 		{"EST", -5 * 60}, {"EDT", -4 * 60}, {"CST", -6 * 60},
 		{"CDT", -5 * 60}, {"MST", -7 * 60}, {"MDT", -6 * 60},
 		{"PST", -8 * 60}, {"PDT", -7 * 60},
@@ -2169,8 +2168,7 @@ static int date_zone(const char *s, size_t p, size_t n)
 	return 0; /* unknown names count as +0000 (RFC 5322 §4.3) */
 }
 
-int imap_mime_date_parse(const char *s, size_t n, time_t *t_out,
-			 int *zone_out)
+int imap_mime_date_parse(const char *s, size_t n, time_t *t_out, int *zone_out)
 {
 	static const char months[] = "janfebmaraprmayjunjulaugsepoctnovdec";
 	size_t p = 0, a;

@@ -63,7 +63,8 @@ struct imap_mime_part {
 	int parent, child, next;
 	unsigned depth;
 	enum imap_mime_kind kind;
-	bool in_digest; /* a child of multipart/digest: default message/rfc822 */
+	bool in_digest; /* a child of multipart/digest: default message/rfc822
+			 */
 };
 
 /*
@@ -120,8 +121,7 @@ int imap_mime_envelope(const struct imap_mime_msg *m, int idx,
  * message) appended to out, parenthesised. Returns 0 or -ENOMEM.
  */
 int imap_mime_bodystructure(const struct imap_mime_msg *m, int idx,
-			    bool extended,
-			    struct buf *out) RINGPROT_MUST_CHECK;
+			    bool extended, struct buf *out) RINGPROT_MUST_CHECK;
 
 /*
  * Resolve spec, the text between "[" and "]" of BODY[...] (e.g. "",
@@ -158,8 +158,9 @@ int imap_mime_buf_append(void *arg, const char *p, size_t n);
  * encoding ([UNKNOWN-CTE]).
  */
 int imap_mime_binary_write(const struct imap_mime_msg *m, int idx,
-			   uint64_t from, uint64_t count, imap_mime_write_fn *fn,
-			   void *arg, uint64_t *size_out) RINGPROT_MUST_CHECK;
+			   uint64_t from, uint64_t count,
+			   imap_mime_write_fn *fn, void *arg,
+			   uint64_t *size_out) RINGPROT_MUST_CHECK;
 
 /* Decoded size of BINARY[part] (BINARY.SIZE): 0 or as above. */
 int imap_mime_binary_size(const struct imap_mime_msg *m, int idx,
