@@ -662,7 +662,7 @@ static void test_imap_mime_depth(void **state)
 	assert_non_null(s);
 	for (int i = 0; i < 40; i++)
 		p += sprintf(p, "Content-Type: message/rfc822\n\n");
-	strcpy(p, "x\n");
+	memcpy(p, "x\n", 3);
 	imap_mime_parse(&msg, s, strlen(s));
 	assert_true(msg.truncated);
 	assert_int_equal(msg.nparts, IMAP_MIME_MAX_DEPTH + 1);

@@ -459,13 +459,18 @@ static bool cte_is_identity(const char *b, const struct imap_mime_span *s)
 	       ieq(b + p - n, n, "8bit") || ieq(b + p - n, n, "binary");
 }
 
+/*
+ * Recursive, as are the writers (body, body_leaf, body_multipart) and
+ * multipart_split: the depth is bounded by IMAP_MIME_MAX_DEPTH, and so is
+ * the stack (a few hundred bytes a level).
+ */
 static int part_parse(struct imap_mime_msg *m, int parent, size_t off,
 		      size_t end, unsigned depth, bool in_digest)
 {
 	const char *b = m->base;
 	struct imap_mime_part *p;
-	struct ctype ct;
-	struct param bd;
+	struct ctype ct = {0};
+	struct param bd = {0};
 	int idx;
 
 	if (m->nparts >= IMAP_MIME_MAX_PARTS) {
@@ -1611,7 +1616,7 @@ int imap_mime_section_find(const struct imap_mime_msg *m, const char *spec,
 			       ? -ENOENT
 			       : -EINVAL;
 	}
-	if (out->fields != NULL) {
+	if (out->fields != NULL && enc != NULL) {
 		if (!flist_valid(out->fields, out->fields_len))
 			return -EINVAL;
 		out->off = enc->hdr_off;
@@ -2189,11 +2194,11 @@ int imap_mime_date_parse(const char *s, size_t n, time_t *t_out, int *zone_out)
 	if (date_alpha(s, &p, n) < 3)
 		return -EINVAL;
 	skip_cfws(s, &a, n);
-	for (unsigned i = 0; i < 12; i++)
+	for (size_t i = 0; i < 12; i++)
 		if (lc((unsigned char)s[a]) == months[i * 3] &&
 		    lc((unsigned char)s[a + 1]) == months[i * 3 + 1] &&
 		    lc((unsigned char)s[a + 2]) == months[i * 3 + 2])
-			mon = i + 1;
+			mon = (unsigned)i + 1;
 	year = date_num(s, &p, n, 4, &dg);
 	if (day < 1 || day > 31 || mon == 0 || year < 0)
 		return -EINVAL;
@@ -2221,7 +2226,7 @@ int imap_mime_date_parse(const char *s, size_t n, time_t *t_out, int *zone_out)
 	}
 	zone = date_zone(s, p, n);
 	*t_out = (time_t)(days_from_civil(year, mon, (unsigned)day) * 86400 +
-			  hh * 3600 + mm * 60 + ss - zone * 60);
+			  hh * 3600 + mm * 60 + ss - (long)zone * 60);
 	if (zone_out != NULL)
 		*zone_out = zone;
 	return 0;
