@@ -132,6 +132,9 @@ static void expect_section_err(const char *spec, int err)
 			 err);
 }
 
+static void expect_binary(int idx, uint64_t from, uint64_t count,
+			  const char *want, size_t n);
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -528,6 +531,78 @@ static void test_imap_mime_bounce(void **state)
 	}
 }
 
+/* Thunderbird: alternative of text and related (HTML, inline image). */
+static const char thunderbird[] =
+	"Message-ID: <5f3e1c2a-1111-2222-3333-444455556666@example.com>\n"
+	"Date: Sun, 6 Dec 2026 18:04:11 +0100\n"
+	"MIME-Version: 1.0\n"
+	"User-Agent: Mozilla Thunderbird\n"
+	"Content-Language: en-US\n"
+	"To: Bob <bob@example.net>\n"
+	"From: Alice <alice@example.com>\n"
+	"Subject: Photo\n"
+	"Content-Type: multipart/alternative;\n"
+	" boundary=\"------------Ab12Cd34Ef56\"\n"
+	"\n"
+	"This is a multi-part message in MIME format.\n"
+	"--------------Ab12Cd34Ef56\n"
+	"Content-Type: text/plain; charset=UTF-8; format=flowed\n"
+	"Content-Transfer-Encoding: 7bit\n"
+	"\n"
+	"Here it is: \n"
+	"the photo.\n"
+	"\n"
+	"--------------Ab12Cd34Ef56\n"
+	"Content-Type: multipart/related;\n"
+	" boundary=\"------------Zz98Yy76\"\n"
+	"\n"
+	"--------------Zz98Yy76\n"
+	"Content-Type: text/html; charset=UTF-8\n"
+	"Content-Transfer-Encoding: 7bit\n"
+	"\n"
+	"<html><body><img src=\"cid:part1.abc@example.com\"></body></html>\n"
+	"\n"
+	"--------------Zz98Yy76\n"
+	"Content-Type: image/png; name=\"dot.png\"\n"
+	"Content-Disposition: inline; filename=\"dot.png\"\n"
+	"Content-Id: <part1.abc@example.com>\n"
+	"Content-Transfer-Encoding: base64\n"
+	"\n"
+	"iVBORw0KGgo=\n"
+	"\n"
+	"--------------Zz98Yy76--\n"
+	"\n"
+	"--------------Ab12Cd34Ef56--\n";
+
+static void test_imap_mime_thunderbird(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(thunderbird, crlf);
+		expect_body(
+			true,
+			"((\"text\" \"plain\" (\"charset\" \"UTF-8\" \"format\" "
+			"\"flowed\") NIL NIL \"7bit\" 26 2 NIL NIL NIL NIL)"
+			"((\"text\" \"html\" (\"charset\" \"UTF-8\") NIL NIL "
+			"\"7bit\" 65 1 NIL NIL NIL NIL)(\"image\" \"png\" "
+			"(\"name\" \"dot.png\") \"<part1.abc@example.com>\" NIL "
+			"\"base64\" 14 NIL (\"inline\" (\"filename\" "
+			"\"dot.png\")) NIL NIL) \"related\" (\"boundary\" "
+			"\"------------Zz98Yy76\") NIL NIL NIL) \"alternative\" "
+			"(\"boundary\" \"------------Ab12Cd34Ef56\") NIL "
+			"(\"en-US\") NIL)");
+		expect_section("2.2", "iVBORw0KGgo=\n");
+		expect_section("2.2.MIME",
+			       "Content-Type: image/png; name=\"dot.png\"\n"
+			       "Content-Disposition: inline; "
+			       "filename=\"dot.png\"\n"
+			       "Content-Id: <part1.abc@example.com>\n"
+			       "Content-Transfer-Encoding: base64\n\n");
+		expect_section("1", "Here it is: \nthe photo.\n");
+		expect_binary(4, 0, UINT64_MAX, "\x89PNG\r\n\x1a\n", 8);
+	}
+}
+
 /* ---- message/rfc822 ---- */
 
 static const char forwarded[] =
@@ -692,6 +767,42 @@ static void test_imap_mime_many_parts(void **state)
 	assert_int_equal(imap_mime_section_find(&msg, "256", 3, &sec), -ENOENT);
 	free(b.s);
 	free(s);
+}
+
+static void test_imap_mime_mixed_line_ends(void **state)
+{
+	static const char m[] = "Subject : obs\r\nFrom: a@b\n"
+				"X-Long:\r\n folded\n\r\nbody\nline2\r\n";
+	struct buf b = BUF_INITIALIZER;
+	char *subject = malloc(1100 + 20);
+
+	(void)state;
+	parse(m, false);
+	/* Two bare LFs: two more octets than stored. */
+	assert_int_equal(imap_mime_crlf_len(msg.base, 0, msg.len),
+			 strlen(m) + 3);
+	expect_section("HEADER", "Subject : obs\r\nFrom: a@b\n"
+				 "X-Long:\r\n folded\n\r\n");
+	expect_section("HEADER.FIELDS (SUBJECT x-long)",
+		       "Subject : obs\r\nX-Long:\r\n folded\n\n");
+	expect_section("TEXT", "body\nline2\r\n");
+	expect_env(0, "(NIL \"obs\" ((NIL NIL \"a\" \"b\")) ((NIL NIL \"a\" "
+		      "\"b\")) ((NIL NIL \"a\" \"b\")) NIL NIL NIL NIL NIL)");
+	expect_body(false, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			   "NIL NIL \"7bit\" 13 2)");
+
+	/* A subject of 1100 bytes goes out as a literal. */
+	assert_non_null(subject);
+	memcpy(subject, "Subject: ", 9);
+	memset(subject + 9, 'x', 1100);
+	memcpy(subject + 1109, "\n\n", 3);
+	parse(subject, false);
+	assert_int_equal(imap_mime_envelope(&msg, 0, &b), 0);
+	assert_true(b.len > 20);
+	assert_memory_equal(b.s, "(NIL {1100}\r\nxxx", 16);
+	assert_memory_equal(b.s + 13 + 1100, " NIL NIL", 8);
+	free(b.s);
+	free(subject);
 }
 
 /* ---- addresses ---- */
@@ -967,11 +1078,14 @@ int main(void)
 					  teardown),
 		cmocka_unit_test_teardown(test_imap_mime_partial, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_defaults, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_mixed_line_ends,
+					  teardown),
 		cmocka_unit_test_teardown(test_imap_mime_multipart, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_multipart_broken,
 					  teardown),
 		cmocka_unit_test_teardown(test_imap_mime_digest, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_bounce, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_thunderbird, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_rfc822, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_rfc822_single,
 					  teardown),
