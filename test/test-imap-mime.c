@@ -954,6 +954,18 @@ static void test_imap_mime_search(void **state)
 	assert_int_equal(
 		imap_mime_header_get(&msg, 0, "subject", 1, &off, &len),
 		-ENOENT);
+	{
+		struct buf v = BUF_INITIALIZER;
+
+		assert_int_equal(
+			imap_mime_header_value(&msg, 0, "Subject", 0, &v), 0);
+		assert_int_equal(v.len, 7);
+		assert_memory_equal(v.s, "abc def", 7);
+		free(v.s);
+		assert_int_equal(
+			imap_mime_header_value(&msg, 0, "Subject", 1, &v),
+			-ENOENT);
+	}
 	/* RFC 2047: decoded, blanks between encoded words dropped. */
 	parse("Subject: =?utf-8?q?caf=C3=A9_au?=\n =?UTF-8?B?IGxhaXQ=?= "
 	      "=?x?q?broken ?= tail\nX-Empty:\n\n",

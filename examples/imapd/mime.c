@@ -2029,6 +2029,25 @@ int imap_mime_header_get(const struct imap_mime_msg *m, int idx,
 	return -ENOENT;
 }
 
+int imap_mime_header_value(const struct imap_mime_msg *m, int idx,
+			   const char *name, unsigned nth, struct buf *out)
+{
+	struct out o = {out, 0};
+	size_t off, len, end;
+	int ret = imap_mime_header_get(m, idx, name, nth, &off, &len);
+
+	if (ret < 0)
+		return ret;
+	end = off + len;
+	while (off < end && (is_wsp(m->base[off]) || m->base[off] == '\r' ||
+			     m->base[off] == '\n'))
+		off++;
+	while (end > off && is_wsp(m->base[end - 1]))
+		end--;
+	out_text(&o, m->base + off, end - off);
+	return o.err;
+}
+
 int imap_mime_header_search(const struct imap_mime_msg *m, int idx,
 			    const char *name, const char *needle, size_t n)
 {

@@ -176,6 +176,15 @@ int imap_mime_header_get(const struct imap_mime_msg *m, int idx,
 			 size_t *len_out) RINGPROT_MUST_CHECK;
 
 /*
+ * The same field's value unfolded (line breaks removed, the blanks after
+ * them kept, leading and trailing blanks trimmed) appended to out as raw
+ * bytes (no quoting). Returns 0, -ENOENT, or -ENOMEM.
+ */
+int imap_mime_header_value(const struct imap_mime_msg *m, int idx,
+			   const char *name, unsigned nth,
+			   struct buf *out) RINGPROT_MUST_CHECK;
+
+/*
  * SEARCH HEADER: 1 if any field called name (NULL: any field, names
  * included, as TEXT searches) of the header of part idx contains needle,
  * ASCII case-insensitive, in its unfolded value with RFC 2047 encoded
