@@ -155,7 +155,9 @@ int imap_mime_buf_append(void *arg, const char *p, size_t n);
  * [from, from+count). *size_out (may be NULL) gets the whole decoded size
  * when the window reaches the end. Returns 0, what fn returned, -EINVAL
  * for a multipart or message part, -EPROTONOSUPPORT for an unknown
- * encoding ([UNKNOWN-CTE]).
+ * encoding ([UNKNOWN-CTE]). idx is a part index (imap_mime_section_find's
+ * .part): for a single-part message, 0 is BINARY[1]. BINARY[] (the whole
+ * message, nothing to decode) is BODY[]: use the section calls.
  */
 int imap_mime_binary_write(const struct imap_mime_msg *m, int idx,
 			   uint64_t from, uint64_t count,
