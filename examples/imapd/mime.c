@@ -445,20 +445,6 @@ static void part_fields(struct imap_mime_msg *m, struct imap_mime_part *p)
 	}
 }
 
-/* Encapsulated messages in base64 or QP are not parsed: opaque. */
-static bool cte_is_identity(const char *b, const struct imap_mime_span *s)
-{
-	size_t p = s->off, end, n;
-
-	if (s->off == ABSENT)
-		return true;
-	end = s->off + s->len;
-	skip_cfws(b, &p, end);
-	n = token(b, &p, end);
-	return n == 0 || ieq(b + p - n, n, "7bit") ||
-	       ieq(b + p - n, n, "8bit") || ieq(b + p - n, n, "binary");
-}
-
 /*
  * Recursive, as are the writers (body, body_leaf, body_multipart) and
  * multipart_split: the depth is bounded by IMAP_MIME_MAX_DEPTH, and so is
@@ -492,10 +478,13 @@ static int part_parse(struct imap_mime_msg *m, int parent, size_t off,
 	part_fields(m, p);
 
 	if (ctype_parse(b, &p->ctype, &ct)) {
-		if (ieq(b + ct.type, ct.type_len, "multipart") &&
-		    param_find(b, ct.params, p->ctype.off + p->ctype.len,
-			       "boundary", &bd) &&
-		    bd.val_len > 0 && bd.val_len <= 200)
+		/*
+		 * Without a usable boundary a multipart has no parts (Dovecot
+		 * writes it so too). An encoded message/rfc822 (RFC 2046
+		 * forbids it) is parsed as it stands, as Dovecot does: the
+		 * type stays true, the envelope comes out empty.
+		 */
+		if (ieq(b + ct.type, ct.type_len, "multipart"))
 			p->kind = IMAP_MIME_MULTIPART;
 		else if (ieq(b + ct.type, ct.type_len, "message") &&
 			 (ieq(b + ct.sub, ct.sub_len, "rfc822") ||
@@ -504,14 +493,15 @@ static int part_parse(struct imap_mime_msg *m, int parent, size_t off,
 	} else if (in_digest) {
 		p->kind = IMAP_MIME_MESSAGE;
 	}
-	if (p->kind == IMAP_MIME_MESSAGE && !cte_is_identity(b, &p->cte))
-		p->kind = IMAP_MIME_LEAF;
 	if (p->kind != IMAP_MIME_LEAF && depth >= IMAP_MIME_MAX_DEPTH) {
 		m->truncated = true;
 		p->kind = IMAP_MIME_LEAF;
 	}
 
-	if (p->kind == IMAP_MIME_MULTIPART) {
+	if (p->kind == IMAP_MIME_MULTIPART &&
+	    param_find(b, ct.params, p->ctype.off + p->ctype.len, "boundary",
+		       &bd) &&
+	    bd.val_len > 0 && bd.val_len <= 200) {
 		/* A quoted boundary may hold escapes: unescape it first. */
 		char bnd[200];
 		size_t bn = 0;
@@ -644,10 +634,12 @@ static size_t str_begin(struct out *o)
 }
 
 /*
- * Turn the bytes appended since start into an IMAP string: quoted, with
- * \" and \\ escaped, when they are short 7-bit text; a literal otherwise.
+ * Turn the bytes appended since start into an IMAP string: quoted when
+ * they are short 7-bit text, with " and \\ escaped; a literal otherwise.
+ * Text meant for people (subject, display names) goes out as a literal
+ * rather than escaped, as Dovecot and Cyrus send it.
  */
-static void str_end(struct out *o, size_t start)
+static void str_end_as(struct out *o, size_t start, bool human)
 {
 	size_t n, esc = 0;
 	bool lit;
@@ -661,7 +653,8 @@ static void str_end(struct out *o, size_t start)
 	for (size_t i = 0; i < n && !lit; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		lit = c >= 0x80 || c == '\r' || c == '\n' || c == '\0';
+		lit = c >= 0x80 || c == '\r' || c == '\n' || c == '\0' ||
+		      (human && (c == '"' || c == '\\'));
 		esc += c == '"' || c == '\\';
 	}
 	if (lit) {
@@ -689,9 +682,14 @@ static void str_end(struct out *o, size_t start)
 	o->b->len += esc + 2;
 }
 
+static void str_end(struct out *o, size_t start)
+{
+	str_end_as(o, start, false);
+}
+
 /* A header value, unfolded, surrounding whitespace trimmed, or NIL. */
-static void out_nvalue(struct out *o, const char *b,
-		       const struct imap_mime_span *s)
+static void out_nvalue_as(struct out *o, const char *b,
+			  const struct imap_mime_span *s, bool human)
 {
 	size_t p, e, st;
 
@@ -699,16 +697,28 @@ static void out_nvalue(struct out *o, const char *b,
 		out_s(o, "NIL");
 		return;
 	}
+	/*
+	 * Dovecot's rule: blanks after the colon go, the rest stays as
+	 * unfolded (a value starting on the next line keeps that line's
+	 * blank; trailing blanks stay). Text for people is trimmed.
+	 */
 	p = s->off;
 	e = s->off + s->len;
-	while (p < e && (is_wsp(b[p]) || b[p] == '\r' || b[p] == '\n'))
+	while (p < e &&
+	       (is_wsp(b[p]) || (human && (b[p] == '\r' || b[p] == '\n'))))
 		p++;
-	while (e > p &&
+	while (human && e > p &&
 	       (is_wsp(b[e - 1]) || b[e - 1] == '\r' || b[e - 1] == '\n'))
 		e--;
 	st = str_begin(o);
 	out_text(o, b + p, e - p);
-	str_end(o, st);
+	str_end_as(o, st, human);
+}
+
+static void out_nvalue(struct out *o, const char *b,
+		       const struct imap_mime_span *s)
+{
+	out_nvalue_as(o, b, s, false);
 }
 
 /* ---- addresses (RFC 5322 §3.4, with obsolete forms) ---- */
@@ -802,6 +812,18 @@ static bool tok_word(const struct tok *t)
 	return t->kind == TK_WORD || t->kind == TK_QUOTED;
 }
 
+/* Does the quoted string b[off..off+len) end with its closing quote? */
+static bool quoted_closed(const char *b, size_t off, size_t len)
+{
+	for (size_t p = off + 1; p < off + len; p++) {
+		if (b[p] == '\\')
+			p++;
+		else if (b[p] == '"')
+			return p == off + len - 1;
+	}
+	return false;
+}
+
 /* A display name: words joined by one space, quoted strings unquoted. */
 struct words {
 	size_t off[16], len[16];
@@ -817,12 +839,14 @@ static void out_words(struct out *o, const char *b, const struct words *w)
 		if (i > 0)
 			out_c(o, ' ');
 		if (w->quoted[i])
-			out_unquote(o, b + w->off[i] + 1,
-				    w->len[i] >= 2 ? w->len[i] - 2 : 0);
+			out_unquote(
+				o, b + w->off[i] + 1,
+				w->len[i] - 1 -
+					quoted_closed(b, w->off[i], w->len[i]));
 		else
 			out_text(o, b + w->off[i], w->len[i]);
 	}
-	str_end(o, st);
+	str_end_as(o, st, true);
 }
 
 /* Local part or domain: tokens as written, CFWS dropped; or fallback. */
@@ -831,8 +855,15 @@ static void out_joined(struct out *o, const char *b, const struct words *w,
 {
 	size_t st = str_begin(o);
 
+	/*
+	 * Quoted local parts lose their quotes, as in Dovecot; an unclosed
+	 * one is no local part (MISSING_MAILBOX, as Dovecot answers too).
+	 */
 	for (unsigned i = 0; i < w->n; i++)
-		out_text(o, b + w->off[i], w->len[i]);
+		if (w->quoted[i] && quoted_closed(b, w->off[i], w->len[i]))
+			out_unquote(o, b + w->off[i] + 1, w->len[i] - 2);
+		else if (!w->quoted[i])
+			out_text(o, b + w->off[i], w->len[i]);
 	if (o->b->len == st)
 		out_s(o, fallback);
 	str_end(o, st);
@@ -852,12 +883,18 @@ static void words_add(struct words *w, const struct tok *t)
 }
 
 /* Collect words, dots and domain literals up to the next special. */
-static void lex_words(struct lex *lx, struct words *w, struct tok *t, bool dlit)
+/*
+ * Collect words (and, for domains, domain literals) up to the next
+ * special; a domain is one word: what follows it is junk to skip, as
+ * Dovecot skips it ("a@b c" is a@b).
+ */
+static void lex_words(struct lex *lx, struct words *w, struct tok *t, bool dom)
 {
 	w->n = 0;
 	for (;;) {
 		lex_next(lx, t);
-		if (tok_word(t) || (dlit && t->kind == TK_DLIT))
+		if ((tok_word(t) || (dom && t->kind == TK_DLIT)) &&
+		    !(dom && w->n == 1))
 			words_add(w, t);
 		else
 			return;
@@ -867,18 +904,25 @@ static void lex_words(struct lex *lx, struct words *w, struct tok *t, bool dlit)
 static void out_mailbox(struct out *o, const struct lex *lx,
 			const struct words *name, size_t cmt, size_t cmt_len,
 			const struct words *route, const struct words *local,
-			const struct words *domain)
+			const struct words *domain, bool broken)
 {
 	const char *b = lx->b;
 
 	out_c(o, '(');
 	if (name->n > 0) {
+		size_t st = o->b->len;
+
 		out_words(o, b, name);
+		/* An empty name ("" <a@b>) is no name, as in Dovecot. */
+		if (o->err == 0 && o->b->len == st + 2 && o->b->s[st] == '"') {
+			o->b->len = st;
+			out_s(o, "NIL");
+		}
 	} else if (cmt != ABSENT && cmt_len > 0) {
 		size_t st = str_begin(o);
 
-		out_text(o, b + cmt, cmt_len);
-		str_end(o, st);
+		out_unquote(o, b + cmt, cmt_len); /* \x escapes too */
+		str_end_as(o, st, true);
 	} else {
 		out_s(o, "NIL");
 	}
@@ -896,7 +940,11 @@ static void out_mailbox(struct out *o, const struct lex *lx,
 	out_c(o, ' ');
 	out_joined(o, b, local, "MISSING_MAILBOX");
 	out_c(o, ' ');
-	out_joined(o, b, domain, "MISSING_DOMAIN");
+	/* An unclosed "<": Dovecot's SYNTAX_ERROR for the host. */
+	if (broken)
+		out_s(o, "\"SYNTAX_ERROR\"");
+	else
+		out_joined(o, b, domain, "MISSING_DOMAIN");
 	out_c(o, ')');
 }
 
@@ -930,11 +978,14 @@ static void angle_addr(struct out *o, struct lex *lx, const struct words *name,
 	lex_words(lx, &local, &t, false);
 	if (tok_is(&t, '@'))
 		lex_words(lx, &domain, &t, true);
-	while (t.kind != TK_END && !tok_is(&t, '>'))
+	/* An unclosed "<" ends at the next "," (Dovecot's reading). */
+	while (t.kind != TK_END && !tok_is(&t, '>') && !tok_is(&t, ','))
 		lex_next(lx, &t);
-	if (local.n == 0 && domain.n == 0 && name->n == 0)
-		return; /* "<>": no address */
-	out_mailbox(o, lx, name, cmt, cmt_len, &route, &local, &domain);
+	if (tok_is(&t, ','))
+		lx->p = t.off; /* the list's separator: leave it */
+	/* "<>" too is an address: MISSING_MAILBOX, as in Dovecot. */
+	out_mailbox(o, lx, name, cmt, cmt_len, &route, &local, &domain,
+		    !tok_is(&t, '>'));
 }
 
 /* Skip to the "," or ";" that ends a broken item (not consuming it). */
@@ -988,13 +1039,13 @@ static unsigned addr_list(struct out *o, const char *b,
 
 			lex_words(&lx, &domain, &t, true);
 			out_mailbox(o, &lx, &none, lx.cmt, lx.cmt_len, NULL,
-				    &name, &domain);
+				    &name, &domain, false);
 		} else if (name.n > 0) {
 			struct words none = {.n = 0};
 
 			/* A bare word: a mailbox without a domain. */
 			out_mailbox(o, &lx, &none, lx.cmt, lx.cmt_len, NULL,
-				    &name, &none);
+				    &name, &none, false);
 		}
 		if (o->b->len != before)
 			count++;
@@ -1062,7 +1113,7 @@ static void envelope(struct out *o, const struct imap_mime_msg *m,
 	out_c(o, '(');
 	out_nvalue(o, b, &s[ENV_DATE]);
 	out_c(o, ' ');
-	out_nvalue(o, b, &s[ENV_SUBJECT]);
+	out_nvalue_as(o, b, &s[ENV_SUBJECT], true);
 	for (int i = ENV_FROM; i <= ENV_BCC; i++) {
 		size_t before = o->b->len;
 
@@ -1182,16 +1233,21 @@ static void out_params(struct out *o, const char *b, size_t params, size_t end,
 		       bool default_charset)
 {
 	struct param pr;
-	size_t p = params, blen;
+	size_t p, blen;
 	bool first = true, charset = false, ext;
 
-	while (params != ABSENT && param_next(b, &p, end, &pr)) {
-		if (param_section(b, &pr, &blen, &ext) > 0)
-			continue; /* joined into its section 0 */
-		out_s(o, first ? "(" : " ");
-		first = false;
-		charset |= ieq(b + pr.name, pr.name_len, "charset");
-		out_param(o, b, params, end, &pr);
+	/* Dovecot's order: plain parameters, then the joined RFC 2231 ones. */
+	for (int pass = 0; pass < 2 && params != ABSENT; pass++) {
+		for (p = params; param_next(b, &p, end, &pr);) {
+			long sec = param_section(b, &pr, &blen, &ext);
+
+			if (pass == 0 ? sec >= 0 : sec != 0)
+				continue; /* later sections join section 0 */
+			out_s(o, first ? "(" : " ");
+			first = false;
+			charset |= ieq(b + pr.name, pr.name_len, "charset");
+			out_param(o, b, params, end, &pr);
+		}
 	}
 	if (default_charset && !charset) {
 		out_s(o, first ? "(" : " ");
@@ -1282,8 +1338,10 @@ static void body_multipart(struct out *o, const struct imap_mime_msg *m,
 
 	(void)ctype_parse(b, &p->ctype, &ct);
 	if (p->child < 0)
-		out_s(o, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
-			 "NIL NIL \"7bit\" 0 0)");
+		out_s(o, ext ? "(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			       "NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)"
+			     : "(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			       "NIL NIL \"7bit\" 0 0)");
 	for (int c = p->child; c >= 0; c = m->part[c].next)
 		body(o, m, c, ext);
 	out_c(o, ' ');
@@ -1300,9 +1358,16 @@ static void body_leaf(struct out *o, const struct imap_mime_msg *m,
 {
 	const char *b = m->base;
 	struct ctype ct;
-	bool text = false, has = ctype_parse(b, &p->ctype, &ct);
+	bool text = false, has = ctype_parse(b, &p->ctype, &ct), encap;
 	size_t cte = 0, cte_n = 0;
 
+	/*
+	 * message/global is written as a basic body: the envelope form is
+	 * RFC 9051's only, and IMAP4rev1 parsers (and Dovecot 2.3) expect
+	 * none. Its sections (2.HEADER, 2.1) work all the same.
+	 */
+	encap = p->kind == IMAP_MIME_MESSAGE &&
+		!(has && ieq(b + ct.sub, ct.sub_len, "global"));
 	if (p->kind == IMAP_MIME_MESSAGE && !has) {
 		out_s(o, "\"message\" \"rfc822\"");
 	} else if (!has) {
@@ -1310,9 +1375,8 @@ static void body_leaf(struct out *o, const struct imap_mime_msg *m,
 		text = true;
 	} else if (p->kind == IMAP_MIME_LEAF &&
 		   ieq(b + ct.type, ct.type_len, "message") &&
-		   (ieq(b + ct.sub, ct.sub_len, "rfc822") ||
-		    ieq(b + ct.sub, ct.sub_len, "global"))) {
-		/* Opaque (encoded, or too deep): no envelope to give. */
+		   ieq(b + ct.sub, ct.sub_len, "rfc822")) {
+		/* Opaque (too deep): no envelope to give. */
 		out_s(o, "\"application\" \"octet-stream\"");
 	} else {
 		text = ieq(b + ct.type, ct.type_len, "text");
@@ -1337,13 +1401,13 @@ static void body_leaf(struct out *o, const struct imap_mime_msg *m,
 	}
 	out_token_or(o, b, cte, cte_n, "7bit");
 	out_u64(o, imap_mime_crlf_len(b, p->body_off, p->body_len));
-	if (p->kind == IMAP_MIME_MESSAGE) {
+	if (encap) {
 		out_c(o, ' ');
 		envelope(o, m, &m->part[p->child]);
 		out_c(o, ' ');
 		body(o, m, p->child, ext);
 	}
-	if (text || p->kind == IMAP_MIME_MESSAGE)
+	if (text || encap)
 		out_u64(o, count_lf(b, p->body_off, p->body_len));
 	if (!ext)
 		return;

@@ -16,11 +16,18 @@
  * by CR in the buffer) as two bytes; CRLF input, or mixed, counts as is.
  * Line counts are the LFs of a body, as Dovecot and Cyrus count them.
  *
- * Output follows Dovecot's choices where RFC 3501 leaves room: type and
- * subtype and parameter names as the message wrote them, "7bit" and
- * ("charset" "us-ascii") as defaults, Content-Language always as a list,
- * MISSING_MAILBOX / MISSING_DOMAIN for broken addresses, encoded words
- * passed through. MIME-Version is not required for Content-* headers.
+ * Output follows Dovecot 2.3's choices where RFC 3501 leaves room, and
+ * was compared with doveadm fetch imap.envelope/imap.bodystructure on the
+ * test messages: type, subtype and parameter names as the message wrote
+ * them, "7bit" and ("charset" "us-ascii") as defaults, RFC 2231 joined
+ * parameters last, Content-Language always as a list, MISSING_MAILBOX /
+ * MISSING_DOMAIN / SYNTAX_ERROR in broken addresses, subject and names
+ * with quotes as literals, encoded words passed through, message/global
+ * as a basic body. Deliberate differences: a part's size never includes
+ * the line break before the next boundary (Dovecot counts it after a
+ * nested close delimiter), boundary lines must match exactly (Dovecot
+ * takes "--b" as a prefix), an address list goes on after junk, and the
+ * subject is trimmed but quoted. MIME-Version is not required.
  */
 
 #include <stdbool.h>
