@@ -605,6 +605,253 @@ static void test_imap_mime_thunderbird(void **state)
 	}
 }
 
+/*
+ * Real-world shapes (Outlook, Apple Mail, a Mailman digest): expected
+ * strings are what Dovecot 2.3.19 answers (doveadm fetch imap.envelope,
+ * imap.bodystructure, imap.body) for the same bytes.
+ */
+static const char outlook_msg[] =
+	"From: \"Smith, John\" <John.Smith@corp.example>\r\n"
+	"To: \"Doe, Jane\" <jane@corp.example>\r\n"
+	"Subject: RE: Budget\r\n"
+	"Thread-Topic: Budget\r\n"
+	"Date: Fri, 4 Dec 2026 14:02:11 +0000\r\n"
+	"Message-ID: <AM0PR01MB1234ABCD@AM0PR01MB1234.eurprd01.prod.outlook.com>\r\n"
+	"In-Reply-To: <AM0PR01MB9999@x.outlook.com>\r\n"
+	"Content-Language: en-GB\r\n"
+	"Content-Type: multipart/mixed;\r\n"
+	"\tboundary=\"_004_AM0PR01MB1234_\"\r\n"
+	"MIME-Version: 1.0\r\n"
+	"\r\n"
+	"--_004_AM0PR01MB1234_\r\n"
+	"Content-Type: multipart/alternative;\r\n"
+	"\tboundary=\"_000_AM0PR01MB1234_\"\r\n"
+	"\r\n"
+	"--_000_AM0PR01MB1234_\r\n"
+	"Content-Type: text/plain; charset=\"iso-8859-1\"\r\n"
+	"Content-Transfer-Encoding: quoted-printable\r\n"
+	"\r\n"
+	"See attached=2E\r\n"
+	"\r\n"
+	"--_000_AM0PR01MB1234_\r\n"
+	"Content-Type: text/html; charset=\"iso-8859-1\"\r\n"
+	"Content-Transfer-Encoding: quoted-printable\r\n"
+	"\r\n"
+	"<html><body>See attached.</body></html>\r\n"
+	"\r\n"
+	"--_000_AM0PR01MB1234_--\r\n"
+	"\r\n"
+	"--_004_AM0PR01MB1234_\r\n"
+	"Content-Type: application/vnd.openxmlformats-officedocument.spreadsheetml.sheet;\r\n"
+	"\tname=\"Budget 2027.xlsx\"\r\n"
+	"Content-Description: Budget 2027.xlsx\r\n"
+	"Content-Disposition: attachment; filename=\"Budget 2027.xlsx\"; size=10;\r\n"
+	"\tcreation-date=\"Fri, 04 Dec 2026 14:01:00 GMT\";\r\n"
+	"\tmodification-date=\"Fri, 04 Dec 2026 14:01:00 GMT\"\r\n"
+	"Content-Transfer-Encoding: base64\r\n"
+	"\r\n"
+	"UEsDBBQABgAI\r\n"
+	"\r\n"
+	"--_004_AM0PR01MB1234_--\r\n";
+
+static void test_imap_mime_dovecot_outlook(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(outlook_msg, crlf);
+		expect_env(
+			0,
+			"(\"Fri, 4 Dec 2026 14:02:11 +0000\" \"RE: Budget\" ((\"Smith"
+			", John\" NIL \"John.Smith\" \"corp.example\")) ((\"Smith, Jo"
+			"hn\" NIL \"John.Smith\" \"corp.example\")) ((\"Smith, John\""
+			" NIL \"John.Smith\" \"corp.example\")) ((\"Doe, Jane\" NIL \""
+			"jane\" \"corp.example\")) NIL NIL \"<AM0PR01MB9999@x.outlook"
+			".com>\" \"<AM0PR01MB1234ABCD@AM0PR01MB1234.eurprd01.prod.out"
+			"look.com>\")");
+		expect_body(
+			true,
+			"(((\"text\" \"plain\" (\"charset\" \"iso-8859-1\") NIL NIL \""
+			"quoted-printable\" 17 1 NIL NIL NIL NIL)(\"text\" \"html\" ("
+			"\"charset\" \"iso-8859-1\") NIL NIL \"quoted-printable\" 41 "
+			"1 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"_000_AM0P"
+			"R01MB1234_\") NIL NIL NIL)(\"application\" \"vnd.openxmlform"
+			"ats-officedocument.spreadsheetml.sheet\" (\"name\" \"Budget "
+			"2027.xlsx\") NIL \"Budget 2027.xlsx\" \"base64\" 14 NIL (\"a"
+			"ttachment\" (\"filename\" \"Budget 2027.xlsx\" \"size\" \"10"
+			"\" \"creation-date\" \"Fri, 04 Dec 2026 14:01:00 GMT\" \"mod"
+			"ification-date\" \"Fri, 04 Dec 2026 14:01:00 GMT\")) NIL NIL"
+			") \"mixed\" (\"boundary\" \"_004_AM0PR01MB1234_\") NIL (\"en"
+			"-GB\") NIL)");
+		expect_body(
+			false,
+			"(((\"text\" \"plain\" (\"charset\" \"iso-8859-1\") NIL NIL \""
+			"quoted-printable\" 17 1)(\"text\" \"html\" (\"charset\" \"is"
+			"o-8859-1\") NIL NIL \"quoted-printable\" 41 1) \"alternative"
+			"\")(\"application\" \"vnd.openxmlformats-officedocument.spre"
+			"adsheetml.sheet\" (\"name\" \"Budget 2027.xlsx\") NIL \"Budg"
+			"et 2027.xlsx\" \"base64\" 14) \"mixed\")");
+	}
+}
+
+static const char apple_msg[] =
+	"From: Ann <ann@icloud.example>\n"
+	"Content-Type: multipart/alternative;\n"
+	"\tboundary=\"Apple-Mail=_11111111-2222\"\n"
+	"Mime-Version: 1.0 (Mac OS X Mail 16.0 \\(3731.500.231\\))\n"
+	"Subject: Lunch?\n"
+	"Date: Sat, 5 Dec 2026 11:00:00 +0100\n"
+	"Message-Id: <AAAA-BBBB@icloud.example>\n"
+	"To: Bob <bob@example.net>\n"
+	"\n"
+	"\n"
+	"--Apple-Mail=_11111111-2222\n"
+	"Content-Transfer-Encoding: 7bit\n"
+	"Content-Type: text/plain;\n"
+	"\tcharset=us-ascii\n"
+	"\n"
+	"Noon?\n"
+	"\n"
+	"--Apple-Mail=_11111111-2222\n"
+	"Content-Type: multipart/related;\n"
+	"\ttype=\"text/html\";\n"
+	"\tboundary=\"Apple-Mail=_33333333-4444\"\n"
+	"\n"
+	"\n"
+	"--Apple-Mail=_33333333-4444\n"
+	"Content-Transfer-Encoding: 7bit\n"
+	"Content-Type: text/html;\n"
+	"\tcharset=us-ascii\n"
+	"\n"
+	"<html>Noon?<img src=\"cid:X\"></html>\n"
+	"--Apple-Mail=_33333333-4444\n"
+	"Content-Transfer-Encoding: base64\n"
+	"Content-Disposition: inline;\n"
+	"\tfilename=sig.png\n"
+	"Content-Type: image/png;\n"
+	"\tx-unix-mode=0644;\n"
+	"\tname=\"sig.png\"\n"
+	"Content-Id: <X>\n"
+	"\n"
+	"iVBORw0KGgo=\n"
+	"\n"
+	"--Apple-Mail=_33333333-4444--\n"
+	"\n"
+	"--Apple-Mail=_11111111-2222--\n";
+
+static void test_imap_mime_dovecot_apple(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(apple_msg, crlf);
+		expect_env(
+			0,
+			"(\"Sat, 5 Dec 2026 11:00:00 +0100\" \"Lunch?\" ((\"Ann\" NIL"
+			" \"ann\" \"icloud.example\")) ((\"Ann\" NIL \"ann\" \"icloud"
+			".example\")) ((\"Ann\" NIL \"ann\" \"icloud.example\")) ((\""
+			"Bob\" NIL \"bob\" \"example.net\")) NIL NIL NIL \"<AAAA-BBBB"
+			"@icloud.example>\")");
+		expect_body(
+			true,
+			"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7b"
+			"it\" 7 1 NIL NIL NIL NIL)((\"text\" \"html\" (\"charset\" \""
+			"us-ascii\") NIL NIL \"7bit\" 35 0 NIL NIL NIL NIL)(\"image\""
+			" \"png\" (\"x-unix-mode\" \"0644\" \"name\" \"sig.png\") \"<"
+			"X>\" NIL \"base64\" 14 NIL (\"inline\" (\"filename\" \"sig.p"
+			"ng\")) NIL NIL) \"related\" (\"type\" \"text/html\" \"bounda"
+			"ry\" \"Apple-Mail=_33333333-4444\") NIL NIL NIL) \"alternati"
+			"ve\" (\"boundary\" \"Apple-Mail=_11111111-2222\") NIL NIL NI"
+			"L)");
+		expect_body(
+			false,
+			"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7b"
+			"it\" 7 1)((\"text\" \"html\" (\"charset\" \"us-ascii\") NIL "
+			"NIL \"7bit\" 35 0)(\"image\" \"png\" (\"x-unix-mode\" \"0644"
+			"\" \"name\" \"sig.png\") \"<X>\" NIL \"base64\" 14) \"relate"
+			"d\") \"alternative\")");
+	}
+}
+
+static const char listdigest_msg[] =
+	"From: list-bounces@lists.example\n"
+	"List-Id: <dev.lists.example>\n"
+	"Subject: [dev] Digest, Vol 1, Issue 2\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/mixed; boundary=\"===============1==\"\n"
+	"\n"
+	"--===============1==\n"
+	"Content-Type: text/plain; charset=\"us-ascii\"\n"
+	"MIME-Version: 1.0\n"
+	"Content-Transfer-Encoding: 7bit\n"
+	"Content-Description: dev Digest, Vol 1, Issue 2\n"
+	"\n"
+	"Today's Topics:\n"
+	"\n"
+	"--===============1==\n"
+	"Content-Type: multipart/digest; boundary=\"===============2==\"\n"
+	"MIME-Version: 1.0\n"
+	"\n"
+	"--===============2==\n"
+	"Content-Type: message/rfc822\n"
+	"MIME-Version: 1.0\n"
+	"\n"
+	"From: a@b\n"
+	"Subject: one\n"
+	"Message-ID: <1@b>\n"
+	"\n"
+	"first\n"
+	"\n"
+	"--===============2==\n"
+	"\n"
+	"From: c@d\n"
+	"Subject: two\n"
+	"\n"
+	"second\n"
+	"\n"
+	"--===============2==--\n"
+	"\n"
+	"--===============1==--\n";
+
+static void test_imap_mime_dovecot_listdigest(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(listdigest_msg, crlf);
+		expect_env(
+			0,
+			"(NIL \"[dev] Digest, Vol 1, Issue 2\" ((NIL NIL \"list-bounc"
+			"es\" \"lists.example\")) ((NIL NIL \"list-bounces\" \"lists."
+			"example\")) ((NIL NIL \"list-bounces\" \"lists.example\")) N"
+			"IL NIL NIL NIL NIL)");
+		expect_body(
+			true,
+			"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL \"dev Di"
+			"gest, Vol 1, Issue 2\" \"7bit\" 17 1 NIL NIL NIL NIL)((\"mes"
+			"sage\" \"rfc822\" NIL NIL NIL \"7bit\" 53 (NIL \"one\" ((NIL"
+			" NIL \"a\" \"b\")) ((NIL NIL \"a\" \"b\")) ((NIL NIL \"a\" \""
+			"b\")) NIL NIL NIL NIL \"<1@b>\") (\"text\" \"plain\" (\"char"
+			"set\" \"us-ascii\") NIL NIL \"7bit\" 7 1 NIL NIL NIL NIL) 5 "
+			"NIL NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\""
+			" 35 (NIL \"two\" ((NIL NIL \"c\" \"d\")) ((NIL NIL \"c\" \"d"
+			"\")) ((NIL NIL \"c\" \"d\")) NIL NIL NIL NIL NIL) (\"text\" "
+			"\"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 8 1 NI"
+			"L NIL NIL NIL) 4 NIL NIL NIL NIL) \"digest\" (\"boundary\" \""
+			"===============2==\") NIL NIL NIL) \"mixed\" (\"boundary\" \""
+			"===============1==\") NIL NIL NIL)");
+		expect_body(
+			false,
+			"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL \"dev Di"
+			"gest, Vol 1, Issue 2\" \"7bit\" 17 1)((\"message\" \"rfc822\""
+			" NIL NIL NIL \"7bit\" 53 (NIL \"one\" ((NIL NIL \"a\" \"b\")"
+			") ((NIL NIL \"a\" \"b\")) ((NIL NIL \"a\" \"b\")) NIL NIL NI"
+			"L NIL \"<1@b>\") (\"text\" \"plain\" (\"charset\" \"us-ascii"
+			"\") NIL NIL \"7bit\" 7 1) 5)(\"message\" \"rfc822\" NIL NIL "
+			"NIL \"7bit\" 35 (NIL \"two\" ((NIL NIL \"c\" \"d\")) ((NIL N"
+			"IL \"c\" \"d\")) ((NIL NIL \"c\" \"d\")) NIL NIL NIL NIL NIL"
+			") (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7"
+			"bit\" 8 1) 4) \"digest\") \"mixed\")");
+	}
+}
+
 /* ---- message/rfc822 ---- */
 
 static const char forwarded[] =
@@ -1130,6 +1377,12 @@ int main(void)
 		cmocka_unit_test_teardown(test_imap_mime_digest, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_bounce, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_thunderbird, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_dovecot_outlook,
+					  teardown),
+		cmocka_unit_test_teardown(test_imap_mime_dovecot_apple,
+					  teardown),
+		cmocka_unit_test_teardown(test_imap_mime_dovecot_listdigest,
+					  teardown),
 		cmocka_unit_test_teardown(test_imap_mime_rfc822, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_rfc822_single,
 					  teardown),
