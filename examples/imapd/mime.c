@@ -1589,7 +1589,7 @@ static int section_part(const struct imap_mime_msg *m, const char *spec,
 			size_t n, size_t *pos, int *idx_out, int *msg_out)
 {
 	size_t p = 0;
-	int msg = 0, cur = 0;
+	int msg = 0, cur = 0, again = -1; /* again: a leaf named by "1" */
 
 	while (p < n && spec[p] >= '1' && spec[p] <= '9') {
 		unsigned long num = 0;
@@ -1606,24 +1606,25 @@ static int section_part(const struct imap_mime_msg *m, const char *spec,
 				cur = m->part[cur].next;
 			if (cur < 0)
 				return -ENOENT;
-		} else if (num == 1) {
+		} else if (num == 1 && msg != again) {
 			cur = msg;
+			if (m->part[cur].kind == IMAP_MIME_LEAF)
+				again = cur;
 		} else {
 			return -ENOENT;
 		}
-		/* The next number indexes inside this part. */
+		/*
+		 * The next number indexes inside this part. In a leaf only 1
+		 * is valid, once: "2.1" of a text part is part 2, "2.1.1"
+		 * is nothing, and "1.1" of a single-part message nothing
+		 * (Dovecot's reading).
+		 */
 		if (m->part[cur].kind == IMAP_MIME_MESSAGE)
 			msg = m->part[cur].child;
-		else if (m->part[cur].kind == IMAP_MIME_MULTIPART)
-			msg = cur;
 		else
-			msg = -1;
+			msg = cur;
 		if (p < n)
 			p++; /* the dot */
-		if (p < n && spec[p] >= '1' && spec[p] <= '9' && msg < 0)
-			return -ENOENT;
-		if (msg < 0)
-			msg = cur;
 	}
 	*pos = p;
 	*idx_out = cur;

@@ -133,7 +133,11 @@ int imap_mime_bodystructure(const struct imap_mime_msg *m, int idx,
 /*
  * Resolve spec, the text between "[" and "]" of BODY[...] (e.g. "",
  * "1.2", "HEADER", "2.MIME", "1.HEADER.FIELDS (From To)", "TEXT";
- * case-insensitive; the field list as atoms or quoted strings). Returns 0,
+ * case-insensitive; the field list as atoms or quoted strings). Part
+ * numbers as RFC 3501 and Dovecot read them: a single-part message has
+ * part 1; "N.1" of a leaf part N is N itself (once); HEADER, TEXT and
+ * HEADER.FIELDS after part numbers need a message/rfc822 part. Checked
+ * against doveadm fetch body.<section> on the test messages. Returns 0,
  * -EINVAL for bad syntax, -ENOENT for a part the message does not have.
  * out borrows spec.
  */
@@ -162,9 +166,11 @@ int imap_mime_buf_append(void *arg, const char *p, size_t n);
  * [from, from+count). *size_out (may be NULL) gets the whole decoded size
  * when the window reaches the end. Returns 0, what fn returned, -EINVAL
  * for a multipart or message part, -EPROTONOSUPPORT for an unknown
- * encoding ([UNKNOWN-CTE]). idx is a part index (imap_mime_section_find's
- * .part): for a single-part message, 0 is BINARY[1]. BINARY[] (the whole
- * message, nothing to decode) is BODY[]: use the section calls.
+ * encoding ([UNKNOWN-CTE]). Dovecot answers BINARY of a multipart or
+ * message part by re-encoding every part inside; this does not. idx is a part
+ * index (imap_mime_section_find's .part): for a single-part message, 0 is
+ * BINARY[1]. BINARY[] (the whole message, nothing to decode) is BODY[]: use the
+ * section calls.
  */
 int imap_mime_binary_write(const struct imap_mime_msg *m, int idx,
 			   uint64_t from, uint64_t count,
