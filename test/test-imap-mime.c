@@ -1060,7 +1060,7 @@ static void test_imap_mime_mixed_line_ends(void **state)
 
 	/* A subject of 1100 bytes goes out as a literal. */
 	assert_non_null(subject);
-	memcpy(subject, "Subject: ", 9);
+	(void)snprintf(subject, 10, "Subject: ");
 	memset(subject + 9, 'x', 1100);
 	memcpy(subject + 1109, "\n\n", 3);
 	parse(subject, false);
