@@ -97,8 +97,8 @@ static char *to_crlf(const char *want)
 }
 
 /* The window [from, from+count) of a section: want exactly, as sent. */
-static void expect_section_part(const char *spec, uint64_t from,
-				uint64_t count, const char *want)
+static void expect_section_part(const char *spec, uint64_t from, uint64_t count,
+				const char *want)
 {
 	struct imap_mime_section s;
 	struct buf b = BUF_INITIALIZER;
@@ -132,6 +132,9 @@ static void expect_section_err(const char *spec, int err)
 			 err);
 }
 
+static void expect_binary(int idx, uint64_t from, uint64_t count,
+			  const char *want, size_t n);
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -142,19 +145,18 @@ static int teardown(void **state)
 
 /* ---- single part ---- */
 
-static const char simple[] =
-	"Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\n"
-	"From: Terry Gray <gray@cac.washington.edu>\n"
-	"Subject: IMAP4rev1 WG mtg summary and minutes\n"
-	"To: imap@cac.washington.edu\n"
-	"cc: minutes@CNRI.Reston.VA.US,\n"
-	"\tJohn Klensin <KLENSIN@MIT.EDU>\n"
-	"Message-Id: <B27397-0100000@cac.washington.edu>\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\n"
-	"\n"
-	"Hello\n"
-	"World\n";
+static const char simple[] = "Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\n"
+			     "From: Terry Gray <gray@cac.washington.edu>\n"
+			     "Subject: IMAP4rev1 WG mtg summary and minutes\n"
+			     "To: imap@cac.washington.edu\n"
+			     "cc: minutes@CNRI.Reston.VA.US,\n"
+			     "\tJohn Klensin <KLENSIN@MIT.EDU>\n"
+			     "Message-Id: <B27397-0100000@cac.washington.edu>\n"
+			     "MIME-Version: 1.0\n"
+			     "Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\n"
+			     "\n"
+			     "Hello\n"
+			     "World\n";
 
 static const char simple_hdr[] =
 	"Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\n"
@@ -173,7 +175,8 @@ static void test_imap_mime_simple(void **state)
 	(void)state;
 	for (int crlf = 0; crlf < 2; crlf++) {
 		parse(simple, crlf);
-		/* RFC 3501 §8's example envelope, Sender and Reply-To from From. */
+		/* RFC 3501 §8's example envelope, Sender and Reply-To from
+		 * From. */
 		expect_env(0, "(\"Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\" "
 			      "\"IMAP4rev1 WG mtg summary and minutes\" "
 			      "((\"Terry Gray\" NIL \"gray\" "
@@ -223,11 +226,12 @@ static void test_imap_mime_header_sections(void **state)
 			       "cc: minutes@CNRI.Reston.VA.US,\n"
 			       "\tJohn Klensin <KLENSIN@MIT.EDU>\n"
 			       "\n");
-		expect_section("header.fields.not (Date From Subject To Cc "
-			       "Content-Type)",
-			       "Message-Id: <B27397-0100000@cac.washington.edu>\n"
-			       "MIME-Version: 1.0\n"
-			       "\n");
+		expect_section(
+			"header.fields.not (Date From Subject To Cc "
+			"Content-Type)",
+			"Message-Id: <B27397-0100000@cac.washington.edu>\n"
+			"MIME-Version: 1.0\n"
+			"\n");
 		/* Nothing matches: still the blank line. */
 		expect_section("HEADER.FIELDS (X-None)", "\n");
 		expect_section_err("HEADER.FIELDS ()", -EINVAL);
@@ -250,8 +254,7 @@ static void test_imap_mime_partial(void **state)
 	expect_section_part("", 500, 5, "");
 	expect_section_part("TEXT", 3, 4, "\ncd\r");
 	expect_section_part("TEXT", 0, UINT64_MAX, "ab\r\ncd\r\nef\r\n");
-	expect_section_part("HEADER.FIELDS (subject)", 5, 100,
-			    "ct: x\r\n\r\n");
+	expect_section_part("HEADER.FIELDS (subject)", 5, 100, "ct: x\r\n\r\n");
 	/* CRLF input: the same bytes, the same windows. */
 	parse("Subject: x\r\n\r\nab\r\ncd\r\nef\r\n", false);
 	expect_section_part("", 11, 3, "\n\r\n");
@@ -344,27 +347,29 @@ static void test_imap_mime_multipart(void **state)
 	for (int crlf = 0; crlf < 2; crlf++) {
 		parse(mixed, crlf);
 		assert_int_equal(msg.nparts, 5);
-		expect_body(true,
-			    "(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL "
-			    "NIL \"quoted-printable\" 29 2 NIL NIL NIL NIL)"
-			    "(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL "
-			    "\"7bit\" 14 1 NIL NIL NIL NIL) \"alternative\" "
-			    "(\"boundary\" \"==outer==-alt\") NIL NIL NIL)"
-			    "(\"application\" \"pdf\" (\"name\" \"report.pdf\") "
-			    "\"<part3@example.com>\" \"The \\\"report\\\"\" "
-			    "\"base64\" 22 \"Q2hlY2sgSW50ZWdyaXR5IQ==\" "
-			    "(\"attachment\" (\"filename\" \"report.pdf\" "
-			    "\"size\" \"12\")) (\"en\" \"fr\") "
-			    "\"http://example.com/r.pdf\") \"mixed\" "
-			    "(\"boundary\" \"==outer==\") NIL NIL NIL)");
-		expect_body(false,
-			    "(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL "
-			    "NIL \"quoted-printable\" 29 2)"
-			    "(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL "
-			    "\"7bit\" 14 1) \"alternative\")"
-			    "(\"application\" \"pdf\" (\"name\" \"report.pdf\") "
-			    "\"<part3@example.com>\" \"The \\\"report\\\"\" "
-			    "\"base64\" 22) \"mixed\")");
+		expect_body(
+			true,
+			"(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL "
+			"NIL \"quoted-printable\" 29 2 NIL NIL NIL NIL)"
+			"(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL "
+			"\"7bit\" 14 1 NIL NIL NIL NIL) \"alternative\" "
+			"(\"boundary\" \"==outer==-alt\") NIL NIL NIL)"
+			"(\"application\" \"pdf\" (\"name\" \"report.pdf\") "
+			"\"<part3@example.com>\" \"The \\\"report\\\"\" "
+			"\"base64\" 22 \"Q2hlY2sgSW50ZWdyaXR5IQ==\" "
+			"(\"attachment\" (\"filename\" \"report.pdf\" "
+			"\"size\" \"12\")) (\"en\" \"fr\") "
+			"\"http://example.com/r.pdf\") \"mixed\" "
+			"(\"boundary\" \"==outer==\") NIL NIL NIL)");
+		expect_body(
+			false,
+			"(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL "
+			"NIL \"quoted-printable\" 29 2)"
+			"(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL "
+			"\"7bit\" 14 1) \"alternative\")"
+			"(\"application\" \"pdf\" (\"name\" \"report.pdf\") "
+			"\"<part3@example.com>\" \"The \\\"report\\\"\" "
+			"\"base64\" 22) \"mixed\")");
 		expect_section("1.1", "Caf=C3=A9 au lait=\n please\n");
 		expect_section("1.2", "<p>Caf\xc3\xa9</p>\n");
 		expect_section("1.2.MIME",
@@ -386,7 +391,11 @@ static void test_imap_mime_multipart(void **state)
 				    "--==outer==-alt--\n");
 		expect_section_err("3", -ENOENT);
 		expect_section_err("1.3", -ENOENT);
-		expect_section_err("2.1", -ENOENT);
+		/* "2.1" of a leaf is the leaf, once (as Dovecot reads it). */
+		expect_section("2.1", "JVBERi0xLjQK\naGVsbG8=");
+		expect_section("1.2.1.MIME",
+			       "Content-Type: text/html; charset=utf-8\n\n");
+		expect_section_err("2.1.1", -ENOENT);
 		expect_section_err("1.HEADER", -ENOENT);
 		expect_section_err("1.TEXT", -ENOENT);
 	}
@@ -409,13 +418,15 @@ static void test_imap_mime_multipart_broken(void **state)
 	parse("Content-Type: multipart/mixed; boundary=zz\n\nno parts\n",
 	      false);
 	expect_body(true, "((\"text\" \"plain\" (\"charset\" \"us-ascii\") "
-			  "NIL NIL \"7bit\" 0 0) \"mixed\" (\"boundary\" "
-			  "\"zz\") NIL NIL NIL)");
+			  "NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) \"mixed\" "
+			  "(\"boundary\" \"zz\") NIL NIL NIL)");
 	expect_section_err("1", -ENOENT);
 
-	/* Multipart without a boundary parameter: one opaque part. */
+	/* Without a boundary parameter: no parts either (Dovecot too). */
 	parse("Content-Type: multipart/mixed\n\n--x\n\nbody\n", false);
-	expect_body(false, "(\"multipart\" \"mixed\" NIL NIL NIL \"7bit\" 13)");
+	expect_body(true, "((\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			  "NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) \"mixed\" NIL "
+			  "NIL NIL NIL)");
 
 	/* "--b" inside "--bb" lines, trailing blanks, empty parts. */
 	parse("Content-Type: multipart/mixed; boundary=b\n\n"
@@ -453,6 +464,396 @@ static void test_imap_mime_digest(void **state)
 	expect_section("1.HEADER", "From: x@y\nSubject: one\n\n");
 	expect_section("1.TEXT", "body one");
 	expect_section("1.1", "body one");
+}
+
+/* A Postfix bounce: multipart/report, message/delivery-status (no line
+ * count: not text), text/rfc822-headers (text: default charset). */
+static const char bounce[] =
+	"Return-Path: <>\n"
+	"Date: Mon, 7 Dec 2026 10:00:00 +0100\n"
+	"From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\n"
+	"To: alice@example.org\n"
+	"Subject: Undelivered Mail Returned to Sender\n"
+	"Auto-Submitted: auto-replied\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/report; report-type=delivery-status;\n"
+	"\tboundary=\"4F1C2A.1701.mx\"\n"
+	"Message-Id: <20261207090000.4F1C2A@mx.example.org>\n"
+	"\n"
+	"This is a MIME-encapsulated message.\n"
+	"\n"
+	"--4F1C2A.1701.mx\n"
+	"Content-Description: Notification\n"
+	"Content-Type: text/plain; charset=us-ascii\n"
+	"\n"
+	"I am sorry.\n"
+	"\n"
+	"--4F1C2A.1701.mx\n"
+	"Content-Description: Delivery report\n"
+	"Content-Type: message/delivery-status\n"
+	"\n"
+	"Reporting-MTA: dns; mx.example.org\n"
+	"\n"
+	"Final-Recipient: rfc822; bob@example.net\n"
+	"Action: failed\n"
+	"\n"
+	"--4F1C2A.1701.mx\n"
+	"Content-Description: Undelivered Message Headers\n"
+	"Content-Type: text/rfc822-headers\n"
+	"\n"
+	"From: alice@example.org\n"
+	"Subject: hi\n"
+	"\n"
+	"--4F1C2A.1701.mx--\n";
+
+static void test_imap_mime_bounce(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(bounce, crlf);
+		expect_env(0,
+			   "(\"Mon, 7 Dec 2026 10:00:00 +0100\" "
+			   "\"Undelivered Mail Returned to Sender\" "
+			   "((\"Mail Delivery System\" NIL \"MAILER-DAEMON\" "
+			   "\"mx.example.org\")) ((\"Mail Delivery System\" "
+			   "NIL \"MAILER-DAEMON\" \"mx.example.org\")) "
+			   "((\"Mail Delivery System\" NIL \"MAILER-DAEMON\" "
+			   "\"mx.example.org\")) ((NIL NIL \"alice\" "
+			   "\"example.org\")) NIL NIL NIL "
+			   "\"<20261207090000.4F1C2A@mx.example.org>\")");
+		expect_body(
+			true,
+			"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+			"\"Notification\" \"7bit\" 13 1 NIL NIL NIL NIL)"
+			"(\"message\" \"delivery-status\" NIL NIL "
+			"\"Delivery report\" \"7bit\" 96 NIL NIL NIL NIL)"
+			"(\"text\" \"rfc822-headers\" (\"charset\" "
+			"\"us-ascii\") NIL \"Undelivered Message Headers\" "
+			"\"7bit\" 38 2 NIL NIL NIL NIL) \"report\" "
+			"(\"report-type\" \"delivery-status\" \"boundary\" "
+			"\"4F1C2A.1701.mx\") NIL NIL NIL)");
+		expect_section("3", "From: alice@example.org\nSubject: hi\n");
+		expect_section("1", "I am sorry.\n");
+	}
+}
+
+/* Thunderbird: alternative of text and related (HTML, inline image). */
+static const char thunderbird[] =
+	"Message-ID: <5f3e1c2a-1111-2222-3333-444455556666@example.com>\n"
+	"Date: Sun, 6 Dec 2026 18:04:11 +0100\n"
+	"MIME-Version: 1.0\n"
+	"User-Agent: Mozilla Thunderbird\n"
+	"Content-Language: en-US\n"
+	"To: Bob <bob@example.net>\n"
+	"From: Alice <alice@example.com>\n"
+	"Subject: Photo\n"
+	"Content-Type: multipart/alternative;\n"
+	" boundary=\"------------Ab12Cd34Ef56\"\n"
+	"\n"
+	"This is a multi-part message in MIME format.\n"
+	"--------------Ab12Cd34Ef56\n"
+	"Content-Type: text/plain; charset=UTF-8; format=flowed\n"
+	"Content-Transfer-Encoding: 7bit\n"
+	"\n"
+	"Here it is: \n"
+	"the photo.\n"
+	"\n"
+	"--------------Ab12Cd34Ef56\n"
+	"Content-Type: multipart/related;\n"
+	" boundary=\"------------Zz98Yy76\"\n"
+	"\n"
+	"--------------Zz98Yy76\n"
+	"Content-Type: text/html; charset=UTF-8\n"
+	"Content-Transfer-Encoding: 7bit\n"
+	"\n"
+	"<html><body><img src=\"cid:part1.abc@example.com\"></body></html>\n"
+	"\n"
+	"--------------Zz98Yy76\n"
+	"Content-Type: image/png; name=\"dot.png\"\n"
+	"Content-Disposition: inline; filename=\"dot.png\"\n"
+	"Content-Id: <part1.abc@example.com>\n"
+	"Content-Transfer-Encoding: base64\n"
+	"\n"
+	"iVBORw0KGgo=\n"
+	"\n"
+	"--------------Zz98Yy76--\n"
+	"\n"
+	"--------------Ab12Cd34Ef56--\n";
+
+static void test_imap_mime_thunderbird(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(thunderbird, crlf);
+		expect_body(
+			true,
+			"((\"text\" \"plain\" (\"charset\" \"UTF-8\" \"format\" "
+			"\"flowed\") NIL NIL \"7bit\" 26 2 NIL NIL NIL NIL)"
+			"((\"text\" \"html\" (\"charset\" \"UTF-8\") NIL NIL "
+			"\"7bit\" 65 1 NIL NIL NIL NIL)(\"image\" \"png\" "
+			"(\"name\" \"dot.png\") \"<part1.abc@example.com>\" NIL "
+			"\"base64\" 14 NIL (\"inline\" (\"filename\" "
+			"\"dot.png\")) NIL NIL) \"related\" (\"boundary\" "
+			"\"------------Zz98Yy76\") NIL NIL NIL) \"alternative\" "
+			"(\"boundary\" \"------------Ab12Cd34Ef56\") NIL "
+			"(\"en-US\") NIL)");
+		expect_section("2.2", "iVBORw0KGgo=\n");
+		expect_section("2.2.MIME",
+			       "Content-Type: image/png; name=\"dot.png\"\n"
+			       "Content-Disposition: inline; "
+			       "filename=\"dot.png\"\n"
+			       "Content-Id: <part1.abc@example.com>\n"
+			       "Content-Transfer-Encoding: base64\n\n");
+		expect_section("1", "Here it is: \nthe photo.\n");
+		expect_binary(4, 0, UINT64_MAX, "\x89PNG\r\n\x1a\n", 8);
+	}
+}
+
+/*
+ * Real-world shapes (Outlook, Apple Mail, a Mailman digest): expected
+ * strings are what Dovecot 2.3.19 answers (doveadm fetch imap.envelope,
+ * imap.bodystructure, imap.body) for the same bytes.
+ */
+static const char outlook_msg[] =
+	"From: \"Smith, John\" <John.Smith@corp.example>\r\n"
+	"To: \"Doe, Jane\" <jane@corp.example>\r\n"
+	"Subject: RE: Budget\r\n"
+	"Thread-Topic: Budget\r\n"
+	"Date: Fri, 4 Dec 2026 14:02:11 +0000\r\n"
+	"Message-ID: <AM0PR01MB1234ABCD@AM0PR01MB1234.eurprd01.prod.outlook.com>\r\n"
+	"In-Reply-To: <AM0PR01MB9999@x.outlook.com>\r\n"
+	"Content-Language: en-GB\r\n"
+	"Content-Type: multipart/mixed;\r\n"
+	"\tboundary=\"_004_AM0PR01MB1234_\"\r\n"
+	"MIME-Version: 1.0\r\n"
+	"\r\n"
+	"--_004_AM0PR01MB1234_\r\n"
+	"Content-Type: multipart/alternative;\r\n"
+	"\tboundary=\"_000_AM0PR01MB1234_\"\r\n"
+	"\r\n"
+	"--_000_AM0PR01MB1234_\r\n"
+	"Content-Type: text/plain; charset=\"iso-8859-1\"\r\n"
+	"Content-Transfer-Encoding: quoted-printable\r\n"
+	"\r\n"
+	"See attached=2E\r\n"
+	"\r\n"
+	"--_000_AM0PR01MB1234_\r\n"
+	"Content-Type: text/html; charset=\"iso-8859-1\"\r\n"
+	"Content-Transfer-Encoding: quoted-printable\r\n"
+	"\r\n"
+	"<html><body>See attached.</body></html>\r\n"
+	"\r\n"
+	"--_000_AM0PR01MB1234_--\r\n"
+	"\r\n"
+	"--_004_AM0PR01MB1234_\r\n"
+	"Content-Type: application/vnd.openxmlformats-officedocument.spreadsheetml.sheet;\r\n"
+	"\tname=\"Budget 2027.xlsx\"\r\n"
+	"Content-Description: Budget 2027.xlsx\r\n"
+	"Content-Disposition: attachment; filename=\"Budget 2027.xlsx\"; size=10;\r\n"
+	"\tcreation-date=\"Fri, 04 Dec 2026 14:01:00 GMT\";\r\n"
+	"\tmodification-date=\"Fri, 04 Dec 2026 14:01:00 GMT\"\r\n"
+	"Content-Transfer-Encoding: base64\r\n"
+	"\r\n"
+	"UEsDBBQABgAI\r\n"
+	"\r\n"
+	"--_004_AM0PR01MB1234_--\r\n";
+
+static void test_imap_mime_dovecot_outlook(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(outlook_msg, crlf);
+		expect_env(
+			0,
+			"(\"Fri, 4 Dec 2026 14:02:11 +0000\" \"RE: Budget\" ((\"Smith"
+			", John\" NIL \"John.Smith\" \"corp.example\")) ((\"Smith, Jo"
+			"hn\" NIL \"John.Smith\" \"corp.example\")) ((\"Smith, John\""
+			" NIL \"John.Smith\" \"corp.example\")) ((\"Doe, Jane\" NIL \""
+			"jane\" \"corp.example\")) NIL NIL \"<AM0PR01MB9999@x.outlook"
+			".com>\" \"<AM0PR01MB1234ABCD@AM0PR01MB1234.eurprd01.prod.out"
+			"look.com>\")");
+		expect_body(
+			true,
+			"(((\"text\" \"plain\" (\"charset\" \"iso-8859-1\") NIL NIL \""
+			"quoted-printable\" 17 1 NIL NIL NIL NIL)(\"text\" \"html\" ("
+			"\"charset\" \"iso-8859-1\") NIL NIL \"quoted-printable\" 41 "
+			"1 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"_000_AM0P"
+			"R01MB1234_\") NIL NIL NIL)(\"application\" \"vnd.openxmlform"
+			"ats-officedocument.spreadsheetml.sheet\" (\"name\" \"Budget "
+			"2027.xlsx\") NIL \"Budget 2027.xlsx\" \"base64\" 14 NIL (\"a"
+			"ttachment\" (\"filename\" \"Budget 2027.xlsx\" \"size\" \"10"
+			"\" \"creation-date\" \"Fri, 04 Dec 2026 14:01:00 GMT\" \"mod"
+			"ification-date\" \"Fri, 04 Dec 2026 14:01:00 GMT\")) NIL NIL"
+			") \"mixed\" (\"boundary\" \"_004_AM0PR01MB1234_\") NIL (\"en"
+			"-GB\") NIL)");
+		expect_body(
+			false,
+			"(((\"text\" \"plain\" (\"charset\" \"iso-8859-1\") NIL NIL \""
+			"quoted-printable\" 17 1)(\"text\" \"html\" (\"charset\" \"is"
+			"o-8859-1\") NIL NIL \"quoted-printable\" 41 1) \"alternative"
+			"\")(\"application\" \"vnd.openxmlformats-officedocument.spre"
+			"adsheetml.sheet\" (\"name\" \"Budget 2027.xlsx\") NIL \"Budg"
+			"et 2027.xlsx\" \"base64\" 14) \"mixed\")");
+	}
+}
+
+static const char apple_msg[] =
+	"From: Ann <ann@icloud.example>\n"
+	"Content-Type: multipart/alternative;\n"
+	"\tboundary=\"Apple-Mail=_11111111-2222\"\n"
+	"Mime-Version: 1.0 (Mac OS X Mail 16.0 \\(3731.500.231\\))\n"
+	"Subject: Lunch?\n"
+	"Date: Sat, 5 Dec 2026 11:00:00 +0100\n"
+	"Message-Id: <AAAA-BBBB@icloud.example>\n"
+	"To: Bob <bob@example.net>\n"
+	"\n"
+	"\n"
+	"--Apple-Mail=_11111111-2222\n"
+	"Content-Transfer-Encoding: 7bit\n"
+	"Content-Type: text/plain;\n"
+	"\tcharset=us-ascii\n"
+	"\n"
+	"Noon?\n"
+	"\n"
+	"--Apple-Mail=_11111111-2222\n"
+	"Content-Type: multipart/related;\n"
+	"\ttype=\"text/html\";\n"
+	"\tboundary=\"Apple-Mail=_33333333-4444\"\n"
+	"\n"
+	"\n"
+	"--Apple-Mail=_33333333-4444\n"
+	"Content-Transfer-Encoding: 7bit\n"
+	"Content-Type: text/html;\n"
+	"\tcharset=us-ascii\n"
+	"\n"
+	"<html>Noon?<img src=\"cid:X\"></html>\n"
+	"--Apple-Mail=_33333333-4444\n"
+	"Content-Transfer-Encoding: base64\n"
+	"Content-Disposition: inline;\n"
+	"\tfilename=sig.png\n"
+	"Content-Type: image/png;\n"
+	"\tx-unix-mode=0644;\n"
+	"\tname=\"sig.png\"\n"
+	"Content-Id: <X>\n"
+	"\n"
+	"iVBORw0KGgo=\n"
+	"\n"
+	"--Apple-Mail=_33333333-4444--\n"
+	"\n"
+	"--Apple-Mail=_11111111-2222--\n";
+
+static void test_imap_mime_dovecot_apple(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(apple_msg, crlf);
+		expect_env(
+			0,
+			"(\"Sat, 5 Dec 2026 11:00:00 +0100\" \"Lunch?\" ((\"Ann\" NIL"
+			" \"ann\" \"icloud.example\")) ((\"Ann\" NIL \"ann\" \"icloud"
+			".example\")) ((\"Ann\" NIL \"ann\" \"icloud.example\")) ((\""
+			"Bob\" NIL \"bob\" \"example.net\")) NIL NIL NIL \"<AAAA-BBBB"
+			"@icloud.example>\")");
+		expect_body(
+			true,
+			"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7b"
+			"it\" 7 1 NIL NIL NIL NIL)((\"text\" \"html\" (\"charset\" \""
+			"us-ascii\") NIL NIL \"7bit\" 35 0 NIL NIL NIL NIL)(\"image\""
+			" \"png\" (\"x-unix-mode\" \"0644\" \"name\" \"sig.png\") \"<"
+			"X>\" NIL \"base64\" 14 NIL (\"inline\" (\"filename\" \"sig.p"
+			"ng\")) NIL NIL) \"related\" (\"type\" \"text/html\" \"bounda"
+			"ry\" \"Apple-Mail=_33333333-4444\") NIL NIL NIL) \"alternati"
+			"ve\" (\"boundary\" \"Apple-Mail=_11111111-2222\") NIL NIL NI"
+			"L)");
+		expect_body(
+			false,
+			"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7b"
+			"it\" 7 1)((\"text\" \"html\" (\"charset\" \"us-ascii\") NIL "
+			"NIL \"7bit\" 35 0)(\"image\" \"png\" (\"x-unix-mode\" \"0644"
+			"\" \"name\" \"sig.png\") \"<X>\" NIL \"base64\" 14) \"relate"
+			"d\") \"alternative\")");
+	}
+}
+
+static const char listdigest_msg[] =
+	"From: list-bounces@lists.example\n"
+	"List-Id: <dev.lists.example>\n"
+	"Subject: [dev] Digest, Vol 1, Issue 2\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/mixed; boundary=\"===============1==\"\n"
+	"\n"
+	"--===============1==\n"
+	"Content-Type: text/plain; charset=\"us-ascii\"\n"
+	"MIME-Version: 1.0\n"
+	"Content-Transfer-Encoding: 7bit\n"
+	"Content-Description: dev Digest, Vol 1, Issue 2\n"
+	"\n"
+	"Today's Topics:\n"
+	"\n"
+	"--===============1==\n"
+	"Content-Type: multipart/digest; boundary=\"===============2==\"\n"
+	"MIME-Version: 1.0\n"
+	"\n"
+	"--===============2==\n"
+	"Content-Type: message/rfc822\n"
+	"MIME-Version: 1.0\n"
+	"\n"
+	"From: a@b\n"
+	"Subject: one\n"
+	"Message-ID: <1@b>\n"
+	"\n"
+	"first\n"
+	"\n"
+	"--===============2==\n"
+	"\n"
+	"From: c@d\n"
+	"Subject: two\n"
+	"\n"
+	"second\n"
+	"\n"
+	"--===============2==--\n"
+	"\n"
+	"--===============1==--\n";
+
+static void test_imap_mime_dovecot_listdigest(void **state)
+{
+	(void)state;
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(listdigest_msg, crlf);
+		expect_env(
+			0,
+			"(NIL \"[dev] Digest, Vol 1, Issue 2\" ((NIL NIL \"list-bounc"
+			"es\" \"lists.example\")) ((NIL NIL \"list-bounces\" \"lists."
+			"example\")) ((NIL NIL \"list-bounces\" \"lists.example\")) N"
+			"IL NIL NIL NIL NIL)");
+		expect_body(
+			true,
+			"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL \"dev Di"
+			"gest, Vol 1, Issue 2\" \"7bit\" 17 1 NIL NIL NIL NIL)((\"mes"
+			"sage\" \"rfc822\" NIL NIL NIL \"7bit\" 53 (NIL \"one\" ((NIL"
+			" NIL \"a\" \"b\")) ((NIL NIL \"a\" \"b\")) ((NIL NIL \"a\" \""
+			"b\")) NIL NIL NIL NIL \"<1@b>\") (\"text\" \"plain\" (\"char"
+			"set\" \"us-ascii\") NIL NIL \"7bit\" 7 1 NIL NIL NIL NIL) 5 "
+			"NIL NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\""
+			" 35 (NIL \"two\" ((NIL NIL \"c\" \"d\")) ((NIL NIL \"c\" \"d"
+			"\")) ((NIL NIL \"c\" \"d\")) NIL NIL NIL NIL NIL) (\"text\" "
+			"\"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 8 1 NI"
+			"L NIL NIL NIL) 4 NIL NIL NIL NIL) \"digest\" (\"boundary\" \""
+			"===============2==\") NIL NIL NIL) \"mixed\" (\"boundary\" \""
+			"===============1==\") NIL NIL NIL)");
+		expect_body(
+			false,
+			"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL \"dev Di"
+			"gest, Vol 1, Issue 2\" \"7bit\" 17 1)((\"message\" \"rfc822\""
+			" NIL NIL NIL \"7bit\" 53 (NIL \"one\" ((NIL NIL \"a\" \"b\")"
+			") ((NIL NIL \"a\" \"b\")) ((NIL NIL \"a\" \"b\")) NIL NIL NI"
+			"L NIL \"<1@b>\") (\"text\" \"plain\" (\"charset\" \"us-ascii"
+			"\") NIL NIL \"7bit\" 7 1) 5)(\"message\" \"rfc822\" NIL NIL "
+			"NIL \"7bit\" 35 (NIL \"two\" ((NIL NIL \"c\" \"d\")) ((NIL N"
+			"IL \"c\" \"d\")) ((NIL NIL \"c\" \"d\")) NIL NIL NIL NIL NIL"
+			") (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7"
+			"bit\" 8 1) 4) \"digest\") \"mixed\")");
+	}
 }
 
 /* ---- message/rfc822 ---- */
@@ -525,8 +926,23 @@ static void test_imap_mime_rfc822(void **state)
 		expect_section("2.2.MIME", "Content-Type: text/html\n\n");
 		expect_section("2.MIME", "Content-Type: message/rfc822\n"
 					 "Content-Disposition: inline\n\n");
+		{
+			struct imap_mime_section a, h, t;
+
+			assert_int_equal(
+				imap_mime_section_find(&msg, "2", 1, &a), 0);
+			assert_int_equal(
+				imap_mime_section_find(&msg, "2.HEADER", 8, &h),
+				0);
+			assert_int_equal(
+				imap_mime_section_find(&msg, "2.TEXT", 6, &t),
+				0);
+			assert_int_equal(a.size, 258);
+			assert_int_equal(h.size + t.size, a.size);
+		}
 		expect_section_err("2.3", -ENOENT);
-		expect_section_err("2.1.1", -ENOENT);
+		expect_section("2.1.1", "plain");
+		expect_section_err("2.1.1.1", -ENOENT);
 		expect_env(msg.part[2].child,
 			   "(NIL \"hi\" ((\"Orig, Sender\" NIL \"orig\" "
 			   "\"example.net\")) ((\"Orig, Sender\" NIL \"orig\" "
@@ -558,12 +974,25 @@ static void test_imap_mime_rfc822_single(void **state)
 	expect_section("1.TEXT", "inner\n");
 	expect_section("1.1", "inner\n");
 
-	/* Encoded message/rfc822 is opaque: no envelope to give. */
+	/*
+	 * Encoded message/rfc822 (RFC 2046 forbids it) is parsed as it
+	 * stands: a header with no field, an empty body (Dovecot's answer).
+	 */
 	parse("Content-Type: message/rfc822\n"
 	      "Content-Transfer-Encoding: base64\n\nU3ViamVjdDogeA==\n",
 	      false);
-	expect_body(false, "(\"application\" \"octet-stream\" NIL NIL NIL "
-			   "\"base64\" 18)");
+	expect_body(false,
+		    "(\"message\" \"rfc822\" NIL NIL NIL \"base64\" 18 "
+		    "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" "
+		    "\"plain\" (\"charset\" \"us-ascii\") NIL NIL "
+		    "\"7bit\" 0 0) 1)");
+
+	/* message/global: a basic body (IMAP4rev1's grammar), sections
+	 * inside it all the same. */
+	parse("Content-Type: message/global\n\nSubject: g\n\nx\n", false);
+	expect_body(false, "(\"message\" \"global\" NIL NIL NIL \"7bit\" 17)");
+	expect_section("1.HEADER", "Subject: g\n\n");
+	expect_section("1.1", "x\n");
 }
 
 static void test_imap_mime_depth(void **state)
@@ -575,7 +1004,7 @@ static void test_imap_mime_depth(void **state)
 	assert_non_null(s);
 	for (int i = 0; i < 40; i++)
 		p += sprintf(p, "Content-Type: message/rfc822\n\n");
-	strcpy(p, "x\n");
+	memcpy(p, "x\n", 3);
 	imap_mime_parse(&msg, s, strlen(s));
 	assert_true(msg.truncated);
 	assert_int_equal(msg.nparts, IMAP_MIME_MAX_DEPTH + 1);
@@ -602,10 +1031,45 @@ static void test_imap_mime_many_parts(void **state)
 	assert_int_equal(msg.nparts, IMAP_MIME_MAX_PARTS);
 	assert_int_equal(imap_mime_bodystructure(&msg, 0, false, &b), 0);
 	assert_int_equal(imap_mime_section_find(&msg, "255", 3, &sec), 0);
-	assert_int_equal(imap_mime_section_find(&msg, "256", 3, &sec),
-			 -ENOENT);
+	assert_int_equal(imap_mime_section_find(&msg, "256", 3, &sec), -ENOENT);
 	free(b.s);
 	free(s);
+}
+
+static void test_imap_mime_mixed_line_ends(void **state)
+{
+	static const char m[] = "Subject : obs\r\nFrom: a@b\n"
+				"X-Long:\r\n folded\n\r\nbody\nline2\r\n";
+	struct buf b = BUF_INITIALIZER;
+	char *subject = malloc(1100 + 20);
+
+	(void)state;
+	parse(m, false);
+	/* Two bare LFs: two more octets than stored. */
+	assert_int_equal(imap_mime_crlf_len(msg.base, 0, msg.len),
+			 strlen(m) + 3);
+	expect_section("HEADER", "Subject : obs\r\nFrom: a@b\n"
+				 "X-Long:\r\n folded\n\r\n");
+	expect_section("HEADER.FIELDS (SUBJECT x-long)",
+		       "Subject : obs\r\nX-Long:\r\n folded\n\n");
+	expect_section("TEXT", "body\nline2\r\n");
+	expect_env(0, "(NIL \"obs\" ((NIL NIL \"a\" \"b\")) ((NIL NIL \"a\" "
+		      "\"b\")) ((NIL NIL \"a\" \"b\")) NIL NIL NIL NIL NIL)");
+	expect_body(false, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			   "NIL NIL \"7bit\" 13 2)");
+
+	/* A subject of 1100 bytes goes out as a literal. */
+	assert_non_null(subject);
+	(void)snprintf(subject, 10, "Subject: ");
+	memset(subject + 9, 'x', 1100);
+	memcpy(subject + 1109, "\n\n", 3);
+	parse(subject, false);
+	assert_int_equal(imap_mime_envelope(&msg, 0, &b), 0);
+	assert_true(b.len > 20);
+	assert_memory_equal(b.s, "(NIL {1100}\r\nxxx", 16);
+	assert_memory_equal(b.s + 13 + 1100, " NIL NIL", 8);
+	free(b.s);
+	free(subject);
 }
 
 /* ---- addresses ---- */
@@ -622,10 +1086,9 @@ static void expect_from(const char *from, const char *want)
 	/* The From list: after "NIL NIL " (no Date, no Subject). */
 	assert_true(b.len > 8);
 	p = b.s + 9;
-	if (strncmp(p, want, strlen(want)) != 0 ||
-	    p[strlen(want)] != ' ')
-		fail_msg("From: %s\ngot  %.*s\nwant %s", from,
-			 (int)(b.len - 9), p, want);
+	if (strncmp(p, want, strlen(want)) != 0 || p[strlen(want)] != ' ')
+		fail_msg("From: %s\ngot  %.*s\nwant %s", from, (int)(b.len - 9),
+			 p, want);
 	free(b.s);
 }
 
@@ -636,10 +1099,17 @@ static void test_imap_mime_addresses(void **state)
 	expect_from("<a@b>", "((NIL NIL \"a\" \"b\"))");
 	expect_from("John Q. Public <JQP@x.example>",
 		    "((\"John Q. Public\" NIL \"JQP\" \"x.example\"))");
+	/* Names with quotes go out as literals (Dovecot, Cyrus). */
 	expect_from("\"Joe \\\"Q\\\" Doe\" <j@x>",
-		    "((\"Joe \\\"Q\\\" Doe\" NIL \"j\" \"x\"))");
+		    "(({11}\r\nJoe \"Q\" Doe NIL \"j\" \"x\"))");
+	expect_from("a@b (c\\\"d)", "(({3}\r\nc\"d NIL \"a\" \"b\"))");
+	expect_from("\"\" <a@b>", "((NIL NIL \"a\" \"b\"))");
+	expect_from("a@b c@d", "((NIL NIL \"a\" \"b\"))");
+	expect_from("Name <broken, c@d", "((\"Name\" NIL \"broken\" "
+					 "\"SYNTAX_ERROR\")(NIL NIL \"c\" "
+					 "\"d\"))");
 	expect_from("\"john doe\"@example.com",
-		    "((NIL NIL \"\\\"john doe\\\"\" \"example.com\"))");
+		    "((NIL NIL \"john doe\" \"example.com\"))");
 	expect_from("pete(his account)@silly.test(his host)",
 		    "((\"his host\" NIL \"pete\" \"silly.test\"))");
 	expect_from("a@b (Real Name)", "((\"Real Name\" NIL \"a\" \"b\"))");
@@ -664,19 +1134,23 @@ static void test_imap_mime_addresses(void **state)
 	expect_from("\"folded\n name\" <f@x>",
 		    "((\"folded name\" NIL \"f\" \"x\"))");
 	/* Broken input: still addresses, never NIL hosts for mailboxes. */
-	expect_from("justaname", "((NIL NIL \"justaname\" \"MISSING_DOMAIN\"))");
+	expect_from("justaname",
+		    "((NIL NIL \"justaname\" \"MISSING_DOMAIN\"))");
 	expect_from("@nolocal", "((NIL NIL \"MISSING_MAILBOX\" \"nolocal\"))");
 	expect_from("Name <broken", "((\"Name\" NIL \"broken\" "
-				    "\"MISSING_DOMAIN\"))");
+				    "\"SYNTAX_ERROR\"))");
 	expect_from(", , a@b,,", "((NIL NIL \"a\" \"b\"))");
-	expect_from("<>", "NIL");
+	expect_from("<>", "((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\"))");
 	expect_from("", "NIL");
 	expect_from("G: a@b", "((NIL NIL \"G\" NIL)(NIL NIL \"a\" \"b\")"
 			      "(NIL NIL NIL NIL))");
-	/* An unclosed quote runs to the end: one odd local part. */
-	expect_from("\"unterminated <x@y>", "((NIL NIL \"\\\"unterminated <x@y>\" "
-					     "\"MISSING_DOMAIN\"))");
-	expect_from("B\xc3\xa4r <b@x>", "(({4}\r\nB\xc3\xa4r NIL \"b\" \"x\"))");
+	/* An unclosed quote runs to the end: no local part (Dovecot). */
+	expect_from("\"unterminated <x@y>",
+		    "((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\"))");
+	expect_from("\"unterminated name <x@y>",
+		    "((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\"))");
+	expect_from("B\xc3\xa4r <b@x>",
+		    "(({4}\r\nB\xc3\xa4r NIL \"b\" \"x\"))");
 }
 
 static void test_imap_mime_envelope_fields(void **state)
@@ -687,14 +1161,22 @@ static void test_imap_mime_envelope_fields(void **state)
 	      "Subject: =?iso-8859-1?q?caf=E9?=  \n"
 	      "Message-ID:\n <folded@x>\n\n",
 	      false);
-	expect_env(0, "(NIL \"=?iso-8859-1?q?caf=E9?=\" ((NIL NIL \"f\" \"x\")) "
-		      "((NIL NIL \"f\" \"x\")) ((NIL NIL \"r\" \"x\")) "
-		      "((NIL NIL \"t\" \"x\")) NIL ((NIL NIL \"b\" \"x\")) "
-		      "NIL \"<folded@x>\")");
-	/* Quotes and backslashes escaped; 8-bit and long text: literals. */
-	parse("Subject: say \"hi\" \\o/\nIn-Reply-To: caf\xc3\xa9\n\n", false);
-	expect_env(0, "(NIL \"say \\\"hi\\\" \\\\o/\" NIL NIL NIL NIL NIL NIL "
-		      "{5}\r\ncaf\xc3\xa9 NIL)");
+	expect_env(0,
+		   "(NIL \"=?iso-8859-1?q?caf=E9?=\" ((NIL NIL \"f\" \"x\")) "
+		   "((NIL NIL \"f\" \"x\")) ((NIL NIL \"r\" \"x\")) "
+		   "((NIL NIL \"t\" \"x\")) NIL ((NIL NIL \"b\" \"x\")) "
+		   "NIL \" <folded@x>\")");
+	/*
+	 * Quotes and backslashes: escaped in most strings, a literal for
+	 * the subject and names (as Dovecot sends them); 8-bit: literal.
+	 * Blanks after the colon go, trailing ones stay (Dovecot's rule)
+	 * except in the subject.
+	 */
+	parse("Subject: say \"hi\" \\o/ \nIn-Reply-To: caf\xc3\xa9\n"
+	      "Message-ID: <a\"b\\c@x>  \n\n",
+	      false);
+	expect_env(0, "(NIL {12}\r\nsay \"hi\" \\o/ NIL NIL NIL NIL NIL NIL "
+		      "{5}\r\ncaf\xc3\xa9 \"<a\\\"b\\\\c@x>  \")");
 	/* The first of repeated fields counts; an empty Subject is "". */
 	parse("Subject:\nSubject: second\n\n", false);
 	expect_env(0, "(NIL \"\" NIL NIL NIL NIL NIL NIL NIL NIL)");
@@ -703,7 +1185,8 @@ static void test_imap_mime_envelope_fields(void **state)
 static void test_imap_mime_params(void **state)
 {
 	(void)state;
-	/* RFC 2231 continuations joined; extended ones keep name*. */
+	/* RFC 2231 continuations joined, after the plain parameters as
+	 * Dovecot puts them; extended ones keep name*. */
 	parse("Content-Type: application/x-stuff;\n"
 	      " title*0*=us-ascii'en'This%20is%20even%20more%20;\n"
 	      " title*1*=%2A%2A%2Afun%2A%2A%2A%20;\n"
@@ -712,12 +1195,13 @@ static void test_imap_mime_params(void **state)
 	      "Content-Disposition: ATTACHMENT; filename*0=\"long\";"
 	      " filename*1=\"name.txt\"\n\n",
 	      false);
-	expect_body(true,
-		    "(\"application\" \"x-stuff\" (\"title*\" "
-		    "\"us-ascii'en'This%20is%20even%20more%20%2A%2A%2Afun%2A%2A"
-		    "%2A%20isn't it!\" \"NAME\" \"plain\" \"x\" \"a\\\\b\") "
-		    "NIL NIL \"7bit\" 0 NIL (\"ATTACHMENT\" (\"filename\" "
-		    "\"longname.txt\")) NIL NIL)");
+	expect_body(
+		true,
+		"(\"application\" \"x-stuff\" (\"NAME\" \"plain\" \"x\" "
+		"\"a\\\\b\" \"title*\" \"us-ascii'en'This%20is%20even%20more"
+		"%20%2A%2A%2Afun%2A%2A%2A%20isn't it!\") NIL NIL \"7bit\" 0 "
+		"NIL (\"ATTACHMENT\" (\"filename\" \"longname.txt\")) NIL "
+		"NIL)");
 }
 
 /* ---- search, dates, binary ---- */
@@ -734,29 +1218,54 @@ static void test_imap_mime_search(void **state)
 			 0);
 	assert_int_equal(imap_mime_header_search(&msg, 0, NULL, "FROM: A@", 8),
 			 1);
-	assert_int_equal(imap_mime_header_search(&msg, 0, "Subject", "", 0),
-			 1);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "Subject", "", 0), 1);
 	assert_int_equal(imap_mime_header_search(&msg, 0, "X-None", "", 0), 0);
 	/* QP decoded, soft line break joined, across chunks. */
-	assert_int_equal(imap_mime_body_search(&msg, "caf\xc3\xa9 au laIT please",
-					       20),
-			 1);
+	assert_int_equal(
+		imap_mime_body_search(&msg, "caf\xc3\xa9 au laIT please", 20),
+		1);
 	assert_int_equal(imap_mime_body_search(&msg, "=C3", 3), 0);
 	/* The base64 part is no text: not searched. */
 	assert_int_equal(imap_mime_body_search(&msg, "hello", 5), 0);
 	assert_int_equal(imap_mime_body_search(&msg, "<P>CAF", 6), 1);
 	/* Folded header values are unfolded for search. */
 	parse("Subject: abc\n def\n\nbase64 below\n", false);
-	assert_int_equal(imap_mime_header_search(&msg, 0, "subject", "abc def",
-						 7),
-			 1);
-	assert_int_equal(imap_mime_header_get(&msg, 0, "SUBJECT", 0, &off,
-					      &len),
-			 0);
+	assert_int_equal(
+		imap_mime_header_search(&msg, 0, "subject", "abc def", 7), 1);
+	assert_int_equal(
+		imap_mime_header_get(&msg, 0, "SUBJECT", 0, &off, &len), 0);
 	assert_memory_equal(msg.base + off, " abc\n def", len);
-	assert_int_equal(imap_mime_header_get(&msg, 0, "subject", 1, &off,
-					      &len),
-			 -ENOENT);
+	assert_int_equal(
+		imap_mime_header_get(&msg, 0, "subject", 1, &off, &len),
+		-ENOENT);
+	{
+		struct buf v = BUF_INITIALIZER;
+
+		assert_int_equal(
+			imap_mime_header_value(&msg, 0, "Subject", 0, &v), 0);
+		assert_int_equal(v.len, 7);
+		assert_memory_equal(v.s, "abc def", 7);
+		free(v.s);
+		assert_int_equal(
+			imap_mime_header_value(&msg, 0, "Subject", 1, &v),
+			-ENOENT);
+	}
+	/* RFC 2047: decoded, blanks between encoded words dropped. */
+	parse("Subject: =?utf-8?q?caf=C3=A9_au?=\n =?UTF-8?B?IGxhaXQ=?= "
+	      "=?x?q?broken ?= tail\nX-Empty:\n\n",
+	      false);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "subject",
+						 "caf\xc3\xa9 au lait ", 14),
+			 1);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "subject",
+						 "lait =?x?q?broken ?= TAIL",
+						 25),
+			 1);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "subject", "C3", 2),
+			 0);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "x-empty", "", 0), 1);
+	assert_int_equal(imap_mime_header_search(&msg, 0, "x-empty", " ", 1),
+			 0);
 	parse("Content-Transfer-Encoding: base64\n\naGVs\nbG8g\nd29y bGQ=\n",
 	      false);
 	assert_int_equal(imap_mime_body_search(&msg, "LO WOR", 6), 1);
@@ -804,8 +1313,7 @@ static void test_imap_mime_dates(void **state)
 			 -EINVAL);
 	assert_int_equal(imap_mime_date_parse("1 Foo 2000", 10, &t, NULL),
 			 -EINVAL);
-	assert_int_equal(imap_mime_date_parse("1 Jan 2000 25:00", 16, &t,
-					      NULL),
+	assert_int_equal(imap_mime_date_parse("1 Jan 2000 25:00", 16, &t, NULL),
 			 -EINVAL);
 	assert_int_equal(imap_mime_date_parse("1 Jan", 5, &t, NULL), -EINVAL);
 	parse(simple, false);
@@ -822,8 +1330,7 @@ static void expect_binary(int idx, uint64_t from, uint64_t count,
 	uint64_t size;
 
 	assert_int_equal(imap_mime_binary_write(&msg, idx, from, count,
-						imap_mime_buf_append, &b,
-						NULL),
+						imap_mime_buf_append, &b, NULL),
 			 0);
 	assert_int_equal(b.len, n);
 	assert_memory_equal(b.s, want, n);
@@ -867,10 +1374,20 @@ int main(void)
 					  teardown),
 		cmocka_unit_test_teardown(test_imap_mime_partial, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_defaults, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_mixed_line_ends,
+					  teardown),
 		cmocka_unit_test_teardown(test_imap_mime_multipart, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_multipart_broken,
 					  teardown),
 		cmocka_unit_test_teardown(test_imap_mime_digest, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_bounce, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_thunderbird, teardown),
+		cmocka_unit_test_teardown(test_imap_mime_dovecot_outlook,
+					  teardown),
+		cmocka_unit_test_teardown(test_imap_mime_dovecot_apple,
+					  teardown),
+		cmocka_unit_test_teardown(test_imap_mime_dovecot_listdigest,
+					  teardown),
 		cmocka_unit_test_teardown(test_imap_mime_rfc822, teardown),
 		cmocka_unit_test_teardown(test_imap_mime_rfc822_single,
 					  teardown),

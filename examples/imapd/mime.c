@@ -130,8 +130,7 @@ struct field {
  * The next field of a header in [*pos, hend). Lines that are no field (no
  * colon, or stray continuation lines) are skipped, as Dovecot does.
  */
-static bool field_next(const char *b, size_t *pos, size_t hend,
-		       struct field *f)
+static bool field_next(const char *b, size_t *pos, size_t hend, struct field *f)
 {
 	size_t p = *pos;
 
@@ -279,8 +278,7 @@ struct param {
 };
 
 /* The next "; name=value" in [*pos, end); junk is skipped. */
-static bool param_next(const char *b, size_t *pos, size_t end,
-		       struct param *pr)
+static bool param_next(const char *b, size_t *pos, size_t end, struct param *pr)
 {
 	size_t p = *pos;
 
@@ -426,9 +424,8 @@ static void multipart_split(struct imap_mime_msg *m, int idx, const char *bd,
 static void part_fields(struct imap_mime_msg *m, struct imap_mime_part *p)
 {
 	const char *b = m->base;
-	struct imap_mime_span *s[] = {&p->ctype, &p->cte,  &p->cid,
-				      &p->cdesc, &p->cdisp, &p->clang,
-				      &p->cloc,	 &p->cmd5};
+	struct imap_mime_span *s[] = {&p->ctype, &p->cte,   &p->cid,  &p->cdesc,
+				      &p->cdisp, &p->clang, &p->cloc, &p->cmd5};
 	static const char *const names[] = {
 		"Content-Type",	       "Content-Transfer-Encoding",
 		"Content-ID",	       "Content-Description",
@@ -448,27 +445,18 @@ static void part_fields(struct imap_mime_msg *m, struct imap_mime_part *p)
 	}
 }
 
-/* Encapsulated messages in base64 or QP are not parsed: opaque. */
-static bool cte_is_identity(const char *b, const struct imap_mime_span *s)
-{
-	size_t p = s->off, end, n;
-
-	if (s->off == ABSENT)
-		return true;
-	end = s->off + s->len;
-	skip_cfws(b, &p, end);
-	n = token(b, &p, end);
-	return n == 0 || ieq(b + p - n, n, "7bit") || ieq(b + p - n, n, "8bit") ||
-	       ieq(b + p - n, n, "binary");
-}
-
+/*
+ * Recursive, as are the writers (body, body_leaf, body_multipart) and
+ * multipart_split: the depth is bounded by IMAP_MIME_MAX_DEPTH, and so is
+ * the stack (a few hundred bytes a level).
+ */
 static int part_parse(struct imap_mime_msg *m, int parent, size_t off,
 		      size_t end, unsigned depth, bool in_digest)
 {
 	const char *b = m->base;
 	struct imap_mime_part *p;
-	struct ctype ct;
-	struct param bd;
+	struct ctype ct = {0};
+	struct param bd = {0};
 	int idx;
 
 	if (m->nparts >= IMAP_MIME_MAX_PARTS) {
@@ -490,10 +478,13 @@ static int part_parse(struct imap_mime_msg *m, int parent, size_t off,
 	part_fields(m, p);
 
 	if (ctype_parse(b, &p->ctype, &ct)) {
-		if (ieq(b + ct.type, ct.type_len, "multipart") &&
-		    param_find(b, ct.params, p->ctype.off + p->ctype.len,
-			       "boundary", &bd) &&
-		    bd.val_len > 0 && bd.val_len <= 200)
+		/*
+		 * Without a usable boundary a multipart has no parts (Dovecot
+		 * writes it so too). An encoded message/rfc822 (RFC 2046
+		 * forbids it) is parsed as it stands, as Dovecot does: the
+		 * type stays true, the envelope comes out empty.
+		 */
+		if (ieq(b + ct.type, ct.type_len, "multipart"))
 			p->kind = IMAP_MIME_MULTIPART;
 		else if (ieq(b + ct.type, ct.type_len, "message") &&
 			 (ieq(b + ct.sub, ct.sub_len, "rfc822") ||
@@ -502,14 +493,15 @@ static int part_parse(struct imap_mime_msg *m, int parent, size_t off,
 	} else if (in_digest) {
 		p->kind = IMAP_MIME_MESSAGE;
 	}
-	if (p->kind == IMAP_MIME_MESSAGE && !cte_is_identity(b, &p->cte))
-		p->kind = IMAP_MIME_LEAF;
 	if (p->kind != IMAP_MIME_LEAF && depth >= IMAP_MIME_MAX_DEPTH) {
 		m->truncated = true;
 		p->kind = IMAP_MIME_LEAF;
 	}
 
-	if (p->kind == IMAP_MIME_MULTIPART) {
+	if (p->kind == IMAP_MIME_MULTIPART &&
+	    param_find(b, ct.params, p->ctype.off + p->ctype.len, "boundary",
+		       &bd) &&
+	    bd.val_len > 0 && bd.val_len <= 200) {
 		/* A quoted boundary may hold escapes: unescape it first. */
 		char bnd[200];
 		size_t bn = 0;
@@ -642,10 +634,12 @@ static size_t str_begin(struct out *o)
 }
 
 /*
- * Turn the bytes appended since start into an IMAP string: quoted, with
- * \" and \\ escaped, when they are short 7-bit text; a literal otherwise.
+ * Turn the bytes appended since start into an IMAP string: quoted when
+ * they are short 7-bit text, with " and \\ escaped; a literal otherwise.
+ * Text meant for people (subject, display names) goes out as a literal
+ * rather than escaped, as Dovecot and Cyrus send it.
  */
-static void str_end(struct out *o, size_t start)
+static void str_end_as(struct out *o, size_t start, bool human)
 {
 	size_t n, esc = 0;
 	bool lit;
@@ -659,7 +653,8 @@ static void str_end(struct out *o, size_t start)
 	for (size_t i = 0; i < n && !lit; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		lit = c >= 0x80 || c == '\r' || c == '\n' || c == '\0';
+		lit = c >= 0x80 || c == '\r' || c == '\n' || c == '\0' ||
+		      (human && (c == '"' || c == '\\'));
 		esc += c == '"' || c == '\\';
 	}
 	if (lit) {
@@ -687,9 +682,14 @@ static void str_end(struct out *o, size_t start)
 	o->b->len += esc + 2;
 }
 
+static void str_end(struct out *o, size_t start)
+{
+	str_end_as(o, start, false);
+}
+
 /* A header value, unfolded, surrounding whitespace trimmed, or NIL. */
-static void out_nvalue(struct out *o, const char *b,
-		       const struct imap_mime_span *s)
+static void out_nvalue_as(struct out *o, const char *b,
+			  const struct imap_mime_span *s, bool human)
 {
 	size_t p, e, st;
 
@@ -697,16 +697,28 @@ static void out_nvalue(struct out *o, const char *b,
 		out_s(o, "NIL");
 		return;
 	}
+	/*
+	 * Dovecot's rule: blanks after the colon go, the rest stays as
+	 * unfolded (a value starting on the next line keeps that line's
+	 * blank; trailing blanks stay). Text for people is trimmed.
+	 */
 	p = s->off;
 	e = s->off + s->len;
-	while (p < e && (is_wsp(b[p]) || b[p] == '\r' || b[p] == '\n'))
+	while (p < e &&
+	       (is_wsp(b[p]) || (human && (b[p] == '\r' || b[p] == '\n'))))
 		p++;
-	while (e > p && (is_wsp(b[e - 1]) || b[e - 1] == '\r' ||
-			 b[e - 1] == '\n'))
+	while (human && e > p &&
+	       (is_wsp(b[e - 1]) || b[e - 1] == '\r' || b[e - 1] == '\n'))
 		e--;
 	st = str_begin(o);
 	out_text(o, b + p, e - p);
-	str_end(o, st);
+	str_end_as(o, st, human);
+}
+
+static void out_nvalue(struct out *o, const char *b,
+		       const struct imap_mime_span *s)
+{
+	out_nvalue_as(o, b, s, false);
 }
 
 /* ---- addresses (RFC 5322 §3.4, with obsolete forms) ---- */
@@ -800,6 +812,18 @@ static bool tok_word(const struct tok *t)
 	return t->kind == TK_WORD || t->kind == TK_QUOTED;
 }
 
+/* Does the quoted string b[off..off+len) end with its closing quote? */
+static bool quoted_closed(const char *b, size_t off, size_t len)
+{
+	for (size_t p = off + 1; p < off + len; p++) {
+		if (b[p] == '\\')
+			p++;
+		else if (b[p] == '"')
+			return p == off + len - 1;
+	}
+	return false;
+}
+
 /* A display name: words joined by one space, quoted strings unquoted. */
 struct words {
 	size_t off[16], len[16];
@@ -815,12 +839,14 @@ static void out_words(struct out *o, const char *b, const struct words *w)
 		if (i > 0)
 			out_c(o, ' ');
 		if (w->quoted[i])
-			out_unquote(o, b + w->off[i] + 1,
-				    w->len[i] >= 2 ? w->len[i] - 2 : 0);
+			out_unquote(
+				o, b + w->off[i] + 1,
+				w->len[i] - 1 -
+					quoted_closed(b, w->off[i], w->len[i]));
 		else
 			out_text(o, b + w->off[i], w->len[i]);
 	}
-	str_end(o, st);
+	str_end_as(o, st, true);
 }
 
 /* Local part or domain: tokens as written, CFWS dropped; or fallback. */
@@ -829,8 +855,15 @@ static void out_joined(struct out *o, const char *b, const struct words *w,
 {
 	size_t st = str_begin(o);
 
+	/*
+	 * Quoted local parts lose their quotes, as in Dovecot; an unclosed
+	 * one is no local part (MISSING_MAILBOX, as Dovecot answers too).
+	 */
 	for (unsigned i = 0; i < w->n; i++)
-		out_text(o, b + w->off[i], w->len[i]);
+		if (w->quoted[i] && quoted_closed(b, w->off[i], w->len[i]))
+			out_unquote(o, b + w->off[i] + 1, w->len[i] - 2);
+		else if (!w->quoted[i])
+			out_text(o, b + w->off[i], w->len[i]);
 	if (o->b->len == st)
 		out_s(o, fallback);
 	str_end(o, st);
@@ -850,13 +883,18 @@ static void words_add(struct words *w, const struct tok *t)
 }
 
 /* Collect words, dots and domain literals up to the next special. */
-static void lex_words(struct lex *lx, struct words *w, struct tok *t,
-		      bool dlit)
+/*
+ * Collect words (and, for domains, domain literals) up to the next
+ * special; a domain is one word: what follows it is junk to skip, as
+ * Dovecot skips it ("a@b c" is a@b).
+ */
+static void lex_words(struct lex *lx, struct words *w, struct tok *t, bool dom)
 {
 	w->n = 0;
 	for (;;) {
 		lex_next(lx, t);
-		if (tok_word(t) || (dlit && t->kind == TK_DLIT))
+		if ((tok_word(t) || (dom && t->kind == TK_DLIT)) &&
+		    !(dom && w->n == 1))
 			words_add(w, t);
 		else
 			return;
@@ -866,18 +904,25 @@ static void lex_words(struct lex *lx, struct words *w, struct tok *t,
 static void out_mailbox(struct out *o, const struct lex *lx,
 			const struct words *name, size_t cmt, size_t cmt_len,
 			const struct words *route, const struct words *local,
-			const struct words *domain)
+			const struct words *domain, bool broken)
 {
 	const char *b = lx->b;
 
 	out_c(o, '(');
 	if (name->n > 0) {
+		size_t st = o->b->len;
+
 		out_words(o, b, name);
+		/* An empty name ("" <a@b>) is no name, as in Dovecot. */
+		if (o->err == 0 && o->b->len == st + 2 && o->b->s[st] == '"') {
+			o->b->len = st;
+			out_s(o, "NIL");
+		}
 	} else if (cmt != ABSENT && cmt_len > 0) {
 		size_t st = str_begin(o);
 
-		out_text(o, b + cmt, cmt_len);
-		str_end(o, st);
+		out_unquote(o, b + cmt, cmt_len); /* \x escapes too */
+		str_end_as(o, st, true);
 	} else {
 		out_s(o, "NIL");
 	}
@@ -895,7 +940,11 @@ static void out_mailbox(struct out *o, const struct lex *lx,
 	out_c(o, ' ');
 	out_joined(o, b, local, "MISSING_MAILBOX");
 	out_c(o, ' ');
-	out_joined(o, b, domain, "MISSING_DOMAIN");
+	/* An unclosed "<": Dovecot's SYNTAX_ERROR for the host. */
+	if (broken)
+		out_s(o, "\"SYNTAX_ERROR\"");
+	else
+		out_joined(o, b, domain, "MISSING_DOMAIN");
 	out_c(o, ')');
 }
 
@@ -929,11 +978,14 @@ static void angle_addr(struct out *o, struct lex *lx, const struct words *name,
 	lex_words(lx, &local, &t, false);
 	if (tok_is(&t, '@'))
 		lex_words(lx, &domain, &t, true);
-	while (t.kind != TK_END && !tok_is(&t, '>'))
+	/* An unclosed "<" ends at the next "," (Dovecot's reading). */
+	while (t.kind != TK_END && !tok_is(&t, '>') && !tok_is(&t, ','))
 		lex_next(lx, &t);
-	if (local.n == 0 && domain.n == 0 && name->n == 0)
-		return; /* "<>": no address */
-	out_mailbox(o, lx, name, cmt, cmt_len, &route, &local, &domain);
+	if (tok_is(&t, ','))
+		lx->p = t.off; /* the list's separator: leave it */
+	/* "<>" too is an address: MISSING_MAILBOX, as in Dovecot. */
+	out_mailbox(o, lx, name, cmt, cmt_len, &route, &local, &domain,
+		    !tok_is(&t, '>'));
 }
 
 /* Skip to the "," or ";" that ends a broken item (not consuming it). */
@@ -954,7 +1006,8 @@ static void skip_item(struct lex *lx, struct tok *t)
  * One address list. Returns the number of entries written (group
  * markers included); 0 means "NIL" was written.
  */
-static unsigned addr_list(struct out *o, const char *b, const struct imap_mime_span *s)
+static unsigned addr_list(struct out *o, const char *b,
+			  const struct imap_mime_span *s)
 {
 	struct lex lx = {b, s->off, s->off + s->len, ABSENT, 0};
 	size_t start = o->b->len;
@@ -986,13 +1039,13 @@ static unsigned addr_list(struct out *o, const char *b, const struct imap_mime_s
 
 			lex_words(&lx, &domain, &t, true);
 			out_mailbox(o, &lx, &none, lx.cmt, lx.cmt_len, NULL,
-				    &name, &domain);
+				    &name, &domain, false);
 		} else if (name.n > 0) {
 			struct words none = {.n = 0};
 
 			/* A bare word: a mailbox without a domain. */
 			out_mailbox(o, &lx, &none, lx.cmt, lx.cmt_len, NULL,
-				    &name, &none);
+				    &name, &none, false);
 		}
 		if (o->b->len != before)
 			count++;
@@ -1043,7 +1096,7 @@ static void envelope(struct out *o, const struct imap_mime_msg *m,
 		     const struct imap_mime_part *p)
 {
 	static const char *const names[ENV_N] = {
-		"Date", "Subject", "From", "Sender", "Reply-To",
+		"Date", "Subject", "From", "Sender",	  "Reply-To",
 		"To",	"Cc",	   "Bcc",  "In-Reply-To", "Message-ID",
 	};
 	struct imap_mime_span s[ENV_N];
@@ -1060,7 +1113,7 @@ static void envelope(struct out *o, const struct imap_mime_msg *m,
 	out_c(o, '(');
 	out_nvalue(o, b, &s[ENV_DATE]);
 	out_c(o, ' ');
-	out_nvalue(o, b, &s[ENV_SUBJECT]);
+	out_nvalue_as(o, b, &s[ENV_SUBJECT], true);
 	for (int i = ENV_FROM; i <= ENV_BCC; i++) {
 		size_t before = o->b->len;
 
@@ -1180,16 +1233,21 @@ static void out_params(struct out *o, const char *b, size_t params, size_t end,
 		       bool default_charset)
 {
 	struct param pr;
-	size_t p = params, blen;
+	size_t p, blen;
 	bool first = true, charset = false, ext;
 
-	while (params != ABSENT && param_next(b, &p, end, &pr)) {
-		if (param_section(b, &pr, &blen, &ext) > 0)
-			continue; /* joined into its section 0 */
-		out_s(o, first ? "(" : " ");
-		first = false;
-		charset |= ieq(b + pr.name, pr.name_len, "charset");
-		out_param(o, b, params, end, &pr);
+	/* Dovecot's order: plain parameters, then the joined RFC 2231 ones. */
+	for (int pass = 0; pass < 2 && params != ABSENT; pass++) {
+		for (p = params; param_next(b, &p, end, &pr);) {
+			long sec = param_section(b, &pr, &blen, &ext);
+
+			if (pass == 0 ? sec >= 0 : sec != 0)
+				continue; /* later sections join section 0 */
+			out_s(o, first ? "(" : " ");
+			first = false;
+			charset |= ieq(b + pr.name, pr.name_len, "charset");
+			out_param(o, b, params, end, &pr);
+		}
 	}
 	if (default_charset && !charset) {
 		out_s(o, first ? "(" : " ");
@@ -1280,8 +1338,10 @@ static void body_multipart(struct out *o, const struct imap_mime_msg *m,
 
 	(void)ctype_parse(b, &p->ctype, &ct);
 	if (p->child < 0)
-		out_s(o, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
-			 "NIL NIL \"7bit\" 0 0)");
+		out_s(o, ext ? "(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			       "NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)"
+			     : "(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+			       "NIL NIL \"7bit\" 0 0)");
 	for (int c = p->child; c >= 0; c = m->part[c].next)
 		body(o, m, c, ext);
 	out_c(o, ' ');
@@ -1298,9 +1358,16 @@ static void body_leaf(struct out *o, const struct imap_mime_msg *m,
 {
 	const char *b = m->base;
 	struct ctype ct;
-	bool text = false, has = ctype_parse(b, &p->ctype, &ct);
+	bool text = false, has = ctype_parse(b, &p->ctype, &ct), encap;
 	size_t cte = 0, cte_n = 0;
 
+	/*
+	 * message/global is written as a basic body: the envelope form is
+	 * RFC 9051's only, and IMAP4rev1 parsers (and Dovecot 2.3) expect
+	 * none. Its sections (2.HEADER, 2.1) work all the same.
+	 */
+	encap = p->kind == IMAP_MIME_MESSAGE &&
+		!(has && ieq(b + ct.sub, ct.sub_len, "global"));
 	if (p->kind == IMAP_MIME_MESSAGE && !has) {
 		out_s(o, "\"message\" \"rfc822\"");
 	} else if (!has) {
@@ -1308,9 +1375,8 @@ static void body_leaf(struct out *o, const struct imap_mime_msg *m,
 		text = true;
 	} else if (p->kind == IMAP_MIME_LEAF &&
 		   ieq(b + ct.type, ct.type_len, "message") &&
-		   (ieq(b + ct.sub, ct.sub_len, "rfc822") ||
-		    ieq(b + ct.sub, ct.sub_len, "global"))) {
-		/* Opaque (encoded, or too deep): no envelope to give. */
+		   ieq(b + ct.sub, ct.sub_len, "rfc822")) {
+		/* Opaque (too deep): no envelope to give. */
 		out_s(o, "\"application\" \"octet-stream\"");
 	} else {
 		text = ieq(b + ct.type, ct.type_len, "text");
@@ -1335,13 +1401,13 @@ static void body_leaf(struct out *o, const struct imap_mime_msg *m,
 	}
 	out_token_or(o, b, cte, cte_n, "7bit");
 	out_u64(o, imap_mime_crlf_len(b, p->body_off, p->body_len));
-	if (p->kind == IMAP_MIME_MESSAGE) {
+	if (encap) {
 		out_c(o, ' ');
 		envelope(o, m, &m->part[p->child]);
 		out_c(o, ' ');
 		body(o, m, p->child, ext);
 	}
-	if (text || p->kind == IMAP_MIME_MESSAGE)
+	if (text || encap)
 		out_u64(o, count_lf(b, p->body_off, p->body_len));
 	if (!ext)
 		return;
@@ -1523,7 +1589,7 @@ static int section_part(const struct imap_mime_msg *m, const char *spec,
 			size_t n, size_t *pos, int *idx_out, int *msg_out)
 {
 	size_t p = 0;
-	int msg = 0, cur = 0;
+	int msg = 0, cur = 0, again = -1; /* again: a leaf named by "1" */
 
 	while (p < n && spec[p] >= '1' && spec[p] <= '9') {
 		unsigned long num = 0;
@@ -1540,24 +1606,25 @@ static int section_part(const struct imap_mime_msg *m, const char *spec,
 				cur = m->part[cur].next;
 			if (cur < 0)
 				return -ENOENT;
-		} else if (num == 1) {
+		} else if (num == 1 && msg != again) {
 			cur = msg;
+			if (m->part[cur].kind == IMAP_MIME_LEAF)
+				again = cur;
 		} else {
 			return -ENOENT;
 		}
-		/* The next number indexes inside this part. */
+		/*
+		 * The next number indexes inside this part. In a leaf only 1
+		 * is valid, once: "2.1" of a text part is part 2, "2.1.1"
+		 * is nothing, and "1.1" of a single-part message nothing
+		 * (Dovecot's reading).
+		 */
 		if (m->part[cur].kind == IMAP_MIME_MESSAGE)
 			msg = m->part[cur].child;
-		else if (m->part[cur].kind == IMAP_MIME_MULTIPART)
-			msg = cur;
 		else
-			msg = -1;
+			msg = cur;
 		if (p < n)
 			p++; /* the dot */
-		if (p < n && spec[p] >= '1' && spec[p] <= '9' && msg < 0)
-			return -ENOENT;
-		if (msg < 0)
-			msg = cur;
 	}
 	*pos = p;
 	*idx_out = cur;
@@ -1584,7 +1651,7 @@ int imap_mime_section_find(const struct imap_mime_msg *m, const char *spec,
 	memset(out, 0, sizeof(*out));
 	out->part = idx;
 	/* HEADER and TEXT of a part: of the message it encapsulates. */
-	enc = pos == 0			       ? p
+	enc = pos == 0			     ? p
 	      : p->kind == IMAP_MIME_MESSAGE ? &m->part[p->child]
 					     : NULL;
 	if (rest == 0) {
@@ -1608,18 +1675,19 @@ int imap_mime_section_find(const struct imap_mime_msg *m, const char *spec,
 		out->fields_len = rest - 18;
 		out->fields_not = true;
 	} else {
-		return pos > 0 && enc == NULL && (ieq(t, rest, "HEADER") ||
-						  ieq(t, rest, "TEXT"))
+		return pos > 0 && enc == NULL &&
+				       (ieq(t, rest, "HEADER") ||
+					ieq(t, rest, "TEXT"))
 			       ? -ENOENT
 			       : -EINVAL;
 	}
-	if (out->fields != NULL) {
+	if (out->fields != NULL && enc != NULL) {
 		if (!flist_valid(out->fields, out->fields_len))
 			return -EINVAL;
 		out->off = enc->hdr_off;
-		out->len = header_fields_end(m->base, enc->hdr_off,
-					     enc->hdr_len) -
-			   enc->hdr_off;
+		out->len =
+			header_fields_end(m->base, enc->hdr_off, enc->hdr_len) -
+			enc->hdr_off;
 		struct win w = {0, 0, UINT64_MAX, count_fn, NULL, 0};
 
 		win_fields(&w, m, out);
@@ -1812,6 +1880,19 @@ static void win_qp(struct win *w, const char *b, size_t off, size_t len)
 	dec_flush(&d);
 }
 
+/* Raw header bytes, unfolded: CR and LF left out. */
+static void win_text(struct win *w, const char *b, size_t s, size_t e)
+{
+	while (s < e) {
+		size_t j = s;
+
+		while (j < e && b[j] != '\r' && b[j] != '\n')
+			j++;
+		win_put(w, b + s, j - s);
+		s = j + 1;
+	}
+}
+
 static int win_decoded(struct win *w, const struct imap_mime_msg *m,
 		       const struct imap_mime_part *p)
 {
@@ -1832,8 +1913,9 @@ static int win_decoded(struct win *w, const struct imap_mime_msg *m,
 }
 
 int imap_mime_binary_write(const struct imap_mime_msg *m, int idx,
-			   uint64_t from, uint64_t count, imap_mime_write_fn *fn,
-			   void *arg, uint64_t *size_out)
+			   uint64_t from, uint64_t count,
+			   imap_mime_write_fn *fn, void *arg,
+			   uint64_t *size_out)
 {
 	struct win w = {0, from, UINT64_MAX, fn, arg, 0};
 	int ret;
@@ -1875,8 +1957,8 @@ static void match_init(struct match *mt, const char *nd, size_t n)
 	if (n > 0)
 		mt->fail[0] = 0;
 	for (size_t i = 1; i < n; i++) {
-		while (k > 0 && lc((unsigned char)nd[i]) !=
-					lc((unsigned char)nd[k]))
+		while (k > 0 &&
+		       lc((unsigned char)nd[i]) != lc((unsigned char)nd[k]))
 			k = mt->fail[k - 1];
 		if (lc((unsigned char)nd[i]) == lc((unsigned char)nd[k]))
 			k++;
@@ -1905,22 +1987,89 @@ static int match_fn(void *arg, const char *p, size_t len)
 	return 0;
 }
 
-/* Feed b[off..off+len) without its line breaks (unfolded). */
-static bool match_unfolded(struct match *mt, const char *b, size_t off,
-			   size_t len)
+/*
+ * RFC 2047 encoded word at p: "=?charset?Q|B?text?=". Returns its end (0:
+ * none) with the encoding and the text range.
+ */
+static size_t ew_parse(const char *b, size_t p, size_t end, char *enc,
+		       size_t *text, size_t *text_end)
 {
-	size_t i = off, end = off + len;
+	size_t q = p + 2;
 
-	while (i < end) {
-		size_t j = i;
+	if (end - p < 8 || b[p] != '=' || b[p + 1] != '?')
+		return 0;
+	while (q < end && b[q] != '?' && is_tchar(b[q]))
+		q++;
+	if (q == p + 2 || end - q < 5 || b[q] != '?' || b[q + 2] != '?')
+		return 0;
+	*enc = (char)lc((unsigned char)b[q + 1]);
+	if (*enc != 'q' && *enc != 'b')
+		return 0;
+	q += 3;
+	*text = q;
+	for (; q + 1 < end && !(b[q] == '?' && b[q + 1] == '='); q++)
+		if (b[q] == ' ' || b[q] == '\t' || b[q] == '\r' || b[q] == '\n')
+			return 0;
+	if (q + 1 >= end)
+		return 0;
+	*text_end = q;
+	return q + 2;
+}
 
-		while (j < end && b[j] != '\r' && b[j] != '\n')
-			j++;
-		if (match_fn(mt, b + i, j - i) != 0)
-			return true;
-		i = j + 1;
+static void win_ew_q(struct win *w, const char *b, size_t s, size_t e)
+{
+	struct dec d = {.w = w, .n = 0};
+
+	for (size_t i = s; i < e; i++) {
+		int hi = i + 2 < e ? hex_val(b[i + 1]) : -1;
+		int lo = i + 2 < e ? hex_val(b[i + 2]) : -1;
+
+		if (b[i] == '_') {
+			dec_put(&d, ' ');
+		} else if (b[i] == '=' && hi >= 0 && lo >= 0) {
+			dec_put(&d, (char)(hi << 4 | lo));
+			i += 2;
+		} else {
+			dec_put(&d, b[i]);
+		}
 	}
-	return false;
+	dec_flush(&d);
+}
+
+/*
+ * A header value as SEARCH sees it: unfolded, encoded words decoded
+ * (their bytes in their own charset, not converted), and the blanks
+ * between two adjacent encoded words dropped (RFC 2047 §6.2).
+ */
+static void win_header_value(struct win *w, const char *b, size_t off,
+			     size_t len)
+{
+	size_t i = off, end = off + len, run = off, ws = ABSENT;
+	bool after_ew = false;
+
+	while (i < end && w->ret == 0) {
+		size_t ts, te, ee;
+		char enc;
+
+		if (b[i] == '=' && (ee = ew_parse(b, i, end, &enc, &ts, &te))) {
+			if (!(after_ew && ws == run))
+				win_text(w, b, run, i);
+			if (enc == 'q')
+				win_ew_q(w, b, ts, te);
+			else
+				win_base64(w, b, ts, te - ts);
+			i = run = ee;
+			ws = ee;
+			after_ew = true;
+			continue;
+		}
+		if (!is_wsp(b[i]) && b[i] != '\r' && b[i] != '\n') {
+			after_ew = false;
+			ws = ABSENT;
+		}
+		i++;
+	}
+	win_text(w, b, run, end);
 }
 
 int imap_mime_header_get(const struct imap_mime_msg *m, int idx,
@@ -1945,6 +2094,25 @@ int imap_mime_header_get(const struct imap_mime_msg *m, int idx,
 	return -ENOENT;
 }
 
+int imap_mime_header_value(const struct imap_mime_msg *m, int idx,
+			   const char *name, unsigned nth, struct buf *out)
+{
+	struct out o = {out, 0};
+	size_t off, len, end;
+	int ret = imap_mime_header_get(m, idx, name, nth, &off, &len);
+
+	if (ret < 0)
+		return ret;
+	end = off + len;
+	while (off < end && (is_wsp(m->base[off]) || m->base[off] == '\r' ||
+			     m->base[off] == '\n'))
+		off++;
+	while (end > off && is_wsp(m->base[end - 1]))
+		end--;
+	out_text(&o, m->base + off, end - off);
+	return o.err;
+}
+
 int imap_mime_header_search(const struct imap_mime_msg *m, int idx,
 			    const char *name, const char *needle, size_t n)
 {
@@ -1961,14 +2129,19 @@ int imap_mime_header_search(const struct imap_mime_msg *m, int idx,
 	p = &m->part[idx];
 	pos = p->hdr_off;
 	while (field_next(m->base, &pos, p->hdr_off + p->hdr_len, &f)) {
+		struct win w = {0, 0, UINT64_MAX, match_fn, &mt, 0};
+
 		if (name != NULL && !field_is(m->base, &f, name))
 			continue;
+		if (n == 0)
+			return 1;
 		mt.k = 0;
-		if (name == NULL
-			    ? match_unfolded(&mt, m->base, f.start,
-					     f.val_end - f.start)
-			    : match_unfolded(&mt, m->base, f.val,
-					     f.val_end - f.val))
+		if (name == NULL) {
+			/* TEXT: the field's name too. */
+			win_text(&w, m->base, f.start, f.val);
+		}
+		win_header_value(&w, m->base, f.val, f.val_end - f.val);
+		if (w.ret == 1)
 			return 1;
 	}
 	return 0;
@@ -2058,7 +2231,7 @@ static int date_zone(const char *s, size_t p, size_t n)
 		const char *name;
 		int min;
 	} zones[] = {
-		{"UT", 0},	   {"GMT", 0},	     {"Z", 0},
+		{"UT", 0},	  {"GMT", 0},	    {"Z", 0},
 		{"EST", -5 * 60}, {"EDT", -4 * 60}, {"CST", -6 * 60},
 		{"CDT", -5 * 60}, {"MST", -7 * 60}, {"MDT", -6 * 60},
 		{"PST", -8 * 60}, {"PDT", -7 * 60},
@@ -2084,8 +2257,7 @@ static int date_zone(const char *s, size_t p, size_t n)
 	return 0; /* unknown names count as +0000 (RFC 5322 §4.3) */
 }
 
-int imap_mime_date_parse(const char *s, size_t n, time_t *t_out,
-			 int *zone_out)
+int imap_mime_date_parse(const char *s, size_t n, time_t *t_out, int *zone_out)
 {
 	static const char months[] = "janfebmaraprmayjunjulaugsepoctnovdec";
 	size_t p = 0, a;
@@ -2106,11 +2278,11 @@ int imap_mime_date_parse(const char *s, size_t n, time_t *t_out,
 	if (date_alpha(s, &p, n) < 3)
 		return -EINVAL;
 	skip_cfws(s, &a, n);
-	for (unsigned i = 0; i < 12; i++)
+	for (size_t i = 0; i < 12; i++)
 		if (lc((unsigned char)s[a]) == months[i * 3] &&
 		    lc((unsigned char)s[a + 1]) == months[i * 3 + 1] &&
 		    lc((unsigned char)s[a + 2]) == months[i * 3 + 2])
-			mon = i + 1;
+			mon = (unsigned)i + 1;
 	year = date_num(s, &p, n, 4, &dg);
 	if (day < 1 || day > 31 || mon == 0 || year < 0)
 		return -EINVAL;
@@ -2138,7 +2310,7 @@ int imap_mime_date_parse(const char *s, size_t n, time_t *t_out,
 	}
 	zone = date_zone(s, p, n);
 	*t_out = (time_t)(days_from_civil(year, mon, (unsigned)day) * 86400 +
-			  hh * 3600 + mm * 60 + ss - zone * 60);
+			  hh * 3600 + mm * 60 + ss - (long)zone * 60);
 	if (zone_out != NULL)
 		*zone_out = zone;
 	return 0;

@@ -16,11 +16,18 @@
  * by CR in the buffer) as two bytes; CRLF input, or mixed, counts as is.
  * Line counts are the LFs of a body, as Dovecot and Cyrus count them.
  *
- * Output follows Dovecot's choices where RFC 3501 leaves room: type and
- * subtype and parameter names as the message wrote them, "7bit" and
- * ("charset" "us-ascii") as defaults, Content-Language always as a list,
- * MISSING_MAILBOX / MISSING_DOMAIN for broken addresses, encoded words
- * passed through. MIME-Version is not required for Content-* headers.
+ * Output follows Dovecot 2.3's choices where RFC 3501 leaves room, and
+ * was compared with doveadm fetch imap.envelope/imap.bodystructure on the
+ * test messages: type, subtype and parameter names as the message wrote
+ * them, "7bit" and ("charset" "us-ascii") as defaults, RFC 2231 joined
+ * parameters last, Content-Language always as a list, MISSING_MAILBOX /
+ * MISSING_DOMAIN / SYNTAX_ERROR in broken addresses, subject and names
+ * with quotes as literals, encoded words passed through, message/global
+ * as a basic body. Deliberate differences: a part's size never includes
+ * the line break before the next boundary (Dovecot counts it after a
+ * nested close delimiter), boundary lines must match exactly (Dovecot
+ * takes "--b" as a prefix), an address list goes on after junk, and the
+ * subject is trimmed but quoted. MIME-Version is not required.
  */
 
 #include <stdbool.h>
@@ -63,7 +70,8 @@ struct imap_mime_part {
 	int parent, child, next;
 	unsigned depth;
 	enum imap_mime_kind kind;
-	bool in_digest; /* a child of multipart/digest: default message/rfc822 */
+	bool in_digest; /* a child of multipart/digest: default message/rfc822
+			 */
 };
 
 /*
@@ -120,13 +128,16 @@ int imap_mime_envelope(const struct imap_mime_msg *m, int idx,
  * message) appended to out, parenthesised. Returns 0 or -ENOMEM.
  */
 int imap_mime_bodystructure(const struct imap_mime_msg *m, int idx,
-			    bool extended,
-			    struct buf *out) RINGPROT_MUST_CHECK;
+			    bool extended, struct buf *out) RINGPROT_MUST_CHECK;
 
 /*
  * Resolve spec, the text between "[" and "]" of BODY[...] (e.g. "",
  * "1.2", "HEADER", "2.MIME", "1.HEADER.FIELDS (From To)", "TEXT";
- * case-insensitive; the field list as atoms or quoted strings). Returns 0,
+ * case-insensitive; the field list as atoms or quoted strings). Part
+ * numbers as RFC 3501 and Dovecot read them: a single-part message has
+ * part 1; "N.1" of a leaf part N is N itself (once); HEADER, TEXT and
+ * HEADER.FIELDS after part numbers need a message/rfc822 part. Checked
+ * against doveadm fetch body.<section> on the test messages. Returns 0,
  * -EINVAL for bad syntax, -ENOENT for a part the message does not have.
  * out borrows spec.
  */
@@ -155,11 +166,16 @@ int imap_mime_buf_append(void *arg, const char *p, size_t n);
  * [from, from+count). *size_out (may be NULL) gets the whole decoded size
  * when the window reaches the end. Returns 0, what fn returned, -EINVAL
  * for a multipart or message part, -EPROTONOSUPPORT for an unknown
- * encoding ([UNKNOWN-CTE]).
+ * encoding ([UNKNOWN-CTE]). Dovecot answers BINARY of a multipart or
+ * message part by re-encoding every part inside; this does not. idx is a part
+ * index (imap_mime_section_find's .part): for a single-part message, 0 is
+ * BINARY[1]. BINARY[] (the whole message, nothing to decode) is BODY[]: use the
+ * section calls.
  */
 int imap_mime_binary_write(const struct imap_mime_msg *m, int idx,
-			   uint64_t from, uint64_t count, imap_mime_write_fn *fn,
-			   void *arg, uint64_t *size_out) RINGPROT_MUST_CHECK;
+			   uint64_t from, uint64_t count,
+			   imap_mime_write_fn *fn, void *arg,
+			   uint64_t *size_out) RINGPROT_MUST_CHECK;
 
 /* Decoded size of BINARY[part] (BINARY.SIZE): 0 or as above. */
 int imap_mime_binary_size(const struct imap_mime_msg *m, int idx,
@@ -175,11 +191,21 @@ int imap_mime_header_get(const struct imap_mime_msg *m, int idx,
 			 size_t *len_out) RINGPROT_MUST_CHECK;
 
 /*
+ * The same field's value unfolded (line breaks removed, the blanks after
+ * them kept, leading and trailing blanks trimmed) appended to out as raw
+ * bytes (no quoting). Returns 0, -ENOENT, or -ENOMEM.
+ */
+int imap_mime_header_value(const struct imap_mime_msg *m, int idx,
+			   const char *name, unsigned nth,
+			   struct buf *out) RINGPROT_MUST_CHECK;
+
+/*
  * SEARCH HEADER: 1 if any field called name (NULL: any field, names
  * included, as TEXT searches) of the header of part idx contains needle,
- * ASCII case-insensitive, in its unfolded value; else 0. An empty needle
- * matches every present field. -E2BIG for a needle longer than
- * IMAP_MIME_NEEDLE_MAX.
+ * ASCII case-insensitive, in its unfolded value with RFC 2047 encoded
+ * words decoded (bytes in their own charset: no conversion); else 0. An
+ * empty needle matches every present field. -E2BIG for a needle longer
+ * than IMAP_MIME_NEEDLE_MAX.
  */
 int imap_mime_header_search(const struct imap_mime_msg *m, int idx,
 			    const char *name, const char *needle,

@@ -108,7 +108,8 @@ static void check_parts(const uint8_t *data, size_t size)
 	for (unsigned i = 0; i < msg.nparts; i++) {
 		const struct imap_mime_part *p = &msg.part[i];
 
-		FUZZ_CHECK(p->hdr_off <= size && p->hdr_len <= size - p->hdr_off);
+		FUZZ_CHECK(p->hdr_off <= size &&
+			   p->hdr_len <= size - p->hdr_off);
 		FUZZ_CHECK(p->body_off == p->hdr_off + p->hdr_len);
 		FUZZ_CHECK(p->body_len <= size - p->body_off);
 		FUZZ_CHECK(p->depth <= IMAP_MIME_MAX_DEPTH);
