@@ -177,9 +177,9 @@ static int loop_new_under_filter(int err, enum ur_backend backend)
 		ret = ur_loop_new(&o, &loop);
 		if (ret < 0)
 			_exit(-ret);
-		if (ur_nop() != 0 || ur_sleep_until(CLOCK_MONOTONIC,
-						    ur_now_ns(CLOCK_MONOTONIC) +
-							    1000000) != 0)
+		if (ur_nop() != 0 ||
+		    ur_sleep_until(CLOCK_MONOTONIC,
+				   ur_now_ns(CLOCK_MONOTONIC) + 1000000) != 0)
 			_exit(101);
 		_exit(200 + (int)ur_loop_backend(loop));
 	}
@@ -193,8 +193,7 @@ static void test_ur_loop_unavailable_falls_back(void **state)
 	(void)state;
 	assert_int_equal(loop_new_under_filter(ENOSYS, UR_BACKEND_URING),
 			 ENOSYS);
-	assert_int_equal(loop_new_under_filter(EPERM, UR_BACKEND_URING),
-			 EPERM);
+	assert_int_equal(loop_new_under_filter(EPERM, UR_BACKEND_URING), EPERM);
 	assert_int_equal(loop_new_under_filter(ENOSYS, UR_BACKEND_AUTO),
 			 200 + UR_BACKEND_EPOLL);
 	assert_int_equal(loop_new_under_filter(EPERM, UR_BACKEND_AUTO),
@@ -293,8 +292,8 @@ static void test_ur_loop_sqpoll(void **state)
 		assert_int_equal(ur_nop(), 0);
 	t_socketpair(sv);
 	for (int i = 0; i < 50; i++) {
-		assert_int_equal(ur_fiber_spawn(loop, sqpoll_echo, sv, NULL, &f),
-				 0);
+		assert_int_equal(
+			ur_fiber_spawn(loop, sqpoll_echo, sv, NULL, &f), 0);
 		assert_int_equal(ur_fiber_join(f, &ret), 0);
 		assert_int_equal(ret, 0);
 	}
@@ -409,6 +408,50 @@ static void test_ur_loop_post_wakes_blocked_loop(void **state)
 static void test_ur_loop_post_by_msg_ring(void **state)
 {
 	check_post(*state, poster_with_loop);
+}
+
+/* A post from the loop's own thread: no CQE announces it. */
+struct self_post {
+	struct ur_waiter w;
+	int ran;
+};
+
+static void self_post_fn(void *arg)
+{
+	struct self_post *sp = arg;
+
+	sp->ran++;
+	ur_waiter_wake(&sp->w);
+}
+
+static int self_post_fiber(void *arg)
+{
+	struct self_post *sp = arg;
+
+	ur_waiter_init(&sp->w, ur_loop_current());
+	if (ur_loop_post(ur_loop_current(), self_post_fn, sp) < 0)
+		return -1;
+	/* Nothing else is in flight: only the post can end this wait. */
+	return ur_waiter_wait(&sp->w);
+}
+
+static void test_ur_loop_post_from_own_fiber(void **state)
+{
+	struct t_loop *tl = *state;
+	struct self_post sp = {0};
+	struct ur_fiber *f;
+	uint64_t end = t_now_ms() + 5000;
+	int ret = -1;
+
+	assert_int_equal(
+		ur_fiber_spawn(tl->loop, self_post_fiber, &sp, NULL, &f), 0);
+	/* Each turn may block for 100 ms at most: the post must not wait
+	 * for that, nor for some other completion. */
+	while (sp.ran == 0 && t_now_ms() < end)
+		assert_true(ur_loop_run_once(tl->loop, 100000000) >= 0);
+	assert_int_equal(sp.ran, 1);
+	assert_int_equal(ur_fiber_join(f, &ret), 0);
+	assert_int_equal(ret, 0);
 }
 
 static void live_fn(const char *what, const char *file, int line, void *arg)
@@ -576,6 +619,9 @@ int main(void)
 			t_loop_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_ur_loop_post_wakes_blocked_loop, t_loop_setup,
+			t_loop_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_ur_loop_post_from_own_fiber, t_loop_setup,
 			t_loop_teardown),
 		cmocka_unit_test_setup_teardown(test_ur_loop_post_by_msg_ring,
 						t_loop_setup, t_loop_teardown),

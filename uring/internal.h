@@ -192,6 +192,9 @@ struct ur_loop {
 	/* Cross-thread posts (loop.c). */
 	pthread_mutex_t post_lock;
 	struct ur__post *post_head, **post_tail;
+	/* ur_loop_post() from this loop's own thread since the last run of
+	 * the posts: no wake-up CQE comes for those (loop thread only). */
+	bool self_posted;
 	int post_efd;
 	uint64_t post_efd_buf;
 	struct ur_op post_op;

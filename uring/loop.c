@@ -60,8 +60,8 @@ static void post_efd_cqe(struct ur_op *op);
 static int arm_post_read(struct ur_loop *loop)
 {
 	int ret = ur_read_start(loop, &loop->post_op, loop->post_efd,
-				&loop->post_efd_buf,
-				sizeof(loop->post_efd_buf), -1);
+				&loop->post_efd_buf, sizeof(loop->post_efd_buf),
+				-1);
 
 	if (ret < 0)
 		return ret;
@@ -338,6 +338,23 @@ void ur__op_complete(struct ur_loop *loop, struct ur_op *op, int32_t res,
 	}
 }
 
+/*
+ * Posts made from the loop's own thread (a fiber, a callback) wake no
+ * one: there is no CQE for them, and a turn that went to sleep with one
+ * queued slept until some other completion came (an IMAP IDLE notified
+ * by an LMTP delivery on the same worker stayed asleep: int-imapd-mail
+ * under load). Run them here, before the turn decides to wait.
+ */
+static unsigned run_self_posts(struct ur_loop *loop)
+{
+	if (!loop->self_posted)
+		return 0;
+	loop->self_posted = false;
+	ur__run_posts(loop);
+	ur__fibers_run(loop);
+	return 1;
+}
+
 static bool has_runnable(const struct ur_loop *loop)
 {
 	return !ur_list_empty(&loop->runq) || loop->be->has_ready(loop);
@@ -364,6 +381,7 @@ static int loop_turn(struct ur_loop *loop, int64_t timeout_ns,
 	}
 	n = loop->be->dispatch_ready(loop);
 	ur__fibers_run(loop);
+	n += run_self_posts(loop);
 	if (n > 0 || has_runnable(loop) ||
 	    (w != NULL && (w->ur__woken || w->ur__timed_out)))
 		timeout_ns = 0;
@@ -495,9 +513,9 @@ struct ur_loop *ur__loop_for_call(int *err)
 
 int ur__submit_cancel(struct ur_loop *loop, struct ur_op *target)
 {
-	return loop->be->start(
-		loop, NULL,
-		&(const struct ur__req){.opcode = UR__CANCEL, .target = target});
+	return loop->be->start(loop, NULL,
+			       &(const struct ur__req){.opcode = UR__CANCEL,
+						       .target = target});
 }
 
 int ur_loop_post(struct ur_loop *loop, ur_post_fn *fn, void *arg)
@@ -517,8 +535,12 @@ int ur_loop_post(struct ur_loop *loop, ur_post_fn *fn, void *arg)
 	loop->post_tail = &p->next;
 	pthread_mutex_unlock(&loop->post_lock);
 
-	if (self == loop)
-		return 0; /* runs at our own next turn */
+	if (self == loop) {
+		/* Our own thread: the next turn runs it, without a wake-up
+		 * CQE (loop_turn checks self_posted). */
+		loop->self_posted = true;
+		return 0;
+	}
 	if (self != NULL && pthread_equal(self->thread, pthread_self()) &&
 	    self->be->post_wake != NULL && self->be->post_wake(self, loop) == 0)
 		return 0;
