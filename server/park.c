@@ -7,9 +7,9 @@
  * earliest of c->in's wait events and read deadline (the idle timeout:
  * past it, resume sees SRV_WAKE_INPUT and its read fails at once with
  * "idle for too long"). The timer runs on CLOCK_REALTIME, the wait
- * events' clock; the read deadline is converted at park time. Four things wake it: the poll, the
- * timer, a notification (posted to the connection's worker) and the
- * server's stop. Each ORs its reason into c->wake and calls unpark.
+ * events' clock; the read deadline is converted at park time. Four things wake
+ * it: the poll, the timer, a notification (posted to the connection's worker)
+ * and the server's stop. Each ORs its reason into c->wake and calls unpark.
  *
  * The one rule: a new fiber starts only once the poll op is back (its
  * completion reaped), because the op lives in the record and a resumed
@@ -156,8 +156,18 @@ int srv__park(struct srv__conn *c)
 		/* Nothing waiting: flush, give the memory back, arm, end. */
 		if (prot_flush(pub->out) == EOF)
 			return prot_errno(pub->out);
-		if (ready_now(c) != 0)
-			continue; /* came while flushing */
+		/*
+		 * Came while flushing (the flush may yield): keep what
+		 * ready_now found. It consumes a notification, so dropping
+		 * its result here lost one that arrived during the send:
+		 * an IDLE never woken by the delivery that followed its
+		 * "+ idling" (seen under load, int-imapd-mail).
+		 */
+		wake = ready_now(c);
+		if (wake != 0) {
+			c->wake |= wake;
+			continue;
+		}
 		if (prot_release(pub->in) < 0 || prot_release(pub->out) < 0) {
 			/* still busy (a send in flight): park holding it */
 		}
