@@ -285,14 +285,15 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 			m->view[m->n++] = uid;
 		}
 	}
+	/*
+	 * RECENT goes with every EXISTS (as Dovecot sends it): a client
+	 * that counted an expunged \Recent message may otherwise never
+	 * hear the count change back.
+	 */
 	if (m->n != before || ch.n_added > 0) {
-		uint32_t recent = count_recent(m);
-
+		m->recent_told = count_recent(m);
 		imap_untagged(s, "%" PRIu32 " EXISTS", m->n);
-		if (recent != m->recent_told) {
-			imap_untagged(s, "%" PRIu32 " RECENT", recent);
-			m->recent_told = recent;
-		}
+		imap_untagged(s, "%" PRIu32 " RECENT", m->recent_told);
 	}
 	return 0;
 }
