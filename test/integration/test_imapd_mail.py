@@ -346,16 +346,27 @@ def part_search(env):
     m.logout()
 
 
+LOG = lambda: ""
+
+
+def read_line(f, what):
+    """One line from f, saying what was awaited if none comes."""
+    try:
+        return f.readline()
+    except socket.timeout:
+        raise Failure(f"no line within 10 s: {what}; log: " + LOG())
+
+
 def part_idle(env):
     s, f = raw_connect(env)
     raw(s, f, "l", f"LOGIN alice {PASSWORD}")
     u, _ = raw(s, f, "s", "SELECT INBOX")
     exists = int(next(x for x in u if x.endswith(b"EXISTS\r\n")).split()[1])
     s.sendall(b"i IDLE\r\n")
-    check(f.readline().startswith(b"+ "), "IDLE continuation")
+    check(read_line(f, "IDLE's +").startswith(b"+ "), "IDLE continuation")
     t0 = time.monotonic()
     env.deliver(["alice@example.org"], b"Subject: while idle\r\n\r\nx\r\n")
-    line = f.readline()
+    line = read_line(f, "EXISTS after an in-process LMTP delivery")
     check(line == f"* {exists + 1} EXISTS\r\n".encode(),
           f"EXISTS after an LMTP delivery: {line!r}")
     check(time.monotonic() - t0 < 5, "pushed at once")
@@ -365,14 +376,14 @@ def part_idle(env):
     with open(path, "wb") as out:
         out.write(b"Subject: from elsewhere\n\nx\n")
     os.rename(path, os.path.join(env.data, "users", "alice", "new", name))
-    line = f.readline()
+    line = read_line(f, "EXISTS after a file another process put in new/")
     while line.endswith(b"RECENT\r\n"):
-        line = f.readline()
+        line = read_line(f, "EXISTS after RECENT")
     check(line == f"* {exists + 2} EXISTS\r\n".encode(),
           f"EXISTS after a file in new/ from another process: {line!r}")
     s.sendall(b"DONE\r\n")
     while True:
-        line = f.readline()
+        line = read_line(f, "IDLE's tagged OK")
         check(line, "closed before IDLE's tagged OK")
         if line.startswith(b"i "):
             break
@@ -416,6 +427,8 @@ def part_append_cut(env):
     s.sendall(b"a APPEND INBOX {1000}\r\n")
     check(f.readline().startswith(b"+"), "literal continuation")
     s.sendall(b"Subject: cut\r\n\r\nonly part of it")
+    # The makefile holds the socket open: close both, or no FIN goes.
+    f.close()
     s.close()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and env.files("bob", "tmp"):
@@ -496,6 +509,8 @@ def main():
     failed = 0
     try:
         env = Env(exe, tmp)
+        global LOG
+        LOG = lambda: env.srv.log_text()[-3000:]
         for name in names:
             try:
                 PARTS[name](env)
