@@ -9,8 +9,9 @@ part with a user of its own so that one can fail without the others:
              cert) into an MDA of the test's, every message byte-exact,
              --nokeep: the INBOX is empty afterwards
   mbsync     isync both ways with a local Maildir over STARTTLS: a flag,
-             a new message and a deletion on each side reach the other,
-             and a third sync changes nothing on either side
+             a new message (one of 300 KB) and a deletion on one side, a
+             flag and a delivery on the other, folders made on each side,
+             all reach the other; a third sync changes nothing
   imaptalk   Mail::IMAPTalk (Perl): ENVELOPE, BODYSTRUCTURE, STORE,
              SEARCH, BODY.PEEK[] parsed by a client library of its own
   s_client   openssl s_client -starttls imap: the handshake verifies
@@ -326,6 +327,13 @@ def imap_state(env, user, mailbox):
     return uidv, sorted(uids), state
 
 
+# A command that changes a mailbox, in mbsync -Dn's trace (">>> 7 CMD",
+# "(2 in progress) >>> 8 CMD" when pipelined).
+CHANGES = re.compile(r"^(?:\(\d+ in progress\) )?>>> \d+ "
+                     r"((?:UID )?(?:STORE|APPEND|EXPUNGE|COPY|MOVE|"
+                     r"CREATE|DELETE|RENAME)\b.*)$", re.M)
+
+
 def mbsync(cfg, home, what, debug=False):
     argv = ["mbsync", "-c", cfg] + (["-Dn"] if debug else ["-V"]) + ["ch"]
     out, err = run(argv, what, env=dict(os.environ, HOME=home))
@@ -384,7 +392,7 @@ SubFolders Verbatim
 Channel ch
 Far :remote:
 Near :local:
-Patterns INBOX Work
+Patterns INBOX Work Lists*
 Create Both
 Expunge Both
 SyncState *
@@ -411,6 +419,16 @@ Sync All
         f.write(near_new)
     os.rename(os.path.join(inbox, "tmp", "100.near.host"),
               os.path.join(inbox, "new", "100.near.host"))
+    # A new folder with a parent (both Maildirs here: the server makes a
+    # missing parent by itself, which mbsync would copy back on the next
+    # sync), one message in the child.
+    lists = os.path.join(local, "Lists")
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(lists, sub))
+        os.makedirs(os.path.join(lists, "dev", sub))
+    list_msg = b"From: list@example.org\nSubject: list mail\n\nhi\n"
+    with open(os.path.join(lists, "dev", "new", "200.near.host"), "wb") as f:
+        f.write(list_msg)
     # Far side: \Answered on MSG2, a new delivery.
     m = login(env, user)
     ok(m.select("INBOX"), "SELECT")
@@ -420,7 +438,16 @@ Sync All
     far_new = b"From: far@example.org\r\nSubject: delivered\r\n\r\nfar\r\n"
     env.deliver([f"{user}@example.org"], far_new)
 
-    mbsync(cfg, home, "mbsync, second sync")
+    err = mbsync(cfg, home, "mbsync, second sync", debug=True)
+    # The changes seen in mbsync's trace, as the third sync's check reads
+    # them: the uploads, the flag, the deletion (\Deleted, then CLOSE
+    # expunges), the new folders.
+    changes = CHANGES.findall(err)
+    for want in ('APPEND "INBOX"', "(\\Flagged)", "(\\Deleted)",
+                 'CREATE "Lists"', 'CREATE "Lists.dev"',
+                 'APPEND "Lists.dev"'):
+        check(any(want in x for x in changes),
+              f"{want} in the second sync: {changes}")
     _, _, far = imap_state(env, user, "INBOX")
     near = maildir_state(inbox)
     lf = stored_by_end(env, user, MSG1).replace(b"\r\n", b"\n")
@@ -433,20 +460,29 @@ Sync All
           f"want {sorted(want)}")
     check(not any(MSG3.replace(b"\r\n", b"\n") in x for x, _ in far),
           "the near side's deletion expunged MSG3 on the server")
+    _, _, far = imap_state(env, user, "Lists.dev")
+    check(far == {(list_msg, "")}, f"Lists/dev is Lists.dev there: {far}")
+    _, _, far = imap_state(env, user, "Lists")
+    check(far == set(), f"Lists made there, empty: {far}")
 
     # A third sync: nothing to do, no command that changes anything.
-    before = (imap_state(env, user, "INBOX"), imap_state(env, user, "Work"),
-              maildir_state(inbox), maildir_state(os.path.join(local, "Work")),
-              sorted(os.listdir(os.path.join(inbox, "cur"))))
+    def state():
+        folders = ("INBOX", "Work", "Lists", "Lists.dev")
+        m = login(env, user)
+        names = sorted(x.decode() for x in ok(m.list('""', "*"), "LIST"))
+        m.logout()
+        near_dirs = sorted(d for d, _, _ in os.walk(local))
+        return ([imap_state(env, user, f) for f in folders], names,
+                [maildir_state(os.path.join(local, f.replace(".", "/")))
+                 for f in folders], near_dirs,
+                sorted(os.listdir(os.path.join(inbox, "cur"))))
+    before = state()
     err = mbsync(cfg, home, "mbsync, third sync", debug=True)
-    changes = re.findall(r"^>>> \d+ (?:UID )?(?:STORE|APPEND|EXPUNGE|COPY|"
-                         r"MOVE|CREATE|DELETE)\b.*$", err, re.M)
+    changes = CHANGES.findall(err)
     check(re.search(r'^>>> \d+ SELECT "INBOX"\s*$', err, re.M) is not None,
           f"mbsync -Dn shows the protocol: {err[-2000:]}")
     check(changes == [], f"the third sync changed something: {changes}")
-    after = (imap_state(env, user, "INBOX"), imap_state(env, user, "Work"),
-             maildir_state(inbox), maildir_state(os.path.join(local, "Work")),
-             sorted(os.listdir(os.path.join(inbox, "cur"))))
+    after = state()
     check(after == before, f"the third sync changed the state:\n"
           f"before {before}\nafter  {after}")
 
