@@ -8,6 +8,8 @@ part with a user of its own so that one can fail without the others:
   fetchmail  the whole INBOX over STARTTLS (sslcertck with the test's
              cert) into an MDA of the test's, every message byte-exact,
              --nokeep: the INBOX is empty afterwards
+  fetchmail-idle  fetchmail's idle: a delivery during its IDLE wakes it,
+             the message is fetched and fetchmail goes back to IDLE
   mbsync     isync both ways with a local Maildir over STARTTLS: a flag,
              a new message (one of 300 KB) and a deletion on one side, a
              flag and a delivery on the other, folders made on each side,
@@ -35,6 +37,7 @@ import smtplib
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from srvlib import HOST, Failure, check  # noqa: E402
@@ -224,14 +227,10 @@ mv "$1/tmp.$n" "$1/msg.$n"
 """
 
 
-def part_fetchmail(env):
-    user = "fetchy"
-    add_user(env, user)
-    msgs = [MSG1, MSG2, MSG3, big_message()]
-    for m in msgs:
-        env.deliver([f"{user}@example.org"], m)
-    want = sorted(stored_by_end(env, user, m) for m in msgs)
-    home = os.path.join(env.tmp, "fetchmail")
+def fetchmail_setup(env, user, extra=""):
+    """A fetchmailrc for user with the test's MDA: (argv, its
+    environment, the directory the MDA writes into)."""
+    home = os.path.join(env.tmp, f"fetchmail-{user}")
     out = os.path.join(home, "out")
     os.makedirs(out)
     mda = os.path.join(home, "mda.sh")
@@ -242,30 +241,37 @@ def part_fetchmail(env):
     # sslproto TLS1.2+ without ssl: STARTTLS or nothing. invisible: no
     # Received line of fetchmail's; no rewrite, no stripcr: the message
     # reaches the MDA as the server sent it. fetchall: \Seen ones too.
+    me = getpass.getuser()
     with open(rc, "w") as f:
         f.write(f"""set no syslog
 set invisible
 poll localhost service {env.imap} protocol IMAP auth password
-  user "{user}" there with password "{PASSWORD}" is "{getpass.getuser()}" here
+  user "{user}" there with password "{PASSWORD}" is "{me}" here
   sslproto "TLS1.2+" sslcertck sslcertfile "{env.cert}"
-  fetchall nokeep no rewrite no stripcr
+  fetchall nokeep no rewrite no stripcr {extra}
   mda "{mda} {out}"
 """)
     os.chmod(rc, 0o600)
     cenv = dict(os.environ, HOME=home, FETCHMAILHOME=home)
-    out_, err = run(["fetchmail", "-f", rc, "-v", "--nodetach"],
-                    "fetchmail", env=cenv)
-    err = out_.decode(errors="replace") + err
-    check(re.search(r"IMAP> A\d+ STARTTLS", err) is not None,
-          f"fetchmail used STARTTLS: {err[-2000:]}")
+    # A lock file of its own: as root fetchmail would use the system's
+    # (/var/run/fetchmail.pid) and refuse to run beside another one.
+    return (["fetchmail", "-f", rc, "-v", "--nodetach",
+             "--pidfile", os.path.join(home, "fetchmail.pid")], cenv, out)
+
+
+def mda_got(out):
     got = []
     for name in sorted(os.listdir(out)):
-        with open(os.path.join(out, name), "rb") as f:
-            got.append(f.read())
+        if name.startswith("msg."):
+            with open(os.path.join(out, name), "rb") as f:
+                got.append(f.read())
+    return got
+
+
+def check_fetched(env, user, got, want, log):
     check(len(got) == len(want), f"{len(got)} of {len(want)} messages "
-          f"reached the MDA; fetchmail said:\n{err[-3000:]}")
-    got.sort()
-    for g, w in zip(got, want):
+          f"reached the MDA; fetchmail said:\n{log[-3000:]}")
+    for g, w in zip(sorted(got), sorted(want)):
         check(g == w, f"fetchmail's copy is not the stored message: "
               f"{len(g)} octets {g[:200]!r}... != {len(w)} octets "
               f"{w[:200]!r}...")
@@ -274,6 +280,77 @@ poll localhost service {env.imap} protocol IMAP auth password
     check(b"MESSAGES 0" in st, f"INBOX empty after --nokeep: {st!r}")
     m.logout()
     check(stored(env, user) == {}, "no file left in new/ or cur/")
+
+
+def part_fetchmail(env):
+    user = "fetchy"
+    add_user(env, user)
+    msgs = [MSG1, MSG2, MSG3, big_message()]
+    for m in msgs:
+        env.deliver([f"{user}@example.org"], m)
+    want = [stored_by_end(env, user, m) for m in msgs]
+    argv, cenv, out = fetchmail_setup(env, user)
+    so, se = run(argv, "fetchmail", env=cenv)
+    log = so.decode(errors="replace") + se
+    check(re.search(r"IMAP> A\d+ STARTTLS", log) is not None,
+          f"fetchmail used STARTTLS: {log[-2000:]}")
+    check_fetched(env, user, mda_got(out), want, log)
+
+
+def wait_for(cond, timeout, what, log=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        check(time.monotonic() < deadline,
+              f"{what} within {timeout}s; log:\n{log()[-3000:]}")
+        time.sleep(0.05)
+
+
+def part_fetchmail_idle(env):
+    """fetchmail's idle: it waits in IDLE, a delivery's EXISTS wakes it,
+    it fetches and goes back to IDLE."""
+    user, copy = "idler", "idlecopy"
+    add_user(env, user)
+    add_user(env, copy)
+    env.deliver([f"{user}@example.org"], MSG1)
+    want = [stored_by_end(env, user, MSG1)]
+    argv, cenv, out = fetchmail_setup(env, user, "idle")
+    logf = os.path.join(env.tmp, "fetchmail-idle.log")
+
+    def log():
+        with open(logf, errors="replace") as f:
+            return f.read()
+
+    with open(logf, "w") as lf:
+        proc = subprocess.Popen(argv, env=cenv, stdin=subprocess.DEVNULL,
+                                stdout=lf, stderr=subprocess.STDOUT)
+    try:
+        # The message there before is fetched, then fetchmail idles.
+        wait_for(lambda: len(mda_got(out)) == 1 and
+                 len(re.findall(r"IMAP< \+ ", log())) >= 1, 20,
+                 "the first message fetched and IDLE begun", log)
+        # Three rounds: each delivery must wake the IDLE at once, and
+        # fetchmail must be back in IDLE (one more continuation) after
+        # the fetch and the expunge.
+        for i, msg in enumerate((MSG2, MSG3, big_message()), 2):
+            # fetchmail may take it before the test could read the store:
+            # a second recipient keeps the same file (one spool copy,
+            # hard-linked) for the comparison.
+            env.deliver([f"{user}@example.org", f"{copy}@example.org"],
+                        msg)
+            want.append(stored_by_end(env, copy, msg))
+            wait_for(lambda: len(mda_got(out)) == i, 10,
+                     f"message {i}, delivered during IDLE, fetched", log)
+            wait_for(lambda: len(re.findall(r"IMAP< \+ ", log())) >= i,
+                     10, f"IDLE again after fetching message {i}", log)
+            check(proc.poll() is None, f"fetchmail exited: {log()[-3000:]}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    check_fetched(env, user, mda_got(out), want, log())
 
 
 # --- mbsync -----------------------------------------------------------
@@ -631,6 +708,7 @@ def part_s_client(env):
 PARTS = {
     "curl": part_curl,
     "fetchmail": part_fetchmail,
+    "fetchmail-idle": part_fetchmail_idle,
     "mbsync": part_mbsync,
     "imaptalk": part_imaptalk,
     "s_client": part_s_client,
