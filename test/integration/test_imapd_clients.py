@@ -3,13 +3,15 @@
 part with a user of its own so that one can fail without the others:
 
   curl       imap:// (plain), imap:// --ssl-reqd (STARTTLS) and imaps://
-             (--cacert): SEARCH, a whole message and a section read back
-             byte-exact (CRLF), LIST, CREATE, an upload (APPEND) read back
+             (--cacert): SEARCH, whole messages, sections (2, TEXT,
+             HEADER.FIELDS) and PARTIAL read back byte-exact (CRLF),
+             ;UIDVALIDITY=, LIST, CREATE, an upload (APPEND) read back
   fetchmail  the whole INBOX over STARTTLS (sslcertck with the test's
              cert) into an MDA of the test's, every message byte-exact,
              --nokeep: the INBOX is empty afterwards
-  fetchmail-idle  fetchmail's idle: a delivery during its IDLE wakes it,
-             the message is fetched and fetchmail goes back to IDLE
+  fetchmail-idle  fetchmail's idle: each of three deliveries during its
+             IDLE wakes it at once, the message is fetched byte-exact
+             and fetchmail goes back to IDLE
   mbsync     isync both ways with a local Maildir over STARTTLS: a flag,
              a new message (one of 300 KB) and a deletion on one side, a
              flag and a delivery on the other, folders made on each side,
@@ -103,17 +105,20 @@ def stored_by_end(env, user, msg):
 
 def run(argv, what, input=None, env=None, timeout=CLIENT_TIMEOUT):
     """Run a client; its stdout (bytes) and stderr (text). A client that
-    hangs is a failure with what it printed so far."""
+    hangs or fails is a failure with what it printed (fetchmail and
+    mbsync print their protocol traces on stdout)."""
+    def tail(b):
+        return (b or b"").decode(errors="replace")[-3000:]
+
     try:
         r = subprocess.run(argv, input=input, capture_output=True,
                            env=env, timeout=timeout)
     except subprocess.TimeoutExpired as e:
-        raise Failure(f"{what}: no exit within {timeout}s; stderr: "
-                      f"{(e.stderr or b'').decode(errors='replace')[-3000:]}")
-    err = r.stderr.decode(errors="replace")
-    check(r.returncode == 0,
-          f"{what}: exit code {r.returncode}; stderr:\n{err[-3000:]}")
-    return r.stdout, err
+        raise Failure(f"{what}: no exit within {timeout}s; stdout:\n"
+                      f"{tail(e.stdout)}\nstderr:\n{tail(e.stderr)}")
+    check(r.returncode == 0, f"{what}: exit code {r.returncode}; stdout:\n"
+          f"{tail(r.stdout)}\nstderr:\n{tail(r.stderr)}")
+    return r.stdout, r.stderr.decode(errors="replace")
 
 
 def login(env, user):
