@@ -23,6 +23,10 @@ pkgs=(
 	# is installed unconfigured and never started: see below. swaks
 	# needs Net::SSLeay for --tls.
 	postfix libnet-ssleay-perl
+	# examples/imapd's client test (test/integration/
+	# test_imapd_clients.py): fetchmail, mbsync (isync) and
+	# Mail::IMAPTalk; curl and openssl are listed above.
+	fetchmail isync libmail-imaptalk-perl
 	# systemd-socket-activate, for the socket activation test
 	# (test/integration/test_server.py).
 	systemd
