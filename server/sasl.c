@@ -162,7 +162,7 @@ static int cfg_copy(const struct srv__sasl_opts *o)
 	cfg.saslauthd = dup_opt(o->saslauthd_path, &bad);
 	cfg.mechs = dup_opt(o->mech_list, &bad);
 	cfg.realm = dup_opt(o->user_realm, &bad);
-	cfg.max_ssf = o->max_ssf != 0 ? o->max_ssf : 256;
+	cfg.max_ssf = o->max_ssf;
 	if (bad) {
 		cfg_clear();
 		return init_fail(-ENOMEM, "sasl: out of memory");

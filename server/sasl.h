@@ -39,7 +39,12 @@ struct srv__sasl_opts {
 				     * "user@realm"); NULL: the server's
 				     * FQDN, names stay unqualified */
 	unsigned max_ssf;	    /* largest security layer offered;
-				     * 0: 256 */
+				     * 0: none (the runtime installs no
+				     * SASL layer on the streams, so none
+				     * may be negotiated: a client that
+				     * chose DIGEST-MD5 auth-conf would
+				     * then talk in a layer the server
+				     * does not speak) */
 };
 
 /*

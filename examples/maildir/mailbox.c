@@ -926,6 +926,46 @@ static int rematch(struct md_mbox *mb, struct uidlist *ul, struct ents *ev,
 	return 0;
 }
 
+/*
+ * Without the lock: when every listed file already has its UID and every
+ * UID its file (another session of a busy mailbox numbered them: IDLE
+ * sessions woken by one delivery all sync at once), there is nothing to
+ * write, and reading needs no lock: the uidlist is replaced by rename or
+ * grown by appends, and a read that catches an append half done sees a
+ * line without its LF (not tidy). Anything else (numbers to give, lines
+ * to drop, a missing, corrupt or untidy file) returns -EAGAIN: do it
+ * under the lock. The uidlist is stamped before it is read, so a change
+ * made after the read still differs from the stamp.
+ */
+static int sync_list_unlocked(struct md_mbox *mb, struct ents *ev,
+			      struct uidlist *ul, struct stamp *s)
+{
+	bool created;
+	int ret;
+
+	ret = stamp_list(mb, s);
+	if (ret == 0)
+		ret = uidlist_load(mb->dfd, ul, &created);
+	if (ret < 0)
+		return ret == -ENOENT ? -EAGAIN : ret;
+	if (created || !ul->tidy) {
+		ret = -EAGAIN;
+		goto out_free;
+	}
+	ret = rematch(mb, ul, ev, s);
+	if (ret == 0)
+		ret = assign(ul, ev);
+	if (ret != 0 || ul->dropped) {
+		ret = ret == -ENOMEM ? ret : -EAGAIN;
+		goto out_free;
+	}
+	return kw_load(mb);
+out_free:
+	uidlist_free(ul);
+	memset(ul, 0, sizeof(*ul));
+	return ret;
+}
+
 /* Lock, read the uidlist, match ev, assign, write back, read keywords. */
 static int sync_list(struct md_mbox *mb, struct ents *ev, struct uidlist *ul,
 		     struct stamp *s)
@@ -933,6 +973,9 @@ static int sync_list(struct md_mbox *mb, struct ents *ev, struct uidlist *ul,
 	bool created;
 	int lfd, ret;
 
+	ret = sync_list_unlocked(mb, ev, ul, s);
+	if (ret != -EAGAIN)
+		return ret;
 	ret = mb__lock(mb->dfd, MB_UIDLIST_LOCK, &lfd);
 	if (ret < 0)
 		return ret;
