@@ -203,6 +203,14 @@ stop_tree() {
 		kill -KILL "$p" 2>/dev/null
 	done
 	wait "$pid" 2>/dev/null
+	# A process in uninterruptible sleep (Cyrus's, in the store) dies
+	# late; the store cannot be unmounted before it has.
+	for p in $pids; do
+		for _ in $(seq 100); do
+			kill -0 "$p" 2>/dev/null || break
+			sleep 0.1
+		done
+	done
 }
 
 cleanup() {
@@ -215,7 +223,13 @@ cleanup() {
 		echo "imap-idle.sh: KEEP: left $tmp (and its mount)" >&2
 		return
 	fi
-	[ -n "$mounted" ] && umount "$tmp"
+	if [ -n "$mounted" ]; then
+		for _ in $(seq 50); do
+			umount "$tmp" 2>/dev/null && break
+			sleep 0.2
+		done
+		mountpoint -q "$tmp" && echo "imap-idle.sh: $tmp still mounted" >&2
+	fi
 	rm -rf "$tmp" "$tmp.img"
 }
 trap cleanup EXIT
