@@ -92,6 +92,7 @@ struct lg_mode {
 extern const struct lg_mode lg_mode_echo;
 extern const struct lg_mode lg_mode_idle;
 extern const struct lg_mode lg_mode_hold;
+extern const struct lg_mode lg_mode_imap_idle;
 
 /*
  * TLS client sessions over the worker's I/O (tls.c), for modes that
@@ -135,6 +136,8 @@ struct lg_opts {
 	double rate;		 /* open loop: requests/s in all; 0: closed */
 	bool tls;		 /* TLS client (modes that support it) */
 	bool busy_poll;		 /* poll the ring, never sleep, while running */
+	const char *user;	 /* -U: login name (imap-idle) */
+	const char *pass;	 /* -P: its password */
 };
 
 enum lg_conn_state {

@@ -44,8 +44,8 @@
 #define LG_LAG_LIMIT_NS	 (1000 * 1000) /* open loop: client lag, p99 */
 #define LG_BEHIND_SHARE	 0.01 /* open loop: late or unsent requests */
 
-static const struct lg_mode *const lg_modes[] = {&lg_mode_echo, &lg_mode_idle,
-						 &lg_mode_hold};
+static const struct lg_mode *const lg_modes[] = {
+	&lg_mode_echo, &lg_mode_idle, &lg_mode_hold, &lg_mode_imap_idle};
 
 struct lg_main {
 	struct lg_opts o;
@@ -72,7 +72,7 @@ static void usage(FILE *out)
 	(void)fprintf(
 		out,
 		"usage: loadgen [options] host:port\n"
-		"  -m mode     echo (default), idle or hold\n"
+		"  -m mode     echo (default), idle, hold or imap-idle\n"
 		"  -c conns    connections (default 1)\n"
 		"  -s bytes    message size for echo, line size for hold\n"
 		"              (default 64)\n"
@@ -93,7 +93,9 @@ static void usage(FILE *out)
 		"              from when each request was due (default: closed)\n"
 		"  -B          busy-poll the ring while running: no sleep and\n"
 		"              no timer wake-ups, one whole CPU per thread\n"
-		"  -T          TLS client (hold mode): handshake first\n",
+		"  -T          TLS client (hold mode): handshake first\n"
+		"  -U user     login name (imap-idle)\n"
+		"  -P pass     its password (imap-idle)\n",
 		LG_PORTS_PER_SRC);
 	for (size_t i = 0; i < sizeof(lg_modes) / sizeof(lg_modes[0]); i++)
 		(void)fprintf(out, "mode %s: %s\n", lg_modes[i]->name,
@@ -159,7 +161,7 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 	unsigned long v;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "m:c:s:d:w:t:a:b:W:gDr:BTh")) != -1) {
+	while ((opt = getopt(argc, argv, "m:c:s:d:w:t:a:b:W:gDr:BTU:P:h")) != -1) {
 		int bad = 0;
 
 		switch (opt) {
@@ -216,6 +218,12 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 			break;
 		case 'T':
 			o->tls = true;
+			break;
+		case 'U':
+			o->user = optarg;
+			break;
+		case 'P':
+			o->pass = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -494,6 +502,32 @@ static void report(struct lg_main *m, double secs, double cpu)
 	(void)fflush(stdout);
 }
 
+/*
+ * Opening failed somewhere: how far the connections got, for a script
+ * to quote (a server that refused some is worth more than "failed").
+ */
+static void report_open_failed(const struct lg_main *m)
+{
+	unsigned ready = 0, dead = 0;
+
+	for (unsigned i = 0; i < m->o.threads; i++) {
+		const struct lg_worker *w = &m->workers[i];
+
+		ready += w->ready;
+		dead += w->dead;
+		if (w->dead > 0)
+			printf("loadgen: worker %u: %u connections failed, the "
+			       "first in %s: %s\n",
+			       i, w->dead,
+			       w->first_err_what ? w->first_err_what : "?",
+			       strerror(-w->first_err));
+	}
+	printf("loadgen: open failed: %u of %u connections ready, %u "
+	       "failed\n",
+	       ready, m->o.conns, dead);
+	(void)fflush(stdout);
+}
+
 static int start_workers(struct lg_main *m)
 {
 	struct lg_opts *o = &m->o;
@@ -556,6 +590,8 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < m->o.threads; i++)
 		if (m->workers[i].dead > 0 || m->workers[i].failed)
 			m->abort = true;
+	if (m->abort)
+		report_open_failed(m);
 	if (!m->abort) {
 		printf("loadgen: connected %u connections to %s in %.2f s "
 		       "(%u source addresses, %u threads%s)\n",
