@@ -15,7 +15,7 @@
  * only a complete, synced message is renamed into cur/: a client that
  * vanishes mid-literal leaves nothing (md_append_abort).
  */
-#include "mbox.h"
+#include "mbox-int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -28,30 +28,6 @@
 
 #define APPEND_CHUNK	  16384
 #define LIST_PATTERNS_MAX 32
-
-/* The NO text for a store error on a named mailbox. */
-static const char *folder_err(int err)
-{
-	switch (err) {
-	case -ENOENT:
-		return "[NONEXISTENT] No such mailbox";
-	case -EEXIST:
-		return "[ALREADYEXISTS] Mailbox already exists";
-	case -EINVAL:
-		return "[CANNOT] Invalid mailbox name";
-	case -EPERM:
-		return "[CANNOT] Not allowed on this mailbox";
-	case -ETIMEDOUT:
-		return "[INUSE] Mailbox is locked, try again";
-	case -ENOSPC:
-	case -EDQUOT:
-		return "[OVERQUOTA] Out of space";
-	case -EFBIG:
-		return "[TOOBIG] Message too big";
-	default:
-		return "[SERVERBUG] Mailbox error";
-	}
-}
 
 /* A mailbox name on the wire: UTF-8 if enabled, else as stored. */
 static void print_name(struct imap_sess *s, const char *name)
@@ -291,7 +267,7 @@ static int do_list(struct imap_sess *s, const char *tag, bool lsub)
 		ret = md_subscriptions(s->cfg->store, s->user, &subs, &nsubs);
 	if (ret < 0) {
 		md_folder_list_free(&fl, nfl);
-		imap_tagged(s, tag, "NO", "%s", folder_err(ret));
+		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 		return 0;
 	}
 	for (size_t i = 0; i < nfl; i++) {
@@ -358,7 +334,7 @@ static void reply(struct imap_sess *s, const char *tag, int ret,
 		  const char *what)
 {
 	if (ret < 0)
-		imap_tagged(s, tag, "NO", "%s", folder_err(ret));
+		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 	else
 		imap_tagged(s, tag, "OK", "%s completed", what);
 }
@@ -480,7 +456,7 @@ int cmd_status(struct imap_sess *s, const char *tag)
 	}
 	ret = md_folder_status(s->cfg->store, s->user, name, &st);
 	if (ret < 0) {
-		imap_tagged(s, tag, "NO", "%s", folder_err(ret));
+		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 		return 0;
 	}
 	(void)prot_puts(s->c->out, "* STATUS ");
@@ -662,7 +638,7 @@ int cmd_append(struct imap_sess *s, const char *tag)
 		free(u.v);
 		imap_tagged(s, tag, "NO", "%s",
 			    store_err == -ENOENT ? "[TRYCREATE] No such mailbox"
-						 : folder_err(store_err));
+						 : imap__mbox_err(store_err));
 		return 0;
 	}
 	ret = imap_mbox_sync(s, true);

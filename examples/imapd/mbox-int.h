@@ -52,7 +52,7 @@ void imap__tell_expunges(struct imap_sess *s, struct imap_mbox *m,
 void imap__watch_stop(struct imap_sess *s, struct imap_mbox *m);
 /* Close and free s->mbox (s->mbox_close). */
 void imap__mbox_free(struct imap_sess *s) UR_MAY_YIELD;
-/* The NO text for a store error on the selected mailbox. */
+/* The NO text for a store error (-errno) on a mailbox. */
 const char *imap__mbox_err(int err);
 /* No arguments may follow: 0, or -EPROTO / the lexer's error. */
 int imap__no_args(struct imap_sess *s) UR_MAY_YIELD;

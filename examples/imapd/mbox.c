@@ -400,8 +400,12 @@ const char *imap__mbox_err(int err)
 	switch (err) {
 	case -ENOENT:
 		return "[NONEXISTENT] No such mailbox";
+	case -EEXIST:
+		return "[ALREADYEXISTS] Mailbox already exists";
 	case -EINVAL:
 		return "[CANNOT] Invalid mailbox name";
+	case -EPERM:
+		return "[CANNOT] Not allowed on this mailbox";
 	case -EROFS:
 		return "[READ-ONLY] Mailbox is read-only";
 	case -ETIMEDOUT:
@@ -409,6 +413,8 @@ const char *imap__mbox_err(int err)
 	case -ENOSPC:
 	case -EDQUOT:
 		return "[OVERQUOTA] Out of space";
+	case -EFBIG:
+		return "[TOOBIG] Message too big";
 	default:
 		return "[SERVERBUG] Mailbox error";
 	}
