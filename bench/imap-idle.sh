@@ -174,45 +174,6 @@ spid=""
 lg_pid=""
 mounted=""
 
-# Pids of process $1 and its descendants.
-tree_pids() {
-	local q=$1 p out=""
-	while [ -n "$q" ]; do
-		# shellcheck disable=SC2086
-		set -- $q
-		[ "$#" -gt 0 ] || break
-		p=$1
-		shift
-		out+=" $p"
-		q="$* $(cat /proc/"$p"/task/*/children 2>/dev/null | tr '\n' ' ')"
-	done
-	echo "$out"
-}
-
-# SIGTERM to process $1, then (after 10 s) SIGKILL to whatever is left
-# of its tree, each by pid.
-stop_tree() {
-	local pid=$1 pids p
-	pids=$(tree_pids "$pid")
-	kill -TERM "$pid" 2>/dev/null
-	for _ in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	for p in $pids; do
-		kill -KILL "$p" 2>/dev/null
-	done
-	wait "$pid" 2>/dev/null
-	# A process in uninterruptible sleep (Cyrus's, in the store) dies
-	# late; the store cannot be unmounted before it has.
-	for p in $pids; do
-		for _ in $(seq 100); do
-			kill -0 "$p" 2>/dev/null || break
-			sleep 0.1
-		done
-	done
-}
-
 cleanup() {
 	[ -n "$lg_pid" ] && kill -TERM "$lg_pid" 2>/dev/null
 	[ -n "$spid" ] && stop_tree "$spid"
@@ -260,23 +221,6 @@ if [[ " $SERVERS " == *" cyrus "* ]]; then
 	cyrus_ver=$(dpkg-deb -f "$deb" Version)
 	chmod -R a+rX "$tmp/cyrus-imapd"
 fi
-
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Wait until something answers "$3" on 127.0.0.1:$1 (server pid $2).
-wait_banner() {
-	local port=$1 pid=$2 want=$3 l
-	for _ in $(seq 300); do
-		kill -0 "$pid" 2>/dev/null || return 1
-		l=$({ exec 9<>/dev/tcp/127.0.0.1/"$port" &&
-			read -r -t 5 l <&9 && echo "$l"; } 2>/dev/null)
-		case "$l" in "$want"*) return 0 ;; esac
-		sleep 0.1
-	done
-	return 1
-}
 
 # Largest N server $1 is started for (its process and connection limits).
 max_n() {

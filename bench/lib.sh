@@ -100,3 +100,65 @@ expect_line() {
 	done
 	return 1
 }
+
+# Pids of process $1 and its descendants.
+tree_pids() {
+	local q=$1 p out=""
+	while [ -n "$q" ]; do
+		# shellcheck disable=SC2086
+		set -- $q
+		[ "$#" -gt 0 ] || break
+		p=$1
+		shift
+		out+=" $p"
+		q="$* $(cat /proc/"$p"/task/*/children 2>/dev/null | tr '\n' ' ')"
+	done
+	echo "$out"
+}
+
+# SIGTERM to process $1, then (after 10 s) SIGKILL to whatever is left
+# of its tree, each by pid.
+stop_tree() {
+	local pid=$1 pids p
+	pids=$(tree_pids "$pid")
+	kill -TERM "$pid" 2>/dev/null
+	for _ in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	for p in $pids; do
+		kill -KILL "$p" 2>/dev/null
+	done
+	wait "$pid" 2>/dev/null
+	# A process in uninterruptible sleep (Cyrus's, in the store) dies
+	# late; the store cannot be unmounted before it has.
+	for p in $pids; do
+		for _ in $(seq 100); do
+			kill -0 "$p" 2>/dev/null || break
+			sleep 0.1
+		done
+	done
+}
+
+# A TCP port of 127.0.0.1 that was free a moment ago.
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Wait until something answers a line starting with $3 on 127.0.0.1:$1
+# (server pid $2, which must stay alive); $4, if given, is sent back
+# (QUIT) before the probe hangs up. Returns 1 after 30 s.
+wait_banner() {
+	local port=$1 pid=$2 want=$3 bye=${4:-} l
+	for _ in $(seq 300); do
+		kill -0 "$pid" 2>/dev/null || return 1
+		# In a subshell: its exec and descriptor stay there.
+		l=$({ exec 9<>/dev/tcp/127.0.0.1/"$port" &&
+			read -r -t 5 l <&9 &&
+			{ [ -z "$bye" ] || printf '%s\r\n' "$bye" >&9; } &&
+			echo "$l"; } 2>/dev/null)
+		case "$l" in "$want"*) return 0 ;; esac
+		sleep 0.1
+	done
+	return 1
+}

@@ -162,56 +162,6 @@ host) ;;
 esac
 chmod 755 "$tmp"
 
-# Pids of process $1 and its descendants.
-tree_pids() {
-	local q=$1 p out=""
-	while [ -n "$q" ]; do
-		# shellcheck disable=SC2086
-		set -- $q
-		[ "$#" -gt 0 ] || break
-		p=$1
-		shift
-		out+=" $p"
-		q="$* $(cat /proc/"$p"/task/*/children 2>/dev/null | tr '\n' ' ')"
-	done
-	echo "$out"
-}
-
-# SIGTERM to process $1, then (after 5 s) SIGKILL to whatever is left of
-# its tree, each by pid.
-stop_tree() {
-	local pid=$1 pids p
-	pids=$(tree_pids "$pid")
-	kill -TERM "$pid" 2>/dev/null
-	for _ in $(seq 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	for p in $pids; do
-		kill -KILL "$p" 2>/dev/null
-	done
-	wait "$pid" 2>/dev/null
-}
-
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Wait until something answers "220" on 127.0.0.1:$1 (server pid $2).
-wait_banner() {
-	local port=$1 pid=$2 l
-	for _ in $(seq 200); do
-		kill -0 "$pid" 2>/dev/null || return 1
-		# In a subshell: its exec and descriptor stay there.
-		l=$({ exec 9<>/dev/tcp/127.0.0.1/"$port" &&
-			read -r -t 5 l <&9 && printf 'QUIT\r\n' >&9 &&
-			echo "$l"; } 2>/dev/null)
-		case "$l" in 220*) return 0 ;; esac
-		sleep 0.1
-	done
-	return 1
-}
-
 # The store of server $1 (for counting and emptying new/).
 store_dir() {
 	echo "$tmp/$1/mail"
@@ -320,7 +270,7 @@ EOF
 		>"$d/out" 2>"$d/err" &
 	spid[dovecot]=$!
 	sport[dovecot]=$port
-	wait_banner "$port" "${spid[dovecot]}" ||
+	wait_banner "$port" "${spid[dovecot]}" 220 QUIT ||
 		die "dovecot did not start: $(cat "$d/err" "$d/log" 2>/dev/null | tail -n 5)"
 }
 
@@ -366,7 +316,7 @@ EOF
 	taskset -c "$SERVER_CPU" ${scmd[cyrus]} >"$d/out" 2>"$d/err" &
 	spid[cyrus]=$!
 	sport[cyrus]=$port
-	wait_banner "$port" "${spid[cyrus]}" ||
+	wait_banner "$port" "${spid[cyrus]}" 220 QUIT ||
 		die "cyrus did not start: $(tail -n 5 "$d/err")"
 }
 
