@@ -98,12 +98,9 @@ static int read_folders(struct md_store *st, const char *user, struct names *nv)
 	fd = mb__user_open(st, user);
 	if (fd < 0)
 		return fd;
-	dir = fdopendir(fd);
-	if (dir == NULL) {
-		ret = -errno;
-		mb__close(fd);
+	ret = mb__fdopendir(fd, &dir);
+	if (ret < 0)
 		return ret;
-	}
 	while (ret == 0 && (de = readdir(dir)) != NULL) {
 		const char *name = de->d_name + 1, *dot;
 
@@ -293,12 +290,9 @@ static int rm_dir(int dfd, const char *path,
 	fd = ur_openat(dfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
 	if (fd < 0)
 		return fd;
-	dir = fdopendir(fd);
-	if (dir == NULL) {
-		ret = -errno;
-		mb__close(fd);
+	ret = mb__fdopendir(fd, &dir);
+	if (ret < 0)
 		return ret;
-	}
 	while (ret == 0 && (de = readdir(dir)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 ||
 		    strcmp(de->d_name, "..") == 0)
@@ -334,12 +328,9 @@ static int has_children(int ufd, const char *name)
 	fd = ur_openat(ufd, ".", O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
 		return fd;
-	dir = fdopendir(fd);
-	if (dir == NULL) {
-		ret = -errno;
-		mb__close(fd);
+	ret = mb__fdopendir(fd, &dir);
+	if (ret < 0)
 		return ret;
-	}
 	while (ret == 0 && (de = readdir(dir)) != NULL)
 		ret = de->d_name[0] == '.' &&
 		      strncmp(de->d_name + 1, name, len) == 0 &&
@@ -395,12 +386,9 @@ static int rename_set(int ufd, const char *from, struct names *nv)
 	fd = ur_openat(ufd, ".", O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
 		return fd;
-	dir = fdopendir(fd);
-	if (dir == NULL) {
-		ret = -errno;
-		mb__close(fd);
+	ret = mb__fdopendir(fd, &dir);
+	if (ret < 0)
 		return ret;
-	}
 	while (ret == 0 && (de = readdir(dir)) != NULL) {
 		const char *n = de->d_name + 1;
 
@@ -503,12 +491,9 @@ static int move_files(int from, int to, const char *sub)
 	fd = ur_openat(from, sub, O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0)
 		return fd;
-	dir = fdopendir(fd);
-	if (dir == NULL) {
-		ret = -errno;
-		mb__close(fd);
+	ret = mb__fdopendir(fd, &dir);
+	if (ret < 0)
 		return ret;
-	}
 	while (ret == 0 && (de = readdir(dir)) != NULL)
 		if (de->d_name[0] != '.')
 			ret = move_one(from, to, sub, de->d_name);

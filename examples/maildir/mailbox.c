@@ -501,12 +501,9 @@ static int list_dir(int dfd, const char *sub,
 	fd = ur_openat(dfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
 	if (fd < 0)
 		return fd;
-	dir = fdopendir(fd);
-	if (dir == NULL) {
-		ret = -errno;
-		mb__close(fd);
+	ret = mb__fdopendir(fd, &dir);
+	if (ret < 0)
 		return ret;
-	}
 	while (ret == 0 && (de = readdir(dir)) != NULL) {
 		if (de->d_name[0] == '.' || de->d_type == DT_DIR ||
 		    md_base_len(de->d_name) == 0 ||

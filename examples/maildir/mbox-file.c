@@ -274,6 +274,18 @@ void mb__unlock(int fd)
 		lk_give(sb.st_dev, sb.st_ino);
 }
 
+int mb__fdopendir(int fd, DIR **dir_out)
+{
+	int ret;
+
+	*dir_out = fdopendir(fd);
+	if (*dir_out != NULL)
+		return 0;
+	ret = -errno;
+	mb__close(fd);
+	return ret;
+}
+
 int mb__read_all(int fd, char *buf, size_t len, uint64_t off)
 {
 	size_t got = 0;

@@ -3,6 +3,7 @@
 #ifndef RINGPROT_EXAMPLES_MBOX_INTERNAL_H
 #define RINGPROT_EXAMPLES_MBOX_INTERNAL_H
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +33,10 @@ int mb__folder_open(struct md_store *st, const char *user,
 int mb__lock(int dfd, const char *name,
 	     int *fd_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 void mb__unlock(int fd) UR_MAY_YIELD;
+
+/* A directory stream on fd (taken over: closed with the stream, or now
+ * if none can be made): 0, or -errno with fd closed. */
+int mb__fdopendir(int fd, DIR **dir_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /* The whole of a small file (NUL-terminated, malloc'd); -ENOENT, -EFBIG
  * over max. */
