@@ -187,6 +187,39 @@ static void test_imap_lex_literal_size(void **state)
 	fx_free(f);
 }
 
+/* literal8 "~{n}" (RFC 3516) for APPEND; "~x" stays an atom. */
+static void test_imap_lex_literal8(void **state)
+{
+	struct fx *f = fx_new("t APPEND ~box ~{3}\r\na~b\r\n"
+			      "u APPEND ~{2} x\r\n",
+			      1024);
+	char tag[IMAP_TAG_MAX + 1], name[32], got[64], body[3];
+	struct imap_arg *a;
+
+	(void)state;
+	assert_int_equal(imap_lex_tag(&f->lx, tag), 0);
+	assert_int_equal(imap_lex_name(&f->lx, name, sizeof(name)), 0);
+	assert_int_equal(imap_lex_args(&f->lx, IMAP_LEX_LITERAL_SIZE, &a), 2);
+	assert_int_equal(a->type, IMAP_ARG_ATOM);
+	assert_string_equal(a->str, "~box");
+	assert_false(a->binary);
+	a = a->next;
+	assert_int_equal(a->type, IMAP_ARG_LITERAL_SIZE);
+	assert_int_equal(a->len, 3);
+	assert_true(a->binary);
+	assert_false(a->nonsync);
+	client_got(f, got, sizeof(got));
+	assert_string_equal(got, "+ go ahead\r\n");
+	assert_int_equal(prot_read(f->in, body, 3), 3);
+	assert_memory_equal(body, "a~b", 3);
+	assert_int_equal(imap_lex_args(&f->lx, IMAP_LEX_LITERAL_SIZE, &a), 0);
+	/* inside a list, or without LITERAL_SIZE, "~{" is no literal */
+	assert_int_equal(imap_lex_tag(&f->lx, tag), 0);
+	assert_int_equal(imap_lex_name(&f->lx, name, sizeof(name)), 0);
+	assert_true(imap_lex_args(&f->lx, 0, &a) < 0);
+	fx_free(f);
+}
+
 /* LITERAL-: a {n+} over 4096 cannot be skipped: -E2BIG (close). */
 static void test_imap_lex_nonsync_too_big(void **state)
 {
@@ -645,6 +678,7 @@ int main(void)
 		T(test_imap_lex_literal_sync),
 		T(test_imap_lex_literal_refused),
 		T(test_imap_lex_literal_size),
+		T(test_imap_lex_literal8),
 		T(test_imap_lex_nonsync_too_big),
 		T(test_imap_lex_line_too_long),
 		T(test_imap_lex_empty_lists_too_long),

@@ -29,21 +29,6 @@
 #define APPEND_CHUNK	  16384
 #define LIST_PATTERNS_MAX 32
 
-/* A mailbox name on the wire: UTF-8 if enabled, else as stored. */
-static void print_name(struct imap_sess *s, const char *name)
-{
-	if (s->enabled & IMAP_ENABLED_UTF8) {
-		size_t size = strlen(name) * 4 + 8;
-		char *u = imap_pool_alloc(&s->pool, size);
-
-		if (u != NULL && imap_mutf7_to_utf8(name, u, size) >= 0) {
-			(void)prot_printastring(s->c->out, u);
-			return;
-		}
-	}
-	(void)prot_printastring(s->c->out, name);
-}
-
 /* -------------------------------------------------------------------- */
 /* LIST, LSUB */
 
@@ -136,14 +121,29 @@ enum {
 	RET_SUBSCRIBED = 1u << 2,
 	RET_CHILDREN = 1u << 3,
 	RET_SPECIAL_USE = 1u << 4,
+	RET_STATUS = 1u << 5,
 };
 
+static int status_want(struct imap_sess *s, const struct imap_arg *list,
+		       unsigned *want) RINGPROT_MUST_CHECK;
+static int print_status(struct imap_sess *s, const char *name,
+			unsigned want) UR_MAY_YIELD;
+
+/* LIST's selection or return options; *status_out: RETURN (STATUS (x)). */
 static int list_opts(struct imap_sess *s, const struct imap_arg *l,
-		     bool ret_opts, unsigned *opts)
+		     bool ret_opts, unsigned *opts, unsigned *status_out)
 {
 	for (const struct imap_arg *o = l->child; o != NULL; o = o->next) {
 		if (o->type != IMAP_ARG_ATOM)
 			goto bad;
+		if (ret_opts && imap_arg_is_atom(o, "STATUS") &&
+		    o->next != NULL && o->next->type == IMAP_ARG_LIST) {
+			o = o->next;
+			if (status_want(s, o, status_out) < 0)
+				return -EPROTO;
+			*opts |= RET_STATUS;
+			continue;
+		}
 		if (!ret_opts && imap_arg_is_atom(o, "SUBSCRIBED"))
 			*opts |= SEL_SUBSCRIBED | RET_SUBSCRIBED;
 		else if (!ret_opts && imap_arg_is_atom(o, "SPECIAL-USE"))
@@ -200,7 +200,7 @@ static int do_list(struct imap_sess *s, const char *tag, bool lsub)
 	char **subs = NULL;
 	size_t nfl = 0, nsubs = 0;
 	unsigned opts = lsub ? SEL_SUBSCRIBED : RET_CHILDREN;
-	unsigned npats = 0;
+	unsigned npats = 0, status = 0;
 	struct imap_arg *a;
 	int ret;
 
@@ -209,7 +209,7 @@ static int do_list(struct imap_sess *s, const char *tag, bool lsub)
 		return ret;
 	/* LIST-EXTENDED: LIST (sel) ref pats RETURN (ret) */
 	if (!lsub && a != NULL && a->type == IMAP_ARG_LIST) {
-		ret = list_opts(s, a, false, &opts);
+		ret = list_opts(s, a, false, &opts, &status);
 		if (ret < 0)
 			return ret;
 		a = a->next;
@@ -239,7 +239,7 @@ static int do_list(struct imap_sess *s, const char *tag, bool lsub)
 	if (!lsub && a != NULL && imap_arg_is_atom(a, "RETURN") &&
 	    a->next != NULL && a->next->type == IMAP_ARG_LIST) {
 		opts &= ~(unsigned)RET_CHILDREN;
-		ret = list_opts(s, a->next, true, &opts);
+		ret = list_opts(s, a->next, true, &opts, &status);
 		if (ret < 0)
 			return ret;
 		opts |= RET_CHILDREN; /* we know them anyway: always sent */
@@ -261,6 +261,18 @@ static int do_list(struct imap_sess *s, const char *tag, bool lsub)
 		pats[i] = join_pattern(s, ref, pats[i]);
 		if (pats[i] == NULL)
 			return -ENOMEM;
+		/* Names are stored in mUTF-7 ('%' and '*' pass as is). */
+		if (imap_utf8_names(s)) {
+			size_t size = strlen(pats[i]) * 3 + 8;
+			char *m = imap_pool_alloc(&s->pool, size);
+
+			if (m == NULL ||
+			    imap_utf8_to_mutf7(pats[i], m, size) < 0) {
+				s->lx.err = "invalid UTF-8 in pattern";
+				return -EPROTO;
+			}
+			pats[i] = m;
+		}
 	}
 	ret = md_folder_list(s->cfg->store, s->user, &fl, &nfl);
 	if (ret == 0 && (opts & (SEL_SUBSCRIBED | RET_SUBSCRIBED)))
@@ -291,8 +303,14 @@ static int do_list(struct imap_sess *s, const char *tag, bool lsub)
 		(void)prot_printf(s->c->out, "* %s ", lsub ? "LSUB" : "LIST");
 		print_attrs(s, attrs, !lsub);
 		(void)prot_puts(s->c->out, " \".\" ");
-		print_name(s, fl[i].name);
+		imap_print_name(s, fl[i].name);
 		(void)prot_puts(s->c->out, "\r\n");
+		/* RFC 5819: STATUS of each selectable one listed; a
+		 * mailbox that vanished meanwhile just gets none. */
+		if ((opts & RET_STATUS) && !(attrs & MD_ATTR_NOSELECT) &&
+		    print_status(s, fl[i].name, status) < 0) {
+			/* see above */
+		}
 	}
 	md_folder_list_free(&fl, nfl);
 	md_strv_free(&subs, nsubs);
@@ -419,17 +437,69 @@ int cmd_unsubscribe(struct imap_sess *s, const char *tag)
 }
 
 /* -------------------------------------------------------------------- */
-/* STATUS */
+/* STATUS (and LIST's RETURN (STATUS ...), RFC 5819) */
+
+static const char *const status_items[] = {"MESSAGES",	  "RECENT", "UIDNEXT",
+					   "UIDVALIDITY", "UNSEEN", "SIZE",
+					   "DELETED"};
+#define N_STATUS_ITEMS (sizeof(status_items) / sizeof(status_items[0]))
+
+/* The items of a STATUS list as bits of status_items: 0 or -EPROTO. */
+static int status_want(struct imap_sess *s, const struct imap_arg *list,
+		       unsigned *want)
+{
+	*want = 0;
+	for (const struct imap_arg *i = list->child; i != NULL; i = i->next) {
+		size_t k = 0;
+
+		while (k < N_STATUS_ITEMS &&
+		       !imap_arg_is_atom(i, status_items[k]))
+			k++;
+		if (k == N_STATUS_ITEMS) {
+			s->lx.err = "Unknown STATUS item";
+			return -EPROTO;
+		}
+		*want |= 1u << k;
+	}
+	if (*want == 0) {
+		s->lx.err = "STATUS needs at least one item";
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* "* STATUS name (items)" of name: 0 or the store's -errno. */
+static int print_status(struct imap_sess *s, const char *name, unsigned want)
+{
+	struct md_status st;
+	bool first = true;
+	int ret = md_folder_status(s->cfg->store, s->user, name, &st);
+
+	if (ret < 0)
+		return ret;
+	(void)prot_puts(s->c->out, "* STATUS ");
+	imap_print_name(s, name);
+	(void)prot_puts(s->c->out, " (");
+	for (unsigned k = 0; k < N_STATUS_ITEMS; k++) {
+		const uint64_t v[N_STATUS_ITEMS] = {
+			st.messages, st.recent, st.uidnext, st.uidvalidity,
+			st.unseen,   st.size,	st.deleted};
+
+		if (!(want & (1u << k)))
+			continue;
+		(void)prot_printf(s->c->out, "%s%s %" PRIu64, first ? "" : " ",
+				  status_items[k], v[k]);
+		first = false;
+	}
+	(void)prot_puts(s->c->out, ")\r\n");
+	return 0;
+}
 
 int cmd_status(struct imap_sess *s, const char *tag)
 {
-	static const char *const items[] = {"MESSAGES",	   "RECENT", "UIDNEXT",
-					    "UIDVALIDITY", "UNSEEN", "SIZE"};
-	struct md_status st;
 	struct imap_arg *a;
 	const char *name;
 	unsigned want = 0;
-	bool first = true;
 	int ret;
 
 	ret = imap_args(s, &a);
@@ -440,44 +510,15 @@ int cmd_status(struct imap_sess *s, const char *tag)
 		return -EPROTO;
 	}
 	ret = imap_mbox_name_arg(s, a, &name);
+	if (ret == 0)
+		ret = status_want(s, a->next, &want);
 	if (ret < 0)
 		return ret;
-	for (const struct imap_arg *i = a->next->child; i != NULL;
-	     i = i->next) {
-		size_t k = 0;
-
-		while (k < 6 && !imap_arg_is_atom(i, items[k]))
-			k++;
-		if (k == 6) {
-			s->lx.err = "Unknown STATUS item";
-			return -EPROTO;
-		}
-		want |= 1u << k;
-	}
-	ret = md_folder_status(s->cfg->store, s->user, name, &st);
+	ret = print_status(s, name, want);
 	if (ret < 0) {
 		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 		return 0;
 	}
-	(void)prot_puts(s->c->out, "* STATUS ");
-	print_name(s, name);
-	(void)prot_puts(s->c->out, " (");
-	for (unsigned k = 0; k < 6; k++) {
-		uint64_t v;
-
-		if (!(want & (1u << k)))
-			continue;
-		v = k == 0   ? st.messages
-		    : k == 1 ? st.recent
-		    : k == 2 ? st.uidnext
-		    : k == 3 ? st.uidvalidity
-		    : k == 4 ? st.unseen
-			     : st.size;
-		(void)prot_printf(s->c->out, "%s%s %" PRIu64, first ? "" : " ",
-				  items[k], v);
-		first = false;
-	}
-	(void)prot_puts(s->c->out, ")\r\n");
 	ret = imap_mbox_sync(s, true);
 	imap_tagged(s, tag, ret < 0 ? "NO" : "OK", "STATUS completed");
 	return 0;
@@ -488,8 +529,12 @@ int cmd_status(struct imap_sess *s, const char *tag)
 
 /*
  * Read the literal's n bytes from the stream into ap (NULL: drop them).
- * 0, or -ENOTCONN when the client went away, or the store's error (the
- * rest of the literal is still read, so the session stays in step).
+ * 0, or -ENOTCONN when the client went away, -EILSEQ for a NUL byte, or
+ * the store's error (the rest of the literal is still read, so the
+ * session stays in step). A stored message never holds a NUL: FETCH
+ * sends BODY[] in ordinary literals, which may not carry one (RFC 3501
+ * CHAR8), so binary content is refused as RFC 3516 allows
+ * (UNKNOWN-CTE) rather than stored and sent wrong later.
  */
 static int take_literal(struct imap_sess *s, struct md_append *ap, uint64_t n)
 {
@@ -504,6 +549,8 @@ static int take_literal(struct imap_sess *s, struct md_append *ap, uint64_t n)
 		if (got <= 0)
 			return -ENOTCONN;
 		n -= (uint64_t)got;
+		if (err == 0 && memchr(buf, '\0', (size_t)got) != NULL)
+			err = -EILSEQ;
 		if (ap != NULL && err == 0)
 			err = md_append_write(ap, buf, (size_t)got);
 	}
@@ -638,7 +685,9 @@ int cmd_append(struct imap_sess *s, const char *tag)
 		free(u.v);
 		imap_tagged(s, tag, "NO", "%s",
 			    store_err == -ENOENT ? "[TRYCREATE] No such mailbox"
-						 : imap__mbox_err(store_err));
+			    : store_err == -EILSEQ
+				    ? "[UNKNOWN-CTE] NUL bytes cannot be stored"
+				    : imap__mbox_err(store_err));
 		return 0;
 	}
 	ret = imap_mbox_sync(s, true);

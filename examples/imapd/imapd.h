@@ -45,6 +45,7 @@ enum imap_state {
 
 /* What ENABLE turned on (RFC 5161). */
 #define IMAP_ENABLED_UTF8 1u /* UTF8=ACCEPT (RFC 6855) */
+#define IMAP_ENABLED_REV2 2u /* IMAP4rev2 (RFC 9051) */
 
 /*
  * One session. Commands may read every field and change those marked
@@ -72,6 +73,19 @@ struct imap_sess {
 	void *mbox;
 	void (*mbox_close)(struct imap_sess *s);
 };
+
+/* Mailbox names go both ways in UTF-8 (UTF8=ACCEPT, or IMAP4rev2: RFC
+ * 9051 5.1), else in modified UTF-7 as stored. */
+static inline bool imap_utf8_names(const struct imap_sess *s)
+{
+	return (s->enabled & (IMAP_ENABLED_UTF8 | IMAP_ENABLED_REV2)) != 0;
+}
+
+/* IMAP4rev2 is on: no \Recent, no RECENT, SEARCH answered by ESEARCH. */
+static inline bool imap_rev2(const struct imap_sess *s)
+{
+	return (s->enabled & IMAP_ENABLED_REV2) != 0;
+}
 
 /*
  * A command: one row of the table in session.c. fn runs after the name

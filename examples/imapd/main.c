@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
- * examples/imapd: an IMAP4rev1 (RFC 3501) server reading the Maildir
- * store lmtpd delivers into.
+ * examples/imapd: an IMAP4rev1 (RFC 3501) and IMAP4rev2 (RFC 9051)
+ * server reading the Maildir store lmtpd delivers into.
  *
  * Everything but the session is server/'s (srv_main): command line,
  * configuration, listeners, workers, TLS, SASL, limits, SIGTERM drain.
@@ -213,7 +213,7 @@ int main(int argc, char **argv)
 		malloc((NKEYS + lmtp_cfg_nkeys) * sizeof(*keys));
 	struct srv_main_opts mo = {
 		.prog = "ringprot-imapd",
-		.summary = "IMAP4rev1 (RFC 3501) on the Maildir store under "
+		.summary = "IMAP4rev1/IMAP4rev2 on the Maildir store under "
 			   "data_dir (default listen " IMAPD_DEFAULT_LISTEN
 			   ", data_dir ./imapd-data; implicit TLS: "
 			   "-o imaps.tls_listen=ADDR)",

@@ -20,6 +20,8 @@ struct imap_mbox {
 	uint32_t *pend; /* vanished, not yet told */
 	uint32_t npend, cappend;
 	uint32_t recent_told;
+	uint32_t *saved; /* SEARCHRES "$": UIDs, ascending (RFC 5182) */
+	uint32_t nsaved;
 	/* IDLE (idle.c) */
 	struct md_watch watch;
 	bool watching;

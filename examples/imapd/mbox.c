@@ -142,7 +142,7 @@ void imap_print_flags(struct imap_sess *s, const struct md_msg_info *mi)
 			first = false;
 		}
 	}
-	if (mi->flags & MD_F_RECENT) {
+	if ((mi->flags & MD_F_RECENT) && !imap_rev2(s)) {
 		(void)prot_printf(out, "%s\\Recent", first ? "" : " ");
 		first = false;
 	}
@@ -293,9 +293,54 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 	if (m->n != before || ch.n_added > 0) {
 		m->recent_told = count_recent(m);
 		imap_untagged(s, "%" PRIu32 " EXISTS", m->n);
-		imap_untagged(s, "%" PRIu32 " RECENT", m->recent_told);
+		if (!imap_rev2(s))
+			imap_untagged(s, "%" PRIu32 " RECENT", m->recent_told);
 	}
 	return 0;
+}
+
+static int uid_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+bool imap_mbox_in_set(const struct imap_sess *s, const struct imap_seqset *set,
+		      bool uid, uint32_t seq)
+{
+	const struct imap_mbox *m = imap__mbox_of(s);
+	uint32_t u;
+
+	if (m == NULL || seq == 0 || seq > m->n)
+		return false;
+	u = m->view[seq - 1];
+	if (set->dollar)
+		return m->nsaved > 0 && bsearch(&u, m->saved, m->nsaved,
+						sizeof(u), uid_cmp) != NULL;
+	if (uid)
+		return imap_seqset_contains(set, u, m->view[m->n - 1]);
+	return imap_seqset_contains(set, seq, m->n);
+}
+
+int imap_mbox_save_result(struct imap_sess *s, const uint32_t *uids, uint32_t n)
+{
+	struct imap_mbox *m = imap__mbox_of(s);
+	uint32_t *v = NULL;
+
+	if (m == NULL)
+		return 0;
+	if (n > 0) {
+		v = malloc(n * sizeof(*v));
+		if (v == NULL)
+			n = 0;
+		else
+			memcpy(v, uids, n * sizeof(*v));
+	}
+	free(m->saved);
+	m->saved = v;
+	m->nsaved = n;
+	return v == NULL && n > 0 ? -ENOMEM : 0;
 }
 
 int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set, bool uid,
@@ -303,19 +348,16 @@ int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set, bool uid,
 {
 	struct imap_mbox *m = imap__mbox_of(s);
 	unsigned ghosts = 0;
-	uint32_t max;
 	int ret = 0;
 
 	if (ghosts_out != NULL)
 		*ghosts_out = 0;
 	if (m == NULL || m->n == 0)
 		return 0;
-	max = uid ? m->view[m->n - 1] : m->n;
 	for (uint32_t seq = 1; seq <= m->n && ret == 0; seq++) {
-		uint32_t v = uid ? m->view[seq - 1] : seq;
 		const struct md_msg_info *mi;
 
-		if (!imap_seqset_contains(set, v, max))
+		if (!imap_mbox_in_set(s, set, uid, seq))
 			continue;
 		mi = imap_mbox_info(s, seq);
 		if (mi == NULL) {
@@ -329,20 +371,31 @@ int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set, bool uid,
 	return ret;
 }
 
+void imap_print_name(struct imap_sess *s, const char *name)
+{
+	if (imap_utf8_names(s)) {
+		size_t size = strlen(name) * 4 + 8;
+		char *u = imap_pool_alloc(&s->pool, size);
+
+		if (u != NULL && imap_mutf7_to_utf8(name, u, size) >= 0) {
+			(void)prot_printastring(s->c->out, u);
+			return;
+		}
+	}
+	(void)prot_printastring(s->c->out, name);
+}
+
 int imap_mbox_name_arg(struct imap_sess *s, const struct imap_arg *a,
 		       const char **name_out)
 {
 	const char *name;
-	bool high = false;
 
 	if (!imap_arg_astring(a, &name)) {
 		s->lx.err = "mailbox name expected";
 		return -EPROTO;
 	}
-	for (const char *p = name; *p != '\0'; p++)
-		if ((unsigned char)*p >= 0x80)
-			high = true;
-	if (high && (s->enabled & IMAP_ENABLED_UTF8)) {
+	/* In UTF-8 mode "&" is itself: every name is converted. */
+	if (imap_utf8_names(s)) {
 		size_t size = strlen(name) * 3 + 8;
 		char *out = imap_pool_alloc(&s->pool, size);
 
@@ -381,6 +434,7 @@ void imap__mbox_free(struct imap_sess *s)
 	md_mbox_close(&m->mb);
 	free(m->view);
 	free(m->pend);
+	free(m->saved);
 	free(m->name);
 	free(m);
 	s->mbox = NULL;
@@ -440,7 +494,10 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 	ret = imap_mbox_name_arg(s, a, &name);
 	if (ret < 0)
 		return ret;
-	/* RFC 3501 6.3.1: a failed SELECT leaves no mailbox selected. */
+	/* RFC 3501 6.3.1: a failed SELECT leaves no mailbox selected;
+	 * IMAP4rev2 says so (RFC 9051 7.1: CLOSED). */
+	if (imap__mbox_of(s) != NULL && imap_rev2(s))
+		imap_untagged(s, "OK [CLOSED] Previous mailbox closed");
 	imap_mbox_unselect(s);
 	m = calloc(1, sizeof(*m));
 	if (m == NULL)
@@ -484,7 +541,15 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 		print_flag_list(s, m, true);
 	(void)prot_puts(s->c->out, "] Flags permitted\r\n");
 	imap_untagged(s, "%" PRIu32 " EXISTS", m->n);
-	imap_untagged(s, "%" PRIu32 " RECENT", m->recent_told);
+	if (imap_rev2(s)) {
+		/* RFC 9051 6.3.2: the name as the server has it. */
+		(void)prot_puts(s->c->out, "* LIST () \".\" ");
+		imap_print_name(s,
+				md_mbox_is_inbox(m->name) ? "INBOX" : m->name);
+		(void)prot_puts(s->c->out, "\r\n");
+	} else {
+		imap_untagged(s, "%" PRIu32 " RECENT", m->recent_told);
+	}
 	if (unseen != 0)
 		imap_untagged(s, "OK [UNSEEN %" PRIu32 "] First unseen",
 			      unseen);

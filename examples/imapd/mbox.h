@@ -40,6 +40,18 @@ const struct md_msg_info *imap_mbox_info(const struct imap_sess *s,
  * NULL). mi is borrowed: valid until the next store call on the
  * mailbox. Returns 0 or the first negative fn returned.
  */
+/*
+ * Is the message at seq in set: sequence numbers, or UIDs when uid is
+ * true; "$" is the saved search result (SEARCHRES) either way.
+ */
+bool imap_mbox_in_set(const struct imap_sess *s, const struct imap_seqset *set,
+		      bool uid, uint32_t seq);
+/*
+ * Replace the saved search result ("$") with the n UIDs of uids
+ * (ascending). 0 or -ENOMEM (the result is empty then).
+ */
+int imap_mbox_save_result(struct imap_sess *s, const uint32_t *uids,
+			  uint32_t n) RINGPROT_MUST_CHECK;
 typedef int imap_each_fn(struct imap_sess *s, uint32_t seq,
 			 const struct md_msg_info *mi, void *arg);
 int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set, bool uid,
@@ -67,6 +79,9 @@ void imap_print_flags(struct imap_sess *s, const struct md_msg_info *mi);
 int imap_mbox_name_arg(struct imap_sess *s, const struct imap_arg *a,
 		       const char **name_out) RINGPROT_MUST_CHECK;
 
+/* A stored (mUTF-7) mailbox name on the wire: in UTF-8 when
+ * imap_utf8_names(s), else as stored. */
+void imap_print_name(struct imap_sess *s, const char *name);
 /* Close the selected mailbox (no expunge), back to the authenticated
  * state. Safe when none is selected. */
 void imap_mbox_unselect(struct imap_sess *s) UR_MAY_YIELD;

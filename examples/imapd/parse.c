@@ -297,13 +297,16 @@ static void tok_commit(struct imap_lex *lx, struct tok *t, struct imap_arg *a)
  * bytes of the atom up to ']' (BODY[HEADER.FIELDS (From To)]<0.100>),
  * as every server reads fetch attributes; '\' is allowed first (flags).
  */
-static int read_atom(struct imap_lex *lx, struct imap_arg *a)
+/* An atom; lead (if not -1) is its first byte, already read. */
+static int read_atom(struct imap_lex *lx, struct imap_arg *a, int lead)
 {
 	struct tok t;
 	bool bracket = false;
 	int c, ret;
 
 	ret = tok_open(lx, &t);
+	if (ret == 0 && lead >= 0)
+		ret = tok_put(lx, &t, lead);
 	if (ret < 0)
 		return ret;
 	for (;;) {
@@ -543,9 +546,20 @@ static int read_arg(struct imap_lex *lx, unsigned flags, unsigned depth, int c,
 			return read_literal(lx, a);
 		ret = literal_size(lx, a);
 		return ret < 0 ? ret : 1;
+	case '~':
+		/* literal8 (RFC 3516 "~{n}"), for APPEND only; elsewhere
+		 * '~' is an atom's byte ("~foo" is a mailbox name). */
+		if (depth == 0 && (flags & IMAP_LEX_LITERAL_SIZE) &&
+		    peek(lx) == '{') {
+			(void)next(lx);
+			ret = literal_size(lx, a);
+			a->binary = true;
+			return ret < 0 ? ret : 1;
+		}
+		return read_atom(lx, a, c);
 	default:
 		back(lx, c);
-		return read_atom(lx, a);
+		return read_atom(lx, a, -1);
 	}
 }
 

@@ -88,6 +88,7 @@ struct imap_arg {
 	const char *str;	/* NUL-terminated (not LIST, LITERAL_SIZE) */
 	size_t len;		/* bytes of str; LITERAL_SIZE: announced size */
 	bool nonsync;		/* LITERAL, LITERAL_SIZE: {n+} */
+	bool binary;		/* LITERAL_SIZE: literal8 ~{n} (RFC 3516) */
 	unsigned count;		/* LIST: children */
 	struct imap_arg *child; /* LIST: first child */
 	struct imap_arg *next;	/* next sibling */

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * examples/imapd/search: SEARCH and UID SEARCH (RFC 3501 6.4.4), with
- * ESEARCH's RETURN (MIN MAX ALL COUNT) (RFC 4731).
+ * ESEARCH's RETURN (MIN MAX ALL COUNT) (RFC 4731) and SEARCHRES's SAVE
+ * (RFC 5182: the result kept as "$", by UID, for later commands). Under
+ * IMAP4rev2 every SEARCH is answered with ESEARCH (RFC 9051 6.4.4).
  *
  * The key tree (parse.h) is evaluated per message. Keys on the message
  * list (flags, sizes, internal dates, sequence and UID sets) cost no file
@@ -28,9 +30,9 @@
 #define SEARCH_MAX_MSG ((size_t)1 << 30)
 
 struct search_job {
+	struct imap_sess *s;
 	const struct imap_search *q;
 	struct md_mbox *mb;
-	uint32_t exists, last_uid;
 	/* the current message's content, read on first need */
 	uint32_t seq;
 	const struct md_msg_info *mi;
@@ -150,9 +152,9 @@ static bool match(struct search_job *j, const struct imap_search_key *k)
 	case IMAP_SK_UNKEYWORD:
 		return !has_keyword(j, k->str);
 	case IMAP_SK_SEQSET:
-		return imap_seqset_contains(&k->set, j->seq, j->exists);
+		return imap_mbox_in_set(j->s, &k->set, false, j->seq);
 	case IMAP_SK_UIDSET:
-		return imap_seqset_contains(&k->set, mi->uid, j->last_uid);
+		return imap_mbox_in_set(j->s, &k->set, true, j->seq);
 	case IMAP_SK_BEFORE:
 		return day_of(mi->internal_date) < k->days;
 	case IMAP_SK_ON:
@@ -213,7 +215,6 @@ static int search_one(struct imap_sess *s, uint32_t seq,
 	struct search_job *j = arg;
 	bool hit;
 
-	(void)s;
 	j->seq = seq;
 	j->mi = mi;
 	j->loaded = false;
@@ -237,6 +238,41 @@ static int search_one(struct imap_sess *s, uint32_t seq,
 	return 0;
 }
 
+/*
+ * RETURN (SAVE ...): keep the result as UIDs. With MIN and/or MAX and
+ * neither ALL nor COUNT, only those are kept (RFC 5182 2.1).
+ */
+static int save_result(struct imap_sess *s, const struct search_job *j,
+		       unsigned r)
+{
+	uint32_t *u, n = 0;
+	int ret;
+
+	if (j->n == 0)
+		return imap_mbox_save_result(s, NULL, 0);
+	u = malloc(j->n * sizeof(*u));
+	if (u == NULL) {
+		ret = imap_mbox_save_result(s, NULL, 0);
+		return ret < 0 ? ret : -ENOMEM;
+	}
+	if ((r & (IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX)) &&
+	    !(r & (IMAP_SEARCH_RET_ALL | IMAP_SEARCH_RET_COUNT))) {
+		if (r & IMAP_SEARCH_RET_MIN)
+			u[n++] = j->hits[0];
+		if ((r & IMAP_SEARCH_RET_MAX) && (n == 0 || j->n > 1))
+			u[n++] = j->hits[j->n - 1];
+	} else {
+		memcpy(u, j->hits, j->n * sizeof(*u));
+		n = j->n;
+	}
+	if (!s->uid)
+		for (uint32_t i = 0; i < n; i++)
+			u[i] = imap_mbox_uid(s, u[i]);
+	ret = imap_mbox_save_result(s, u, n);
+	free(u);
+	return ret;
+}
+
 /* ESEARCH's ALL: a compact sequence set of the (ascending) hits. */
 static void print_set(struct protstream *out, const uint32_t *v, uint32_t n)
 {
@@ -256,9 +292,10 @@ int cmd_search(struct imap_sess *s, const char *tag)
 {
 	struct protstream *out = s->c->out;
 	struct search_job j = {0};
-	struct imap_search q;
+	struct imap_search q = {0};
 	struct imap_seqset all;
 	struct imap_arg *a;
+	unsigned r;
 	int ret;
 
 	ret = imap_args(s, &a);
@@ -266,25 +303,32 @@ int cmd_search(struct imap_sess *s, const char *tag)
 		return ret;
 	ret = imap_parse_search(a, &s->pool, &q, &s->lx.err);
 	if (ret == -ENOENT) {
-		imap_tagged(s, tag, "NO", "[BADCHARSET (US-ASCII UTF-8)] %s",
-			    s->lx.err != NULL ? s->lx.err
-					      : "Unsupported charset");
+		if ((q.ret & IMAP_SEARCH_RET_SAVE) &&
+		    imap_mbox_save_result(s, NULL, 0) < 0) {
+			/* emptying cannot fail */
+		}
+		/* s->lx.err carries the [BADCHARSET (...)] code. */
+		imap_tagged(s, tag, "NO", "%s", s->lx.err);
 		return 0;
 	}
 	if (ret < 0)
 		return ret;
-	if (q.ret & IMAP_SEARCH_RET_SAVE) {
-		s->lx.err = "SAVE is not supported (no SEARCHRES)";
-		return -EPROTO;
-	}
+	j.s = s;
 	j.q = &q;
 	j.mb = imap_mbox_md(s);
-	j.exists = imap_mbox_exists(s);
-	j.last_uid = j.exists > 0 ? imap_mbox_uid(s, j.exists) : 0;
 	ret = imap_seqset_parse("1:*", &s->pool, &all, &s->lx.err);
 	if (ret == 0)
 		ret = imap_mbox_each(s, &all, false, search_one, &j, NULL);
 	free(j.mime);
+	r = q.ret != 0 ? q.ret : IMAP_SEARCH_RET_ALL;
+	if (r & IMAP_SEARCH_RET_SAVE) {
+		/* A failed SEARCH leaves "$" empty (RFC 5182 2.1). */
+		int sr = ret == 0 ? save_result(s, &j, r)
+				  : imap_mbox_save_result(s, NULL, 0);
+
+		if (ret == 0)
+			ret = sr;
+	}
 	if (ret == -ENOMEM || ret == -EIO) {
 		free(j.hits);
 		return ret;
@@ -294,9 +338,8 @@ int cmd_search(struct imap_sess *s, const char *tag)
 		imap_tagged(s, tag, "NO", "[SERVERBUG] SEARCH failed");
 		return 0;
 	}
-	if (q.esearch) {
-		unsigned r = q.ret != 0 ? q.ret : IMAP_SEARCH_RET_ALL;
-
+	if ((q.esearch || imap_rev2(s)) && r != IMAP_SEARCH_RET_SAVE) {
+		/* RETURN (SAVE) alone answers nothing but the tagged OK. */
 		(void)prot_printf(out, "* ESEARCH (TAG \"%s\")%s", tag,
 				  s->uid ? " UID" : "");
 		if ((r & IMAP_SEARCH_RET_MIN) && j.n > 0)
@@ -311,7 +354,7 @@ int cmd_search(struct imap_sess *s, const char *tag)
 		if (r & IMAP_SEARCH_RET_COUNT)
 			(void)prot_printf(out, " COUNT %" PRIu32, j.n);
 		(void)prot_puts(out, "\r\n");
-	} else {
+	} else if (!q.esearch && !imap_rev2(s)) {
 		(void)prot_puts(out, "* SEARCH");
 		for (uint32_t i = 0; i < j.n; i++)
 			(void)prot_printf(out, " %" PRIu32, j.hits[i]);

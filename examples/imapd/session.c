@@ -2,7 +2,10 @@
 /*
  * examples/imapd/session: one IMAP4rev1 session (RFC 3501), written in
  * the blocking Cyrus style on c->in and c->out, and the commands of any
- * state and of the not-authenticated state.
+ * state and of the not-authenticated state. A client that sends ENABLE
+ * IMAP4rev2 gets RFC 9051's behaviour from then on (imap_rev2(s): no
+ * \Recent, ESEARCH answers, UTF-8 names, LIST at SELECT, CLOSED); the
+ * extensions IMAP4rev2 includes are offered to both.
  *
  * How a later file adds commands (mailbox state: SELECT, FETCH...):
  *
@@ -116,9 +119,10 @@ void imap_print_capability(struct imap_sess *s)
 	const char *mechs = NULL;
 
 	(void)prot_printf(out,
-			  "IMAP4rev1 %s SASL-IR ID ENABLE IDLE NAMESPACE "
-			  "UIDPLUS UNSELECT MOVE CHILDREN SPECIAL-USE "
-			  "LIST-EXTENDED ESEARCH MULTIAPPEND STATUS=SIZE "
+			  "IMAP4rev1 IMAP4rev2 %s SASL-IR ID ENABLE IDLE "
+			  "NAMESPACE UIDPLUS UNSELECT MOVE CHILDREN "
+			  "SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH "
+			  "SEARCHRES BINARY MULTIAPPEND STATUS=SIZE "
 			  "APPENDLIMIT=%" PRIu64,
 			  cfg->literal_plus ? "LITERAL+" : "LITERAL-",
 			  cfg->literal_max);
@@ -401,11 +405,22 @@ static int cmd_authenticate(struct imap_sess *s, const char *tag)
  * ---------------------------------------------------------------------
  */
 
-/* RFC 5161. */
+/*
+ * RFC 5161. IMAP4rev2 (RFC 9051) turns off \Recent and RECENT, answers
+ * every SEARCH with ESEARCH, and takes and gives mailbox names in UTF-8
+ * (which is what UTF8=ACCEPT does to names too).
+ */
 static int cmd_enable(struct imap_sess *s, const char *tag)
 {
+	static const struct {
+		const char *name;
+		unsigned bit;
+	} known[] = {
+		{"UTF8=ACCEPT", IMAP_ENABLED_UTF8},
+		{"IMAP4rev2", IMAP_ENABLED_REV2},
+	};
+	unsigned now = 0;
 	struct imap_arg *a;
-	bool utf8 = false;
 	int ret = imap_args(s, &a);
 
 	if (ret < 0)
@@ -419,18 +434,23 @@ static int cmd_enable(struct imap_sess *s, const char *tag)
 			s->lx.err = "Invalid capability name";
 			return -EPROTO;
 		}
-		/* Only what is advertised may be enabled (RFC 5161 3.1). */
-		if (strcasecmp(a->str, "UTF8=ACCEPT") == 0 &&
-		    s->cfg->utf8_accept && !(s->enabled & IMAP_ENABLED_UTF8))
-			utf8 = true;
+		/* Only what is advertised may be enabled (RFC 5161 3.1);
+		 * unknown names are ignored. */
+		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+			if (strcasecmp(a->str, known[i].name) == 0 &&
+			    (known[i].bit != IMAP_ENABLED_UTF8 ||
+			     s->cfg->utf8_accept))
+				now |= known[i].bit;
 	}
-	if (utf8) {
-		s->enabled |= IMAP_ENABLED_UTF8;
+	now &= ~s->enabled; /* ENABLED lists only what this one turned on */
+	s->enabled |= now;
+	if (s->enabled & (IMAP_ENABLED_UTF8 | IMAP_ENABLED_REV2))
 		s->lx.utf8 = true;
-		imap_untagged(s, "ENABLED UTF8=ACCEPT");
-	} else {
-		imap_untagged(s, "ENABLED");
-	}
+	(void)prot_puts(s->c->out, "* ENABLED");
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (now & known[i].bit)
+			(void)prot_printf(s->c->out, " %s", known[i].name);
+	(void)prot_puts(s->c->out, "\r\n");
 	imap_tagged(s, tag, "OK", "ENABLE completed");
 	return 0;
 }
@@ -486,7 +506,7 @@ static const struct imap_cmd cmds[] = {
 	{"STARTTLS", IMAP_STATE_NOAUTH, false, cmd_starttls},
 	{"LOGIN", IMAP_STATE_NOAUTH, false, cmd_login},
 	{"AUTHENTICATE", IMAP_STATE_NOAUTH, false, cmd_authenticate},
-	{"ENABLE", IMAP_STATES_AUTHED, false, cmd_enable},
+	{"ENABLE", IMAP_STATE_AUTH, false, cmd_enable},
 	{"NAMESPACE", IMAP_STATES_AUTHED, false, cmd_namespace},
 	{"COMPRESS", IMAP_STATES_AUTHED, false, cmd_compress},
 	/* folders.c */

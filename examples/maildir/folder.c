@@ -716,6 +716,7 @@ int md_folder_status(struct md_store *st, const char *user, const char *name,
 	for (size_t i = 0; i < n; i++) {
 		out->recent += strncmp(m[i].path, "new/", 4) == 0;
 		out->unseen += !(m[i].flags & MD_F_SEEN);
+		out->deleted += (m[i].flags & MD_F_DELETED) != 0;
 		out->size += m[i].size;
 	}
 	md_mbox_close(&mb);

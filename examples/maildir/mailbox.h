@@ -187,7 +187,8 @@ struct md_status {
 	uint32_t uidnext;
 	uint32_t uidvalidity;
 	uint32_t unseen;
-	uint64_t size; /* sum of the CRLF sizes (RFC 8438) */
+	uint32_t deleted; /* with \Deleted (RFC 9051 STATUS DELETED) */
+	uint64_t size;	  /* sum of the CRLF sizes (RFC 8438) */
 };
 
 /* STATUS of name: a read-only open and sync (two directory reads and

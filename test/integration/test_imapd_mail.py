@@ -17,6 +17,9 @@ imaplib, raw sockets where imaplib has no command), on loopback.
              nothing in the mailbox, tmp/ included
   tls        IMAPS (implicit TLS) and STARTTLS logins
   compress   COMPRESS=DEFLATE with Python's zlib as the peer
+  rev2       ENABLE IMAP4rev2: UTF-8 mailbox names, no RECENT/\\Recent,
+             ESEARCH for every SEARCH, SEARCHRES ("$"), LIST-STATUS,
+             STATUS DELETED, CLOSED, literal8 APPEND (NUL refused)
 
 Usage: test_imapd_mail.py PATH-TO-ringprot-imapd [part...]
 """
@@ -488,6 +491,134 @@ def part_compress(env):
     s.close()
 
 
+def literal(s, f, tag, head, data, eight=False):
+    """'tag head {n}' + data (waiting for the continuation), the reply."""
+    s.sendall(f"{tag} {head} {'~' if eight else ''}{{{len(data)}}}\r\n"
+              .encode())
+    ln = f.readline()
+    check(ln.startswith(b"+"), f"continuation for {head}: {ln!r}")
+    s.sendall(data + b"\r\n")
+    out = []
+    while True:
+        ln = f.readline()
+        check(ln, f"closed during {head}")
+        if ln.startswith(f"{tag} ".encode()):
+            return out, ln
+        out.append(ln)
+
+
+def part_rev2(env):
+    s, f = raw_connect(env)
+    raw(s, f, "l", f"LOGIN bob {PASSWORD}")
+    u, t = raw(s, f, "c", "CAPABILITY")
+    caps = u[0].split()
+    for c in (b"IMAP4rev1", b"IMAP4rev2", b"SEARCHRES", b"LIST-STATUS",
+              b"BINARY", b"ESEARCH"):
+        check(c in caps, f"{c} advertised: {u}")
+    # a rev1 session's SELECT and SEARCH first, as before.
+    u, t = raw(s, f, "s0", "SELECT INBOX")
+    check(any(x.endswith(b" RECENT\r\n") for x in u), f"rev1 RECENT: {u}")
+    u, t = raw(s, f, "s1", "SEARCH ALL")
+    check(u and u[0].startswith(b"* SEARCH"), f"rev1 SEARCH: {u}")
+    u, t = raw(s, f, "e0", "ENABLE IMAP4rev2")
+    check(t.startswith(b"e0 BAD"), f"ENABLE while selected: {t!r}")
+    raw(s, f, "s2", "UNSELECT")
+    u, t = raw(s, f, "e1", "ENABLE IMAP4rev2 CONDSTORE")
+    check(u == [b"* ENABLED IMAP4rev2\r\n"] and b"OK" in t,
+          f"ENABLE IMAP4rev2: {u} {t!r}")
+    u, t = raw(s, f, "e2", "ENABLE IMAP4rev2")
+    check(u == [b"* ENABLED\r\n"], f"ENABLE again: {u}")
+
+    # UTF-8 names both ways; '&' is itself; stored as mUTF-7.
+    name = "\u00c4rger & Co"
+    _, t = literal(s, f, "c1", "CREATE", name.encode())
+    check(b"OK" in t, f"CREATE {name}: {t!r}")
+    check(os.path.isdir(os.path.join(env.data, "users", "bob",
+                                     ".&AMQ-rger &- Co")),
+          f"stored mUTF-7: {env.files('bob', '..')}")
+    u, t = raw(s, f, "l1", 'LIST "" "*"')
+    joined = b"".join(u)
+    check(name.encode() in joined and b"&AMQ-" not in joined,
+          f"LIST in UTF-8: {u}")
+    box = '"' + name + '"'
+    msgs = [b"Subject: alpha\r\n\r\none\r\n",
+            b"Subject: beta\r\n\r\ntwo\r\n",
+            b"Subject: alpha again\r\n\r\nthree\r\n"]
+    flags = ["(\\Seen)", "()", "(\\Deleted)"]
+    for i, (fl, m) in enumerate(zip(flags, msgs)):
+        _, t = literal(s, f, f"a{i}", f"APPEND {box} {fl}", m)
+        check(b"OK [APPENDUID" in t, f"APPEND {i}: {t!r}")
+    # literal8: accepted without NUL, refused with one, nothing stored.
+    _, t = literal(s, f, "b1", f"APPEND {box}",
+                   b"Subject: eight\r\n\r\n\xc3\xa4\r\n", eight=True)
+    check(b"OK [APPENDUID" in t, f"literal8 APPEND: {t!r}")
+    _, t = literal(s, f, "b2", f"APPEND {box}",
+                   b"Subject: nul\r\n\r\na\x00b\r\n", eight=True)
+    check(t.startswith(b"b2 NO [UNKNOWN-CTE]"), f"NUL refused: {t!r}")
+    # LIST-STATUS: a STATUS after the folder's LIST line.
+    u, t = raw(s, f, "l2", 'LIST "" "*" RETURN (STATUS (MESSAGES UNSEEN '
+               'DELETED SIZE))')
+    # (8-bit names go out as literals: "{11}" CRLF name)
+    joined = b"".join(u)
+    ub = name.encode()
+    lit = b"{%d}\r\n" % len(ub) + ub
+    check(re.search(re.escape(b"* STATUS " + lit) +
+                    rb" \(MESSAGES 4 UNSEEN 3 SIZE \d+ DELETED 1\)",
+                    joined) is not None, f"LIST-STATUS: {u}")
+    check(joined.index(b'"." ' + lit) < joined.index(b"* STATUS " + lit),
+          f"STATUS after LIST: {u}")
+
+    # SELECT: LIST, no RECENT, no \Recent.
+    u, t = raw(s, f, "s3", f"SELECT {box}")
+    check(b"OK" in t, f"SELECT: {t!r}")
+    check(not any(b"RECENT" in x for x in u), f"no RECENT: {u}")
+    check(b'* LIST () "." ' + lit in b"".join(u), f"SELECT's LIST: {u}")
+    u, t = raw(s, f, "f1", "FETCH 1:* (FLAGS)")
+    check(len(u) == 4 and not any(b"Recent" in x for x in u),
+          f"FLAGS without \\Recent: {u}")
+    # SEARCH answers ESEARCH.
+    u, t = raw(s, f, "q1", "SEARCH UNSEEN")
+    check(u == [b'* ESEARCH (TAG "q1") ALL 2:4\r\n'], f"ESEARCH: {u}")
+    u, t = raw(s, f, "q2", "SEARCH SUBJECT nothing-like-this")
+    check(u == [b'* ESEARCH (TAG "q2")\r\n'], f"empty ESEARCH: {u}")
+    # SEARCHRES: SAVE alone answers nothing; "$" in FETCH/STORE/SEARCH.
+    u, t = raw(s, f, "r1", "SEARCH RETURN (SAVE) SUBJECT alpha")
+    check(u == [] and b"OK" in t, f"SAVE: {u} {t!r}")
+    u, t = raw(s, f, "r2", "FETCH $ (FLAGS)")
+    check([x.split()[1] for x in u] == [b"1", b"3"], f"FETCH $: {u}")
+    u, t = raw(s, f, "r3", "STORE $ +FLAGS.SILENT (\\Flagged)")
+    check(b"OK" in t, f"STORE $: {t!r}")
+    u, t = raw(s, f, "r4", "SEARCH FLAGGED")
+    check(u == [b'* ESEARCH (TAG "r4") ALL 1,3\r\n'], f"flagged: {u}")
+    u, t = raw(s, f, "r5", "UID SEARCH RETURN (COUNT) UID $")
+    check(u == [b'* ESEARCH (TAG "r5") UID COUNT 2\r\n'],
+          f"UID SEARCH UID $: {u}")
+    u, t = raw(s, f, "r6", "SEARCH RETURN (SAVE MAX) ALL")
+    check(u == [b'* ESEARCH (TAG "r6") MAX 4\r\n'], f"SAVE MAX: {u}")
+    u, t = raw(s, f, "r7", "FETCH $ (UID)")
+    check(len(u) == 1 and u[0].startswith(b"* 4 FETCH"), f"$ = max: {u}")
+    # the saved message expunged: gone from "$".
+    raw(s, f, "r8", "SEARCH RETURN (SAVE) DELETED")
+    u, t = raw(s, f, "r9", "EXPUNGE")
+    check(u == [b"* 3 EXPUNGE\r\n"], f"EXPUNGE: {u}")
+    u, t = raw(s, f, "r10", "FETCH $ (UID)")
+    check(u == [] and b"OK" in t, f"$ after expunge: {u} {t!r}")
+    # a failed SEARCH with SAVE leaves "$" empty.
+    raw(s, f, "r11", "SEARCH RETURN (SAVE) ALL")
+    u, t = raw(s, f, "r12", "SEARCH RETURN (SAVE) CHARSET KOI8-R ALL")
+    check(t.startswith(b"r12 NO [BADCHARSET"), f"BADCHARSET: {t!r}")
+    u, t = raw(s, f, "r13", "FETCH $ (UID)")
+    check(u == [], f"$ empty after a failed SEARCH: {u}")
+    # STATUS DELETED; SELECT of another mailbox says CLOSED.
+    u, t = raw(s, f, "t1", f"STATUS {box} (DELETED MESSAGES)")
+    check(b"".join(u) == b"* STATUS " + lit + b" (MESSAGES 3 DELETED 0)\r\n",
+          f"STATUS DELETED: {u}")
+    u, t = raw(s, f, "s4", "SELECT INBOX")
+    check(u[0].startswith(b"* OK [CLOSED]"), f"CLOSED first: {u}")
+    raw(s, f, "z", "LOGOUT")
+    s.close()
+
+
 PARTS = {
     "deliver": part_deliver,
     "folders": part_folders,
@@ -498,6 +629,7 @@ PARTS = {
     "append-cut": part_append_cut,
     "tls": part_tls,
     "compress": part_compress,
+    "rev2": part_rev2,
 }
 
 
