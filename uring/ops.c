@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <string.h>
 
 void ur_op_init(struct ur_op *op, ur_op_fn *fn, void *data)
@@ -357,6 +358,23 @@ int ur_mkdirat(int dfd, const char *path, mode_t mode)
 int ur_poll(int fd, unsigned poll_mask)
 {
 	UR_BLOCK(ur_poll_start(loop, &op, fd, poll_mask));
+}
+
+ssize_t ur_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out,
+		  size_t len, unsigned flags)
+{
+	const struct ur__splice sp = {
+		.fd_in = fd_in,
+		.fd_out = fd_out,
+		.off_in = off_in,
+		.off_out = off_out,
+	};
+
+	/* The SQE carries 32 bits of length and the CQE 31 of result. */
+	if (len > INT_MAX)
+		len = INT_MAX;
+	return block_on(REQ(.opcode = UR__SPLICE, .fd = fd_out,
+			    .buf = (void *)&sp, .len = len, .uflags = flags));
 }
 
 int ur_nop(void)
