@@ -187,6 +187,40 @@ static void test_ur_splice_ends_and_errors(void **state)
 	t_close_pair(sv);
 }
 
+/* A peer that never reads: the splice gives up at its deadline. */
+static void test_ur_splice_until_times_out(void **state)
+{
+	int file = pattern_file(BIG), pp[2], sv[2];
+	int64_t off = 0;
+	ssize_t n = 0;
+	uint64_t t0;
+	int tries;
+
+	(void)state;
+	t_socketpair(sv);
+	assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
+	(void)fcntl(pp[1], F_SETPIPE_SZ, BIG);
+	for (tries = 0; tries < 8; tries++) {
+		if (n == 0) {
+			n = ur_splice(file, off, pp[1], -1, 65536, 0);
+			assert_true(n > 0);
+			off += n;
+		}
+		t0 = t_now_ms();
+		n = ur_splice_until(pp[0], -1, sv[0], -1, (size_t)n, 0,
+				    ur_now_ns(CLOCK_MONOTONIC) + 30000000ULL);
+		if (n == -ETIMEDOUT)
+			break;
+		assert_true(n > 0);
+	}
+	assert_int_equal(n, -ETIMEDOUT);
+	assert_true(t_now_ms() - t0 >= 29);
+	close(pp[0]);
+	close(pp[1]);
+	close(file);
+	t_close_pair(sv);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, t_loop_setup, t_loop_teardown)
@@ -194,6 +228,7 @@ int main(void)
 		T(test_ur_splice_file_to_socket),
 		T(test_ur_splice_waits_for_input),
 		T(test_ur_splice_ends_and_errors),
+		T(test_ur_splice_until_times_out),
 	};
 #undef T
 
