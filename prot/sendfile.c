@@ -55,9 +55,22 @@ static int drain_pipe(struct prot__stream *ps, int pfd, size_t n, bool more)
 	return 0;
 }
 
+/*
+ * Returns 0, -errno, or NO_SPLICE when the first splice from the file
+ * was refused (a filesystem without splice_read, a kernel without the
+ * ring op): nothing has been sent, so the bytes can still be copied.
+ */
+#define NO_SPLICE 2
+
+static bool refused(int err)
+{
+	return err == -EINVAL || err == -EOPNOTSUPP || err == -ENOSYS;
+}
+
 static int splice_range(struct prot__stream *ps, int fd, off_t off,
 			size_t len)
 {
+	bool first = true;
 	int pp[2], ret = 0;
 
 	if (pipe2(pp, O_CLOEXEC) < 0)
@@ -70,8 +83,11 @@ static int splice_range(struct prot__stream *ps, int fd, off_t off,
 
 		if (in <= 0) {
 			ret = in < 0 ? (int)in : -EIO; /* the file is short */
+			if (first && refused(ret))
+				ret = NO_SPLICE;
 			break;
 		}
+		first = false;
 		off += in;
 		len -= (size_t)in;
 		ret = drain_pipe(ps, pp[0], (size_t)in, len > 0);
@@ -131,11 +147,13 @@ int prot_sendfile(struct protstream *s, int fd, off_t off, size_t len)
 		if (prot_flush(s) == EOF)
 			return EOF;
 		ret = splice_range(ps, fd, off, len);
+		if (ret == NO_SPLICE)
+			ret = copy_range(s, fd, off, len);
 		if (ret == 0)
-			return 0;
+			return prot_flush(s);
 	}
-	if (ret > 0)
-		return EOF;
+	if (ret == 1)
+		return EOF; /* copy_range: prot_write failed the stream */
 	return prot__fail(s, ret,
 			  ret == -ETIMEDOUT ? "write timed out" : NULL);
 }
