@@ -1333,6 +1333,7 @@ int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
 	struct stat sb;
 	char *buf;
 	int fd, ret;
+	long i;
 
 	fd = md_mbox_msg_open(mb, uid);
 	if (fd < 0)
@@ -1356,7 +1357,8 @@ int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
 	*len_out = (size_t)sb.st_size;
 	/* mime.c parses LF text: a CRLF file (mime.c's own conversion puts
 	 * the CRs back) is read as if stored with LF. */
-	if (md_msg_is_crlf(&mb->msgs[md_mbox_find(mb, uid)]))
+	i = md_mbox_find(mb, uid); /* opening may have moved the entry */
+	if (i >= 0 && md_msg_is_crlf(&mb->msgs[i]))
 		*len_out = drop_cr(buf, *len_out);
 	buf[*len_out] = '\0';
 	*buf_out = buf;
