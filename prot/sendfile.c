@@ -67,8 +67,7 @@ static bool refused(int err)
 	return err == -EINVAL || err == -EOPNOTSUPP || err == -ENOSYS;
 }
 
-static int splice_range(struct prot__stream *ps, int fd, off_t off,
-			size_t len)
+static int splice_range(struct prot__stream *ps, int fd, off_t off, size_t len)
 {
 	bool first = true;
 	int pp[2], ret = 0;
@@ -108,8 +107,8 @@ static int copy_range(struct protstream *s, int fd, off_t off, size_t len)
 	if (buf == NULL)
 		return -ENOMEM;
 	while (len > 0) {
-		ssize_t n = ur_read(fd, buf, len < READ_CHUNK ? len : READ_CHUNK,
-				    off);
+		ssize_t n = ur_read(fd, buf,
+				    len < READ_CHUNK ? len : READ_CHUNK, off);
 
 		if (n <= 0) {
 			ret = n < 0 ? (int)n : -EIO;
@@ -154,6 +153,5 @@ int prot_sendfile(struct protstream *s, int fd, off_t off, size_t len)
 	}
 	if (ret == 1)
 		return EOF; /* copy_range: prot_write failed the stream */
-	return prot__fail(s, ret,
-			  ret == -ETIMEDOUT ? "write timed out" : NULL);
+	return prot__fail(s, ret, ret == -ETIMEDOUT ? "write timed out" : NULL);
 }

@@ -1279,8 +1279,9 @@ static void test_md_mbox_save_crlf(void **state)
 	 * bare LF and a CR LF split across writes. */
 	assert_int_equal(md_msg_new(crlf, &msg), 0);
 	assert_int_equal(md_msg_write(msg, "Return-Path: <a@b>\n", 19), 0);
-	assert_int_equal(md_msg_write_crlf(msg, "Subject: x\r\n\r\nbare\nsplit\r", 25),
-			 0);
+	assert_int_equal(
+		md_msg_write_crlf(msg, "Subject: x\r\n\r\nbare\nsplit\r", 25),
+		0);
 	assert_int_equal(md_msg_write_crlf(msg, "\nend\r\n", 6), 0);
 	assert_int_equal(md_msg_finish(msg), 0);
 	assert_int_equal(md_msg_deliver(msg, "alice", NULL, NULL, 0), 0);

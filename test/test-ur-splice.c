@@ -42,10 +42,9 @@ static int sink_fn(void *arg)
 	struct sink *s = arg;
 
 	while (s->len < s->want) {
-		ssize_t n = ur_recv(s->fd, s->got + s->len,
-				    s->want - s->len < 4096 ? s->want - s->len :
-							      4096,
-				    0);
+		ssize_t n = ur_recv(
+			s->fd, s->got + s->len,
+			s->want - s->len < 4096 ? s->want - s->len : 4096, 0);
 
 		if (n <= 0)
 			return n < 0 ? (int)n : 0;

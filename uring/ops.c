@@ -362,9 +362,8 @@ int ur_poll(int fd, unsigned poll_mask)
 
 #define ERESTARTSYS_ 512 /* include/linux/errno.h, not exported */
 
-ssize_t ur_splice_until(int fd_in, int64_t off_in, int fd_out,
-			int64_t off_out, size_t len, unsigned flags,
-			uint64_t deadline_ns)
+ssize_t ur_splice_until(int fd_in, int64_t off_in, int fd_out, int64_t off_out,
+			size_t len, unsigned flags, uint64_t deadline_ns)
 {
 	const struct ur__splice sp = {
 		.fd_in = fd_in,
@@ -398,12 +397,11 @@ ssize_t ur_splice_until(int fd_in, int64_t off_in, int fd_out,
 	 * the kernel-internal -ERESTARTSYS (seen on 6.18) instead of
 	 * -ECANCELED.
 	 */
-	if (err == -ERESTARTSYS_ || err == -EINTR)
-		err = deadline_ns != 0 &&
-				      ur_now_ns(CLOCK_MONOTONIC) >= deadline_ns ?
-			      -ETIMEDOUT :
-			      -ECANCELED;
-	return err;
+	if (err != -ERESTARTSYS_ && err != -EINTR)
+		return err;
+	if (deadline_ns != 0 && ur_now_ns(CLOCK_MONOTONIC) >= deadline_ns)
+		return -ETIMEDOUT;
+	return -ECANCELED;
 }
 
 ssize_t ur_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out,

@@ -43,7 +43,7 @@
 /* Largest message FETCH reads into memory. */
 #define FETCH_MAX_MSG ((size_t)1 << 30)
 /* Smallest message sent from its file (zero copy). */
-#define FETCH_ZC_MIN ((uint64_t)64 << 10)
+#define FETCH_ZC_MIN  ((uint64_t)64 << 10)
 
 struct fetch_job {
 	struct imap_fetch f;
@@ -210,9 +210,9 @@ static int send_rfc822(struct imap_sess *s, struct fetch_job *j,
 static bool zero_copy_ok(const struct imap_fetch *f,
 			 const struct md_msg_info *mi)
 {
-	if (f->items & (IMAP_FETCH_ENVELOPE | IMAP_FETCH_BODY |
-			IMAP_FETCH_BODYSTRUCTURE | IMAP_FETCH_RFC822_HEADER |
-			IMAP_FETCH_RFC822_TEXT))
+	if (f->items &
+	    (IMAP_FETCH_ENVELOPE | IMAP_FETCH_BODY | IMAP_FETCH_BODYSTRUCTURE |
+	     IMAP_FETCH_RFC822_HEADER | IMAP_FETCH_RFC822_TEXT))
 		return false;
 	if (!(f->items & IMAP_FETCH_RFC822) && f->nsections == 0)
 		return false;
@@ -251,10 +251,9 @@ static int send_file(struct protstream *out, int fd, uint64_t size,
 	if (len > count)
 		len = count;
 	(void)prot_printf(out, " {%" PRIu64 "}\r\n", len);
-	return prot_sendfile(out, fd, (off_t)(from >= size ? 0 : from),
-			     (size_t)len) == EOF ?
-		       -EIO :
-		       0;
+	if (len > 0 && prot_sendfile(out, fd, (off_t)from, (size_t)len) == EOF)
+		return -EIO;
+	return 0;
 }
 
 /* BODY[] (or its partial) from the file. */

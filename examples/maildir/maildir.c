@@ -1256,8 +1256,7 @@ bool md__save_crlf(const struct md_store *st)
 	return st->save_crlf;
 }
 
-int md__crlf_out(const char *p, size_t n, char prev, md__out_fn *out,
-		 void *arg)
+int md__crlf_out(const char *p, size_t n, char prev, md__out_fn *out, void *arg)
 {
 	const char *start = p, *end = p + n, *seg = p, *lf;
 	int ret;

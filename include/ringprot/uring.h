@@ -358,10 +358,9 @@ RINGPROT_API ssize_t ur_splice(int fd_in, int64_t off_in, int fd_out,
  * the splice is cancelled and -ETIMEDOUT returned, unless bytes moved
  * first (their count is returned, as ur_op_wait_until() does).
  */
-RINGPROT_API ssize_t ur_splice_until(int fd_in, int64_t off_in, int fd_out,
-				     int64_t off_out, size_t len,
-				     unsigned flags, uint64_t deadline_ns)
-	UR_MAY_YIELD RINGPROT_MUST_CHECK;
+RINGPROT_API ssize_t ur_splice_until(
+	int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t len,
+	unsigned flags, uint64_t deadline_ns) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 
 /*
  * Say that op, just started and not yet submitted, need not wake the
