@@ -148,6 +148,70 @@ static void test_prot_sendfile_logged(void **state)
 	close(file);
 }
 
+/* The peer of a DEFLATE stream: its own thread, loop and read stream. */
+struct zsink {
+	pthread_t th;
+	int fd;
+	size_t want;
+	struct sink k; /* got, len */
+};
+
+static void *zsink_main(void *arg)
+{
+	struct zsink *z = arg;
+	struct protstream *in = prot_new(z->fd, 0);
+	struct ur_loop *loop;
+
+	z->k.got = malloc(z->want);
+	if (in != NULL && z->k.got != NULL && prot_setcompress(in) == 0) {
+		while (z->k.len < z->want) {
+			size_t left = z->want - z->k.len;
+			int n = prot_read(in, z->k.got + z->k.len,
+					  left < 4096 ? (unsigned)left : 4096);
+
+			if (n <= 0)
+				break;
+			z->k.len += (size_t)n;
+		}
+	}
+	if (in != NULL)
+		(void)prot_free(in);
+	loop = ur_loop_current();
+	ur_loop_free(&loop);
+	return NULL;
+}
+
+/* COMPRESS=DEFLATE: the bytes must pass through the layer (no splice). */
+static void test_prot_sendfile_deflate(void **state)
+{
+	int sv[2], file = pattern_file(BIG);
+	struct zsink z = {.want = 300002};
+	struct protstream *s;
+
+	(void)state;
+	t_socketpair(sv);
+	s = prot_new(sv[0], 1);
+	if (prot_setcompress(s) == EOF) {
+		(void)prot_free(s);
+		t_close_pair(sv);
+		close(file);
+		print_message("no zlib in this build\n");
+		skip();
+	}
+	z.fd = sv[1];
+	assert_int_equal(pthread_create(&z.th, NULL, zsink_main, &z), 0);
+	assert_int_equal(prot_putc('<', s), 0);
+	assert_int_equal(prot_sendfile(s, file, 3, 300000), 0);
+	assert_int_equal(prot_putc('>', s), 0);
+	assert_int_equal(prot_flush(s), 0);
+	assert_int_equal(pthread_join(z.th, NULL), 0);
+	check_framed(&z.k, 3, 300000);
+	free(z.k.got);
+	assert_int_equal(prot_free(s), 0);
+	t_close_pair(sv);
+	close(file);
+}
+
 /* Over a pipe (not a socket): the copying path. */
 static void test_prot_sendfile_pipe(void **state)
 {
@@ -253,6 +317,7 @@ int main(void)
 		T(test_prot_sendfile_range),
 		T(test_prot_sendfile_logged),
 		T(test_prot_sendfile_pipe),
+		T(test_prot_sendfile_deflate),
 		T(test_prot_sendfile_short_file),
 		T(test_prot_sendfile_bad_args),
 		T(test_prot_sendfile_write_timeout),

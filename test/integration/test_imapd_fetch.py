@@ -9,8 +9,9 @@ process drops into new/ with LF line ends (a store written before the
 option: the store is mixed), and an APPEND. Then, for each: BODY.PEEK[],
 partials (inside, across the end, past the end), RFC822 (sets \\Seen),
 BINARY.PEEK[1], BODY.PEEK[TEXT], RFC822.SIZE, a FETCH of all three with
-other items, and BODY.PEEK[] under STARTTLS and COMPRESS=DEFLATE, where
-the server reads the file through the layers instead.
+other items, a small message beside them, and BODY.PEEK[] under STARTTLS
+and COMPRESS=DEFLATE, where the server reads the file through the layers
+instead.
 
 Usage: test_imapd_fetch.py PATH-TO-ringprot-imapd [on|off...]
 """
@@ -184,6 +185,20 @@ def run(exe, crlf):
         check(b"\\Seen" in flags, f"RFC822 sets \\Seen: {flags!r}")
         same(fetch_lit(m, 3, "(BODY.PEEK[])")[1], exp[2],
              "BODY[] after the rename \\Seen made")
+        # A small message (parsed and converted whichever way it is
+        # stored): BODY[], a part, TEXT.
+        small = (b"Subject: small\r\nContent-Type: multipart/mixed; "
+                 b"boundary=b\r\n\r\n--b\r\n\r\none\r\n--b\r\n\r\n"
+                 b"two\nbare\r\n--b--\r\n")
+        env.deliver(["alice@example.org"], small)
+        ok(m.noop(), "NOOP")
+        exp_small = (b"Return-Path: <sender@example.com>\r\n"
+                     b"Delivered-To: alice@example.org\r\n" + wire(small))
+        same(fetch_lit(m, 4, "(BODY.PEEK[])")[1], exp_small, "small BODY[]")
+        same(fetch_lit(m, 4, "(BODY.PEEK[2])")[1], b"two\r\nbare",
+             "small BODY[2]")
+        same(fetch_lit(m, 4, "(BODY.PEEK[TEXT])")[1],
+             wire(small[small.index(b"\r\n\r\n") + 4:]), "small TEXT")
         m.logout()
         part_layers(env, exp[0])
         env.srv.signal(15)
