@@ -14,6 +14,7 @@ and COMPRESS=DEFLATE, where the server reads the file through the layers
 instead.
 
 Usage: test_imapd_fetch.py PATH-TO-ringprot-imapd [on|off...]
+IMAPD_FETCH_ARGS: more server arguments (-D: direct descriptors).
 """
 
 import imaplib
@@ -143,7 +144,9 @@ def put_lf_file(env, msg):
 
 def run(exe, crlf):
     tmp = tempfile.mkdtemp(prefix="imapd-fetch-")
-    env = Env(exe, tmp, ["-o", f"mail_save_crlf={'yes' if crlf else 'no'}"])
+    extra = os.environ.get("IMAPD_FETCH_ARGS", "").split()
+    env = Env(exe, tmp,
+              ["-o", f"mail_save_crlf={'yes' if crlf else 'no'}", *extra])
     try:
         msgs = [big_message(b"one"), big_message(b"two"),
                 big_message(b"three")]
