@@ -162,3 +162,70 @@ wait_banner() {
 	done
 	return 1
 }
+
+# The configuration of a private Dovecot (imap and lmtp, plaintext on
+# 127.0.0.1, no TLS; users from the passwd-file $1/users as uid 65534,
+# Maildir under $1/mail/<user>; run files under $1) on stdout. $2, $3:
+# the IMAP and LMTP ports, $4: the most sessions it must hold. The caller
+# appends the settings of its own run (mail_fsync, mail_save_crlf...).
+dovecot_conf() {
+	local d=$1 sport=$2 lport=$3 m=$4
+	cat <<CONF
+# ringprot bench: a private Dovecot, IMAP and LMTP.
+base_dir = $d/run
+state_dir = $d/state
+log_path = $d/log
+info_log_path = $d/log
+protocols = imap lmtp
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_username_format = %Ln
+first_valid_uid = 100
+mail_location = maildir:$d/mail/%u
+lmtp_save_to_detail_mailbox = no
+default_process_limit = $((m + 200))
+default_client_limit = $((m + 1000))
+protocol imap {
+  mail_max_userip_connections = $((m + 100))
+}
+passdb {
+  driver = passwd-file
+  args = $d/users
+}
+userdb {
+  driver = passwd-file
+  args = $d/users
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $sport
+  }
+  inet_listener imaps {
+    port = 0
+  }
+  service_count = 0
+  process_min_avail = 1
+}
+service imap {
+  process_limit = $((m + 200))
+}
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = $lport
+  }
+  unix_listener lmtp {
+    mode = 0600
+  }
+  process_limit = 16
+}
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+CONF
+}

@@ -1244,6 +1244,87 @@ static void test_md_mbox_release(void **state)
 	md_mbox_close(&mb);
 }
 
+/* The file of msgs[i] of INBOX, as stored. */
+static char *stored(struct fx *f, const struct md_msg_info *m, size_t *len)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/users/alice/%s", f->root, m->path);
+	return slurp(path, len);
+}
+
+/*
+ * save_crlf (issue 17): deliveries and APPENDs stored with CRLF (bare LFs
+ * get a CR, S == W), read back as LF; a store with both kinds (the option
+ * toggled) tells them apart per file.
+ */
+static void test_md_mbox_save_crlf(void **state)
+{
+	struct fx *f = *state;
+	struct md_store_opts o = {
+		.root = f->root, .hostname = "mx.example", .save_crlf = true};
+	struct md_store *crlf = NULL;
+	const struct md_msg_info *m;
+	const char *err = NULL;
+	struct md_append *ap;
+	struct md_mbox *mb;
+	struct md_msg *msg;
+	uint32_t uv, uid;
+	char *buf;
+	size_t n;
+
+	assert_int_equal(md_store_open(&o, &crlf, &err), 0);
+	deliver(f->st, NULL, "Subject: lf\n\nold\n"); /* uid 1: LF */
+	/* uid 2: lmtpd's way, its own header with LF, the data CRLF, a
+	 * bare LF and a CR LF split across writes. */
+	assert_int_equal(md_msg_new(crlf, &msg), 0);
+	assert_int_equal(md_msg_write(msg, "Return-Path: <a@b>\n", 19), 0);
+	assert_int_equal(
+		md_msg_write_crlf(msg, "Subject: x\r\n\r\nbare\nsplit\r", 25),
+		0);
+	assert_int_equal(md_msg_write_crlf(msg, "\nend\r\n", 6), 0);
+	assert_int_equal(md_msg_finish(msg), 0);
+	assert_int_equal(md_msg_deliver(msg, "alice", NULL, NULL, 0), 0);
+	md_msg_free(&msg);
+	mb = open_mb(f, "INBOX", false); /* UIDs 1 and 2 */
+	/* uid 3: APPEND, starting with a bare LF. */
+	assert_int_equal(md_append_begin(crlf, "alice", "INBOX", &ap), 0);
+	assert_int_equal(md_append_write(ap, "\nA\r", 3), 0);
+	assert_int_equal(md_append_write(ap, "\nB\n", 3), 0);
+	assert_int_equal(md_append_commit(&ap, 0, NULL, 0, 0, &uv, &uid), 0);
+	assert_int_equal(uid, 3);
+	assert_int_equal(md_mbox_sync(mb, NULL), 0);
+	m = md_mbox_msgs(mb, &n);
+	assert_int_equal(n, 3);
+	assert_false(md_msg_is_crlf(&m[0]));
+	assert_true(md_msg_is_crlf(&m[1]));
+	assert_true(md_msg_is_crlf(&m[2]));
+	buf = stored(f, &m[1], &n);
+	assert_int_equal(n, m[1].size);
+	assert_string_equal(buf, "Return-Path: <a@b>\r\nSubject: x\r\n\r\n"
+				 "bare\r\nsplit\r\nend\r\n");
+	free(buf);
+	buf = stored(f, &m[2], &n);
+	assert_string_equal(buf, "\r\nA\r\nB\r\n");
+	assert_int_equal(n, m[2].size);
+	free(buf);
+
+	/* Read back with LF line ends, whichever way they are stored. */
+	assert_int_equal(md_mbox_msg_read(mb, 1, 100, &buf, &n), 0);
+	assert_string_equal(buf, "Subject: lf\n\nold\n");
+	free(buf);
+	assert_int_equal(md_mbox_msg_read(mb, 2, 100, &buf, &n), 0);
+	assert_int_equal(n, strlen(buf));
+	assert_string_equal(buf, "Return-Path: <a@b>\nSubject: x\n\nbare\n"
+				 "split\nend\n");
+	free(buf);
+	assert_int_equal(md_mbox_msg_read(mb, 3, 100, &buf, &n), 0);
+	assert_string_equal(buf, "\nA\nB\n");
+	free(buf);
+	md_mbox_close(&mb);
+	md_store_close(&crlf);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -1256,7 +1337,7 @@ int main(void)
 		T(test_md_mbox_fibers),	      T(test_md_mbox_lock_wait_yields),
 		T(test_md_mbox_cheap_sync),   T(test_md_mbox_uidlist_lost),
 		T(test_md_mbox_copy_exdev),   T(test_md_mbox_uidlist_append),
-		T(test_md_mbox_release),
+		T(test_md_mbox_release),      T(test_md_mbox_save_crlf),
 	};
 #undef T
 

@@ -65,6 +65,7 @@ enum {
 	B_STREAM = 16, /* read/write: the fd has no file position */
 	B_NOWAIT_NO = 32, /* the fd refuses RWF_NOWAIT: readiness first */
 	B_DIRECT = 64,	  /* accept: install into the slot table */
+	B_SPLICE_IN = 128, /* splice: waits for input (ur__fd is fd_in) */
 };
 
 /* One per fd number with ops waiting or armed. */
@@ -188,6 +189,8 @@ static uint32_t op_events(const struct ur_op *op)
 	case UR__WRITEV:
 	case UR__CONNECT:
 		return EPOLLOUT;
+	case UR__SPLICE:
+		return (op->ur__bflags & B_SPLICE_IN) ? EPOLLIN : EPOLLOUT;
 	case UR__POLL: {
 		uint32_t ev = 0;
 
@@ -677,6 +680,65 @@ static int do_pbuf(struct eloop *e, struct ur_op *op, uint32_t *flags_out)
 	return (int)n;
 }
 
+/* O_NONBLOCK on fd for one call: the old flags, or -1 if none changed. */
+static int nonblock_on(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || (fl & O_NONBLOCK))
+		return -1;
+	return fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0 ? fl : -1;
+}
+
+static void nonblock_off(int fd, int fl)
+{
+	if (fl >= 0)
+		(void)fcntl(fd, F_SETFL, fl);
+}
+
+/*
+ * splice: operands in op->ur__p, length op->ur__q, flags op->ur__arg.
+ * SPLICE_F_NONBLOCK only covers the pipe end: a socket end follows its
+ * own O_NONBLOCK (splice_to_socket, tcp_splice_read), so an fd the
+ * application left blocking gets it for the call, as connect_now() does.
+ * Which end to wait on is chosen while the op is not yet in a FIFO: an
+ * empty pipe or socket at the input, else room at the output.
+ */
+static int do_splice(struct eloop *e, struct ur_op *op)
+{
+	const struct ur__splice *sp = op->ur__p;
+	int in = real_fd(e, sp->fd_in), out = real_fd(e, sp->fd_out);
+	loff_t oin = sp->off_in, oout = sp->off_out;
+	int fl_in, fl_out, err, wfd;
+	ssize_t n;
+
+	if (in < 0 || out < 0)
+		return -EBADF;
+	fl_in = nonblock_on(in);
+	fl_out = nonblock_on(out);
+	n = splice(in, oin >= 0 ? &oin : NULL, out, oout >= 0 ? &oout : NULL,
+		   (size_t)op->ur__q, op->ur__arg | SPLICE_F_NONBLOCK);
+	err = errno;
+	nonblock_off(out, fl_out);
+	nonblock_off(in, fl_in);
+	if (n >= 0)
+		return (int)n;
+	if (err != EAGAIN)
+		return -err;
+	if (op->ur__bflags & B_WAITING)
+		return E_WAIT;
+	wfd = out;
+	op->ur__bflags &= (uint8_t)~B_SPLICE_IN;
+	if (!is_file(in) && !(poll_now(in, POLLIN) & (POLLIN | POLLHUP))) {
+		wfd = in;
+		op->ur__bflags |= B_SPLICE_IN;
+	}
+	if (efd_get(e, wfd) == NULL)
+		return -ENOMEM;
+	op->ur__fd = wfd;
+	return E_WAIT;
+}
+
 /*
  * Try op once. Returns its result or E_WAIT; *flags_out gets the
  * completion's flags (a buffer, MORE).
@@ -696,6 +758,8 @@ static int try_op(struct eloop *e, struct ur_op *op, uint32_t *flags_out)
 		return do_read(op, op->ur__p, op->ur__arg);
 	case UR__WRITE:
 		return do_write(op);
+	case UR__SPLICE:
+		return do_splice(e, op);
 	case UR__ACCEPT:
 		return do_accept(e, op);
 	case UR__ACCEPT_MULTI: {

@@ -367,6 +367,20 @@ static int prep_io(struct uloop *u, struct io_uring_sqe *sqe, struct ur_op *op,
 		sqe->flags |= IOSQE_BUFFER_SELECT;
 		sqe->buf_group = r->br->bgid;
 		break;
+	case UR__SPLICE: {
+		const struct ur__splice *sp = r->buf;
+		unsigned flags = r->uflags;
+		int in = sp->fd_in;
+
+		if (UR_IS_FIXED(in)) {
+			in = (int)UR_SLOT(in);
+			flags |= SPLICE_F_FD_IN_FIXED;
+		}
+		/* fd_out is the SQE's own fd: sqe_set_fd() below. */
+		io_uring_prep_splice(sqe, in, sp->off_in, r->fd, sp->off_out,
+				     (unsigned)r->len, flags);
+		break;
+	}
 	case UR__CANCEL_FD: {
 		unsigned flags = IORING_ASYNC_CANCEL_ALL;
 		int fd = r->fd;

@@ -65,6 +65,7 @@ enum ur__opcode {
 	UR__READ_PBUF,	/* read (not a socket) into a provided buffer */
 	UR__RECV_MULTI, /* multishot recv into provided buffers */
 	UR__FILES_UPDATE, /* install req.fd as a direct descriptor */
+	UR__SPLICE,	  /* req.fd: fd_out, req.buf: struct ur__splice */
 	/* Requests about other ops: never carry an op of their own. */
 	UR__CANCEL,	    /* target */
 	UR__CANCEL_FD,	    /* every op on req.fd; this one carries an op */
@@ -94,6 +95,18 @@ struct ur__req {
 	uint64_t ns;	    /* timeout or deadline */
 	struct ur_op *target; /* cancel, timer update/remove */
 	struct ur_bufring *br; /* provided-buffer ops */
+};
+
+/*
+ * UR__SPLICE's operands beyond one fd, owned by ur_splice()'s frame
+ * (a blocking face only, so they outlive the op). len and flags travel
+ * in req.len and req.uflags.
+ */
+struct ur__splice {
+	int fd_in;
+	int fd_out;	 /* req.fd too */
+	int64_t off_in;	 /* -1: none (a pipe or socket, or the position) */
+	int64_t off_out; /* likewise */
 };
 
 struct ur__post {

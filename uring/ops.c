@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <string.h>
 
 void ur_op_init(struct ur_op *op, ur_op_fn *fn, void *data)
@@ -357,6 +358,56 @@ int ur_mkdirat(int dfd, const char *path, mode_t mode)
 int ur_poll(int fd, unsigned poll_mask)
 {
 	UR_BLOCK(ur_poll_start(loop, &op, fd, poll_mask));
+}
+
+#define ERESTARTSYS_ 512 /* include/linux/errno.h, not exported */
+
+ssize_t ur_splice_until(int fd_in, int64_t off_in, int fd_out, int64_t off_out,
+			size_t len, unsigned flags, uint64_t deadline_ns)
+{
+	const struct ur__splice sp = {
+		.fd_in = fd_in,
+		.fd_out = fd_out,
+		.off_in = off_in,
+		.off_out = off_out,
+	};
+	struct ur_op op;
+	struct ur_loop *loop;
+	int err = 0;
+
+	loop = begin_blocking(&err);
+	if (loop == NULL)
+		return err;
+	/* The SQE carries 32 bits of length and the CQE 31 of result. */
+	if (len > INT_MAX)
+		len = INT_MAX;
+	ur_op_init(&op, NULL, NULL);
+	err = ur__start(loop, &op,
+			REQ(.opcode = UR__SPLICE, .fd = fd_out,
+			    .buf = (void *)&sp, .len = len, .uflags = flags));
+	if (err < 0)
+		return err;
+	if (deadline_ns == 0)
+		err = ur_op_wait(&op);
+	else
+		err = ur_op_wait_until(&op, CLOCK_MONOTONIC, deadline_ns);
+	/*
+	 * io_uring runs a splice in a worker, and cancelling one blocked on
+	 * a full socket interrupts it with a signal: the CQE then carries
+	 * the kernel-internal -ERESTARTSYS (seen on 6.18) instead of
+	 * -ECANCELED.
+	 */
+	if (err != -ERESTARTSYS_ && err != -EINTR)
+		return err;
+	if (deadline_ns != 0 && ur_now_ns(CLOCK_MONOTONIC) >= deadline_ns)
+		return -ETIMEDOUT;
+	return -ECANCELED;
+}
+
+ssize_t ur_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out,
+		  size_t len, unsigned flags)
+{
+	return ur_splice_until(fd_in, off_in, fd_out, off_out, len, flags, 0);
 }
 
 int ur_nop(void)

@@ -8,8 +8,17 @@
  * (the W= of the name: the size with CRLF line ends). Anything of the
  * content (ENVELOPE, BODY[STRUCTURE], sections, BINARY) reads the file
  * whole and parses it (mime.c); the stored LF line ends go out as
- * CRLF. Sending a large message from the file without a copy is issue
- * 17's; here it passes through memory once.
+ * CRLF.
+ *
+ * Zero copy (issue 17): a message stored with CRLF line ends (the
+ * store's save_crlf, md_msg_is_crlf) is its own wire form, so when a
+ * FETCH asks only for the whole of it (BODY[], BODY.PEEK[], RFC822, their
+ * partials: a range of the file) besides what the message list answers,
+ * the file is not read: the range goes to the stream with prot_sendfile,
+ * spliced to a plain socket, read in chunks through TLS or COMPRESS.
+ * BINARY[] stays on the parsed path (a top-level Content-Transfer-Encoding
+ * would have to be decoded), as do small messages (a pipe per call costs
+ * more than the copy) and a file whose size is not its name's.
  *
  * A FETCH of a body section without .PEEK sets \Seen (not on a
  * read-only mailbox), and the new FLAGS go out with that message's
@@ -23,7 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <ringprot/prot.h>
 
@@ -31,6 +42,8 @@
 
 /* Largest message FETCH reads into memory. */
 #define FETCH_MAX_MSG ((size_t)1 << 30)
+/* Smallest message sent from its file (zero copy). */
+#define FETCH_ZC_MIN  ((uint64_t)64 << 10)
 
 struct fetch_job {
 	struct imap_fetch f;
@@ -190,6 +203,68 @@ static int send_rfc822(struct imap_sess *s, struct fetch_job *j,
 				       s->c->out);
 }
 
+/*
+ * Can this FETCH of mi go from the file: is every content item the whole
+ * message, and is the message stored as it is sent?
+ */
+static bool zero_copy_ok(const struct imap_fetch *f,
+			 const struct md_msg_info *mi)
+{
+	if (f->items &
+	    (IMAP_FETCH_ENVELOPE | IMAP_FETCH_BODY | IMAP_FETCH_BODYSTRUCTURE |
+	     IMAP_FETCH_RFC822_HEADER | IMAP_FETCH_RFC822_TEXT))
+		return false;
+	if (!(f->items & IMAP_FETCH_RFC822) && f->nsections == 0)
+		return false;
+	for (const struct imap_section *sec = f->sections; sec != NULL;
+	     sec = sec->next)
+		if (sec->kind != IMAP_BODY_SECTION ||
+		    sec->spec != IMAP_SECTION_ALL || sec->nparts != 0)
+			return false;
+	return mi->size >= FETCH_ZC_MIN && md_msg_is_crlf(mi);
+}
+
+/*
+ * The message's file for zero copy, if its size is still the name's
+ * (else -1: the parsed path); -ENOENT if it was expunged, -errno.
+ */
+static int zero_copy_open(struct md_mbox *mb, const struct md_msg_info *mi)
+{
+	uint64_t size = mi->size;
+	struct stat st;
+	int fd = md_mbox_msg_open(mb, mi->uid);
+
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) == 0 && (uint64_t)st.st_size == size)
+		return fd;
+	close(fd);
+	return -1;
+}
+
+/* " {n}\r\n" and [from, from + count) of the file of size bytes. */
+static int send_file(struct protstream *out, int fd, uint64_t size,
+		     uint64_t from, uint64_t count)
+{
+	uint64_t len = from >= size ? 0 : size - from;
+
+	if (len > count)
+		len = count;
+	(void)prot_printf(out, " {%" PRIu64 "}\r\n", len);
+	if (len > 0 && prot_sendfile(out, fd, (off_t)from, (size_t)len) == EOF)
+		return -EIO;
+	return 0;
+}
+
+/* BODY[] (or its partial) from the file. */
+static int send_section_file(struct protstream *out, int fd, uint64_t size,
+			     const struct imap_section *sec)
+{
+	print_section_name(out, sec);
+	return send_file(out, fd, size, sec->partial ? sec->off : 0,
+			 sec->partial ? sec->len : UINT64_MAX);
+}
+
 static int print_buf(struct imap_sess *s, struct buf *b, int ret)
 {
 	if (ret == 0)
@@ -216,7 +291,7 @@ static int fetch_one(struct imap_sess *s, uint32_t seq,
 	char *data = NULL;
 	size_t len = 0;
 	uint32_t uid = mi->uid;
-	int ret = 0;
+	int ret = 0, fd = -1;
 
 	/* \Seen first: the store may move the file, and FLAGS must say it. */
 	if ((f->sets_seen ||
@@ -233,6 +308,20 @@ static int fetch_one(struct imap_sess *s, uint32_t seq,
 		mi = imap_mbox_info(s, seq);
 		if (mi == NULL)
 			return 0;
+	}
+	if (content && zero_copy_ok(f, mi)) {
+		fd = zero_copy_open(mb, mi);
+		if (fd == -ENOENT)
+			return 0; /* expunged meanwhile */
+		if (fd < -1)
+			return fd;
+		content = fd < 0;
+		mi = imap_mbox_info(s, seq); /* opening may resync names */
+		if (mi == NULL) {
+			if (fd >= 0)
+				close(fd);
+			return 0;
+		}
 	}
 	if (content) {
 		ret = md_mbox_msg_read(mb, uid, FETCH_MAX_MSG, &data, &len);
@@ -308,16 +397,26 @@ static int fetch_one(struct imap_sess *s, uint32_t seq,
 	}
 	if (ret == 0 && (items & IMAP_FETCH_RFC822)) {
 		SEP();
-		ret = send_rfc822(s, j, "RFC822", "");
+		if (fd >= 0) {
+			(void)prot_puts(out, "RFC822");
+			ret = send_file(out, fd, mi->size, 0, UINT64_MAX);
+		} else {
+			ret = send_rfc822(s, j, "RFC822", "");
+		}
 	}
 	for (const struct imap_section *sec = f->sections;
 	     ret == 0 && sec != NULL; sec = sec->next) {
 		SEP();
-		ret = send_section(s, j, sec);
+		if (fd >= 0)
+			ret = send_section_file(out, fd, mi->size, sec);
+		else
+			ret = send_section(s, j, sec);
 	}
 #undef SEP
 	(void)prot_puts(out, ")\r\n");
 	free(data);
+	if (fd >= 0)
+		close(fd);
 	return ret;
 }
 

@@ -52,6 +52,9 @@ static const struct srv_cfg_key imapd_keys[] = {
 	 "the store: users/<user>/ are Maildirs (lmtpd's data_dir)"},
 	{"fsync", SRV_CFG_BOOL, "yes", NULL, 0, 0, SRV_CFG_GLOBAL_ONLY,
 	 "fsync what is written to the store (no: benchmarks only)"},
+	{"mail_save_crlf", SRV_CFG_BOOL, "no", NULL, 0, 0, SRV_CFG_GLOBAL_ONLY,
+	 "store new messages with CRLF line ends (Dovecot's mail_save_crlf): "
+	 "imapd then sends whole messages from the file without a copy"},
 	{"imap_max_line", SRV_CFG_INT, "65536", NULL, 1024, 1 << 24,
 	 SRV_CFG_GLOBAL_ONLY,
 	 "longest command line, literals read into memory included"},
@@ -148,6 +151,7 @@ static int imapd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 
 	mo.root = srv_config_str(cfg, NULL, "data_dir");
 	mo.no_fsync = !srv_config_bool(cfg, NULL, "fsync");
+	mo.save_crlf = srv_config_bool(cfg, NULL, "mail_save_crlf");
 	ret = md_store_open(&mo, &ic->store, &err);
 	if (ret < 0) {
 		(void)fprintf(stderr, "ringprot-imapd: store %s: %s\n",

@@ -43,6 +43,9 @@ static const struct srv_cfg_key lmtpd_store_keys[] = {
 	{"fsync", SRV_CFG_BOOL, "yes", NULL, 0, 0, SRV_CFG_GLOBAL_ONLY,
 	 "fsync each message and directory before its 250 (no: benchmarks "
 	 "only, an acknowledged message can then be lost)"},
+	{"mail_save_crlf", SRV_CFG_BOOL, "no", NULL, 0, 0, SRV_CFG_GLOBAL_ONLY,
+	 "store new messages with CRLF line ends (Dovecot's mail_save_crlf): "
+	 "imapd then sends whole messages from the file without a copy"},
 };
 #define NSTORE_KEYS (sizeof(lmtpd_store_keys) / sizeof(lmtpd_store_keys[0]))
 
@@ -72,6 +75,7 @@ static int lmtpd_setup(struct srv *s, const struct srv_config *cfg, void *arg)
 
 	mo.root = srv_config_str(cfg, NULL, "data_dir");
 	mo.no_fsync = !srv_config_bool(cfg, NULL, "fsync");
+	mo.save_crlf = srv_config_bool(cfg, NULL, "mail_save_crlf");
 	ret = md_store_open(&mo, &lc->store, &err);
 	if (ret < 0) {
 		(void)fprintf(stderr, "ringprot-lmtpd: store %s: %s\n",

@@ -1302,12 +1302,38 @@ int md_mbox_msg_open(struct md_mbox *mb, uint32_t uid)
 	return ret;
 }
 
+bool md_msg_is_crlf(const struct md_msg_info *m)
+{
+	const char *slash = strchr(m->path, '/');
+	const char *fname = slash != NULL ? slash + 1 : m->path;
+	uint64_t s, w;
+
+	return md_name_field(fname, 'S', &s) == 0 &&
+	       md_name_field(fname, 'W', &w) == 0 && s == w;
+}
+
+/* CR LF to LF in place; returns the new length. */
+static size_t drop_cr(char *buf, size_t len)
+{
+	char *end = buf + len, *dst, *cr;
+
+	cr = memchr(buf, '\r', len);
+	if (cr == NULL)
+		return len;
+	dst = cr;
+	for (char *p = cr; p < end; p++)
+		if (!(*p == '\r' && p + 1 < end && p[1] == '\n'))
+			*dst++ = *p;
+	return (size_t)(dst - buf);
+}
+
 int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
 		     char **buf_out, size_t *len_out)
 {
 	struct stat sb;
 	char *buf;
 	int fd, ret;
+	long i;
 
 	fd = md_mbox_msg_open(mb, uid);
 	if (fd < 0)
@@ -1328,9 +1354,14 @@ int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
 		free(buf);
 		goto out_close;
 	}
-	buf[sb.st_size] = '\0';
-	*buf_out = buf;
 	*len_out = (size_t)sb.st_size;
+	/* mime.c parses LF text: a CRLF file (mime.c's own conversion puts
+	 * the CRs back) is read as if stored with LF. */
+	i = md_mbox_find(mb, uid); /* opening may have moved the entry */
+	if (i >= 0 && md_msg_is_crlf(&mb->msgs[i]))
+		*len_out = drop_cr(buf, *len_out);
+	buf[*len_out] = '\0';
+	*buf_out = buf;
 out_close:
 	mb__close(fd);
 	return ret;

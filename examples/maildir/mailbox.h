@@ -285,8 +285,15 @@ int md_mbox_watch_paths(const struct md_mbox *mb, char *new_out, char *cur_out,
  * found again. */
 int md_mbox_msg_open(struct md_mbox *mb,
 		     uint32_t uid) RINGPROT_MUST_CHECK UR_MAY_YIELD;
-/* The whole file (LF line ends, as stored) in a malloc'd buffer; -EFBIG
- * if it is larger than max. */
+/*
+ * Is the message stored with CRLF line ends (store option save_crlf)? Its
+ * name says so: S= equals W= (every LF has its CR), and the file's bytes
+ * are then the message as IMAP sends it. False for a name without both.
+ */
+bool md_msg_is_crlf(const struct md_msg_info *m);
+/* The whole file with LF line ends in a malloc'd buffer (a CRLF file,
+ * md_msg_is_crlf, loses the CR of each CR LF); -EFBIG if the file is
+ * larger than max. */
 int md_mbox_msg_read(struct md_mbox *mb, uint32_t uid, size_t max,
 		     char **buf_out,
 		     size_t *len_out) RINGPROT_MUST_CHECK UR_MAY_YIELD;

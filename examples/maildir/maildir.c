@@ -113,6 +113,7 @@ struct md_store {
 	int users_fd;
 	int spool_fd;
 	bool no_fsync;
+	bool save_crlf;
 	char host[MD_HOST_MAX + 1]; /* escaped */
 	pthread_mutex_t lock;	    /* dirs, notify */
 	struct md_dir *head, *tail;
@@ -385,6 +386,7 @@ int md_store_open(const struct md_store_opts *o, struct md_store **st_out,
 		return -ENOMEM;
 	st->root_fd = st->users_fd = st->spool_fd = -1;
 	st->no_fsync = o->no_fsync;
+	st->save_crlf = o->save_crlf;
 	if (o->hostname != NULL) {
 		(void)snprintf(host, sizeof(host), "%s", o->hostname);
 	} else if (gethostname(host, sizeof(host)) < 0) {
@@ -888,12 +890,23 @@ static int msg_check(struct md_msg *m)
 	return m->err;
 }
 
+static int msg_out_fn(void *arg, const char *p, size_t n)
+{
+	return msg_out(arg, p, n);
+}
+
 int md_msg_write(struct md_msg *m, const void *buf, size_t len)
 {
 	int ret = msg_check(m);
 
 	if (ret < 0)
 		return ret;
+	if (m->st->save_crlf) {
+		ret = md__crlf_out(buf, len, m->last, msg_out_fn, m);
+		if (ret < 0)
+			m->err = ret;
+		return ret;
+	}
 	if (m->cr_held) {
 		m->cr_held = false;
 		ret = msg_out(m, "\r", 1);
@@ -942,6 +955,8 @@ int md_msg_write_crlf(struct md_msg *m, const void *buf, size_t len)
 
 	if (ret < 0)
 		return ret;
+	if (m->st->save_crlf)
+		return md_msg_write(m, buf, len); /* CRLF kept */
 	ret = crlf_out(m, buf, len);
 	if (ret < 0)
 		m->err = ret;
@@ -1234,6 +1249,30 @@ int md__users_fd(const struct md_store *st)
 bool md__no_fsync(const struct md_store *st)
 {
 	return st->no_fsync;
+}
+
+bool md__save_crlf(const struct md_store *st)
+{
+	return st->save_crlf;
+}
+
+int md__crlf_out(const char *p, size_t n, char prev, md__out_fn *out, void *arg)
+{
+	const char *start = p, *end = p + n, *seg = p, *lf;
+	int ret;
+
+	while ((lf = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		p = lf + 1;
+		if ((lf > start ? lf[-1] : prev) == '\r')
+			continue;
+		ret = out(arg, seg, (size_t)(lf - seg));
+		if (ret == 0)
+			ret = out(arg, "\r", 1);
+		if (ret < 0)
+			return ret;
+		seg = lf; /* the LF starts the next run */
+	}
+	return seg < end ? out(arg, seg, (size_t)(end - seg)) : 0;
 }
 
 void md__uniq_name(const struct md_store *st, char *out, size_t size)

@@ -34,7 +34,10 @@
  * copy itself, before the body.
  *
  * Messages are stored with LF line ends, as Maildir readers expect; the
- * caller converts CRLF (md_msg_write_crlf does it while writing).
+ * caller converts CRLF (md_msg_write_crlf does it while writing). With
+ * save_crlf they are stored with CRLF line ends instead (both
+ * md_msg_write and md_msg_write_crlf then put a CR before every LF that
+ * has none).
  *
  * Errors: 0 or -errno. -ENOSPC, -EDQUOT, -EIO, -EFBIG from the
  * filesystem (the LMTP answer is 452/451 for that recipient), -ENOENT
@@ -58,6 +61,14 @@ struct md_msg;
 struct md_store_opts {
 	const char *root;      /* data directory (made if missing) */
 	bool no_fsync;	       /* benchmarks only: no fsync at all */
+	/*
+	 * Store new messages (deliveries, APPEND) with CRLF line ends, as
+	 * Dovecot's mail_save_crlf: every LF gets a CR before it, so S= and
+	 * W= are equal and the file is the message's wire form (FETCH can
+	 * send it from the file as it is). Readers tell the two kinds apart
+	 * per file by S == W, so a store may hold both.
+	 */
+	bool save_crlf;
 	const char *hostname;  /* in unique names; NULL: gethostname() */
 };
 

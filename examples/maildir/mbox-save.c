@@ -363,6 +363,7 @@ struct md_append {
 	int fd;
 	int err; /* sticky */
 	bool cr_held;
+	bool crlf; /* the store's save_crlf: CRLF kept, bare LFs get a CR */
 	char last; /* last byte stored: for counting bare LFs */
 	char *buf;
 	size_t len;
@@ -384,6 +385,7 @@ int md_append_begin(struct md_store *st, const char *user, const char *name,
 		return -ENOMEM;
 	ap->fd = -1;
 	ap->last = '\n';
+	ap->crlf = md__save_crlf(st);
 	ap->buf = malloc(SAVE_BUF);
 	ret = ap->buf == NULL ? -ENOMEM : 0;
 	if (ret == 0)
@@ -479,11 +481,18 @@ static int ap_crlf(struct md_append *ap, const char *p, size_t len)
 	return ap_out(ap, seg, (size_t)(end - seg));
 }
 
+static int ap_out_fn(void *arg, const char *p, size_t n)
+{
+	return ap_out(arg, p, n);
+}
+
 int md_append_write(struct md_append *ap, const void *buf, size_t len)
 {
 	if (ap == NULL)
 		return -EINVAL;
-	if (ap->err == 0)
+	if (ap->err == 0 && ap->crlf)
+		ap->err = md__crlf_out(buf, len, ap->last, ap_out_fn, ap);
+	else if (ap->err == 0)
 		ap->err = ap_crlf(ap, buf, len);
 	return ap->err;
 }

@@ -475,6 +475,23 @@ RINGPROT_API void prot_setdirectio(int on);
 RINGPROT_API size_t prot_queued(const struct protstream *s);
 
 /*
+ * ringprot extension (prot/sendfile.c): write len bytes of the file fd
+ * from offset off, after what s holds. A write stream over a socket with
+ * no write layer (TLS, SASL, DEFLATE) and no telemetry log sends the
+ * range without a user-space copy (splice through a pipe made for the
+ * call); any other stream reads the file in chunks into prot_write. Both
+ * flush s first and block until every byte is out, whatever dontblock
+ * says, under the write timeout (prot_setwritetimeout) per wait for the
+ * peer. fd is borrowed (a regular file; its position is not moved) and
+ * must hold the whole range: a shorter file fails the stream with EIO
+ * (the peer has been promised len bytes). Counts the bytes in bytes_out.
+ * Returns 0, or EOF with the stream's error set (errno as prot_write);
+ * EOF with errno EINVAL, stream unchanged, on a read stream or off < 0.
+ */
+RINGPROT_API int prot_sendfile(struct protstream *s, int fd, off_t off,
+			       size_t len) UR_MAY_YIELD;
+
+/*
  * Network time (spec 2.23, Cyrus's cmdtime_netstart/netend): nanoseconds
  * this stream spent waiting in raw reads and writes, on CLOCK_MONOTONIC,
  * counted from the first prot_nettime() call on the stream (a stream

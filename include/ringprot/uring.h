@@ -336,6 +336,31 @@ RINGPROT_API int ur_mkdirat(int dfd, const char *path, mode_t mode) UR_MAY_YIELD
 /* Returns the revents mask (POLLIN...) or -errno. */
 RINGPROT_API int ur_poll(int fd, unsigned poll_mask) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 RINGPROT_API int ur_nop(void) UR_MAY_YIELD RINGPROT_MUST_CHECK;
+/*
+ * splice(2): move up to len bytes from fd_in to fd_out in the kernel,
+ * one of them a pipe (the file pages are referenced, not copied). off_in
+ * and off_out: an offset in a regular file, or -1 (a pipe or socket, or
+ * the file position). flags: SPLICE_F_MORE, SPLICE_F_MOVE (SPLICE_F_NONBLOCK
+ * is implied on epoll and meaningless on io_uring). len above INT_MAX is cut
+ * to INT_MAX. Returns the bytes moved (0: fd_in at its end), or -errno
+ * (-EINVAL when neither end is a pipe). Blocking face only: waits until
+ * some bytes moved. io_uring runs it in a kernel worker, where a full
+ * socket just waits; on epoll it waits for room in fd_out or, when fd_in
+ * is a pipe or socket with nothing to read, for input (which must not
+ * then be drained by anyone else), and a socket end is made O_NONBLOCK
+ * for the call only.
+ */
+RINGPROT_API ssize_t ur_splice(int fd_in, int64_t off_in, int fd_out,
+			       int64_t off_out, size_t len,
+			       unsigned flags) UR_MAY_YIELD RINGPROT_MUST_CHECK;
+/*
+ * ur_splice() that gives up at deadline_ns (CLOCK_MONOTONIC, 0: none):
+ * the splice is cancelled and -ETIMEDOUT returned, unless bytes moved
+ * first (their count is returned, as ur_op_wait_until() does).
+ */
+RINGPROT_API ssize_t ur_splice_until(
+	int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t len,
+	unsigned flags, uint64_t deadline_ns) UR_MAY_YIELD RINGPROT_MUST_CHECK;
 
 /*
  * Say that op, just started and not yet submitted, need not wake the

@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# IMAP FETCH benchmark (issue 17): server CPU per MiB of large messages
+# fetched, ringprot-imapd against Dovecot in the same run.
+#
+# Each server is started privately (its own configuration and store in a
+# temporary directory, loopback ports, stopped by pid), and one message of
+# MSG_MIB MiB (CRLF text lines) is delivered to user0 over its LMTP:
+#   ringprot     ringprot-imapd -w WORKERS with mail_save_crlf=yes: the
+#                message is stored with CRLF and FETCH BODY[] sends it
+#                from the file (splice through a pipe: no user copy).
+#   ringprot-lf  the same with mail_save_crlf=no: stored with LF, read,
+#                parsed and converted to CRLF through the stream buffer
+#                (the path before issue 17), for comparison.
+#   dovecot      dovecot-imapd + dovecot-lmtpd, Maildir, mail_save_crlf
+#                = yes (it then sends from the file: sendfile).
+#   dovecot-lf   the same with Dovecot's default mail_save_crlf = no (not
+#                in SERVERS by default): for comparison.
+# bench/imap-fetch.py opens CONNS plaintext sessions as user0 (LOGIN,
+# SELECT INBOX), fetches the message once on each (page cache warm,
+# helpers up), then for SECS seconds every session FETCHes 1
+# (BODY.PEEK[]) again as soon as the previous one is complete, reading
+# the literal into a scratch buffer and dropping it. The server's CPU is
+# utime + stime over its whole process tree (/proc/PID/stat of the
+# process and its descendants plus what reaped children left; io_uring
+# workers are threads of the process and count) from just before to just
+# after that phase (lib.sh tree_ticks). The figures: MiB/s the client
+# received, and server CPU seconds per GiB fetched (the ratio is per MiB
+# the same). Servers on SERVER_CPU, the client on CLIENT_CPU: the rate
+# is what one server CPU and one client CPU give, the CPU per byte is
+# the server's own.
+#
+# Storage: a fresh ext4 (mkfs.ext4 defaults) in a sparse image,
+# loop-mounted (FS=host: /tmp as it is); the message stays in the page
+# cache throughout, so this measures the send path, not the disk.
+#
+# Environment: SERVERS ("ringprot ringprot-lf dovecot"), CONNS (16),
+# MSG_MIB (10), SECS (20), RUNS (1; interleaved), WORKERS (1),
+# SERVER_CPU (0), CLIENT_CPU (1), FS (loop or host), LOOP_SIZE (1G).
+# The report goes to stdout and to bench/results/<date>-<sha>-imap-fetch.txt.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || exit 1
+cd "$root" || exit 1
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
+SERVERS=${SERVERS:-"ringprot ringprot-lf dovecot"}
+CONNS=${CONNS:-16}
+MSG_MIB=${MSG_MIB:-10}
+SECS=${SECS:-20}
+RUNS=${RUNS:-1}
+WORKERS=${WORKERS:-1}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+FS=${FS:-loop}
+LOOP_SIZE=${LOOP_SIZE:-1G}
+PASS=bench-pw
+hz=$(getconf CLK_TCK)
+
+die() {
+	echo "imap-fetch.sh: $*" >&2
+	exit 1
+}
+
+[ "$(id -u)" -eq 0 ] || die "run as root (loop mount, Dovecot's users)"
+bash scripts/deps.sh || die "scripts/deps.sh failed"
+case " $SERVERS " in
+*" dovecot"*)
+	[ -x /usr/lib/dovecot/imap ] && [ -x /usr/lib/dovecot/lmtp ] ||
+		env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends dovecot-core dovecot-imapd \
+			dovecot-lmtpd </dev/null >/dev/null ||
+		die "could not install dovecot-imapd, dovecot-lmtpd"
+	;;
+esac
+
+if [ -f build-bench/meson-private/coredata.dat ]; then
+	meson setup --reconfigure build-bench --buildtype=release >/dev/null
+else
+	meson setup build-bench --buildtype=release >/dev/null
+fi || die "meson setup failed"
+meson compile -C build-bench >/dev/null || die "build failed"
+imapd=build-bench/examples/ringprot-imapd
+[ -x "$imapd" ] || die "not built: $imapd"
+
+tmp=$(mktemp -d /tmp/ringprot-imap-fetch.XXXXXX) || die "mktemp failed"
+spid=""
+lg_pid=""
+mounted=""
+
+cleanup() {
+	[ -n "$lg_pid" ] && kill -TERM "$lg_pid" 2>/dev/null
+	[ -n "$spid" ] && stop_tree "$spid"
+	wait 2>/dev/null
+	if [ -n "$mounted" ]; then
+		for _ in $(seq 50); do
+			umount "$tmp" 2>/dev/null && break
+			sleep 0.2
+		done
+	fi
+	rm -rf "$tmp" "$tmp.img"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+case $FS in
+loop)
+	truncate -s "$LOOP_SIZE" "$tmp.img" &&
+		mkfs.ext4 -q -F "$tmp.img" >/dev/null ||
+		die "could not make an ext4 image in $tmp.img"
+	mount -o loop "$tmp.img" "$tmp" ||
+		die "could not loop-mount $tmp.img (FS=host runs without it)"
+	mounted=1
+	;;
+host) ;;
+*) die "FS must be loop or host, not $FS" ;;
+esac
+chmod 755 "$tmp"
+
+start_ringprot() {
+	local d=$tmp/$1 crlf=$2 port i
+	mkdir -p "$d/mail/users/user0/"{tmp,new,cur}
+	echo -n "$PASS" | saslpasswd2 -f "$d/sasldb" -c -p user0 ||
+		die "saslpasswd2 failed"
+	scmd="$imapd -w $WORKERS -o data_dir=$d/mail -o sasldb_path=$d/sasldb -o mail_save_crlf=$crlf -o imap.listen=127.0.0.1:0 -o lmtp.listen=127.0.0.1:0"
+	# shellcheck disable=SC2086
+	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
+	spid=$!
+	for i in $(seq 100); do
+		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\) (.*)$/\1/p' "$d/out")
+		[ "$(echo "$port" | wc -w)" -eq 2 ] && break
+		kill -0 "$spid" 2>/dev/null || die "ringprot-imapd exited: $(tail -n 3 "$d/err")"
+		sleep 0.05
+	done
+	# shellcheck disable=SC2086
+	set -- $port
+	[ "$#" -eq 2 ] || die "ringprot-imapd did not report its ports"
+	sport=$1
+	lport=$2
+}
+
+start_dovecot() {
+	local d=$tmp/$1 crlf=$2
+	mkdir -p "$d/run" "$d/state" "$d/mail"
+	sport=$(free_port)
+	lport=$(free_port)
+	echo "user0:{PLAIN}$PASS:65534:65534::$d/mail/user0::" >"$d/users"
+	chown 65534:65534 "$d/mail"
+	{
+		dovecot_conf "$d" "$sport" "$lport" "$CONNS"
+		echo "mail_save_crlf = $crlf"
+		echo "mail_fsync = always"
+	} >"$d/dovecot.conf"
+	scmd="dovecot -F -c $d/dovecot.conf (mail_save_crlf = $crlf)"
+	taskset -c "$SERVER_CPU" dovecot -F -c "$d/dovecot.conf" \
+		>"$d/out" 2>"$d/err" &
+	spid=$!
+	wait_banner "$sport" "$spid" "* OK" ||
+		die "dovecot did not start: $(cat "$d/err" "$d/log" 2>/dev/null | tail -n 5)"
+}
+
+# Start server $1 afresh (spid, sport, lport, scmd) and deliver the
+# message to user0.
+start_server() {
+	rm -rf "${tmp:?}/$1"
+	mkdir -p "$tmp/$1"
+	case "$1" in
+	ringprot) start_ringprot ringprot yes ;;
+	ringprot-lf) start_ringprot ringprot-lf no ;;
+	dovecot) start_dovecot dovecot yes ;;
+	dovecot-lf) start_dovecot dovecot-lf no ;;
+	*) die "unknown server $1" ;;
+	esac
+	python3 - "$lport" "$MSG_MIB" <<'PY' || die "$1: delivery failed"
+import smtplib, sys
+port, mib = int(sys.argv[1]), int(sys.argv[2])
+head = (b"From: bench@localhost\r\nTo: user0@localhost\r\n"
+        b"Subject: a large message\r\n\r\n")
+line = b"%08d the quick brown fox jumps over the lazy dog, 0123456789\r\n"
+body = b"".join(line % i for i in range((mib << 20) // len(line % 0)))
+with smtplib.LMTP("127.0.0.1", port) as l:
+    r = l.sendmail("bench@localhost", ["user0"], head + body)
+    if r:
+        sys.exit(f"refused: {r}")
+PY
+}
+
+# One run of server $1: appends "name ticks bytes secs mib_s fetches".
+measure() {
+	local name=$1 c0 c1 res
+	start_server "$name"
+	echo "server:   $name: $scmd" >>"$tmp/servers.txt"
+	coproc LG { exec taskset -c "$CLIENT_CPU" python3 bench/imap-fetch.py \
+		"$sport" user0 "$PASS" "$CONNS" "$SECS" 2>"$tmp/lg.err"; }
+	# shellcheck disable=SC2153 # set by coproc
+	lg_pid=$LG_PID
+	expect_line "ready" 120 || {
+		echo "imap-fetch.sh: $name: the client did not get ready: $(tail -n 3 "$tmp/lg.err")" >&2
+		kill -TERM "$lg_pid" 2>/dev/null
+		wait "$lg_pid" 2>/dev/null
+		lg_pid=""
+		stop_tree "$spid"
+		spid=""
+		return 1
+	}
+	sleep 1
+	c0=$(tree_ticks "$spid" x) || die "cannot read $name's CPU"
+	echo go >&"${LG[1]}"
+	expect_line "result:" $((SECS * 3 + 60)) || die "$name: no result"
+	res=$REPLY
+	c1=$(tree_ticks "$spid" x) || die "cannot read $name's CPU"
+	echo quit >&"${LG[1]}"
+	wait "$lg_pid"
+	lg_pid=""
+	stop_tree "$spid"
+	spid=""
+	# shellcheck disable=SC2086
+	set -- $c0 $c1
+	local ticks=$(($3 - $1))
+	echo "$name $ticks $(sed 's/^result: bytes=\([0-9]*\) fetches=\([0-9]*\) secs=\([0-9.]*\) mib_s=\([0-9.]*\)$/\1 \3 \4 \2/' <<<"$res")" |
+		tee -a "$tmp/runs.txt"
+}
+
+sha=$(git rev-parse --short HEAD 2>/dev/null || echo nocommit)
+dirty=""
+[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] &&
+	dirty=" (working tree has uncommitted changes)"
+mkdir -p bench/results
+out=bench/results/$(date +%Y-%m-%d)-$sha-imap-fetch.txt
+i=2
+while [ -e "$out" ]; do
+	out=bench/results/$(date +%Y-%m-%d)-$sha-imap-fetch-$i.txt
+	i=$((i + 1))
+done
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+{
+	echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "commit:   $(git rev-parse HEAD 2>/dev/null || echo none)$dirty"
+	echo "kernel:   $(uname -r)"
+	echo "cpu:      ${cpu:-unknown} ($(nproc) online)," \
+		"$(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
+	echo "storage:  $([ -n "$mounted" ] && echo "a fresh ext4 in a $LOOP_SIZE image, loop-mounted" || echo "/tmp (FS=host)")"
+	echo "build:    meson buildtype=release (build-bench/), $(cc --version | head -n 1)"
+	echo "dovecot:  $(dovecot --version 2>/dev/null || echo none)"
+	echo "command:  SERVERS=\"$SERVERS\" CONNS=$CONNS MSG_MIB=$MSG_MIB SECS=$SECS" \
+		"RUNS=$RUNS WORKERS=$WORKERS bench/imap-fetch.sh"
+	echo "pinning:  servers on CPU $SERVER_CPU, bench/imap-fetch.py on CPU $CLIENT_CPU"
+	echo "load:     $CONNS plaintext sessions, FETCH 1 (BODY.PEEK[]) of a $MSG_MIB MiB message, back to back, $SECS s"
+} >"$tmp/head.txt"
+cat "$tmp/head.txt"
+: >"$tmp/runs.txt"
+: >"$tmp/servers.txt"
+
+for r in $(seq "$RUNS"); do
+	for name in $SERVERS; do
+		measure "$name" || echo "$name run $r failed" >>"$tmp/fails.txt"
+	done
+done
+
+python3 - "$tmp/runs.txt" "$SERVERS" "$hz" >"$tmp/table.txt" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+servers, hz = sys.argv[2].split(), int(sys.argv[3])
+g = {}
+for name, ticks, b, secs, mib_s, n in rows:
+    g.setdefault(name, []).append(
+        (int(ticks) / hz / (int(b) / 2**30), float(mib_s), int(ticks) / hz,
+         int(b) / 2**20))
+
+def cell(v, f="%.2f"):
+    m = statistics.median(v)
+    return f % m if len(v) == 1 else (f + " (" + f + "-" + f + ")") % (m, min(v), max(v))
+
+print("Server CPU per GiB fetched (utime + stime of the whole process tree")
+print("during the load), and the rate the client received; median (min-max)")
+print("over the runs.")
+print()
+print("| server | runs | CPU s per GiB | MiB/s | CPU s | MiB fetched |")
+print("|---|---|---|---|---|---|")
+for s in servers:
+    v = g.get(s)
+    if not v:
+        print("| %s | 0 | failed | | | |" % s)
+        continue
+    print("| %s | %d | %s | %s | %s | %s |" % (
+        s, len(v), cell([x[0] for x in v], "%.3f"), cell([x[1] for x in v], "%.0f"),
+        cell([x[2] for x in v]), cell([x[3] for x in v], "%.0f")))
+print()
+base = g.get("dovecot")
+if base:
+    d = statistics.median(x[0] for x in base)
+    for s in servers:
+        if s != "dovecot" and g.get(s):
+            print("%s / dovecot, server CPU per MiB: %.2fx" % (
+                s, statistics.median(x[0] for x in g[s]) / d))
+    print()
+PY
+{
+	cat "$tmp/head.txt"
+	cat "$tmp/servers.txt"
+	echo
+	cat "$tmp/table.txt"
+	if [ -s "$tmp/fails.txt" ] 2>/dev/null; then
+		echo "Failed runs:"
+		cat "$tmp/fails.txt"
+		echo
+	fi
+	echo "Runs (server ticks bytes secs mib_s fetches; $hz ticks/s):"
+	cat "$tmp/runs.txt"
+} >"$out"
+echo
+cat "$tmp/table.txt"
+echo "results: $out"
