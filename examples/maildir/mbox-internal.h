@@ -68,18 +68,20 @@ struct stamp {
 /* A mailbox handle (mailbox.c), used by mbox-save.c too. */
 struct md_mbox {
 	struct md_store *st;
-	char *user;
-	char *name; /* as opened: md_mbox_reacquire() opens it again */
+	const char *user; /* in names[] */
+	const char *name; /* as opened: md_mbox_reacquire() opens it again */
 	int dfd, new_fd, cur_fd; /* -1 after md_mbox_release() */
 	bool ro;
 	bool stamped;
+	bool released; /* md_mbox_release(): no descriptors, no paths */
 	struct stamp stamp;
 	uint32_t uidvalidity, uidnext;
 	struct md_msg_info *msgs;
 	size_t n;
-	char *kw[MD_KW_MAX];
+	char **kw; /* MD_KW_MAX slots, made with the first keyword */
 	unsigned nkw;
 	uint32_t *chg; /* added, vanished, flagged of the last sync */
+	char names[];  /* user, NUL, name, NUL */
 };
 
 /* A handle without the first sync (copy and append targets). */
