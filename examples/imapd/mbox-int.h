@@ -13,7 +13,6 @@
 /* The selected mailbox (s->mbox), or the record IDLE makes without one. */
 struct imap_mbox {
 	struct md_mbox *mb; /* NULL: IDLE in the authenticated state */
-	char *name;	    /* as stored (mUTF-7) */
 	bool readonly;
 	uint32_t *view; /* UIDs by sequence number - 1 */
 	uint32_t n, cap;
@@ -48,6 +47,11 @@ void imap__print_fetch_flags(struct imap_sess *s, uint32_t seq,
 /* "* n EXPUNGE" for each of uids in the view (highest first), removed. */
 void imap__tell_expunges(struct imap_sess *s, struct imap_mbox *m,
 			 const uint32_t *uids, uint32_t n);
+/* imap_mbox_sync (expunges told) for a released (parked) handle that
+ * stays released (md_mbox_poll). */
+int imap__mbox_poll(struct imap_sess *s) UR_MAY_YIELD;
+/* Give back what the view's arrays hold beyond their contents. */
+void imap__mbox_trim(struct imap_mbox *m);
 /* Stop IDLE's folder watch if on. */
 void imap__watch_stop(struct imap_sess *s, struct imap_mbox *m);
 /* Close and free s->mbox (s->mbox_close). */

@@ -228,36 +228,31 @@ static uint32_t count_recent(const struct imap_mbox *m)
 	return r;
 }
 
-int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
+/* Tell the client what one sync of the store found. */
+static int tell_changes(struct imap_sess *s, struct imap_mbox *m,
+			const struct md_mbox_changes *ch, bool expunge_ok)
 {
-	struct imap_mbox *m = imap__mbox_of(s);
-	struct md_mbox_changes ch;
 	uint32_t before;
 	int ret;
 
-	if (m == NULL)
-		return 0;
-	ret = md_mbox_sync(m->mb, &ch);
-	if (ret < 0)
-		return ret;
 	/* Flags others changed, for messages the client knows. */
-	for (size_t i = 0; i < ch.n_flagged; i++) {
-		uint32_t seq = imap__view_seq(m, ch.flagged[i]);
-		long k = md_mbox_find(m->mb, ch.flagged[i]);
+	for (size_t i = 0; i < ch->n_flagged; i++) {
+		uint32_t seq = imap__view_seq(m, ch->flagged[i]);
+		long k = md_mbox_find(m->mb, ch->flagged[i]);
 
 		if (seq != 0 && k >= 0)
 			imap__print_fetch_flags(
 				s, seq, &md_mbox_msgs(m->mb, &(size_t){0})[k],
 				s->uid);
 	}
-	if (ch.n_vanished > 0) {
+	if (ch->n_vanished > 0) {
 		ret = imap__grow(&m->pend, &m->cappend,
-				 m->npend + (uint32_t)ch.n_vanished);
+				 m->npend + (uint32_t)ch->n_vanished);
 		if (ret < 0)
 			return ret;
-		memcpy(&m->pend[m->npend], ch.vanished,
-		       ch.n_vanished * sizeof(uint32_t));
-		m->npend += (uint32_t)ch.n_vanished;
+		memcpy(&m->pend[m->npend], ch->vanished,
+		       ch->n_vanished * sizeof(uint32_t));
+		m->npend += (uint32_t)ch->n_vanished;
 		qsort(m->pend, m->npend, sizeof(uint32_t), cmp_u32);
 	}
 	if (expunge_ok && m->npend > 0) {
@@ -265,13 +260,13 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 		m->npend = 0;
 	}
 	before = m->n;
-	if (ch.n_added > 0) {
+	if (ch->n_added > 0) {
 		ret = imap__grow(&m->view, &m->cap,
-				 m->n + (uint32_t)ch.n_added);
+				 m->n + (uint32_t)ch->n_added);
 		if (ret < 0)
 			return ret;
-		for (size_t i = 0; i < ch.n_added; i++) {
-			uint32_t uid = ch.added[i];
+		for (size_t i = 0; i < ch->n_added; i++) {
+			uint32_t uid = ch->added[i];
 
 			if (m->n > 0 && uid <= m->view[m->n - 1]) {
 				/* Not expected (UIDs only imap__grow): keep the
@@ -290,12 +285,66 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 	 * that counted an expunged \Recent message may otherwise never
 	 * hear the count change back.
 	 */
-	if (m->n != before || ch.n_added > 0) {
+	if (m->n != before || ch->n_added > 0) {
 		m->recent_told = count_recent(m);
 		imap_untagged(s, "%" PRIu32 " EXISTS", m->n);
 		imap_untagged(s, "%" PRIu32 " RECENT", m->recent_told);
 	}
 	return 0;
+}
+
+int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
+{
+	struct imap_mbox *m = imap__mbox_of(s);
+	struct md_mbox_changes ch;
+	int ret;
+
+	if (m == NULL)
+		return 0;
+	ret = md_mbox_sync(m->mb, &ch);
+	if (ret < 0)
+		return ret;
+	return tell_changes(s, m, &ch, expunge_ok);
+}
+
+int imap__mbox_poll(struct imap_sess *s)
+{
+	struct imap_mbox *m = imap__mbox_of(s);
+	struct md_mbox_changes ch;
+	int ret;
+
+	if (m == NULL)
+		return 0;
+	ret = md_mbox_poll(m->mb, &ch);
+	if (ret < 0)
+		return ret;
+	return tell_changes(s, m, &ch, true);
+}
+
+/*
+ * Parked (IDLE), the view is all the session keeps of a mailbox beside
+ * the store's handle: at its exact size (grown arrays are twice that,
+ * at least 64 entries) and without an empty pend[].
+ */
+void imap__mbox_trim(struct imap_mbox *m)
+{
+	if (m->npend == 0) {
+		free(m->pend);
+		m->pend = NULL;
+		m->cappend = 0;
+	}
+	if (m->n == 0) {
+		free(m->view);
+		m->view = NULL;
+		m->cap = 0;
+	} else if (m->cap > m->n) {
+		uint32_t *v = realloc(m->view, (size_t)m->n * sizeof(*v));
+
+		if (v != NULL) { /* else keep the larger one */
+			m->view = v;
+			m->cap = m->n;
+		}
+	}
 }
 
 int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set, bool uid,
@@ -381,7 +430,6 @@ void imap__mbox_free(struct imap_sess *s)
 	md_mbox_close(&m->mb);
 	free(m->view);
 	free(m->pend);
-	free(m->name);
 	free(m);
 	s->mbox = NULL;
 	s->mbox_close = NULL;
@@ -445,13 +493,9 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 	m = calloc(1, sizeof(*m));
 	if (m == NULL)
 		return -ENOMEM;
-	m->name = strdup(name);
 	m->readonly = readonly;
-	ret = m->name == NULL ? -ENOMEM
-			      : md_mbox_open(s->cfg->store, s->user, name,
-					     readonly, &m->mb);
+	ret = md_mbox_open(s->cfg->store, s->user, name, readonly, &m->mb);
 	if (ret < 0) {
-		free(m->name);
 		free(m);
 		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 		return 0;
@@ -460,7 +504,6 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 	ret = imap__grow(&m->view, &m->cap, (uint32_t)n);
 	if (ret < 0) {
 		md_mbox_close(&m->mb);
-		free(m->name);
 		free(m);
 		return ret;
 	}
