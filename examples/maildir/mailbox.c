@@ -402,7 +402,7 @@ static int kw_load(struct md_mbox *mb)
 			break;
 		}
 		if ((unsigned)i + 1 > mb->nkw)
-			mb->nkw = (unsigned)i + 1;
+			mb->nkw = (uint8_t)(i + 1);
 	}
 	free(buf);
 	return ret;
@@ -746,15 +746,16 @@ static int assign(struct uidlist *ul, struct ents *ev)
 /* -------------------------------------------------------------------- */
 /* Sync */
 
-static bool ts_eq(const struct timespec *a, const struct timespec *b)
+/* A stamp's time: nanoseconds (half a struct timespec). */
+static uint64_t ts_ns(const struct timespec *t)
 {
-	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+	return (uint64_t)t->tv_sec * 1000000000u + (uint64_t)t->tv_nsec;
 }
 
 /* Is t less than 2 s old (a change in the same clock tick could hide)? */
-static bool ts_fresh(const struct timespec *t)
+static bool ts_fresh(uint64_t t)
 {
-	return t->tv_sec + 2 >= time(NULL);
+	return (time_t)(t / 1000000000u) + 2 >= time(NULL);
 }
 
 static int stamp_dirs(const struct md_mbox *mb, struct stamp *s)
@@ -763,8 +764,8 @@ static int stamp_dirs(const struct md_mbox *mb, struct stamp *s)
 
 	if (fstat(mb->new_fd, &a) < 0 || fstat(mb->cur_fd, &b) < 0)
 		return -errno;
-	s->new_m = a.st_mtim;
-	s->cur_m = b.st_mtim;
+	s->new_m = ts_ns(&a.st_mtim);
+	s->cur_m = ts_ns(&b.st_mtim);
 	return 0;
 }
 
@@ -774,7 +775,7 @@ static int stamp_list(const struct md_mbox *mb, struct stamp *s)
 
 	if (fstatat(mb->dfd, MB_UIDLIST, &sb, 0) < 0)
 		return -errno;
-	s->list_m = sb.st_mtim;
+	s->list_m = ts_ns(&sb.st_mtim);
 	s->list_ino = sb.st_ino;
 	return 0;
 }
@@ -908,8 +909,8 @@ static bool dirs_moved(const struct md_mbox *mb, const struct stamp *s)
 {
 	struct stamp now;
 
-	return stamp_dirs(mb, &now) < 0 || !ts_eq(&now.new_m, &s->new_m) ||
-	       !ts_eq(&now.cur_m, &s->cur_m);
+	return stamp_dirs(mb, &now) < 0 || now.new_m != s->new_m ||
+	       now.cur_m != s->cur_m;
 }
 
 /*
@@ -1052,8 +1053,8 @@ static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 		mb->uidvalidity = ul.uidvalidity;
 		mb->uidnext = ul.next;
 		mb->stamp = s;
-		mb->stamped = !ts_fresh(&s.new_m) && !ts_fresh(&s.cur_m) &&
-			      !ts_fresh(&s.list_m);
+		mb->stamped = !ts_fresh(s.new_m) && !ts_fresh(s.cur_m) &&
+			      !ts_fresh(s.list_m);
 	} else {
 		msgs_free(nv, nn);
 	}
@@ -1111,9 +1112,8 @@ static bool unchanged(const struct md_mbox *mb)
 	struct stamp s;
 
 	return mb->stamped && stamp_dirs(mb, &s) == 0 &&
-	       stamp_list(mb, &s) == 0 && ts_eq(&s.new_m, &mb->stamp.new_m) &&
-	       ts_eq(&s.cur_m, &mb->stamp.cur_m) &&
-	       ts_eq(&s.list_m, &mb->stamp.list_m) &&
+	       stamp_list(mb, &s) == 0 && s.new_m == mb->stamp.new_m &&
+	       s.cur_m == mb->stamp.cur_m && s.list_m == mb->stamp.list_m &&
 	       s.list_ino == mb->stamp.list_ino;
 }
 
@@ -1174,10 +1174,9 @@ int mb__mbox_new(struct md_store *st, const char *user, const char *name,
 	mb->st = st;
 	mb->ro = readonly;
 	mb->new_fd = mb->cur_fd = -1;
-	memcpy(mb->names, user, ulen + 1);
-	memcpy(mb->names + ulen + 1, name, nlen + 1);
-	mb->user = mb->names;
-	mb->name = mb->names + ulen + 1;
+	memcpy(mb->user, user, ulen + 1);
+	memcpy(mb->user + ulen + 1, name, nlen + 1);
+	mb->name = mb->user + ulen + 1;
 	mb->dfd = ret = mb__folder_open(st, user, name);
 	if (ret >= 0)
 		mb->new_fd = ret =
