@@ -96,7 +96,7 @@ int cmd_idle(struct imap_sess *s, const char *tag)
 	if (m == NULL) {
 		/* IDLE in the authenticated state: nothing to watch, but
 		 * the client may still wait; keep a record for the tag. */
-		m = calloc(1, sizeof(*m));
+		m = imap__mbox_new(s);
 		if (m == NULL)
 			return -ENOMEM;
 		s->mbox = m;

@@ -71,6 +71,7 @@ struct imap_sess {
 	 */
 	void *mbox;
 	void (*mbox_close)(struct imap_sess *s);
+	void *mbox_rec; /* mbox.c: its record, reused (connection arena) */
 };
 
 /*

@@ -33,6 +33,9 @@ struct uid_list {
 	uint32_t n, cap;
 };
 
+/* The session's mailbox record, zeroed (not yet s->mbox); NULL: no
+ * memory. Freed with the connection; imap__mbox_free() empties it. */
+struct imap_mbox *imap__mbox_new(struct imap_sess *s);
 /* s->mbox when a mailbox is selected, else NULL. */
 struct imap_mbox *imap__mbox_of(const struct imap_sess *s);
 /* Sequence number of uid in the view, 0 if absent. */

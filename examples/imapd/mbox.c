@@ -420,6 +420,26 @@ void imap__watch_stop(struct imap_sess *s, struct imap_mbox *m)
 	}
 }
 
+/*
+ * One record per session, made in the connection's arena at the first
+ * SELECT (or IDLE) and reused by the next: connection-lifetime memory
+ * without a malloc block (and its header) of its own, which a parked
+ * IDLE would keep for hours.
+ */
+struct imap_mbox *imap__mbox_new(struct imap_sess *s)
+{
+	struct imap_mbox *m = s->mbox_rec;
+
+	if (m == NULL) {
+		m = srv_conn_alloc(s->c, sizeof(*m));
+		if (m == NULL)
+			return NULL;
+		s->mbox_rec = m;
+	}
+	memset(m, 0, sizeof(*m));
+	return m;
+}
+
 void imap__mbox_free(struct imap_sess *s)
 {
 	struct imap_mbox *m = s->mbox;
@@ -430,7 +450,7 @@ void imap__mbox_free(struct imap_sess *s)
 	md_mbox_close(&m->mb);
 	free(m->view);
 	free(m->pend);
-	free(m);
+	memset(m, 0, sizeof(*m)); /* the record stays: s->mbox_rec */
 	s->mbox = NULL;
 	s->mbox_close = NULL;
 }
@@ -490,13 +510,12 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 		return ret;
 	/* RFC 3501 6.3.1: a failed SELECT leaves no mailbox selected. */
 	imap_mbox_unselect(s);
-	m = calloc(1, sizeof(*m));
+	m = imap__mbox_new(s);
 	if (m == NULL)
 		return -ENOMEM;
 	m->readonly = readonly;
 	ret = md_mbox_open(s->cfg->store, s->user, name, readonly, &m->mb);
 	if (ret < 0) {
-		free(m);
 		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 		return 0;
 	}
@@ -504,7 +523,6 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 	ret = imap__grow(&m->view, &m->cap, (uint32_t)n);
 	if (ret < 0) {
 		md_mbox_close(&m->mb);
-		free(m);
 		return ret;
 	}
 	for (size_t i = 0; i < n; i++) {
