@@ -16,6 +16,7 @@ struct imap_mbox {
 	bool readonly;
 	uint32_t *view; /* UIDs by sequence number - 1 */
 	uint32_t n, cap;
+	bool view_in_store; /* parked: view dropped, the store's list has it */
 	uint32_t *pend; /* vanished, not yet told */
 	uint32_t npend, cappend;
 	uint32_t recent_told;
@@ -53,7 +54,8 @@ void imap__tell_expunges(struct imap_sess *s, struct imap_mbox *m,
 /* imap_mbox_sync (expunges told) for a released (parked) handle that
  * stays released (md_mbox_poll). */
 int imap__mbox_poll(struct imap_sess *s) UR_MAY_YIELD;
-/* Give back what the view's arrays hold beyond their contents. */
+/* Before parking: give back what the view's arrays hold beyond their
+ * contents, all of the view if the store's list has the same UIDs. */
 void imap__mbox_trim(struct imap_mbox *m);
 /* Stop IDLE's folder watch if on. */
 void imap__watch_stop(struct imap_sess *s, struct imap_mbox *m);

@@ -228,6 +228,67 @@ static uint32_t count_recent(const struct imap_mbox *m)
 	return r;
 }
 
+/*
+ * Parked (IDLE), a session keeps as little as it can. A view whose
+ * client was told everything (no pending expunge) holds the UIDs of the
+ * store's list, which the handle keeps anyway: it is dropped then
+ * (view_in_store, m->n kept) and made again from that list before the
+ * store's next sync changes it. Otherwise it is cut to its size (grown
+ * arrays are twice that, at least 64 entries).
+ */
+void imap__mbox_trim(struct imap_mbox *m)
+{
+	const struct md_msg_info *msgs;
+	size_t n;
+	uint32_t i = 0;
+
+	if (m->npend == 0) {
+		free(m->pend);
+		m->pend = NULL;
+		m->cappend = 0;
+	}
+	if (m->view_in_store)
+		return;
+	msgs = md_mbox_msgs(m->mb, &n);
+	if (m->npend == 0 && n == m->n)
+		while (i < m->n && m->view[i] == msgs[i].uid)
+			i++;
+	if (m->npend == 0 && n == m->n && i == m->n) {
+		free(m->view);
+		m->view = NULL;
+		m->cap = 0;
+		m->view_in_store = true;
+	} else if (m->cap > m->n) {
+		uint32_t *v = realloc(m->view, (size_t)m->n * sizeof(*v));
+
+		if (v != NULL) { /* else keep the larger one */
+			m->view = v;
+			m->cap = m->n;
+		}
+	}
+}
+
+/* The view back from the store's list (see imap__mbox_trim). */
+static int view_back(struct imap_mbox *m)
+{
+	const struct md_msg_info *msgs;
+	size_t n;
+
+	if (!m->view_in_store)
+		return 0;
+	msgs = md_mbox_msgs(m->mb, &n);
+	if (n > 0) {
+		m->view = malloc(n * sizeof(*m->view));
+		if (m->view == NULL)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		m->view[i] = msgs[i].uid;
+	m->n = m->cap = (uint32_t)n;
+	m->view_in_store = false;
+	return 0;
+}
+
 /* Tell the client what one sync of the store found. */
 static int tell_changes(struct imap_sess *s, struct imap_mbox *m,
 			const struct md_mbox_changes *ch, bool expunge_ok)
@@ -301,7 +362,9 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 
 	if (m == NULL)
 		return 0;
-	ret = md_mbox_sync(m->mb, &ch);
+	ret = view_back(m);
+	if (ret == 0)
+		ret = md_mbox_sync(m->mb, &ch);
 	if (ret < 0)
 		return ret;
 	return tell_changes(s, m, &ch, expunge_ok);
@@ -315,36 +378,12 @@ int imap__mbox_poll(struct imap_sess *s)
 
 	if (m == NULL)
 		return 0;
-	ret = md_mbox_poll(m->mb, &ch);
+	ret = view_back(m);
+	if (ret == 0)
+		ret = md_mbox_poll(m->mb, &ch);
 	if (ret < 0)
 		return ret;
 	return tell_changes(s, m, &ch, true);
-}
-
-/*
- * Parked (IDLE), the view is all the session keeps of a mailbox beside
- * the store's handle: at its exact size (grown arrays are twice that,
- * at least 64 entries) and without an empty pend[].
- */
-void imap__mbox_trim(struct imap_mbox *m)
-{
-	if (m->npend == 0) {
-		free(m->pend);
-		m->pend = NULL;
-		m->cappend = 0;
-	}
-	if (m->n == 0) {
-		free(m->view);
-		m->view = NULL;
-		m->cap = 0;
-	} else if (m->cap > m->n) {
-		uint32_t *v = realloc(m->view, (size_t)m->n * sizeof(*v));
-
-		if (v != NULL) { /* else keep the larger one */
-			m->view = v;
-			m->cap = m->n;
-		}
-	}
 }
 
 int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set, bool uid,
