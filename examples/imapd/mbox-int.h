@@ -17,7 +17,7 @@ struct imap_mbox {
 	uint32_t *view; /* UIDs by sequence number - 1 */
 	uint32_t n, cap;
 	bool view_in_store; /* parked: view dropped, the store's list has it */
-	uint32_t *pend; /* vanished, not yet told */
+	uint32_t *pend;	    /* vanished, not yet told */
 	uint32_t npend, cappend;
 	uint32_t recent_told;
 	/* IDLE (idle.c) */

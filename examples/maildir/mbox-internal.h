@@ -74,8 +74,8 @@ struct md_mbox {
 	int dfd, new_fd, cur_fd; /* -1 after md_mbox_release() */
 	bool ro;
 	bool stamped;
-	bool released;	 /* md_mbox_release(): no descriptors, no paths */
-	uint8_t nkw;	 /* keywords defined (slots up to the last) */
+	bool released; /* md_mbox_release(): no descriptors, no paths */
+	uint8_t nkw;   /* keywords defined (slots up to the last) */
 	struct stamp stamp;
 	uint32_t uidvalidity, uidnext;
 	struct md_msg_info *msgs;
