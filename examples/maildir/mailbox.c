@@ -837,14 +837,18 @@ static int msg_fill(struct md_mbox *mb, struct md_msg_info *m,
 		    const struct ent *e, const struct ents *claimed)
 {
 	long old = md_mbox_find(mb, m->uid);
+	char path[MB_PATH_MAX];
 	struct stat sb;
 	int ret;
 
 	md_flags_parse(e->fname, &m->flags, &m->keywords);
-	if (asprintf(&m->path, "%s/%s", e->in_new ? "new" : "cur", e->fname) <
-	    0) {
-		m->path = NULL;
-		return -ENOMEM;
+	(void)snprintf(path, sizeof(path), "%s/%s", e->in_new ? "new" : "cur",
+		       e->fname);
+	/* A released handle's poll keeps no names: none are made. */
+	if (!mb->released) {
+		m->path = strdup(path);
+		if (m->path == NULL)
+			return -ENOMEM;
 	}
 	if (ents_find(claimed, e->fname, e->blen) >= 0)
 		m->flags |= MD_F_RECENT;
@@ -856,12 +860,12 @@ static int msg_fill(struct md_mbox *mb, struct md_msg_info *m,
 		m->flags |= o->flags & MD_F_RECENT;
 		return 0;
 	}
-	if (fstatat(mb->dfd, m->path, &sb, 0) < 0)
+	if (fstatat(mb->dfd, path, &sb, 0) < 0)
 		return errno == ENOENT ? 0 : -errno; /* gone: next sync */
 	m->internal_date = sb.st_mtim.tv_sec;
 	if (md_name_field(e->fname, 'W', &m->size) == 0)
 		return 0;
-	ret = crlf_size(mb->dfd, m->path, &m->size);
+	ret = crlf_size(mb->dfd, path, &m->size);
 	return ret == -ENOENT ? 0 : ret;
 }
 
@@ -1119,6 +1123,7 @@ static bool unchanged(const struct md_mbox *mb)
 
 int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 {
+	bool was;
 	int ret;
 
 	if (ch_out != NULL)
@@ -1129,12 +1134,13 @@ int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 	/* A released handle lost its paths: only a listing has them. */
 	if (!mb->released && unchanged(mb))
 		return 0;
+	was = mb->released;
+	mb->released = false; /* sync_full makes paths */
 	ret = sync_full(mb, ch_out);
-	if (ret < 0 && mb->released) {
-		fds_close(mb); /* still released: no paths */
-		return ret;
+	if (ret < 0 && was) {
+		mb->released = true; /* the old list: no paths */
+		fds_close(mb);
 	}
-	mb->released = false;
 	return ret;
 }
 
@@ -1150,8 +1156,7 @@ int md_mbox_poll(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 	if (ret < 0)
 		return ret;
 	if (!unchanged(mb))
-		ret = sync_full(mb, ch_out);
-	paths_drop(mb);
+		ret = sync_full(mb, ch_out); /* makes no paths (msg_fill) */
 	fds_close(mb);
 	return ret;
 }
