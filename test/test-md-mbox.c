@@ -1230,16 +1230,20 @@ static void test_md_mbox_release(void **state)
 	md_mbox_release(mb); /* twice: nothing more */
 	assert_int_equal(count_fds(), before - 3);
 	deliver(f->st, "Box", "Subject: two\n\nx\n");
-	assert_int_equal(md_mbox_sync(mb, &ch), 0); /* reacquires */
-	assert_int_equal(count_fds(), before);
+	assert_int_equal(md_mbox_poll(mb, &ch), 0); /* stays released */
+	assert_int_equal(count_fds(), before - 3);
 	assert_int_equal(ch.n_added, 1);
 	assert_int_equal(ch.added[0], 2);
+	assert_int_equal(md_mbox_msg_open(mb, 2), -EBADF);
+	assert_int_equal(md_mbox_sync(mb, &ch), 0); /* reacquires */
+	assert_int_equal(count_fds(), before);
+	assert_int_equal(ch.n_added + ch.n_vanished + ch.n_flagged, 0);
 	/* Renamed while released: the name is gone. */
 	md_mbox_release(mb);
 	assert_int_equal(md_folder_rename(f->st, "alice", "Box", "Other"), 0);
 	before = count_fds(); /* the rename dropped the delivery cache's */
+	assert_int_equal(md_mbox_poll(mb, &ch), -ENOENT);
 	assert_int_equal(md_mbox_sync(mb, &ch), -ENOENT);
-	assert_int_equal(md_mbox_reacquire(mb), -ENOENT);
 	assert_int_equal(count_fds(), before);
 	md_mbox_close(&mb);
 }
@@ -1325,19 +1329,144 @@ static void test_md_mbox_save_crlf(void **state)
 	md_store_close(&crlf);
 }
 
+/* The path of uid in mb, or NULL. */
+static const char *path_of(const struct md_mbox *mb, uint32_t uid)
+{
+	const struct md_msg_info *m;
+	long i = md_mbox_find(mb, uid);
+	size_t n;
+
+	m = md_mbox_msgs(mb, &n);
+	return i >= 0 ? m[i].path : NULL;
+}
+
+/*
+ * Released (IDLE), another handle delivers, expunges and changes flags
+ * and keywords: each poll tells exactly what changed since the one
+ * before, with flags, keywords, sizes and \Recent kept across; the sync
+ * that takes the handle back tells nothing twice and finds every file.
+ */
+static void test_md_mbox_release_changes(void **state)
+{
+	struct fx *f = *state;
+	const struct md_msg_info *m;
+	struct md_mbox_changes ch;
+	struct md_mbox *a, *b;
+	uint32_t *gone;
+	size_t n, ngone;
+	char *buf;
+	int kw, before;
+
+	for (int i = 0; i < 4; i++)
+		deliver(f->st, NULL, "Subject: x\n\nbody\n");
+	a = open_mb(f, "INBOX", false); /* claims 1-4: a's \Recent */
+	b = open_mb(f, "INBOX", false);
+	kw = md_mbox_keyword_index(a, "$Work");
+	assert_int_equal(kw, 0);
+	assert_int_equal(md_mbox_store(a, 1, MD_F_SEEN, 1U << kw), 0);
+	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(ch.n_flagged, 1);
+	before = count_fds();
+	md_mbox_release(a);
+	assert_int_equal(count_fds(), before - 3);
+	m = md_mbox_msgs(a, &n);
+	assert_int_equal(n, 4);
+	for (size_t i = 0; i < n; i++)
+		assert_null(m[i].path); /* the names are dropped */
+	assert_int_equal(m[0].flags, MD_F_SEEN | MD_F_RECENT);
+	assert_int_equal(m[0].keywords, 1U << kw);
+	assert_int_equal(m[1].size, 20); /* CRLF size kept */
+	assert_string_equal(md_mbox_keyword(a, 0), "$Work");
+	assert_int_equal(md_mbox_store(a, 2, MD_F_SEEN, 0), -EBADF);
+	assert_int_equal(md_mbox_expunge(a, NULL, 0, &gone, &ngone), -EBADF);
+
+	/* Nothing changed: nothing told. */
+	assert_int_equal(md_mbox_poll(a, &ch), 0);
+	assert_int_equal(ch.n_added + ch.n_vanished + ch.n_flagged, 0);
+
+	/* b: uid 2 flagged, uid 3 expunged, a new message (5). */
+	assert_int_equal(md_mbox_store(b, 2, MD_F_FLAGGED, 0), 0);
+	assert_int_equal(md_mbox_store(b, 3, MD_F_DELETED, 0), 0);
+	assert_int_equal(md_mbox_expunge(b, NULL, 0, &gone, &ngone), 0);
+	assert_int_equal(ngone, 1);
+	free(gone);
+	deliver(f->st, NULL, "Subject: y\n\nbody\n");
+	assert_int_equal(md_mbox_poll(a, &ch), 0);
+	assert_int_equal(count_fds(), before - 3);
+	assert_int_equal(ch.n_flagged, 1);
+	assert_int_equal(ch.flagged[0], 2);
+	assert_int_equal(ch.n_vanished, 1);
+	assert_int_equal(ch.vanished[0], 3);
+	assert_int_equal(ch.n_added, 1);
+	assert_int_equal(ch.added[0], 5);
+	m = md_mbox_msgs(a, &n);
+	assert_int_equal(n, 4);
+	assert_int_equal(m[1].flags, MD_F_FLAGGED | MD_F_RECENT);
+	assert_int_equal(m[3].uid, 5);
+	assert_int_equal(m[3].flags, MD_F_RECENT); /* a's poll claimed it */
+	for (size_t i = 0; i < n; i++)
+		assert_null(m[i].path);
+	md_mbox_release(a); /* frees the poll's changes */
+
+	/* b: a keyword off uid 1, uid 5 expunged; then a takes it back. */
+	assert_int_equal(md_mbox_sync(b, NULL), 0);
+	assert_int_equal(md_mbox_store(b, 1, MD_F_SEEN, 0), 0);
+	assert_int_equal(md_mbox_store(b, 5, MD_F_DELETED, 0), 0);
+	assert_int_equal(md_mbox_expunge(b, NULL, 0, &gone, &ngone), 0);
+	assert_int_equal(ngone, 1);
+	free(gone);
+	assert_int_equal(md_mbox_sync(a, &ch), 0);
+	assert_int_equal(count_fds(), before);
+	assert_int_equal(ch.n_added, 0);
+	assert_int_equal(ch.n_flagged, 1);
+	assert_int_equal(ch.flagged[0], 1);
+	assert_int_equal(ch.n_vanished, 1);
+	assert_int_equal(ch.vanished[0], 5);
+	m = md_mbox_msgs(a, &n);
+	assert_int_equal(n, 3);
+	assert_int_equal(m[0].flags, MD_F_SEEN | MD_F_RECENT);
+	assert_int_equal(m[0].keywords, 0);
+	for (size_t i = 0; i < n; i++)
+		assert_memory_equal(m[i].path, "cur/", 4);
+	assert_true(strstr(path_of(a, 2), ":2,F") != NULL);
+	/* Every file found again: read, store, expunge work. */
+	assert_int_equal(md_mbox_msg_read(a, 4, 1024, &buf, &n), 0);
+	assert_int_equal(n, 17);
+	free(buf);
+	assert_int_equal(md_mbox_store(a, 4, MD_F_DELETED, 0), 0);
+	assert_int_equal(md_mbox_expunge(a, NULL, 0, &gone, &ngone), 0);
+	assert_int_equal(ngone, 1);
+	assert_int_equal(gone[0], 4);
+	free(gone);
+	assert_int_equal(md_mbox_sync(a, &ch), 0);
+	assert_int_equal(ch.n_added + ch.n_vanished + ch.n_flagged, 0);
+	md_mbox_close(&a);
+	md_mbox_close(&b);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_md_mbox_uids_persist), T(test_md_mbox_two_handles),
-		T(test_md_mbox_processes),    T(test_md_mbox_flags_names),
-		T(test_md_mbox_keywords),     T(test_md_mbox_copy_move_append),
-		T(test_md_mbox_folders),      T(test_md_mbox_bad_names),
-		T(test_md_mbox_stale_lock),   T(test_md_mbox_watch_paths),
-		T(test_md_mbox_fibers),	      T(test_md_mbox_lock_wait_yields),
-		T(test_md_mbox_cheap_sync),   T(test_md_mbox_uidlist_lost),
-		T(test_md_mbox_copy_exdev),   T(test_md_mbox_uidlist_append),
-		T(test_md_mbox_release),      T(test_md_mbox_save_crlf),
+		T(test_md_mbox_uids_persist),
+		T(test_md_mbox_two_handles),
+		T(test_md_mbox_processes),
+		T(test_md_mbox_flags_names),
+		T(test_md_mbox_keywords),
+		T(test_md_mbox_copy_move_append),
+		T(test_md_mbox_folders),
+		T(test_md_mbox_bad_names),
+		T(test_md_mbox_stale_lock),
+		T(test_md_mbox_watch_paths),
+		T(test_md_mbox_fibers),
+		T(test_md_mbox_lock_wait_yields),
+		T(test_md_mbox_cheap_sync),
+		T(test_md_mbox_uidlist_lost),
+		T(test_md_mbox_copy_exdev),
+		T(test_md_mbox_uidlist_append),
+		T(test_md_mbox_release),
+		T(test_md_mbox_save_crlf),
+		T(test_md_mbox_release_changes),
 	};
 #undef T
 

@@ -72,11 +72,17 @@ static void idle_end(struct imap_sess *s, struct imap_mbox *m)
 	}
 }
 
-/* A parked IDLE holds no descriptor of its mailbox (mailbox.h). */
-static void idle_park_fds(struct imap_mbox *m)
+/*
+ * A parked IDLE holds no descriptor of its mailbox and as little memory
+ * as it can (mailbox.h: the handle drops its file names; the view its
+ * spare room): 10,000 idlers are the point of parking.
+ */
+static void idle_park_mbox(struct imap_mbox *m)
 {
-	if (m->mb != NULL)
-		md_mbox_release(m->mb);
+	if (m->mb == NULL)
+		return;
+	md_mbox_release(m->mb);
+	imap__mbox_trim(m);
 }
 
 int cmd_idle(struct imap_sess *s, const char *tag)
@@ -90,7 +96,7 @@ int cmd_idle(struct imap_sess *s, const char *tag)
 	if (m == NULL) {
 		/* IDLE in the authenticated state: nothing to watch, but
 		 * the client may still wait; keep a record for the tag. */
-		m = calloc(1, sizeof(*m));
+		m = imap__mbox_new(s);
 		if (m == NULL)
 			return -ENOMEM;
 		s->mbox = m;
@@ -104,7 +110,8 @@ int cmd_idle(struct imap_sess *s, const char *tag)
 	(void)snprintf(m->idle_tag, sizeof(m->idle_tag), "%s", tag);
 	m->idle_start = time(NULL);
 	if (m->mb != NULL && s->cfg->watch != NULL) {
-		const char *folder = md_mbox_is_inbox(m->name) ? NULL : m->name;
+		const char *name = md_mbox_name(m->mb);
+		const char *folder = md_mbox_is_inbox(name) ? NULL : name;
 
 		ret = md_watch_add(s->cfg->watch, &m->watch, s->user, folder,
 				   idle_wake, s->c);
@@ -115,7 +122,7 @@ int cmd_idle(struct imap_sess *s, const char *tag)
 			s->c->in, m->idle_start + (keep > 0 ? keep : 60),
 			idle_tick, s);
 	(void)prot_puts(s->c->out, "+ idling\r\n");
-	idle_park_fds(m);
+	idle_park_mbox(m);
 	return IMAP_PARK;
 }
 
@@ -139,7 +146,7 @@ int imap_idle_resume(struct srv_conn *c, unsigned wake)
 	if (m->mb != NULL && (wake & (SRV_WAKE_NOTIFY | SRV_WAKE_EVENT))) {
 		(void)srv_conn_take_notify(c);
 		s->uid = false;
-		ret = imap_mbox_sync(s, true);
+		ret = imap__mbox_poll(s); /* stays released */
 		if (ret < 0) {
 			idle_end(s, m);
 			(void)prot_printf(c->out, "* BYE Mailbox error\r\n");
@@ -147,7 +154,7 @@ int imap_idle_resume(struct srv_conn *c, unsigned wake)
 		}
 	}
 	if (!(wake & SRV_WAKE_INPUT) && !prot_input_pending(c->in)) {
-		idle_park_fds(m);
+		idle_park_mbox(m);
 		return srv_park(c, imap_idle_resume);
 	}
 	ret = imap_lex_line(&s->lx, line, sizeof(line));
@@ -157,7 +164,8 @@ int imap_idle_resume(struct srv_conn *c, unsigned wake)
 		return 0;
 	}
 	idle_end(s, m);
-	/* The mailbox's descriptors back, and what changed last told. */
+	/* The mailbox's descriptors and names back (a listing), and what
+	 * changed last told. */
 	if (m->mb != NULL && imap_mbox_sync(s, true) < 0) {
 		(void)prot_printf(c->out, "* BYE Mailbox error\r\n");
 		return 0;

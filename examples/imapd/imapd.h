@@ -72,6 +72,7 @@ struct imap_sess {
 	 */
 	void *mbox;
 	void (*mbox_close)(struct imap_sess *s);
+	void *mbox_rec; /* mbox.c: its record, reused (connection arena) */
 };
 
 /* Mailbox names go both ways in UTF-8 (UTF8=ACCEPT, or IMAP4rev2: RFC

@@ -13,11 +13,11 @@
 /* The selected mailbox (s->mbox), or the record IDLE makes without one. */
 struct imap_mbox {
 	struct md_mbox *mb; /* NULL: IDLE in the authenticated state */
-	char *name;	    /* as stored (mUTF-7) */
 	bool readonly;
 	uint32_t *view; /* UIDs by sequence number - 1 */
 	uint32_t n, cap;
-	uint32_t *pend; /* vanished, not yet told */
+	bool view_in_store; /* parked: view dropped, the store's list has it */
+	uint32_t *pend;	    /* vanished, not yet told */
 	uint32_t npend, cappend;
 	uint32_t recent_told;
 	uint32_t *saved; /* SEARCHRES "$": UIDs, ascending (RFC 5182) */
@@ -36,6 +36,9 @@ struct uid_list {
 	uint32_t n, cap;
 };
 
+/* The session's mailbox record, zeroed (not yet s->mbox); NULL: no
+ * memory. Freed with the connection; imap__mbox_free() empties it. */
+struct imap_mbox *imap__mbox_new(struct imap_sess *s);
 /* s->mbox when a mailbox is selected, else NULL. */
 struct imap_mbox *imap__mbox_of(const struct imap_sess *s);
 /* Sequence number of uid in the view, 0 if absent. */
@@ -50,6 +53,12 @@ void imap__print_fetch_flags(struct imap_sess *s, uint32_t seq,
 /* "* n EXPUNGE" for each of uids in the view (highest first), removed. */
 void imap__tell_expunges(struct imap_sess *s, struct imap_mbox *m,
 			 const uint32_t *uids, uint32_t n);
+/* imap_mbox_sync (expunges told) for a released (parked) handle that
+ * stays released (md_mbox_poll). */
+int imap__mbox_poll(struct imap_sess *s) UR_MAY_YIELD;
+/* Before parking: give back what the view's arrays hold beyond their
+ * contents, all of the view if the store's list has the same UIDs. */
+void imap__mbox_trim(struct imap_mbox *m);
 /* Stop IDLE's folder watch if on. */
 void imap__watch_stop(struct imap_sess *s, struct imap_mbox *m);
 /* Close and free s->mbox (s->mbox_close). */

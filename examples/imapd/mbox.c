@@ -228,36 +228,92 @@ static uint32_t count_recent(const struct imap_mbox *m)
 	return r;
 }
 
-int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
+/*
+ * Parked (IDLE), a session keeps as little as it can. A view whose
+ * client was told everything (no pending expunge) holds the UIDs of the
+ * store's list, which the handle keeps anyway: it is dropped then
+ * (view_in_store, m->n kept) and made again from that list before the
+ * store's next sync changes it. Otherwise it is cut to its size (grown
+ * arrays are twice that, at least 64 entries).
+ */
+void imap__mbox_trim(struct imap_mbox *m)
 {
-	struct imap_mbox *m = imap__mbox_of(s);
-	struct md_mbox_changes ch;
+	const struct md_msg_info *msgs;
+	size_t n;
+	uint32_t i = 0;
+
+	if (m->npend == 0) {
+		free(m->pend);
+		m->pend = NULL;
+		m->cappend = 0;
+	}
+	if (m->view_in_store)
+		return;
+	msgs = md_mbox_msgs(m->mb, &n);
+	if (m->npend == 0 && n == m->n)
+		while (i < m->n && m->view[i] == msgs[i].uid)
+			i++;
+	if (m->npend == 0 && n == m->n && i == m->n) {
+		free(m->view);
+		m->view = NULL;
+		m->cap = 0;
+		m->view_in_store = true;
+	} else if (m->cap > m->n) {
+		uint32_t *v = realloc(m->view, (size_t)m->n * sizeof(*v));
+
+		if (v != NULL) { /* else keep the larger one */
+			m->view = v;
+			m->cap = m->n;
+		}
+	}
+}
+
+/* The view back from the store's list (see imap__mbox_trim). */
+static int view_back(struct imap_mbox *m)
+{
+	const struct md_msg_info *msgs;
+	size_t n;
+
+	if (!m->view_in_store)
+		return 0;
+	msgs = md_mbox_msgs(m->mb, &n);
+	if (n > 0) {
+		m->view = malloc(n * sizeof(*m->view));
+		if (m->view == NULL)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		m->view[i] = msgs[i].uid;
+	m->n = m->cap = (uint32_t)n;
+	m->view_in_store = false;
+	return 0;
+}
+
+/* Tell the client what one sync of the store found. */
+static int tell_changes(struct imap_sess *s, struct imap_mbox *m,
+			const struct md_mbox_changes *ch, bool expunge_ok)
+{
 	uint32_t before;
 	int ret;
 
-	if (m == NULL)
-		return 0;
-	ret = md_mbox_sync(m->mb, &ch);
-	if (ret < 0)
-		return ret;
 	/* Flags others changed, for messages the client knows. */
-	for (size_t i = 0; i < ch.n_flagged; i++) {
-		uint32_t seq = imap__view_seq(m, ch.flagged[i]);
-		long k = md_mbox_find(m->mb, ch.flagged[i]);
+	for (size_t i = 0; i < ch->n_flagged; i++) {
+		uint32_t seq = imap__view_seq(m, ch->flagged[i]);
+		long k = md_mbox_find(m->mb, ch->flagged[i]);
 
 		if (seq != 0 && k >= 0)
 			imap__print_fetch_flags(
 				s, seq, &md_mbox_msgs(m->mb, &(size_t){0})[k],
 				s->uid);
 	}
-	if (ch.n_vanished > 0) {
+	if (ch->n_vanished > 0) {
 		ret = imap__grow(&m->pend, &m->cappend,
-				 m->npend + (uint32_t)ch.n_vanished);
+				 m->npend + (uint32_t)ch->n_vanished);
 		if (ret < 0)
 			return ret;
-		memcpy(&m->pend[m->npend], ch.vanished,
-		       ch.n_vanished * sizeof(uint32_t));
-		m->npend += (uint32_t)ch.n_vanished;
+		memcpy(&m->pend[m->npend], ch->vanished,
+		       ch->n_vanished * sizeof(uint32_t));
+		m->npend += (uint32_t)ch->n_vanished;
 		qsort(m->pend, m->npend, sizeof(uint32_t), cmp_u32);
 	}
 	if (expunge_ok && m->npend > 0) {
@@ -265,13 +321,13 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 		m->npend = 0;
 	}
 	before = m->n;
-	if (ch.n_added > 0) {
+	if (ch->n_added > 0) {
 		ret = imap__grow(&m->view, &m->cap,
-				 m->n + (uint32_t)ch.n_added);
+				 m->n + (uint32_t)ch->n_added);
 		if (ret < 0)
 			return ret;
-		for (size_t i = 0; i < ch.n_added; i++) {
-			uint32_t uid = ch.added[i];
+		for (size_t i = 0; i < ch->n_added; i++) {
+			uint32_t uid = ch->added[i];
 
 			if (m->n > 0 && uid <= m->view[m->n - 1]) {
 				/* Not expected (UIDs only imap__grow): keep the
@@ -290,7 +346,7 @@ int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
 	 * that counted an expunged \Recent message may otherwise never
 	 * hear the count change back.
 	 */
-	if (m->n != before || ch.n_added > 0) {
+	if (m->n != before || ch->n_added > 0) {
 		m->recent_told = count_recent(m);
 		imap_untagged(s, "%" PRIu32 " EXISTS", m->n);
 		if (!imap_rev2(s))
@@ -341,6 +397,38 @@ int imap_mbox_save_result(struct imap_sess *s, const uint32_t *uids, uint32_t n)
 	m->saved = v;
 	m->nsaved = n;
 	return v == NULL && n > 0 ? -ENOMEM : 0;
+}
+
+int imap_mbox_sync(struct imap_sess *s, bool expunge_ok)
+{
+	struct imap_mbox *m = imap__mbox_of(s);
+	struct md_mbox_changes ch;
+	int ret;
+
+	if (m == NULL)
+		return 0;
+	ret = view_back(m);
+	if (ret == 0)
+		ret = md_mbox_sync(m->mb, &ch);
+	if (ret < 0)
+		return ret;
+	return tell_changes(s, m, &ch, expunge_ok);
+}
+
+int imap__mbox_poll(struct imap_sess *s)
+{
+	struct imap_mbox *m = imap__mbox_of(s);
+	struct md_mbox_changes ch;
+	int ret;
+
+	if (m == NULL)
+		return 0;
+	ret = view_back(m);
+	if (ret == 0)
+		ret = md_mbox_poll(m->mb, &ch);
+	if (ret < 0)
+		return ret;
+	return tell_changes(s, m, &ch, true);
 }
 
 int imap_mbox_each(struct imap_sess *s, const struct imap_seqset *set, bool uid,
@@ -424,6 +512,26 @@ void imap__watch_stop(struct imap_sess *s, struct imap_mbox *m)
 	}
 }
 
+/*
+ * One record per session, made in the connection's arena at the first
+ * SELECT (or IDLE) and reused by the next: connection-lifetime memory
+ * without a malloc block (and its header) of its own, which a parked
+ * IDLE would keep for hours.
+ */
+struct imap_mbox *imap__mbox_new(struct imap_sess *s)
+{
+	struct imap_mbox *m = s->mbox_rec;
+
+	if (m == NULL) {
+		m = srv_conn_alloc(s->c, sizeof(*m));
+		if (m == NULL)
+			return NULL;
+		s->mbox_rec = m;
+	}
+	memset(m, 0, sizeof(*m));
+	return m;
+}
+
 void imap__mbox_free(struct imap_sess *s)
 {
 	struct imap_mbox *m = s->mbox;
@@ -435,8 +543,7 @@ void imap__mbox_free(struct imap_sess *s)
 	free(m->view);
 	free(m->pend);
 	free(m->saved);
-	free(m->name);
-	free(m);
+	memset(m, 0, sizeof(*m)); /* the record stays: s->mbox_rec */
 	s->mbox = NULL;
 	s->mbox_close = NULL;
 }
@@ -499,17 +606,12 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 	if (imap__mbox_of(s) != NULL && imap_rev2(s))
 		imap_untagged(s, "OK [CLOSED] Previous mailbox closed");
 	imap_mbox_unselect(s);
-	m = calloc(1, sizeof(*m));
+	m = imap__mbox_new(s);
 	if (m == NULL)
 		return -ENOMEM;
-	m->name = strdup(name);
 	m->readonly = readonly;
-	ret = m->name == NULL ? -ENOMEM
-			      : md_mbox_open(s->cfg->store, s->user, name,
-					     readonly, &m->mb);
+	ret = md_mbox_open(s->cfg->store, s->user, name, readonly, &m->mb);
 	if (ret < 0) {
-		free(m->name);
-		free(m);
 		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 		return 0;
 	}
@@ -517,8 +619,6 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 	ret = imap__grow(&m->view, &m->cap, (uint32_t)n);
 	if (ret < 0) {
 		md_mbox_close(&m->mb);
-		free(m->name);
-		free(m);
 		return ret;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -544,8 +644,9 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 	if (imap_rev2(s)) {
 		/* RFC 9051 6.3.2: the name as the server has it. */
 		(void)prot_puts(s->c->out, "* LIST () \".\" ");
-		imap_print_name(s,
-				md_mbox_is_inbox(m->name) ? "INBOX" : m->name);
+		const char *have = md_mbox_name(m->mb);
+
+		imap_print_name(s, md_mbox_is_inbox(have) ? "INBOX" : have);
 		(void)prot_puts(s->c->out, "\r\n");
 	} else {
 		imap_untagged(s, "%" PRIu32 " RECENT", m->recent_told);

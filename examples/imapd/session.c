@@ -60,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 
 #include <ringprot/prot-layer.h>
 #include <ringprot/prot.h>
@@ -645,6 +646,22 @@ static void sess_end(struct imap_sess *s, int err)
 }
 
 /*
+ * The pool's memory is mapped, not malloc'd: it is given back at every
+ * park, and from the heap (past glibc's dynamic mmap threshold) each of
+ * these ~135 KB blocks left a hole whose touched pages, and the small
+ * allocations that settle in it, stayed resident for every idler
+ * (~100 bytes per parked session at 10,000, measured). Unmapped, only
+ * the pages a command touched were ever there.
+ */
+static void pool_drop(struct imap_pool *p)
+{
+	if (p->base != NULL && munmap(p->base, p->size) < 0) {
+		/* only with a bad address: ours */
+	}
+	*p = (struct imap_pool){0};
+}
+
+/*
  * The command loop. The pool (per-command memory, as large as the
  * longest command line) exists only while the session has a fiber: it
  * is freed before the session parks (IDLE), so that a waiting client
@@ -658,9 +675,10 @@ int imap_session_continue(struct imap_sess *s)
 
 	if (s->pool.base == NULL) {
 		size_t size = s->cfg->line_max * 2 + 4096;
-		void *base = malloc(size);
+		void *base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-		if (base == NULL)
+		if (base == MAP_FAILED)
 			return -ENOMEM;
 		imap_pool_init(&s->pool, base, size);
 	}
@@ -669,14 +687,12 @@ int imap_session_continue(struct imap_sess *s)
 		if (ret < 0)
 			break;
 		if (ret == IMAP_PARK) {
-			free(s->pool.base);
-			s->pool = (struct imap_pool){0};
+			pool_drop(&s->pool);
 			return srv_park(c, imap_idle_resume);
 		}
 	}
 	sess_end(s, ret);
-	free(s->pool.base);
-	s->pool = (struct imap_pool){0};
+	pool_drop(&s->pool);
 	/* A client gone or a protocol end is a normal close. */
 	if (ret == -ENOTCONN || ret == -EPROTO || ret == -E2BIG ||
 	    ret == -ETIMEDOUT || ret == -ECONNRESET || ret == -EPIPE)
@@ -692,8 +708,7 @@ static void sess_closed(void *arg)
 
 	if (s->mbox_close != NULL)
 		s->mbox_close(s);
-	free(s->pool.base);
-	s->pool = (struct imap_pool){0};
+	pool_drop(&s->pool);
 }
 
 int imap_session_run(struct srv_conn *c)

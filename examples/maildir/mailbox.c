@@ -349,13 +349,26 @@ int mb__assign_bases(struct md_mbox *mb, char *const *bases, size_t n,
 /* -------------------------------------------------------------------- */
 /* Keywords (the file is written under the uidlist lock) */
 
+/*
+ * The names live in MD_KW_MAX slots made with the first keyword: most
+ * folders have none, and an idle handle should not carry 26 empty
+ * pointers.
+ */
 static void kw_clear(struct md_mbox *mb)
 {
-	for (unsigned i = 0; i < MD_KW_MAX; i++) {
-		free(mb->kw[i]);
-		mb->kw[i] = NULL;
-	}
+	if (mb->kw != NULL)
+		for (unsigned i = 0; i < MD_KW_MAX; i++)
+			free(mb->kw[i]);
+	free(mb->kw);
+	mb->kw = NULL;
 	mb->nkw = 0;
+}
+
+static int kw_slots(struct md_mbox *mb)
+{
+	if (mb->kw == NULL)
+		mb->kw = calloc(MD_KW_MAX, sizeof(*mb->kw));
+	return mb->kw != NULL ? 0 : -ENOMEM;
 }
 
 static int kw_load(struct md_mbox *mb)
@@ -377,15 +390,19 @@ static int kw_load(struct md_mbox *mb)
 		*nl = '\0';
 		i = strtol(line, &end, 10);
 		if (end == line || *end != ' ' || i < 0 || i >= MD_KW_MAX ||
-		    !md_keyword_ok(end + 1) || mb->kw[i] != NULL)
+		    !md_keyword_ok(end + 1) ||
+		    (mb->kw != NULL && mb->kw[i] != NULL))
 			continue;
+		ret = kw_slots(mb);
+		if (ret < 0)
+			break;
 		mb->kw[i] = strdup(end + 1);
 		if (mb->kw[i] == NULL) {
 			ret = -ENOMEM;
 			break;
 		}
 		if ((unsigned)i + 1 > mb->nkw)
-			mb->nkw = (unsigned)i + 1;
+			mb->nkw = (uint8_t)(i + 1);
 	}
 	free(buf);
 	return ret;
@@ -396,7 +413,7 @@ static int kw_find(const struct md_mbox *mb, const char *kw)
 	for (unsigned i = 0; i < mb->nkw; i++)
 		if (mb->kw[i] != NULL && strcasecmp(mb->kw[i], kw) == 0)
 			return (int)i;
-	return -ENOENT;
+	return -ENOENT; /* nkw 0 without slots */
 }
 
 static int kw_save(const struct md_mbox *mb)
@@ -427,8 +444,8 @@ int md_mbox_keyword_index(struct md_mbox *mb, const char *kw)
 	if (ret == 0)
 		ret = kw_find(mb, kw);
 	if (ret == -ENOENT) {
-		ret = -ENOSPC;
-		if (mb->nkw < MD_KW_MAX) {
+		ret = mb->nkw < MD_KW_MAX ? kw_slots(mb) : -ENOSPC;
+		if (ret == 0) {
 			ret = -ENOMEM;
 			mb->kw[mb->nkw] = strdup(kw);
 			if (mb->kw[mb->nkw] != NULL) {
@@ -729,15 +746,16 @@ static int assign(struct uidlist *ul, struct ents *ev)
 /* -------------------------------------------------------------------- */
 /* Sync */
 
-static bool ts_eq(const struct timespec *a, const struct timespec *b)
+/* A stamp's time: nanoseconds (half a struct timespec). */
+static uint64_t ts_ns(const struct timespec *t)
 {
-	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+	return (uint64_t)t->tv_sec * 1000000000u + (uint64_t)t->tv_nsec;
 }
 
 /* Is t less than 2 s old (a change in the same clock tick could hide)? */
-static bool ts_fresh(const struct timespec *t)
+static bool ts_fresh(uint64_t t)
 {
-	return t->tv_sec + 2 >= time(NULL);
+	return (time_t)(t / 1000000000u) + 2 >= time(NULL);
 }
 
 static int stamp_dirs(const struct md_mbox *mb, struct stamp *s)
@@ -746,8 +764,8 @@ static int stamp_dirs(const struct md_mbox *mb, struct stamp *s)
 
 	if (fstat(mb->new_fd, &a) < 0 || fstat(mb->cur_fd, &b) < 0)
 		return -errno;
-	s->new_m = a.st_mtim;
-	s->cur_m = b.st_mtim;
+	s->new_m = ts_ns(&a.st_mtim);
+	s->cur_m = ts_ns(&b.st_mtim);
 	return 0;
 }
 
@@ -757,7 +775,7 @@ static int stamp_list(const struct md_mbox *mb, struct stamp *s)
 
 	if (fstatat(mb->dfd, MB_UIDLIST, &sb, 0) < 0)
 		return -errno;
-	s->list_m = sb.st_mtim;
+	s->list_m = ts_ns(&sb.st_mtim);
 	s->list_ino = sb.st_ino;
 	return 0;
 }
@@ -819,14 +837,18 @@ static int msg_fill(struct md_mbox *mb, struct md_msg_info *m,
 		    const struct ent *e, const struct ents *claimed)
 {
 	long old = md_mbox_find(mb, m->uid);
+	char path[MB_PATH_MAX];
 	struct stat sb;
 	int ret;
 
 	md_flags_parse(e->fname, &m->flags, &m->keywords);
-	if (asprintf(&m->path, "%s/%s", e->in_new ? "new" : "cur", e->fname) <
-	    0) {
-		m->path = NULL;
-		return -ENOMEM;
+	(void)snprintf(path, sizeof(path), "%s/%s", e->in_new ? "new" : "cur",
+		       e->fname);
+	/* A released handle's poll keeps no names: none are made. */
+	if (!mb->released) {
+		m->path = strdup(path);
+		if (m->path == NULL)
+			return -ENOMEM;
 	}
 	if (ents_find(claimed, e->fname, e->blen) >= 0)
 		m->flags |= MD_F_RECENT;
@@ -838,12 +860,12 @@ static int msg_fill(struct md_mbox *mb, struct md_msg_info *m,
 		m->flags |= o->flags & MD_F_RECENT;
 		return 0;
 	}
-	if (fstatat(mb->dfd, m->path, &sb, 0) < 0)
+	if (fstatat(mb->dfd, path, &sb, 0) < 0)
 		return errno == ENOENT ? 0 : -errno; /* gone: next sync */
 	m->internal_date = sb.st_mtim.tv_sec;
 	if (md_name_field(e->fname, 'W', &m->size) == 0)
 		return 0;
-	ret = crlf_size(mb->dfd, m->path, &m->size);
+	ret = crlf_size(mb->dfd, path, &m->size);
 	return ret == -ENOENT ? 0 : ret;
 }
 
@@ -891,8 +913,8 @@ static bool dirs_moved(const struct md_mbox *mb, const struct stamp *s)
 {
 	struct stamp now;
 
-	return stamp_dirs(mb, &now) < 0 || !ts_eq(&now.new_m, &s->new_m) ||
-	       !ts_eq(&now.cur_m, &s->cur_m);
+	return stamp_dirs(mb, &now) < 0 || now.new_m != s->new_m ||
+	       now.cur_m != s->cur_m;
 }
 
 /*
@@ -1035,8 +1057,8 @@ static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 		mb->uidvalidity = ul.uidvalidity;
 		mb->uidnext = ul.next;
 		mb->stamp = s;
-		mb->stamped = !ts_fresh(&s.new_m) && !ts_fresh(&s.cur_m) &&
-			      !ts_fresh(&s.list_m);
+		mb->stamped = !ts_fresh(s.new_m) && !ts_fresh(s.cur_m) &&
+			      !ts_fresh(s.list_m);
 	} else {
 		msgs_free(nv, nn);
 	}
@@ -1046,23 +1068,97 @@ static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 	return ret;
 }
 
-int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
+/* Open the three directories again after md_mbox_release(). */
+static int fds_open(struct md_mbox *mb)
+{
+	int dfd, nfd, cfd;
+
+	if (mb->dfd >= 0)
+		return 0;
+	dfd = mb__folder_open(mb->st, mb->user, mb->name);
+	if (dfd < 0)
+		return dfd == -ENOTDIR ? -ENOENT : dfd;
+	nfd = ur_openat(dfd, "new", O_RDONLY | O_DIRECTORY, 0);
+	cfd = nfd < 0 ? nfd : ur_openat(dfd, "cur", O_RDONLY | O_DIRECTORY, 0);
+	if (cfd < 0) {
+		if (nfd >= 0)
+			mb__close(nfd);
+		mb__close(dfd);
+		return cfd == -ENOTDIR ? -ENOENT : cfd;
+	}
+	mb->dfd = dfd;
+	mb->new_fd = nfd;
+	mb->cur_fd = cfd;
+	return 0;
+}
+
+static void fds_close(struct md_mbox *mb)
+{
+	if (mb->dfd < 0)
+		return;
+	mb__close(mb->cur_fd);
+	mb__close(mb->new_fd);
+	mb__close(mb->dfd);
+	mb->dfd = mb->new_fd = mb->cur_fd = -1;
+}
+
+static void paths_drop(struct md_mbox *mb)
+{
+	for (size_t i = 0; i < mb->n; i++) {
+		free(mb->msgs[i].path);
+		mb->msgs[i].path = NULL;
+	}
+}
+
+/* Nothing changed since the last full sync (see the top). */
+static bool unchanged(const struct md_mbox *mb)
 {
 	struct stamp s;
+
+	return mb->stamped && stamp_dirs(mb, &s) == 0 &&
+	       stamp_list(mb, &s) == 0 && s.new_m == mb->stamp.new_m &&
+	       s.cur_m == mb->stamp.cur_m && s.list_m == mb->stamp.list_m &&
+	       s.list_ino == mb->stamp.list_ino;
+}
+
+int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
+{
+	bool was;
 	int ret;
 
 	if (ch_out != NULL)
 		*ch_out = (struct md_mbox_changes){0};
-	ret = md_mbox_reacquire(mb);
+	ret = fds_open(mb);
 	if (ret < 0)
 		return ret;
-	if (mb->stamped && stamp_dirs(mb, &s) == 0 && stamp_list(mb, &s) == 0 &&
-	    ts_eq(&s.new_m, &mb->stamp.new_m) &&
-	    ts_eq(&s.cur_m, &mb->stamp.cur_m) &&
-	    ts_eq(&s.list_m, &mb->stamp.list_m) &&
-	    s.list_ino == mb->stamp.list_ino)
+	/* A released handle lost its paths: only a listing has them. */
+	if (!mb->released && unchanged(mb))
 		return 0;
-	return sync_full(mb, ch_out);
+	was = mb->released;
+	mb->released = false; /* sync_full makes paths */
+	ret = sync_full(mb, ch_out);
+	if (ret < 0 && was) {
+		mb->released = true; /* the old list: no paths */
+		fds_close(mb);
+	}
+	return ret;
+}
+
+int md_mbox_poll(struct md_mbox *mb, struct md_mbox_changes *ch_out)
+{
+	int ret;
+
+	if (!mb->released)
+		return md_mbox_sync(mb, ch_out);
+	if (ch_out != NULL)
+		*ch_out = (struct md_mbox_changes){0};
+	ret = fds_open(mb);
+	if (ret < 0)
+		return ret;
+	if (!unchanged(mb))
+		ret = sync_full(mb, ch_out); /* makes no paths (msg_fill) */
+	fds_close(mb);
+	return ret;
 }
 
 /* -------------------------------------------------------------------- */
@@ -1071,23 +1167,21 @@ int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 int mb__mbox_new(struct md_store *st, const char *user, const char *name,
 		 bool readonly, struct md_mbox **mb_out)
 {
+	size_t ulen = strlen(user), nlen = strlen(name);
 	struct md_mbox *mb;
 	int ret;
 
-	mb = calloc(1, sizeof(*mb));
+	/* One allocation with its two names: a parked IMAP session keeps
+	 * thousands of these. */
+	mb = calloc(1, sizeof(*mb) + ulen + nlen + 2);
 	if (mb == NULL)
 		return -ENOMEM;
 	mb->st = st;
 	mb->ro = readonly;
 	mb->new_fd = mb->cur_fd = -1;
-	mb->user = strdup(user);
-	mb->name = strdup(name);
-	if (mb->user == NULL || mb->name == NULL) {
-		free(mb->user);
-		free(mb->name);
-		free(mb);
-		return -ENOMEM;
-	}
+	memcpy(mb->user, user, ulen + 1);
+	memcpy(mb->user + ulen + 1, name, nlen + 1);
+	mb->name = mb->user + ulen + 1;
 	mb->dfd = ret = mb__folder_open(st, user, name);
 	if (ret >= 0)
 		mb->new_fd = ret =
@@ -1129,63 +1223,44 @@ void md_mbox_close(struct md_mbox **mbp)
 	if (mb == NULL)
 		return;
 	*mbp = NULL;
-	mb__close(mb->cur_fd);
-	mb__close(mb->new_fd);
-	mb__close(mb->dfd);
+	fds_close(mb);
 	msgs_free(mb->msgs, mb->n);
 	kw_clear(mb);
 	free(mb->chg);
-	free(mb->user);
-	free(mb->name);
 	free(mb);
 }
 
 /*
  * A handle whose session waits (IMAP IDLE, parked) should hold no
- * descriptor: 10,000 of them would take 30,000 of a process's 20,000.
- * Released, it keeps its message list and change stamp; reacquired, it
- * opens the folder by name again, so a folder renamed or removed
- * meanwhile is -ENOENT (the session then ends its selection), and the
- * next sync compares the new directories' times with the old stamp
- * (a changed inode is a change).
+ * descriptor (10,000 of them would take 30,000 of a process's 20,000)
+ * and as little memory as can be: it keeps its list (UIDs, flags,
+ * keywords, sizes, dates: what the next sync compares with) and change
+ * stamp, and drops the file names, the bulk of it, which any listing
+ * finds again. md_mbox_poll() keeps it so; md_mbox_sync() opens the
+ * folder by name again (a folder renamed or removed meanwhile is
+ * -ENOENT) and lists it (the names), comparing the new directories'
+ * times with the old stamp.
  */
 void md_mbox_release(struct md_mbox *mb)
 {
-	if (mb->dfd < 0)
+	free(mb->chg); /* the last sync's changes: told by now */
+	mb->chg = NULL;
+	if (mb->released)
 		return;
-	mb__close(mb->cur_fd);
-	mb__close(mb->new_fd);
-	mb__close(mb->dfd);
-	mb->dfd = mb->new_fd = mb->cur_fd = -1;
-}
-
-int md_mbox_reacquire(struct md_mbox *mb)
-{
-	int dfd, nfd, cfd;
-
-	if (mb->dfd >= 0)
-		return 0;
-	dfd = mb__folder_open(mb->st, mb->user, mb->name);
-	if (dfd < 0)
-		return dfd == -ENOTDIR ? -ENOENT : dfd;
-	nfd = ur_openat(dfd, "new", O_RDONLY | O_DIRECTORY, 0);
-	cfd = nfd < 0 ? nfd : ur_openat(dfd, "cur", O_RDONLY | O_DIRECTORY, 0);
-	if (cfd < 0) {
-		if (nfd >= 0)
-			mb__close(nfd);
-		mb__close(dfd);
-		return cfd == -ENOTDIR ? -ENOENT : cfd;
-	}
-	mb->dfd = dfd;
-	mb->new_fd = nfd;
-	mb->cur_fd = cfd;
-	return 0;
+	paths_drop(mb);
+	fds_close(mb);
+	mb->released = true;
 }
 
 const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb, size_t *n_out)
 {
 	*n_out = mb->n;
 	return mb->msgs;
+}
+
+const char *md_mbox_name(const struct md_mbox *mb)
+{
+	return mb->name;
 }
 
 uint32_t md_mbox_uidvalidity(const struct md_mbox *mb)
@@ -1289,6 +1364,8 @@ int md_mbox_msg_open(struct md_mbox *mb, uint32_t uid)
 	long i = md_mbox_find(mb, uid);
 	int ret = -ENOENT;
 
+	if (mb->released)
+		return -EBADF; /* no paths */
 	for (int t = 0; i >= 0 && t < MB_TRIES; t++) {
 		ret = ur_openat(mb->dfd, mb->msgs[i].path, O_RDONLY | O_CLOEXEC,
 				0);
@@ -1424,6 +1501,8 @@ int md_mbox_store_op(struct md_mbox *mb, uint32_t uid, enum md_store_op op,
 
 	if (mb->ro)
 		return -EROFS;
+	if (mb->released)
+		return -EBADF;
 	if (i < 0)
 		return -ENOENT;
 	if (op != MD_STORE_SET && op != MD_STORE_ADD && op != MD_STORE_REMOVE)
@@ -1508,6 +1587,8 @@ int md_mbox_expunge(struct md_mbox *mb, const uint32_t *uids, size_t n,
 	*n_out = 0;
 	if (mb->ro)
 		return -EROFS;
+	if (mb->released)
+		return -EBADF;
 	for (size_t i = 0; i < mb->n;) {
 		const struct md_msg_info *m = &mb->msgs[i];
 

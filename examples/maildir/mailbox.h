@@ -248,15 +248,29 @@ int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 	RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
 /*
- * Close the handle's descriptors (three directories) while its user
- * waits, keeping everything else: md_mbox_sync() (or
- * md_mbox_reacquire()) opens them again, by the name the handle was
- * opened with (a folder renamed or removed meanwhile: -ENOENT). Other
- * calls on a released handle fail (-EBADF). UR_MAY_YIELD.
+ * Park the handle while its user waits (IMAP IDLE): its descriptors
+ * (three directories) are closed and its messages' file names dropped;
+ * it keeps the list (md_mbox_msgs(): UIDs, flags, keywords, sizes,
+ * dates), what the next sync compares with. md_mbox_poll() tells what
+ * changed and leaves it released; md_mbox_sync() opens the folder again
+ * by the name it was opened with (renamed or removed meanwhile:
+ * -ENOENT) and lists it, as a change would. On a released handle the
+ * accessors work; message reads, stores and expunges fail (-EBADF);
+ * md_mbox_copy() must not be called (sync first). Calling it again
+ * frees the last sync's changes (md_mbox_poll's). UR_MAY_YIELD.
  */
 void md_mbox_release(struct md_mbox *mb) UR_MAY_YIELD;
-int md_mbox_reacquire(struct md_mbox *mb) RINGPROT_MUST_CHECK UR_MAY_YIELD;
+/*
+ * md_mbox_sync() for a released handle that stays released: the same
+ * changes, found with the descriptors opened for the time of the call
+ * (3 stats when nothing changed), no file names kept. On a handle not
+ * released it is md_mbox_sync().
+ */
+int md_mbox_poll(struct md_mbox *mb, struct md_mbox_changes *ch_out)
+	RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
+/* The name the handle was opened with (borrowed, as long as mb). */
+const char *md_mbox_name(const struct md_mbox *mb);
 /* The messages by ascending UID, borrowed until the next call on mb. */
 const struct md_msg_info *md_mbox_msgs(const struct md_mbox *mb, size_t *n_out);
 /* Index of uid in md_mbox_msgs(), or -ENOENT. */

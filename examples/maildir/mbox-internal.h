@@ -60,26 +60,29 @@ int mb__uidlist_init(const struct md_store *st,
 
 struct md_msg_info;
 
+/* mtimes (ns) of new/, cur/ and the uidlist, and the uidlist's inode. */
 struct stamp {
-	struct timespec new_m, cur_m, list_m;
+	uint64_t new_m, cur_m, list_m;
 	ino_t list_ino;
 };
 
 /* A mailbox handle (mailbox.c), used by mbox-save.c too. */
 struct md_mbox {
 	struct md_store *st;
-	char *user;
-	char *name; /* as opened: md_mbox_reacquire() opens it again */
+	const char *name; /* in user[], as opened: md_mbox_sync() opens it
+			   * again after md_mbox_release() */
 	int dfd, new_fd, cur_fd; /* -1 after md_mbox_release() */
 	bool ro;
 	bool stamped;
+	bool released; /* md_mbox_release(): no descriptors, no paths */
+	uint8_t nkw;   /* keywords defined (slots up to the last) */
 	struct stamp stamp;
 	uint32_t uidvalidity, uidnext;
 	struct md_msg_info *msgs;
 	size_t n;
-	char *kw[MD_KW_MAX];
-	unsigned nkw;
+	char **kw;     /* MD_KW_MAX slots, made with the first keyword */
 	uint32_t *chg; /* added, vanished, flagged of the last sync */
+	char user[];   /* then its NUL, the name and its NUL */
 };
 
 /* A handle without the first sync (copy and append targets). */

@@ -13,6 +13,8 @@ imaplib, raw sockets where imaplib has no command), on loopback.
   search     SEARCH keys, UID SEARCH, ESEARCH RETURN (MIN MAX COUNT ALL)
   idle       IDLE sees EXISTS after an in-process LMTP delivery, and after
              a file another process drops into new/ (inotify); DONE
+  idle-changes  flags, an expunge, an APPEND by another session reach a
+             parked IDLE exactly once each; the view after DONE
   append-cut a client gone in the middle of an APPEND literal leaves
              nothing in the mailbox, tmp/ included
   tls        IMAPS (implicit TLS) and STARTTLS logins
@@ -397,6 +399,55 @@ def part_idle(env):
     s.close()
 
 
+def part_idle_changes(env):
+    """Flags, an expunge and a new message from another session reach a
+    parked IDLE one at a time, exactly once each, with the numbers the
+    client was told before (the parked session keeps no file names and
+    may keep no view: both come back from the store)."""
+    b, fb = raw_connect(env)
+    raw(b, fb, "l", f"LOGIN bob {PASSWORD}")
+    _, t = raw(b, fb, "c", "CREATE IdleBox")
+    check(b"OK" in t, f"CREATE: {t!r}")
+    for i in range(3):
+        _, t = raw(b, fb, "a", "APPEND IdleBox {10+}\r\nSubject: " +
+                   str(i))
+        check(b"OK" in t, f"APPEND: {t!r}")
+    a, fa = raw_connect(env)
+    raw(a, fa, "l", f"LOGIN bob {PASSWORD}")
+    u, t = raw(a, fa, "s", "SELECT IdleBox")
+    check(b"* 3 EXISTS\r\n" in u, f"SELECT: {u!r}")
+    _, t = raw(b, fb, "s", "SELECT IdleBox")
+    a.sendall(b"i IDLE\r\n")
+    check(read_line(fa, "IDLE's +").startswith(b"+ "), "IDLE continuation")
+
+    def expect(what, want):
+        line = read_line(fa, what)
+        check(line == want, f"{what}: {line!r}, want {want!r}")
+
+    raw(b, fb, "f", "STORE 2 +FLAGS.SILENT (\\Flagged)")
+    expect("FETCH after a STORE elsewhere", b"* 2 FETCH (FLAGS (\\Flagged))\r\n")
+    raw(b, fb, "d", "STORE 1 +FLAGS.SILENT (\\Deleted)")
+    expect("FETCH after \\Deleted", b"* 1 FETCH (FLAGS (\\Deleted))\r\n")
+    raw(b, fb, "e", "EXPUNGE")
+    expect("EXPUNGE after one elsewhere", b"* 1 EXPUNGE\r\n")
+    _, t = raw(b, fb, "a", "APPEND IdleBox {10+}\r\nSubject: 4")
+    check(b"OK" in t, f"APPEND: {t!r}")
+    expect("EXISTS after an APPEND elsewhere", b"* 3 EXISTS\r\n")
+    expect("RECENT with EXISTS", b"* 0 RECENT\r\n")
+    a.sendall(b"DONE\r\n")
+    expect("IDLE's tagged OK", b"i OK IDLE terminated\r\n")
+    u, t = raw(a, fa, "f", "FETCH 1:* (UID FLAGS)")
+    check(u == [b"* 1 FETCH (UID 2 FLAGS (\\Flagged))\r\n",
+                b"* 2 FETCH (UID 3 FLAGS ())\r\n",
+                b"* 3 FETCH (UID 4 FLAGS ())\r\n"] and b"OK" in t,
+          f"the view after IDLE: {u!r} {t!r}")
+    u, t = raw(a, fa, "n", "NOOP")
+    check(u == [] and b"OK" in t, f"nothing told twice: {u!r}")
+    for s, f in ((a, fa), (b, fb)):
+        raw(s, f, "z", "LOGOUT")
+        s.close()
+
+
 def part_idle_limits(env):
     """Keepalive and the IDLE time limit, on a server of their own."""
     tmp = tempfile.mkdtemp(prefix="imapd-idle-", dir=env.tmp)
@@ -625,6 +676,7 @@ PARTS = {
     "sessions": part_sessions,
     "search": part_search,
     "idle": part_idle,
+    "idle-changes": part_idle_changes,
     "idle-limits": part_idle_limits,
     "append-cut": part_append_cut,
     "tls": part_tls,
