@@ -654,6 +654,7 @@ static void test_md_mbox_copy_move_append(void **state)
 	uint32_t uv, uid;
 	struct stat sb;
 	char path[512], *buf;
+	int64_t date;
 	size_t n;
 
 	assert_int_equal(md_folder_create(f->st, "alice", "Archive"), 0);
@@ -673,6 +674,10 @@ static void test_md_mbox_copy_move_append(void **state)
 	assert_int_equal(m[0].flags, MD_F_SEEN);
 	assert_int_equal(m[0].keywords, 1);
 	assert_int_equal(m[0].size, 20);
+	/* the date is read at the first ask, then kept */
+	assert_true(m[0].internal_date == MD_DATE_UNKNOWN);
+	assert_int_equal(md_mbox_msg_date(ar, 1, &date), 0);
+	assert_int_equal(date, 1000000000);
 	assert_int_equal(m[0].internal_date, 1000000000);
 	assert_string_equal(md_mbox_keyword(ar, 0), "Work");
 	assert_int_equal(md_mbox_msg_read(ar, 1, 100, &buf, &n), 0);
@@ -757,6 +762,7 @@ static void test_md_mbox_copy_exdev(void **state)
 	struct md_copy_result r;
 	struct md_mbox *in, *far;
 	char dir[128], *buf;
+	int64_t date, date2;
 	struct stat sb;
 	size_t n;
 
@@ -790,8 +796,10 @@ static void test_md_mbox_copy_exdev(void **state)
 	assert_int_equal(n, 2);
 	assert_int_equal(m[0].flags, MD_F_SEEN);
 	assert_int_equal(m[0].size, 22);
-	assert_int_equal(m[0].internal_date,
-			 md_mbox_msgs(in, &n)[0].internal_date);
+	assert_int_equal(md_mbox_msg_date(far, 1, &date), 0);
+	assert_int_equal(
+		md_mbox_msg_date(in, md_mbox_msgs(in, &n)[0].uid, &date2), 0);
+	assert_int_equal(date, date2);
 	assert_int_equal(md_mbox_msg_read(far, 1, 100, &buf, &n), 0);
 	assert_int_equal(n, 19);
 	assert_memory_equal(buf, "Subject: far\n\naway\n", 19);

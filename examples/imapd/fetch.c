@@ -4,8 +4,9 @@
  * RFC 3516).
  *
  * What comes from the message list (mailbox.h's md_msg_info) costs no
- * file access: UID, FLAGS, INTERNALDATE (the file's mtime), RFC822.SIZE
- * (the W= of the name: the size with CRLF line ends). Anything of the
+ * file access: UID, FLAGS, RFC822.SIZE (the W= of the name: the size
+ * with CRLF line ends); INTERNALDATE (the file's mtime) a stat at the
+ * first ask (md_mbox_msg_date). Anything of the
  * content (ENVELOPE, BODY[STRUCTURE], sections, BINARY) reads the file
  * whole and parses it (mime.c); the stored LF line ends go out as
  * CRLF.
@@ -291,6 +292,7 @@ static int fetch_one(struct imap_sess *s, uint32_t seq,
 	char *data = NULL;
 	size_t len = 0;
 	uint32_t uid = mi->uid;
+	int64_t date = 0;
 	int ret = 0, fd = -1;
 
 	/* \Seen first: the store may move the file, and FLAGS must say it. */
@@ -306,6 +308,16 @@ static int fetch_one(struct imap_sess *s, uint32_t seq,
 			return ret;
 		items |= IMAP_FETCH_FLAGS;
 		mi = imap_mbox_info(s, seq);
+		if (mi == NULL)
+			return 0;
+	}
+	if (items & IMAP_FETCH_INTERNALDATE) {
+		ret = md_mbox_msg_date(mb, uid, &date);
+		if (ret == -ENOENT)
+			return 0; /* expunged meanwhile */
+		if (ret < 0)
+			return ret;
+		mi = imap_mbox_info(s, seq); /* may resync names */
 		if (mi == NULL)
 			return 0;
 	}
@@ -358,7 +370,7 @@ static int fetch_one(struct imap_sess *s, uint32_t seq,
 	if (items & IMAP_FETCH_INTERNALDATE) {
 		SEP();
 		(void)prot_puts(out, "INTERNALDATE ");
-		print_internaldate(out, mi->internal_date);
+		print_internaldate(out, date);
 	}
 	if (items & IMAP_FETCH_RFC822_SIZE) {
 		SEP();

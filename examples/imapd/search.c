@@ -156,11 +156,22 @@ static bool match(struct search_job *j, const struct imap_search_key *k)
 	case IMAP_SK_UIDSET:
 		return imap_mbox_in_set(j->s, &k->set, true, j->seq);
 	case IMAP_SK_BEFORE:
-		return day_of(mi->internal_date) < k->days;
 	case IMAP_SK_ON:
-		return day_of(mi->internal_date) == k->days;
-	case IMAP_SK_SINCE:
-		return day_of(mi->internal_date) >= k->days;
+	case IMAP_SK_SINCE: {
+		int64_t d;
+
+		r = md_mbox_msg_date(j->mb, mi->uid, &d);
+		if (r < 0) {
+			/* expunged meanwhile: matches nothing */
+			if (r != -ENOENT)
+				j->err = r;
+			return false;
+		}
+		d = day_of(d);
+		return k->op == IMAP_SK_BEFORE ? d < k->days
+		       : k->op == IMAP_SK_ON   ? d == k->days
+					       : d >= k->days;
+	}
 	case IMAP_SK_LARGER:
 		return mi->size > k->size;
 	case IMAP_SK_SMALLER:

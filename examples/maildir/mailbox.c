@@ -860,11 +860,18 @@ static int msg_fill(struct md_mbox *mb, struct md_msg_info *m,
 		m->flags |= o->flags & MD_F_RECENT;
 		return 0;
 	}
+	/*
+	 * The date waits for md_mbox_msg_date: a stat per message made
+	 * SELECT of a big mailbox cost a path walk per message, for a date
+	 * few commands ask for. The size is in the name (W=) but for files
+	 * from elsewhere, which are read (and stat'ed) once here.
+	 */
+	m->internal_date = MD_DATE_UNKNOWN;
+	if (md_name_field(e->fname, 'W', &m->size) == 0)
+		return 0;
 	if (fstatat(mb->dfd, path, &sb, 0) < 0)
 		return errno == ENOENT ? 0 : -errno; /* gone: next sync */
 	m->internal_date = sb.st_mtim.tv_sec;
-	if (md_name_field(e->fname, 'W', &m->size) == 0)
-		return 0;
 	ret = crlf_size(mb->dfd, path, &m->size);
 	return ret == -ENOENT ? 0 : ret;
 }
@@ -1369,6 +1376,35 @@ int md_mbox_msg_open(struct md_mbox *mb, uint32_t uid)
 	for (int t = 0; i >= 0 && t < MB_TRIES; t++) {
 		ret = ur_openat(mb->dfd, mb->msgs[i].path, O_RDONLY | O_CLOEXEC,
 				0);
+		if (ret != -ENOENT)
+			break;
+		ret = mb__relocate(mb, (size_t)i);
+		if (ret < 0)
+			break;
+		ret = -ENOENT;
+	}
+	return ret;
+}
+
+int md_mbox_msg_date(struct md_mbox *mb, uint32_t uid, int64_t *date_out)
+{
+	long i = md_mbox_find(mb, uid);
+	struct stat sb;
+	int ret = -ENOENT;
+
+	if (i >= 0 && mb->msgs[i].internal_date != MD_DATE_UNKNOWN) {
+		*date_out = mb->msgs[i].internal_date;
+		return 0;
+	}
+	if (mb->released)
+		return -EBADF; /* no paths */
+	for (int t = 0; i >= 0 && t < MB_TRIES; t++) {
+		if (fstatat(mb->dfd, mb->msgs[i].path, &sb, 0) == 0) {
+			mb->msgs[i].internal_date = sb.st_mtim.tv_sec;
+			*date_out = sb.st_mtim.tv_sec;
+			return 0;
+		}
+		ret = -errno;
 		if (ret != -ENOENT)
 			break;
 		ret = mb__relocate(mb, (size_t)i);

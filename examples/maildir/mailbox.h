@@ -200,13 +200,17 @@ int md_folder_status(struct md_store *st, const char *user, const char *name,
  * A selected mailbox
  * --------------------------------------------------------------------- */
 
+/* md_msg_info.internal_date not read yet. */
+#define MD_DATE_UNKNOWN INT64_MIN
+
 struct md_msg_info {
 	uint32_t uid;
 	unsigned flags;	       /* MD_F_*, MD_F_RECENT included */
 	uint32_t keywords;     /* bit i: md_mbox_keyword(mb, i) */
 	uint64_t size;	       /* with CRLF line ends (RFC822.SIZE); 0 if
 				* the file vanished before it was read */
-	int64_t internal_date; /* seconds since the epoch (file mtime) */
+	int64_t internal_date; /* the file's mtime (seconds), or
+				* MD_DATE_UNKNOWN: md_mbox_msg_date */
 	char *path;	       /* "cur/<file>" (or "new/<file>"), borrowed */
 };
 
@@ -293,6 +297,15 @@ int md_mbox_keyword_index(struct md_mbox *mb,
  */
 int md_mbox_watch_paths(const struct md_mbox *mb, char *new_out, char *cur_out,
 			char *uidlist_out, size_t size) RINGPROT_MUST_CHECK;
+
+/*
+ * The INTERNALDATE of message uid (the file's mtime, seconds), read at
+ * the first ask and kept: 0, -ENOENT (expunged meanwhile), -EBADF (a
+ * released handle), -errno. A file renamed by another process is found
+ * again.
+ */
+int md_mbox_msg_date(struct md_mbox *mb, uint32_t uid,
+		     int64_t *date_out) RINGPROT_MUST_CHECK;
 
 /* Open message uid for reading: an fd (O_RDONLY, the caller closes it)
  * or -ENOENT (expunged meanwhile). A file renamed by another process is
