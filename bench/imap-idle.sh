@@ -109,7 +109,7 @@ die() {
 }
 
 users() {
-	seq -f 'user%g' 0 $((NUSERS - 1))
+	peer_users
 }
 
 apt_install() {
@@ -136,14 +136,16 @@ case " $SERVERS " in
 	;;
 esac
 
-if [ -f build-bench/meson-private/coredata.dat ]; then
-	meson setup --reconfigure build-bench --buildtype=release >/dev/null
+# BUILD_DIR: a release build dir (default build-bench), made if missing.
+bdir=${BUILD_DIR:-build-bench}
+if [ -f "$bdir/meson-private/coredata.dat" ]; then
+	meson setup --reconfigure "$bdir" --buildtype=release >/dev/null
 else
-	meson setup build-bench --buildtype=release >/dev/null
+	meson setup "$bdir" --buildtype=release >/dev/null
 fi || die "meson setup failed"
-meson compile -C build-bench >/dev/null || die "build failed"
-imapd=build-bench/examples/ringprot-imapd
-loadgen=$root/build-bench/bench/loadgen
+meson compile -C "$bdir" >/dev/null || die "build failed"
+imapd=$bdir/examples/ringprot-imapd
+loadgen=$(cd "$bdir" && pwd)/bench/loadgen
 for exe in "$imapd" "$loadgen"; do
 	[ -x "$exe" ] || die "not built: $exe"
 done
@@ -211,15 +213,8 @@ esac
 chmod 755 "$tmp"
 
 # The private Cyrus imapd and idled, from the cyrus-imapd package.
-cyrus_x=$tmp/cyrus-imapd/usr/lib/cyrus/bin
 if [[ " $SERVERS " == *" cyrus "* ]]; then
-	mkdir -p "$tmp/cyrus-imapd"
-	(cd "$tmp" && apt-get download -q cyrus-imapd >/dev/null 2>&1) ||
-		die "apt-get download cyrus-imapd failed"
-	deb=$(ls "$tmp"/cyrus-imapd_*.deb) || die "no cyrus-imapd .deb"
-	dpkg-deb -x "$deb" "$tmp/cyrus-imapd" || die "dpkg-deb -x $deb failed"
-	cyrus_ver=$(dpkg-deb -f "$deb" Version)
-	chmod -R a+rX "$tmp/cyrus-imapd"
+	peer_cyrus_unpack "$tmp/cyrus-imapd"
 fi
 
 # Largest N server $1 is started for (its process and connection limits).
@@ -255,118 +250,11 @@ no_fit() {
 }
 
 start_ringprot() {
-	local d=$tmp/ringprot u i port
-	mkdir -p "$d/mail"
-	for u in $(users); do
-		mkdir -p "$d/mail/users/$u/"{tmp,new,cur}
-		echo -n "$PASS" | saslpasswd2 -f "$d/sasldb" -c -p "$u" ||
-			die "saslpasswd2 failed"
-	done
-	scmd="$imapd -D -w $WORKERS -o data_dir=$d/mail -o sasldb_path=$d/sasldb -o fsync=yes -o imap.listen=127.0.0.1:0 -o lmtp.listen=127.0.0.1:0"
-	# shellcheck disable=SC2086
-	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
-	spid=$!
-	for i in $(seq 100); do
-		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\) (.*)$/\1/p' "$d/out")
-		[ "$(echo "$port" | wc -w)" -eq 2 ] && break
-		kill -0 "$spid" 2>/dev/null || die "ringprot-imapd exited: $(tail -n 3 "$d/err")"
-		sleep 0.05
-	done
-	# shellcheck disable=SC2086
-	set -- $port
-	[ "$#" -eq 2 ] || die "ringprot-imapd did not report its ports"
-	sport=$1
-	lport=$2
-	slog=$d/err
+	peer_start_ringprot "$tmp/ringprot"
 }
 
 start_dovecot() {
-	local hib=$1 d=$tmp/$2 u m
-	m=$(max_n "$2")
-	mkdir -p "$d/run" "$d/state" "$d/mail"
-	sport=$(free_port)
-	lport=$(free_port)
-	: >"$d/users"
-	for u in $(users); do
-		echo "$u:{PLAIN}$PASS:65534:65534::$d/mail/$u::" >>"$d/users"
-	done
-	chown 65534:65534 "$d/mail"
-	cat >"$d/dovecot.conf" <<EOF
-# ringprot bench/imap-idle.sh: a private Dovecot, IMAP and LMTP.
-base_dir = $d/run
-state_dir = $d/state
-log_path = $d/log
-info_log_path = $d/log
-protocols = imap lmtp
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_username_format = %Ln
-first_valid_uid = 100
-mail_location = maildir:$d/mail/%u
-mail_fsync = always
-lmtp_save_to_detail_mailbox = no
-imap_hibernate_timeout = $hib
-default_process_limit = $((m + 200))
-default_client_limit = $((m + 1000))
-protocol imap {
-  mail_max_userip_connections = $((m + 100))
-}
-passdb {
-  driver = passwd-file
-  args = $d/users
-}
-userdb {
-  driver = passwd-file
-  args = $d/users
-}
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = $sport
-  }
-  inet_listener imaps {
-    port = 0
-  }
-  service_count = 0
-  process_min_avail = 1
-}
-service imap {
-  process_limit = $((m + 200))
-  unix_listener imap-master {
-    mode = 0666
-  }
-}
-service imap-hibernate {
-  unix_listener imap-hibernate {
-    mode = 0666
-  }
-  client_limit = $((m + 200))
-}
-service lmtp {
-  inet_listener lmtp {
-    address = 127.0.0.1
-    port = $lport
-  }
-  unix_listener lmtp {
-    mode = 0600
-  }
-  process_limit = 16
-}
-service anvil {
-  unix_listener anvil-auth-penalty {
-    mode = 0
-  }
-}
-EOF
-	scmd="dovecot -F -c $d/dovecot.conf (imap_hibernate_timeout = $hib)"
-	taskset -c "$SERVER_CPU" dovecot -F -c "$d/dovecot.conf" \
-		>"$d/out" 2>"$d/err" &
-	spid=$!
-	slog=$d/log
-	wait_banner "$sport" "$spid" "* OK" ||
-		die "dovecot did not start: $(cat "$d/err" "$d/log" 2>/dev/null | tail -n 5)"
+	peer_start_dovecot "$tmp/$2" "$1" "$(max_n "$2")"
 }
 
 start_dovecot_hib() {
@@ -378,61 +266,7 @@ start_dovecot_plain() {
 }
 
 start_cyrus() {
-	local d=$tmp/cyrus u m
-	m=$(max_n cyrus)
-	mkdir -p "$d/conf/socket" "$d/conf/proc" "$d/conf/lock" \
-		"$d/conf/db" "$d/conf/sieve" "$d/mail"
-	# imapd asks SASL for the realm of its servername.
-	for u in $(users); do
-		echo -n "$PASS" | saslpasswd2 -f "$d/sasldb" -c -p -u localhost "$u" ||
-			die "saslpasswd2 failed"
-	done
-	sport=$(free_port)
-	lport=$(free_port)
-	cat >"$d/imapd.conf" <<EOF
-configdirectory: $d/conf
-partition-default: $d/mail
-sievedir: $d/conf/sieve
-lmtpsocket: $d/conf/socket/lmtp
-idlesocket: $d/conf/socket/idle
-notifysocket: $d/conf/socket/notify
-servername: localhost
-admins: cyrus
-unixhierarchysep: yes
-virtdomains: off
-lmtp_downcase_rcpt: yes
-autocreate_post: yes
-autocreate_quota: 0
-duplicatesuppression: no
-allowplaintext: yes
-sasl_pwcheck_method: auxprop
-sasl_auxprop_plugin: sasldb
-sasl_sasldb_path: $d/sasldb
-sasl_mech_list: PLAIN
-syslog_prefix: ringprot-bench-cyrus
-EOF
-	cat >"$d/cyrus.conf" <<EOF
-START {
-  recover cmd="ctl_cyrusdb -r -C $d/imapd.conf"
-}
-SERVICES {
-  imap cmd="$cyrus_x/imapd -C $d/imapd.conf" listen="127.0.0.1:$sport" prefork=1 maxchild=$((m + 200))
-  lmtp cmd="lmtpd -a -C $d/imapd.conf" listen="127.0.0.1:$lport" prefork=1 maxchild=16
-}
-EVENTS {
-}
-DAEMON {
-  idled cmd="$cyrus_x/idled -C $d/imapd.conf"
-}
-EOF
-	chown -R cyrus:mail "$d"
-	scmd="$cyrus_bin/master -C $d/imapd.conf -M $d/cyrus.conf -p $d/master.pid"
-	# shellcheck disable=SC2086
-	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
-	spid=$!
-	slog=$d/err
-	wait_banner "$lport" "$spid" "220" && wait_banner "$sport" "$spid" "* OK" ||
-		die "cyrus did not start: $(tail -n 5 "$d/err")"
+	peer_start_cyrus "$tmp/cyrus" "$(max_n cyrus)"
 }
 
 # Start server $1 afresh: sets spid, sport (IMAP), lport (LMTP), scmd,
@@ -621,7 +455,7 @@ fstype=$(findmnt -n -o FSTYPE --target "$tmp" 2>/dev/null || stat -f -c %T "$tmp
 	else
 		echo "storage:  $fstype under /tmp (FS=host)"
 	fi
-	echo "build:    meson buildtype=release (build-bench/), $(cc --version | head -n 1)"
+	echo "build:    meson buildtype=release ($bdir/), $(cc --version | head -n 1)"
 	echo "dovecot:  $(dovecot --version 2>/dev/null || echo none)"
 	echo "cyrus:    cyrus-common $(dpkg-query -W -f '${Version}' cyrus-common 2>/dev/null || echo none), cyrus-imapd ${cyrus_ver:-none} (dpkg-deb -x)"
 	echo "command:  NS=\"$NS\" RUNS=$RUNS SERVERS=\"$SERVERS\" WORKERS=$WORKERS" \
