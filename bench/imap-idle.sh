@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
+# bench-run: scenario (bench/run runs this; see the top of bench/run)
 # IMAP IDLE benchmark (issue 17): server memory per connection parked in
 # IDLE, and the delay from a delivery's final LMTP 250 to the idlers'
 # "* N EXISTS", for ringprot-imapd against Dovecot (with and without
@@ -68,8 +69,14 @@
 # (64), SETTLE (2), HIB_SETTLE (5), FORK_MAX_N (10000), CYRUS_MAX_N
 # (2000), NUSERS (10), PUSH_IDLERS (10), PUSH_N (50), PUSH_PAUSE (1.5),
 # PUSH (1; 0 skips the push part), MEM (1; 0 skips the memory part),
-# SERVER_CPU (0), CLIENT_CPU (1), FS (loop or host), LOOP_SIZE (4G).
-# The report goes to stdout and to bench/results/<date>-<sha>-imap-idle.txt.
+# SERVER_CPU (0), CLIENT_CPU (1), FS (loop or host), LOOP_SIZE (4G),
+# BUILD_DIR (build-bench). BENCH_MODE=quick (bench/run quick) changes the
+# defaults to NS="100 10000" with FORK_MAX_N=100, CYRUS_MAX_N=100 and
+# HIB_MAX_N=100 (the forking peers at 100 sessions only), PUSH_N=5,
+# PUSH_PAUSE=1.2, SETTLE=1. HIB_MAX_N (default: no cap) caps dovecot-hib.
+# The report goes to stdout and to bench/results/<date>-<sha>-imap-idle.txt,
+# its figures as TSV rows (bench/run) to the .tsv next to it and, if
+# BENCH_TSV is set, appended to that file.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || exit 1
@@ -77,7 +84,12 @@ cd "$root" || exit 1
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
+if [ "${BENCH_MODE:-full}" = quick ]; then
+	: "${NS:=100 10000}" "${FORK_MAX_N:=100}" "${CYRUS_MAX_N:=100}"
+	: "${HIB_MAX_N:=100}" "${PUSH_N:=5}" "${PUSH_PAUSE:=1.2}" "${SETTLE:=1}"
+fi
 NS=${NS:-"1000 10000"}
+HIB_MAX_N=${HIB_MAX_N:-1000000000}
 RUNS=${RUNS:-1}
 SERVERS=${SERVERS:-"ringprot dovecot-hib dovecot cyrus"}
 WORKERS=${WORKERS:-1}
@@ -224,6 +236,7 @@ max_n() {
 		[ "$n" -gt "$m" ] && m=$n
 	done
 	case "$1" in
+	dovecot-hib) [ "$m" -gt "$HIB_MAX_N" ] && m=$HIB_MAX_N ;;
 	dovecot) [ "$m" -gt "$FORK_MAX_N" ] && m=$FORK_MAX_N ;;
 	cyrus) [ "$m" -gt "$CYRUS_MAX_N" ] && m=$CYRUS_MAX_N ;;
 	esac
@@ -236,6 +249,10 @@ no_fit() {
 	ringprot)
 		[ $(($2 * 11 / 10)) -gt $((WORKERS * DIRECT_FILES)) ] &&
 			echo "$2 sessions over $WORKERS workers of $DIRECT_FILES direct slots do not fit (raise WORKERS)"
+		;;
+	dovecot-hib)
+		[ "$2" -gt "$HIB_MAX_N" ] &&
+			echo "capped at HIB_MAX_N=$HIB_MAX_N (quick mode)"
 		;;
 	dovecot)
 		[ "$2" -gt "$FORK_MAX_N" ] &&
@@ -499,11 +516,17 @@ if [ "$PUSH" -eq 1 ]; then
 	done
 fi
 
-python3 - "$tmp" "$SERVERS" "$NS" "$PUSH_IDLERS" >"$tmp/table.txt" <<'EOF'
+python3 - "$tmp" "$SERVERS" "$NS" "$PUSH_IDLERS" "${out%.txt}.tsv" >"$tmp/table.txt" <<'EOF'
 import os, statistics, sys
 
 tmp, servers, ns, idlers = sys.argv[1], sys.argv[2].split(), \
     [int(x) for x in sys.argv[3].split()], sys.argv[4]
+tsv = open(sys.argv[5], "w")
+
+def row(scen, server, metric, v, unit, x=""):
+    """A TSV row for bench/run: median, min, max of v."""
+    tsv.write("%s\t%s\t%s\t%.6g\t%.6g\t%.6g\t%s\t%s\n" % (
+        scen, server, metric, statistics.median(v), min(v), max(v), unit, x))
 rows = [l.split() for l in open(os.path.join(tmp, "mem.txt")) if l.strip()]
 skips = [l.strip().split(None, 2) for l in open(os.path.join(tmp, "skips.txt"))
          if l.strip()]
@@ -544,6 +567,8 @@ if rows or skips:
                            "failed (see below)")
                 print("| %s | %d | 0 | skipped: %s | | | | |" % (name, n, why))
                 continue
+            row("imap-idle-mem", name, "pss_kib_per_conn", per(rs, 3, 6), "KiB", n)
+            row("imap-idle-mem", name, "rss_kib_per_conn", per(rs, 2, 5), "KiB", n)
             print("| %s | %d | %d | %s | %s | %s | %s | %s |" % (
                 name, n, len(rs), cell(per(rs, 3, 6)), cell(per(rs, 2, 5)),
                 rs[-1][7], procs(rs[-1][9]),
@@ -592,6 +617,10 @@ if push:
             continue
         print("| %s | %d | %.2f | %.2f | %.2f | %.2f |" % (
             name, len(v), q(v, .5) / 1e3, q(v, .99) / 1e3, v[0] / 1e3, v[-1] / 1e3))
+        # Percentiles of the pooled delays (one sample set: no spread).
+        for p in (10, 25, 50, 75, 90, 95, 99, 100):
+            row("imap-push", name, "delay_ms",
+                [q(v, p / 100.0) / 1e3 if p < 100 else v[-1] / 1e3], "ms", p)
     if "ringprot" in push:
         print()
         r50 = q(push["ringprot"], .5)
@@ -621,6 +650,7 @@ EOF
 	echo "Push summaries:"
 	cat "$tmp/push.txt"
 } >"$out"
+[ -n "${BENCH_TSV:-}" ] && cat "${out%.txt}.tsv" >>"$BENCH_TSV"
 echo
 cat "$tmp/table.txt"
 echo "results: $out"
