@@ -9,6 +9,9 @@
 # loop (a connection sends its next command when the last one's tagged
 # OK is in), for DURATION seconds after WARMUP seconds unmeasured:
 #   noop    -m imap-noop as user0 (INBOX: one message): "c NOOP".
+#   noop-py the same from bench/imap-noop.py (one Python asyncio process),
+#           the kind of client issue 17's anchors were measured with:
+#           it limits the rate, so the servers run below saturation.
 #   fetch   -m imap-fetch as user1 (INBOX: FETCH_SMALL messages of about
 #           SMALL_SIZE bytes, then one of LARGE_SIZE): per 10 requests 5
 #           FETCH n (BODY.PEEK[HEADER]), 4 FETCH n BODY.PEEK[] of small
@@ -43,7 +46,7 @@
 #
 # Environment: BENCH_MODE (quick or full: the defaults below, quick in
 # brackets), RUNS (5 [2]), DURATION (10 [3]), WARMUP (1 [0.5]), CONNS
-# (16), SCENARIOS ("noop fetch select"), SERVERS ("ringprot dovecot
+# (16), SCENARIOS ("noop noop-py fetch select"), SERVERS ("ringprot dovecot
 # cyrus"), SELECT_N (10000 [2000]), FETCH_SMALL (200 [100]), SMALL_SIZE
 # (4096), LARGE_SIZE (1048576), SERVER_CPU (0), CLIENT_CPU (1), WORKERS
 # (1), QUIET_WAIT (10 [3]), FS (loop), LOOP_SIZE (4G), PERF (1; 0: no
@@ -68,7 +71,7 @@ RUNS=${RUNS:-$(pick 5 2)}
 DURATION=${DURATION:-$(pick 10 3)}
 WARMUP=${WARMUP:-$(pick 1 0.5)}
 CONNS=${CONNS:-16}
-SCENARIOS=${SCENARIOS:-"noop fetch select"}
+SCENARIOS=${SCENARIOS:-"noop noop-py fetch select"}
 SERVERS=${SERVERS:-"ringprot dovecot cyrus"}
 SELECT_N=${SELECT_N:-$(pick 10000 2000)}
 FETCH_SMALL=${FETCH_SMALL:-$(pick 200 100)}
@@ -239,7 +242,7 @@ start_all() {
 # loadgen arguments of scenario $1.
 lg_args() {
 	case "$1" in
-	noop) echo "-m imap-noop -U user0" ;;
+	noop | noop-py) echo "-m imap-noop -U user0" ;;
 	fetch) echo "-m imap-fetch -U user1 -s 65536" ;;
 	select) echo "-m imap-select -U user2" ;;
 	*) die "unknown scenario $1" ;;
@@ -255,10 +258,16 @@ measure() {
 	wait_quiet || echo "imap-cmds.sh: machine still busy after ${QUIET_WAIT}s; measuring anyway" >&2
 	: >"$tmp/lg.out"
 	LG_LOG=$tmp/lg.out
-	# shellcheck disable=SC2046
-	coproc LG { exec taskset -c "$CLIENT_CPU" "$loadgen" $(lg_args "$scen") \
-		-P "$PASS" -c "$CONNS" -d "$DURATION" -w "$WARMUP" -g \
-		"127.0.0.1:$port" 2>"$tmp/lg.err"; }
+	local cmd
+	if [ "$scen" = noop-py ]; then
+		cmd=(python3 "$root/bench/imap-noop.py" "127.0.0.1:$port" user0
+			"$PASS" "$CONNS" "$DURATION" "$WARMUP")
+	else
+		# shellcheck disable=SC2207
+		cmd=("$loadgen" $(lg_args "$scen") -P "$PASS" -c "$CONNS"
+			-d "$DURATION" -w "$WARMUP" -g "127.0.0.1:$port")
+	fi
+	coproc LG { exec taskset -c "$CLIENT_CPU" "${cmd[@]}" 2>"$tmp/lg.err"; }
 	# shellcheck disable=SC2153 # set by coproc
 	lg_pid=$LG_PID
 	if ! expect_line "loadgen: ready" 300; then
@@ -400,7 +409,7 @@ fetch_metrics = [
     ("cpu_ms_per_mib", "ms",
      lambda f: float(f[4]) / hz * 1e3 / (float(f[11]) / 2**20) if float(f[11]) > 0 else None, 2),
 ]
-titles = {"noop": "NOOP round trips", "fetch": "FETCH mix (5 headers, 4 small, 1 large per 10)",
+titles = {"noop": "NOOP round trips", "noop-py": "NOOP round trips, Python asyncio client (as the anchors)", "fetch": "FETCH mix (5 headers, 4 small, 1 large per 10)",
           "select": "SELECT of the big INBOX"}
 
 def stats(rs, fn):
