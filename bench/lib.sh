@@ -1,4 +1,6 @@
 # shellcheck shell=bash
+# The peers' start functions set and read the callers' globals:
+# shellcheck disable=SC2034,SC2154
 # SPDX-License-Identifier: BSD-3-Clause
 # Shell helpers the benchmark scripts share (echo.sh, echo-open.sh,
 # park-mem.sh source this file). They read the caller's globals: hz
@@ -213,7 +215,7 @@ peer_start_ringprot() {
 	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
 	spid=$!
 	for i in $(seq 100); do
-		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\) (.*)$/\1/p' "$d/out")
+		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\) (.*)$/\1/p' "$d/out" 2>/dev/null)
 		[ "$(echo "$port" | wc -w)" -eq 2 ] && break
 		kill -0 "$spid" 2>/dev/null || die "ringprot-imapd exited: $(tail -n 3 "$d/err")"
 		sleep 0.05
