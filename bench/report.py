@@ -103,9 +103,12 @@ target("NOOP server CPU per command (ringprot)", noop, 5, "us", "le",
        "Dovecot here: %s us" % fmt(noop_dc))
 if noop and noop_dc:
     target("NOOP CPU, Dovecot / ringprot", noop_dc / noop, 13, "x", "ge")
+oth_pct = get("imap-noop", "other_cpu_pct", "ringprot")
 if srv_pct is not None:
     lim = "client" if srv_pct < 90 and (cli_pct or 0) >= 90 else \
-        "server" if srv_pct >= 90 else "neither saturated (machine shared?)"
+        "server" if srv_pct >= 90 else \
+        "neither saturated: other load on the machine (%s%% of a CPU) " \
+        "limited both" % fmt(oth_pct)
     targets.append("| NOOP throughput limited by the client | server %s%%, "
                    "client %s%% of a CPU | client | %s | |" % (
                        fmt(srv_pct), fmt(cli_pct),
@@ -154,6 +157,15 @@ target("TLS bulk throughput, ringprot / OpenSSL",
 
 out.append("## Issue 17 targets")
 out.append("")
+busy = [r["med"] for k, r in by.items() if k[1] == "other_cpu_pct"]
+if busy and max(busy) > 20:
+    out.append("Caution: the machine was busy outside the processes measured "
+               "(other CPU, median per scenario and server, up to %s%% of a "
+               "CPU; see other_cpu_pct below): rates are depressed, and CPU "
+               "per command is inflated where a server batches less at a "
+               "lower rate. Compare servers within this run, not with "
+               "figures from another." % fmt(max(busy)))
+    out.append("")
 out.append("| target | measured | goal | verdict | note |")
 out.append("|---|---|---|---|---|")
 out.extend(targets)
