@@ -309,9 +309,10 @@ static void brace_step(struct lg_imap *s, unsigned char ch)
 	if (ch == '{') {
 		s->brace = 1;
 		s->brace_n = 0;
-	} else if (s->brace == 1 && ch >= '0' && ch <= '9' &&
-		   s->brace_n < IMAP_LIT_MAX) {
-		s->brace_n = s->brace_n * 10 + (ch - '0');
+	} else if (s->brace == 1 && ch >= '0' && ch <= '9') {
+		/* Saturates: a count this large is refused at the LF. */
+		if (s->brace_n < IMAP_LIT_MAX)
+			s->brace_n = s->brace_n * 10 + (ch - '0');
 	} else if (s->brace == 1 && ch == '}') {
 		s->brace = 2;
 	} else if (s->brace == 2 && ch == '\r') {
