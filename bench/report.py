@@ -208,6 +208,18 @@ def plot(name, title, xlabel, ylabel, series, logx=False, logy=False):
     """series: {server: [(x, y), ...]}. Returns the PNG's file name."""
     if not series:
         return None
+    if logy:
+        # A log axis has no place for 0 or negatives (a push that came
+        # before the LMTP reply): left out, and said so.
+        kept = OrderedDict((s, [p for p in pts if p[1] > 0])
+                           for s, pts in series.items())
+        dropped = sum(len(series[s]) - len(kept[s]) for s in series)
+        if dropped:
+            out.append("(%s plot: %d points at or below 0 left out of the "
+                       "log axis)" % (name, dropped))
+        series = OrderedDict((s, p) for s, p in kept.items() if p)
+        if not series:
+            return None
     png = "%s-%s.png" % (png_prefix, name)
     dat = "%s-%s.dat" % (png_prefix, name)
     with open(dat, "w") as d:
@@ -271,7 +283,7 @@ else:
         if k[0] == "imap-push" and k[1] == "delay_ms" and k[2]:
             push.setdefault(k[3], []).append((float(k[2]), r["med"]))
     png = plot("push", "IDLE notification delay (LMTP 250 to * EXISTS)",
-               "percentile", "ms", push)
+               "percentile", "ms", push, logy=True)
     if png:
         out.append("![notification delay percentiles](%s)" %
                    os.path.basename(png))
