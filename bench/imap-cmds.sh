@@ -360,7 +360,11 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 		"SMALL_SIZE=$SMALL_SIZE LARGE_SIZE=$LARGE_SIZE WORKERS=$WORKERS bench/imap-cmds.sh"
 	echo "pinning:  servers on CPU $SERVER_CPU, loadgen on CPU $CLIENT_CPU"
 	echo "loadgen:  loadgen -m imap-{noop,fetch,select} -c $CONNS -d $DURATION -w $WARMUP -g"
-	echo "syscalls: ${perf_ok:+perf stat -e raw_syscalls:sys_enter -p <server tree> ($(perf --version 2>/dev/null))}${perf_ok:-not counted: $perf_why}"
+	if [ -n "$perf_ok" ]; then
+		echo "syscalls: perf stat -e raw_syscalls:sys_enter -p <server tree> ($(perf --version 2>/dev/null))"
+	else
+		echo "syscalls: not counted: $perf_why"
+	fi
 	cat "$tmp/servers.txt"
 } >"$tmp/head.txt"
 cat "$tmp/head.txt"
