@@ -239,6 +239,25 @@ start_all() {
 	done
 }
 
+# Bring every mailbox to rest before any measurement: one session per
+# user and server selects it once (Maildir servers move new/ to cur/,
+# Dovecot builds its index, Cyrus its caches), then a pause past
+# ringprot's 2 s same-tick guard (a directory changed in the last 2 s is
+# listed again on every sync). Without it the first run measured that
+# one-off work: syscalls per NOOP went from 3 to 12.
+settle() {
+	local name u
+	for name in $SERVERS; do
+		for u in user0 user1 user2; do
+			taskset -c "$CLIENT_CPU" "$loadgen" -m imap-noop -U "$u" \
+				-P "$PASS" -c 1 -d 0.2 -w 0 \
+				"127.0.0.1:${sports[$name]}" >"$tmp/settle.out" 2>&1 ||
+				die "$name: $u: first SELECT failed: $(tail -n 2 "$tmp/settle.out")"
+		done
+	done
+	sleep 3
+}
+
 # loadgen arguments of scenario $1.
 lg_args() {
 	case "$1" in
@@ -342,6 +361,7 @@ done
 : >"$tmp/rows.txt"
 : >"$tmp/evidence.txt"
 start_all
+settle
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 {
 	echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
