@@ -56,6 +56,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 FS=${FS:-loop}
 LOOP_SIZE=${LOOP_SIZE:-1G}
 PASS=bench-pw
+NUSERS=1 # peer_users: user0
 hz=$(getconf CLK_TCK)
 
 die() {
@@ -119,45 +120,12 @@ esac
 chmod 755 "$tmp"
 
 start_ringprot() {
-	local d=$tmp/$1 crlf=$2 port i
-	mkdir -p "$d/mail/users/user0/"{tmp,new,cur}
-	echo -n "$PASS" | saslpasswd2 -f "$d/sasldb" -c -p user0 ||
-		die "saslpasswd2 failed"
-	scmd="$imapd -w $WORKERS -o data_dir=$d/mail -o sasldb_path=$d/sasldb -o mail_save_crlf=$crlf -o imap.listen=127.0.0.1:0 -o lmtp.listen=127.0.0.1:0"
-	# shellcheck disable=SC2086
-	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
-	spid=$!
-	for i in $(seq 100); do
-		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\) (.*)$/\1/p' "$d/out")
-		[ "$(echo "$port" | wc -w)" -eq 2 ] && break
-		kill -0 "$spid" 2>/dev/null || die "ringprot-imapd exited: $(tail -n 3 "$d/err")"
-		sleep 0.05
-	done
-	# shellcheck disable=SC2086
-	set -- $port
-	[ "$#" -eq 2 ] || die "ringprot-imapd did not report its ports"
-	sport=$1
-	lport=$2
+	RINGPROT_EXTRA="-o mail_save_crlf=$2" peer_start_ringprot "$tmp/$1"
 }
 
 start_dovecot() {
-	local d=$tmp/$1 crlf=$2
-	mkdir -p "$d/run" "$d/state" "$d/mail"
-	sport=$(free_port)
-	lport=$(free_port)
-	echo "user0:{PLAIN}$PASS:65534:65534::$d/mail/user0::" >"$d/users"
-	chown 65534:65534 "$d/mail"
-	{
-		dovecot_conf "$d" "$sport" "$lport" "$CONNS"
-		echo "mail_save_crlf = $crlf"
-		echo "mail_fsync = always"
-	} >"$d/dovecot.conf"
-	scmd="dovecot -F -c $d/dovecot.conf (mail_save_crlf = $crlf)"
-	taskset -c "$SERVER_CPU" dovecot -F -c "$d/dovecot.conf" \
-		>"$d/out" 2>"$d/err" &
-	spid=$!
-	wait_banner "$sport" "$spid" "* OK" ||
-		die "dovecot did not start: $(cat "$d/err" "$d/log" 2>/dev/null | tail -n 5)"
+	DOVECOT_EXTRA="mail_save_crlf = $2" peer_start_dovecot "$tmp/$1" 0 "$CONNS"
+	scmd="$scmd (mail_save_crlf = $2)"
 }
 
 # Start server $1 afresh (spid, sport, lport, scmd) and deliver the

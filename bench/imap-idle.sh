@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
+# bench-run: scenario (bench/run runs this; see the top of bench/run)
 # IMAP IDLE benchmark (issue 17): server memory per connection parked in
 # IDLE, and the delay from a delivery's final LMTP 250 to the idlers'
 # "* N EXISTS", for ringprot-imapd against Dovecot (with and without
@@ -68,8 +69,14 @@
 # (64), SETTLE (2), HIB_SETTLE (5), FORK_MAX_N (10000), CYRUS_MAX_N
 # (2000), NUSERS (10), PUSH_IDLERS (10), PUSH_N (50), PUSH_PAUSE (1.5),
 # PUSH (1; 0 skips the push part), MEM (1; 0 skips the memory part),
-# SERVER_CPU (0), CLIENT_CPU (1), FS (loop or host), LOOP_SIZE (4G).
-# The report goes to stdout and to bench/results/<date>-<sha>-imap-idle.txt.
+# SERVER_CPU (0), CLIENT_CPU (1), FS (loop or host), LOOP_SIZE (4G),
+# BUILD_DIR (build-bench). BENCH_MODE=quick (bench/run quick) changes the
+# defaults to NS="100 10000" with FORK_MAX_N=100, CYRUS_MAX_N=100 and
+# HIB_MAX_N=100 (the forking peers at 100 sessions only), PUSH_N=5,
+# PUSH_PAUSE=1.2, SETTLE=1. HIB_MAX_N (default: no cap) caps dovecot-hib.
+# The report goes to stdout and to bench/results/<date>-<sha>-imap-idle.txt,
+# its figures as TSV rows (bench/run) to the .tsv next to it and, if
+# BENCH_TSV is set, appended to that file.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || exit 1
@@ -77,7 +84,12 @@ cd "$root" || exit 1
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
+if [ "${BENCH_MODE:-full}" = quick ]; then
+	: "${NS:=100 10000}" "${FORK_MAX_N:=100}" "${CYRUS_MAX_N:=100}"
+	: "${HIB_MAX_N:=100}" "${PUSH_N:=5}" "${PUSH_PAUSE:=1.2}" "${SETTLE:=1}"
+fi
 NS=${NS:-"1000 10000"}
+HIB_MAX_N=${HIB_MAX_N:-1000000000}
 RUNS=${RUNS:-1}
 SERVERS=${SERVERS:-"ringprot dovecot-hib dovecot cyrus"}
 WORKERS=${WORKERS:-1}
@@ -109,7 +121,7 @@ die() {
 }
 
 users() {
-	seq -f 'user%g' 0 $((NUSERS - 1))
+	peer_users
 }
 
 apt_install() {
@@ -136,14 +148,16 @@ case " $SERVERS " in
 	;;
 esac
 
-if [ -f build-bench/meson-private/coredata.dat ]; then
-	meson setup --reconfigure build-bench --buildtype=release >/dev/null
+# BUILD_DIR: a release build dir (default build-bench), made if missing.
+bdir=${BUILD_DIR:-build-bench}
+if [ -f "$bdir/meson-private/coredata.dat" ]; then
+	meson setup --reconfigure "$bdir" --buildtype=release >/dev/null
 else
-	meson setup build-bench --buildtype=release >/dev/null
+	meson setup "$bdir" --buildtype=release >/dev/null
 fi || die "meson setup failed"
-meson compile -C build-bench >/dev/null || die "build failed"
-imapd=build-bench/examples/ringprot-imapd
-loadgen=$root/build-bench/bench/loadgen
+meson compile -C "$bdir" >/dev/null || die "build failed"
+imapd=$bdir/examples/ringprot-imapd
+loadgen=$(cd "$bdir" && pwd)/bench/loadgen
 for exe in "$imapd" "$loadgen"; do
 	[ -x "$exe" ] || die "not built: $exe"
 done
@@ -211,15 +225,8 @@ esac
 chmod 755 "$tmp"
 
 # The private Cyrus imapd and idled, from the cyrus-imapd package.
-cyrus_x=$tmp/cyrus-imapd/usr/lib/cyrus/bin
 if [[ " $SERVERS " == *" cyrus "* ]]; then
-	mkdir -p "$tmp/cyrus-imapd"
-	(cd "$tmp" && apt-get download -q cyrus-imapd >/dev/null 2>&1) ||
-		die "apt-get download cyrus-imapd failed"
-	deb=$(ls "$tmp"/cyrus-imapd_*.deb) || die "no cyrus-imapd .deb"
-	dpkg-deb -x "$deb" "$tmp/cyrus-imapd" || die "dpkg-deb -x $deb failed"
-	cyrus_ver=$(dpkg-deb -f "$deb" Version)
-	chmod -R a+rX "$tmp/cyrus-imapd"
+	peer_cyrus_unpack "$tmp/cyrus-imapd"
 fi
 
 # Largest N server $1 is started for (its process and connection limits).
@@ -229,6 +236,7 @@ max_n() {
 		[ "$n" -gt "$m" ] && m=$n
 	done
 	case "$1" in
+	dovecot-hib) [ "$m" -gt "$HIB_MAX_N" ] && m=$HIB_MAX_N ;;
 	dovecot) [ "$m" -gt "$FORK_MAX_N" ] && m=$FORK_MAX_N ;;
 	cyrus) [ "$m" -gt "$CYRUS_MAX_N" ] && m=$CYRUS_MAX_N ;;
 	esac
@@ -241,6 +249,10 @@ no_fit() {
 	ringprot)
 		[ $(($2 * 11 / 10)) -gt $((WORKERS * DIRECT_FILES)) ] &&
 			echo "$2 sessions over $WORKERS workers of $DIRECT_FILES direct slots do not fit (raise WORKERS)"
+		;;
+	dovecot-hib)
+		[ "$2" -gt "$HIB_MAX_N" ] &&
+			echo "capped at HIB_MAX_N=$HIB_MAX_N (quick mode)"
 		;;
 	dovecot)
 		[ "$2" -gt "$FORK_MAX_N" ] &&
@@ -255,118 +267,11 @@ no_fit() {
 }
 
 start_ringprot() {
-	local d=$tmp/ringprot u i port
-	mkdir -p "$d/mail"
-	for u in $(users); do
-		mkdir -p "$d/mail/users/$u/"{tmp,new,cur}
-		echo -n "$PASS" | saslpasswd2 -f "$d/sasldb" -c -p "$u" ||
-			die "saslpasswd2 failed"
-	done
-	scmd="$imapd -D -w $WORKERS -o data_dir=$d/mail -o sasldb_path=$d/sasldb -o fsync=yes -o imap.listen=127.0.0.1:0 -o lmtp.listen=127.0.0.1:0"
-	# shellcheck disable=SC2086
-	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
-	spid=$!
-	for i in $(seq 100); do
-		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\) (.*)$/\1/p' "$d/out")
-		[ "$(echo "$port" | wc -w)" -eq 2 ] && break
-		kill -0 "$spid" 2>/dev/null || die "ringprot-imapd exited: $(tail -n 3 "$d/err")"
-		sleep 0.05
-	done
-	# shellcheck disable=SC2086
-	set -- $port
-	[ "$#" -eq 2 ] || die "ringprot-imapd did not report its ports"
-	sport=$1
-	lport=$2
-	slog=$d/err
+	peer_start_ringprot "$tmp/ringprot"
 }
 
 start_dovecot() {
-	local hib=$1 d=$tmp/$2 u m
-	m=$(max_n "$2")
-	mkdir -p "$d/run" "$d/state" "$d/mail"
-	sport=$(free_port)
-	lport=$(free_port)
-	: >"$d/users"
-	for u in $(users); do
-		echo "$u:{PLAIN}$PASS:65534:65534::$d/mail/$u::" >>"$d/users"
-	done
-	chown 65534:65534 "$d/mail"
-	cat >"$d/dovecot.conf" <<EOF
-# ringprot bench/imap-idle.sh: a private Dovecot, IMAP and LMTP.
-base_dir = $d/run
-state_dir = $d/state
-log_path = $d/log
-info_log_path = $d/log
-protocols = imap lmtp
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_username_format = %Ln
-first_valid_uid = 100
-mail_location = maildir:$d/mail/%u
-mail_fsync = always
-lmtp_save_to_detail_mailbox = no
-imap_hibernate_timeout = $hib
-default_process_limit = $((m + 200))
-default_client_limit = $((m + 1000))
-protocol imap {
-  mail_max_userip_connections = $((m + 100))
-}
-passdb {
-  driver = passwd-file
-  args = $d/users
-}
-userdb {
-  driver = passwd-file
-  args = $d/users
-}
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = $sport
-  }
-  inet_listener imaps {
-    port = 0
-  }
-  service_count = 0
-  process_min_avail = 1
-}
-service imap {
-  process_limit = $((m + 200))
-  unix_listener imap-master {
-    mode = 0666
-  }
-}
-service imap-hibernate {
-  unix_listener imap-hibernate {
-    mode = 0666
-  }
-  client_limit = $((m + 200))
-}
-service lmtp {
-  inet_listener lmtp {
-    address = 127.0.0.1
-    port = $lport
-  }
-  unix_listener lmtp {
-    mode = 0600
-  }
-  process_limit = 16
-}
-service anvil {
-  unix_listener anvil-auth-penalty {
-    mode = 0
-  }
-}
-EOF
-	scmd="dovecot -F -c $d/dovecot.conf (imap_hibernate_timeout = $hib)"
-	taskset -c "$SERVER_CPU" dovecot -F -c "$d/dovecot.conf" \
-		>"$d/out" 2>"$d/err" &
-	spid=$!
-	slog=$d/log
-	wait_banner "$sport" "$spid" "* OK" ||
-		die "dovecot did not start: $(cat "$d/err" "$d/log" 2>/dev/null | tail -n 5)"
+	peer_start_dovecot "$tmp/$2" "$1" "$(max_n "$2")"
 }
 
 start_dovecot_hib() {
@@ -378,61 +283,7 @@ start_dovecot_plain() {
 }
 
 start_cyrus() {
-	local d=$tmp/cyrus u m
-	m=$(max_n cyrus)
-	mkdir -p "$d/conf/socket" "$d/conf/proc" "$d/conf/lock" \
-		"$d/conf/db" "$d/conf/sieve" "$d/mail"
-	# imapd asks SASL for the realm of its servername.
-	for u in $(users); do
-		echo -n "$PASS" | saslpasswd2 -f "$d/sasldb" -c -p -u localhost "$u" ||
-			die "saslpasswd2 failed"
-	done
-	sport=$(free_port)
-	lport=$(free_port)
-	cat >"$d/imapd.conf" <<EOF
-configdirectory: $d/conf
-partition-default: $d/mail
-sievedir: $d/conf/sieve
-lmtpsocket: $d/conf/socket/lmtp
-idlesocket: $d/conf/socket/idle
-notifysocket: $d/conf/socket/notify
-servername: localhost
-admins: cyrus
-unixhierarchysep: yes
-virtdomains: off
-lmtp_downcase_rcpt: yes
-autocreate_post: yes
-autocreate_quota: 0
-duplicatesuppression: no
-allowplaintext: yes
-sasl_pwcheck_method: auxprop
-sasl_auxprop_plugin: sasldb
-sasl_sasldb_path: $d/sasldb
-sasl_mech_list: PLAIN
-syslog_prefix: ringprot-bench-cyrus
-EOF
-	cat >"$d/cyrus.conf" <<EOF
-START {
-  recover cmd="ctl_cyrusdb -r -C $d/imapd.conf"
-}
-SERVICES {
-  imap cmd="$cyrus_x/imapd -C $d/imapd.conf" listen="127.0.0.1:$sport" prefork=1 maxchild=$((m + 200))
-  lmtp cmd="lmtpd -a -C $d/imapd.conf" listen="127.0.0.1:$lport" prefork=1 maxchild=16
-}
-EVENTS {
-}
-DAEMON {
-  idled cmd="$cyrus_x/idled -C $d/imapd.conf"
-}
-EOF
-	chown -R cyrus:mail "$d"
-	scmd="$cyrus_bin/master -C $d/imapd.conf -M $d/cyrus.conf -p $d/master.pid"
-	# shellcheck disable=SC2086
-	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
-	spid=$!
-	slog=$d/err
-	wait_banner "$lport" "$spid" "220" && wait_banner "$sport" "$spid" "* OK" ||
-		die "cyrus did not start: $(tail -n 5 "$d/err")"
+	peer_start_cyrus "$tmp/cyrus" "$(max_n cyrus)"
 }
 
 # Start server $1 afresh: sets spid, sport (IMAP), lport (LMTP), scmd,
@@ -621,7 +472,7 @@ fstype=$(findmnt -n -o FSTYPE --target "$tmp" 2>/dev/null || stat -f -c %T "$tmp
 	else
 		echo "storage:  $fstype under /tmp (FS=host)"
 	fi
-	echo "build:    meson buildtype=release (build-bench/), $(cc --version | head -n 1)"
+	echo "build:    meson buildtype=release ($bdir/), $(cc --version | head -n 1)"
 	echo "dovecot:  $(dovecot --version 2>/dev/null || echo none)"
 	echo "cyrus:    cyrus-common $(dpkg-query -W -f '${Version}' cyrus-common 2>/dev/null || echo none), cyrus-imapd ${cyrus_ver:-none} (dpkg-deb -x)"
 	echo "command:  NS=\"$NS\" RUNS=$RUNS SERVERS=\"$SERVERS\" WORKERS=$WORKERS" \
@@ -665,11 +516,17 @@ if [ "$PUSH" -eq 1 ]; then
 	done
 fi
 
-python3 - "$tmp" "$SERVERS" "$NS" "$PUSH_IDLERS" >"$tmp/table.txt" <<'EOF'
+python3 - "$tmp" "$SERVERS" "$NS" "$PUSH_IDLERS" "${out%.txt}.tsv" >"$tmp/table.txt" <<'EOF'
 import os, statistics, sys
 
 tmp, servers, ns, idlers = sys.argv[1], sys.argv[2].split(), \
     [int(x) for x in sys.argv[3].split()], sys.argv[4]
+tsv = open(sys.argv[5], "w")
+
+def row(scen, server, metric, v, unit, x=""):
+    """A TSV row for bench/run: median, min, max of v."""
+    tsv.write("%s\t%s\t%s\t%.6g\t%.6g\t%.6g\t%s\t%s\n" % (
+        scen, server, metric, statistics.median(v), min(v), max(v), unit, x))
 rows = [l.split() for l in open(os.path.join(tmp, "mem.txt")) if l.strip()]
 skips = [l.strip().split(None, 2) for l in open(os.path.join(tmp, "skips.txt"))
          if l.strip()]
@@ -710,6 +567,8 @@ if rows or skips:
                            "failed (see below)")
                 print("| %s | %d | 0 | skipped: %s | | | | |" % (name, n, why))
                 continue
+            row("imap-idle-mem", name, "pss_kib_per_conn", per(rs, 3, 6), "KiB", n)
+            row("imap-idle-mem", name, "rss_kib_per_conn", per(rs, 2, 5), "KiB", n)
             print("| %s | %d | %d | %s | %s | %s | %s | %s |" % (
                 name, n, len(rs), cell(per(rs, 3, 6)), cell(per(rs, 2, 5)),
                 rs[-1][7], procs(rs[-1][9]),
@@ -758,6 +617,10 @@ if push:
             continue
         print("| %s | %d | %.2f | %.2f | %.2f | %.2f |" % (
             name, len(v), q(v, .5) / 1e3, q(v, .99) / 1e3, v[0] / 1e3, v[-1] / 1e3))
+        # Percentiles of the pooled delays (one sample set: no spread).
+        for p in (10, 25, 50, 75, 90, 95, 99, 100):
+            row("imap-push", name, "delay_ms",
+                [q(v, p / 100.0) / 1e3 if p < 100 else v[-1] / 1e3], "ms", p)
     if "ringprot" in push:
         print()
         r50 = q(push["ringprot"], .5)
@@ -787,6 +650,7 @@ EOF
 	echo "Push summaries:"
 	cat "$tmp/push.txt"
 } >"$out"
+[ -n "${BENCH_TSV:-}" ] && cat "${out%.txt}.tsv" >>"$BENCH_TSV"
 echo
 cat "$tmp/table.txt"
 echo "results: $out"

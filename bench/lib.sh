@@ -1,4 +1,6 @@
 # shellcheck shell=bash
+# The peers' start functions set and read the callers' globals:
+# shellcheck disable=SC2034,SC2154
 # SPDX-License-Identifier: BSD-3-Clause
 # Shell helpers the benchmark scripts share (echo.sh, echo-open.sh,
 # park-mem.sh source this file). They read the caller's globals: hz
@@ -163,15 +165,84 @@ wait_banner() {
 	return 1
 }
 
-# The configuration of a private Dovecot (imap and lmtp, plaintext on
-# 127.0.0.1, no TLS; users from the passwd-file $1/users as uid 65534,
-# Maildir under $1/mail/<user>; run files under $1) on stdout. $2, $3:
-# the IMAP and LMTP ports, $4: the most sessions it must hold. The caller
-# appends the settings of its own run (mail_fsync, mail_save_crlf...).
-dovecot_conf() {
-	local d=$1 sport=$2 lport=$3 m=$4
-	cat <<CONF
-# ringprot bench: a private Dovecot, IMAP and LMTP.
+# ---- Peers: ringprot-imapd, Dovecot and Cyrus, each run privately from
+# its own configuration in its own directory, on loopback ports, stopped
+# by pid (stop_tree). Used by imap-idle.sh and imap-cmds.sh. The caller
+# defines die() and sets: PASS (every user's password), NUSERS (users
+# user0..user$((NUSERS - 1))), SERVER_CPU (taskset), imapd (path of
+# ringprot-imapd), WORKERS (its -w; default 1); for Cyrus cyrus_bin
+# (cyrus-common's, /usr/lib/cyrus/bin) and cyrus_x (peer_cyrus_unpack).
+# A start sets spid (the server's pid), sport (IMAP port), lport (LMTP
+# port), scmd (its command, for the report) and slog (its log file).
+# Durability is the same for all three: ringprot fsync=yes, Dovecot
+# mail_fsync = always, Cyrus as it always does (it has no switch).
+# Mail locations, for scripts that fill mailboxes directly:
+#   ringprot  DIR/mail/users/USER/{tmp,new,cur} (Maildir, LF line ends)
+#   dovecot   DIR/mail/USER/{tmp,new,cur} (Maildir, uid/gid 65534)
+#   cyrus     its own store under DIR/mail: deliver over LMTP.
+
+peer_users() {
+	seq -f 'user%g' 0 $((NUSERS - 1))
+}
+
+# The private Cyrus imapd and idled, from the cyrus-imapd package
+# (Debian's cyrus-imapd conflicts with dovecot-imapd, so it is unpacked
+# with dpkg-deb -x under $1, not installed). Sets cyrus_x, cyrus_ver.
+peer_cyrus_unpack() {
+	local dir=$1 deb
+	cyrus_x=$dir/usr/lib/cyrus/bin
+	mkdir -p "$dir"
+	(cd "$dir" && apt-get download -q cyrus-imapd >/dev/null 2>&1) ||
+		die "apt-get download cyrus-imapd failed"
+	deb=$(ls "$dir"/cyrus-imapd_*.deb) || die "no cyrus-imapd .deb"
+	dpkg-deb -x "$deb" "$dir" || die "dpkg-deb -x $deb failed"
+	cyrus_ver=$(dpkg-deb -f "$deb" Version)
+	chmod -R a+rX "$dir"
+}
+
+# ringprot-imapd -D in directory $1 (made), LMTP in the same process;
+# users in a sasldb. RINGPROT_EXTRA: more options ("-o key=value").
+peer_start_ringprot() {
+	local d=$1 u i port
+	mkdir -p "$d/mail"
+	for u in $(peer_users); do
+		mkdir -p "$d/mail/users/$u/"{tmp,new,cur}
+		echo -n "$PASS" | saslpasswd2 -f "$d/sasldb" -c -p "$u" ||
+			die "saslpasswd2 failed"
+	done
+	scmd="$imapd -D -w ${WORKERS:-1} -o data_dir=$d/mail -o sasldb_path=$d/sasldb -o fsync=yes -o imap.listen=127.0.0.1:0 -o lmtp.listen=127.0.0.1:0 ${RINGPROT_EXTRA:-}"
+	# shellcheck disable=SC2086
+	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
+	spid=$!
+	for i in $(seq 100); do
+		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\) (.*)$/\1/p' "$d/out" 2>/dev/null)
+		[ "$(echo "$port" | wc -w)" -eq 2 ] && break
+		kill -0 "$spid" 2>/dev/null || die "ringprot-imapd exited: $(tail -n 3 "$d/err")"
+		sleep 0.05
+	done
+	# shellcheck disable=SC2086
+	set -- $port
+	[ "$#" -eq 2 ] || die "ringprot-imapd did not report its ports"
+	sport=$1
+	lport=$2
+	slog=$d/err
+}
+
+# Dovecot (imap-login in high-performance mode, one imap process per
+# session) in directory $1, imap_hibernate_timeout $2 (0: none), for up
+# to $3 sessions. DOVECOT_EXTRA: more settings (lines) at the end.
+peer_start_dovecot() {
+	local d=$1 hib=$2 m=$3 u
+	mkdir -p "$d/run" "$d/state" "$d/mail"
+	sport=$(free_port)
+	lport=$(free_port)
+	: >"$d/users"
+	for u in $(peer_users); do
+		echo "$u:{PLAIN}$PASS:65534:65534::$d/mail/$u::" >>"$d/users"
+	done
+	chown 65534:65534 "$d/mail"
+	cat >"$d/dovecot.conf" <<EOF
+# ringprot bench (lib.sh peer_start_dovecot): a private Dovecot, IMAP and LMTP.
 base_dir = $d/run
 state_dir = $d/state
 log_path = $d/log
@@ -184,7 +255,9 @@ auth_mechanisms = plain login
 auth_username_format = %Ln
 first_valid_uid = 100
 mail_location = maildir:$d/mail/%u
+mail_fsync = always
 lmtp_save_to_detail_mailbox = no
+imap_hibernate_timeout = $hib
 default_process_limit = $((m + 200))
 default_client_limit = $((m + 1000))
 protocol imap {
@@ -211,6 +284,15 @@ service imap-login {
 }
 service imap {
   process_limit = $((m + 200))
+  unix_listener imap-master {
+    mode = 0666
+  }
+}
+service imap-hibernate {
+  unix_listener imap-hibernate {
+    mode = 0666
+  }
+  client_limit = $((m + 200))
 }
 service lmtp {
   inet_listener lmtp {
@@ -227,5 +309,72 @@ service anvil {
     mode = 0
   }
 }
-CONF
+${DOVECOT_EXTRA:-}
+EOF
+	scmd="dovecot -F -c $d/dovecot.conf (imap_hibernate_timeout = $hib)"
+	taskset -c "$SERVER_CPU" dovecot -F -c "$d/dovecot.conf" \
+		>"$d/out" 2>"$d/err" &
+	spid=$!
+	slog=$d/log
+	wait_banner "$sport" "$spid" "* OK" ||
+		die "dovecot did not start: $(cat "$d/err" "$d/log" 2>/dev/null | tail -n 5)"
+}
+
+# Cyrus master with imapd, lmtpd and idled in directory $1, for up to $2
+# sessions; users in a sasldb (auxprop). Needs peer_cyrus_unpack first.
+peer_start_cyrus() {
+	local d=$1 m=$2 u
+	mkdir -p "$d/conf/socket" "$d/conf/proc" "$d/conf/lock" \
+		"$d/conf/db" "$d/conf/sieve" "$d/mail"
+	# imapd asks SASL for the realm of its servername.
+	for u in $(peer_users); do
+		echo -n "$PASS" | saslpasswd2 -f "$d/sasldb" -c -p -u localhost "$u" ||
+			die "saslpasswd2 failed"
+	done
+	sport=$(free_port)
+	lport=$(free_port)
+	cat >"$d/imapd.conf" <<EOF
+configdirectory: $d/conf
+partition-default: $d/mail
+sievedir: $d/conf/sieve
+lmtpsocket: $d/conf/socket/lmtp
+idlesocket: $d/conf/socket/idle
+notifysocket: $d/conf/socket/notify
+servername: localhost
+admins: cyrus
+unixhierarchysep: yes
+virtdomains: off
+lmtp_downcase_rcpt: yes
+autocreate_post: yes
+autocreate_quota: 0
+duplicatesuppression: no
+allowplaintext: yes
+sasl_pwcheck_method: auxprop
+sasl_auxprop_plugin: sasldb
+sasl_sasldb_path: $d/sasldb
+sasl_mech_list: PLAIN
+syslog_prefix: ringprot-bench-cyrus
+EOF
+	cat >"$d/cyrus.conf" <<EOF
+START {
+  recover cmd="ctl_cyrusdb -r -C $d/imapd.conf"
+}
+SERVICES {
+  imap cmd="$cyrus_x/imapd -C $d/imapd.conf" listen="127.0.0.1:$sport" prefork=1 maxchild=$((m + 200))
+  lmtp cmd="lmtpd -a -C $d/imapd.conf" listen="127.0.0.1:$lport" prefork=1 maxchild=16
+}
+EVENTS {
+}
+DAEMON {
+  idled cmd="$cyrus_x/idled -C $d/imapd.conf"
+}
+EOF
+	chown -R cyrus:mail "$d"
+	scmd="$cyrus_bin/master -C $d/imapd.conf -M $d/cyrus.conf -p $d/master.pid"
+	# shellcheck disable=SC2086
+	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
+	spid=$!
+	slog=$d/err
+	wait_banner "$lport" "$spid" "220" && wait_banner "$sport" "$spid" "* OK" ||
+		die "cyrus did not start: $(tail -n 5 "$d/err")"
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
+# bench-run: scenario (bench/run runs this; see the top of bench/run)
 # LMTP delivery benchmark (issue 15): ringprot-lmtpd against Dovecot's
 # lmtp (dovecot-lmtpd) and Cyrus's lmtpd, all driven the same way by
 # Postfix's smtp-source -L (-d: one LMTP session per client, kept open).
@@ -59,8 +60,12 @@
 # ("1 16"), RCPTS ("1 10"), FSYNCS ("on off"), SERVERS ("ringprot
 # dovecot cyrus"), WORKERS for ringprot-lmtpd (1), SERVER_CPU (0),
 # CLIENT_CPU (1), QUIET_WAIT (10), FS ("loop" or "host"), LOOP_SIZE
-# (the image's size, "8G": sparse, it takes what is written). The report goes to stdout and to
-# bench/results/<date>-<sha>-lmtp.txt.
+# (the image's size, "8G": sparse, it takes what is written), BUILD_DIR
+# (build-bench). BENCH_MODE=quick (bench/run quick) changes the defaults
+# to RUNS=1 DELIVERIES=400 SESSIONS=16 RCPTS=1 FSYNCS=on QUIET_WAIT=3.
+# The report goes to stdout and to bench/results/<date>-<sha>-lmtp.txt,
+# its medians as TSV rows (bench/run) to the .tsv next to it and, if
+# BENCH_TSV is set, appended to that file.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || exit 1
@@ -68,6 +73,10 @@ cd "$root" || exit 1
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
+if [ "${BENCH_MODE:-full}" = quick ]; then
+	: "${RUNS:=1}" "${DELIVERIES:=400}" "${SESSIONS:=16}" "${RCPTS:=1}"
+	: "${FSYNCS:=on}" "${QUIET_WAIT:=3}"
+fi
 RUNS=${RUNS:-3}
 DELIVERIES=${DELIVERIES:-4000}
 SIZE=${SIZE:-4096}
@@ -119,13 +128,14 @@ case " $SERVERS " in
 	;;
 esac
 
-if [ -f build-bench/meson-private/coredata.dat ]; then
-	meson setup --reconfigure build-bench --buildtype=release >/dev/null
+bdir=${BUILD_DIR:-build-bench}
+if [ -f "$bdir/meson-private/coredata.dat" ]; then
+	meson setup --reconfigure "$bdir" --buildtype=release >/dev/null
 else
-	meson setup build-bench --buildtype=release >/dev/null
+	meson setup "$bdir" --buildtype=release >/dev/null
 fi || die "meson setup failed"
-meson compile -C build-bench >/dev/null || die "build failed"
-lmtpd=build-bench/examples/ringprot-lmtpd
+meson compile -C "$bdir" >/dev/null || die "build failed"
+lmtpd=$bdir/examples/ringprot-lmtpd
 [ -x "$lmtpd" ] || die "not built: $lmtpd"
 
 tmp=$(mktemp -d /tmp/ringprot-lmtp-bench.XXXXXX) || die "mktemp failed"
@@ -418,7 +428,7 @@ fstype=$(findmnt -n -o FSTYPE --target "$tmp" 2>/dev/null || stat -f -c %T "$tmp
 		echo "storage:  $fstype under /tmp ($(df -P "$tmp" | awk 'NR == 2 {print $1}')) (FS=host)"
 	fi
 	echo "compiler: $(cc --version | head -n 1)"
-	echo "build:    meson buildtype=release (build-bench/)"
+	echo "build:    meson buildtype=release ($bdir/)"
 	echo "dovecot:  $(dovecot --version 2>/dev/null || echo none)"
 	echo "cyrus:    $(dpkg-query -W -f '${Version}' cyrus-common 2>/dev/null || echo none)"
 	echo "postfix:  $(dpkg-query -W -f '${Version}' postfix 2>/dev/null) (smtp-source -L -d)"
@@ -467,7 +477,7 @@ for fs in $FSYNCS; do
 	done
 done
 
-python3 - "$tmp/runs.txt" "$SERVERS" >"$tmp/table.txt" <<'EOF'
+python3 - "$tmp/runs.txt" "$SERVERS" "${out%.txt}.tsv" >"$tmp/table.txt" <<'EOF'
 import statistics, sys
 
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
@@ -520,6 +530,16 @@ if "ringprot" in servers and peers:
                 return fmt(x / y if y else float("nan"), "%.2f")
             print("| %s | %d | %d | %s | %s | %s | %s |" % (
                 c[0], c[1], c[2], p, ratio(4), ratio(6), ratio(7)))
+# TSV rows for bench/run: scenario server metric median min max unit x.
+with open(sys.argv[3], "w") as t:
+    for k, rs in sorted(groups.items()):
+        scen = "lmtp-fsync-%s-s%d-r%d" % k[:3]
+        for col, metric, unit in ((4, "dlv_per_s", "deliveries/s"),
+                                  (6, "cpu_s_per_1000", "s"),
+                                  (7, "all_cpu_s_per_1000", "s")):
+            v = [float(r[col]) for r in rs]
+            t.write("%s\t%s\t%s\t%.6g\t%.6g\t%.6g\t%s\t\n" % (
+                scen, k[3], metric, statistics.median(v), min(v), max(v), unit))
 EOF
 {
 	cat "$tmp/head.txt"
@@ -529,6 +549,7 @@ EOF
 	echo "Runs (server fsync sessions rcpts dlv/s msg/s cpu_s/1000 all_s/1000 other%):"
 	cat "$tmp/runs.txt"
 } >"$out"
+[ -n "${BENCH_TSV:-}" ] && cat "${out%.txt}.tsv" >>"$BENCH_TSV"
 echo
 cat "$tmp/table.txt"
 echo "results: $out"

@@ -93,6 +93,9 @@ extern const struct lg_mode lg_mode_echo;
 extern const struct lg_mode lg_mode_idle;
 extern const struct lg_mode lg_mode_hold;
 extern const struct lg_mode lg_mode_imap_idle;
+extern const struct lg_mode lg_mode_imap_noop;
+extern const struct lg_mode lg_mode_imap_fetch;
+extern const struct lg_mode lg_mode_imap_select;
 
 /*
  * TLS client sessions over the worker's I/O (tls.c), for modes that
@@ -138,6 +141,7 @@ struct lg_opts {
 	bool busy_poll;		 /* poll the ring, never sleep, while running */
 	const char *user;	 /* -U: login name (imap-idle) */
 	const char *pass;	 /* -P: its password */
+	const char *mailbox;	 /* -M: mailbox to select (imap-*) */
 };
 
 enum lg_conn_state {
@@ -192,6 +196,8 @@ struct lg_worker {
 	uint64_t deadline_ns;
 	struct lg_hist hist;
 	uint64_t requests;
+	uint64_t errors;     /* recorded requests the server refused */
+	uint64_t data_bytes; /* recorded payload bytes (modes that count) */
 	/*
 	 * Open loop (-r). Slot k of the worker's schedule is request k / n
 	 * of its connection k % n, due at t0 + (index + j * conns) * period:
@@ -220,6 +226,12 @@ void lg_conn_ready(struct lg_conn *c);
 /* The running request is complete; records its latency. Returns 0 or
  * what starting the next request returned. */
 int lg_request_done(struct lg_conn *c);
+
+/* The running request failed at the server (an IMAP NO or BAD): it still
+ * counts as a request; the result line reports errors=. */
+void lg_request_error(struct lg_conn *c);
+/* Payload bytes the running request received (data_bytes=). */
+void lg_request_bytes(struct lg_conn *c, uint64_t n);
 
 /*
  * Worker lifecycle (worker.c); main.c sequences the phases. The ring is

@@ -45,7 +45,9 @@
 #define LG_BEHIND_SHARE	 0.01 /* open loop: late or unsent requests */
 
 static const struct lg_mode *const lg_modes[] = {
-	&lg_mode_echo, &lg_mode_idle, &lg_mode_hold, &lg_mode_imap_idle};
+	&lg_mode_echo,	    &lg_mode_idle,	 &lg_mode_hold,
+	&lg_mode_imap_idle, &lg_mode_imap_noop,	 &lg_mode_imap_fetch,
+	&lg_mode_imap_select};
 
 struct lg_main {
 	struct lg_opts o;
@@ -72,7 +74,8 @@ static void usage(FILE *out)
 	(void)fprintf(
 		out,
 		"usage: loadgen [options] host:port\n"
-		"  -m mode     echo (default), idle, hold or imap-idle\n"
+		"  -m mode     echo (default), idle, hold, imap-idle, imap-noop,\n"
+		"              imap-fetch or imap-select\n"
 		"  -c conns    connections (default 1)\n"
 		"  -s bytes    message size for echo, line size for hold\n"
 		"              (default 64)\n"
@@ -94,8 +97,10 @@ static void usage(FILE *out)
 		"  -B          busy-poll the ring while running: no sleep and\n"
 		"              no timer wake-ups, one whole CPU per thread\n"
 		"  -T          TLS client (hold mode): handshake first\n"
-		"  -U user     login name (imap-idle)\n"
-		"  -P pass     its password (imap-idle)\n",
+		"  -U user     login name (imap-*)\n"
+		"  -P pass     its password (imap-*)\n"
+		"  -M mailbox  mailbox to select (imap-noop, -fetch, -select;\n"
+		"              default INBOX)\n",
 		LG_PORTS_PER_SRC);
 	for (size_t i = 0; i < sizeof(lg_modes) / sizeof(lg_modes[0]); i++)
 		(void)fprintf(out, "mode %s: %s\n", lg_modes[i]->name,
@@ -161,7 +166,7 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 	unsigned long v;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "m:c:s:d:w:t:a:b:W:gDr:BTU:P:h")) != -1) {
+	while ((opt = getopt(argc, argv, "m:c:s:d:w:t:a:b:W:gDr:BTU:P:M:h")) != -1) {
 		int bad = 0;
 
 		switch (opt) {
@@ -224,6 +229,9 @@ static int parse_args(struct lg_main *m, int argc, char **argv)
 			break;
 		case 'P':
 			o->pass = optarg;
+			break;
+		case 'M':
+			o->mailbox = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -447,7 +455,7 @@ static void report(struct lg_main *m, double secs, double cpu)
 {
 	const struct lg_opts *o = &m->o;
 	static struct lg_hist h; /* 15 KiB: off the stack */
-	uint64_t requests = 0, enobufs = 0;
+	uint64_t requests = 0, enobufs = 0, errors = 0, data_bytes = 0;
 	unsigned dead = 0, ready = 0;
 	double rps, us[5];
 	char open_kv[256] = "";
@@ -459,6 +467,8 @@ static void report(struct lg_main *m, double secs, double cpu)
 		dead += m->workers[i].dead;
 		ready += m->workers[i].ready;
 		enobufs += m->workers[i].enobufs;
+		errors += m->workers[i].errors;
+		data_bytes += m->workers[i].data_bytes;
 	}
 	rps = secs > 0 ? (double)requests / secs : 0;
 	us[0] = (double)lg_hist_quantile(&h, 0.50) / 1e3;
@@ -490,15 +500,21 @@ static void report(struct lg_main *m, double secs, double cpu)
 			       i, w->dead, w->first_err_what,
 			       strerror(-w->first_err));
 	}
+	if (errors > 0)
+		printf("loadgen: %llu requests failed at the server (NO, BAD "
+		       "or not what was asked)\n",
+		       (unsigned long long)errors);
 	if (enobufs > 0)
 		printf("loadgen: %llu recvs ran out of buffers and were re-armed\n",
 		       (unsigned long long)enobufs);
 	printf("result: mode=%s conns=%u size=%zu threads=%u secs=%.4f "
 	       "requests=%llu rps=%.1f p50_us=%.2f p99_us=%.2f p999_us=%.2f "
-	       "max_us=%.2f mean_us=%.2f failed=%u cpu_pct=%.1f%s\n",
+	       "max_us=%.2f mean_us=%.2f failed=%u cpu_pct=%.1f%s "
+	       "errors=%llu data_bytes=%llu\n",
 	       o->mode->name, o->conns, o->size, o->threads, secs,
 	       (unsigned long long)requests, rps, us[0], us[1], us[2], us[3],
-	       us[4], dead, secs > 0 ? 100.0 * cpu / secs : 0, open_kv);
+	       us[4], dead, secs > 0 ? 100.0 * cpu / secs : 0, open_kv,
+	       (unsigned long long)errors, (unsigned long long)data_bytes);
 	(void)fflush(stdout);
 }
 

@@ -305,6 +305,18 @@ void lg_conn_ready(struct lg_conn *c)
 		conn_fail(c, ret, "request");
 }
 
+void lg_request_error(struct lg_conn *c)
+{
+	if (c->w->record)
+		c->w->errors++;
+}
+
+void lg_request_bytes(struct lg_conn *c, uint64_t n)
+{
+	if (c->w->record)
+		c->w->data_bytes += n;
+}
+
 int lg_request_done(struct lg_conn *c)
 {
 	struct lg_worker *w = c->w;
