@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
+# bench-run: scenario
 # IMAP FETCH benchmark (issue 17): server CPU per MiB of large messages
 # fetched, ringprot-imapd against Dovecot in the same run.
 #
@@ -35,9 +36,11 @@
 # cache throughout, so this measures the send path, not the disk.
 #
 # Environment: SERVERS ("ringprot ringprot-lf dovecot"), CONNS (16),
-# MSG_MIB (10), SECS (20), RUNS (1; interleaved), WORKERS (1),
-# SERVER_CPU (0), CLIENT_CPU (1), FS (loop or host), LOOP_SIZE (1G).
-# The report goes to stdout and to bench/results/<date>-<sha>-imap-fetch.txt.
+# MSG_MIB (10), SECS (20; BENCH_MODE=quick: 5), RUNS (1; interleaved),
+# WORKERS (1), SERVER_CPU (0), CLIENT_CPU (1), FS (loop or host),
+# LOOP_SIZE (1G). The report goes to stdout and to
+# bench/results/<date>-<sha>-imap-fetch.txt; under bench/run (BENCH_TSV)
+# rows of scenario imap-fetch-large too (cpu_ms_per_mib, mib_per_s).
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || exit 1
@@ -48,7 +51,11 @@ cd "$root" || exit 1
 SERVERS=${SERVERS:-"ringprot ringprot-lf dovecot"}
 CONNS=${CONNS:-16}
 MSG_MIB=${MSG_MIB:-10}
-SECS=${SECS:-20}
+if [ "${BENCH_MODE:-full}" = quick ]; then
+	SECS=${SECS:-5}
+else
+	SECS=${SECS:-20}
+fi
 RUNS=${RUNS:-1}
 WORKERS=${WORKERS:-1}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -226,10 +233,10 @@ for r in $(seq "$RUNS"); do
 	done
 done
 
-python3 - "$tmp/runs.txt" "$SERVERS" "$hz" >"$tmp/table.txt" <<'PY'
+python3 - "$tmp/runs.txt" "$SERVERS" "$hz" "${BENCH_TSV:-}" >"$tmp/table.txt" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-servers, hz = sys.argv[2].split(), int(sys.argv[3])
+servers, hz, tsv = sys.argv[2].split(), int(sys.argv[3]), sys.argv[4]
 g = {}
 for name, ticks, b, secs, mib_s, n in rows:
     g.setdefault(name, []).append(
@@ -263,6 +270,14 @@ if base:
             print("%s / dovecot, server CPU per MiB: %.2fx" % (
                 s, statistics.median(x[0] for x in g[s]) / d))
     print()
+if tsv:
+    with open(tsv, "a") as t:
+        for s, v in g.items():
+            for metric, unit, col, k in (("cpu_ms_per_mib", "ms", 0, 1000 / 1024),
+                                         ("mib_per_s", "MiB/s", 1, 1)):
+                x = [r[col] * k for r in v]
+                t.write("imap-fetch-large\t%s\t%s\t%.4g\t%.4g\t%.4g\t%s\t\n" % (
+                    s, metric, statistics.median(x), min(x), max(x), unit))
 PY
 {
 	cat "$tmp/head.txt"
