@@ -75,9 +75,15 @@ struct prot__layer_ops {
 	 * NULL: always clean.
 	 */
 	int (*eof)(struct prot__layer *l);
-	/* One plaintext chunk of at most the stream's maxplain bytes. */
+	/*
+	 * One plaintext chunk of at most the stream's maxplain bytes or,
+	 * for the whole-buffer chunks of a large write when this layer is
+	 * the first of the chain, of at most enc_chunk bytes.
+	 */
 	int (*encode)(struct prot__layer *l, const unsigned char *in,
 		      size_t in_len, struct buf *out);
+	/* 0: maxplain always (SASL packets, DEFLATE's sync flush points). */
+	size_t enc_chunk;
 	/*
 	 * prot_free is about to drop s: called for each layer of s after
 	 * prot__wait_fini and BEFORE prot__flush_fini, so the buffer and the

@@ -785,6 +785,7 @@ static const struct prot__layer_ops tls_read_ops = {
 static const struct prot__layer_ops tls_write_ops = {
 	.name = "tls",
 	.rank = 0,
+	.enc_chunk = TLS_MAX_PLAIN, /* one full record per chunk */
 	.encode = tls_encode,
 	.close = tls_close,
 	.destroy = tls_destroy,
