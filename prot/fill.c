@@ -856,7 +856,20 @@ static int ahead_seek(struct prot__stream *ps, size_t n, bool fresh)
 }
 
 /*
- * One raw window (at most PROT_BUFSIZE bytes) of the held region:
+ * Raw bytes per decode: a window, or as many as the first read layer
+ * takes at once (TLS: the whole read, so that a record costs one decode
+ * and not one per 4 KiB of it).
+ */
+static size_t raw_chunk(const struct prot__stream *ps)
+{
+	if (ps->rlayers != NULL && ps->rlayers->ops->dec_chunk > 0)
+		return ps->rlayers->ops->dec_chunk;
+	return PROT_BUFSIZE;
+}
+
+/*
+ * One raw window (at most PROT_BUFSIZE bytes, see raw_chunk) of the
+ * held region:
  * exposed as it is, or fed to the read layers. Bytes left in a large
  * buffer are what Cyrus's next read would have returned at once, so
  * unless they were just read (fresh), due events run first (spec 5.5
@@ -880,8 +893,8 @@ static int raw_window(struct protstream *s, struct window *w, bool fresh)
 		}
 		prot__touch_timeout(s);
 	}
-	if (n > PROT_BUFSIZE)
-		n = PROT_BUFSIZE;
+	if (n > raw_chunk(ps))
+		n = raw_chunk(ps);
 	if (ps->kind == PROT__K_FILE && ps->file_read == FR_AHEAD) {
 		ret = ahead_seek(ps, n, fresh);
 		if (ret <= 0)

@@ -85,6 +85,11 @@ struct prot__layer_ops {
 	/* 0: maxplain always (SASL packets, DEFLATE's sync flush points). */
 	size_t enc_chunk;
 	/*
+	 * Largest raw input decode takes at once when this layer is the
+	 * first of the read chain (0: PROT_BUFSIZE, a window at a time).
+	 */
+	size_t dec_chunk;
+	/*
 	 * prot_free is about to drop s: called for each layer of s after
 	 * prot__wait_fini and BEFORE prot__flush_fini, so the buffer and the
 	 * output queue are still as the application left them. Best effort,

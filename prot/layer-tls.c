@@ -774,6 +774,8 @@ static size_t tls_memory(const struct prot__layer *l)
 static const struct prot__layer_ops tls_read_ops = {
 	.name = "tls",
 	.rank = 0,
+	/* Whole reads: a record may span them, and no plaintext is larger. */
+	.dec_chunk = SIZE_MAX,
 	.decode = tls_decode,
 	.pending = tls_pending,
 	.destroy = tls_destroy,
