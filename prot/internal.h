@@ -140,6 +140,9 @@ struct prot__rtail {
 	unsigned char hist[PROT__HIST];
 };
 
+/* Bytes per bulk read (fill.c). */
+#define PROT__BULK_READ 65536
+
 /* flush.c's send op record; outlives the stream while the kernel owns it. */
 struct prot__sender;
 
@@ -222,6 +225,14 @@ struct prot__stream {
 	/* Layers. */
 	struct prot__layer *rlayers, *wlayers;
 	bool layer_end; /* a read layer returned PROT__LAYER_END */
+	/*
+	 * fill.c's bulk reads under a layer that decodes whole reads (TLS):
+	 * after a read that filled its buffer, the next is a non-blocking
+	 * recv of PROT__BULK_READ bytes into rbuf, made that large
+	 * (rbuf_bulk); one that finds less, or nothing, ends the run
+	 * (bulk_on) and the buffer goes: an idle stream holds none.
+	 */
+	bool bulk_on, rbuf_bulk;
 
 	/* printf scratch. */
 	char *fmt;
