@@ -438,16 +438,27 @@ void prot__tls_ctl_push(struct tls_state *t)
 static int drain_ssl(struct tls_state *t, struct buf *out, bool defer)
 {
 	size_t start = out->len;
+	int ret;
 
+	/*
+	 * Room for all of it at once (plaintext is never longer than its
+	 * ciphertext; OpenSSL may hold a record in part): a 64 KiB read
+	 * would otherwise grow out by doubling, copying 64 KiB more.
+	 */
+	ret = prot__buf_reserve(out, rbio_avail(t) + TLS_MAX_PLAIN);
+	if (ret < 0)
+		return ret;
 	/* SSL_read leaves the queue as it was when it succeeds: once here. */
 	ERR_clear_error();
 	for (;;) {
 		size_t room;
-		int n, ret;
+		int n;
 
-		ret = prot__buf_reserve(out, 16384);
-		if (ret < 0)
-			return ret;
+		if (out->alloc - out->len - 1 < TLS_MAX_PLAIN / 4) {
+			ret = prot__buf_reserve(out, TLS_MAX_PLAIN);
+			if (ret < 0)
+				return ret;
+		}
 		room = out->alloc - out->len - 1;
 		n = SSL_read(t->ssl, out->s + out->len,
 			     room > INT32_MAX ? INT32_MAX : (int)room);
