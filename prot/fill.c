@@ -71,6 +71,8 @@ static void pbuf_unref(struct prot__stream *ps)
 
 static size_t rbuf_size(const struct prot__stream *ps)
 {
+	if (ps->rbuf_bulk)
+		return PROT__BULK_READ;
 	if (ps->kind == PROT__K_SOCKET)
 		return PBUF_SIZE;
 	if (ps->kind == PROT__K_FILE && ps->file_read == FR_PIPE)
@@ -78,6 +80,83 @@ static size_t rbuf_size(const struct prot__stream *ps)
 	if (ps->kind == PROT__K_FILE && ps->file_read == FR_AHEAD)
 		return FILE_READ;
 	return PROT_BUFSIZE;
+}
+
+/*
+ * Bulk reads. A TLS record is 16 KiB and change, a provided buffer 16
+ * KiB: a bulk transfer costs one ring read (and one wakeup) per record,
+ * where OpenSSL's own loop, with two read(2) per record, still spends
+ * less in the kernel. A layer that decodes whole reads (dec_chunk) gets
+ * larger ones while the data keeps coming: a read that filled its
+ * buffer is followed by a non-blocking recv of PROT__BULK_READ bytes
+ * into a buffer of the stream's own, and so on while they come back
+ * full. The first that finds less ends the run, one that finds nothing
+ * (-EAGAIN) costs that recv and falls back to the usual read, which
+ * waits holding no buffer; the bulk buffer (rbuf, made that large)
+ * goes as the run ends. Only the layer sees these bytes (it decodes
+ * them whole), so no window ever points into it. A stream with wait
+ * events reads as before: its due events run before each read
+ * (prot__wait_input), data there or not.
+ */
+static bool bulk_wanted(const struct prot__stream *ps)
+{
+	return ps->kind == PROT__K_SOCKET && ps->pub.waitevent == NULL &&
+	       ps->rlayers != NULL &&
+	       ps->rlayers->ops->dec_chunk >= PROT__BULK_READ;
+}
+
+static void bulk_end(struct prot__stream *ps)
+{
+	ps->bulk_on = false;
+	if (!ps->rbuf_bulk)
+		return;
+	if (ps->src == ps->rbuf) { /* decoded whole: nothing unread */
+		ps->src = NULL;
+		ps->src_len = ps->src_off = 0;
+	}
+	free(ps->rbuf);
+	ps->rbuf = NULL;
+	ps->rbuf_bulk = false;
+}
+
+/*
+ * One bulk read: > 0 with the region held, 0 at end of file, -EAGAIN
+ * (nothing there, or no bulk buffer: the usual read), or another -errno.
+ */
+static int bulk_read(struct prot__stream *ps)
+{
+	uint64_t t0;
+	ssize_t n;
+
+	if (ps->rbuf != NULL && !ps->rbuf_bulk) {
+		if (ps->src == ps->rbuf)
+			return -EAGAIN; /* rbuf still holds input */
+		free(ps->rbuf); /* the ENOBUFS fallback's: it comes back */
+		ps->rbuf = NULL;
+	}
+	if (ps->rbuf == NULL) {
+		ps->rbuf = malloc(PROT__BULK_READ);
+		if (ps->rbuf == NULL) {
+			ps->bulk_on = false;
+			return -EAGAIN;
+		}
+		ps->rbuf_bulk = true;
+	}
+	t0 = prot__net_start(ps);
+	do {
+		n = ur_recv(ps->pub.fd, ps->rbuf, PROT__BULK_READ,
+			    MSG_DONTWAIT);
+	} while (n == -EINTR);
+	prot__net_end(ps, t0);
+	if (n <= 0) {
+		bulk_end(ps);
+		return (int)n;
+	}
+	ps->bulk_on = n == PROT__BULK_READ;
+	ps->src = ps->rbuf;
+	ps->src_len = (size_t)n;
+	ps->src_off = 0;
+	return (int)n;
 }
 
 static int rbuf_get(struct prot__stream *ps)
@@ -267,6 +346,7 @@ void prot__fill_fini(struct protstream *s)
 	pbuf_unref(ps);
 	free(ps->rbuf);
 	ps->rbuf = NULL;
+	ps->rbuf_bulk = false;
 }
 
 /*
@@ -359,6 +439,8 @@ int prot__fill_release(struct protstream *s)
 	prot__buf_release(&ps->dec_keep);
 	free(ps->rbuf);
 	ps->rbuf = NULL;
+	ps->rbuf_bulk = false;
+	ps->bulk_on = false;
 	return 0;
 }
 
@@ -702,6 +784,14 @@ static int read_fd(struct prot__stream *ps, bool *idle)
 
 	if (!sock && ps->file_read == FR_UNKNOWN)
 		ps->file_read = file_kind(s->fd);
+	if (ps->bulk_on && bulk_wanted(ps)) {
+		/* Bytes there: no wait, so no flush-on-read (as a probe). */
+		ret = bulk_read(ps);
+		if (ret != -EAGAIN)
+			return ret;
+	} else if (ps->rbuf_bulk) {
+		bulk_end(ps);
+	}
 	if (needs_probe(s)) {
 		ret = sock ? probe_recv(ps) : -ENOSYS;
 		if (ret != -ENOSYS && ret != -EAGAIN)
@@ -720,6 +810,10 @@ static int read_fd(struct prot__stream *ps, bool *idle)
 	ret = raw_read(ps, flags,
 		       !ready && (s->read_timeout > 0 || s->dontblock), started,
 		       idle);
+	if (ret > 0 && bulk_wanted(ps))
+		ps->bulk_on = (size_t)ret >=
+			      (ps->bid >= 0 ? ur_bufring_buf_size(ps->br)
+					    : rbuf_size(ps));
 	if (s->flushonread != NULL)
 		(void)prot__flush_end(s->flushonread);
 	return ret;
@@ -856,13 +950,25 @@ static int ahead_seek(struct prot__stream *ps, size_t n, bool fresh)
 }
 
 /*
- * One raw window (at most PROT_BUFSIZE bytes) of the held region:
- * exposed as it is, or fed to the read layers. Bytes left in a large
- * buffer are what Cyrus's next read would have returned at once, so
- * unless they were just read (fresh), due events run first (spec 5.5
- * #52) and the read window restarts, as for a read. Returns 1 with a
- * window exposed, 0 after feeding the layers, EOF on failure. w is the
- * window the application left.
+ * Raw bytes per decode: a window, or as many as the first read layer
+ * takes at once (TLS: the whole read, so that a record costs one decode
+ * and not one per 4 KiB of it).
+ */
+static size_t raw_chunk(const struct prot__stream *ps)
+{
+	if (ps->rlayers != NULL && ps->rlayers->ops->dec_chunk > 0)
+		return ps->rlayers->ops->dec_chunk;
+	return PROT_BUFSIZE;
+}
+
+/*
+ * One raw window (at most PROT_BUFSIZE bytes, see raw_chunk) of the
+ * held region: exposed as it is, or fed to the read layers. Bytes left
+ * in a large buffer are what Cyrus's next read would have returned at
+ * once, so unless they were just read (fresh), due events run first
+ * (spec 5.5 #52) and the read window restarts, as for a read. Returns 1
+ * with a window exposed, 0 after feeding the layers, EOF on failure. w
+ * is the window the application left.
  */
 static int raw_window(struct protstream *s, struct window *w, bool fresh)
 {
@@ -880,8 +986,8 @@ static int raw_window(struct protstream *s, struct window *w, bool fresh)
 		}
 		prot__touch_timeout(s);
 	}
-	if (n > PROT_BUFSIZE)
-		n = PROT_BUFSIZE;
+	if (n > raw_chunk(ps))
+		n = raw_chunk(ps);
 	if (ps->kind == PROT__K_FILE && ps->file_read == FR_AHEAD) {
 		ret = ahead_seek(ps, n, fresh);
 		if (ret <= 0)

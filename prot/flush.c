@@ -52,11 +52,17 @@ struct prot__sender {
 	size_t begun_len, begun_plain;
 };
 
+/*
+ * enc counts too: a large write's whole chunks go to a layer straight
+ * from the caller (prot__write_big), so while their records are sent
+ * the buffer may be empty; enc holds them until the send has finished.
+ */
 bool prot__has_output(const struct protstream *s)
 {
 	const struct prot__stream *ps = prot__cof(s);
 
-	return s->write && (s->ptr != s->buf || ps->q_bytes > 0);
+	return s->write &&
+	       (s->ptr != s->buf || ps->q_bytes > 0 || ps->enc.len > 0);
 }
 
 size_t prot_queued(const struct protstream *s)
@@ -610,10 +616,22 @@ static void buf_reset(struct protstream *s)
 	s->cnt = s->buf != NULL ? (unsigned)s->maxplain : 0;
 }
 
+/*
+ * The encoded output is sent (or copied to the queue) by the time a flush
+ * returns: give the scratch back, so that an idle connection holds none.
+ * A bulk write grows it to 256 KiB of records; malloc serves the next
+ * flush from its free lists, a cost far below the encoding's.
+ */
+static void enc_release(struct prot__stream *ps)
+{
+	prot__buf_release(&ps->enc);
+}
+
 static int flush_fail(struct protstream *s, int err, const char *text)
 {
 	buf_reset(s);
 	queue_clear(prot__of(s));
+	enc_release(prot__of(s));
 	return prot__fail(s, err, text);
 }
 
@@ -637,19 +655,9 @@ static int queue_out(struct protstream *s, const unsigned char *p, size_t n,
 }
 
 /*
- * The encoded output is sent (or copied to the queue) by the time a flush
- * returns: give the scratch back, so that an idle connection holds none.
- * A bulk write grows it to 64 records; malloc serves the next flush from
- * its free lists, a cost far below the encoding's.
- */
-static void enc_release(struct prot__stream *ps)
-{
-	prot__buf_release(&ps->enc);
-}
-
-/*
  * The flush engine. x/xn: whole maxplain chunks of a large prot_write to
- * send after the buffer without copying (only without write layers).
+ * send after the buffer without copying (without write layers) or to
+ * encode in the first layer's enc_chunk pieces.
  */
 static int flush_out(struct protstream *s, int force, const unsigned char *x,
 		     size_t xn)
@@ -683,7 +691,9 @@ static int flush_out(struct protstream *s, int force, const unsigned char *x,
 		return 0;
 	log_out(s, p, n, x, xn);
 	if ((n > 0 || xn > 0) && ps->wlayers != NULL) {
-		size_t chunk = (size_t)s->maxplain;
+		size_t chunk = ps->wlayers->ops->enc_chunk > 0
+				       ? ps->wlayers->ops->enc_chunk
+				       : (size_t)s->maxplain;
 		const char *why = NULL;
 
 		ps->enc.len = 0;
@@ -830,21 +840,31 @@ int prot_flush(struct protstream *s)
 int prot__write_big(struct protstream *s, const unsigned char *p, size_t len)
 {
 	struct prot__stream *ps = prot__of(s);
-	size_t k = s->cnt, whole = 0;
+	/*
+	 * An empty buffer of a layered stream is not filled first: the
+	 * whole chunks go straight to the layer, in chunks as large as it
+	 * takes (TLS: a 16 KiB record each, not a 4 KiB one from the buffer
+	 * and the rest after it).
+	 */
+	size_t k = ps->wlayers != NULL && s->ptr == s->buf ? 0 : s->cnt;
+	size_t whole = 0;
 
 	memcpy(s->ptr, p, k);
 	s->ptr += k;
-	s->cnt = 0;
+	s->cnt -= (unsigned)k;
 	p += k;
 	len -= k;
-	if (s->maxplain > 0)
-		whole = len - len % (size_t)s->maxplain;
-	if (ps->wlayers != NULL && whole > ((size_t)s->maxplain << 6))
-		whole = (size_t)s->maxplain << 6;
-	if (flush_out(s, 0, p, whole) == EOF)
-		return EOF;
-	p += whole;
-	len -= whole;
+	/* Encoded output is held per flush: 64 maxplain chunks at most. */
+	do {
+		if (s->maxplain > 0)
+			whole = len - len % (size_t)s->maxplain;
+		if (ps->wlayers != NULL && whole > ((size_t)s->maxplain << 6))
+			whole = (size_t)s->maxplain << 6;
+		if (flush_out(s, 0, p, whole) == EOF)
+			return EOF;
+		p += whole;
+		len -= whole;
+	} while (whole > 0 && len >= (size_t)s->maxplain);
 	while (len >= s->cnt) {
 		k = s->cnt;
 		memcpy(s->ptr, p, k);

@@ -75,9 +75,20 @@ struct prot__layer_ops {
 	 * NULL: always clean.
 	 */
 	int (*eof)(struct prot__layer *l);
-	/* One plaintext chunk of at most the stream's maxplain bytes. */
+	/*
+	 * One plaintext chunk of at most the stream's maxplain bytes or,
+	 * for the whole-buffer chunks of a large write when this layer is
+	 * the first of the chain, of at most enc_chunk bytes.
+	 */
 	int (*encode)(struct prot__layer *l, const unsigned char *in,
 		      size_t in_len, struct buf *out);
+	/* 0: maxplain always (SASL packets, DEFLATE's sync flush points). */
+	size_t enc_chunk;
+	/*
+	 * Largest raw input decode takes at once when this layer is the
+	 * first of the read chain (0: PROT_BUFSIZE, a window at a time).
+	 */
+	size_t dec_chunk;
 	/*
 	 * prot_free is about to drop s: called for each layer of s after
 	 * prot__wait_fini and BEFORE prot__flush_fini, so the buffer and the
@@ -128,6 +139,9 @@ struct prot__rtail {
 	 */
 	unsigned char hist[PROT__HIST];
 };
+
+/* Bytes per bulk read (fill.c). */
+#define PROT__BULK_READ 65536
 
 /* flush.c's send op record; outlives the stream while the kernel owns it. */
 struct prot__sender;
@@ -211,6 +225,14 @@ struct prot__stream {
 	/* Layers. */
 	struct prot__layer *rlayers, *wlayers;
 	bool layer_end; /* a read layer returned PROT__LAYER_END */
+	/*
+	 * fill.c's bulk reads under a layer that decodes whole reads (TLS):
+	 * after a read that filled its buffer, the next is a non-blocking
+	 * recv of PROT__BULK_READ bytes into rbuf, made that large
+	 * (rbuf_bulk); one that finds less, or nothing, ends the run
+	 * (bulk_on) and the buffer goes: an idle stream holds none.
+	 */
+	bool bulk_on, rbuf_bulk;
 
 	/* printf scratch. */
 	char *fmt;

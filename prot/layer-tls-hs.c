@@ -135,7 +135,7 @@ int prot__tls_wire_sendmsg(struct wire *w, int fd, struct msghdr *msg)
 	return ret < 0 ? ret : wire_wait(w);
 }
 
-/* Send what OpenSSL wrote to wbio. */
+/* Send what OpenSSL wrote (wq). */
 int prot__tls_wire_flush(struct wire *w, struct tls_state *t,
 			 const struct protstream *out)
 {
@@ -181,7 +181,7 @@ static int handshake(struct wire *w, struct tls_state *t,
 				: ret == -ECONNRESET
 					? "connection closed by peer"
 					: NULL);
-		if (BIO_write(t->rbio, w->buf, ret) != ret)
+		if (prot__tls_rq_add(t, w->buf, (size_t)ret) < 0)
 			return prot__tls_set_err(t, -ENOMEM, what, NULL);
 	}
 }
@@ -254,7 +254,7 @@ static int finish(struct protstream *in, struct protstream *out,
 		ret = prot__tls_attach(out, t);
 	if (ret < 0)
 		return prot__tls_set_err(t, ret, "TLS setup failed", NULL);
-	prot__tls_bio_release(t->rbio);
+	prot__tls_bufs_release(t);
 	prot__tls_ctl_push(t); /* and gives the handshake's buffers back */
 	return 0;
 }

@@ -67,7 +67,7 @@ static pthread_once_t kmeth_once = PTHREAD_ONCE_INIT;
 
 static bool wire_pending(const struct tls_state *t)
 {
-	return t->ctl.len > 0 || BIO_ctrl_pending(t->wbio) > 0;
+	return t->ctl.len > 0 || t->wq.len > 0;
 }
 
 /* The kernel's size for the keys OpenSSL hands over. */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* prot/layer-tls: the TLS record layer over OpenSSL memory BIOs. */
+/* prot/layer-tls: the TLS record layer over OpenSSL, ciphertext in memory. */
 #include "layer-tls.h"
 
 #include <errno.h>
@@ -19,9 +19,10 @@
 /*
  * Design. One SSL per connection, shared by the read and the write
  * stream through a small state record hung on the SSL (ex_data), with
- * two memory BIOs: the read stream's refill puts ciphertext from the
- * ring into rbio and takes plaintext out with SSL_read; a flush puts
- * plaintext in with SSL_write and sends what wbio holds. OpenSSL never
+ * two BIOs of our own (see "Ciphertext" below): the read stream's
+ * refill lends OpenSSL the ciphertext the ring read and takes plaintext
+ * out with SSL_read; a flush puts plaintext in with SSL_write, whose
+ * records land in the flush's send buffer. OpenSSL never
  * sees the socket, so nothing it does can block the thread, and reads
  * have the stream's timeouts and wait events like any other (spec 6
  * item 8: Cyrus's SSL_read blocks with no timeout on a partial record).
@@ -32,10 +33,10 @@
  * never cuts into a flush in progress on another fiber, and never waits
  * for the peer.
  *
- * Memory: a drained memory BIO gives its buffer back
- * (prot__tls_bio_release), and OpenSSL's record buffers go when empty
- * (SSL_MODE_RELEASE_BUFFERS), so an idle connection holds no I/O buffer
- * in this layer.
+ * Memory: the BIOs hold bytes only between decodes or flushes, and
+ * give their buffers back once drained (prot__tls_bufs_release);
+ * OpenSSL's record buffers go when empty (SSL_MODE_RELEASE_BUFFERS), so
+ * an idle connection holds no I/O buffer in this layer.
  *
  * Ending: the write layer sends close_notify as the write stream ends
  * (close_write), best effort; an SSL the caller owns (prot_settls) gets
@@ -47,6 +48,16 @@
 
 #define FREED_UNDER "SSL freed under the stream"
 
+/* The largest plaintext of a record (RFC 8446 §5.1, RFC 5246 §6.2.1). */
+#define TLS_MAX_PLAIN 16384
+
+/*
+ * Room for the records of n bytes of plaintext beyond the plaintext: a
+ * header, a tag and padding per record, generous for every cipher (TLS
+ * 1.3 needs 22 bytes, TLS 1.2 CBC up to 5 + 16 + 48 + 256).
+ */
+#define TLS_REC_ROOM(n) (((n) / TLS_MAX_PLAIN + 2) * 512)
+
 static int ex_index = -1;
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
 
@@ -54,6 +65,8 @@ static void state_free(struct tls_state *t)
 {
 	prot__buf_release(&t->held);
 	prot__buf_release(&t->ctl);
+	prot__buf_release(&t->rq);
+	prot__buf_release(&t->wq);
 	free(t);
 }
 
@@ -70,6 +83,11 @@ static void ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
 	(void)argp;
 	if (t == NULL)
 		return;
+	/* SSL_free frees the BIOs after this, calling their ctrl (pop). */
+	if (t->rbio != NULL)
+		BIO_set_data(t->rbio, NULL);
+	if (t->wbio != NULL)
+		BIO_set_data(t->wbio, NULL);
 	t->ssl = NULL;
 	t->rbio = t->wbio = NULL;
 	if (t->layers == 0)
@@ -85,6 +103,21 @@ static int ex_idx(void)
 {
 	(void)pthread_once(&ex_once, ex_init);
 	return ex_index;
+}
+
+/*
+ * The state goes while the SSL lives on (give_back, a failed
+ * prot_settls): BIOs of ours still on it read an end of file and fail
+ * writes from now on, rather than reach freed memory.
+ */
+static void state_detach(struct tls_state *t)
+{
+	SSL_set_ex_data(t->ssl, ex_idx(), NULL);
+	if (t->rbio != NULL)
+		BIO_set_data(t->rbio, NULL);
+	if (t->wbio != NULL)
+		BIO_set_data(t->wbio, NULL);
+	state_free(t);
 }
 
 /*
@@ -154,49 +187,165 @@ int prot__tls_set_err(struct tls_state *t, int err, const char *what,
 }
 
 /*
- * Memory. A memory BIO's buffer only grows (BUF_MEM_grow_clean): after
- * the handshake's 17 KiB read, or any burst, it would keep its peak for
- * the life of the connection, and idle connections are what a mail
- * server mostly holds. A BIO that has been drained gives its buffer
- * back at once; the next write allocates again (one malloc per record
- * batch, small next to the cipher work).
+ * Ciphertext. A memory BIO costs a copy each way (ring buffer -> BIO ->
+ * OpenSSL's record buffer in, record buffer -> BIO -> send buffer out),
+ * and its buffer only grows, with a cleansing realloc at each step
+ * (BUF_MEM_grow_clean). Our BIOs copy once, as a socket BIO does with
+ * the kernel:
+ *  - rbio reads from the bytes the current decode lends it (rin), after
+ *    what rq still holds (the handshake's reads, a caller's BIO, what a
+ *    decode that stopped early left); once both are empty it asks for
+ *    more (retry), or, after tls_eof, reports the end (rin_eof);
+ *  - wbio appends to wdst, the flush's send buffer, while tls_encode
+ *    runs, and to wq otherwise (handshake flights, tickets, answers to
+ *    a KeyUpdate, alerts, close_notify): prot__tls_take_wire sends wq
+ *    first, so the wire order is the order OpenSSL wrote the records in.
+ * rq and wq give their buffers back once drained: an idle connection,
+ * and each connection after its handshake, holds neither.
  */
-static size_t bio_held(BIO *b)
-{
-	BUF_MEM *bm = NULL;
+static BIO_METHOD *cmeth;
+static pthread_once_t cmeth_once = PTHREAD_ONCE_INIT;
 
-	if (b == NULL || BIO_get_mem_ptr(b, &bm) <= 0 || bm == NULL)
+static size_t rbio_avail(const struct tls_state *t)
+{
+	return t->rq.len - t->rq_off + t->rin_len;
+}
+
+static int cbio_read(BIO *b, char *p, size_t n, size_t *done)
+{
+	struct tls_state *t = BIO_get_data(b);
+	size_t k = 0;
+
+	*done = 0;
+	BIO_clear_retry_flags(b);
+	if (t == NULL)
+		return 0; /* detached (state_detach): an end of file */
+	if (t->rq_off < t->rq.len) {
+		k = t->rq.len - t->rq_off;
+		k = k < n ? k : n;
+		memcpy(p, t->rq.s + t->rq_off, k);
+		t->rq_off += k;
+		if (t->rq_off == t->rq.len) {
+			prot__buf_release(&t->rq);
+			t->rq_off = 0;
+		}
+	} else if (t->rin_len > 0) {
+		k = t->rin_len < n ? t->rin_len : n;
+		memcpy(p, t->rin, k);
+		t->rin += k;
+		t->rin_len -= k;
+	}
+	if (k == 0) {
+		if (!t->rin_eof)
+			BIO_set_retry_read(b);
 		return 0;
-	return bm->max;
+	}
+	*done = k;
+	return 1;
 }
 
-void prot__tls_bio_release(BIO *b)
+static int cbio_write(BIO *b, const char *p, size_t n, size_t *done)
 {
-	BUF_MEM *bm;
+	struct tls_state *t = BIO_get_data(b);
 
-	if (b == NULL || BIO_ctrl_pending(b) != 0 || bio_held(b) == 0)
+	*done = 0;
+	BIO_clear_retry_flags(b);
+	if (t == NULL)
+		return 0; /* detached: the write fails */
+	if (prot__buf_append(t->wdst != NULL ? t->wdst : &t->wq, p, n) < 0) {
+		t->wnomem = true;
+		return 0;
+	}
+	*done = n;
+	return 1;
+}
+
+static long cbio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct tls_state *t = BIO_get_data(b);
+	bool rd = t != NULL && b == t->rbio;
+
+	(void)num;
+	(void)ptr;
+	switch (cmd) {
+	case BIO_CTRL_PENDING:
+		if (t == NULL)
+			return 0;
+		return rd ? (long)rbio_avail(t) : (long)t->wq.len;
+	case BIO_CTRL_EOF: /* as a memory BIO: nothing left to read */
+		return t == NULL || !rd || rbio_avail(t) == 0;
+	case BIO_CTRL_FLUSH:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static int cbio_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static void cmeth_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+				     "ringprot TLS");
+
+	if (m == NULL || !BIO_meth_set_read_ex(m, cbio_read) ||
+	    !BIO_meth_set_write_ex(m, cbio_write) ||
+	    !BIO_meth_set_ctrl(m, cbio_ctrl) ||
+	    !BIO_meth_set_create(m, cbio_create)) {
+		BIO_meth_free(m);
 		return;
-	bm = BUF_MEM_new();
-	if (bm != NULL && BIO_set_mem_buf(b, bm, BIO_CLOSE) <= 0)
-		BUF_MEM_free(bm); /* not taken: the old buffer stays */
+	}
+	cmeth = m;
 }
 
-/* Move everything wbio holds to the end of out. */
-static int drain_wbio(struct tls_state *t, struct buf *out)
+static BIO *cbio_new(void)
 {
-	size_t n = t->wbio != NULL ? BIO_ctrl_pending(t->wbio) : 0;
+	if (pthread_once(&cmeth_once, cmeth_init) != 0 || cmeth == NULL)
+		return NULL;
+	return BIO_new(cmeth);
+}
+
+/* Bytes the BIOs hold for I/O between decodes and flushes. */
+static size_t bios_held(const struct tls_state *t)
+{
+	return t->rq.alloc + t->wq.alloc;
+}
+
+void prot__tls_bufs_release(struct tls_state *t)
+{
+	if (t->rq_off >= t->rq.len) {
+		prot__buf_release(&t->rq);
+		t->rq_off = 0;
+	}
+	if (t->wq.len == 0)
+		prot__buf_release(&t->wq);
+}
+
+int prot__tls_rq_add(struct tls_state *t, const void *p, size_t n)
+{
+	return prot__buf_append(&t->rq, p, n);
+}
+
+/* Move everything wq holds to the end of out. */
+static int drain_wq(struct tls_state *t, struct buf *out)
+{
 	int ret;
 
-	if (n == 0)
+	if (t->wq.len == 0)
 		return 0;
-	ret = prot__buf_reserve(out, n);
-	if (ret < 0)
-		return ret;
-	if (BIO_read(t->wbio, out->s + out->len, (int)n) != (int)n)
-		return -EIO;
-	out->len += n;
-	prot__tls_bio_release(t->wbio);
-	return 0;
+	if (out->len == 0 && out->alloc == 0) { /* hand the buffer over */
+		*out = t->wq;
+		t->wq = (struct buf){0};
+		return 0;
+	}
+	ret = prot__buf_append(out, t->wq.s, t->wq.len);
+	if (ret == 0)
+		prot__buf_release(&t->wq);
+	return ret;
 }
 
 /*
@@ -215,7 +364,7 @@ static int ctl_wait(struct tls_state *t)
 	return 0;
 }
 
-/* The wire bytes due next: what ctl still holds, then wbio's. */
+/* The wire bytes due next: what ctl still holds, then wq's. */
 int prot__tls_take_wire(struct tls_state *t, struct buf *out)
 {
 	int ret = ctl_wait(t);
@@ -225,7 +374,7 @@ int prot__tls_take_wire(struct tls_state *t, struct buf *out)
 		if (ret == 0)
 			prot__buf_release(&t->ctl);
 	}
-	return ret < 0 ? ret : drain_wbio(t, out);
+	return ret < 0 ? ret : drain_wq(t, out);
 }
 
 /* Can a record go to out's socket now without passing anything queued? */
@@ -262,8 +411,8 @@ void prot__tls_ctl_push(struct tls_state *t)
 			(void)SSL_do_handshake(t->ssl);
 		ERR_clear_error();
 	}
-	if (t->ctl_busy || !prot__tls_out_idle(t) ||
-	    drain_wbio(t, &t->ctl) < 0 || t->ctl.len == 0)
+	if (t->ctl_busy || !prot__tls_out_idle(t) || drain_wq(t, &t->ctl) < 0 ||
+	    t->ctl.len == 0)
 		return;
 	t->ctl_busy = true;
 	n = ur_send(t->out->fd, t->ctl.s, t->ctl.len,
@@ -289,16 +438,28 @@ void prot__tls_ctl_push(struct tls_state *t)
 static int drain_ssl(struct tls_state *t, struct buf *out, bool defer)
 {
 	size_t start = out->len;
+	int ret;
 
+	/*
+	 * Room for all of it at once (plaintext is never longer than its
+	 * ciphertext; OpenSSL may hold a record in part): a 64 KiB read
+	 * would otherwise grow out by doubling, copying 64 KiB more.
+	 */
+	ret = prot__buf_reserve(out, rbio_avail(t) + TLS_MAX_PLAIN);
+	if (ret < 0)
+		return ret;
+	/* SSL_read leaves the queue as it was when it succeeds: once here. */
+	ERR_clear_error();
 	for (;;) {
 		size_t room;
-		int n, ret;
+		int n;
 
-		ret = prot__buf_reserve(out, 16384);
-		if (ret < 0)
-			return ret;
+		if (out->alloc - out->len - 1 < TLS_MAX_PLAIN / 4) {
+			ret = prot__buf_reserve(out, TLS_MAX_PLAIN);
+			if (ret < 0)
+				return ret;
+		}
 		room = out->alloc - out->len - 1;
-		ERR_clear_error();
 		n = SSL_read(t->ssl, out->s + out->len,
 			     room > INT32_MAX ? INT32_MAX : (int)room);
 		if (n > 0) {
@@ -343,10 +504,21 @@ static int tls_decode(struct prot__layer *l, const unsigned char *in,
 		return PROT__LAYER_END; /* bytes after close_notify: ignored */
 	if (t->ssl == NULL)
 		return prot__tls_set_err(t, -EPIPE, "TLS error", FREED_UNDER);
-	if (in_len > 0 && BIO_write(t->rbio, in, (int)in_len) != (int)in_len)
-		return -ENOMEM;
+	/* Lent to rbio for this call only (see Ciphertext above). */
+	t->rin = in;
+	t->rin_len = in_len;
 	ret = drain_ssl(t, out, false);
-	prot__tls_bio_release(t->rbio);
+	/*
+	 * What OpenSSL did not take: after close_notify it is ignored; after
+	 * an error (one held back for the next decode included) the session
+	 * is over; otherwise (no memory for the plaintext) it is kept.
+	 */
+	if (t->rin_len > 0 && !t->read_end && !t->failed &&
+	    prot__buf_append(&t->rq, t->rin, t->rin_len) < 0 && ret == 0)
+		ret = -ENOMEM;
+	t->rin = NULL;
+	t->rin_len = 0;
+	prot__tls_bufs_release(t);
 	prot__tls_ctl_push(t);
 	return ret;
 }
@@ -381,10 +553,10 @@ static int tls_eof(struct prot__layer *l)
 	 * its body yet: the record layer is then in "read body" ("RB").
 	 */
 	if (t->read_end || t->ssl == NULL ||
-	    (BIO_ctrl_pending(t->rbio) == 0 && !SSL_has_pending(t->ssl) &&
+	    (rbio_avail(t) == 0 && !SSL_has_pending(t->ssl) &&
 	     strcmp(SSL_rstate_string(t->ssl), "RB") != 0))
 		return 0;
-	BIO_set_mem_eof_return(t->rbio, 0);
+	t->rin_eof = true;
 	ERR_clear_error();
 	n = SSL_read(t->ssl, scratch, sizeof(scratch));
 	if (n > 0)
@@ -408,11 +580,29 @@ static int tls_encode(struct prot__layer *l, const unsigned char *in,
 	n = ctl_wait(t);
 	if (n < 0)
 		return prot__tls_set_err(t, n, "TLS error", NULL);
+	/* Records due before these (wq, ctl) lead; then ours go to out. */
+	n = prot__tls_take_wire(t, out);
+	if (n == 0)
+		n = prot__buf_reserve(out, in_len + TLS_REC_ROOM(in_len));
+	if (n < 0)
+		return prot__tls_set_err(t, n, "TLS error", NULL);
 	ERR_clear_error();
-	/* A memory BIO takes everything: one call, never a retry. */
+	/*
+	 * wbio takes everything: one call, never a retry, a record per 16
+	 * KiB, encrypted in OpenSSL's record buffer and copied once, into
+	 * out. Under kTLS the records go through the filter BIO and wq as
+	 * before (ktls_record needs them apart from out).
+	 */
 	t->in_encode = true;
+	t->wdst = t->kfd < 0 ? out : NULL;
 	n = SSL_write(t->ssl, in, (int)in_len);
+	t->wdst = NULL;
 	t->in_encode = false;
+	if (t->wnomem) {
+		t->wnomem = false;
+		t->failed = true;
+		return prot__tls_set_err(t, -ENOMEM, "TLS error", NULL);
+	}
 	if (n <= 0)
 		return prot__tls_err(t, SSL_get_error(t->ssl, n), "TLS error");
 	return prot__tls_take_wire(t, out);
@@ -477,13 +667,21 @@ static void give_back(struct tls_state *t)
 	    (b.len > 0 && send_now(t->wfd, &b) != (ssize_t)b.len))
 		SSL_set_quiet_shutdown(ssl, 1);
 	prot__buf_release(&b);
-	SSL_set_ex_data(ssl, ex_idx(), NULL);
-	ok = t->rfd == t->wfd
-		     ? SSL_set_fd(ssl, t->rfd)
-		     : SSL_set_rfd(ssl, t->rfd) && SSL_set_wfd(ssl, t->wfd);
-	if (!ok) /* still on memory BIOs: nothing would reach the peer */
+	if (t->rfd == t->wfd) {
+		ok = SSL_set_fd(ssl, t->rfd);
+		if (ok) /* both of ours are freed */
+			t->rbio = t->wbio = NULL;
+	} else {
+		ok = SSL_set_rfd(ssl, t->rfd);
+		if (ok)
+			t->rbio = NULL;
+		ok = ok && SSL_set_wfd(ssl, t->wfd);
+		if (ok)
+			t->wbio = NULL;
+	}
+	if (!ok) /* still on our BIOs: nothing would reach the peer */
 		SSL_set_quiet_shutdown(ssl, 1);
-	state_free(t);
+	state_detach(t);
 }
 
 /*
@@ -543,8 +741,7 @@ static void tls_release(struct prot__layer *l)
 
 	if (t->ssl == NULL)
 		return;
-	prot__tls_bio_release(t->rbio);
-	prot__tls_bio_release(t->wbio);
+	prot__tls_bufs_release(t);
 	if (SSL_free_buffers(t->ssl) != 1) {
 		/* a record in progress: its buffer stays */
 	}
@@ -575,8 +772,7 @@ static size_t tls_memory(const struct prot__layer *l)
 
 	if (l->ops->decode == NULL)
 		return n;
-	n += sizeof(*t) + bio_held(t->rbio) + bio_held(t->wbio) +
-	     t->held.alloc + t->ctl.alloc;
+	n += sizeof(*t) + bios_held(t) + t->held.alloc + t->ctl.alloc;
 	if (t->ssl == NULL)
 		return n;
 	/* A record in part: see tls_eof on SSL_has_pending and "RB". */
@@ -589,6 +785,8 @@ static size_t tls_memory(const struct prot__layer *l)
 static const struct prot__layer_ops tls_read_ops = {
 	.name = "tls",
 	.rank = 0,
+	/* Whole reads: a record may span them, and no plaintext is larger. */
+	.dec_chunk = SIZE_MAX,
 	.decode = tls_decode,
 	.pending = tls_pending,
 	.destroy = tls_destroy,
@@ -600,6 +798,7 @@ static const struct prot__layer_ops tls_read_ops = {
 static const struct prot__layer_ops tls_write_ops = {
 	.name = "tls",
 	.rank = 0,
+	.enc_chunk = TLS_MAX_PLAIN, /* one full record per chunk */
 	.encode = tls_encode,
 	.close = tls_close,
 	.destroy = tls_destroy,
@@ -608,10 +807,10 @@ static const struct prot__layer_ops tls_write_ops = {
 };
 
 /*
- * The state of ssl, made on first use: fresh memory BIOs replace what
- * the caller attached (a socket BIO after a Cyrus-style handshake on the
- * fd; with BIO_NOCLOSE, as SSL_set_fd makes it, the fd stays open).
- * Bytes a memory BIO of the caller still holds move over.
+ * The state of ssl, made on first use: our BIOs (see Ciphertext) replace
+ * what the caller attached (a socket BIO after a Cyrus-style handshake
+ * on the fd; with BIO_NOCLOSE, as SSL_set_fd makes it, the fd stays
+ * open). Bytes a memory BIO of the caller still holds move over.
  */
 int prot__tls_state_get(SSL *ssl, bool owned, struct tls_state **t_out)
 {
@@ -625,12 +824,10 @@ int prot__tls_state_get(SSL *ssl, bool owned, struct tls_state **t_out)
 		return 0;
 	}
 	t = calloc(1, sizeof(*t));
-	r = BIO_new(BIO_s_mem());
-	w = BIO_new(BIO_s_mem());
+	r = cbio_new();
+	w = cbio_new();
 	if (t == NULL || r == NULL || w == NULL || ex_idx() < 0)
 		goto out_free;
-	BIO_set_mem_eof_return(r, -1);
-	BIO_set_mem_eof_return(w, -1);
 	t->rfd = t->wfd = t->kfd = -1;
 	for (int i = 0; i < 2; i++) {
 		old = i == 0 ? SSL_get_rbio(ssl) : SSL_get_wbio(ssl);
@@ -643,11 +840,14 @@ int prot__tls_state_get(SSL *ssl, bool owned, struct tls_state **t_out)
 		    (i == 1 && old == SSL_get_rbio(ssl)))
 			continue;
 		while ((n = BIO_read(old, tmp, sizeof(tmp))) > 0)
-			if (BIO_write(i == 0 ? r : w, tmp, n) != n)
+			if (prot__buf_append(i == 0 ? &t->rq : &t->wq, tmp,
+					     (size_t)n) < 0)
 				goto out_free;
 	}
 	if (!SSL_set_ex_data(ssl, ex_idx(), t))
 		goto out_free;
+	BIO_set_data(r, t);
+	BIO_set_data(w, t);
 	SSL_set_bio(ssl, r, w);
 	SSL_set_options(ssl, SSL_OP_NO_RENEGOTIATION);
 	SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
@@ -660,7 +860,8 @@ int prot__tls_state_get(SSL *ssl, bool owned, struct tls_state **t_out)
 out_free:
 	BIO_free(r);
 	BIO_free(w);
-	free(t);
+	if (t != NULL)
+		state_free(t);
 	return -ENOMEM;
 }
 
@@ -686,7 +887,7 @@ int prot__tls_attach(struct protstream *s, struct tls_state *t)
 	size_t dropped = 0;
 	int ret;
 
-	if (!s->write && t->rbio != NULL && BIO_ctrl_pending(t->rbio) > 0) {
+	if (!s->write && t->ssl != NULL && rbio_avail(t) > 0) {
 		/*
 		 * Records the caller's BIO held, or the last flight's. A
 		 * bad one fails the first read (with its TLS text), not the
@@ -737,9 +938,11 @@ static int attach_ssl(struct protstream *s, SSL *ssl, const char **why_out)
 	if (ret == -EINVAL)
 		*why_out = "TLS cannot go under a SASL or DEFLATE layer";
 	if (ret < 0 && t->layers == 0) {
-		/* Leave the SSL as it was, apart from the memory BIOs. */
-		SSL_set_ex_data(ssl, ex_idx(), NULL);
-		state_free(t);
+		/* Leave the SSL as it came: its socket BIOs back, if any. */
+		if (t->rfd >= 0 && t->wfd >= 0)
+			give_back(t);
+		else
+			state_detach(t);
 	}
 	return ret;
 }
@@ -786,7 +989,6 @@ int pl_tls_info(const struct protstream *s, struct pl_tls_info *info)
 			 : t->peer_eof ? PL_TLS_PEER_EOF
 				       : PL_TLS_PEER_OPEN;
 	info->discarded = t->discarded;
-	info->held = bio_held(t->rbio) + bio_held(t->wbio) + t->held.alloc +
-		     t->ctl.alloc;
+	info->held = bios_held(t) + t->held.alloc + t->ctl.alloc;
 	return 0;
 }

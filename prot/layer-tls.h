@@ -15,7 +15,7 @@
 
 /*
  * The TLS layer, one concern a file (built only with the tls feature):
- *   layer-tls.c       the record layer: per-SSL state, errors, memory
+ *   layer-tls.c       the record layer: per-SSL state, errors, our
  *                     BIOs, decode/encode, control records, close_notify,
  *                     prot_settls, pl_tls_info
  *   layer-tls-hs.c    handshakes and shutdown on the ring (struct wire:
@@ -34,8 +34,8 @@ struct wire;
  */
 struct tls_state {
 	SSL *ssl;  /* NULL once SSL_free ran (the owner freed it) */
-	BIO *rbio; /* ciphertext in (owned by ssl) */
-	BIO *wbio; /* ciphertext out (owned by ssl) */
+	BIO *rbio; /* ciphertext in (ours, owned by ssl; see layer-tls.c) */
+	BIO *wbio; /* ciphertext out (ours, owned by ssl) */
 	struct protstream *out; /* the write stream, while its layer is on */
 	unsigned layers;	/* read and write layers using this record */
 	int rfd, wfd;	 /* the caller's socket BIOs' fds (prot_settls), -1 */
@@ -46,6 +46,8 @@ struct tls_state {
 	bool failed;	 /* a TLS error: the session must not be resumed */
 	bool ctl_busy;	 /* a reader is sending ctl (its send in flight) */
 	bool in_encode;	 /* inside tls_encode's SSL_write */
+	bool rin_eof;	 /* rbio: the raw input ended (tls_eof) */
+	bool wnomem;	 /* wbio: a write found no memory */
 	bool ktls_tx;	 /* the kernel encrypts what we send (kTLS) */
 	int kfd;	 /* the socket kTLS may use, -1: none (no kTLS BIO) */
 	int krec_type;	 /* kTLS: the next write is a record of this type */
@@ -56,7 +58,15 @@ struct tls_state {
 	const struct protstream *hs_out; /* its write stream */
 	uint64_t discarded;
 	struct buf held; /* plaintext decoded at handshake end */
-	struct buf ctl;	 /* records taken from wbio and not yet sent */
+	struct buf ctl;	 /* records taken from wq and not yet sent */
+	/* rbio's input: rq from rq_off on, then rin[0..rin_len) */
+	struct buf rq; /* ciphertext kept between decodes */
+	size_t rq_off;
+	const unsigned char *rin; /* lent by the decode under way */
+	size_t rin_len;
+	/* wbio's output: wdst while tls_encode runs, else wq */
+	struct buf *wdst;
+	struct buf wq; /* records written outside tls_encode, unsent */
 	char err[256];
 };
 
@@ -66,8 +76,7 @@ struct tls_state {
 
 /*
  * The state of ssl, made on first use (owned: by pl_tls_accept/connect,
- * freed with the streams); moves ssl to fresh memory BIOs. Returns 0 or
- * -ENOMEM.
+ * freed with the streams); moves ssl to our BIOs. Returns 0 or -ENOMEM.
  */
 int prot__tls_state_get(SSL *ssl, bool owned,
 			struct tls_state **t_out) RINGPROT_MUST_CHECK;
@@ -84,9 +93,12 @@ int prot__tls_err(struct tls_state *t, int sslerr, const char *what);
 int prot__tls_set_err(struct tls_state *t, int err, const char *what,
 		      const char *why);
 
-/* Give a drained memory BIO's buffer back (NULL, or not drained: no-op). */
-void prot__tls_bio_release(BIO *b);
-/* Append the wire bytes due next (unsent ctl, then wbio) to out. */
+/* Give the buffers of rq and wq back if they are drained. */
+void prot__tls_bufs_release(struct tls_state *t);
+/* Ciphertext read outside a decode (handshake) for rbio. 0 or -ENOMEM. */
+int prot__tls_rq_add(struct tls_state *t, const void *p,
+		     size_t n) RINGPROT_MUST_CHECK;
+/* Append the wire bytes due next (unsent ctl, then wq) to out. */
 int prot__tls_take_wire(struct tls_state *t,
 			struct buf *out) RINGPROT_MUST_CHECK UR_MAY_YIELD;
 /* Can a record go to the write stream's socket now, passing nothing? */

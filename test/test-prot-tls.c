@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -1631,6 +1632,121 @@ static void test_prot_tls_key_update_socket_full(void **state)
 }
 
 /*
+ * Bulk on the wire. Our writes: 64 KiB written as four 16 KiB
+ * prot_writes leave as four full records (16384 bytes of plaintext each,
+ * not 4 KiB ones), seen in the peer's record headers. Our reads: with
+ * plenty of ciphertext queued, the read stream reads 64 KiB at a time
+ * (printed: its peak memory), and once the input runs dry the bulk
+ * buffer is gone again.
+ */
+struct rec_count {
+	int full, app;
+};
+
+static void rec_cb(int write_p, int version, int content_type, const void *buf,
+		   size_t len, SSL *ssl, void *arg)
+{
+	struct rec_count *rc = arg;
+	const unsigned char *h = buf;
+
+	(void)version;
+	(void)ssl;
+	/* Received record headers; TLS 1.3 data: inner length + type + tag */
+	if (write_p || content_type != SSL3_RT_HEADER || len < 5 || h[0] != 23)
+		return;
+	rc->app++;
+	if (((size_t)h[3] << 8 | h[4]) >= 16384 + 1 + 16)
+		rc->full++;
+}
+
+static int tp_records_client(struct tpeer *p)
+{
+	struct rec_count *rc = p->arg;
+	unsigned char *b = malloc(BULK);
+	int ret = tp_connect(p);
+
+	if (b == NULL)
+		ret = -1;
+	if (ret == 0) {
+		SSL_set_msg_callback(p->ssl, rec_cb);
+		SSL_set_msg_callback_arg(p->ssl, rc);
+		ret = tp_read_exact(p->ssl, b, 65536);
+	}
+	for (size_t k = 0; ret == 0 && k < 65536; k++)
+		if (b[k] != pattern(k, 5))
+			ret = -2;
+	for (size_t k = 0; ret == 0 && k < BULK; k++)
+		b[k] = pattern(k, 6);
+	if (ret == 0)
+		ret = tp_write_all(p->ssl, b, BULK);
+	/* The server measures its idle read stream, then says "." to end. */
+	if (ret == 0 && (tp_read_exact(p->ssl, b, 1) < 0 || b[0] != '.'))
+		ret = -3;
+	if (ret == 0 && SSL_shutdown(p->ssl) < 0)
+		ret = -4;
+	free(b);
+	return ret;
+}
+
+static void test_prot_tls_bulk_records_and_reads(void **state)
+{
+	SSL_CTX *sctx = server_ctx(TLS1_3_VERSION, 0);
+	SSL_CTX *cctx = client_ctx(0, pki.ca, NULL);
+	unsigned char *b = malloc(BULK);
+	struct protstream *in, *out;
+	struct rec_count rc = {0};
+	size_t got = 0, peak = 0, idle;
+	struct tpeer p;
+	int sv[2], queued = 0, n;
+
+	(void)state;
+	assert_non_null(b);
+	t_tcp_pair(sv);
+	in = prot_new(sv[0], 0);
+	out = prot_new(sv[0], 1);
+	tpeer_start(&p, sv[1], cctx, tp_records_client, &rc);
+	assert_int_equal(pl_tls_accept(in, out, sctx, 10000, NULL), 0);
+	for (size_t k = 0; k < 65536; k++)
+		b[k] = pattern(k, 5);
+	for (size_t off = 0; off < 65536; off += 16384)
+		assert_int_equal(prot_write(out, (char *)b + off, 16384), 0);
+	assert_int_equal(prot_flush(out), 0);
+	/* Let the peer queue a good part of its 1 MiB before we read. */
+	for (int i = 0; i < 500 && queued < 96 * 1024; i++) {
+		usleep(10000);
+		assert_int_equal(ioctl(sv[0], FIONREAD, &queued), 0);
+	}
+	while (got < BULK && (n = prot_read(in, (char *)b + got,
+					    (unsigned)(BULK - got))) > 0) {
+		got += (size_t)n;
+		if (prot_memory(in) > peak)
+			peak = prot_memory(in);
+	}
+	assert_int_equal(got, BULK);
+	for (size_t k = 0; k < BULK; k++)
+		assert_int_equal(b[k], pattern(k, 6));
+	/* Dry: a non-blocking read finds nothing, as a wait would. */
+	prot_NONBLOCK(in);
+	errno = 0;
+	assert_int_equal(prot_getc(in), EOF);
+	assert_int_equal(errno, EAGAIN);
+	prot_BLOCK(in);
+	idle = prot_memory(in);
+	assert_int_equal(say(out, "."), 0);
+	assert_int_equal(prot_getc(in), EOF); /* close_notify */
+	assert_int_equal(tpeer_join(&p), 0);
+	fprintf(stderr,
+		"records: %d of %d full; read stream: peak %zu B (queued %d B "
+		"before reading), idle %zu B\n",
+		rc.full, rc.app, peak, queued, idle);
+	assert_int_equal(rc.full, 4);
+	/* No 64 KiB bulk buffer (nor 16 KiB of anything) once dry. */
+	assert_true(idle < 16384);
+	free(b);
+	tls_done(in, out, sv, sctx, cctx);
+}
+
+/*
  * Memory an idle connection keeps: after the handshake and after a bulk
  * transfer, the layer holds no buffer (pl_tls_info.held), and once the
  * stream waits again the whole connection (mallinfo2) is back within a
@@ -1983,6 +2099,7 @@ int main(void)
 		T(test_prot_tls_key_update_answered),
 		T(test_prot_tls_key_update_during_output),
 		T(test_prot_tls_key_update_socket_full),
+		T(test_prot_tls_bulk_records_and_reads),
 		T(test_prot_tls_idle_memory),
 		T(test_prot_tls_select_sees_decrypted),
 		T(test_prot_tls_settls_contract),
