@@ -949,7 +949,7 @@ static int attach_ssl(struct protstream *s, SSL *ssl, const char **why_out)
 
 /*
  * Cyrus's prot_settls: ssl has finished its handshake (Cyrus runs it on
- * the fd first, tls_start_servertls); the stream moves it to memory BIOs
+ * the fd first, tls_start_servertls); the stream moves it to its own BIOs
  * and drops buffered plaintext (STARTTLS injection). NULL removes the
  * layer (raw I/O again), as Cyrus's NULL does. A failure leaves the
  * stream with an error, so that a caller who ignores the result (Cyrus's

@@ -105,12 +105,14 @@ RINGPROT_API int pl_zlib_stats(const struct protstream *s,
 
 /*
  * ---------------------------------------------------------------------
- * TLS: OpenSSL over memory BIOs. The ring moves the ciphertext like any
- * other bytes; SSL_read and SSL_write only touch memory. One SSL serves
- * both streams of a connection.
+ * TLS: OpenSSL over BIOs of the stream's own (prot/layer-tls.c): the
+ * ring moves the ciphertext like any other bytes, SSL_read decodes
+ * straight from the bytes a read brought and SSL_write's records go
+ * straight into the send buffer; OpenSSL never touches the fd. One SSL
+ * serves both streams of a connection.
  *
  * prot_settls (the Cyrus face) borrows an SSL whose handshake the caller
- * ran on the fd: the streams move it to memory BIOs and never send
+ * ran on the fd: the streams move it to their own BIOs and never send
  * close_notify for it. When the last of them lets go (prot_free,
  * prot_settls NULL), an SSL that came with socket BIOs gets socket BIOs
  * on the same fds back (BIO_NOCLOSE), so that the caller's own ending,
@@ -119,7 +121,7 @@ RINGPROT_API int pl_zlib_stats(const struct protstream *s,
  * still unsent then are sent first (one non-blocking send); if the
  * socket does not take them all, the SSL is set to quiet shutdown (a
  * close_notify after a lost record would not decrypt). An SSL that came
- * with other BIOs keeps the memory BIOs.
+ * with other BIOs keeps the stream's BIOs.
  * ---------------------------------------------------------------------
  */
 

@@ -56,7 +56,7 @@
  *    spec 5.7 #68, or decodes from the buffer start); prot_settls
  *    discards buffered plaintext (STARTTLS injection, CVE-2011-0411).
  *  - prot_settls takes an SSL whose handshake is complete and moves it to
- *    memory BIOs (ciphertext goes through the ring); renegotiation is
+ *    the stream's own BIOs (ciphertext goes through the ring); renegotiation is
  *    refused; SSL errors give "TLS error: <reason>". When the last stream
  *    lets go of such an SSL it gets socket BIOs on its fds back, so the
  *    caller's own SSL_shutdown (Cyrus's tls_reset_servertls) reaches the
