@@ -164,31 +164,12 @@ cleanup() {
 		echo "imap-cmds.sh: KEEP: left $tmp (and its mount)" >&2
 		return
 	fi
-	if [ -n "$mounted" ]; then
-		for _ in $(seq 50); do
-			umount "$tmp" 2>/dev/null && break
-			sleep 0.2
-		done
-		mountpoint -q "$tmp" && echo "imap-cmds.sh: $tmp still mounted" >&2
-	fi
-	rm -rf "$tmp" "$tmp.img"
+	store_unmount
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-case $FS in
-loop)
-	truncate -s "$LOOP_SIZE" "$tmp.img" &&
-		mkfs.ext4 -q -F "$tmp.img" >/dev/null ||
-		die "could not make an ext4 image in $tmp.img"
-	mount -o loop "$tmp.img" "$tmp" ||
-		die "could not loop-mount $tmp.img (FS=host runs without it)"
-	mounted=1
-	;;
-host) ;;
-*) die "FS must be loop or host, not $FS" ;;
-esac
-chmod 755 "$tmp"
+store_mount
 [[ " $SERVERS " == *" cyrus "* ]] && peer_cyrus_unpack "$tmp/cyrus-imapd"
 
 # Mailboxes of server $1 (started: its dir is $tmp/$1, its LMTP lport).

@@ -101,30 +101,12 @@ cleanup() {
 	[ -n "$lg_pid" ] && kill -TERM "$lg_pid" 2>/dev/null
 	[ -n "$spid" ] && stop_tree "$spid"
 	wait 2>/dev/null
-	if [ -n "$mounted" ]; then
-		for _ in $(seq 50); do
-			umount "$tmp" 2>/dev/null && break
-			sleep 0.2
-		done
-	fi
-	rm -rf "$tmp" "$tmp.img"
+	store_unmount
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-case $FS in
-loop)
-	truncate -s "$LOOP_SIZE" "$tmp.img" &&
-		mkfs.ext4 -q -F "$tmp.img" >/dev/null ||
-		die "could not make an ext4 image in $tmp.img"
-	mount -o loop "$tmp.img" "$tmp" ||
-		die "could not loop-mount $tmp.img (FS=host runs without it)"
-	mounted=1
-	;;
-host) ;;
-*) die "FS must be loop or host, not $FS" ;;
-esac
-chmod 755 "$tmp"
+store_mount
 
 start_ringprot() {
 	RINGPROT_EXTRA="-o mail_save_crlf=$2" peer_start_ringprot "$tmp/$1"

@@ -378,3 +378,42 @@ EOF
 	wait_banner "$lport" "$spid" "220" && wait_banner "$sport" "$spid" "* OK" ||
 		die "cyrus did not start: $(tail -n 5 "$d/err")"
 }
+
+# ---- The stores' filesystem. store_mount: $tmp (a fresh, empty
+# directory) becomes a fresh ext4 (mkfs defaults, so a journal) in a
+# sparse $tmp.img of LOOP_SIZE, loop-mounted (FS=loop, the default), or
+# stays on /tmp's own filesystem (FS=host); sets mounted. This machine's
+# root ext4 has no journal, and there every file creation scans the
+# inodes deleted in the last minutes (recently_deleted()): the servers'
+# figures would be that scan. store_unmount takes it down again (retried
+# while the servers' last files close) and removes both. The caller
+# defines die(); as_root, if set, prefixes mount and umount (sudo).
+store_mount() {
+	mounted=""
+	case ${FS:-loop} in
+	loop)
+		command -v mkfs.ext4 >/dev/null || die "no mkfs.ext4 (e2fsprogs)"
+		truncate -s "$LOOP_SIZE" "$tmp.img" &&
+			mkfs.ext4 -q -F "$tmp.img" >/dev/null ||
+			die "could not make an ext4 image in $tmp.img"
+		${as_root[@]+"${as_root[@]}"} mount -o loop "$tmp.img" "$tmp" ||
+			die "could not loop-mount $tmp.img (FS=host runs without it)"
+		mounted=1
+		;;
+	host) ;;
+	*) die "FS must be loop or host, not $FS" ;;
+	esac
+	chmod 755 "$tmp"
+}
+
+store_unmount() {
+	if [ -n "${mounted:-}" ]; then
+		for _ in $(seq 50); do
+			${as_root[@]+"${as_root[@]}"} umount "$tmp" 2>/dev/null && break
+			sleep 0.2
+		done
+		mountpoint -q "$tmp" &&
+			echo "$(basename "$0"): $tmp still mounted" >&2
+	fi
+	rm -rf "$tmp" "$tmp.img"
+}

@@ -150,27 +150,14 @@ cleanup() {
 		stop_tree "$p"
 	done
 	wait 2>/dev/null
-	[ -n "$mounted" ] && "${as_root[@]}" umount "$tmp"
-	rm -rf "$tmp" "$tmp.img"
+	store_unmount
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-case $FS in
-loop)
-	command -v mkfs.ext4 >/dev/null || apt_install e2fsprogs ||
-		die "no mkfs.ext4"
-	truncate -s "$LOOP_SIZE" "$tmp.img" &&
-		mkfs.ext4 -q -F "$tmp.img" >/dev/null ||
-		die "could not make an ext4 image in $tmp.img"
-	"${as_root[@]}" mount -o loop "$tmp.img" "$tmp" ||
-		die "could not loop-mount $tmp.img (FS=host runs without it)"
-	mounted=1
-	;;
-host) ;;
-*) die "FS must be loop or host, not $FS" ;;
-esac
-chmod 755 "$tmp"
+[ "$FS" != loop ] || command -v mkfs.ext4 >/dev/null ||
+	apt_install e2fsprogs || die "no mkfs.ext4"
+store_mount
 
 # The store of server $1 (for counting and emptying new/).
 store_dir() {
