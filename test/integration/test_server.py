@@ -54,7 +54,6 @@ import tempfile
 import time
 
 from srvlib import (HOST, Failure, Server, check, closed_within, connect,
-                    connect_retry,
                     echo_ok, free_port, listen_ports, no_data_within,
                     recv_exact, refused_within)
 
@@ -181,6 +180,26 @@ def case_echo_park(exe):
 # ---------------------------------------------------------------------
 # 2. systemd socket activation.
 # ---------------------------------------------------------------------
+def activated(argv_of):
+    """systemd-socket-activate on two ports free a moment ago, and the
+    first connection (which starts the server): (srv, sock, p1, p2). A
+    test running beside this one may take a port first; the activator
+    then exits (its bind failed) and fresh ports are tried."""
+    for _ in range(5):
+        p1, p2 = free_port(), free_port()
+        srv = Server(argv_of(p1, p2))
+        deadline = time.monotonic() + 10.0
+        while srv.proc.poll() is None:
+            try:
+                return srv, connect(p1), p1, p2
+            except ConnectionRefusedError:
+                check(time.monotonic() < deadline,
+                      f"nothing listens on port {p1} within 10s")
+                time.sleep(0.05)
+        srv.stop()
+    raise Failure("systemd-socket-activate could not bind 5 times")
+
+
 def case_socket_activate(exe):
     ssa = need("systemd-socket-activate")
     # It passes no environment by default: hand on the engine choice.
@@ -189,11 +208,10 @@ def case_socket_activate(exe):
     # Unnamed sockets: two -l addresses, the server takes every passed fd
     # ("systemd:"). systemd-socket-activate starts the server on the
     # first connection (so the "listening on" lines come after it).
-    p1, p2 = free_port(), free_port()
-    srv = Server([ssa, *env, "-l", f"{HOST}:{p1}", "-l", f"{HOST}:{p2}",
-                  exe, "-l", "systemd:"])
+    srv, a, p1, p2 = activated(lambda p1, p2: [
+        ssa, *env, "-l", f"{HOST}:{p1}", "-l", f"{HOST}:{p2}", exe, "-l",
+        "systemd:"])
     try:
-        a = connect_retry(p1)
         echo_ok(a, b"first\n")
         got = sorted(p for _, p in srv.listening(2))
         check(got == sorted([p1, p2]),
@@ -212,12 +230,10 @@ def case_socket_activate(exe):
 
     # A named socket (FileDescriptorName=echo) picked by name; a second
     # one with another name is not the echo service's.
-    p1, p2 = free_port(), free_port()
-    srv = Server([ssa, *env, "-l", f"{HOST}:{p1}", "--fdname=echo:other",
-                  "-l", f"{HOST}:{p2}", exe,
-                  "-o", "echo.listen=systemd:echo"])
+    srv, a, p1, p2 = activated(lambda p1, p2: [
+        ssa, *env, "-l", f"{HOST}:{p1}", "--fdname=echo:other", "-l",
+        f"{HOST}:{p2}", exe, "-o", "echo.listen=systemd:echo"])
     try:
-        a = connect_retry(p1)
         echo_ok(a, b"named\n")
         got = srv.listening(1)
         check(got[0][1] == p1, f"server listens on {got}, want {p1}")
