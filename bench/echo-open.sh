@@ -219,18 +219,7 @@ for name in $SERVERS; do
 	start_server "$name"
 done
 
-sha=$(git rev-parse --short HEAD 2>/dev/null || echo nocommit)
-dirty=""
-if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-	dirty=" (working tree has uncommitted changes)"
-fi
-mkdir -p bench/results
-out=bench/results/$(date +%Y-%m-%d)-$sha-echo-open.txt
-i=2
-while [ -e "$out" ]; do
-	out=bench/results/$(date +%Y-%m-%d)-$sha-echo-open-$i.txt
-	i=$((i + 1))
-done
+result_file echo-open
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 {
 	echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"

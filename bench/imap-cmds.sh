@@ -327,17 +327,7 @@ measure() {
 	return 0
 }
 
-sha=$(git rev-parse --short HEAD 2>/dev/null || echo nocommit)
-dirty=""
-[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] &&
-	dirty=" (working tree has uncommitted changes)"
-mkdir -p bench/results
-out=bench/results/$(date +%Y-%m-%d)-$sha-imap-cmds.txt
-i=2
-while [ -e "$out" ]; do
-	out=bench/results/$(date +%Y-%m-%d)-$sha-imap-cmds-$i.txt
-	i=$((i + 1))
-done
+result_file imap-cmds
 : >"$tmp/servers.txt"
 : >"$tmp/rows.txt"
 : >"$tmp/evidence.txt"

@@ -179,17 +179,7 @@ measure() {
 		tee -a "$tmp/runs.txt"
 }
 
-sha=$(git rev-parse --short HEAD 2>/dev/null || echo nocommit)
-dirty=""
-[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] &&
-	dirty=" (working tree has uncommitted changes)"
-mkdir -p bench/results
-out=bench/results/$(date +%Y-%m-%d)-$sha-imap-fetch.txt
-i=2
-while [ -e "$out" ]; do
-	out=bench/results/$(date +%Y-%m-%d)-$sha-imap-fetch-$i.txt
-	i=$((i + 1))
-done
+result_file imap-fetch
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 {
 	echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -429,17 +429,7 @@ measure_push() {
 	stop_server
 }
 
-sha=$(git rev-parse --short HEAD 2>/dev/null || echo nocommit)
-dirty=""
-[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] &&
-	dirty=" (working tree has uncommitted changes)"
-mkdir -p bench/results
-out=bench/results/$(date +%Y-%m-%d)-$sha-imap-idle.txt
-i=2
-while [ -e "$out" ]; do
-	out=bench/results/$(date +%Y-%m-%d)-$sha-imap-idle-$i.txt
-	i=$((i + 1))
-done
+result_file imap-idle
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 fstype=$(findmnt -n -o FSTYPE --target "$tmp" 2>/dev/null || stat -f -c %T "$tmp")
 {

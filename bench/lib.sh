@@ -417,3 +417,21 @@ store_unmount() {
 	fi
 	rm -rf "$tmp" "$tmp.img"
 }
+
+# ---- Where a scenario writes its report: result_file NAME sets out to
+# bench/results/<date>-<short commit>-NAME.txt (-NAME-2.txt, -3... when
+# that run's file exists already), sha to the short commit, and dirty to
+# a note when the working tree has uncommitted changes (else empty).
+result_file() {
+	local name=$1 i=2
+	sha=$(git rev-parse --short HEAD 2>/dev/null || echo nocommit)
+	dirty=""
+	[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] &&
+		dirty=" (working tree has uncommitted changes)"
+	mkdir -p bench/results
+	out=bench/results/$(date +%Y-%m-%d)-$sha-$name.txt
+	while [ -e "$out" ]; do
+		out=bench/results/$(date +%Y-%m-%d)-$sha-$name-$i.txt
+		i=$((i + 1))
+	done
+}
