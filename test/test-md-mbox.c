@@ -95,6 +95,7 @@ static int fx_teardown(void **state)
 	char far[128];
 
 	md_store_close(&f->st);
+	md_mbox_thread_done(); /* the inotify instance of the syncs */
 	assert_int_equal(count_fds(), f->fds);
 	/* test_md_mbox_copy_exdev's mount, if it failed before umount. */
 	snprintf(far, sizeof(far), "%s/users/alice/.Far", f->root);
@@ -1042,8 +1043,12 @@ static void set_mtime(const char *root, const char *sub, time_t when)
 	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
 }
 
-/* A sync with nothing changed only compares stamps: a change that
- * keeps every stamp is not seen; one that moves a stamp is. */
+/*
+ * Without a watch (a released handle's md_mbox_poll) a sync with
+ * nothing changed only compares stamps: a change that keeps every stamp
+ * is not seen; one that moves a stamp is. A watched handle (an open one)
+ * sees the change whatever the stamps say: inotify told of it.
+ */
 static void test_md_mbox_cheap_sync(void **state)
 {
 	struct fx *f = *state;
@@ -1056,22 +1061,115 @@ static void test_md_mbox_cheap_sync(void **state)
 	deliver(f->st, NULL, "a\n");
 	a = open_mb(f, "INBOX", false);
 	b = open_mb(f, "INBOX", false);
+	assert_true(md_mbox_watched(b));
 	set_mtime(f->root, "new", old);
 	set_mtime(f->root, "cur", old);
 	set_mtime(f->root, "ringprot-uidlist", old);
 	/* Stamps older than 2 s: trusted from now on. */
 	assert_int_equal(md_mbox_sync(b, &ch), 0);
 	assert_int_equal(ch.n_added + ch.n_flagged + ch.n_vanished, 0);
+
+	/* Watched: seen although the stamps are those of before. */
 	assert_int_equal(md_mbox_store(a, 1, MD_F_SEEN, 0), 0);
 	set_mtime(f->root, "cur", old);
 	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(ch.n_flagged, 1);
+	m = md_mbox_msgs(b, &n);
+	assert_int_equal(m[0].flags, MD_F_SEEN);
+	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(ch.n_flagged, 0);
+
+	/* Released: stamps only. */
+	md_mbox_release(b);
+	assert_false(md_mbox_watched(b));
+	assert_int_equal(md_mbox_poll(b, &ch), 0); /* the stamps of now */
+	set_mtime(f->root, "cur", old);
+	assert_int_equal(md_mbox_poll(b, &ch), 0);
+	assert_int_equal(md_mbox_store(a, 1, 0, MD_F_SEEN), 0);
+	set_mtime(f->root, "cur", old);
+	assert_int_equal(md_mbox_poll(b, &ch), 0);
 	assert_int_equal(ch.n_flagged, 0); /* not looked at */
 	m = md_mbox_msgs(b, &n);
-	assert_int_equal(m[0].flags, 0);
+	assert_int_equal(m[0].flags, MD_F_SEEN);
 	set_mtime(f->root, "cur", old + 1);
-	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(md_mbox_poll(b, &ch), 0);
 	assert_int_equal(ch.n_flagged, 1);
 	md_mbox_close(&a);
+	md_mbox_close(&b);
+}
+
+/*
+ * The watch of a folder is shared by the thread's handles of it, each
+ * handle keeps its own "seen" count; a change made by another process,
+ * in the same second and with the stamps put back, is seen by the sync
+ * right after it; a folder removed under a handle is told as such.
+ */
+static void test_md_mbox_watch_shared(void **state)
+{
+	struct fx *f = *state;
+	time_t old = time(NULL) - 100;
+	struct md_mbox_changes ch;
+	struct md_mbox *a, *b, *c;
+	char src[512], dst[512];
+	int fd, status, ret;
+	pid_t pid;
+
+	deliver(f->st, NULL, "a\n");
+	assert_int_equal(md_folder_create(f->st, "alice", "Gone"), 0);
+	a = open_mb(f, "INBOX", false);
+	b = open_mb(f, "INBOX", true);
+	c = open_mb(f, "Gone", false);
+	assert_true(md_mbox_watched(a) && md_mbox_watched(b) &&
+		    md_mbox_watched(c));
+	set_mtime(f->root, "new", old);
+	set_mtime(f->root, "cur", old);
+	set_mtime(f->root, "ringprot-uidlist", old);
+	assert_int_equal(md_mbox_sync(a, &ch), 0);
+	assert_int_equal(md_mbox_sync(b, &ch), 0);
+
+	/* Another process delivers, then puts new/'s mtime back. */
+	snprintf(src, sizeof(src), "%s/users/alice/tmp/x", f->root);
+	snprintf(dst, sizeof(dst), "%s/users/alice/new/1.x,S=2,W=3", f->root);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct timespec ts[2] = {{old, 0}, {old, 0}};
+		char dir[512];
+
+		fd = open(src, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		snprintf(dir, sizeof(dir), "%s/users/alice/new", f->root);
+		_exit(fd < 0 || write(fd, "b\n", 2) != 2 || close(fd) < 0 ||
+		      rename(src, dst) < 0 ||
+		      utimensat(AT_FDCWD, dir, ts, 0) < 0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* Both handles see it, each once (b read-only: it gives the UID,
+	 * a claims the file into cur/). */
+	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(ch.n_added, 1);
+	assert_int_equal(md_mbox_sync(a, &ch), 0);
+	assert_int_equal(ch.n_added, 1);
+	assert_int_equal(md_mbox_sync(a, &ch), 0);
+	assert_int_equal(ch.n_added, 0);
+	assert_int_equal(md_mbox_sync(b, &ch), 0);
+	assert_int_equal(ch.n_added + ch.n_vanished, 0);
+	assert_int_equal(count_dir(f->root, "users/alice/new"), 0);
+	/* One handle closed: the other keeps the folder's watch. */
+	md_mbox_close(&a);
+	assert_true(md_mbox_watched(b));
+
+	/* The folder removed under c, with a message: c's sync (as b
+	 * watched) tells of the removal; no crash, nothing left. */
+	deliver(f->st, "Gone", "c\n");
+	assert_int_equal(md_mbox_sync(c, &ch), 0);
+	assert_int_equal(ch.n_added, 1);
+	assert_int_equal(md_folder_delete(f->st, "alice", "Gone"), 0);
+	ret = md_mbox_sync(c, &ch);
+	assert_true(ret == 0 || ret == -ENOENT);
+	if (ret == 0)
+		assert_int_equal(ch.n_vanished, 1);
+	md_mbox_close(&c);
 	md_mbox_close(&b);
 }
 
@@ -1469,6 +1567,7 @@ int main(void)
 		T(test_md_mbox_fibers),
 		T(test_md_mbox_lock_wait_yields),
 		T(test_md_mbox_cheap_sync),
+		T(test_md_mbox_watch_shared),
 		T(test_md_mbox_uidlist_lost),
 		T(test_md_mbox_copy_exdev),
 		T(test_md_mbox_uidlist_append),

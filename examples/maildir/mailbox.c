@@ -26,7 +26,10 @@
  * The cheap check: fstat of new/ and cur/ (open fds) and a stat of the
  * uidlist; a sync with the same mtimes (and uidlist inode) does nothing.
  * mtimes come from a coarse clock, so a stamp less than 2 s old is not
- * trusted: the next sync lists again.
+ * trusted: the next sync lists again. Cheaper still, while the handle is
+ * open (not released) on one thread: an inotify watch of the folder
+ * (notify.c), whose check is one read for all the thread's folders; the
+ * stamps are compared only after an event.
  */
 #include "mailbox.h"
 #include "maildir.h"
@@ -1130,7 +1133,8 @@ static bool unchanged(const struct md_mbox *mb)
 
 int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 {
-	bool was;
+	bool was, quiet;
+	uint64_t gen;
 	int ret;
 
 	if (ch_out != NULL)
@@ -1138,17 +1142,33 @@ int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 	ret = fds_open(mb);
 	if (ret < 0)
 		return ret;
+	/* Watched before the listing: a change during it is an event. */
+	if (!mb->note.on &&
+	    mb__note_add(&mb->note, mb->dfd, mb->new_fd, mb->cur_fd) < 0) {
+		/* no watch (limits, no /proc): the stamps decide */
+	}
+	quiet = mb__note_quiet(&mb->note, &gen);
 	/* A released handle lost its paths: only a listing has them. */
-	if (!mb->released && unchanged(mb))
+	if (!mb->released && (quiet || unchanged(mb))) {
+		mb->note.seen = gen;
 		return 0;
+	}
 	was = mb->released;
 	mb->released = false; /* sync_full makes paths */
 	ret = sync_full(mb, ch_out);
-	if (ret < 0 && was) {
+	if (ret == 0) {
+		mb->note.seen = gen;
+	} else if (was) {
 		mb->released = true; /* the old list: no paths */
+		mb__note_del(&mb->note);
 		fds_close(mb);
 	}
 	return ret;
+}
+
+bool md_mbox_watched(const struct md_mbox *mb)
+{
+	return mb__note_live(&mb->note);
 }
 
 int md_mbox_poll(struct md_mbox *mb, struct md_mbox_changes *ch_out)
@@ -1230,6 +1250,7 @@ void md_mbox_close(struct md_mbox **mbp)
 	if (mb == NULL)
 		return;
 	*mbp = NULL;
+	mb__note_del(&mb->note);
 	fds_close(mb);
 	msgs_free(mb->msgs, mb->n);
 	kw_clear(mb);
@@ -1255,6 +1276,7 @@ void md_mbox_release(struct md_mbox *mb)
 	if (mb->released)
 		return;
 	paths_drop(mb);
+	mb__note_del(&mb->note);
 	fds_close(mb);
 	mb->released = true;
 }

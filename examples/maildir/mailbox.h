@@ -273,6 +273,19 @@ void md_mbox_release(struct md_mbox *mb) UR_MAY_YIELD;
 int md_mbox_poll(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 	RINGPROT_MUST_CHECK UR_MAY_YIELD;
 
+/*
+ * Is the handle's cheap check an inotify watch (one read per sync for
+ * all of the thread's folders) rather than three stats? True from its
+ * first sync until md_mbox_release(), on the thread that synced it,
+ * where the thread could get an inotify instance and the watches.
+ */
+bool md_mbox_watched(const struct md_mbox *mb);
+/*
+ * Close the calling thread's inotify instance (one descriptor, made by
+ * its first sync), as the thread's end does. Its handles must be closed
+ * or released first; later syncs make a new one.
+ */
+void md_mbox_thread_done(void);
 /* The name the handle was opened with (borrowed, as long as mb). */
 const char *md_mbox_name(const struct md_mbox *mb);
 /* The messages by ascending UID, borrowed until the next call on mb. */

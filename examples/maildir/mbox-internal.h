@@ -66,6 +66,32 @@ struct stamp {
 	ino_t list_ino;
 };
 
+/*
+ * The inotify check of a folder (notify.c): a handle's watch in its
+ * thread's instance.
+ */
+struct mb_note {
+	uint64_t thread; /* the instance's thread (an id, not a pointer) */
+	uint64_t seen;	 /* the folder's event count at the last sync */
+	uint32_t slot;
+	bool on;
+};
+
+/* Watch the folder of these three open directories for this thread:
+ * 0, or -errno with n off (the handle uses its stamps). */
+int mb__note_add(struct mb_note *n, int dfd, int new_fd,
+		 int cur_fd) RINGPROT_MUST_CHECK;
+/* Stop watching (a handle off, or another thread's: nothing). */
+void mb__note_del(struct mb_note *n);
+/*
+ * Read the thread's events. True when nothing happened to n's folder
+ * since n->seen was set; *gen_out: the count to set n->seen to once a
+ * sync beginning now succeeds (UINT64_MAX: not watched).
+ */
+bool mb__note_quiet(struct mb_note *n, uint64_t *gen_out);
+/* Is n a working watch of this thread? */
+bool mb__note_live(const struct mb_note *n);
+
 /* A mailbox handle (mailbox.c), used by mbox-save.c too. */
 struct md_mbox {
 	struct md_store *st;
@@ -77,6 +103,7 @@ struct md_mbox {
 	bool released; /* md_mbox_release(): no descriptors, no paths */
 	uint8_t nkw;   /* keywords defined (slots up to the last) */
 	struct stamp stamp;
+	struct mb_note note;
 	uint32_t uidvalidity, uidnext;
 	struct md_msg_info *msgs;
 	size_t n;
