@@ -60,6 +60,7 @@ lg_pid=""
 cleanup() {
 	[ -n "$lg_pid" ] && kill -TERM "$lg_pid" 2>/dev/null
 	[ -n "$spid" ] && stop_tree "$spid"
+	[ -n "${KEEP_PERF:-}" ] && cp "$tmp/perf.data" "$KEEP_PERF"
 	wait 2>/dev/null
 	rm -rf "$tmp"
 }
@@ -97,7 +98,7 @@ window() {
 			-o "$tmp/stat.out" &
 		;;
 	record)
-		perf record -q -e cpu-clock -g -p "$spid" -o "$tmp/perf.data" \
+		perf record -q -e cpu-clock ${PERF_CALLGRAPH:--g} -p "$spid" -o "$tmp/perf.data" \
 			>/dev/null 2>&1 &
 		;;
 	esac

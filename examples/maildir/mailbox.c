@@ -56,15 +56,27 @@
 
 /* A file found in cur/ (or new/). */
 struct ent {
-	char *fname;
-	size_t blen; /* base length */
-	long li;     /* matching uidlist entry, -1 */
+	char *path;	   /* "cur/<fname>" or "new/<fname>"; NULL once
+			    * msg_fill() took it */
+	const char *fname; /* path + 4 */
+	size_t blen;	   /* base length */
+	long li;	   /* matching uidlist entry, -1 */
+	uint32_t hash;	   /* of the base */
 	bool in_new;
+	/* Read from the name while it is at hand (a big listing's names
+	 * are cold by the time msg_fill() looks). */
+	bool has_w;
+	unsigned flags;
+	uint32_t keywords;
+	uint64_t w_size;
 };
 
+/* Files by base name: a hash index (ents_index) over v[]. */
 struct ents {
 	struct ent *v;
 	size_t n, cap;
+	uint32_t *idx; /* icap slots: index in v + 1, 0 empty */
+	size_t icap;
 };
 
 struct list_ent {
@@ -481,14 +493,32 @@ unsigned md_mbox_keyword_count(const struct md_mbox *mb)
 static void ents_free(struct ents *ev)
 {
 	for (size_t i = 0; i < ev->n; i++)
-		free(ev->v[i].fname);
+		free(ev->v[i].path);
 	free(ev->v);
+	free(ev->idx);
 	memset(ev, 0, sizeof(*ev));
+}
+
+/* A base name's hash: eight bytes at a time (names are ~40 bytes). */
+static uint32_t base_hash(const char *s, size_t n)
+{
+	uint64_t h = n * 0x9e3779b97f4a7c15u, w;
+
+	for (; n >= 8; s += 8, n -= 8) {
+		memcpy(&w, s, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdu;
+		h ^= h >> 32;
+	}
+	w = 0;
+	memcpy(&w, s, n);
+	h = (h ^ w) * 0xff51afd7ed558ccdu;
+	return (uint32_t)(h ^ (h >> 33));
 }
 
 static int ents_push(struct ents *ev, const char *fname, bool in_new)
 {
 	struct ent *e;
+	size_t len;
 
 	if (ev->n == ev->cap) {
 		size_t cap = ev->cap ? ev->cap * 2 : 64;
@@ -500,10 +530,18 @@ static int ents_push(struct ents *ev, const char *fname, bool in_new)
 		ev->cap = cap;
 	}
 	e = &ev->v[ev->n];
-	e->fname = strdup(fname);
-	if (e->fname == NULL)
+	/* The path the message list keeps, made once (msg_fill takes it). */
+	len = strlen(fname);
+	e->path = malloc(len + 5);
+	if (e->path == NULL)
 		return -ENOMEM;
+	memcpy(e->path, in_new ? "new/" : "cur/", 4);
+	memcpy(e->path + 4, fname, len + 1);
+	e->fname = e->path + 4;
 	e->blen = md_base_len(fname);
+	e->hash = base_hash(fname, e->blen);
+	md_flags_parse(fname, &e->flags, &e->keywords);
+	e->has_w = md_name_field(fname, 'W', &e->w_size) == 0;
 	e->li = -1;
 	e->in_new = in_new;
 	ev->n++;
@@ -561,50 +599,77 @@ static int ent_cmp(const void *x, const void *y)
 	return base_cmp(a->fname, a->blen, b->fname, b->blen);
 }
 
-static long ents_find(const struct ents *ev, const char *base, size_t blen)
+static bool ent_is(const struct ent *e, uint32_t hash, const char *base,
+		   size_t blen)
 {
-	size_t lo = 0, hi = ev->n;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		const struct ent *e = &ev->v[mid];
-		int c = base_cmp(e->fname, e->blen, base, blen);
-
-		if (c == 0)
-			return (long)mid;
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
+	return e->hash == hash && e->blen == blen &&
+	       memcmp(e->fname, base, blen) == 0;
 }
 
-/* One entry per base: a file seen in new/ and then in cur/ (moved while
- * listed) is the cur/ one. */
-static void dedup(struct ents *ev)
+/* The entry of base (after ents_index), or -1. */
+static long ents_find(const struct ents *ev, const char *base, size_t blen)
 {
-	size_t w = 0;
+	uint32_t hash = base_hash(base, blen);
 
-	for (size_t i = 0; i < ev->n; i++) {
-		struct ent *e = &ev->v[i];
+	if (ev->icap == 0)
+		return -1;
+	for (size_t h = hash & (ev->icap - 1);; h = (h + 1) & (ev->icap - 1)) {
+		uint32_t k = ev->idx[h];
 
-		if (w > 0 && ent_cmp(&ev->v[w - 1], e) == 0) {
-			if (ev->v[w - 1].in_new && !e->in_new) {
-				free(ev->v[w - 1].fname);
-				ev->v[w - 1] = *e;
-			} else {
-				free(e->fname);
-			}
-			continue;
-		}
-		ev->v[w++] = *e;
+		if (k == 0)
+			return -1;
+		if (ent_is(&ev->v[k - 1], hash, base, blen))
+			return (long)k - 1;
 	}
-	ev->n = w;
 }
 
 /*
- * new/ then cur/, sorted by base name. In that order: a file moves only
+ * Index the entries by base, one per base: a file seen in new/ and then
+ * in cur/ (moved while listed) is the cur/ one. No sort: matching 10,000
+ * names by hash costs less than ordering them.
+ */
+static int ents_index(struct ents *ev)
+{
+	size_t cap = 16, w = 0;
+	uint32_t *t;
+
+	while (cap < 2 * ev->n)
+		cap *= 2;
+	t = calloc(cap, sizeof(*t));
+	if (t == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < ev->n; i++) {
+		struct ent e = ev->v[i];
+
+		for (size_t h = e.hash & (cap - 1);; h = (h + 1) & (cap - 1)) {
+			struct ent *o;
+
+			if (t[h] == 0) {
+				ev->v[w++] = e; /* w <= i: compacts */
+				t[h] = (uint32_t)w;
+				break;
+			}
+			o = &ev->v[t[h] - 1];
+			if (!ent_is(o, e.hash, e.fname, e.blen))
+				continue;
+			if (o->in_new && !e.in_new) {
+				free(o->path);
+				*o = e;
+			} else {
+				free(e.path);
+			}
+			break;
+		}
+	}
+	ev->n = w;
+	free(ev->idx);
+	ev->idx = t;
+	ev->icap = cap;
+	return 0;
+}
+
+/*
+ * new/ then cur/, indexed by base name. In that order: a file moves only
  * from new/ to cur/, so one moving while we list is seen in one of them
  * (cur/ first could miss it in both, and its UID would be dropped).
  * new/ is listed by every handle: a read-only one (or another process)
@@ -622,10 +687,10 @@ static int scan(struct md_mbox *mb, struct ents *ev)
 		ents_free(ev);
 		return ret;
 	}
-	if (ev->n > 0)
-		qsort(ev->v, ev->n, sizeof(*ev->v), ent_cmp);
-	dedup(ev);
-	return 0;
+	ret = ents_index(ev);
+	if (ret < 0)
+		ents_free(ev);
+	return ret;
 }
 
 struct claim {
@@ -651,7 +716,7 @@ static int claim_one(void *arg, const char *fname)
 	return ents_push(c->claimed, fname, true);
 }
 
-/* Match each uidlist entry to a listed file (ev sorted by base). */
+/* Match each uidlist entry to a listed file (ev indexed). */
 static size_t match(struct uidlist *ul, struct ents *ev)
 {
 	size_t missing = 0;
@@ -836,21 +901,26 @@ long md_mbox_find(const struct md_mbox *mb, uint32_t uid)
 }
 
 /* Fill m for file e (uid set); what an old entry knew is kept. */
-static int msg_fill(struct md_mbox *mb, struct md_msg_info *m,
-		    const struct ent *e, const struct ents *claimed)
+static int msg_fill(struct md_mbox *mb, struct md_msg_info *m, struct ent *e,
+		    const struct ents *claimed)
 {
 	long old = md_mbox_find(mb, m->uid);
 	char path[MB_PATH_MAX];
 	struct stat sb;
 	int ret;
 
-	md_flags_parse(e->fname, &m->flags, &m->keywords);
-	(void)snprintf(path, sizeof(path), "%s/%s", e->in_new ? "new" : "cur",
-		       e->fname);
-	/* A released handle's poll keeps no names: none are made. */
-	if (!mb->released) {
-		m->path = strdup(path);
-		if (m->path == NULL)
+	m->flags = e->flags;
+	m->keywords = e->keywords;
+	/* A released handle's poll keeps no names: none are made. The
+	 * listing's own copy is taken (e->fname stays valid in it). */
+	if (!mb->released && e->path != NULL) {
+		m->path = e->path;
+		e->path = NULL;
+	} else {
+		(void)snprintf(path, sizeof(path), "%s/%s",
+			       e->in_new ? "new" : "cur", e->fname);
+		m->path = mb->released ? NULL : strdup(path);
+		if (!mb->released && m->path == NULL)
 			return -ENOMEM;
 	}
 	if (ents_find(claimed, e->fname, e->blen) >= 0)
@@ -870,8 +940,11 @@ static int msg_fill(struct md_mbox *mb, struct md_msg_info *m,
 	 * from elsewhere, which are read (and stat'ed) once here.
 	 */
 	m->internal_date = MD_DATE_UNKNOWN;
-	if (md_name_field(e->fname, 'W', &m->size) == 0)
+	m->size = e->w_size;
+	if (e->has_w)
 		return 0;
+	if (m->path != NULL)
+		(void)snprintf(path, sizeof(path), "%s", m->path);
 	if (fstatat(mb->dfd, path, &sb, 0) < 0)
 		return errno == ENOENT ? 0 : -errno; /* gone: next sync */
 	m->internal_date = sb.st_mtim.tv_sec;
@@ -1046,9 +1119,9 @@ static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 		ents_free(&claimed);
 		return ret;
 	}
-	if (claimed.n > 0)
-		qsort(claimed.v, claimed.n, sizeof(*claimed.v), ent_cmp);
-	ret = sync_list(mb, &ev, &ul, &s);
+	ret = ents_index(&claimed);
+	if (ret == 0)
+		ret = sync_list(mb, &ev, &ul, &s);
 	if (ret == 0 && ul.n > 0) {
 		nv = calloc(ul.n, sizeof(*nv));
 		ret = nv == NULL ? -ENOMEM : 0;

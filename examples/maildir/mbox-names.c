@@ -93,10 +93,14 @@ bool md_keyword_ok(const char *kw)
 
 void md_flags_parse(const char *fname, unsigned *flags_out, uint32_t *kw_out)
 {
-	const char *p = strstr(fname, ":2,");
+	const char *p = strchr(fname, ':');
 	unsigned flags = 0;
 	uint32_t kw = 0;
 
+	/* strstr(":2,") without its search of the whole name: the info
+	 * part starts at the first ':' (a base has none). */
+	while (p != NULL && (p[1] != '2' || p[2] != ','))
+		p = strchr(p + 1, ':');
 	if (p != NULL) {
 		for (p += 3; *p != '\0'; p++) {
 			const char *f =
