@@ -132,8 +132,7 @@ static void expect_section_err(const char *spec, int err)
 			 err);
 }
 
-static void expect_binary(int idx, uint64_t from, uint64_t count,
-			  const char *want, size_t n);
+static void expect_binary(int idx, bool hdr, const char *want, size_t n);
 
 static int teardown(void **state)
 {
@@ -605,7 +604,7 @@ static void test_imap_mime_thunderbird(void **state)
 			       "Content-Id: <part1.abc@example.com>\n"
 			       "Content-Transfer-Encoding: base64\n\n");
 		expect_section("1", "Here it is: \nthe photo.\n");
-		expect_binary(4, 0, UINT64_MAX, "\x89PNG\r\n\x1a\n", 8);
+		expect_binary(4, false, "\x89PNG\r\n\x1a\n", 8);
 	}
 }
 
@@ -1323,47 +1322,191 @@ static void test_imap_mime_dates(void **state)
 	assert_int_equal(imap_mime_date(&msg, 0, &t, NULL), -ENOENT);
 }
 
-static void expect_binary(int idx, uint64_t from, uint64_t count,
-			  const char *want, size_t n)
+static void expect_bytes(const char *got, size_t gn, const char *want, size_t n)
+{
+	if (gn != n || (n > 0 && memcmp(got, want, n) != 0))
+		fail_msg("got  %s\nwant %s", show(got, gn), show(want, n));
+}
+
+/*
+ * BINARY of part idx (hdr: with its header) is want[0..n), and every
+ * window of it (from each offset, 5 bytes and to the end) is the same
+ * slice of it.
+ */
+static void expect_binary(int idx, bool hdr, const char *want, size_t n)
 {
 	struct buf b = BUF_INITIALIZER;
-	uint64_t size;
+	uint64_t size = 0;
 
-	assert_int_equal(imap_mime_binary_write(&msg, idx, from, count,
-						imap_mime_buf_append, &b, NULL),
+	assert_int_equal(imap_mime_binary_write(&msg, idx, hdr, 0, UINT64_MAX,
+						imap_mime_buf_append, &b,
+						&size),
 			 0);
-	assert_int_equal(b.len, n);
-	assert_memory_equal(b.s, want, n);
-	if (count == UINT64_MAX && from == 0) {
-		assert_int_equal(imap_mime_binary_size(&msg, idx, &size), 0);
-		assert_int_equal(size, n);
+	expect_bytes(b.s, b.len, want, n);
+	assert_int_equal(size, n);
+	size = 0;
+	assert_int_equal(imap_mime_binary_size(&msg, idx, hdr, &size), 0);
+	assert_int_equal(size, n);
+	for (size_t from = 0; from <= n; from++) {
+		for (uint64_t count = 5; count != 0;
+		     count = count == 5 ? UINT64_MAX : 0) {
+			size_t len =
+				n - from < count ? n - from : (size_t)count;
+
+			b.len = 0;
+			assert_int_equal(imap_mime_binary_write(
+						 &msg, idx, hdr, from, count,
+						 imap_mime_buf_append, &b,
+						 NULL),
+					 0);
+			expect_bytes(b.s, b.len, want + from, len);
+		}
 	}
 	free(b.s);
 }
 
+#define EXPECT_BINARY(idx, hdr, s) expect_binary(idx, hdr, s, sizeof(s) - 1)
+
+/* mixed (above) as BINARY[] sends it. */
+static const char mixed_binary[] =
+	"From: a@example.com\r\n"
+	"Subject: multi\r\n"
+	"Content-Type: multipart/mixed; boundary=\"==outer==\"\r\n"
+	"\r\n"
+	"This is a multi-part message in MIME format.\r\n"
+	"--==outer==\r\n"
+	"Content-Type: multipart/alternative;\r\n"
+	" boundary=\"==outer==-alt\"\r\n"
+	"\r\n"
+	"--==outer==-alt\r\n"
+	"Content-Type: text/plain; charset=utf-8\r\n"
+	"Content-Transfer-Encoding: binary\r\n"
+	"\r\n"
+	"Caf\xc3\xa9 au lait please\r\n"
+	"\r\n"
+	"--==outer==-alt\r\n"
+	"Content-Type: text/html; charset=utf-8\r\n"
+	"\r\n"
+	"<p>Caf\xc3\xa9</p>\r\n"
+	"\r\n"
+	"--==outer==-alt--\r\n"
+	"\r\n"
+	"--==outer==\r\n"
+	"Content-Type: application/pdf; name=\"report.pdf\"\r\n"
+	"Content-Disposition: attachment; filename=\"report.pdf\";\r\n"
+	" size=12\r\n"
+	"Content-ID: <part3@example.com>\r\n"
+	"Content-Description: The \"report\"\r\n"
+	"Content-Language: en, fr\r\n"
+	"Content-Location: http://example.com/r.pdf\r\n"
+	"Content-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==\r\n"
+	"Content-Transfer-Encoding: binary\r\n"
+	"\r\n"
+	"%PDF-1.4\nhello"
+	"\r\n"
+	"--==outer==--\r\n"
+	"epilogue\r\n";
+
 static void test_imap_mime_binary(void **state)
 {
-	uint64_t size;
+	const char *alt = strstr(mixed_binary, "--==outer==-alt\r\n");
+	const char *alt_end = strstr(mixed_binary, "--==outer==-alt--\r\n");
 
 	(void)state;
-	parse(mixed, false);
-	/* Part 1.1 (QP), 1.2 (identity: CRLF), 2 (base64: two blocks). */
-	expect_binary(2, 0, UINT64_MAX, "Caf\xc3\xa9 au lait please\r\n", 22);
-	expect_binary(3, 0, UINT64_MAX, "<p>Caf\xc3\xa9</p>\r\n", 14);
-	expect_binary(4, 0, UINT64_MAX, "%PDF-1.4\nhello", 14);
-	expect_binary(4, 9, 3, "hel", 3);
-	assert_int_equal(imap_mime_binary_write(&msg, 0, 0, UINT64_MAX,
+	for (int crlf = 0; crlf < 2; crlf++) {
+		parse(mixed, crlf);
+		/* Part 1.1 (QP), 1.2 (identity: CRLF), 2 (base64). */
+		EXPECT_BINARY(2, false, "Caf\xc3\xa9 au lait please\r\n");
+		EXPECT_BINARY(3, false, "<p>Caf\xc3\xa9</p>\r\n");
+		EXPECT_BINARY(4, false, "%PDF-1.4\nhello");
+		/* BINARY[]: the whole message, each decoded part's CTE
+		 * field replaced by "binary" (RFC 9051 6.4.5, Dovecot). */
+		EXPECT_BINARY(0, true, mixed_binary);
+		/* BINARY[1] of a multipart part: its body (as BODY[1], up
+		 * to the line break before the outer boundary), decoded. */
+		expect_binary(1, false, alt,
+			      (size_t)(alt_end - alt) +
+				      strlen("--==outer==-alt--\r\n"));
+	}
+	assert_int_equal(imap_mime_binary_write(&msg, 5, false, 0, UINT64_MAX,
 						imap_mime_buf_append, NULL,
 						NULL),
 			 -EINVAL);
+	assert_int_equal(imap_mime_binary_write(&msg, -1, true, 0, UINT64_MAX,
+						imap_mime_buf_append, NULL,
+						NULL),
+			 -EINVAL);
+
+	/* A single part: BINARY[1] is the body, BINARY[] adds the header. */
+	parse("Subject: q\n"
+	      "Content-Transfer-Encoding: Quoted-Printable\n"
+	      "X-A: 1\n"
+	      "\n"
+	      "a=3Db\n",
+	      false);
+	EXPECT_BINARY(0, false, "a=b\r\n");
+	EXPECT_BINARY(0, true,
+		      "Subject: q\r\nX-A: 1\r\n"
+		      "Content-Transfer-Encoding: binary\r\n\r\na=b\r\n");
+	/* Nothing to decode: BINARY[] is BODY[], byte for byte. */
+	parse("Subject: plain\n"
+	      "Content-Transfer-Encoding: 8bit\n"
+	      "\n"
+	      "caf\xc3\xa9\n",
+	      false);
+	EXPECT_BINARY(0, true,
+		      "Subject: plain\r\nContent-Transfer-Encoding: 8bit\r\n"
+		      "\r\ncaf\xc3\xa9\r\n");
+	/* Folded and repeated CTE fields all go; junk lines stay. */
+	parse("Content-Transfer-Encoding:\n"
+	      "  base64\n"
+	      "junk line\n"
+	      "content-transfer-encoding: base64\n"
+	      "\n"
+	      "aGk=\n",
+	      false);
+	EXPECT_BINARY(0, true,
+		      "junk line\r\nContent-Transfer-Encoding: binary\r\n"
+		      "\r\nhi");
+	/* A header that ends mid-line: the added field has a line of its
+	 * own; no blank line is made up. */
+	parse("Content-Transfer-Encoding: base64\nSubject: cut", false);
+	EXPECT_BINARY(0, true,
+		      "Subject: cut\r\nContent-Transfer-Encoding: binary\r\n");
+	/* message/rfc822: the encapsulated message's parts decoded. */
+	parse("Content-Type: multipart/mixed; boundary=b\n"
+	      "\n"
+	      "--b\n"
+	      "Content-Type: message/rfc822\n"
+	      "\n"
+	      "Subject: in\n"
+	      "Content-Transfer-Encoding: base64\n"
+	      "\n"
+	      "aW5uZXI=\n"
+	      "--b--\n",
+	      false);
+	EXPECT_BINARY(1, false,
+		      "Subject: in\r\nContent-Transfer-Encoding: binary\r\n"
+		      "\r\ninner");
+	/* An unknown encoding anywhere inside: [UNKNOWN-CTE]. */
 	parse("Content-Transfer-Encoding: x-uuencode\n\nbegin\n", false);
-	assert_int_equal(imap_mime_binary_size(&msg, 0, &size),
+	assert_int_equal(imap_mime_binary_size(&msg, 0, false, NULL),
+			 -EPROTONOSUPPORT);
+	assert_int_equal(imap_mime_binary_size(&msg, 0, true, NULL),
+			 -EPROTONOSUPPORT);
+	parse("Content-Type: multipart/mixed; boundary=b\n\n--b\n\nok\n--b\n"
+	      "Content-Transfer-Encoding: x-uuencode\n\nbegin\n--b--\n",
+	      false);
+	EXPECT_BINARY(1, false, "ok");
+	assert_int_equal(imap_mime_binary_size(&msg, 0, true, NULL),
+			 -EPROTONOSUPPORT);
+	assert_int_equal(imap_mime_binary_size(&msg, 2, false, NULL),
 			 -EPROTONOSUPPORT);
 	/* Broken QP: "=" kept, "=4" kept, trailing blanks dropped. */
 	parse("Content-Transfer-Encoding: Quoted-Printable\n\n"
 	      "a=zz=4\nb  \t\nc=3d=\n",
 	      false);
-	expect_binary(0, 0, UINT64_MAX, "a=zz=4\r\nb\r\nc=", 13);
+	EXPECT_BINARY(0, false, "a=zz=4\r\nb\r\nc=");
 }
 
 int main(void)

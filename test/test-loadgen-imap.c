@@ -201,6 +201,84 @@ static void test_fatal(void **state)
 	lg_imap_conn_fini(&c);
 }
 
+/* The held kind (imap-idle): IDLE after SELECT, ready at its "+". */
+static unsigned long t_held[4];
+static unsigned t_nheld;
+
+static void t_held_exists(struct lg_conn *c, unsigned long n)
+{
+	(void)c;
+	if (t_nheld < 4)
+		t_held[t_nheld] = n;
+	t_nheld++;
+}
+
+static const struct lg_imap_kind t_hold_kind = {
+	.hold = "c IDLE\r\n",
+	.held_exists = t_held_exists,
+};
+
+/* Greeting, LOGIN and SELECT of a held session, fed in steps; the
+ * SELECT's OK comes before its send completes, so IDLE waits for it. */
+static void open_held(struct lg_conn *c, size_t step)
+{
+	t_lg_reset();
+	t_nheld = 0;
+	memset(c, 0, sizeof(*c));
+	assert_int_equal(lg_imap_conn_init(c, &t_hold_kind), 0);
+	assert_int_equal(feed(c, "* OK hi\r\n", step), 0);
+	assert_int_equal(lg_imap_sent(c), 0);
+	assert_int_equal(feed(c, "a OK in\r\n", step), 0);
+	assert_int_equal(feed(c, "* 2 EXISTS\r\nb OK sel\r\n", step), 0);
+	assert_null(strstr(t_lg.sent, "IDLE"));
+	assert_int_equal(lg_imap_sent(c), 0);
+	assert_non_null(strstr(t_lg.sent, "b SELECT \"Big\"\r\nc IDLE\r\n"));
+	assert_int_equal(lg_imap_sent(c), 0);
+	assert_int_equal(t_lg.ready, 0);
+}
+
+static void test_hold(void **state)
+{
+	struct lg_conn c;
+
+	(void)state;
+	for (size_t step = 0; step < 4; step++) {
+		open_held(&c, step);
+		assert_int_equal(feed(&c, "* 3 EXISTS\r\n+ idling\r\n", step),
+				 0);
+		assert_int_equal(t_lg.ready, 1);
+		/* EXISTS before the "+" is the session's, not a push. */
+		assert_int_equal(t_nheld, 0);
+		assert_int_equal(feed(&c,
+				      "* OK still here\r\n* 4 EXISTS\r\n"
+				      "* 1 RECENT\r\n* 5 EXISTS\r\n",
+				      step),
+				 0);
+		assert_int_equal(t_nheld, 2);
+		assert_int_equal(t_held[0], 4);
+		assert_int_equal(t_held[1], 5);
+		assert_int_equal(t_lg.done + t_lg.errors, 0);
+		/* The server ends IDLE: the connection fails. */
+		assert_int_equal(feed(&c, "c OK IDLE terminated\r\n", step),
+				 -EPROTO);
+		lg_imap_conn_fini(&c);
+	}
+	open_held(&c, 0);
+	assert_int_equal(feed(&c, "+ idling\r\n+ again\r\n", 0), -EPROTO);
+	lg_imap_conn_fini(&c);
+	open_held(&c, 0);
+	assert_int_equal(feed(&c, "c NO [LIMIT] no idling\r\n", 0), -EACCES);
+	lg_imap_conn_fini(&c);
+	open_held(&c, 0);
+	assert_int_equal(feed(&c, "c OK done without +\r\n", 0), -EPROTO);
+	lg_imap_conn_fini(&c);
+	open_held(&c, 0);
+	assert_int_equal(feed(&c, "+ idling\r\n* BYE shutting down\r\n", 0),
+			 -ECONNRESET);
+	assert_int_equal(t_nheld, 0);
+	lg_imap_conn_fini(&c);
+}
+
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
@@ -209,6 +287,7 @@ int main(void)
 		cmocka_unit_test(test_literal),
 		cmocka_unit_test(test_no_bad),
 		cmocka_unit_test(test_fatal),
+		cmocka_unit_test(test_hold),
 	};
 
 	if (lg_imap_init(&t_opts) < 0)

@@ -27,6 +27,8 @@ enum imap_st {
 	IMAP_LOGIN,
 	IMAP_SELECT,
 	IMAP_READY,
+	IMAP_ENTER, /* the hold command sent, its "+" awaited */
+	IMAP_HELD,
 };
 
 /* Literal counts above this are not IMAP we can be sent here. */
@@ -261,7 +263,14 @@ static int response(struct lg_conn *c, const char *line, unsigned len)
 		if (is_exists(line, len, &n)) {
 			s->exists = n;
 			s->saw_exists = true;
+			if (s->st == IMAP_HELD && s->kind->held_exists != NULL)
+				s->kind->held_exists(c, n);
 		}
+		return 0;
+	}
+	if (line[0] == '+' && s->st == IMAP_ENTER) {
+		s->st = IMAP_HELD;
+		lg_conn_ready(c);
 		return 0;
 	}
 	if (line[0] == '+')
@@ -276,6 +285,11 @@ static int response(struct lg_conn *c, const char *line, unsigned len)
 		break;
 	case IMAP_SELECT:
 		ret = status(line, len, 'b');
+		if (ret == 0 && s->kind->hold != NULL) {
+			s->st = IMAP_ENTER;
+			s->open_exists = s->exists;
+			return send_cmd(c, s->kind->hold);
+		}
 		if (ret == 0) {
 			s->st = IMAP_READY;
 			s->open_exists = s->exists;
@@ -283,6 +297,11 @@ static int response(struct lg_conn *c, const char *line, unsigned len)
 			return 0;
 		}
 		break;
+	case IMAP_ENTER:
+		ret = status(line, len, 'c');
+		break;
+	case IMAP_HELD:
+		return -EPROTO; /* the server ended the held command */
 	default:
 		ret = status(line, len, 'c');
 		if (ret == 2) {

@@ -24,6 +24,12 @@
  * the session goes on; the first such line is printed on stderr. A NO or
  * BAD to LOGIN or SELECT, a BYE, a continuation request or anything not
  * IMAP ends the connection as failed.
+ *
+ * A kind with a hold command (imap-idle) makes no requests: after SELECT
+ * it sends that command, tag "c", and the connection is ready when the
+ * server's continuation request ("+") comes; from then on it is held,
+ * and any tagged reply (the server ended the command) or a second "+"
+ * ends it as failed, as do a NO or BAD to the command itself.
  */
 
 #define LG_IMAP_LINE 128
@@ -36,6 +42,11 @@ struct lg_imap_kind {
 	/* The reply was OK: 0 if it holds what the mode asked for, else
 	 * -errno (counted as an error). NULL: any OK will do. */
 	int (*check)(struct lg_conn *c);
+	/* Non-NULL: the held command, with tag and CRLF (see above); the
+	 * mode then has no request callback. Read by the kernel: static. */
+	const char *hold;
+	/* Each "* n EXISTS" while held, at its arrival. NULL: ignored. */
+	void (*held_exists)(struct lg_conn *c, unsigned long n);
 };
 
 struct lg_imap {

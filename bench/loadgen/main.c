@@ -99,8 +99,8 @@ static void usage(FILE *out)
 		"  -T          TLS client (hold mode): handshake first\n"
 		"  -U user     login name (imap-*)\n"
 		"  -P pass     its password (imap-*)\n"
-		"  -M mailbox  mailbox to select (imap-noop, -fetch, -select;\n"
-		"              default INBOX)\n",
+		"  -M mailbox  mailbox to select (imap-idle, -noop, -fetch,\n"
+		"              -select; default INBOX)\n",
 		LG_PORTS_PER_SRC);
 	for (size_t i = 0; i < sizeof(lg_modes) / sizeof(lg_modes[0]); i++)
 		(void)fprintf(out, "mode %s: %s\n", lg_modes[i]->name,

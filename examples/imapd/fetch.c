@@ -17,8 +17,8 @@
  * partials: a range of the file) besides what the message list answers,
  * the file is not read: the range goes to the stream with prot_sendfile,
  * spliced to a plain socket, read in chunks through TLS or COMPRESS.
- * BINARY[] stays on the parsed path (a top-level Content-Transfer-Encoding
- * would have to be decoded), as do small messages (a pipe per call costs
+ * BINARY[] stays on the parsed path (its parts' Content-Transfer-Encodings
+ * are undone), as do small messages (a pipe per call costs
  * more than the copy) and a file whose size is not its name's.
  *
  * A FETCH of a body section without .PEEK sets \Seen (not on a
@@ -132,6 +132,7 @@ static int send_section(struct imap_sess *s, struct fetch_job *j,
 	struct imap_mime_section ms;
 	uint64_t from = 0, count = UINT64_MAX, size, len;
 	const char *spec;
+	bool whole;
 	size_t n;
 	int ret;
 
@@ -157,8 +158,12 @@ static int send_section(struct imap_sess *s, struct fetch_job *j,
 		return imap_mime_section_write(j->mime, &ms, from, count,
 					       out_write, out);
 	}
-	/* BINARY, BINARY.SIZE of a leaf part (or the message's body). */
-	ret = imap_mime_binary_size(j->mime, ms.part, &size);
+	/*
+	 * BINARY, BINARY.SIZE: RFC 9051 6.4.5 reads an empty section as for
+	 * BODY[], the whole message, header included.
+	 */
+	whole = n == 0;
+	ret = imap_mime_binary_size(j->mime, ms.part, whole, &size);
 	if (ret == -EPROTONOSUPPORT) {
 		j->err = ret;
 		j->err_text = "[UNKNOWN-CTE] Unknown Content-Transfer-Encoding";
@@ -179,15 +184,15 @@ static int send_section(struct imap_sess *s, struct fetch_job *j,
 	{
 		bool nul = false;
 
-		if (imap_mime_binary_write(j->mime, ms.part, from, count,
+		if (imap_mime_binary_write(j->mime, ms.part, whole, from, count,
 					   nul_scan, &nul, NULL) < 0) {
 			/* sizes were computed: the scan cannot fail */
 		}
 		(void)prot_printf(out, " %s{%" PRIu64 "}\r\n", nul ? "~" : "",
 				  len);
 	}
-	return imap_mime_binary_write(j->mime, ms.part, from, count, out_write,
-				      out, NULL);
+	return imap_mime_binary_write(j->mime, ms.part, whole, from, count,
+				      out_write, out, NULL);
 }
 
 /* A whole-message item (RFC822, RFC822.HEADER, RFC822.TEXT). */

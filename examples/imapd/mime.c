@@ -1912,7 +1912,77 @@ static int win_decoded(struct win *w, const struct imap_mime_msg *m,
 	return w->ret;
 }
 
-int imap_mime_binary_write(const struct imap_mime_msg *m, int idx,
+/*
+ * The header of a part whose body goes out decoded: its
+ * Content-Transfer-Encoding fields left out and "Content-Transfer-Encoding:
+ * binary" put last, so that the header still describes the bytes after it
+ * (Dovecot's BINARY does the same). Lines that are no field stay.
+ */
+static void win_binary_header(struct win *w, const char *b,
+			      const struct imap_mime_part *p)
+{
+	static const char cte_binary[] =
+		"Content-Transfer-Encoding: binary\r\n";
+	size_t fend = header_fields_end(b, p->hdr_off, p->hdr_len);
+	size_t pos = p->hdr_off, cur = p->hdr_off;
+	struct field f;
+
+	while (field_next(b, &pos, fend, &f)) {
+		if (!ieq(b + f.start, f.name_len, "Content-Transfer-Encoding"))
+			continue;
+		win_crlf(w, b, cur, f.start - cur);
+		cur = f.end;
+	}
+	win_crlf(w, b, cur, fend - cur);
+	if (fend > cur && b[fend - 1] != '\n')
+		win_put(w, "\r\n", 2); /* a header cut off mid-line */
+	win_put(w, cte_binary, sizeof(cte_binary) - 1);
+	win_crlf(w, b, fend, p->hdr_off + p->hdr_len - fend);
+}
+
+/*
+ * Part idx as BINARY sends it: its header if hdr, then its body; a leaf's
+ * body decoded, a multipart's or message's body as stored between its
+ * children, each child in turn with its header. The recursion is as deep
+ * as the parse (IMAP_MIME_MAX_DEPTH).
+ */
+static int win_binary(struct win *w, const struct imap_mime_msg *m, int idx,
+		      bool hdr)
+{
+	const struct imap_mime_part *p = &m->part[idx];
+	const char *b = m->base;
+	size_t cur = p->body_off, end = p->body_off + p->body_len;
+	enum cte cte = CTE_IDENTITY;
+
+	if (p->kind == IMAP_MIME_LEAF) {
+		cte = part_cte(b, p);
+		if (cte == CTE_UNKNOWN)
+			return -EPROTONOSUPPORT;
+	}
+	if (hdr && (cte == CTE_BASE64 || cte == CTE_QP))
+		win_binary_header(w, b, p);
+	else if (hdr)
+		win_crlf(w, b, p->hdr_off, p->hdr_len);
+	if (p->kind == IMAP_MIME_LEAF)
+		return win_decoded(w, m, p);
+	for (int c = p->child; c >= 0 && w->ret == 0; c = m->part[c].next) {
+		const struct imap_mime_part *cp = &m->part[c];
+		int ret;
+
+		if (cp->hdr_off > cur)
+			win_crlf(w, b, cur, cp->hdr_off - cur);
+		ret = win_binary(w, m, c, true);
+		if (ret != 0)
+			return ret;
+		if (cp->body_off + cp->body_len > cur)
+			cur = cp->body_off + cp->body_len;
+	}
+	if (end > cur)
+		win_crlf(w, b, cur, end - cur);
+	return w->ret;
+}
+
+int imap_mime_binary_write(const struct imap_mime_msg *m, int idx, bool hdr,
 			   uint64_t from, uint64_t count,
 			   imap_mime_write_fn *fn, void *arg,
 			   uint64_t *size_out)
@@ -1920,22 +1990,21 @@ int imap_mime_binary_write(const struct imap_mime_msg *m, int idx,
 	struct win w = {0, from, UINT64_MAX, fn, arg, 0};
 	int ret;
 
-	if (idx < 0 || (unsigned)idx >= m->nparts ||
-	    m->part[idx].kind != IMAP_MIME_LEAF)
+	if (idx < 0 || (unsigned)idx >= m->nparts)
 		return -EINVAL;
 	if (count < UINT64_MAX - from)
 		w.to = from + count;
-	ret = win_decoded(&w, m, &m->part[idx]);
+	ret = win_binary(&w, m, idx, hdr);
 	if (size_out != NULL)
 		*size_out = w.pos;
 	return ret;
 }
 
-int imap_mime_binary_size(const struct imap_mime_msg *m, int idx,
+int imap_mime_binary_size(const struct imap_mime_msg *m, int idx, bool hdr,
 			  uint64_t *size_out)
 {
-	return imap_mime_binary_write(m, idx, 0, UINT64_MAX, count_fn, NULL,
-				      size_out);
+	return imap_mime_binary_write(m, idx, hdr, 0, UINT64_MAX, count_fn,
+				      NULL, size_out);
 }
 
 /* ---- SEARCH ---- */

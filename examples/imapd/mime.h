@@ -160,25 +160,32 @@ int imap_mime_section_write(const struct imap_mime_msg *m,
 int imap_mime_buf_append(void *arg, const char *p, size_t n);
 
 /*
- * BINARY[part] (RFC 3516): the content of leaf part idx with its
- * Content-Transfer-Encoding undone (base64, quoted-printable; 7bit, 8bit
- * and binary are sent CRLF-expanded as stored), through fn in the window
- * [from, from+count). *size_out (may be NULL) gets the whole decoded size
- * when the window reaches the end. Returns 0, what fn returned, -EINVAL
- * for a multipart or message part, -EPROTONOSUPPORT for an unknown
- * encoding ([UNKNOWN-CTE]). Dovecot answers BINARY of a multipart or
- * message part by re-encoding every part inside; this does not. idx is a part
- * index (imap_mime_section_find's .part): for a single-part message, 0 is
- * BINARY[1]. BINARY[] (the whole message, nothing to decode) is BODY[]: use the
- * section calls.
+ * BINARY (RFC 3516, RFC 9051 §6.4.5): part idx (imap_mime_section_find's
+ * .part) with every Content-Transfer-Encoding in it undone, through fn in
+ * the window [from, from+count) of those bytes. hdr: with the part's own
+ * header first. BINARY[] is idx 0 with hdr (the whole message); BINARY[n]
+ * is n's part without (so, as for BODY, BINARY[1] of a single-part message
+ * is idx 0 without hdr: its body).
+ *
+ * A leaf's body is decoded (base64, quoted-printable; 7bit, 8bit and
+ * binary go CRLF-expanded as stored). A multipart or message part goes
+ * as stored around its parts, each part with its header and decoded
+ * body; a header whose body was decoded loses its
+ * Content-Transfer-Encoding fields and gets "Content-Transfer-Encoding:
+ * binary" last (as Dovecot answers BINARY of a multipart).
+ *
+ * *size_out (may be NULL) gets the whole decoded size when the window
+ * reaches the end. Returns 0, what fn returned, -EINVAL for no such idx,
+ * -EPROTONOSUPPORT when a leaf in it has an unknown encoding
+ * ([UNKNOWN-CTE]; output may have begun: take the size first).
  */
-int imap_mime_binary_write(const struct imap_mime_msg *m, int idx,
+int imap_mime_binary_write(const struct imap_mime_msg *m, int idx, bool hdr,
 			   uint64_t from, uint64_t count,
 			   imap_mime_write_fn *fn, void *arg,
 			   uint64_t *size_out) RINGPROT_MUST_CHECK;
 
-/* Decoded size of BINARY[part] (BINARY.SIZE): 0 or as above. */
-int imap_mime_binary_size(const struct imap_mime_msg *m, int idx,
+/* Decoded size of the same (BINARY.SIZE): 0 or as above. */
+int imap_mime_binary_size(const struct imap_mime_msg *m, int idx, bool hdr,
 			  uint64_t *size_out) RINGPROT_MUST_CHECK;
 
 /*

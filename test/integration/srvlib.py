@@ -33,7 +33,9 @@ def check(cond, msg):
 
 def free_port(host=HOST):
     """A port that was free a moment ago (for programs that cannot report
-    the port they bound: systemd-socket-activate, haproxy)."""
+    the port they bound: systemd-socket-activate, haproxy). A test running
+    beside may bind it first: callers try a fresh one when the program's
+    bind fails (test_server.py's activated() and Haproxy)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -22,6 +22,10 @@ imaplib, raw sockets where imaplib has no command), on loopback.
   rev2       ENABLE IMAP4rev2: UTF-8 mailbox names, no RECENT/\\Recent,
              ESEARCH for every SEARCH, SEARCHRES ("$"), LIST-STATUS,
              STATUS DELETED, CLOSED, literal8 APPEND (NUL refused)
+  binary     FETCH BINARY (RFC 3516, RFC 9051 6.4.5): BINARY[] the whole
+             message with its parts decoded, BINARY[n] and BINARY.SIZE of
+             base64 and quoted-printable leaves of single-part and multipart
+             messages, of a multipart part, literal8 for NULs, UNKNOWN-CTE
 
 Usage: test_imapd_mail.py PATH-TO-ringprot-imapd [part...]
 """
@@ -670,6 +674,145 @@ def part_rev2(env):
     s.close()
 
 
+def raw_lit(s, f, tag, line):
+    """Like raw(), but the untagged answer as one byte string with its
+    literals ({n} and ~{n}) read whole."""
+    s.sendall(f"{tag} {line}\r\n".encode())
+    out = b""
+    while True:
+        ln = f.readline()
+        check(ln, f"connection closed during {line!r}: {out!r}")
+        if ln.startswith(f"{tag} ".encode()):
+            return out, ln
+        out += ln
+        m = re.search(rb"~?\{(\d+)\}\r\n$", ln)
+        if m:
+            out += f.read(int(m.group(1)))
+
+
+BIN_QP = (b"Subject: qp\r\n"
+          b"Content-Type: text/plain; charset=utf-8\r\n"
+          b"Content-Transfer-Encoding: quoted-printable\r\n"
+          b"X-After: kept\r\n"
+          b"\r\n"
+          b"Caf=C3=A9 =\r\n"
+          b"au lait\r\n")
+BIN_QP_HDR = (b"Subject: qp\r\n"
+              b"Content-Type: text/plain; charset=utf-8\r\n"
+              b"X-After: kept\r\n"
+              b"Content-Transfer-Encoding: binary\r\n"
+              b"\r\n")
+BIN_B64 = (b"Subject: b64\r\n"
+           b"Content-Type: application/octet-stream\r\n"
+           b"Content-Transfer-Encoding: BASE64\r\n"
+           b"\r\n"
+           b"AAECAwQFBgcICQ==\r\n")
+BIN_MULTI_HEAD = (b"Subject: multi\r\n"
+                  b"Content-Type: multipart/mixed; boundary=\"o\"\r\n"
+                  b"\r\n"
+                  b"--o\r\n")
+BIN_MULTI = (BIN_MULTI_HEAD +
+             b"Content-Type: text/plain\r\n"
+             b"Content-Transfer-Encoding: quoted-printable\r\n"
+             b"\r\n"
+             b"one=3D1\r\n"
+             b"--o\r\n"
+             b"Content-Type: multipart/alternative; boundary=\"i\"\r\n"
+             b"\r\n"
+             b"--i\r\n"
+             b"Content-Transfer-Encoding: base64\r\n"
+             b"\r\n"
+             b"dHdvLm9uZQ==\r\n"
+             b"--i\r\n"
+             b"\r\n"
+             b"two.two\r\n"
+             b"--i--\r\n"
+             b"--o--\r\n")
+# BINARY[] of BIN_MULTI: each decoded leaf's header says binary.
+BIN_MULTI_DEC = (BIN_MULTI_HEAD +
+                 b"Content-Type: text/plain\r\n"
+                 b"Content-Transfer-Encoding: binary\r\n"
+                 b"\r\n"
+                 b"one=1\r\n"
+                 b"--o\r\n"
+                 b"Content-Type: multipart/alternative; boundary=\"i\"\r\n"
+                 b"\r\n"
+                 b"--i\r\n"
+                 b"Content-Transfer-Encoding: binary\r\n"
+                 b"\r\n"
+                 b"two.one"
+                 b"\r\n"
+                 b"--i\r\n"
+                 b"\r\n"
+                 b"two.two\r\n"
+                 b"--i--\r\n"
+                 b"--o--\r\n")
+BIN_UNKNOWN = (b"Subject: uu\r\n"
+               b"Content-Transfer-Encoding: x-uuencode\r\n"
+               b"\r\n"
+               b"begin 644 a\r\n")
+
+
+def part_binary(env):
+    s, f = raw_connect(env)
+    raw(s, f, "l", f"LOGIN bob {PASSWORD}")
+    _, t = raw(s, f, "c", "CREATE Binary")
+    check(b"OK" in t, f"CREATE: {t!r}")
+    for i, m in enumerate((BIN_QP, BIN_B64, BIN_MULTI, BIN_UNKNOWN)):
+        _, t = literal(s, f, f"a{i}", "APPEND Binary", m)
+        check(b"OK" in t, f"APPEND {i}: {t!r}")
+    raw(s, f, "s", "SELECT Binary")
+
+    def fetch(seq, item, want, tagged=b"OK"):
+        u, t = raw_lit(s, f, "f", f"FETCH {seq} ({item})")
+        check(t.startswith(b"f " + tagged), f"{seq} {item}: {t!r} {u!r}")
+        if want is not None:
+            w = b"* %d FETCH (" % seq + want + b")\r\n"
+            check(u == w, f"{seq} {item}:\n got {u!r}\nwant {w!r}")
+
+    def lit(name, data, eight=False):
+        return b"%s %s{%d}\r\n%s" % (name, b"~" if eight else b"",
+                                     len(data), data)
+
+    qp_body = "Café au lait\r\n".encode()
+    qp_all = BIN_QP_HDR + qp_body
+    # BINARY[] is the message, header and all (RFC 9051 6.4.5).
+    fetch(1, "BINARY.PEEK[]", lit(b"BINARY[]", qp_all))
+    fetch(1, "BINARY.SIZE[]", b"BINARY.SIZE[] %d" % len(qp_all))
+    fetch(1, "BINARY.PEEK[]<5.20>", lit(b"BINARY[]<5>", qp_all[5:25]))
+    # a single-part message's part 1 is its body.
+    fetch(1, "BINARY.PEEK[1]", lit(b"BINARY[1]", qp_body))
+    fetch(1, "BINARY.SIZE[1]", b"BINARY.SIZE[1] %d" % len(qp_body))
+    fetch(1, "FLAGS", b"FLAGS ()")
+    fetch(1, "BINARY[1]", b"FLAGS (\\Seen) " + lit(b"BINARY[1]", qp_body))
+    # base64 with NULs: literal8.
+    b64 = bytes(range(10))
+    fetch(2, "BINARY.PEEK[1]", lit(b"BINARY[1]", b64, eight=True))
+    fetch(2, "BINARY.PEEK[]", lit(b"BINARY[]", b"Subject: b64\r\n"
+                                  b"Content-Type: application/octet-stream"
+                                  b"\r\nContent-Transfer-Encoding: binary"
+                                  b"\r\n\r\n" + b64, eight=True))
+    fetch(2, "BINARY.SIZE[1]", b"BINARY.SIZE[1] 10")
+    # multipart: leaves, a multipart part, the whole.
+    fetch(3, "BINARY.PEEK[1]", lit(b"BINARY[1]", b"one=1"))
+    fetch(3, "BINARY.PEEK[2.1]", lit(b"BINARY[2.1]", b"two.one"))
+    fetch(3, "BINARY.SIZE[2.1]", b"BINARY.SIZE[2.1] 7")
+    fetch(3, "BINARY.PEEK[2.2]", lit(b"BINARY[2.2]", b"two.two"))
+    inner = BIN_MULTI_DEC[BIN_MULTI_DEC.index(b"--i\r\n"):
+                          BIN_MULTI_DEC.index(b"--i--\r\n") + 5]
+    fetch(3, "BINARY.PEEK[2]", lit(b"BINARY[2]", inner))
+    fetch(3, "BINARY.PEEK[]", lit(b"BINARY[]", BIN_MULTI_DEC))
+    fetch(3, "BINARY.SIZE[]", b"BINARY.SIZE[] %d" % len(BIN_MULTI_DEC))
+    fetch(3, "BINARY.PEEK[3]", b"BINARY[3] NIL")
+    fetch(3, "BODY.PEEK[]", lit(b"BODY[]", BIN_MULTI))
+    # an encoding nobody knows: NO [UNKNOWN-CTE], BODY[] still works.
+    for item in ("BINARY.PEEK[1]", "BINARY.PEEK[]", "BINARY.SIZE[]"):
+        fetch(4, item, None, tagged=b"NO [UNKNOWN-CTE]")
+    fetch(4, "BODY.PEEK[]", lit(b"BODY[]", BIN_UNKNOWN))
+    raw(s, f, "z", "LOGOUT")
+    s.close()
+
+
 PARTS = {
     "deliver": part_deliver,
     "folders": part_folders,
@@ -682,6 +825,7 @@ PARTS = {
     "tls": part_tls,
     "compress": part_compress,
     "rev2": part_rev2,
+    "binary": part_binary,
 }
 
 

@@ -266,20 +266,45 @@ backend be
 
 
 class Haproxy:
-    def __init__(self, tmp, front, back):
+    """haproxy -db in front of back, listening on self.front. haproxy
+    cannot report a port it picked, so front is one free a moment ago; a
+    test running beside this one may bind it first, haproxy then exits on
+    its failed bind, and fresh ports are tried (as activated() does)."""
+
+    def __init__(self, tmp, back):
         path = os.path.join(tmp, "haproxy.cfg")
-        with open(path, "w") as f:
-            f.write(HAPROXY_CFG.format(host=HOST, front=front, back=back))
-        self.proc = subprocess.Popen(
-            [need("haproxy"), "-db", "-f", path],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        # Wait for its listening socket without connecting: a connection
-        # would reach the server, which would count it.
+        err_path = os.path.join(tmp, "haproxy.err")
+        for _ in range(5):
+            self.front = free_port()
+            with open(path, "w") as f:
+                f.write(HAPROXY_CFG.format(host=HOST, front=self.front,
+                                           back=back))
+            with open(err_path, "wb") as err:
+                self.proc = subprocess.Popen(
+                    [need("haproxy"), "-db", "-f", path],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=err)
+            if self._listening():
+                return
+            with open(err_path, errors="replace") as f:
+                err = f.read()
+            check("cannot bind" in err,
+                  f"haproxy exited ({self.proc.returncode}):\n{err}")
+        raise Failure(f"haproxy could not bind a front port 5 times:\n{err}")
+
+    def _listening(self):
+        """Wait for the front port without connecting (a connection would
+        reach the server, which would count it); False if haproxy
+        exited."""
         deadline = time.monotonic() + 10
-        while front not in listen_ports(self.proc.pid):
-            check(self.proc.poll() is None,
-                  f"haproxy exited ({self.proc.returncode})")
+        while True:
+            try:
+                if self.front in listen_ports(self.proc.pid):
+                    return True
+            except OSError:
+                pass  # it exited: /proc/PID/fd is gone
+            if self.proc.poll() is not None:
+                return False
             check(time.monotonic() < deadline, "haproxy not listening")
             time.sleep(0.05)
 
@@ -296,8 +321,7 @@ class Haproxy:
 def case_haproxy(exe):
     need("haproxy")
     with tempfile.TemporaryDirectory() as tmp:
-        back, front = free_port(), free_port()
-        srv = Server([exe, "-l", f"{HOST}:{back}", "-w", "2",
+        srv = Server([exe, "-l", f"{HOST}:0", "-w", "2",
                       "-o", "echo.proxy_protocol=yes",
                       "-o", "echo.proxy_trusted=127.0.0.1",
                       "-o", "echo.max_conns_per_ip=1",
@@ -305,8 +329,9 @@ def case_haproxy(exe):
                       "-o", "log_level=debug"])
         hap = None
         try:
-            srv.port()
-            hap = Haproxy(tmp, front, back)
+            back = srv.port()
+            hap = Haproxy(tmp, back)
+            front = hap.front
             mark = srv.log_mark()
             # The "original" client is 127.0.0.2; haproxy talks to the
             # server from 127.0.0.1. The debug line of each connection
@@ -356,14 +381,13 @@ def case_haproxy(exe):
             srv.stop()
 
         # A header from an untrusted source: refused with a log line.
-        back, front = free_port(), free_port()
-        srv = Server([exe, "-l", f"{HOST}:{back}",
+        srv = Server([exe, "-l", f"{HOST}:0",
                       "-o", "echo.proxy_protocol=yes",
                       "-o", "echo.proxy_trusted=10.9.9.9"])
         hap = None
         try:
-            srv.port()
-            hap = Haproxy(tmp, front, back)
+            hap = Haproxy(tmp, srv.port())
+            front = hap.front
             mark = srv.log_mark()
             a = connect(front, source="127.0.0.2")
             a.sendall(b"hello\n")
@@ -672,15 +696,14 @@ def case_haproxy_strict(exe):
     pending at once are refused as per_ip_limit with the proxy's ip."""
     need("haproxy")
     with tempfile.TemporaryDirectory() as tmp:
-        back, front = free_port(), free_port()
-        srv = Server([exe, "-l", f"{HOST}:{back}", "-w", "1",
+        srv = Server([exe, "-l", f"{HOST}:0", "-w", "1",
                       "-o", "echo.proxy_protocol=yes",
                       "-o", "echo.proxy_trusted=127.0.0.1",
                       "-o", "echo.max_conns_per_ip=1"])
         hap = None
         try:
-            srv.port()
-            hap = Haproxy(tmp, front, back)
+            hap = Haproxy(tmp, srv.port())
+            front = hap.front
             n = 30
 
             async def one(b, i):
