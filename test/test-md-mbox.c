@@ -1173,6 +1173,72 @@ static void test_md_mbox_watch_shared(void **state)
 	md_mbox_close(&b);
 }
 
+/*
+ * A handle opened on a folder another handle of the thread has up to
+ * date copies its list (no listing): the same UIDs, flags, sizes and
+ * paths, without the other's \Recent; a read-only source serves only
+ * read-only handles; after a change nobody has synced, it lists.
+ */
+static void test_md_mbox_open_copies(void **state)
+{
+	struct fx *f = *state;
+	const struct md_msg_info *ma, *mb_;
+	struct md_mbox *a, *b, *c, *r;
+	size_t na, nb;
+	uint64_t l0;
+
+	deliver(f->st, NULL, "Subject: 1\n\none\n");
+	deliver(f->st, NULL, "Subject: 2\n\ntwo\n");
+	r = open_mb(f, "INBOX", true);
+	l0 = md_mbox_thread_listings();
+	a = open_mb(f, "INBOX", false); /* r is read-only: a lists */
+	assert_int_equal(md_mbox_thread_listings(), l0 + 1);
+	assert_int_equal(md_mbox_store(a, 2, MD_F_FLAGGED, 0), 0);
+	assert_int_equal(md_mbox_sync(a, NULL), 0); /* up to date again */
+	l0 = md_mbox_thread_listings();
+	b = open_mb(f, "INBOX", false);
+	assert_int_equal(md_mbox_thread_listings(), l0);
+	ma = md_mbox_msgs(a, &na);
+	mb_ = md_mbox_msgs(b, &nb);
+	assert_int_equal(na, 2);
+	assert_int_equal(nb, 2);
+	for (size_t i = 0; i < na; i++) {
+		assert_int_equal(mb_[i].uid, ma[i].uid);
+		assert_int_equal(ma[i].flags & MD_F_RECENT, MD_F_RECENT);
+		assert_int_equal(mb_[i].flags, ma[i].flags & ~MD_F_RECENT);
+		assert_int_equal(mb_[i].size, ma[i].size);
+		assert_string_equal(mb_[i].path, ma[i].path);
+	}
+	assert_int_equal(mb_[1].flags, MD_F_FLAGGED);
+	assert_int_equal(md_mbox_uidnext(b), md_mbox_uidnext(a));
+	assert_int_equal(md_mbox_uidvalidity(b), md_mbox_uidvalidity(a));
+	/* Closed while others have the folder open: its list is left
+	 * for the next opener, who takes it (a's \Recent dropped). */
+	md_mbox_close(&a);
+	c = open_mb(f, "INBOX", false);
+	assert_int_equal(md_mbox_thread_listings(), l0);
+	ma = md_mbox_msgs(b, &na);
+	mb_ = md_mbox_msgs(c, &nb);
+	assert_int_equal(nb, na);
+	for (size_t i = 0; i < na; i++) {
+		assert_int_equal(mb_[i].uid, ma[i].uid);
+		assert_int_equal(mb_[i].flags, ma[i].flags);
+		assert_string_equal(mb_[i].path, ma[i].path);
+	}
+	md_mbox_close(&c);
+	/* A change no handle synced yet: the left list and b's are stale,
+	 * the next open lists. */
+	deliver(f->st, NULL, "Subject: 3\n\nthree\n");
+	c = open_mb(f, "INBOX", false);
+	assert_int_equal(md_mbox_thread_listings(), l0 + 1);
+	mb_ = md_mbox_msgs(c, &nb);
+	assert_int_equal(nb, 3);
+	assert_int_equal(mb_[2].flags, MD_F_RECENT); /* c claimed it */
+	md_mbox_close(&c);
+	md_mbox_close(&b);
+	md_mbox_close(&r);
+}
+
 enum {
 	FIB_N = 4,
 	FIB_MSGS = 8
@@ -1568,6 +1634,7 @@ int main(void)
 		T(test_md_mbox_lock_wait_yields),
 		T(test_md_mbox_cheap_sync),
 		T(test_md_mbox_watch_shared),
+		T(test_md_mbox_open_copies),
 		T(test_md_mbox_uidlist_lost),
 		T(test_md_mbox_copy_exdev),
 		T(test_md_mbox_uidlist_append),

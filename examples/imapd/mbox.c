@@ -587,6 +587,7 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 	struct imap_mbox *m;
 	const char *name;
 	const struct md_msg_info *msgs;
+	struct md_mbox *prev = NULL;
 	size_t n;
 	uint32_t unseen = 0;
 	int ret;
@@ -605,12 +606,24 @@ static int do_select(struct imap_sess *s, const char *tag, bool readonly)
 	 * IMAP4rev2 says so (RFC 9051 7.1: CLOSED). */
 	if (imap__mbox_of(s) != NULL && imap_rev2(s))
 		imap_untagged(s, "OK [CLOSED] Previous mailbox closed");
+	/* The old handle stays open until the new one is: on the same
+	 * folder, the new one takes its list instead of listing (mailbox.h,
+	 * md_mbox_open: the thread's handles share). */
+	if (s->mbox != NULL) {
+		struct imap_mbox *old = s->mbox;
+
+		prev = old->mb;
+		old->mb = NULL;
+	}
 	imap_mbox_unselect(s);
 	m = imap__mbox_new(s);
-	if (m == NULL)
+	if (m == NULL) {
+		md_mbox_close(&prev);
 		return -ENOMEM;
+	}
 	m->readonly = readonly;
 	ret = md_mbox_open(s->cfg->store, s->user, name, readonly, &m->mb);
+	md_mbox_close(&prev);
 	if (ret < 0) {
 		imap_tagged(s, tag, "NO", "%s", imap__mbox_err(ret));
 		return 0;

@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1099,6 +1100,13 @@ out_unlock:
 	return ret;
 }
 
+static _Thread_local uint64_t listings;
+
+uint64_t md_mbox_thread_listings(void)
+{
+	return listings;
+}
+
 static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 {
 	struct ents ev = {0}, claimed = {0};
@@ -1109,6 +1117,7 @@ static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 	size_t nn = 0;
 	int ret = 0;
 
+	listings++;
 	if (!mb->ro)
 		ret = list_dir(mb->dfd, "new", claim_one, &c);
 	if (ret == 0)
@@ -1204,6 +1213,137 @@ static bool unchanged(const struct md_mbox *mb)
 	       s.list_ino == mb->stamp.list_ino;
 }
 
+/* What a closed writable handle leaves its folder (see copy_peer). */
+struct mb_snap {
+	uint64_t gen; /* the folder's event count it was up to date at */
+	struct stamp stamp;
+	bool stamped;
+	uint32_t uidvalidity, uidnext;
+	struct md_msg_info *msgs;
+	size_t n;
+};
+
+void mb__snap_free(struct mb_snap *sn)
+{
+	if (sn == NULL)
+		return;
+	msgs_free(sn->msgs, sn->n);
+	free(sn);
+}
+
+uint64_t mb__snap_gen(const struct mb_snap *sn)
+{
+	return sn->gen;
+}
+
+/* On close: leave the list to the folder for the next opener. */
+static void stash(struct md_mbox *mb)
+{
+	struct mb_snap *sn;
+
+	if (!mb->listed || mb->released || mb->ro ||
+	    mb->note.seen == UINT64_MAX || !mb__note_live(&mb->note))
+		return;
+	sn = malloc(sizeof(*sn));
+	if (sn == NULL)
+		return;
+	*sn = (struct mb_snap){.gen = mb->note.seen,
+			       .stamp = mb->stamp,
+			       .stamped = mb->stamped,
+			       .uidvalidity = mb->uidvalidity,
+			       .uidnext = mb->uidnext,
+			       .msgs = mb->msgs,
+			       .n = mb->n};
+	if (!mb__note_stash(&mb->note, sn)) {
+		free(sn);
+		return;
+	}
+	mb->msgs = NULL;
+	mb->n = 0;
+}
+
+/* The stashed list, if it is up to date (the folder's count is gen). */
+static bool take_stash(struct md_mbox *mb, uint64_t gen)
+{
+	struct mb_snap *sn = mb__note_take(&mb->note);
+
+	if (sn == NULL)
+		return false;
+	if (sn->gen != gen || kw_load(mb) < 0) {
+		mb__snap_free(sn);
+		return false;
+	}
+	for (size_t i = 0; i < sn->n; i++)
+		sn->msgs[i].flags &= ~(unsigned)MD_F_RECENT;
+	msgs_free(mb->msgs, mb->n);
+	mb->msgs = sn->msgs;
+	mb->n = sn->n;
+	mb->uidvalidity = sn->uidvalidity;
+	mb->uidnext = sn->uidnext;
+	mb->stamp = sn->stamp;
+	mb->stamped = sn->stamped;
+	mb->listed = true;
+	free(sn);
+	return true;
+}
+
+/*
+ * A handle's first list without listing the directories, when the
+ * thread has it up to date (made when the folder's event count was what
+ * it is now): the list a closed writable handle left (taken, no copy),
+ * else a copy of an open handle's. SELECT of a folder other sessions of
+ * the worker have open costs that, not a listing. \Recent is the
+ * other's (its claims): none here, as no file waits in new/ (it would
+ * be an event). A read-only handle lists new/ without claiming, so a
+ * writable one copies only a writable one. Keywords are read again.
+ */
+static bool copy_peer(struct md_mbox *mb, uint64_t gen)
+{
+	const struct mb_note *pn = NULL;
+	const struct md_mbox *h = NULL;
+	struct md_msg_info *nv = NULL;
+	size_t i;
+
+	if (mb->listed || gen == UINT64_MAX)
+		return false;
+	if (take_stash(mb, gen))
+		return true;
+	while ((pn = mb__note_peer(&mb->note, pn)) != NULL) {
+		h = (const struct md_mbox *)((const char *)pn -
+					     offsetof(struct md_mbox, note));
+		if (pn->seen == gen && h->listed && !h->released &&
+		    (mb->ro || !h->ro))
+			break;
+	}
+	if (pn == NULL)
+		return false;
+	if (h->n > 0) {
+		nv = malloc(h->n * sizeof(*nv));
+		if (nv == NULL)
+			return false;
+	}
+	for (i = 0; i < h->n; i++) {
+		nv[i] = h->msgs[i];
+		nv[i].flags &= ~(unsigned)MD_F_RECENT;
+		nv[i].path = strdup(h->msgs[i].path);
+		if (nv[i].path == NULL)
+			break;
+	}
+	if (i < h->n || kw_load(mb) < 0) {
+		msgs_free(nv, i);
+		return false; /* a listing then */
+	}
+	msgs_free(mb->msgs, mb->n);
+	mb->msgs = nv;
+	mb->n = h->n;
+	mb->uidvalidity = h->uidvalidity;
+	mb->uidnext = h->uidnext;
+	mb->stamp = h->stamp;
+	mb->stamped = h->stamped;
+	mb->listed = true;
+	return true;
+}
+
 int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 {
 	bool was, quiet;
@@ -1222,7 +1362,7 @@ int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 	}
 	quiet = mb__note_quiet(&mb->note, &gen);
 	/* A released handle lost its paths: only a listing has them. */
-	if (!mb->released && (quiet || unchanged(mb))) {
+	if (!mb->released && (quiet || unchanged(mb) || copy_peer(mb, gen))) {
 		mb->note.seen = gen;
 		return 0;
 	}
@@ -1230,6 +1370,7 @@ int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 	mb->released = false; /* sync_full makes paths */
 	ret = sync_full(mb, ch_out);
 	if (ret == 0) {
+		mb->listed = true;
 		mb->note.seen = gen;
 	} else if (was) {
 		mb->released = true; /* the old list: no paths */
@@ -1323,6 +1464,7 @@ void md_mbox_close(struct md_mbox **mbp)
 	if (mb == NULL)
 		return;
 	*mbp = NULL;
+	stash(mb);
 	mb__note_del(&mb->note);
 	fds_close(mb);
 	msgs_free(mb->msgs, mb->n);

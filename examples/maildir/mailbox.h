@@ -286,6 +286,10 @@ bool md_mbox_watched(const struct md_mbox *mb);
  * or released first; later syncs make a new one.
  */
 void md_mbox_thread_done(void);
+/* Full listings of folders made by this thread's syncs (a handle opened
+ * while another of the thread is up to date copies its list instead):
+ * for tests and benchmarks. */
+uint64_t md_mbox_thread_listings(void);
 /* The name the handle was opened with (borrowed, as long as mb). */
 const char *md_mbox_name(const struct md_mbox *mb);
 /* The messages by ascending UID, borrowed until the next call on mb. */

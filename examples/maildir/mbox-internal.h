@@ -73,6 +73,7 @@ struct stamp {
 struct mb_note {
 	uint64_t thread; /* the instance's thread (an id, not a pointer) */
 	uint64_t seen;	 /* the folder's event count at the last sync */
+	struct mb_note *prev, *next; /* the folder's other handles */
 	uint32_t slot;
 	bool on;
 };
@@ -91,6 +92,20 @@ void mb__note_del(struct mb_note *n);
 bool mb__note_quiet(struct mb_note *n, uint64_t *gen_out);
 /* Is n a working watch of this thread? */
 bool mb__note_live(const struct mb_note *n);
+/* The handles watching n's folder on this thread but n, one after the
+ * other (prev: NULL for the first); NULL at the end. */
+struct mb_note *mb__note_peer(const struct mb_note *n,
+			      const struct mb_note *prev);
+
+/* A closed handle's list kept for the next opener (mailbox.c). */
+struct mb_snap;
+void mb__snap_free(struct mb_snap *sn);
+uint64_t mb__snap_gen(const struct mb_snap *sn);
+/* Keep sn on n's folder while other handles of the thread have it open
+ * (then true: the folder owns sn); false: the caller keeps sn. */
+bool mb__note_stash(struct mb_note *n, struct mb_snap *sn);
+/* The list kept on n's folder, now the caller's (NULL: none). */
+struct mb_snap *mb__note_take(struct mb_note *n);
 
 /* A mailbox handle (mailbox.c), used by mbox-save.c too. */
 struct md_mbox {
@@ -101,6 +116,7 @@ struct md_mbox {
 	bool ro;
 	bool stamped;
 	bool released; /* md_mbox_release(): no descriptors, no paths */
+	bool listed;   /* synced once (msgs is the folder's list) */
 	uint8_t nkw;   /* keywords defined (slots up to the last) */
 	struct stamp stamp;
 	struct mb_note note;

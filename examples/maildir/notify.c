@@ -29,9 +29,12 @@
  * (out of fs.inotify.max_user_instances, no /proc) watches nothing.
  *
  * Threads: one instance per thread (a thread-local table, freed when
- * the thread ends). A handle's watch belongs to the thread that made it;
- * on another thread the handle just uses the stamps, and dropping it
- * there leaves the entry to its own thread's exit. Events from our own
+ * the thread ends). A handle's watch belongs to the thread that made it,
+ * where it must be closed or released (as a session's handle is: a
+ * connection stays on its loop); on another thread the handle just uses
+ * the stamps. The folder lists its handles, so that a handle opened on a
+ * folder another handle of the thread has up to date copies that list
+ * (mailbox.c) instead of listing the directories. Events from our own
  * changes count as well: the next sync then compares stamps, as without
  * a watch.
  */
@@ -57,7 +60,9 @@
 
 /* A watched folder; refs == 0: a free slot. */
 struct note_folder {
-	int wd[3]; /* folder, new/, cur/; -1 once dropped */
+	int wd[3];	       /* folder, new/, cur/; -1 once dropped */
+	struct mb_note *notes; /* the handles (refs of them) */
+	struct mb_snap *snap;  /* the last closed one's list */
 	uint32_t refs;
 	bool broken; /* a watch dropped or refused: stamps only */
 	uint64_t gen;
@@ -91,6 +96,8 @@ static void note_thread_free(void *arg)
 	if (t == NULL)
 		return;
 	(void)close(t->fd);
+	for (uint32_t i = 0; i < t->nf; i++)
+		mb__snap_free(t->f[i].snap);
 	free(t->f);
 	free(t->map);
 	free(t);
@@ -320,6 +327,10 @@ int mb__note_add(struct mb_note *n, int dfd, int new_fd, int cur_fd)
 	n->slot = (uint32_t)slot;
 	n->on = true;
 	n->seen = UINT64_MAX; /* no sync yet */
+	n->next = t->f[slot].notes;
+	if (n->next != NULL)
+		n->next->prev = n;
+	t->f[slot].notes = n;
 	return 0;
 }
 
@@ -334,8 +345,58 @@ void mb__note_del(struct mb_note *n)
 	if (t == NULL || t->id != n->thread)
 		return; /* another thread's: its exit frees it */
 	f = &t->f[n->slot];
-	if (--f->refs == 0)
+	if (n->prev != NULL)
+		n->prev->next = n->next;
+	else
+		f->notes = n->next;
+	if (n->next != NULL)
+		n->next->prev = n->prev;
+	n->prev = n->next = NULL;
+	if (--f->refs == 0) {
 		folder_unwatch(t, f);
+		mb__snap_free(f->snap);
+		f->snap = NULL;
+	}
+}
+
+bool mb__note_stash(struct mb_note *n, struct mb_snap *sn)
+{
+	struct note_folder *f;
+
+	if (!mb__note_live(n))
+		return false;
+	f = &note_tl->f[n->slot];
+	/* Kept only for another opener, and only if not older. */
+	if (f->refs < 2 ||
+	    (f->snap != NULL && mb__snap_gen(f->snap) > mb__snap_gen(sn)))
+		return false;
+	mb__snap_free(f->snap);
+	f->snap = sn;
+	return true;
+}
+
+struct mb_snap *mb__note_take(struct mb_note *n)
+{
+	struct mb_snap *sn;
+
+	if (!mb__note_live(n))
+		return NULL;
+	sn = note_tl->f[n->slot].snap;
+	note_tl->f[n->slot].snap = NULL;
+	return sn;
+}
+
+struct mb_note *mb__note_peer(const struct mb_note *n,
+			      const struct mb_note *prev)
+{
+	struct mb_note *p;
+
+	if (!mb__note_live(n))
+		return NULL;
+	p = prev != NULL ? prev->next : note_tl->f[n->slot].notes;
+	if (p == n)
+		p = p->next;
+	return p;
 }
 
 static void count_all(struct note_thread *t)
