@@ -120,14 +120,28 @@ tree_pids() {
 	echo "$out"
 }
 
-# SIGTERM to process $1, then (after 10 s) SIGKILL to whatever is left
-# of its tree, each by pid.
+# Is process $1 there and not a zombie (which has closed its files)?
+# Orphans are reaped by this machine's init only every second or two.
+is_running() {
+	local s
+	s=$(cat /proc/"$1"/stat 2>/dev/null) || return 1
+	s=${s##*) }
+	[ "${s%% *}" != Z ]
+}
+
+# SIGTERM to process $1 and right after it to the rest of its tree, then
+# (after 10 s) SIGKILL to whatever is left, each by pid. Dovecot's master
+# told alone took 1.5-3 s to stop its children; told together they are
+# gone in 0.1 s (Dovecot's stops were 11 of imap-idle.sh's 51 s in
+# quick mode, and as much again with the zombies waited for below).
 stop_tree() {
 	local pid=$1 pids p
 	pids=$(tree_pids "$pid")
-	kill -TERM "$pid" 2>/dev/null
+	for p in $pids; do
+		kill -TERM "$p" 2>/dev/null
+	done
 	for _ in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || break
+		is_running "$pid" || break
 		sleep 0.1
 	done
 	for p in $pids; do
@@ -138,7 +152,7 @@ stop_tree() {
 	# late; the store cannot be unmounted before it has.
 	for p in $pids; do
 		for _ in $(seq 100); do
-			kill -0 "$p" 2>/dev/null || break
+			is_running "$p" || break
 			sleep 0.1
 		done
 	done
