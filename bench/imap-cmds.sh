@@ -18,9 +18,15 @@
 #           messages, 1 of the large one.
 #   select  -m imap-select as user2 (INBOX: SELECT_N small messages):
 #           SELECT INBOX again and again.
-# Servers (SERVERS), all three started once, privately, from bench/lib.sh
-# (peer_start_*: own config and data dir, loopback ports, same users and
-# password, fsync on for all: ringprot fsync=yes, Dovecot mail_fsync =
+# Servers (SERVERS), all started once, privately, from bench/lib.sh
+# (peer_start_*): ringprot, dovecot, cyrus in every scenario, and in
+# noop only floor: bench/noop-floor, a single-threaded epoll server
+# that answers each command "TAG OK" and does nothing else (no login,
+# no mailbox): the kernel's price of one NOOP round trip on loopback,
+# measured like the others, so that ringprot / floor is what the
+# runtime and the IMAP server add to it.
+# The IMAP servers each have their own config and data dir, loopback
+# ports, same users and password, fsync on for all: ringprot fsync=yes, Dovecot mail_fsync =
 # always, Cyrus as always), on one fresh loop-mounted ext4 (FS=loop) or
 # /tmp (FS=host). Mailboxes are filled with the same messages
 # (bench/imap-fill.py): written straight into the Maildirs of ringprot
@@ -45,11 +51,13 @@
 # the server's below, the client is what limits the rate.
 #
 # Environment: BENCH_MODE (quick or full: the defaults below, quick in
-# brackets), RUNS (5 [2]), DURATION (10 [3]), WARMUP (1 [0.5]), CONNS
+# brackets), RUNS (5 [2]), DURATION (10 [0.7]), WARMUP (1 [0.1]), CONNS
 # (16), SCENARIOS ("noop noop-py fetch select"), SERVERS ("ringprot dovecot
-# cyrus"), SELECT_N (10000 [2000]), FETCH_SMALL (200 [100]), SMALL_SIZE
-# (4096), LARGE_SIZE (1048576), SERVER_CPU (0), CLIENT_CPU (1), WORKERS
-# (1), QUIET_WAIT (10 [3]), FS (loop), LOOP_SIZE (4G), PERF (1; 0: no
+# cyrus floor"), SELECT_N (10000 [1000]), FETCH_SMALL (200 [100]),
+# SMALL_SIZE (4096), LARGE_SIZE (1048576), SERVER_CPU (0), CLIENT_CPU
+# (1), WORKERS (1), QUIET_WAIT (10 [0]: quick does not wait for a quiet
+# machine, other_cpu_pct says how busy it was), FS (loop), LOOP_SIZE
+# (4G), PERF (1; 0: no
 # syscall counts). Results: a text report in
 # bench/results/<date>-<sha>-imap-cmds.txt, its rows as TSV next to it
 # (.tsv) and, if BENCH_TSV is set, appended to that file.
@@ -68,19 +76,19 @@ else
 fi
 pick() { if [ "$q" -eq 1 ]; then echo "$2"; else echo "$1"; fi; }
 RUNS=${RUNS:-$(pick 5 2)}
-DURATION=${DURATION:-$(pick 10 3)}
-WARMUP=${WARMUP:-$(pick 1 0.5)}
+DURATION=${DURATION:-$(pick 10 0.7)}
+WARMUP=${WARMUP:-$(pick 1 0.1)}
 CONNS=${CONNS:-16}
 SCENARIOS=${SCENARIOS:-"noop noop-py fetch select"}
-SERVERS=${SERVERS:-"ringprot dovecot cyrus"}
-SELECT_N=${SELECT_N:-$(pick 10000 2000)}
+SERVERS=${SERVERS:-"ringprot dovecot cyrus floor"}
+SELECT_N=${SELECT_N:-$(pick 10000 1000)}
 FETCH_SMALL=${FETCH_SMALL:-$(pick 200 100)}
 SMALL_SIZE=${SMALL_SIZE:-4096}
 LARGE_SIZE=${LARGE_SIZE:-1048576}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 WORKERS=${WORKERS:-1}
-QUIET_WAIT=${QUIET_WAIT:-$(pick 10 3)}
+QUIET_WAIT=${QUIET_WAIT:-$(pick 10 0)}
 FS=${FS:-loop}
 LOOP_SIZE=${LOOP_SIZE:-4G}
 PERF=${PERF:-1}
@@ -133,16 +141,11 @@ if [ "$PERF" -eq 1 ]; then
 fi
 
 # BUILD_DIR: a release build dir (default build-bench), made if missing.
-bdir=${BUILD_DIR:-build-bench}
-if [ -f "$bdir/meson-private/coredata.dat" ]; then
-	meson setup --reconfigure "$bdir" --buildtype=release >/dev/null
-else
-	meson setup "$bdir" --buildtype=release >/dev/null
-fi || die "meson setup failed"
-meson compile -C "$bdir" >/dev/null || die "build failed"
-imapd=$(cd "$bdir" && pwd)/examples/ringprot-imapd
-loadgen=$(cd "$bdir" && pwd)/bench/loadgen
-for exe in "$imapd" "$loadgen"; do
+bench_build
+imapd=$bdir/examples/ringprot-imapd
+loadgen=$bdir/bench/loadgen
+floor=$bdir/bench/noop-floor
+for exe in "$imapd" "$loadgen" "$floor"; do
 	[ -x "$exe" ] || die "not built: $exe"
 done
 
@@ -198,7 +201,13 @@ fill() {
 			python3 bench/imap-fill.py lmtp "$lport" user2 "$SELECT_N" \
 				"$SMALL_SIZE" --parallel 8
 		;;
+	floor) ;; # no mailboxes
 	esac
+}
+
+# Does server $1 take part in scenario $2? The floor answers NOOPs only.
+takes_part() {
+	[ "$1" != floor ] || [ "$2" = noop ]
 }
 
 start_all() {
@@ -209,6 +218,7 @@ start_all() {
 		ringprot) peer_start_ringprot "$tmp/ringprot" ;;
 		dovecot) peer_start_dovecot "$tmp/dovecot" 0 $((CONNS * 2 + 20)) ;;
 		cyrus) peer_start_cyrus "$tmp/cyrus" $((CONNS * 2 + 20)) ;;
+		floor) peer_start_floor "$tmp/floor" ;;
 		*) die "unknown server $name" ;;
 		esac
 		spids[$name]=$spid
@@ -225,18 +235,29 @@ start_all() {
 # Dovecot builds its index, Cyrus its caches), then a pause past
 # ringprot's 2 s same-tick guard (a directory changed in the last 2 s is
 # listed again on every sync). Without it the first run measured that
-# one-off work: syscalls per NOOP went from 3 to 12.
+# one-off work: syscalls per NOOP went from 3 to 12. The three users of
+# a server at once (nothing is measured here), and the pause counts from
+# ringprot's SELECTs: the other servers' take part of it.
 settle() {
-	local name u
+	local name u t_rp
+	local -A upid
+	t_rp=$(date +%s.%N)
 	for name in $SERVERS; do
+		[ "$name" = floor ] && continue
 		for u in user0 user1 user2; do
 			taskset -c "$CLIENT_CPU" "$loadgen" -m imap-noop -U "$u" \
-				-P "$PASS" -c 1 -d 0.2 -w 0 \
-				"127.0.0.1:${sports[$name]}" >"$tmp/settle.out" 2>&1 ||
-				die "$name: $u: first SELECT failed: $(tail -n 2 "$tmp/settle.out")"
+				-P "$PASS" -c 1 -d 0.1 -w 0 \
+				"127.0.0.1:${sports[$name]}" >"$tmp/settle-$u.out" 2>&1 &
+			upid[$u]=$!
 		done
+		for u in user0 user1 user2; do
+			wait "${upid[$u]}" ||
+				die "$name: $u: first SELECT failed: $(tail -n 2 "$tmp/settle-$u.out")"
+		done
+		[ "$name" = ringprot ] && t_rp=$(date +%s.%N)
 	done
-	sleep 3
+	sleep "$(awk -v t="$t_rp" -v now="$(date +%s.%N)" \
+		'BEGIN {s = 3 - (now - t); printf "%.2f", (s > 0 ? s : 0)}')"
 }
 
 # loadgen arguments of scenario $1.
@@ -364,6 +385,7 @@ for r in $(seq "$RUNS"); do
 	echo "run $r/$RUNS"
 	for scen in $SCENARIOS; do
 		for name in $SERVERS; do
+			takes_part "$name" "$scen" || continue
 			measure "$name" "$scen" ||
 				echo "$scen $name run $r failed" >>"$tmp/fails.txt"
 		done
@@ -434,6 +456,8 @@ for scen in scens:
     med = {}
     for name in servers:
         rs = g.get((scen, name), [])
+        if not rs and name == "floor":
+            continue  # the floor runs in noop only
         cells = []
         for key, unit, fn, d in ms:
             s = stats(rs, fn) if rs else None

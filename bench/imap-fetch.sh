@@ -36,7 +36,7 @@
 # cache throughout, so this measures the send path, not the disk.
 #
 # Environment: SERVERS ("ringprot ringprot-lf dovecot"), CONNS (16),
-# MSG_MIB (10), SECS (20; BENCH_MODE=quick: 5), RUNS (1; interleaved),
+# MSG_MIB (10), SECS (20; BENCH_MODE=quick: 1), RUNS (1; interleaved),
 # WORKERS (1), SERVER_CPU (0), CLIENT_CPU (1), FS (loop or host),
 # LOOP_SIZE (1G). The report goes to stdout and to
 # bench/results/<date>-<sha>-imap-fetch.txt; under bench/run (BENCH_TSV)
@@ -52,7 +52,7 @@ SERVERS=${SERVERS:-"ringprot ringprot-lf dovecot"}
 CONNS=${CONNS:-16}
 MSG_MIB=${MSG_MIB:-10}
 if [ "${BENCH_MODE:-full}" = quick ]; then
-	SECS=${SECS:-5}
+	SECS=${SECS:-1}
 else
 	SECS=${SECS:-20}
 fi
@@ -83,13 +83,9 @@ case " $SERVERS " in
 	;;
 esac
 
-if [ -f build-bench/meson-private/coredata.dat ]; then
-	meson setup --reconfigure build-bench --buildtype=release >/dev/null
-else
-	meson setup build-bench --buildtype=release >/dev/null
-fi || die "meson setup failed"
-meson compile -C build-bench >/dev/null || die "build failed"
-imapd=build-bench/examples/ringprot-imapd
+# BUILD_DIR: a release build dir (default build-bench), made if missing.
+bench_build
+imapd=$bdir/examples/ringprot-imapd
 [ -x "$imapd" ] || die "not built: $imapd"
 
 tmp=$(mktemp -d /tmp/ringprot-imap-fetch.XXXXXX) || die "mktemp failed"
@@ -175,6 +171,7 @@ measure() {
 	# shellcheck disable=SC2086
 	set -- $c0 $c1
 	local ticks=$(($3 - $1))
+	# shellcheck disable=SC2001 # four fields reordered: sed says it best
 	echo "$name $ticks $(sed 's/^result: bytes=\([0-9]*\) fetches=\([0-9]*\) secs=\([0-9.]*\) mib_s=\([0-9.]*\)$/\1 \3 \4 \2/' <<<"$res")" |
 		tee -a "$tmp/runs.txt"
 }
@@ -188,7 +185,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 	echo "cpu:      ${cpu:-unknown} ($(nproc) online)," \
 		"$(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
 	echo "storage:  $([ -n "$mounted" ] && echo "a fresh ext4 in a $LOOP_SIZE image, loop-mounted" || echo "/tmp (FS=host)")"
-	echo "build:    meson buildtype=release (build-bench/), $(cc --version | head -n 1)"
+	echo "build:    meson buildtype=release ($bdir/), $(cc --version | head -n 1)"
 	echo "dovecot:  $(dovecot --version 2>/dev/null || echo none)"
 	echo "command:  SERVERS=\"$SERVERS\" CONNS=$CONNS MSG_MIB=$MSG_MIB SECS=$SECS" \
 		"RUNS=$RUNS WORKERS=$WORKERS bench/imap-fetch.sh"

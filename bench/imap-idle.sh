@@ -55,7 +55,8 @@
 # Push delay: each server started afresh and warmed as above, then
 # bench/imap-push.py holds PUSH_IDLERS IDLE sessions of user0 through
 # loadgen and delivers PUSH_N messages to user0 over one LMTP session,
-# one at a time, PUSH_PAUSE seconds apart (longer than Dovecot's 1 s
+# one at a time, each PUSH_PAUSE seconds after every idler had the last
+# one (for dovecot-hib PUSH_PAUSE_HIB, longer than Dovecot's 1 s
 # hibernation timeout, so that each delivery finds the idlers
 # hibernated); the delay of each idler's EXISTS from the 250 is
 # CLOCK_MONOTONIC in both processes. p50 and p99 over all idlers and
@@ -68,12 +69,15 @@
 # SERVERS ("ringprot dovecot-hib dovecot cyrus"), WORKERS (1), WINDOW
 # (64), SETTLE (2), HIB_SETTLE (5), FORK_MAX_N (10000), CYRUS_MAX_N
 # (2000), NUSERS (10), PUSH_IDLERS (10), PUSH_N (50), PUSH_PAUSE (1.5),
+# PUSH_PAUSE_HIB (PUSH_PAUSE),
 # PUSH (1; 0 skips the push part), MEM (1; 0 skips the memory part),
 # SERVER_CPU (0), CLIENT_CPU (1), FS (loop or host), LOOP_SIZE (4G),
 # BUILD_DIR (build-bench). BENCH_MODE=quick (bench/run quick) changes the
 # defaults to NS="100 10000" with FORK_MAX_N=100, CYRUS_MAX_N=100 and
 # HIB_MAX_N=100 (the forking peers at 100 sessions only), PUSH_N=5,
-# PUSH_PAUSE=1.2, SETTLE=1. HIB_MAX_N (default: no cap) caps dovecot-hib.
+# PUSH_PAUSE=0.2, PUSH_PAUSE_HIB=1.2, SETTLE=0.5,
+# HIB_SETTLE=2 (then it waits, as always, until the imap processes have
+# gone). HIB_MAX_N (default: no cap) caps dovecot-hib.
 # The report goes to stdout and to bench/results/<date>-<sha>-imap-idle.txt,
 # its figures as TSV rows (bench/run) to the .tsv next to it and, if
 # BENCH_TSV is set, appended to that file.
@@ -86,7 +90,8 @@ cd "$root" || exit 1
 
 if [ "${BENCH_MODE:-full}" = quick ]; then
 	: "${NS:=100 10000}" "${FORK_MAX_N:=100}" "${CYRUS_MAX_N:=100}"
-	: "${HIB_MAX_N:=100}" "${PUSH_N:=5}" "${PUSH_PAUSE:=1.2}" "${SETTLE:=1}"
+	: "${HIB_MAX_N:=100}" "${PUSH_N:=5}" "${PUSH_PAUSE:=0.2}" "${SETTLE:=0.5}"
+	: "${PUSH_PAUSE_HIB:=1.2}" "${HIB_SETTLE:=2}"
 fi
 NS=${NS:-"1000 10000"}
 HIB_MAX_N=${HIB_MAX_N:-1000000000}
@@ -102,6 +107,7 @@ NUSERS=${NUSERS:-10}
 PUSH_IDLERS=${PUSH_IDLERS:-10}
 PUSH_N=${PUSH_N:-50}
 PUSH_PAUSE=${PUSH_PAUSE:-1.5}
+PUSH_PAUSE_HIB=${PUSH_PAUSE_HIB:-$PUSH_PAUSE}
 PUSH=${PUSH:-1}
 MEM=${MEM:-1}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -149,15 +155,9 @@ case " $SERVERS " in
 esac
 
 # BUILD_DIR: a release build dir (default build-bench), made if missing.
-bdir=${BUILD_DIR:-build-bench}
-if [ -f "$bdir/meson-private/coredata.dat" ]; then
-	meson setup --reconfigure "$bdir" --buildtype=release >/dev/null
-else
-	meson setup "$bdir" --buildtype=release >/dev/null
-fi || die "meson setup failed"
-meson compile -C "$bdir" >/dev/null || die "build failed"
+bench_build
 imapd=$bdir/examples/ringprot-imapd
-loadgen=$(cd "$bdir" && pwd)/bench/loadgen
+loadgen=$bdir/bench/loadgen
 for exe in "$imapd" "$loadgen"; do
 	[ -x "$exe" ] || die "not built: $exe"
 done
@@ -354,11 +354,11 @@ measure_mem() {
 	start_server "$name"
 	echo "server:   $name: $scmd (pid $spid, imap $sport, lmtp $lport)" >>"$tmp/servers.txt"
 	# Warm: the first logins start what starts lazily.
-	lg_open "$name" 10 && lg_close || {
+	if ! { lg_open "$name" 10 && lg_close; }; then
 		echo "imap-idle.sh: $name: warm-up sessions failed" >&2
 		stop_server
 		return 1
-	}
+	fi
 	sleep "$SETTLE"
 	s0=$(mem) || die "cannot read the memory of $name"
 	t0=$(date +%s.%N)
@@ -377,8 +377,9 @@ measure_mem() {
 		return 1
 	fi
 	t1=$(date +%s.%N)
-	[ "$name" = dovecot-hib ] && [ "$HIB_SETTLE" -gt "$settle" ] &&
-		settle=$HIB_SETTLE
+	# Seconds, not always whole (quick: SETTLE=0.5).
+	[ "$name" = dovecot-hib ] && settle=$(awk -v a="$HIB_SETTLE" \
+		-v b="$settle" 'BEGIN {print (a > b) ? a : b}')
 	sleep "$settle"
 	if [ "$name" = dovecot-hib ]; then
 		# Hibernation is done when the imap processes are gone.
@@ -412,12 +413,13 @@ measure_mem() {
 # Push delay at PUSH_IDLERS idlers for server $1; appends its delays
 # to push-NAME.txt and the summary line to push.txt.
 measure_push() {
-	local name=$1 out
+	local name=$1 out pause=$PUSH_PAUSE
+	[ "$name" = dovecot-hib ] && pause=$PUSH_PAUSE_HIB
 	start_server "$name"
 	echo "server:   $name: $scmd (pid $spid, imap $sport, lmtp $lport)" >>"$tmp/servers.txt"
 	out=$(taskset -c "$CLIENT_CPU" python3 bench/imap-push.py "$loadgen" \
 		"$sport" "$lport" user0 "$PASS" "$PUSH_IDLERS" "$PUSH_N" \
-		"$PUSH_PAUSE")
+		"$pause")
 	grep '^delay_us' <<<"$out" | awk '{print $2}' >>"$tmp/push-$name.txt"
 	if ! grep -q '^push: deliveries' <<<"$out"; then
 		echo "imap-idle.sh: $name: push run failed: $(tail -n 3 <<<"$out")" >&2
@@ -449,7 +451,8 @@ fstype=$(findmnt -n -o FSTYPE --target "$tmp" 2>/dev/null || stat -f -c %T "$tmp
 	echo "command:  NS=\"$NS\" RUNS=$RUNS SERVERS=\"$SERVERS\" WORKERS=$WORKERS" \
 		"WINDOW=$WINDOW SETTLE=$SETTLE HIB_SETTLE=$HIB_SETTLE FORK_MAX_N=$FORK_MAX_N" \
 		"CYRUS_MAX_N=$CYRUS_MAX_N NUSERS=$NUSERS PUSH_IDLERS=$PUSH_IDLERS" \
-		"PUSH_N=$PUSH_N PUSH_PAUSE=$PUSH_PAUSE bench/imap-idle.sh"
+		"PUSH_N=$PUSH_N PUSH_PAUSE=$PUSH_PAUSE PUSH_PAUSE_HIB=$PUSH_PAUSE_HIB" \
+		"bench/imap-idle.sh"
 	echo "limits:   RLIMIT_NOFILE $nofile, fs.inotify.max_user_instances" \
 		"$(cat /proc/sys/fs/inotify/max_user_instances) during the run" \
 		"(${inotify_old} before${inotify_set:+: raised for Dovecot})"

@@ -28,8 +28,10 @@ busy_ticks() {
 
 # Wait until other processes use under 5% of a CPU (0.5 s samples), for
 # at most QUIET_WAIT seconds. Returns 1 if the machine stayed busy.
+# QUIET_WAIT=0: no wait, not even one sample (quick modes).
 wait_quiet() {
 	local until=$((SECONDS + QUIET_WAIT)) b0 b1
+	[ "$QUIET_WAIT" -gt 0 ] || return 0
 	: "${hz:?the caller sets hz}"
 	while :; do
 		b0=$(busy_ticks)
@@ -118,14 +120,28 @@ tree_pids() {
 	echo "$out"
 }
 
-# SIGTERM to process $1, then (after 10 s) SIGKILL to whatever is left
-# of its tree, each by pid.
+# Is process $1 there and not a zombie (which has closed its files)?
+# Orphans are reaped by this machine's init only every second or two.
+is_running() {
+	local s
+	s=$(cat /proc/"$1"/stat 2>/dev/null) || return 1
+	s=${s##*) }
+	[ "${s%% *}" != Z ]
+}
+
+# SIGTERM to process $1 and right after it to the rest of its tree, then
+# (after 10 s) SIGKILL to whatever is left, each by pid. Dovecot's master
+# told alone took 1.5-3 s to stop its children; told together they are
+# gone in 0.1 s (Dovecot's stops were 11 of imap-idle.sh's 51 s in
+# quick mode, and as much again with the zombies waited for below).
 stop_tree() {
 	local pid=$1 pids p
 	pids=$(tree_pids "$pid")
-	kill -TERM "$pid" 2>/dev/null
+	for p in $pids; do
+		kill -TERM "$p" 2>/dev/null
+	done
 	for _ in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || break
+		is_running "$pid" || break
 		sleep 0.1
 	done
 	for p in $pids; do
@@ -136,7 +152,7 @@ stop_tree() {
 	# late; the store cannot be unmounted before it has.
 	for p in $pids; do
 		for _ in $(seq 100); do
-			kill -0 "$p" 2>/dev/null || break
+			is_running "$p" || break
 			sleep 0.1
 		done
 	done
@@ -165,24 +181,57 @@ wait_banner() {
 	return 1
 }
 
-# ---- Peers: ringprot-imapd, Dovecot and Cyrus, each run privately from
-# its own configuration in its own directory, on loopback ports, stopped
-# by pid (stop_tree). Used by imap-idle.sh and imap-cmds.sh. The caller
-# defines die() and sets: PASS (every user's password), NUSERS (users
-# user0..user$((NUSERS - 1))), SERVER_CPU (taskset), imapd (path of
+# ---- Peers: ringprot, Dovecot and Cyrus, each run privately from its
+# own configuration in its own directory, on loopback ports, stopped by
+# pid (stop_tree). Used by imap-idle.sh, imap-cmds.sh, imap-fetch.sh and
+# lmtp.sh. The caller defines die() and sets: PASS (every user's
+# password), NUSERS (users user0..user$((NUSERS - 1))) or PEER_USERS
+# (the user names, one word each), SERVER_CPU (taskset), imapd (path of
 # ringprot-imapd), WORKERS (its -w; default 1); for Cyrus cyrus_bin
 # (cyrus-common's, /usr/lib/cyrus/bin) and cyrus_x (peer_cyrus_unpack).
-# A start sets spid (the server's pid), sport (IMAP port), lport (LMTP
-# port), scmd (its command, for the report) and slog (its log file).
-# Durability is the same for all three: ringprot fsync=yes, Dovecot
-# mail_fsync = always, Cyrus as it always does (it has no switch).
+# PEER_PROTOCOLS is "imap lmtp" (the default) or "lmtp": LMTP only, as
+# lmtp.sh wants it (ringprot-lmtpd, path in lmtpd, instead of imapd; no
+# IMAP service in Dovecot; no imapd and idled in Cyrus, so no
+# peer_cyrus_unpack either). A start sets spid (the server's pid), sport
+# (IMAP port; empty for LMTP only), lport (LMTP port), scmd (its
+# command, for the report) and slog (its log file). Durability is the
+# same for all three: ringprot fsync=yes, Dovecot mail_fsync = always,
+# Cyrus as it always does (it has no switch); PEER_FSYNC=no turns it
+# off where a server can (ringprot fsync=no, Dovecot mail_fsync =
+# never).
 # Mail locations, for scripts that fill mailboxes directly:
 #   ringprot  DIR/mail/users/USER/{tmp,new,cur} (Maildir, LF line ends)
 #   dovecot   DIR/mail/USER/{tmp,new,cur} (Maildir, uid/gid 65534)
 #   cyrus     its own store under DIR/mail: deliver over LMTP.
 
 peer_users() {
-	seq -f 'user%g' 0 $((NUSERS - 1))
+	if [ -n "${PEER_USERS:-}" ]; then
+		# shellcheck disable=SC2086 # one word per user
+		printf '%s\n' $PEER_USERS
+	else
+		seq -f 'user%g' 0 $((NUSERS - 1))
+	fi
+}
+
+# Is the peer to serve IMAP (PEER_PROTOCOLS)?
+peer_has_imap() {
+	[[ " ${PEER_PROTOCOLS:-imap lmtp} " == *" imap "* ]]
+}
+
+# bench/noop-floor (path in floor) in directory $1: imap-cmds.sh's NOOP
+# floor, an epoll server that answers every tagged command OK, with no
+# mailbox, login or LMTP (lport empty).
+peer_start_floor() {
+	local d=$1
+	mkdir -p "$d"
+	scmd="$floor -l 127.0.0.1:0"
+	# shellcheck disable=SC2086
+	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
+	spid=$!
+	sport=$(peer_ports "$d/out" "$spid" 1)
+	[ -n "$sport" ] || die "noop-floor did not start: $(tail -n 3 "$d/err")"
+	lport=""
+	slog=$d/err
 }
 
 # The private Cyrus imapd and idled, from the cyrus-imapd package
@@ -200,31 +249,52 @@ peer_cyrus_unpack() {
 	chmod -R a+rX "$dir"
 }
 
+# The ports in the "listening on ADDR:PORT[ (...)]" lines that the
+# server of pid $2 writes to file $1, once there are $3 of them: at most
+# 5 s, and nothing more once it has exited.
+peer_ports() {
+	local f=$1 pid=$2 want=$3 ports
+	for _ in $(seq 100); do
+		ports=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)\( (.*)\)\{0,1\}$/\1/p' "$f" 2>/dev/null)
+		[ "$(echo "$ports" | wc -w)" -eq "$want" ] && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	echo "$ports"
+}
+
 # ringprot-imapd -D in directory $1 (made), LMTP in the same process;
-# users in a sasldb. RINGPROT_EXTRA: more options ("-o key=value").
+# users in a sasldb. For LMTP only (PEER_PROTOCOLS) ringprot-lmtpd, no
+# sasldb. RINGPROT_EXTRA: more options ("-o key=value").
 peer_start_ringprot() {
-	local d=$1 u i port
+	local d=$1 u want=2
 	mkdir -p "$d/mail"
 	for u in $(peer_users); do
 		mkdir -p "$d/mail/users/$u/"{tmp,new,cur}
+		peer_has_imap || continue
 		echo -n "$PASS" | saslpasswd2 -f "$d/sasldb" -c -p "$u" ||
 			die "saslpasswd2 failed"
 	done
-	scmd="$imapd -D -w ${WORKERS:-1} -o data_dir=$d/mail -o sasldb_path=$d/sasldb -o fsync=yes -o imap.listen=127.0.0.1:0 -o lmtp.listen=127.0.0.1:0 ${RINGPROT_EXTRA:-}"
+	if peer_has_imap; then
+		scmd="$imapd -D -w ${WORKERS:-1} -o data_dir=$d/mail -o sasldb_path=$d/sasldb -o fsync=${PEER_FSYNC:-yes} -o imap.listen=127.0.0.1:0 -o lmtp.listen=127.0.0.1:0 ${RINGPROT_EXTRA:-}"
+	else
+		scmd="$lmtpd -l 127.0.0.1:0 -w ${WORKERS:-1} -o data_dir=$d/mail -o fsync=${PEER_FSYNC:-yes} ${RINGPROT_EXTRA:-}"
+		want=1
+	fi
 	# shellcheck disable=SC2086
 	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
 	spid=$!
-	for i in $(seq 100); do
-		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\) (.*)$/\1/p' "$d/out" 2>/dev/null)
-		[ "$(echo "$port" | wc -w)" -eq 2 ] && break
-		kill -0 "$spid" 2>/dev/null || die "ringprot-imapd exited: $(tail -n 3 "$d/err")"
-		sleep 0.05
-	done
-	# shellcheck disable=SC2086
-	set -- $port
-	[ "$#" -eq 2 ] || die "ringprot-imapd did not report its ports"
-	sport=$1
-	lport=$2
+	# shellcheck disable=SC2046 # one word per port
+	set -- $(peer_ports "$d/out" "$spid" "$want")
+	[ "$#" -eq "$want" ] ||
+		die "ringprot did not report its ports: $(tail -n 3 "$d/err")"
+	if [ "$want" -eq 2 ]; then
+		sport=$1
+		lport=$2
+	else
+		sport=""
+		lport=$1
+	fi
 	slog=$d/err
 }
 
@@ -232,10 +302,12 @@ peer_start_ringprot() {
 # session) in directory $1, imap_hibernate_timeout $2 (0: none), for up
 # to $3 sessions. DOVECOT_EXTRA: more settings (lines) at the end.
 peer_start_dovecot() {
-	local d=$1 hib=$2 m=$3 u
+	local d=$1 hib=$2 m=$3 u protocols="imap lmtp" fsync=always
 	mkdir -p "$d/run" "$d/state" "$d/mail"
 	sport=$(free_port)
 	lport=$(free_port)
+	peer_has_imap || protocols=lmtp
+	[ "${PEER_FSYNC:-yes}" = no ] && fsync=never
 	: >"$d/users"
 	for u in $(peer_users); do
 		echo "$u:{PLAIN}$PASS:65534:65534::$d/mail/$u::" >>"$d/users"
@@ -247,7 +319,7 @@ base_dir = $d/run
 state_dir = $d/state
 log_path = $d/log
 info_log_path = $d/log
-protocols = imap lmtp
+protocols = $protocols
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
@@ -255,7 +327,7 @@ auth_mechanisms = plain login
 auth_username_format = %Ln
 first_valid_uid = 100
 mail_location = maildir:$d/mail/%u
-mail_fsync = always
+mail_fsync = $fsync
 lmtp_save_to_detail_mailbox = no
 imap_hibernate_timeout = $hib
 default_process_limit = $((m + 200))
@@ -302,7 +374,7 @@ service lmtp {
   unix_listener lmtp {
     mode = 0600
   }
-  process_limit = 16
+  process_limit = 64
 }
 service anvil {
   unix_listener anvil-auth-penalty {
@@ -311,19 +383,25 @@ service anvil {
 }
 ${DOVECOT_EXTRA:-}
 EOF
-	scmd="dovecot -F -c $d/dovecot.conf (imap_hibernate_timeout = $hib)"
+	scmd="dovecot -F -c $d/dovecot.conf (protocols = $protocols, mail_fsync = $fsync, imap_hibernate_timeout = $hib)"
 	taskset -c "$SERVER_CPU" dovecot -F -c "$d/dovecot.conf" \
 		>"$d/out" 2>"$d/err" &
 	spid=$!
 	slog=$d/log
-	wait_banner "$sport" "$spid" "* OK" ||
-		die "dovecot did not start: $(cat "$d/err" "$d/log" 2>/dev/null | tail -n 5)"
+	if peer_has_imap; then
+		wait_banner "$sport" "$spid" "* OK"
+	else
+		sport=""
+		wait_banner "$lport" "$spid" 220 QUIT
+	fi || die "dovecot did not start: $(cat "$d/err" "$d/log" 2>/dev/null | tail -n 5)"
 }
 
 # Cyrus master with imapd, lmtpd and idled in directory $1, for up to $2
-# sessions; users in a sasldb (auxprop). Needs peer_cyrus_unpack first.
+# sessions; users in a sasldb (auxprop). Needs peer_cyrus_unpack first,
+# unless LMTP only (PEER_PROTOCOLS: lmtpd alone, from cyrus-common).
+# CYRUS_EXTRA: more imapd.conf lines at the end.
 peer_start_cyrus() {
-	local d=$1 m=$2 u
+	local d=$1 m=$2 u imap="" idled=""
 	mkdir -p "$d/conf/socket" "$d/conf/proc" "$d/conf/lock" \
 		"$d/conf/db" "$d/conf/sieve" "$d/mail"
 	# imapd asks SASL for the realm of its servername.
@@ -354,19 +432,24 @@ sasl_auxprop_plugin: sasldb
 sasl_sasldb_path: $d/sasldb
 sasl_mech_list: PLAIN
 syslog_prefix: ringprot-bench-cyrus
+${CYRUS_EXTRA:-}
 EOF
+	if peer_has_imap; then
+		imap="imap cmd=\"$cyrus_x/imapd -C $d/imapd.conf\" listen=\"127.0.0.1:$sport\" prefork=1 maxchild=$((m + 200))"
+		idled="idled cmd=\"$cyrus_x/idled -C $d/imapd.conf\""
+	fi
 	cat >"$d/cyrus.conf" <<EOF
 START {
   recover cmd="ctl_cyrusdb -r -C $d/imapd.conf"
 }
 SERVICES {
-  imap cmd="$cyrus_x/imapd -C $d/imapd.conf" listen="127.0.0.1:$sport" prefork=1 maxchild=$((m + 200))
-  lmtp cmd="lmtpd -a -C $d/imapd.conf" listen="127.0.0.1:$lport" prefork=1 maxchild=16
+  $imap
+  lmtp cmd="lmtpd -a -C $d/imapd.conf" listen="127.0.0.1:$lport" prefork=1 maxchild=64
 }
 EVENTS {
 }
 DAEMON {
-  idled cmd="$cyrus_x/idled -C $d/imapd.conf"
+  $idled
 }
 EOF
 	chown -R cyrus:mail "$d"
@@ -375,8 +458,29 @@ EOF
 	taskset -c "$SERVER_CPU" $scmd >"$d/out" 2>"$d/err" &
 	spid=$!
 	slog=$d/err
-	wait_banner "$lport" "$spid" "220" && wait_banner "$sport" "$spid" "* OK" ||
+	peer_has_imap || sport=""
+	if ! wait_banner "$lport" "$spid" 220 QUIT ||
+		{ [ -n "$sport" ] && ! wait_banner "$sport" "$spid" "* OK"; }; then
 		die "cyrus did not start: $(tail -n 5 "$d/err")"
+	fi
+}
+
+# ---- The release build the scenarios run: bench_build configures
+# BUILD_DIR (default build-bench) as buildtype=release if it must, builds
+# it, and sets bdir to its absolute path. Under bench/run (BENCH_BUILT=1,
+# built just before) it only sets bdir: a meson reconfigure per script
+# cost seconds of every quick run.
+bench_build() {
+	bdir=${BUILD_DIR:-build-bench}
+	if [ "${BENCH_BUILT:-0}" != 1 ]; then
+		if [ -f "$bdir/meson-private/coredata.dat" ]; then
+			meson setup --reconfigure "$bdir" --buildtype=release >/dev/null
+		else
+			meson setup "$bdir" --buildtype=release >/dev/null
+		fi || die "meson setup failed"
+		meson compile -C "$bdir" >/dev/null || die "build failed"
+	fi
+	bdir=$(cd "$bdir" && pwd) || die "no build directory $bdir"
 }
 
 # ---- The stores' filesystem. store_mount: $tmp (a fresh, empty
@@ -393,8 +497,8 @@ store_mount() {
 	case ${FS:-loop} in
 	loop)
 		command -v mkfs.ext4 >/dev/null || die "no mkfs.ext4 (e2fsprogs)"
-		truncate -s "$LOOP_SIZE" "$tmp.img" &&
-			mkfs.ext4 -q -F "$tmp.img" >/dev/null ||
+		{ truncate -s "$LOOP_SIZE" "$tmp.img" &&
+			mkfs.ext4 -q -F "$tmp.img" >/dev/null; } ||
 			die "could not make an ext4 image in $tmp.img"
 		${as_root[@]+"${as_root[@]}"} mount -o loop "$tmp.img" "$tmp" ||
 			die "could not loop-mount $tmp.img (FS=host runs without it)"

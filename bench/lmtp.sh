@@ -62,7 +62,8 @@
 # CLIENT_CPU (1), QUIET_WAIT (10), FS ("loop" or "host"), LOOP_SIZE
 # (the image's size, "8G": sparse, it takes what is written), BUILD_DIR
 # (build-bench). BENCH_MODE=quick (bench/run quick) changes the defaults
-# to RUNS=1 DELIVERIES=400 SESSIONS=16 RCPTS=1 FSYNCS=on QUIET_WAIT=3.
+# to RUNS=1 DELIVERIES=400 SESSIONS=16 RCPTS=1 FSYNCS=on QUIET_WAIT=0
+# (no wait for a quiet machine: other% says how busy it was).
 # The report goes to stdout and to bench/results/<date>-<sha>-lmtp.txt,
 # its medians as TSV rows (bench/run) to the .tsv next to it and, if
 # BENCH_TSV is set, appended to that file.
@@ -75,7 +76,7 @@ cd "$root" || exit 1
 
 if [ "${BENCH_MODE:-full}" = quick ]; then
 	: "${RUNS:=1}" "${DELIVERIES:=400}" "${SESSIONS:=16}" "${RCPTS:=1}"
-	: "${FSYNCS:=on}" "${QUIET_WAIT:=3}"
+	: "${FSYNCS:=on}" "${QUIET_WAIT:=0}"
 fi
 RUNS=${RUNS:-3}
 DELIVERIES=${DELIVERIES:-4000}
@@ -93,7 +94,12 @@ LOOP_SIZE=${LOOP_SIZE:-8G}
 hz=$(getconf CLK_TCK)
 smtp_source=/usr/sbin/smtp-source
 cyrus_bin=/usr/lib/cyrus/bin
-USERS="user 1user 2user 3user 4user 5user 6user 7user 8user 9user 10user"
+# bench/lib.sh's peers: LMTP only, smtp-source's users.
+PEER_PROTOCOLS=lmtp
+PEER_USERS="user 1user 2user 3user 4user 5user 6user 7user 8user 9user 10user"
+PASS=bench-pw
+# Cyrus: an expunge (empty_store) unlinks the files at once.
+CYRUS_EXTRA="expunge_mode: immediate"
 
 die() {
 	echo "lmtp.sh: $*" >&2
@@ -128,25 +134,19 @@ case " $SERVERS " in
 	;;
 esac
 
-bdir=${BUILD_DIR:-build-bench}
-if [ -f "$bdir/meson-private/coredata.dat" ]; then
-	meson setup --reconfigure "$bdir" --buildtype=release >/dev/null
-else
-	meson setup "$bdir" --buildtype=release >/dev/null
-fi || die "meson setup failed"
-meson compile -C "$bdir" >/dev/null || die "build failed"
+bench_build
 lmtpd=$bdir/examples/ringprot-lmtpd
 [ -x "$lmtpd" ] || die "not built: $lmtpd"
 
 tmp=$(mktemp -d /tmp/ringprot-lmtp-bench.XXXXXX) || die "mktemp failed"
-declare -A spid sport scmd
+declare -A spids sports scmds
 src_pid=""
 mounted=""
 
 cleanup() {
 	local p
 	[ -n "$src_pid" ] && kill -TERM "$src_pid" 2>/dev/null
-	for p in "${spid[@]}"; do
+	for p in "${spids[@]}"; do
 		stop_tree "$p"
 	done
 	wait 2>/dev/null
@@ -190,131 +190,21 @@ empty_store() {
 	esac
 }
 
-start_ringprot() {
-	local fs=$1 d=$tmp/ringprot u port
-	mkdir -p "$d/mail"
-	for u in $USERS; do
-		mkdir -p "$d/mail/users/$u/"{tmp,new,cur}
-	done
-	local fsync=yes
-	[ "$fs" = off ] && fsync=no
-	scmd[ringprot]="$lmtpd -l 127.0.0.1:0 -w $WORKERS -o data_dir=$d/mail -o fsync=$fsync"
-	# shellcheck disable=SC2086
-	taskset -c "$SERVER_CPU" ${scmd[ringprot]} >"$d/out" 2>"$d/err" &
-	spid[ringprot]=$!
-	for _ in $(seq 100); do
-		port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)\( (.*)\)\{0,1\}$/\1/p' \
-			"$d/out")
-		[ -n "$port" ] && break
-		kill -0 "${spid[ringprot]}" 2>/dev/null ||
-			die "ringprot-lmtpd exited: $(cat "$d/err")"
-		sleep 0.05
-	done
-	[ -n "$port" ] || die "ringprot-lmtpd did not report its port"
-	sport[ringprot]=$port
-}
-
-start_dovecot() {
-	local fs=$1 d=$tmp/dovecot u port fsync=always
-	[ "$fs" = off ] && fsync=never
-	mkdir -p "$d/run" "$d/state" "$d/mail"
-	port=$(free_port)
-	: >"$d/users"
-	for u in $USERS; do
-		echo "$u::65534:65534::$d/mail/$u::" >>"$d/users"
-	done
-	chown 65534:65534 "$d/mail"
-	cat >"$d/dovecot.conf" <<EOF
-# ringprot bench/lmtp.sh: a private LMTP-only Dovecot.
-base_dir = $d/run
-state_dir = $d/state
-log_path = $d/log
-info_log_path = $d/log
-protocols = lmtp
-listen = 127.0.0.1
-ssl = no
-auth_username_format = %Ln
-first_valid_uid = 100
-mail_location = maildir:$d/mail/%u
-mail_fsync = $fsync
-lmtp_save_to_detail_mailbox = no
-passdb {
-  driver = passwd-file
-  args = $d/users
-}
-userdb {
-  driver = passwd-file
-  args = $d/users
-}
-service lmtp {
-  inet_listener lmtp {
-    address = 127.0.0.1
-    port = $port
-  }
-  unix_listener lmtp {
-    mode = 0600
-  }
-  process_limit = 64
-}
-service anvil {
-  unix_listener anvil-auth-penalty {
-    mode = 0
-  }
-}
-EOF
-	scmd[dovecot]="dovecot -F -c $d/dovecot.conf (mail_fsync = $fsync)"
-	taskset -c "$SERVER_CPU" dovecot -F -c "$d/dovecot.conf" \
-		>"$d/out" 2>"$d/err" &
-	spid[dovecot]=$!
-	sport[dovecot]=$port
-	wait_banner "$port" "${spid[dovecot]}" 220 QUIT ||
-		die "dovecot did not start: $(cat "$d/err" "$d/log" 2>/dev/null | tail -n 5)"
-}
-
-start_cyrus() {
-	local d=$tmp/cyrus port u
-	mkdir -p "$d/conf/socket" "$d/conf/proc" "$d/conf/lock" \
-		"$d/conf/db" "$d/conf/sieve" "$d/mail"
-	chown -R cyrus:mail "$d"
-	port=$(free_port)
-	cat >"$d/imapd.conf" <<EOF
-configdirectory: $d/conf
-partition-default: $d/mail
-sievedir: $d/conf/sieve
-lmtpsocket: $d/conf/socket/lmtp
-idlesocket: $d/conf/socket/idle
-notifysocket: $d/conf/socket/notify
-servername: localhost
-admins: cyrus
-unixhierarchysep: yes
-virtdomains: off
-lmtp_downcase_rcpt: yes
-autocreate_post: yes
-autocreate_quota: 0
-duplicatesuppression: no
-expunge_mode: immediate
-syslog_prefix: ringprot-bench-cyrus
-EOF
-	cat >"$d/cyrus.conf" <<EOF
-START {
-  recover cmd="ctl_cyrusdb -r -C $d/imapd.conf"
-}
-SERVICES {
-  lmtp cmd="lmtpd -a -C $d/imapd.conf" listen="127.0.0.1:$port" prefork=1 maxchild=64
-}
-EVENTS {
-}
-DAEMON {
-}
-EOF
-	chown cyrus:mail "$d/imapd.conf" "$d/cyrus.conf"
-	scmd[cyrus]="$cyrus_bin/master -C $d/imapd.conf -M $d/cyrus.conf -p $d/master.pid"
-	# shellcheck disable=SC2086
-	taskset -c "$SERVER_CPU" ${scmd[cyrus]} >"$d/out" 2>"$d/err" &
-	spid[cyrus]=$!
-	sport[cyrus]=$port
-	wait_banner "$port" "${spid[cyrus]}" 220 QUIT ||
-		die "cyrus did not start: $(tail -n 5 "$d/err")"
+# Start server $1 with fsync $2 (on, off) from bench/lib.sh's peers,
+# LMTP only: spids, sports, scmds of $1.
+start_server() {
+	local name=$1 fs=$2
+	PEER_FSYNC=yes
+	[ "$fs" = off ] && PEER_FSYNC=no
+	case "$name" in
+	ringprot) peer_start_ringprot "$tmp/ringprot" ;;
+	dovecot) peer_start_dovecot "$tmp/dovecot" 0 0 ;;
+	cyrus) peer_start_cyrus "$tmp/cyrus" 0 ;;
+	*) die "unknown server $name" ;;
+	esac
+	spids[$name]=$spid
+	sports[$name]=$lport
+	scmds[$name]=$scmd
 }
 
 # Server $1's CPU ticks as "all named" (see the head comment).
@@ -322,11 +212,11 @@ server_ticks() {
 	local t
 	case "$1" in
 	ringprot)
-		t=$(cpu_ticks "${spid[$1]}") || return 1
+		t=$(cpu_ticks "${spids[$1]}") || return 1
 		echo "$t $t"
 		;;
-	dovecot) tree_ticks "${spid[$1]}" lmtp ;;
-	cyrus) tree_ticks "${spid[$1]}" lmtpd ;;
+	dovecot) tree_ticks "${spids[$1]}" lmtp ;;
+	cyrus) tree_ticks "${spids[$1]}" lmtpd ;;
 	esac
 }
 
@@ -336,7 +226,7 @@ drive() {
 	local name=$1 s=$2 r=$3 m=$4
 	taskset -c "$CLIENT_CPU" "$smtp_source" -L -d -s "$s" -m "$m" \
 		-l "$SIZE" -r "$r" -f bench@localhost -t user@localhost \
-		"127.0.0.1:${sport[$name]}" >"$tmp/src.out" 2>&1 &
+		"127.0.0.1:${sports[$name]}" >"$tmp/src.out" 2>&1 &
 	src_pid=$!
 	wait "$src_pid"
 	local rc=$?
@@ -399,14 +289,12 @@ has_fsync_off() {
 	[ "$1" != cyrus ]
 }
 
-sha=$(git rev-parse --short HEAD 2>/dev/null || echo nocommit)
-mkdir -p bench/results
-out=bench/results/$(date +%Y-%m-%d)-$sha-lmtp.txt
+result_file lmtp
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 fstype=$(findmnt -n -o FSTYPE --target "$tmp" 2>/dev/null || stat -f -c %T "$tmp")
 {
 	echo "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "commit:   $(git rev-parse HEAD 2>/dev/null || echo none)"
+	echo "commit:   $(git rev-parse HEAD 2>/dev/null || echo none)$dirty"
 	echo "kernel:   $(uname -r)"
 	echo "cpu:      ${cpu:-unknown} ($(nproc) online)"
 	if [ -n "$mounted" ]; then
@@ -436,8 +324,8 @@ for fs in $FSYNCS; do
 		[ "$fs" = off ] && ! has_fsync_off "$name" && continue
 		rm -rf "${tmp:?}/$name"
 		mkdir -p "$tmp/$name"
-		"start_$name" "$fs"
-		echo "server:   $name fsync=$fs: ${scmd[$name]} (pid ${spid[$name]}, port ${sport[$name]})" |
+		start_server "$name" "$fs"
+		echo "server:   $name fsync=$fs: ${scmds[$name]} (pid ${spids[$name]}, port ${sports[$name]})" |
 			tee -a "$tmp/head.txt"
 		# One session first: Cyrus makes each INBOX on its first
 		# delivery (autocreate_post), and sessions racing to make
@@ -458,8 +346,8 @@ for fs in $FSYNCS; do
 		done
 	done
 	for name in $names; do
-		stop_tree "${spid[$name]}"
-		unset "spid[$name]"
+		stop_tree "${spids[$name]}"
+		unset "spids[$name]"
 		rm -rf "${tmp:?}/$name"
 	done
 done
