@@ -15,7 +15,9 @@
 # The report goes to stdout and bench/results/<date>-<sha>-CMD-profile.txt.
 # Environment: CMD (noop), CONNS (16), DURATION (5), SERVER_CPU (0),
 # CLIENT_CPU (1), BUILD_DIR (build-bench), WORKERS (1), SELECT_N (10000),
-# FETCH_SMALL (200).
+# FETCH_SMALL (200); PERF_CALLGRAPH (perf record's call graph option,
+# default -g; "--call-graph dwarf" with a debugoptimized BUILD_DIR finds
+# the callers of libc functions), KEEP_PERF (a path: keep perf.data).
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd) || exit 1
@@ -44,15 +46,9 @@ die() {
 command -v perf >/dev/null ||
 	env DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf \
 		</dev/null >/dev/null || die "no perf"
-bdir=${BUILD_DIR:-build-bench}
-if [ -f "$bdir/meson-private/coredata.dat" ]; then
-	meson setup --reconfigure "$bdir" --buildtype=release >/dev/null
-else
-	meson setup "$bdir" --buildtype=release >/dev/null
-fi || die "meson setup failed"
-meson compile -C "$bdir" >/dev/null || die "build failed"
-imapd=$(cd "$bdir" && pwd)/examples/ringprot-imapd
-loadgen=$(cd "$bdir" && pwd)/bench/loadgen
+bench_build
+imapd=$bdir/examples/ringprot-imapd
+loadgen=$bdir/bench/loadgen
 
 tmp=$(mktemp -d /tmp/ringprot-imap-profile.XXXXXX) || die "mktemp failed"
 spid=""
@@ -98,6 +94,7 @@ window() {
 			-o "$tmp/stat.out" &
 		;;
 	record)
+		# shellcheck disable=SC2086 # PERF_CALLGRAPH: one or two words
 		perf record -q -e cpu-clock ${PERF_CALLGRAPH:--g} -p "$spid" -o "$tmp/perf.data" \
 			>/dev/null 2>&1 &
 		;;
