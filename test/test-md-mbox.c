@@ -1184,7 +1184,8 @@ static void test_md_mbox_open_copies(void **state)
 	struct fx *f = *state;
 	const struct md_msg_info *ma, *mb_;
 	struct md_mbox *a, *b, *c, *r;
-	size_t na, nb;
+	uint32_t *gone = NULL;
+	size_t na, nb, ngone;
 	uint64_t l0;
 
 	deliver(f->st, NULL, "Subject: 1\n\none\n");
@@ -1235,6 +1236,17 @@ static void test_md_mbox_open_copies(void **state)
 	assert_int_equal(nb, 3);
 	assert_int_equal(mb_[2].flags, MD_F_RECENT); /* c claimed it */
 	md_mbox_close(&c);
+	/* b's list was copied (its paths in one block): a flag change, an
+	 * expunge, a release and a sync replace them one by one. */
+	assert_int_equal(md_mbox_store(b, 1, MD_F_SEEN | MD_F_DELETED, 0), 0);
+	assert_int_equal(md_mbox_expunge(b, NULL, 0, &gone, &ngone), 0);
+	assert_int_equal(ngone, 1);
+	free(gone);
+	assert_int_equal(md_mbox_sync(b, NULL), 0);
+	md_mbox_release(b);
+	assert_int_equal(md_mbox_sync(b, NULL), 0);
+	mb_ = md_mbox_msgs(b, &nb);
+	assert_int_equal(nb, 2);
 	md_mbox_close(&b);
 	md_mbox_close(&r);
 }

@@ -40,7 +40,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -953,11 +952,42 @@ static int msg_fill(struct md_mbox *mb, struct md_msg_info *m, struct ent *e,
 	return ret == -ENOENT ? 0 : ret;
 }
 
-static void msgs_free(struct md_msg_info *v, size_t n)
+/* The paths of a list copied from another handle's share one block
+ * (copy_peer): one allocation for 10,000 names, not 10,000. */
+static bool in_arena(const char *arena, size_t len, const char *p)
+{
+	return arena != NULL && p >= arena && p < arena + len;
+}
+
+static void path_free(const struct md_mbox *mb, char *path)
+{
+	if (!in_arena(mb->arena, mb->arena_len, path))
+		free(path);
+}
+
+/* A list and its paths (those outside arena), and arena. */
+static void list_free(struct md_msg_info *v, size_t n, char *arena, size_t len)
 {
 	for (size_t i = 0; i < n; i++)
-		free(v[i].path);
+		if (!in_arena(arena, len, v[i].path))
+			free(v[i].path);
 	free(v);
+	free(arena);
+}
+
+static void msgs_free(struct md_msg_info *v, size_t n)
+{
+	list_free(v, n, NULL, 0);
+}
+
+/* Drop the handle's list (before it gets another). */
+static void mb_list_clear(struct md_mbox *mb)
+{
+	list_free(mb->msgs, mb->n, mb->arena, mb->arena_len);
+	mb->msgs = NULL;
+	mb->n = 0;
+	mb->arena = NULL;
+	mb->arena_len = 0;
 }
 
 /* Compare old and new lists into mb->chg (added, vanished, flagged). */
@@ -1143,7 +1173,7 @@ static int sync_full(struct md_mbox *mb, struct md_mbox_changes *ch)
 	if (ret == 0)
 		ret = diff(mb, nv, nn, ch);
 	if (ret == 0) {
-		msgs_free(mb->msgs, mb->n);
+		mb_list_clear(mb);
 		mb->msgs = nv;
 		mb->n = nn;
 		mb->uidvalidity = ul.uidvalidity;
@@ -1197,9 +1227,12 @@ static void fds_close(struct md_mbox *mb)
 static void paths_drop(struct md_mbox *mb)
 {
 	for (size_t i = 0; i < mb->n; i++) {
-		free(mb->msgs[i].path);
+		path_free(mb, mb->msgs[i].path);
 		mb->msgs[i].path = NULL;
 	}
+	free(mb->arena);
+	mb->arena = NULL;
+	mb->arena_len = 0;
 }
 
 /* Nothing changed since the last full sync (see the top). */
@@ -1221,13 +1254,15 @@ struct mb_snap {
 	uint32_t uidvalidity, uidnext;
 	struct md_msg_info *msgs;
 	size_t n;
+	char *arena;
+	size_t arena_len;
 };
 
 void mb__snap_free(struct mb_snap *sn)
 {
 	if (sn == NULL)
 		return;
-	msgs_free(sn->msgs, sn->n);
+	list_free(sn->msgs, sn->n, sn->arena, sn->arena_len);
 	free(sn);
 }
 
@@ -1253,13 +1288,17 @@ static void stash(struct md_mbox *mb)
 			       .uidvalidity = mb->uidvalidity,
 			       .uidnext = mb->uidnext,
 			       .msgs = mb->msgs,
-			       .n = mb->n};
+			       .n = mb->n,
+			       .arena = mb->arena,
+			       .arena_len = mb->arena_len};
 	if (!mb__note_stash(&mb->note, sn)) {
 		free(sn);
 		return;
 	}
 	mb->msgs = NULL;
 	mb->n = 0;
+	mb->arena = NULL;
+	mb->arena_len = 0;
 }
 
 /* The stashed list, if it is up to date (the folder's count is gen). */
@@ -1275,9 +1314,11 @@ static bool take_stash(struct md_mbox *mb, uint64_t gen)
 	}
 	for (size_t i = 0; i < sn->n; i++)
 		sn->msgs[i].flags &= ~(unsigned)MD_F_RECENT;
-	msgs_free(mb->msgs, mb->n);
+	mb_list_clear(mb);
 	mb->msgs = sn->msgs;
 	mb->n = sn->n;
+	mb->arena = sn->arena;
+	mb->arena_len = sn->arena_len;
 	mb->uidvalidity = sn->uidvalidity;
 	mb->uidnext = sn->uidnext;
 	mb->stamp = sn->stamp;
@@ -1302,40 +1343,44 @@ static bool copy_peer(struct md_mbox *mb, uint64_t gen)
 	const struct mb_note *pn = NULL;
 	const struct md_mbox *h = NULL;
 	struct md_msg_info *nv = NULL;
-	size_t i;
+	size_t len = 0, off = 0;
+	char *arena;
 
 	if (mb->listed || gen == UINT64_MAX)
 		return false;
 	if (take_stash(mb, gen))
 		return true;
 	while ((pn = mb__note_peer(&mb->note, pn)) != NULL) {
-		h = (const struct md_mbox *)((const char *)pn -
-					     offsetof(struct md_mbox, note));
+		h = pn->owner;
 		if (pn->seen == gen && h->listed && !h->released &&
 		    (mb->ro || !h->ro))
 			break;
 	}
 	if (pn == NULL)
 		return false;
-	if (h->n > 0) {
+	for (size_t i = 0; i < h->n; i++)
+		len += strlen(h->msgs[i].path) + 1;
+	arena = malloc(len + 1);
+	if (h->n > 0)
 		nv = malloc(h->n * sizeof(*nv));
-		if (nv == NULL)
-			return false;
-	}
-	for (i = 0; i < h->n; i++) {
-		nv[i] = h->msgs[i];
-		nv[i].flags &= ~(unsigned)MD_F_RECENT;
-		nv[i].path = strdup(h->msgs[i].path);
-		if (nv[i].path == NULL)
-			break;
-	}
-	if (i < h->n || kw_load(mb) < 0) {
-		msgs_free(nv, i);
+	if (arena == NULL || (h->n > 0 && nv == NULL) || kw_load(mb) < 0) {
+		free(arena);
+		free(nv);
 		return false; /* a listing then */
 	}
-	msgs_free(mb->msgs, mb->n);
+	for (size_t i = 0; i < h->n; i++) {
+		size_t l = strlen(h->msgs[i].path) + 1;
+
+		nv[i] = h->msgs[i];
+		nv[i].flags &= ~(unsigned)MD_F_RECENT;
+		nv[i].path = memcpy(arena + off, h->msgs[i].path, l);
+		off += l;
+	}
+	mb_list_clear(mb);
 	mb->msgs = nv;
 	mb->n = h->n;
+	mb->arena = arena;
+	mb->arena_len = len;
 	mb->uidvalidity = h->uidvalidity;
 	mb->uidnext = h->uidnext;
 	mb->stamp = h->stamp;
@@ -1360,6 +1405,7 @@ int md_mbox_sync(struct md_mbox *mb, struct md_mbox_changes *ch_out)
 	    mb__note_add(&mb->note, mb->dfd, mb->new_fd, mb->cur_fd) < 0) {
 		/* no watch (limits, no /proc): the stamps decide */
 	}
+	mb->note.owner = mb;
 	quiet = mb__note_quiet(&mb->note, &gen);
 	/* A released handle lost its paths: only a listing has them. */
 	if (!mb->released && (quiet || unchanged(mb) || copy_peer(mb, gen))) {
@@ -1467,7 +1513,7 @@ void md_mbox_close(struct md_mbox **mbp)
 	stash(mb);
 	mb__note_del(&mb->note);
 	fds_close(mb);
-	msgs_free(mb->msgs, mb->n);
+	mb_list_clear(mb);
 	kw_clear(mb);
 	free(mb->chg);
 	free(mb);
@@ -1598,7 +1644,7 @@ int mb__relocate(struct md_mbox *mb, size_t i)
 	}
 	if (r.found == NULL)
 		return -ENOENT;
-	free(m->path);
+	path_free(mb, m->path);
 	m->path = r.found;
 	return 0;
 }
@@ -1792,7 +1838,7 @@ int md_mbox_store_op(struct md_mbox *mb, uint32_t uid, enum md_store_op op,
 
 		if (p == NULL)
 			return -ENOMEM; /* renamed: the next sync sees it */
-		free(m->path);
+		path_free(mb, m->path);
 		m->path = p;
 	}
 	md_flags_parse(m->path, &flags, &keywords);
@@ -1843,7 +1889,7 @@ static int unlink_msg(struct md_mbox *mb, size_t i)
 /* Remove msgs[i] from the list (its UID reported by the caller). */
 void mb__msgs_drop(struct md_mbox *mb, size_t i)
 {
-	free(mb->msgs[i].path);
+	path_free(mb, mb->msgs[i].path);
 	memmove(&mb->msgs[i], &mb->msgs[i + 1],
 		(mb->n - i - 1) * sizeof(*mb->msgs));
 	mb->n--;

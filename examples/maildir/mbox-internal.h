@@ -74,6 +74,7 @@ struct mb_note {
 	uint64_t thread; /* the instance's thread (an id, not a pointer) */
 	uint64_t seen;	 /* the folder's event count at the last sync */
 	struct mb_note *prev, *next; /* the folder's other handles */
+	struct md_mbox *owner;	     /* the handle it is part of */
 	uint32_t slot;
 	bool on;
 };
@@ -123,6 +124,8 @@ struct md_mbox {
 	uint32_t uidvalidity, uidnext;
 	struct md_msg_info *msgs;
 	size_t n;
+	char *arena; /* paths copied in one block (copy_peer) */
+	size_t arena_len;
 	char **kw;     /* MD_KW_MAX slots, made with the first keyword */
 	uint32_t *chg; /* added, vanished, flagged of the last sync */
 	char user[];   /* then its NUL, the name and its NUL */

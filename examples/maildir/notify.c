@@ -47,6 +47,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -438,8 +439,7 @@ static void note_drain(struct note_thread *t)
 	enum {
 		BIG = sizeof(struct inotify_event) + NAME_MAX + 1
 	};
-	char buf[4 * BIG]
-		__attribute__((aligned(__alignof__(struct inotify_event))));
+	char buf[4 * BIG];
 
 	for (;;) {
 		ssize_t len = read(t->fd, buf, sizeof(buf));
@@ -451,12 +451,15 @@ static void note_drain(struct note_thread *t)
 				count_all(t); /* cannot tell: all changed */
 			return;
 		}
-		for (ssize_t i = 0; i < len;) {
-			const struct inotify_event *ev =
-				(const struct inotify_event *)(buf + i);
+		/* Events are read as copies: the buffer's bytes need not be
+		 * aligned for struct inotify_event (the names are not read). */
+		for (ssize_t i = 0;
+		     i + (ssize_t)sizeof(struct inotify_event) <= len;) {
+			struct inotify_event ev;
 
-			note_event(t, ev);
-			i += (ssize_t)sizeof(*ev) + ev->len;
+			memcpy(&ev, buf + i, sizeof(ev));
+			note_event(t, &ev);
+			i += (ssize_t)sizeof(ev) + ev.len;
 		}
 		/* Room for the largest event was left: the queue was empty
 		 * when the read ended, no need for the read that says so. */
