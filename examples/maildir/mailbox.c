@@ -1358,12 +1358,14 @@ static bool copy_peer(struct md_mbox *mb, uint64_t gen)
 	}
 	if (pn == NULL)
 		return false;
+	/* All of h is read before anything yields (kw_load does): h may be
+	 * closed or synced by its own fiber meanwhile. */
 	for (size_t i = 0; i < h->n; i++)
 		len += strlen(h->msgs[i].path) + 1;
 	arena = malloc(len + 1);
 	if (h->n > 0)
 		nv = malloc(h->n * sizeof(*nv));
-	if (arena == NULL || (h->n > 0 && nv == NULL) || kw_load(mb) < 0) {
+	if (arena == NULL || (h->n > 0 && nv == NULL)) {
 		free(arena);
 		free(nv);
 		return false; /* a listing then */
@@ -1385,6 +1387,9 @@ static bool copy_peer(struct md_mbox *mb, uint64_t gen)
 	mb->uidnext = h->uidnext;
 	mb->stamp = h->stamp;
 	mb->stamped = h->stamped;
+	h = NULL;
+	if (kw_load(mb) < 0)
+		return false; /* a listing replaces the copy */
 	mb->listed = true;
 	return true;
 }

@@ -26,12 +26,16 @@ imaplib, raw sockets where imaplib has no command), on loopback.
              message with its parts decoded, BINARY[n] and BINARY.SIZE of
              base64 and quoted-printable leaves of single-part and multipart
              messages, of a multipart part, literal8 for NULs, UNKNOWN-CTE
+  select-storm  24 sessions of one user SELECT/EXAMINE/IDLE/UNSELECT/CLOSE
+             one mailbox pipelined at once (handles sharing a folder's list,
+             one closed while another copies it): right counts, no crash
 
 Usage: test_imapd_mail.py PATH-TO-ringprot-imapd [part...]
 """
 
 import imaplib
 import os
+import random
 import re
 import shutil
 import smtplib
@@ -813,6 +817,52 @@ def part_binary(env):
     s.close()
 
 
+def part_select_storm(env):
+    """Many sessions of one user select, examine, idle in and leave one
+    mailbox at once, pipelined, so that a SELECT's open overlaps the
+    others': a new handle takes or copies another's list (the store
+    shares a folder's list between the handles of a thread), while that
+    other is closed or released (IDLE) under it. Every answer must give the mailbox's count and
+    the server must stay up."""
+    for i in range(5):
+        env.deliver(["alice@example.org"], b"Subject: st%d\r\n\r\nx\r\n" % i)
+    n = len(env.files("alice", "cur")) + len(env.files("alice", "new"))
+    conns = []
+    for i in range(24):
+        s, f = raw_connect(env)
+        raw(s, f, "l", f"LOGIN alice {PASSWORD}")
+        conns.append((s, f))
+    rnd = random.Random(17)
+    cmds = ["SELECT INBOX", "EXAMINE INBOX", "SELECT INBOX\r\nu UNSELECT",
+            "SELECT INBOX\r\nu CLOSE", "SELECT INBOX\r\nn NOOP",
+            "SELECT INBOX\r\ni IDLE", "SELECT INBOX\r\ni IDLE"]
+    for rounds in range(40):
+        sent = []
+        for s, f in conns:
+            c = rnd.choice(cmds)
+            s.sendall(f"s {c}\r\n".encode())
+            sent.append(c.count("\r\n") + 1)
+        for (s, f), replies in zip(conns, sent):
+            exists = None
+            for _ in range(replies):
+                while True:
+                    ln = f.readline()
+                    check(ln, f"connection closed in round {rounds}")
+                    m = re.match(rb"\* (\d+) EXISTS", ln)
+                    if m:
+                        exists = int(m.group(1))
+                    if ln.startswith(b"+ "):
+                        s.sendall(b"DONE\r\n")  # IDLE released the list
+                        continue
+                    if ln[:2] in (b"s ", b"u ", b"n ", b"i "):
+                        check(b" OK " in ln, f"round {rounds}: {ln!r}")
+                        break
+            check(exists == n, f"round {rounds}: EXISTS {exists}, want {n}")
+    for s, f in conns:
+        raw(s, f, "z", "LOGOUT")
+        s.close()
+
+
 PARTS = {
     "deliver": part_deliver,
     "folders": part_folders,
@@ -826,6 +876,7 @@ PARTS = {
     "compress": part_compress,
     "rev2": part_rev2,
     "binary": part_binary,
+    "select-storm": part_select_storm,
 }
 
 
