@@ -1171,6 +1171,16 @@ static void test_md_mbox_watch_shared(void **state)
 		assert_int_equal(ch.n_vanished, 1);
 	md_mbox_close(&c);
 	md_mbox_close(&b);
+
+	/* Every slot freed: a folder opened again reuses one and works. */
+	for (int i = 0; i < 3; i++) {
+		a = open_mb(f, "INBOX", false);
+		assert_true(md_mbox_watched(a));
+		deliver(f->st, NULL, "again\n");
+		assert_int_equal(md_mbox_sync(a, &ch), 0);
+		assert_int_equal(ch.n_added, 1);
+		md_mbox_close(&a);
+	}
 }
 
 /*

@@ -65,7 +65,8 @@ struct note_folder {
 	struct mb_note *notes; /* the handles (refs of them) */
 	struct mb_snap *snap;  /* the last closed one's list */
 	uint32_t refs;
-	bool broken; /* a watch dropped or refused: stamps only */
+	uint32_t next_free; /* refs == 0: the next free slot */
+	bool broken;	    /* a watch dropped or refused: stamps only */
 	uint64_t gen;
 };
 
@@ -80,6 +81,7 @@ struct note_thread {
 	uint64_t id;
 	struct note_folder *f;
 	uint32_t nf, capf;
+	uint32_t free_head; /* a free slot below nf, or UINT32_MAX */
 	struct note_map_ent *map;
 	uint32_t mapn, mapcap; /* mapcap: a power of two */
 };
@@ -143,6 +145,7 @@ static struct note_thread *note_thread(void)
 		return NULL;
 	}
 	t->id = atomic_fetch_add(&note_ids, 1) + 1;
+	t->free_head = UINT32_MAX;
 	note_tl = t;
 	note_failed = false;
 	return t;
@@ -236,11 +239,16 @@ static void folder_unwatch(struct note_thread *t, struct note_folder *f)
 	}
 }
 
+/* A slot for a folder: a freed one first (a list, not a scan: a worker
+ * of 10,000 sessions adds and drops folders at every IDLE and DONE). */
 static long slot_new(struct note_thread *t)
 {
-	for (uint32_t i = 0; i < t->nf; i++)
-		if (t->f[i].refs == 0)
-			return (long)i;
+	if (t->free_head != UINT32_MAX) {
+		uint32_t i = t->free_head;
+
+		t->free_head = t->f[i].next_free;
+		return (long)i;
+	}
 	if (t->nf == t->capf) {
 		uint32_t cap = t->capf ? t->capf * 2 : 16;
 		struct note_folder *f = realloc(t->f, cap * sizeof(*f));
@@ -251,6 +259,13 @@ static long slot_new(struct note_thread *t)
 		t->capf = cap;
 	}
 	return (long)t->nf++;
+}
+
+static void slot_free(struct note_thread *t, uint32_t slot)
+{
+	t->f[slot].refs = 0;
+	t->f[slot].next_free = t->free_head;
+	t->free_head = slot;
 }
 
 static int watch_fd(struct note_thread *t, int fd, uint32_t mask)
@@ -320,7 +335,7 @@ int mb__note_add(struct mb_note *n, int dfd, int new_fd, int cur_fd)
 					   NOTE_DIR_MASK);
 		if (ret < 0) {
 			folder_unwatch(t, &t->f[slot]);
-			t->f[slot].refs = 0;
+			slot_free(t, (uint32_t)slot);
 			return ret;
 		}
 	}
@@ -353,10 +368,13 @@ void mb__note_del(struct mb_note *n)
 	if (n->next != NULL)
 		n->next->prev = n->prev;
 	n->prev = n->next = NULL;
-	if (--f->refs == 0) {
+	if (f->refs == 1) {
 		folder_unwatch(t, f);
 		mb__snap_free(f->snap);
 		f->snap = NULL;
+		slot_free(t, n->slot);
+	} else {
+		f->refs--;
 	}
 }
 
