@@ -905,23 +905,25 @@ static int msg_fill(struct md_mbox *mb, struct md_msg_info *m, struct ent *e,
 		    const struct ents *claimed)
 {
 	long old = md_mbox_find(mb, m->uid);
+	const char *p = e->path;
 	char path[MB_PATH_MAX];
 	struct stat sb;
 	int ret;
 
 	m->flags = e->flags;
 	m->keywords = e->keywords;
-	/* A released handle's poll keeps no names: none are made. The
-	 * listing's own copy is taken (e->fname stays valid in it). */
-	if (!mb->released && e->path != NULL) {
-		m->path = e->path;
-		e->path = NULL;
-	} else {
+	if (p == NULL) { /* taken by an earlier entry of the same file */
 		(void)snprintf(path, sizeof(path), "%s/%s",
 			       e->in_new ? "new" : "cur", e->fname);
-		m->path = mb->released ? NULL : strdup(path);
-		if (!mb->released && m->path == NULL)
+		p = path;
+	}
+	/* A released handle's poll keeps no names: none are made. The
+	 * listing's own copy is taken (p and e->fname stay valid in it). */
+	if (!mb->released) {
+		m->path = e->path != NULL ? e->path : strdup(path);
+		if (m->path == NULL)
 			return -ENOMEM;
+		e->path = NULL;
 	}
 	if (ents_find(claimed, e->fname, e->blen) >= 0)
 		m->flags |= MD_F_RECENT;
@@ -943,12 +945,10 @@ static int msg_fill(struct md_mbox *mb, struct md_msg_info *m, struct ent *e,
 	m->size = e->w_size;
 	if (e->has_w)
 		return 0;
-	if (m->path != NULL)
-		(void)snprintf(path, sizeof(path), "%s", m->path);
-	if (fstatat(mb->dfd, path, &sb, 0) < 0)
+	if (fstatat(mb->dfd, p, &sb, 0) < 0)
 		return errno == ENOENT ? 0 : -errno; /* gone: next sync */
 	m->internal_date = sb.st_mtim.tv_sec;
-	ret = crlf_size(mb->dfd, path, &m->size);
+	ret = crlf_size(mb->dfd, p, &m->size);
 	return ret == -ENOENT ? 0 : ret;
 }
 
@@ -1371,12 +1371,11 @@ static bool copy_peer(struct md_mbox *mb, uint64_t gen)
 		return false; /* a listing then */
 	}
 	for (size_t i = 0; i < h->n; i++) {
-		size_t l = strlen(h->msgs[i].path) + 1;
-
 		nv[i] = h->msgs[i];
 		nv[i].flags &= ~(unsigned)MD_F_RECENT;
-		nv[i].path = memcpy(arena + off, h->msgs[i].path, l);
-		off += l;
+		nv[i].path = arena + off;
+		off = (size_t)(stpcpy(arena + off, h->msgs[i].path) - arena) +
+		      1;
 	}
 	mb_list_clear(mb);
 	mb->msgs = nv;
