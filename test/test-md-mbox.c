@@ -1261,6 +1261,40 @@ static void test_md_mbox_open_copies(void **state)
 	md_mbox_close(&r);
 }
 
+/*
+ * A file from elsewhere, without S=/W= in its name: its size is read
+ * from the file (with CRLF line ends) and its date from the file's
+ * mtime, once, when it is listed; its flags from the name.
+ */
+static void test_md_mbox_foreign_file(void **state)
+{
+	struct fx *f = *state;
+	struct timespec ts[2] = {{1700000000, 0}, {1700000000, 0}};
+	const struct md_msg_info *m;
+	struct md_mbox *mb;
+	char path[512];
+	int64_t date;
+	size_t n;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/users/alice/cur/1.foreign:2,FS",
+		 f->root);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	assert_int_equal(fputs("Subject: x\n\nab\n", fp) >= 0, 1);
+	assert_int_equal(fclose(fp), 0);
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+	mb = open_mb(f, "INBOX", false);
+	m = md_mbox_msgs(mb, &n);
+	assert_int_equal(n, 1);
+	assert_int_equal(m[0].size, 18); /* 15 bytes, 3 LFs as CRLF */
+	assert_int_equal(m[0].flags, MD_F_FLAGGED | MD_F_SEEN);
+	assert_string_equal(m[0].path, "cur/1.foreign:2,FS");
+	assert_int_equal(md_mbox_msg_date(mb, m[0].uid, &date), 0);
+	assert_int_equal(date, 1700000000);
+	md_mbox_close(&mb);
+}
+
 enum {
 	FIB_N = 4,
 	FIB_MSGS = 8
@@ -1657,6 +1691,7 @@ int main(void)
 		T(test_md_mbox_cheap_sync),
 		T(test_md_mbox_watch_shared),
 		T(test_md_mbox_open_copies),
+		T(test_md_mbox_foreign_file),
 		T(test_md_mbox_uidlist_lost),
 		T(test_md_mbox_copy_exdev),
 		T(test_md_mbox_uidlist_append),

@@ -854,7 +854,7 @@ static int crlf_size(int dfd, const char *path, uint64_t *out)
 	uint64_t off = 0, lf = 0;
 	char last = '\n';
 	char *buf;
-	int fd;
+	int fd, ret;
 
 	fd = ur_openat(dfd, path, O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0)
@@ -868,7 +868,7 @@ static int crlf_size(int dfd, const char *path, uint64_t *out)
 		ssize_t n = ur_read(fd, buf, MB_READ_CHUNK, (int64_t)off);
 
 		if (n <= 0) {
-			fd = n < 0 ? (int)n : 0;
+			ret = n < 0 ? (int)n : 0;
 			break;
 		}
 		for (ssize_t i = 0; i < n; i++) {
@@ -879,8 +879,9 @@ static int crlf_size(int dfd, const char *path, uint64_t *out)
 		off += (uint64_t)n;
 	}
 	free(buf);
+	mb__close(fd);
 	*out = off + lf;
-	return fd;
+	return ret;
 }
 
 long md_mbox_find(const struct md_mbox *mb, uint32_t uid)
